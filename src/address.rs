@@ -1,0 +1,128 @@
+//! Addresses: where a listener listens ([`ListenAddr`]) and who a client is ([`PeerAddr`]).
+//!
+//! Both print the way users type them, so the startup line `echo listening on 127.0.0.1:7000`
+//! can be pasted back into `--listen` or `--target`.
+
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::str::FromStr;
+
+/// Where a listener listens.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum ListenAddr {
+    /// A TCP address, `HOST:PORT` (IPv4 or `[IPv6]`); port 0 picks a free port.
+    Tcp(SocketAddr),
+    /// A Unix-domain stream socket, `unix:/path/to.sock`.
+    Unix(PathBuf),
+    /// A UDP socket, `udp://HOST:PORT`.
+    Udp(SocketAddr),
+}
+
+impl fmt::Display for ListenAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ListenAddr::Tcp(addr) => write!(f, "{addr}"),
+            ListenAddr::Unix(path) => write!(f, "unix:{}", path.display()),
+            ListenAddr::Udp(addr) => write!(f, "udp://{addr}"),
+        }
+    }
+}
+
+impl FromStr for ListenAddr {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        if let Some(path) = text.strip_prefix("unix:") {
+            if path.is_empty() {
+                return Err("bad address 'unix:': expected unix:/path/to.sock".to_string());
+            }
+            return Ok(ListenAddr::Unix(PathBuf::from(path)));
+        }
+        if let Some(host_port) = text.strip_prefix("udp://") {
+            return parse_socket_addr(host_port).map(ListenAddr::Udp);
+        }
+        parse_socket_addr(text).map(ListenAddr::Tcp)
+    }
+}
+
+/// Parses `HOST:PORT` with an IP literal (`[v6]` in brackets) or `localhost`.
+///
+/// No name resolution: a server should bind exactly the address it was given, and `localhost`
+/// is the one name people type that has a single obvious meaning.
+pub fn parse_socket_addr(text: &str) -> Result<SocketAddr, String> {
+    if let Ok(addr) = text.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    if let Some(port) = text.strip_prefix("localhost:") {
+        if let Ok(port) = port.parse::<u16>() {
+            return Ok(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port));
+        }
+    }
+    Err(format!(
+        "bad address '{text}': expected HOST:PORT with an IPv4 or [IPv6] address, e.g. 127.0.0.1:7000"
+    ))
+}
+
+/// Who a connected client is, as shown to handlers (the `broadcast` prefix) and in logs.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum PeerAddr {
+    /// A TCP client's address and port.
+    Tcp(SocketAddr),
+    /// A Unix-socket client. Such clients rarely bind a name of their own, so they are told
+    /// apart by the order in which the server accepted them.
+    Unix {
+        /// 1 for the first Unix client this server accepted, 2 for the next, ...
+        serial: u64,
+    },
+}
+
+impl fmt::Display for PeerAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PeerAddr::Tcp(addr) => write!(f, "{addr}"),
+            PeerAddr::Unix { serial } => write!(f, "unix#{serial}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Listen addresses parse from what users type and print back the same way.
+    #[test]
+    fn listen_addresses_round_trip() {
+        for text in [
+            "127.0.0.1:7000",
+            "[::1]:0",
+            "unix:/tmp/x.sock",
+            "udp://127.0.0.1:9",
+        ] {
+            let addr: ListenAddr = text.parse().unwrap();
+            assert_eq!(addr.to_string(), text);
+        }
+        assert_eq!(
+            "localhost:80".parse::<ListenAddr>().unwrap().to_string(),
+            "127.0.0.1:80"
+        );
+    }
+
+    /// Host names other than localhost, missing ports and bad ports are refused.
+    #[test]
+    fn bad_addresses_are_refused() {
+        for text in [
+            "example.com:80",
+            "127.0.0.1",
+            "127.0.0.1:99999",
+            "::1:80",
+            "unix:",
+            "",
+        ] {
+            assert!(
+                text.parse::<ListenAddr>().is_err(),
+                "{text} should be refused"
+            );
+        }
+    }
+}

@@ -1,0 +1,167 @@
+//! What the server is told to do: its listeners ([`ListenSpec`]) and its limits
+//! ([`ServerConfig`]). Every limit has a default that is safe to run with, and each exists
+//! to bound something a client could otherwise grow without end.
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use crate::address::ListenAddr;
+use crate::codec::Codec;
+use crate::handlers;
+
+/// The server's limits. `ServerConfig::default()` is what `evloop-server` runs with.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    /// Most client connections open at once; past it a new client gets `ERR server full` and
+    /// is closed. `None`: the file-descriptor limit less [`RESERVED_DESCRIPTORS`], so that a
+    /// full server answers clearly instead of failing `accept` with EMFILE.
+    pub max_connections: Option<usize>,
+    /// Longest message (line or length-prefixed frame) accepted, in bytes. It bounds the
+    /// input a connection can make the server hold.
+    pub max_frame: usize,
+    /// Pending output a connection may have before it counts as slow: past it the server
+    /// stops reading that client's requests until it drains (its own replies), or
+    /// disconnects it (messages other clients sent it, e.g. `broadcast`).
+    pub max_output: usize,
+    /// Close connections that moved no bytes for this long. Off by default.
+    pub idle_timeout: Option<Duration>,
+    /// The listen backlog asked of the kernel (Linux caps it at `net.core.somaxconn`).
+    pub backlog: u32,
+    /// Log a stats line this often. Off by default.
+    pub stats_interval: Option<Duration>,
+    /// On SIGINT/SIGTERM, how long to keep flushing pending output before closing anyway.
+    pub drain_timeout: Duration,
+    /// Bind with `SO_REUSEPORT`, so several worker processes can share one port.
+    pub reuse_port: bool,
+}
+
+/// Descriptors kept back from `max_connections`'s default for listeners, the poller, the
+/// signal pipe, standard streams and log files.
+pub const RESERVED_DESCRIPTORS: usize = 32;
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            max_connections: None,
+            max_frame: 64 * 1024,
+            max_output: 1024 * 1024,
+            idle_timeout: None,
+            backlog: 4096,
+            stats_interval: None,
+            drain_timeout: Duration::from_secs(5),
+            reuse_port: false,
+        }
+    }
+}
+
+/// One `--listen HANDLER[:CODEC]=ADDR[,ADDR...]`: a handler, its codec, and where it listens.
+///
+/// Several addresses in one spec share one handler instance: for `broadcast` that means one
+/// chat room reachable over each of them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ListenSpec {
+    /// A built-in handler's name (see [`handlers::NAMES`]).
+    pub handler: String,
+    /// How messages are framed on this listener.
+    pub codec: Codec,
+    /// Where it listens; at least one.
+    pub addrs: Vec<ListenAddr>,
+}
+
+impl ListenSpec {
+    /// The listeners `evloop-server` runs when given no `--listen`: all on loopback.
+    pub fn defaults() -> Vec<ListenSpec> {
+        [
+            ("echo", 7000),
+            ("uppercase", 7001),
+            ("sum", 7002),
+            ("broadcast", 7003),
+        ]
+        .into_iter()
+        .map(|(handler, port)| ListenSpec {
+            handler: handler.to_string(),
+            codec: Codec::Line,
+            addrs: vec![ListenAddr::Tcp(([127, 0, 0, 1], port).into())],
+        })
+        .collect()
+    }
+}
+
+impl FromStr for ListenSpec {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let Some((service, addrs)) = text.split_once('=') else {
+            return Err(format!(
+                "bad listener '{text}': expected HANDLER[:CODEC]=ADDR, e.g. echo=127.0.0.1:7000"
+            ));
+        };
+        let (handler, codec) = match service.split_once(':') {
+            Some((handler, codec)) => (handler, codec.parse::<Codec>()?),
+            None => (service, Codec::default()),
+        };
+        if !handlers::NAMES.contains(&handler) {
+            return Err(format!(
+                "unknown handler '{handler}': expected one of {}",
+                handlers::NAMES.join(", ")
+            ));
+        }
+        let addrs = addrs
+            .split(',')
+            .map(str::parse::<ListenAddr>)
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(ListenSpec {
+            handler: handler.to_string(),
+            codec,
+            addrs,
+        })
+    }
+}
+
+impl fmt::Display for ListenSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.handler)?;
+        if self.codec != Codec::Line {
+            write!(f, ":{}", self.codec)?;
+        }
+        let addrs: Vec<String> = self.addrs.iter().map(ToString::to_string).collect();
+        write!(f, "={}", addrs.join(","))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The forms the issue names parse, codec included.
+    #[test]
+    fn parses_listen_specs() {
+        let spec: ListenSpec = "echo=127.0.0.1:7000".parse().unwrap();
+        assert_eq!(spec.handler, "echo");
+        assert_eq!(spec.codec, Codec::Line);
+        let spec: ListenSpec = "sum:length=[::1]:0".parse().unwrap();
+        assert_eq!(spec.codec, Codec::Length);
+        assert_eq!(spec.addrs, vec!["[::1]:0".parse().unwrap()]);
+        let spec: ListenSpec = "echo:fixed:16=127.0.0.1:0,unix:/tmp/e.sock"
+            .parse()
+            .unwrap();
+        assert_eq!(spec.codec, Codec::Fixed(16));
+        assert_eq!(spec.addrs.len(), 2);
+        assert_eq!(
+            spec.to_string(),
+            "echo:fixed:16=127.0.0.1:0,unix:/tmp/e.sock"
+        );
+    }
+
+    /// Unknown handlers and codecs are named in the error.
+    #[test]
+    fn refuses_unknown_parts() {
+        let error = "nope=127.0.0.1:0".parse::<ListenSpec>().unwrap_err();
+        assert!(error.contains("unknown handler 'nope'"), "{error}");
+        let error = "echo:zip=127.0.0.1:0".parse::<ListenSpec>().unwrap_err();
+        assert!(error.contains("unknown codec 'zip'"), "{error}");
+        assert!("echo:fixed:0=127.0.0.1:0".parse::<ListenSpec>().is_err());
+        assert!("echo".parse::<ListenSpec>().is_err());
+    }
+}
