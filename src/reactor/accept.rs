@@ -1,0 +1,139 @@
+//! Accepting: new connections join the slab and their service's room.
+//!
+//! Accepting is budgeted per turn like reading, and backs off when descriptors run out: with
+//! edge-triggered polling the backlog's edge is not raised again, so the listener goes on the
+//! owed list (budget spent) or is retried by a timer (backoff over).
+
+use std::io::Write as _;
+use std::time::Instant;
+
+use log::{debug, error, warn};
+use mio::{Interest, Token};
+
+use super::{ACCEPT_BACKOFF, ACCEPTS_PER_TURN, FIRST_LISTENER, Reactor};
+use crate::address::PeerAddr;
+use crate::connection::Connection;
+use crate::handler::{ConnId, Peer};
+use crate::nonblocking::{client_gave_up, interrupted, out_of_resources, would_block};
+use crate::transport::Stream;
+
+impl Reactor {
+    /// Accepts from listener `index` until its backlog is empty or the turn's budget is spent.
+    pub(super) fn accept_from(&mut self, index: usize) {
+        for _ in 0..ACCEPTS_PER_TURN {
+            let Some(slot) = self.listeners.get(index) else {
+                return;
+            };
+            if slot.paused_until.is_some() {
+                return;
+            }
+            let service = slot.service;
+            match slot.listener.accept(&mut self.unix_serial) {
+                Ok((stream, peer)) => self.admit(stream, peer, service),
+                Err(error) if would_block(&error) => return,
+                Err(error) if interrupted(&error) || client_gave_up(&error) => continue,
+                Err(error) => {
+                    if !out_of_resources(&error) {
+                        error!("accept failed; listener={} error={error}", slot.addr);
+                    }
+                    self.pause_accepting(index, &error);
+                    return;
+                }
+            }
+        }
+        self.owe_accept(index);
+    }
+
+    /// Stops accepting on `index` for [`ACCEPT_BACKOFF`]; the backlog keeps the clients
+    /// waiting meanwhile, and established connections are served as usual.
+    fn pause_accepting(&mut self, index: usize, error: &std::io::Error) {
+        let now = Instant::now();
+        self.stats.accept_pauses += 1;
+        if let Some(slot) = self.listeners.get_mut(index) {
+            slot.paused_until = Some(now + ACCEPT_BACKOFF);
+            if let Some(held_back) = self.accept_log.allow(now) {
+                warn!(
+                    "cannot accept, pausing; listener={} error={error} pause_ms={} conns={} repeats={held_back}",
+                    slot.addr,
+                    ACCEPT_BACKOFF.as_millis(),
+                    self.conns.len()
+                );
+            }
+        }
+    }
+
+    /// Lets paused listeners try again once their backoff is over.
+    pub(super) fn resume_accepting(&mut self, now: Instant) {
+        for index in 0..self.listeners.len() {
+            let slot = &mut self.listeners[index];
+            if slot.paused_until.is_some_and(|until| now >= until) {
+                slot.paused_until = None;
+                self.owe_accept(index);
+            }
+        }
+    }
+
+    /// Makes an accepted socket a connection of `service`, or turns it away if full.
+    fn admit(&mut self, mut stream: Stream, peer: PeerAddr, service: usize) {
+        if self.conns.len() >= self.limits.max_connections {
+            self.turn_away(stream, &peer, service);
+            return;
+        }
+        let entry = self.conns.vacant_entry();
+        let key = entry.key();
+        debug_assert!(
+            key < FIRST_LISTENER,
+            "connection keys stay below the listener tokens"
+        );
+        if let Err(error) =
+            self.poll
+                .registry()
+                .register(&mut stream, Token(key), Interest::READABLE)
+        {
+            error!("register failed; peer={peer} error={error}");
+            return;
+        }
+        let mut conn = Connection::new(
+            stream,
+            peer,
+            service,
+            self.services[service].codec.decoder(),
+        );
+        conn.member_index = self.services[service].join(key);
+        if let Some(wheel) = &mut self.idle {
+            conn.last_active = self.now_tick;
+            conn.timer_slot = wheel.schedule(key, wheel.deadline(self.now_tick));
+        }
+        let conn = entry.insert(conn);
+        self.stats.connections_accepted += 1;
+        debug!(
+            "opened; conn={key} peer={} service={}",
+            conn.peer, self.services[service].name
+        );
+        let from = Peer {
+            id: ConnId(key),
+            addr: &conn.peer,
+        };
+        self.services[service]
+            .handler
+            .on_connect(from, &mut self.outbox);
+        self.carry_out(key, service);
+    }
+
+    /// Tells a client the server is full, and closes it. A fresh socket's send buffer is
+    /// empty, so the short reply fits in one non-blocking write.
+    fn turn_away(&mut self, mut stream: Stream, peer: &PeerAddr, service: usize) {
+        self.stats.connections_rejected += 1;
+        let mut reply = Vec::new();
+        self.services[service]
+            .codec
+            .encode(b"ERR server full", &mut reply);
+        let _ = stream.write(&reply);
+        if let Some(held_back) = self.accept_log.allow(Instant::now()) {
+            warn!(
+                "server full, turning away; peer={peer} max_connections={} repeats={held_back}",
+                self.limits.max_connections
+            );
+        }
+    }
+}

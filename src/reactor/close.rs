@@ -1,0 +1,120 @@
+//! Closing: connections are only marked during a turn and removed at its end.
+//!
+//! Removing a connection in the middle of a turn would free its slab key while other steps
+//! of the same turn (a broadcast loop, a queued flush) may still refer to it, or hand the key
+//! to a new connection that would then receive the old one's events. Marking (`closing`) and
+//! sweeping afterwards, as Redis does with `freeClientAsync`, rules that out.
+
+use std::io;
+
+use log::{debug, error, warn};
+
+use super::{FIRST_LISTENER, Reactor};
+use crate::connection::StopReason;
+use crate::handler::{ConnId, Peer};
+
+/// Why a connection is closed.
+#[derive(Debug)]
+pub(crate) enum CloseReason {
+    /// It stopped reading for this reason and its output is all written.
+    Finished(StopReason),
+    /// A read or write failed.
+    Error(io::Error),
+    /// No bytes moved for `--idle-timeout`.
+    IdleTimeout,
+    /// It did not read what other clients sent it, past `--max-output`.
+    SlowConsumer,
+    /// Still holding unwritten output when the drain deadline came.
+    DrainDeadline,
+}
+
+impl Reactor {
+    /// Marks `key` to be removed at the end of the turn (once, whatever the callers).
+    pub(super) fn close_later(&mut self, key: usize, reason: CloseReason) {
+        if let Some(conn) = self.conns.get_mut(key) {
+            if !conn.closing {
+                conn.closing = true;
+                self.close_queue.push((key, reason));
+            }
+        }
+    }
+
+    /// The close phase: removes every marked connection, and tells its handler.
+    pub(super) fn close_queued(&mut self) {
+        if self.close_queue.is_empty() {
+            return;
+        }
+        // A handler's goodbye can mark more connections (a slow room member); keep going
+        // until none are left, so no key outlives its turn.
+        while !self.close_queue.is_empty() {
+            let queue = std::mem::take(&mut self.close_queue);
+            for (key, reason) in queue {
+                self.remove(key, reason);
+            }
+        }
+        self.owed
+            .retain(|token| token.0 >= FIRST_LISTENER || self.conns.contains(token.0));
+    }
+
+    fn remove(&mut self, key: usize, reason: CloseReason) {
+        let Some(mut conn) = self.conns.try_remove(key) else {
+            return;
+        };
+        let service = conn.service;
+        if let Some(moved) = self.services[service].leave(conn.member_index) {
+            self.conns[moved].member_index = conn.member_index;
+        }
+        if let Some(partial) = conn.partial_input.take() {
+            self.pool.give(partial);
+        }
+        conn.output.release(&mut self.pool);
+        self.stats.connections_closed += 1;
+        match &reason {
+            CloseReason::Error(error) if client_went_away(error) => {
+                debug!("closed; conn={key} peer={} reason=\"{error}\"", conn.peer);
+            }
+            CloseReason::Error(error) => error!(
+                "closed on error; conn={key} peer={} error={error}",
+                conn.peer
+            ),
+            CloseReason::SlowConsumer => {
+                self.stats.closed_slow += 1;
+                warn!(
+                    "closed slow consumer; conn={key} peer={} max_output={}",
+                    conn.peer, self.limits.max_output
+                );
+            }
+            CloseReason::IdleTimeout => {
+                self.stats.closed_idle += 1;
+                debug!("closed; conn={key} peer={} reason=idle", conn.peer);
+            }
+            CloseReason::Finished(why) => {
+                debug!("closed; conn={key} peer={} reason={why:?}", conn.peer)
+            }
+            CloseReason::DrainDeadline => debug!(
+                "closed; conn={key} peer={} reason=drain_deadline",
+                conn.peer
+            ),
+        }
+        let peer = Peer {
+            id: ConnId(key),
+            addr: &conn.peer,
+        };
+        self.services[service]
+            .handler
+            .on_disconnect(peer, &mut self.outbox);
+        self.carry_out(key, service);
+        // Dropping the socket closes it, which also takes it out of the epoll set: no
+        // `deregister` syscall needed.
+        drop(conn);
+    }
+}
+
+/// Errors that just mean the client left abruptly: not worth more than a debug line.
+fn client_went_away(error: &io::Error) -> bool {
+    use io::ErrorKind::*;
+    matches!(
+        error.kind(),
+        ConnectionReset | BrokenPipe | ConnectionAborted | TimedOut | UnexpectedEof
+    )
+}

@@ -1,0 +1,185 @@
+//! Input: read from a ready connection, decode its messages, hand each to the handler.
+//!
+//! Every connection reads into the reactor's one shared buffer. Complete messages are handled
+//! straight from it; only an incomplete tail is copied into a buffer of the connection's own,
+//! which goes back to the pool as soon as the message completes.
+
+use std::mem;
+
+use log::warn;
+
+use super::{CloseReason, READS_PER_TURN, Reactor};
+use crate::codec::{Codec, FrameError};
+use crate::connection::{Reading, StopReason};
+use crate::handler::{ConnId, Peer};
+use crate::nonblocking::{interrupted, would_block};
+
+impl Reactor {
+    /// Reads from `key` and handles what arrived.
+    ///
+    /// Readiness is a hint: read until `WouldBlock`, or until a read comes back short, which
+    /// means the kernel buffer was empty at that moment and any later bytes raise a new edge
+    /// (this saves the syscall that would only say `WouldBlock`). `drain` asks for reading to
+    /// `WouldBlock` regardless, for when no further edge is coming. At most
+    /// [`READS_PER_TURN`] reads, then the connection is owed a turn and the others go first.
+    pub(super) fn read_from(&mut self, key: usize, drain: bool) {
+        let mut buffer = mem::take(&mut self.read_buf);
+        let mut reads = 0;
+        while let Some(conn) = self.conns.get_mut(key) {
+            if !conn.wants_read() {
+                break;
+            }
+            if conn.output.len() > self.limits.max_output {
+                // It is not reading its replies: stop reading its requests until it does.
+                conn.reading = Reading::Paused;
+                self.stats.reading_paused += 1;
+                self.queue_flush(key);
+                break;
+            }
+            if reads == READS_PER_TURN {
+                // Bytes may still be waiting, and no new edge will say so: come back later.
+                self.owe_read(key);
+                break;
+            }
+            let chunk = match self.services[conn.service].codec {
+                // A raw message is one read, so a read must not exceed the largest message.
+                Codec::Raw => self.limits.max_frame.clamp(1, buffer.len()),
+                _ => buffer.len(),
+            };
+            match std::io::Read::read(&mut conn.stream, &mut buffer[..chunk]) {
+                Ok(0) => {
+                    self.end_of_stream(key);
+                    break;
+                }
+                Ok(n) => {
+                    reads += 1;
+                    conn.last_active = self.now_tick;
+                    self.stats.bytes_in += n as u64;
+                    self.handle_input(key, &buffer[..n]);
+                    if n < chunk && !drain {
+                        break;
+                    }
+                }
+                Err(error) if would_block(&error) => break,
+                Err(error) if interrupted(&error) => continue,
+                Err(error) => {
+                    self.close_later(key, CloseReason::Error(error));
+                    break;
+                }
+            }
+        }
+        self.read_buf = buffer;
+    }
+
+    /// Decodes `bytes` (after any incomplete tail kept from before) and handles each message.
+    fn handle_input(&mut self, key: usize, bytes: &[u8]) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        match conn.partial_input.take() {
+            None => {
+                let used = self.decode_and_handle(key, bytes);
+                let tail = &bytes[used..];
+                if !tail.is_empty() && self.keeps_input(key) {
+                    let mut partial = self.pool.take();
+                    partial.extend_from_slice(tail);
+                    self.conns[key].partial_input = Some(partial);
+                }
+            }
+            Some(mut partial) => {
+                partial.extend_from_slice(bytes);
+                let used = self.decode_and_handle(key, &partial);
+                partial.drain(..used);
+                if !partial.is_empty() && self.keeps_input(key) {
+                    self.conns[key].partial_input = Some(partial);
+                } else {
+                    self.pool.give(partial);
+                }
+            }
+        }
+    }
+
+    /// Whether an incomplete tail is worth keeping: not if the connection stopped reading.
+    fn keeps_input(&self, key: usize) -> bool {
+        self.conns.get(key).is_some_and(|conn| conn.wants_read())
+    }
+
+    /// Handles every complete message at the front of `input`; returns the bytes used.
+    fn decode_and_handle(&mut self, key: usize, input: &[u8]) -> usize {
+        let Some(conn) = self.conns.get(key) else {
+            return input.len();
+        };
+        let (service, mut decoder) = (conn.service, conn.decoder);
+        let max_frame = self.limits.max_frame;
+        let mut rest = input;
+        // A handler may close the connection mid-batch; its later messages are dropped.
+        while self.conns.get(key).is_some_and(|conn| conn.wants_read()) {
+            match decoder.decode(&mut rest, max_frame) {
+                Ok(Some(message)) => self.handle_message(key, service, message),
+                Ok(None) => break,
+                Err(error) => self.reply_frame_error(key, service, &error),
+            }
+        }
+        if let Some(conn) = self.conns.get_mut(key) {
+            conn.decoder = decoder;
+        }
+        input.len() - rest.len()
+    }
+
+    /// Gives one message to the service's handler and carries out what it asks.
+    fn handle_message(&mut self, key: usize, service: usize, message: &[u8]) {
+        self.stats.messages_in += 1;
+        let Some(conn) = self.conns.get(key) else {
+            return;
+        };
+        let from = Peer {
+            id: ConnId(key),
+            addr: &conn.peer,
+        };
+        self.services[service]
+            .handler
+            .on_message(from, message, &mut self.outbox);
+        self.carry_out(key, service);
+    }
+
+    /// Answers malformed input with `ERR ...`; the connection carries on.
+    fn reply_frame_error(&mut self, key: usize, service: usize, error: &FrameError) {
+        self.stats.frame_errors += 1;
+        if let Some(held_back) = self.misbehaving_log.allow(std::time::Instant::now()) {
+            if let Some(conn) = self.conns.get(key) {
+                warn!(
+                    "bad input; conn={key} peer={} error={error} repeats={held_back}",
+                    conn.peer
+                );
+            }
+        }
+        self.outbox.reply_with(|buf| {
+            use std::io::Write as _;
+            let _ = write!(buf, "ERR {error}");
+        });
+        self.carry_out(key, service);
+    }
+
+    /// The client half-closed: a non-empty incomplete tail is its last message, then the
+    /// connection closes once its replies are written.
+    fn end_of_stream(&mut self, key: usize) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        let partial = conn.partial_input.take();
+        let (service, mut decoder) = (conn.service, conn.decoder);
+        let tail = partial.as_deref().unwrap_or_default();
+        match decoder.finish(tail, self.limits.max_frame) {
+            Ok(Some(message)) => self.handle_message(key, service, message),
+            Ok(None) => {}
+            Err(error) => self.reply_frame_error(key, service, &error),
+        }
+        if let Some(partial) = partial {
+            self.pool.give(partial);
+        }
+        if let Some(conn) = self.conns.get_mut(key) {
+            conn.decoder = decoder;
+        }
+        self.stop_reading(key, StopReason::PeerClosed);
+    }
+}

@@ -1,0 +1,501 @@
+//! The reactor: one thread, one `mio::Poll`, every socket of the server.
+//!
+//! Each turn of the loop waits in `poll` until some socket is ready (or a timer is due), then
+//! works through phases, each in its own file:
+//!
+//! 1. **events**: accept on ready listeners (`accept.rs`), read and handle messages from ready
+//!    connections (`input.rs`), note connections that can take more output;
+//! 2. **owed**: serve again what an earlier pass cut short (a budget ran out, reading resumed);
+//! 3. **timers**: resume paused accepting, expire idle connections (`idle.rs`), end the drain;
+//! 4. **flush**: write every connection that has new output, in one `write` each (`output.rs`);
+//! 5. **close**: remove the connections marked for closing (`close.rs`).
+//!
+//! Nothing blocks, and no connection gets more than a bounded share of one turn, so a single
+//! thread serves thousands of clients "at once": by taking turns at message granularity.
+//! Closing is deferred to the end of a turn so no step ever holds a connection that another
+//! step has removed. docs/architecture.md draws the picture.
+
+mod accept;
+mod close;
+mod idle;
+mod input;
+mod output;
+
+use std::io;
+use std::sync::mpsc::Receiver;
+use std::time::{Duration, Instant};
+
+use log::{debug, info, trace, warn};
+use mio::{Events, Interest, Poll, Token};
+use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook_mio::v1_0::Signals;
+use slab::Slab;
+
+use crate::address::ListenAddr;
+use crate::buffer_pool::BufferPool;
+use crate::config::{RESERVED_DESCRIPTORS, ServerConfig};
+use crate::connection::{Connection, Reading, StopReason};
+use crate::control::{Command, ServerHandle};
+use crate::handler::Outbox;
+use crate::log_throttle::LogThrottle;
+use crate::nonblocking::interrupted;
+use crate::rlimit;
+use crate::service::Service;
+use crate::stats::{Reporter, Stats};
+use crate::timer_wheel::{Entry, TimerWheel};
+use crate::transport::{Listener, remove_socket_file};
+
+pub(crate) use close::CloseReason;
+
+/// Wakes the poll when a [`ServerHandle`] sends a command.
+const WAKER: Token = Token(usize::MAX);
+/// SIGINT and SIGTERM, when the server handles signals.
+const SIGNALS: Token = Token(usize::MAX - 1);
+/// Most listeners one reactor serves.
+pub const MAX_LISTENERS: usize = 1024;
+/// Listener `i` has token `FIRST_LISTENER + i`. Connection tokens are slab keys, which stay
+/// below `max_connections`, so the two ranges never meet.
+const FIRST_LISTENER: usize = usize::MAX - 2 - MAX_LISTENERS;
+
+/// Readiness events taken from the kernel per `poll`.
+const EVENTS_PER_POLL: usize = 1024;
+/// The one read buffer every connection reads into. Bytes of a complete message never leave
+/// it; only an incomplete tail is copied into a per-connection buffer.
+const READ_BUFFER_SIZE: usize = 64 * 1024;
+/// Reads one connection gets per turn (up to 256 KiB) before the others get theirs: without a
+/// bound, one client sending flat out would hold the only thread.
+const READS_PER_TURN: usize = 4;
+/// Connections one listener accepts per turn, so an accept storm cannot starve clients that
+/// are already connected (Redis: 10; tokio put accept under its budget for the same reason).
+const ACCEPTS_PER_TURN: usize = 64;
+/// How long accepting pauses when descriptors run out. `accept` cannot succeed until a
+/// connection closes, and retrying at once would spin the CPU.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// The limits the reactor enforces, resolved from [`ServerConfig`].
+#[derive(Clone, Debug)]
+pub(crate) struct Limits {
+    pub max_connections: usize,
+    pub max_frame: usize,
+    pub max_output: usize,
+    pub drain_timeout: Duration,
+}
+
+/// A listening socket and what it feeds.
+#[derive(Debug)]
+pub(crate) struct ListenerSlot {
+    pub listener: Listener,
+    /// The address actually bound.
+    pub addr: ListenAddr,
+    pub service: usize,
+    /// Accepting is paused until then (out of descriptors).
+    pub paused_until: Option<Instant>,
+    /// Already on the owed list.
+    pub owed: bool,
+}
+
+impl Drop for ListenerSlot {
+    fn drop(&mut self) {
+        if let ListenAddr::Unix(path) = &self.addr {
+            remove_socket_file(path);
+        }
+    }
+}
+
+/// See the module documentation.
+pub(crate) struct Reactor {
+    poll: Poll,
+    listeners: Vec<ListenerSlot>,
+    services: Vec<Service>,
+    /// Every client connection; the key is its token.
+    conns: Slab<Connection>,
+    limits: Limits,
+    /// See [`READ_BUFFER_SIZE`].
+    read_buf: Vec<u8>,
+    /// Reused for every handler call.
+    outbox: Outbox,
+    pool: BufferPool,
+    /// Tokens served short of `WouldBlock` earlier: edge-triggered polling will not report
+    /// them again for bytes already waiting, so the reactor must come back by itself.
+    owed: Vec<Token>,
+    /// Connections with new output this turn, written in the flush phase.
+    flush_queue: Vec<usize>,
+    /// Connections to remove at the end of this turn, and why.
+    close_queue: Vec<(usize, CloseReason)>,
+    /// Idle timeouts, if configured.
+    idle: Option<TimerWheel>,
+    /// Scratch space for entries coming due on the wheel.
+    due: Vec<Entry>,
+    /// The idle-wheel tick of the current turn; connections record it as their last activity.
+    now_tick: u64,
+    stats: Stats,
+    reporter: Option<Reporter>,
+    commands: Receiver<Command>,
+    signals: Option<Signals>,
+    /// Set once shutdown starts: the drain deadline.
+    draining: Option<Instant>,
+    /// Connections closed unflushed at the drain deadline.
+    cut_at_deadline: u64,
+    unix_serial: u64,
+    accept_log: LogThrottle,
+    misbehaving_log: LogThrottle,
+    started: Instant,
+}
+
+/// What a finished run did, for the one-line summary printed at exit.
+#[derive(Clone, Debug)]
+pub struct RunSummary {
+    /// How long the server ran.
+    pub uptime: Duration,
+    /// The counters at the end.
+    pub stats: Stats,
+    /// Connections still holding unwritten output when the drain deadline came.
+    pub cut_at_deadline: u64,
+}
+
+impl std::fmt::Display for RunSummary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "evloop-server stopped after {:.1} s: {} connections served, {} messages in, {} out, {} cut off at the drain deadline",
+            self.uptime.as_secs_f64(),
+            self.stats.connections_accepted,
+            self.stats.messages_in,
+            self.stats.messages_out,
+            self.cut_at_deadline
+        )
+    }
+}
+
+impl Reactor {
+    /// A reactor serving `listeners`, each feeding one of `services`.
+    pub fn new(
+        services: Vec<Service>,
+        listeners: Vec<(Listener, ListenAddr, usize)>,
+        config: &ServerConfig,
+        handle_signals: bool,
+    ) -> io::Result<(Reactor, ServerHandle)> {
+        let poll = Poll::new()?;
+        let (handle, commands) = ServerHandle::new(poll.registry(), WAKER)?;
+        let signals = if handle_signals {
+            let mut signals = Signals::new([SIGINT, SIGTERM])?;
+            poll.registry()
+                .register(&mut signals, SIGNALS, Interest::READABLE)?;
+            Some(signals)
+        } else {
+            None
+        };
+        let mut slots = Vec::with_capacity(listeners.len());
+        for (index, (mut listener, addr, service)) in listeners.into_iter().enumerate() {
+            poll.registry().register(
+                &mut listener,
+                Token(FIRST_LISTENER + index),
+                Interest::READABLE,
+            )?;
+            slots.push(ListenerSlot {
+                listener,
+                addr,
+                service,
+                paused_until: None,
+                owed: false,
+            });
+        }
+        let now = Instant::now();
+        let reactor = Reactor {
+            poll,
+            listeners: slots,
+            services,
+            conns: Slab::new(),
+            limits: resolve_limits(config),
+            read_buf: vec![0; READ_BUFFER_SIZE],
+            outbox: Outbox::default(),
+            pool: BufferPool::default(),
+            owed: Vec::new(),
+            flush_queue: Vec::new(),
+            close_queue: Vec::new(),
+            idle: config
+                .idle_timeout
+                .map(|timeout| TimerWheel::new(timeout, now)),
+            due: Vec::new(),
+            now_tick: 0,
+            stats: Stats::default(),
+            reporter: config
+                .stats_interval
+                .map(|interval| Reporter::new(interval, now)),
+            commands,
+            signals,
+            draining: None,
+            cut_at_deadline: 0,
+            unix_serial: 0,
+            accept_log: LogThrottle::new(Duration::from_secs(1)),
+            misbehaving_log: LogThrottle::new(Duration::from_secs(1)),
+            started: now,
+        };
+        Ok((reactor, handle))
+    }
+
+    /// Serves until shut down (signal or [`ServerHandle::shutdown`]) and drained. Only a
+    /// failure of the poller itself ends it with an error.
+    pub fn run(mut self) -> io::Result<RunSummary> {
+        info!(
+            "started; listeners={} max_connections={} max_frame={} max_output={}",
+            self.listeners.len(),
+            self.limits.max_connections,
+            self.limits.max_frame,
+            self.limits.max_output
+        );
+        let mut events = Events::with_capacity(EVENTS_PER_POLL);
+        loop {
+            let timeout = self.poll_timeout(Instant::now());
+            if let Err(error) = self.poll.poll(&mut events, timeout) {
+                if interrupted(&error) {
+                    continue;
+                }
+                return Err(error);
+            }
+            let woke = Instant::now();
+            if let Some(wheel) = &self.idle {
+                self.now_tick = wheel.now_tick(woke);
+            }
+            let mut event_count = 0;
+            for event in events.iter() {
+                event_count += 1;
+                self.dispatch(event, woke);
+            }
+            self.serve_owed();
+            self.run_timers(woke);
+            self.flush_queued();
+            self.close_queued();
+            let busy = woke.elapsed();
+            self.stats.record_wakeup(event_count, busy);
+            if let Some(reporter) = &mut self.reporter {
+                reporter.note_wakeup(busy);
+                self.stats.connections_open = self.conns.len();
+                self.stats.buffers = self.pool.stats();
+                reporter.maybe_report(woke, &self.stats);
+            }
+            if self.draining.is_some() && self.conns.is_empty() {
+                break;
+            }
+        }
+        let summary = RunSummary {
+            uptime: self.started.elapsed(),
+            stats: self.stats_snapshot(),
+            cut_at_deadline: self.cut_at_deadline,
+        };
+        info!("stopped; {summary}");
+        Ok(summary)
+    }
+
+    /// How long `poll` may sleep: not at all if work is owed, else until the next timer.
+    /// With nothing to do and no timers, it sleeps until a socket is ready: an idle server
+    /// uses no CPU.
+    fn poll_timeout(&self, now: Instant) -> Option<Duration> {
+        if !self.owed.is_empty() || !self.flush_queue.is_empty() || !self.close_queue.is_empty() {
+            return Some(Duration::ZERO);
+        }
+        let accept_resume = self
+            .listeners
+            .iter()
+            .filter_map(|slot| slot.paused_until)
+            .min();
+        [
+            self.idle.as_ref().and_then(TimerWheel::next_due),
+            self.reporter.as_ref().map(Reporter::next_due),
+            accept_resume,
+            self.draining,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+        .map(|deadline| deadline.saturating_duration_since(now))
+    }
+
+    /// Routes one readiness event.
+    fn dispatch(&mut self, event: &mio::event::Event, now: Instant) {
+        match event.token() {
+            WAKER => self.run_commands(now),
+            SIGNALS => self.on_signals(now),
+            Token(token) if token >= FIRST_LISTENER => self.accept_from(token - FIRST_LISTENER),
+            Token(key) => {
+                trace!(
+                    "event; conn={key} readable={} writable={} closed={}",
+                    event.is_readable(),
+                    event.is_writable(),
+                    event.is_read_closed() || event.is_write_closed()
+                );
+                if event.is_writable() || event.is_write_closed() || event.is_error() {
+                    self.queue_flush(key);
+                }
+                if event.is_readable() || event.is_read_closed() || event.is_error() {
+                    // Stopping at a short read is safe only when the event did not already
+                    // announce the end of the stream: no new edge would come for it.
+                    let drain = event.is_read_closed() || event.is_error();
+                    self.read_from(key, drain);
+                }
+            }
+        }
+    }
+
+    /// Serves what earlier passes cut short. A pass can owe again; that waits for the next
+    /// turn (with a zero poll timeout), so new events get their turn in between.
+    fn serve_owed(&mut self) {
+        let mut owed = std::mem::take(&mut self.owed);
+        for &Token(token) in &owed {
+            if token >= FIRST_LISTENER {
+                let index = token - FIRST_LISTENER;
+                if let Some(slot) = self.listeners.get_mut(index) {
+                    slot.owed = false;
+                    self.accept_from(index);
+                }
+            } else if let Some(conn) = self.conns.get_mut(token) {
+                conn.owed_read = false;
+                self.read_from(token, true);
+            }
+        }
+        owed.clear();
+        if self.owed.is_empty() {
+            self.owed = owed;
+        }
+    }
+
+    /// Notes that `key` has bytes waiting that no event will announce again.
+    fn owe_read(&mut self, key: usize) {
+        if let Some(conn) = self.conns.get_mut(key) {
+            if !conn.owed_read {
+                conn.owed_read = true;
+                self.owed.push(Token(key));
+            }
+        }
+    }
+
+    /// Notes that listener `index` may have connections waiting in its backlog.
+    fn owe_accept(&mut self, index: usize) {
+        if let Some(slot) = self.listeners.get_mut(index) {
+            if !slot.owed {
+                slot.owed = true;
+                self.owed.push(Token(FIRST_LISTENER + index));
+            }
+        }
+    }
+
+    fn run_timers(&mut self, now: Instant) {
+        self.resume_accepting(now);
+        self.expire_idle(now);
+        if let Some(deadline) = self.draining {
+            if now >= deadline {
+                self.cut_off_at_deadline();
+            }
+        }
+    }
+
+    fn run_commands(&mut self, now: Instant) {
+        while let Ok(command) = self.commands.try_recv() {
+            match command {
+                Command::Shutdown => self.begin_shutdown(now),
+                Command::Stats(reply) => {
+                    let _ = reply.try_send(self.stats_snapshot());
+                }
+            }
+        }
+    }
+
+    fn on_signals(&mut self, now: Instant) {
+        let Some(signals) = &mut self.signals else {
+            return;
+        };
+        let received: Vec<i32> = signals.pending().collect();
+        for signal in received {
+            info!("signal received; signal={signal}");
+            self.begin_shutdown(now);
+        }
+    }
+
+    /// Stops accepting and starts draining: no more reading, pending output is flushed, each
+    /// connection closes once written, and the rest are cut at the deadline. A second stop
+    /// request while draining ends the drain at once.
+    fn begin_shutdown(&mut self, now: Instant) {
+        if self.draining.is_some() {
+            info!("second stop request; closing now");
+            self.draining = Some(now);
+            return;
+        }
+        let deadline = now + self.limits.drain_timeout;
+        info!(
+            "stopping; conns={} drain_timeout_ms={}",
+            self.conns.len(),
+            self.limits.drain_timeout.as_millis()
+        );
+        self.draining = Some(deadline);
+        for mut slot in self.listeners.drain(..) {
+            let _ = self.poll.registry().deregister(&mut slot.listener);
+        }
+        let keys: Vec<usize> = self.conns.iter().map(|(key, _)| key).collect();
+        for key in keys {
+            self.stop_reading(key, StopReason::Shutdown);
+        }
+    }
+
+    /// Closes, unflushed, whatever is still open at the drain deadline.
+    fn cut_off_at_deadline(&mut self) {
+        let keys: Vec<usize> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| !c.closing)
+            .map(|(key, _)| key)
+            .collect();
+        if !keys.is_empty() {
+            warn!("drain deadline reached; cutting off conns={}", keys.len());
+        }
+        self.cut_at_deadline += keys.len() as u64;
+        for key in keys {
+            self.close_later(key, CloseReason::DrainDeadline);
+        }
+    }
+
+    /// Stops reading `key`; it closes once its pending output is written.
+    fn stop_reading(&mut self, key: usize, reason: StopReason) {
+        if let Some(conn) = self.conns.get_mut(key) {
+            if !matches!(conn.reading, Reading::Stopped(_)) {
+                conn.reading = Reading::Stopped(reason);
+            }
+            self.queue_flush(key);
+        }
+    }
+
+    fn stats_snapshot(&self) -> Stats {
+        Stats {
+            connections_open: self.conns.len(),
+            buffers: self.pool.stats(),
+            ..self.stats.clone()
+        }
+    }
+}
+
+/// Turns the configured limits into the enforced ones; `max_connections` defaults to what the
+/// open-file limit allows, and a configured value above that is warned about plainly.
+fn resolve_limits(config: &ServerConfig) -> Limits {
+    let file_limit = rlimit::file_limit().map(|limit| limit.soft).unwrap_or(1024);
+    let fits = usize::try_from(file_limit)
+        .unwrap_or(usize::MAX)
+        .saturating_sub(RESERVED_DESCRIPTORS)
+        .max(1);
+    let max_connections = match config.max_connections {
+        Some(wanted) => {
+            if wanted > fits {
+                warn!(
+                    "max_connections={wanted} but the open-file limit is {file_limit}: about {fits} connections fit in one process; raise the limit (ulimit -n) or use --workers"
+                );
+            }
+            wanted
+        }
+        None => fits,
+    };
+    debug!("limits; max_connections={max_connections} file_limit={file_limit}");
+    Limits {
+        max_connections: max_connections.min(FIRST_LISTENER),
+        max_frame: config.max_frame,
+        max_output: config.max_output,
+        drain_timeout: config.drain_timeout,
+    }
+}

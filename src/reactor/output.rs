@@ -1,0 +1,173 @@
+//! Output: carry out the handler's intents, then write.
+//!
+//! Delivering only appends to a connection's pending output and queues it; the flush phase at
+//! the end of the turn writes each queued connection once. So the replies to sixteen
+//! pipelined requests, or a burst of broadcast lines, leave in one `write`. Write first, and
+//! ask the poller for `WRITABLE` only when the socket did not take everything.
+
+use log::error;
+
+use super::{CloseReason, Reactor};
+use crate::connection::{Reading, StopReason};
+use crate::handler::{ConnId, Intent, Recipient};
+
+/// Whose message an output is: it decides what happens when a client stops reading.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Origin {
+    /// A reply to the connection's own request: past `max_output`, reading it pauses.
+    Own,
+    /// Something another client caused (a broadcast line): the connection cannot be slowed
+    /// down by pausing it, so if it is still past `max_output` after a flush it is dropped
+    /// as a slow consumer.
+    Pushed,
+}
+
+impl Reactor {
+    /// Carries out, in order, what the handler put in the outbox for a message of `sender`.
+    pub(super) fn carry_out(&mut self, sender: usize, service: usize) {
+        let mut outbox = std::mem::take(&mut self.outbox);
+        for intent in outbox.intents() {
+            match intent {
+                Intent::Send { to, payload } => {
+                    let payload = outbox.payload(payload.clone());
+                    match *to {
+                        Recipient::Sender => self.deliver(sender, payload, Origin::Own),
+                        Recipient::Conn(ConnId(key)) if key == sender => {
+                            self.deliver(key, payload, Origin::Own)
+                        }
+                        Recipient::Conn(ConnId(key)) => self.deliver(key, payload, Origin::Pushed),
+                        Recipient::AllExcept(ConnId(except)) => {
+                            self.deliver_to_room(service, except, payload)
+                        }
+                    }
+                }
+                Intent::Close => self.stop_reading(sender, StopReason::HandlerClosed),
+            }
+        }
+        outbox.clear();
+        self.outbox = outbox;
+    }
+
+    /// Sends `payload` to every member of `service` but `except`.
+    fn deliver_to_room(&mut self, service: usize, except: usize, payload: &[u8]) {
+        // Borrowed out for the loop; delivering never changes membership (closing is deferred).
+        let members = std::mem::take(&mut self.services[service].members);
+        for &member in &members {
+            if member != except {
+                self.deliver(member, payload, Origin::Pushed);
+            }
+        }
+        self.services[service].members = members;
+    }
+
+    /// Frames `payload` with `key`'s codec onto its pending output and queues it for the flush.
+    fn deliver(&mut self, key: usize, payload: &[u8], origin: Origin) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        if conn.closing {
+            return;
+        }
+        let codec = self.services[conn.service].codec;
+        codec.encode(payload, conn.output.buffer(&mut self.pool));
+        conn.holds_pushed_output |= origin == Origin::Pushed;
+        self.stats.messages_out += 1;
+        self.queue_flush(key);
+    }
+
+    /// Sends `payload` to `key` and writes it at once: a last word before closing it.
+    pub(super) fn deliver_now(&mut self, key: usize, payload: &[u8]) {
+        self.deliver(key, payload, Origin::Own);
+        self.flush(key);
+    }
+
+    /// Puts `key` on the flush queue (once per turn).
+    pub(super) fn queue_flush(&mut self, key: usize) {
+        if let Some(conn) = self.conns.get_mut(key) {
+            if !conn.queued_for_flush {
+                conn.queued_for_flush = true;
+                self.flush_queue.push(key);
+            }
+        }
+    }
+
+    /// The flush phase: writes every connection queued this turn.
+    pub(super) fn flush_queued(&mut self) {
+        let mut queue = std::mem::take(&mut self.flush_queue);
+        for &key in &queue {
+            self.flush(key);
+        }
+        queue.clear();
+        if self.flush_queue.is_empty() {
+            self.flush_queue = queue;
+        }
+    }
+
+    /// Writes what `key` has pending, then brings its state and poll interest up to date:
+    /// pause or resume reading around `max_output`, close it if it is finished and flushed,
+    /// and re-register only if the interest changed (each change is an `epoll_ctl` call).
+    fn flush(&mut self, key: usize) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        conn.queued_for_flush = false;
+        if conn.closing {
+            return;
+        }
+        let written = match conn.output.write_to(&mut conn.stream, &mut self.pool) {
+            Ok(written) => written,
+            Err(error) => {
+                self.close_later(key, CloseReason::Error(error));
+                return;
+            }
+        };
+        if written > 0 {
+            self.stats.bytes_out += written as u64;
+            conn.last_active = self.now_tick;
+        }
+        let pending = conn.output.len();
+        let max_output = self.limits.max_output;
+        if pending == 0 {
+            conn.holds_pushed_output = false;
+        } else if pending > max_output && conn.holds_pushed_output {
+            // Checked after writing, not when appending: one turn's burst to a client that
+            // reads fast is fine; still over the limit once the socket is full is not.
+            self.close_later(key, CloseReason::SlowConsumer);
+            return;
+        }
+        let mut resume_reading = false;
+        match conn.reading {
+            Reading::Open if pending > max_output => {
+                conn.reading = Reading::Paused;
+                self.stats.reading_paused += 1;
+            }
+            Reading::Paused if pending <= max_output / 2 => {
+                conn.reading = Reading::Open;
+                resume_reading = true;
+            }
+            Reading::Stopped(reason) if pending == 0 => {
+                self.close_later(key, CloseReason::Finished(reason));
+                return;
+            }
+            _ => {}
+        }
+        if let Some(wanted) = conn.wanted_interest() {
+            if wanted != conn.registered {
+                if let Err(error) =
+                    self.poll
+                        .registry()
+                        .reregister(&mut conn.stream, mio::Token(key), wanted)
+                {
+                    error!("reregister failed; conn={key} error={error}");
+                    self.close_later(key, CloseReason::Error(error));
+                    return;
+                }
+                conn.registered = wanted;
+            }
+        }
+        if resume_reading {
+            // Bytes it sent while paused raised their edge long ago: read them now.
+            self.owe_read(key);
+        }
+    }
+}

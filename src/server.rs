@@ -1,0 +1,271 @@
+//! Building and starting a server: bind the listeners, then run the reactor, in this thread
+//! ([`Server::run`]) or a new one ([`Server::spawn`], for tests and embedding).
+//!
+//! Binding happens before anything runs, so a bad address fails fast with the address named,
+//! and port 0 is resolved so the caller can print (or connect to) the real address.
+
+use std::fmt;
+use std::io;
+use std::thread::JoinHandle;
+
+use crate::address::ListenAddr;
+use crate::codec::Codec;
+use crate::config::{ListenSpec, ServerConfig};
+use crate::control::ServerHandle;
+use crate::handler::Handler;
+use crate::handlers;
+use crate::reactor::{MAX_LISTENERS, Reactor, RunSummary};
+use crate::service::Service;
+use crate::stats::Stats;
+use crate::transport::Listener;
+
+/// Why a server could not start.
+#[derive(Debug)]
+pub enum StartError {
+    /// An address could not be bound (in use, not local, no permission).
+    Bind {
+        /// The address as given.
+        addr: ListenAddr,
+        /// What the system said.
+        source: io::Error,
+    },
+    /// The listeners asked for do not make sense together.
+    Config(String),
+    /// Setting up the poller failed.
+    Io(io::Error),
+}
+
+impl fmt::Display for StartError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StartError::Bind { addr, source } => write!(f, "cannot listen on {addr}: {source}"),
+            StartError::Config(message) => f.write_str(message),
+            StartError::Io(error) => write!(f, "cannot start: {error}"),
+        }
+    }
+}
+
+impl std::error::Error for StartError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            StartError::Bind { source, .. } | StartError::Io(source) => Some(source),
+            StartError::Config(_) => None,
+        }
+    }
+}
+
+/// One bound listener: what the startup line prints.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Listening {
+    /// The handler's name.
+    pub handler: String,
+    /// The address actually bound (port 0 resolved).
+    pub addr: ListenAddr,
+}
+
+impl fmt::Display for Listening {
+    /// The startup line scripts rely on: `<handler> listening on <addr>`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} listening on {}", self.handler, self.addr)
+    }
+}
+
+struct ServiceSpec {
+    name: String,
+    handler: Box<dyn Handler>,
+    codec: Codec,
+    addrs: Vec<ListenAddr>,
+}
+
+/// Collects services, then binds them all at once with [`ServerBuilder::bind`].
+pub struct ServerBuilder {
+    config: ServerConfig,
+    services: Vec<ServiceSpec>,
+    handle_signals: bool,
+}
+
+impl ServerBuilder {
+    /// Serves `handler` (named `name` in logs and the startup line) with `codec` on `addrs`.
+    /// All of `addrs` share this one handler instance (one room, for a broadcast handler).
+    pub fn serve(
+        mut self,
+        name: &str,
+        handler: impl Handler + 'static,
+        codec: Codec,
+        addrs: impl IntoIterator<Item = ListenAddr>,
+    ) -> Self {
+        self.services.push(ServiceSpec {
+            name: name.to_string(),
+            handler: Box::new(handler),
+            codec,
+            addrs: addrs.into_iter().collect(),
+        });
+        self
+    }
+
+    /// Serves a built-in handler as a `--listen` spec describes.
+    pub fn listen(mut self, spec: &ListenSpec) -> Result<Self, StartError> {
+        let handler = handlers::by_name(&spec.handler)
+            .ok_or_else(|| StartError::Config(format!("unknown handler '{}'", spec.handler)))?;
+        self.services.push(ServiceSpec {
+            name: spec.handler.clone(),
+            handler,
+            codec: spec.codec,
+            addrs: spec.addrs.clone(),
+        });
+        Ok(self)
+    }
+
+    /// Handle SIGINT and SIGTERM as a request to drain and stop (for binaries; an embedding
+    /// program or test uses [`ServerHandle::shutdown`] instead).
+    pub fn handle_signals(mut self, handle_signals: bool) -> Self {
+        self.handle_signals = handle_signals;
+        self
+    }
+
+    /// Binds every listener. Nothing is served until [`Server::run`] or [`Server::spawn`].
+    pub fn bind(self) -> Result<Server, StartError> {
+        let listener_count: usize = self.services.iter().map(|spec| spec.addrs.len()).sum();
+        if listener_count == 0 {
+            return Err(StartError::Config("nothing to listen on".to_string()));
+        }
+        if listener_count > MAX_LISTENERS {
+            return Err(StartError::Config(format!(
+                "too many listeners (max {MAX_LISTENERS})"
+            )));
+        }
+        let mut services = Vec::new();
+        let mut listeners = Vec::new();
+        let mut listening = Vec::new();
+        for (index, spec) in self.services.into_iter().enumerate() {
+            for addr in &spec.addrs {
+                if let ListenAddr::Udp(_) = addr {
+                    return Err(StartError::Config(format!(
+                        "cannot listen on {addr}: UDP listeners are not supported yet"
+                    )));
+                }
+                let (listener, bound) =
+                    Listener::bind(addr, self.config.backlog, self.config.reuse_port).map_err(
+                        |source| StartError::Bind {
+                            addr: addr.clone(),
+                            source,
+                        },
+                    )?;
+                listening.push(Listening {
+                    handler: spec.name.clone(),
+                    addr: bound.clone(),
+                });
+                listeners.push((listener, bound, index));
+            }
+            services.push(Service {
+                name: spec.name,
+                handler: spec.handler,
+                codec: spec.codec,
+                members: Vec::new(),
+            });
+        }
+        let (reactor, handle) =
+            Reactor::new(services, listeners, &self.config, self.handle_signals)
+                .map_err(StartError::Io)?;
+        Ok(Server {
+            reactor,
+            handle,
+            listening,
+        })
+    }
+}
+
+/// A server with its listeners bound, ready to run.
+pub struct Server {
+    reactor: Reactor,
+    handle: ServerHandle,
+    listening: Vec<Listening>,
+}
+
+impl Server {
+    /// Starts describing a server with these limits.
+    pub fn builder(config: ServerConfig) -> ServerBuilder {
+        ServerBuilder {
+            config,
+            services: Vec::new(),
+            handle_signals: false,
+        }
+    }
+
+    /// The bound listeners, in the order they were given.
+    pub fn listening(&self) -> &[Listening] {
+        &self.listening
+    }
+
+    /// A handle to stop the server or read its stats from another thread.
+    pub fn handle(&self) -> ServerHandle {
+        self.handle.clone()
+    }
+
+    /// Serves in this thread until shut down and drained.
+    pub fn run(self) -> io::Result<RunSummary> {
+        self.reactor.run()
+    }
+
+    /// Serves in a new thread. Dropping the returned value shuts the server down and waits.
+    pub fn spawn(self) -> io::Result<RunningServer> {
+        let handle = self.handle.clone();
+        let listening = self.listening.clone();
+        let thread = std::thread::Builder::new()
+            .name("evloop-reactor".to_string())
+            .spawn(move || self.run())?;
+        Ok(RunningServer {
+            handle,
+            listening,
+            thread: Some(thread),
+        })
+    }
+}
+
+/// A server running in its own thread.
+pub struct RunningServer {
+    handle: ServerHandle,
+    listening: Vec<Listening>,
+    thread: Option<JoinHandle<io::Result<RunSummary>>>,
+}
+
+impl RunningServer {
+    /// The bound listeners.
+    pub fn listening(&self) -> &[Listening] {
+        &self.listening
+    }
+
+    /// A handle to the server.
+    pub fn handle(&self) -> &ServerHandle {
+        &self.handle
+    }
+
+    /// A copy of the server's stats.
+    pub fn stats(&self) -> io::Result<Stats> {
+        self.handle.stats()
+    }
+
+    /// Shuts down gracefully and waits for the reactor to finish.
+    pub fn stop(mut self) -> io::Result<RunSummary> {
+        self.handle.shutdown();
+        self.join()
+    }
+
+    fn join(&mut self) -> io::Result<RunSummary> {
+        match self.thread.take() {
+            Some(thread) => thread
+                .join()
+                .unwrap_or_else(|_| Err(io::Error::other("the reactor thread panicked"))),
+            None => Err(io::Error::other("already stopped")),
+        }
+    }
+}
+
+impl Drop for RunningServer {
+    fn drop(&mut self) {
+        if self.thread.is_some() {
+            self.handle.shutdown();
+            let _ = self.join();
+        }
+    }
+}
