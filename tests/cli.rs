@@ -1,0 +1,270 @@
+//! The `evloop-server` binary as users and scripts run it: startup lines, exit codes,
+//! signals, and running out of file descriptors.
+
+mod util;
+
+use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::os::unix::process::CommandExt;
+use std::sync::mpsc;
+use std::thread;
+use std::time::Duration;
+
+use util::{ServerProcess, connect, server_command};
+
+/// Runs the binary with `args` to completion; returns (exit code, stdout, stderr).
+fn run(args: &[&str]) -> (Option<i32>, String, String) {
+    let output = server_command(args).output().expect("run evloop-server");
+    (
+        output.status.code(),
+        String::from_utf8(output.stdout).unwrap(),
+        String::from_utf8(output.stderr).unwrap(),
+    )
+}
+
+/// Each listener gets one startup line with its real address, and the addresses work.
+#[test]
+fn prints_one_startup_line_per_listener() {
+    let server = ServerProcess::start(
+        server_command(&[
+            "--listen",
+            "echo=127.0.0.1:0",
+            "--listen",
+            "sum:length=[::1]:0",
+        ]),
+        2,
+    );
+    assert!(server.startup_lines[0].starts_with("echo listening on 127.0.0.1:"));
+    assert!(server.startup_lines[1].starts_with("sum listening on [::1]:"));
+    assert_ne!(server.addrs[0].port(), 0);
+    let mut echo = connect(server.addrs[0]);
+    echo.roundtrip("hi", "hi");
+    let mut sum = TcpStream::connect(server.addrs[1]).unwrap();
+    sum.write_all(&[0, 0, 0, 3, b'1', b',', b'2']).unwrap();
+    let mut reply = [0; 5];
+    sum.set_read_timeout(Some(util::READ_TIMEOUT)).unwrap();
+    sum.read_exact(&mut reply).unwrap();
+    assert_eq!(reply, [0, 0, 0, 1, b'3']);
+}
+
+/// With no --listen: echo, uppercase, sum, broadcast on 127.0.0.1:7000-7003.
+#[test]
+fn default_listeners() {
+    let server = ServerProcess::start(server_command(&[]), 4);
+    assert_eq!(
+        server.startup_lines,
+        [
+            "echo listening on 127.0.0.1:7000",
+            "uppercase listening on 127.0.0.1:7001",
+            "sum listening on 127.0.0.1:7002",
+            "broadcast listening on 127.0.0.1:7003",
+        ]
+    );
+    connect(server.addrs[2]).roundtrip("50,40", "90");
+}
+
+/// Bad flags and values: one line on stderr, exit code 2, nothing on stdout.
+#[test]
+fn bad_usage_exits_2_with_one_line() {
+    for args in [
+        &["--bogus"][..],
+        &["--listen", "nope=127.0.0.1:0"],
+        &["--listen", "echo:zip=127.0.0.1:0"],
+        &["--listen", "echo=not-an-address"],
+        &["--listen", "echo=127.0.0.1"],
+        &["--max-frame", "0"],
+        &["--max-output", "lots"],
+        &["--idle-timeout", "-1"],
+        &["--max-connections", "0"],
+        &["--backlog", "x"],
+    ] {
+        let (code, stdout, stderr) = run(args);
+        assert_eq!(code, Some(2), "{args:?}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr:?}");
+        assert!(stderr.starts_with("evloop-server: "), "{stderr}");
+        assert!(stdout.is_empty(), "{args:?}: {stdout}");
+    }
+}
+
+/// An address in use, or not local, is named in a one-line error with exit code 1.
+#[test]
+fn unbindable_address_exits_1_naming_it() {
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let (code, _, stderr) = run(&["--listen", &format!("echo={addr}")]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr:?}");
+    assert!(
+        stderr.contains(&format!("cannot listen on {addr}")),
+        "{stderr}"
+    );
+    let (code, _, stderr) = run(&["--listen", "echo=192.0.2.1:7000"]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains("cannot listen on 192.0.2.1:7000"),
+        "{stderr}"
+    );
+}
+
+/// --help describes the flags and exits 0.
+#[test]
+fn help_exits_0() {
+    let (code, stdout, _) = run(&["--help"]);
+    assert_eq!(code, Some(0));
+    for flag in [
+        "--listen",
+        "--max-connections",
+        "--max-frame",
+        "--max-output",
+        "--idle-timeout",
+        "--backlog",
+        "--stats-interval",
+    ] {
+        assert!(stdout.contains(flag), "--help lacks {flag}");
+    }
+}
+
+/// SIGTERM: stop accepting, flush replies to what was already read, close everything,
+/// print a one-line summary, exit 0.
+#[test]
+fn sigterm_drains_and_exits_0() {
+    let server = ServerProcess::start(
+        server_command(&["--listen", "echo=127.0.0.1:0", "--max-output", "64K"]),
+        1,
+    );
+    let addr = server.addrs[0];
+    let mut idle = connect(addr);
+    idle.roundtrip("here", "here");
+    // A client that sends a lot and reads nothing yet, so replies are pending at the signal.
+    let mut busy = TcpStream::connect(addr).unwrap();
+    busy.set_write_timeout(Some(Duration::from_secs(1)))
+        .unwrap();
+    let mut sent = Vec::new();
+    let chunk = b"pending reply line ............................................\n".repeat(1000);
+    loop {
+        match busy.write(&chunk) {
+            Ok(n) => sent.extend_from_slice(&chunk[..n]),
+            Err(error) if matches!(error.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                break;
+            }
+            Err(error) => panic!("{error}"),
+        }
+    }
+    server.signal(libc::SIGTERM);
+    idle.expect_closed(); // the signal was handled: idle connections close at once
+    assert!(
+        TcpStream::connect(addr).is_err(),
+        "the server stopped accepting"
+    );
+    busy.set_read_timeout(Some(util::READ_TIMEOUT)).unwrap();
+    let mut echoed = Vec::new();
+    match busy.read_to_end(&mut echoed) {
+        Ok(_) => {}
+        // The server closes with unread requests in its buffer, which makes the close a
+        // reset; the replies before it have all arrived.
+        Err(error) if error.kind() == ErrorKind::ConnectionReset => {}
+        Err(error) => panic!("{error}"),
+    }
+    assert!(
+        !echoed.is_empty(),
+        "replies to requests already read were flushed"
+    );
+    assert!(echoed.ends_with(b"\n"), "only whole replies");
+    assert_eq!(
+        &echoed[..],
+        &sent[..echoed.len()],
+        "replies are the requests, in order"
+    );
+    let (code, stdout) = server.wait();
+    assert_eq!(code, Some(0));
+    let summary: Vec<&str> = stdout.lines().collect();
+    assert_eq!(summary.len(), 1, "{stdout:?}");
+    assert!(
+        summary[0].starts_with("evloop-server stopped after"),
+        "{stdout}"
+    );
+    assert!(summary[0].contains("2 connections served"), "{stdout}");
+}
+
+/// SIGINT stops an idle server the same way.
+#[test]
+fn sigint_stops_the_server() {
+    let server = ServerProcess::start(server_command(&["--listen", "echo=127.0.0.1:0"]), 1);
+    server.signal(libc::SIGINT);
+    let (code, stdout) = server.wait();
+    assert_eq!(code, Some(0));
+    assert!(
+        stdout.starts_with("evloop-server stopped after"),
+        "{stdout}"
+    );
+}
+
+/// Out of file descriptors (a low RLIMIT_NOFILE): the server logs it, stops accepting
+/// without spinning the CPU, keeps serving its clients, and accepts the waiting ones once
+/// descriptors free up.
+#[test]
+fn survives_running_out_of_file_descriptors() {
+    let mut command =
+        server_command(&["--listen", "echo=127.0.0.1:0", "--max-connections", "1000"]);
+    // SAFETY: setrlimit is async-signal-safe, and the closure touches nothing else.
+    unsafe {
+        command.pre_exec(|| {
+            let limit = libc::rlimit {
+                rlim_cur: 64,
+                rlim_max: 64,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut server = ServerProcess::start(command, 1);
+    let (lines, stderr_lines) = mpsc::channel();
+    let stderr = BufReader::new(server.stderr());
+    thread::spawn(move || {
+        for line in stderr.lines().map_while(Result::ok) {
+            let _ = lines.send(line);
+        }
+    });
+    let mut clients: Vec<_> = (0..90).map(|_| connect(server.addrs[0])).collect();
+    for client in &mut clients {
+        client.send_line("ping");
+    }
+    // The readiness signal: the server says it cannot accept.
+    loop {
+        let line = stderr_lines
+            .recv_timeout(util::READ_TIMEOUT)
+            .expect("a 'cannot accept' warning");
+        if line.contains("cannot accept, pausing") {
+            assert!(line.contains("Too many open files"), "{line}");
+            break;
+        }
+    }
+    // Not spinning: over one second the server uses a small fraction of one CPU.
+    let cpu_before = cpu_ticks(server.pid());
+    thread::sleep(Duration::from_secs(1));
+    let cpu_used = cpu_ticks(server.pid()) - cpu_before;
+    assert!(
+        cpu_used < 30,
+        "the server used {cpu_used} of 100 clock ticks while out of descriptors"
+    );
+    // The first clients were accepted: they are served throughout.
+    for client in &mut clients[..40] {
+        client.expect("ping");
+    }
+    clients.drain(..40);
+    // Their descriptors free up, and the clients waiting in the backlog are served.
+    for client in &mut clients {
+        client.expect("ping");
+    }
+}
+
+/// User plus system CPU time of `pid`, in clock ticks (normally 100 a second).
+fn cpu_ticks(pid: i32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let after_name = &stat[stat.rfind(')').unwrap() + 2..];
+    let fields: Vec<&str> = after_name.split(' ').collect();
+    // Fields 14 and 15 of the full line (utime, stime) are 11 and 12 after the name.
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
