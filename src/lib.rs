@@ -33,6 +33,7 @@
 //! - [`stats`]: counters and the periodic stats line.
 //! - [`buffer_pool`]: the few buffers busy connections borrow; idle ones hold none.
 //! - [`timer_wheel`]: idle timeouts at O(1) per event.
+//! - [`load`]: the load generator behind `evloop-load`, its own module tree.
 //! - [`log_throttle`]: one log line a second for conditions that repeat.
 //! - [`nonblocking`]: naming `WouldBlock`, `Interrupted` and friends.
 //! - [`rlimit`]: the open-file limit.
@@ -46,6 +47,7 @@ pub mod connection;
 pub mod control;
 pub mod handler;
 pub mod handlers;
+pub mod load;
 pub mod log_throttle;
 pub mod nonblocking;
 pub mod reactor;

@@ -7,7 +7,7 @@ mod uppercase;
 
 pub use broadcast::Broadcast;
 pub use echo::Echo;
-pub use sum::Sum;
+pub use sum::{Sum, SumError, sum};
 pub use uppercase::Uppercase;
 
 use crate::handler::Handler;

@@ -1,0 +1,213 @@
+//! `evloop-load`: parse flags, set up logging, run the load, print the report. Everything
+//! else lives in the library (`evloop::load`).
+
+// clap turns the doc comments below into --help text, where [brackets] are meant literally.
+#![allow(rustdoc::broken_intra_doc_links)]
+
+use std::net::IpAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use evloop::load::sources::parse_sources;
+use evloop::load::{LoadConfig, Stop, Workload};
+use evloop::units::{parse_bytes, parse_duration};
+use evloop::{Codec, ListenAddr};
+
+/// Descriptors kept back from the connection count for the poller, pacer and standard streams.
+const RESERVED_DESCRIPTORS: u64 = 32;
+
+/// The evloop load generator: opens many connections, drives a handler's workload, verifies
+/// every reply, and reports throughput and latency percentiles.
+///
+/// Closed loop by default (--pipeline requests in flight per connection); --rate switches to
+/// open loop, where latency is measured from each message's scheduled send time so server
+/// stalls are not hidden. Exit code 0 when every reply verified, 1 on any mismatch, lost
+/// reply or connection failure, 2 on bad usage.
+#[derive(Parser, Debug)]
+#[command(name = "evloop-load", version)]
+struct Args {
+    /// The server: HOST:PORT or [IPv6]:PORT
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7000")]
+    target: ListenAddr,
+
+    /// What to send and check: echo, uppercase, sum or broadcast (broadcast is open loop,
+    /// 1000 msgs/s unless --rate says otherwise)
+    #[arg(long, value_name = "NAME", default_value = "echo")]
+    workload: Workload,
+
+    /// Framing: line or length (u32 big-endian length prefix)
+    #[arg(long, value_name = "CODEC", default_value = "line")]
+    codec: Codec,
+
+    /// Connections to open
+    #[arg(short = 'c', long, value_name = "N", default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..))]
+    connections: u32,
+
+    /// How long to send, after the warmup (e.g. 10s, 500ms) [default: 10s]
+    #[arg(short = 'd', long, value_name = "DURATION", value_parser = positive_duration, conflicts_with = "messages")]
+    duration: Option<Duration>,
+
+    /// Send this many messages in total instead of running for a duration
+    #[arg(short = 'n', long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    messages: Option<u64>,
+
+    /// Run this long first without counting (replies are still verified)
+    #[arg(long, value_name = "DURATION", default_value = "0", value_parser = parse_duration)]
+    warmup: Duration,
+
+    /// Closed loop: messages in flight per connection (1 = ping-pong)
+    #[arg(long, value_name = "K", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    pipeline: u32,
+
+    /// Open loop: messages per second in total, sent on schedule whatever the replies do
+    #[arg(long, value_name = "R", value_parser = positive_rate)]
+    rate: Option<f64>,
+
+    /// Payload bytes per message (at least 32, except for sum)
+    #[arg(long, value_name = "BYTES", default_value = "64", value_parser = parse_bytes)]
+    size: usize,
+
+    /// New connections per second [default: as fast as the server accepts]
+    #[arg(long, value_name = "R", value_parser = positive_rate)]
+    connect_rate: Option<f64>,
+
+    /// A connect not done by then counts as a timeout
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = positive_duration)]
+    connect_timeout: Duration,
+
+    /// After sending stops, how long to wait for replies; missing ones are lost
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = positive_duration)]
+    reply_timeout: Duration,
+
+    /// Local addresses to connect from, e.g. 127.0.0.1,127.0.0.2-127.0.0.9 (one address
+    /// reaches one server through at most ~28k ports)
+    #[arg(long, value_name = "LIST", value_parser = sources)]
+    sources: Option<Sources>,
+
+    /// Reactor threads, each with its share of connections and messages
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    threads: u32,
+
+    /// Print the final report as one JSON object on stdout
+    #[arg(long)]
+    json: bool,
+
+    /// No live progress line on stderr
+    #[arg(long)]
+    no_progress: bool,
+}
+
+#[derive(Clone, Debug)]
+struct Sources(Vec<IpAddr>);
+
+fn sources(text: &str) -> Result<Sources, String> {
+    parse_sources(text).map(Sources)
+}
+
+fn positive_duration(text: &str) -> Result<Duration, String> {
+    match parse_duration(text)? {
+        Duration::ZERO => Err("must be more than 0".to_string()),
+        duration => Ok(duration),
+    }
+}
+
+fn positive_rate(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(rate) if rate.is_finite() && rate > 0.0 => Ok(rate),
+        _ => Err(format!(
+            "bad rate '{text}': expected a positive number per second"
+        )),
+    }
+}
+
+fn usage_error(message: &str) -> ExitCode {
+    eprintln!("evloop-load: {message} (see --help)");
+    ExitCode::from(2)
+}
+
+fn main() -> ExitCode {
+    let args = match Args::try_parse() {
+        Ok(args) => args,
+        Err(error) => {
+            use clap::error::ErrorKind;
+            if matches!(
+                error.kind(),
+                ErrorKind::DisplayHelp | ErrorKind::DisplayVersion
+            ) {
+                let _ = error.print();
+                return ExitCode::SUCCESS;
+            }
+            let text = error.to_string();
+            return usage_error(
+                text.lines()
+                    .next()
+                    .unwrap_or("bad arguments")
+                    .trim_start_matches("error: "),
+            );
+        }
+    };
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
+    let config = LoadConfig {
+        target: args.target,
+        workload: args.workload,
+        codec: args.codec,
+        connections: args.connections,
+        stop: match args.messages {
+            Some(messages) => Stop::Messages(messages),
+            None => Stop::After(args.duration.unwrap_or(Duration::from_secs(10))),
+        },
+        warmup: args.warmup,
+        pipeline: args.pipeline,
+        rate: args.rate,
+        size: args.size,
+        connect_rate: args.connect_rate,
+        connect_timeout: args.connect_timeout,
+        reply_timeout: args.reply_timeout,
+        sources: args.sources.map(|sources| sources.0).unwrap_or_default(),
+        threads: args.threads,
+    };
+    if let Err(message) = config.validate() {
+        return usage_error(&message);
+    }
+    match evloop::rlimit::raise_file_limit() {
+        Ok((_, limit)) if u64::from(config.connections) + RESERVED_DESCRIPTORS > limit.soft => {
+            return usage_error(&format!(
+                "{} connections need about {} open files, but this process may open {}: raise the limit (ulimit -n)",
+                config.connections,
+                u64::from(config.connections) + RESERVED_DESCRIPTORS,
+                limit.soft
+            ));
+        }
+        Ok((before, after)) => log::info!(
+            "open-file limit; soft={} hard={} was={}",
+            after.soft,
+            after.hard,
+            before.soft
+        ),
+        Err(error) => log::warn!("cannot raise the open-file limit; error={error}"),
+    }
+    let report = match evloop::load::run(&config, !args.no_progress) {
+        Ok(report) => report,
+        Err(error) => {
+            eprintln!("evloop-load: {error}");
+            return ExitCode::from(1);
+        }
+    };
+    if args.json {
+        match serde_json::to_string(&report) {
+            Ok(json) => println!("{json}"),
+            Err(error) => {
+                eprintln!("evloop-load: cannot write the report: {error}");
+                return ExitCode::from(1);
+            }
+        }
+    } else {
+        println!("{report}");
+    }
+    if report.ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}

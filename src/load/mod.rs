@@ -1,0 +1,108 @@
+//! evloop-load: the bundled load generator, itself a mio reactor.
+//!
+//! It opens many connections, drives a handler's workload over them, verifies every byte of
+//! every reply, and reports throughput and latency percentiles. Closed loop (`--pipeline K`
+//! requests in flight per connection) measures capacity; open loop (`--rate R`) sends on a
+//! fixed schedule whatever the replies do and measures latency from each message's
+//! *scheduled* time, so a server stall shows up in the figures instead of quietly slowing
+//! the loader down (coordinated omission).
+//!
+//! # Layout
+//! - [`config`]: the run's settings, validated, and shared out over threads.
+//! - `engine`: one reactor thread driving its share of the connections.
+//! - [`workload`]: requests and the exact replies expected, for each handler.
+//! - [`tally`]: what a thread counted and measured; tallies merge.
+//! - [`report`]: the final report, human and JSON.
+//! - [`shared`]: the few counters threads share.
+//! - [`progress`]: the live progress line.
+//! - [`pacer`]: open-loop pacing with a `timerfd`.
+//! - [`clock`]: the monotonic clock in nanoseconds.
+//! - [`sources`]: `--sources` address lists.
+
+pub mod clock;
+pub mod config;
+mod engine;
+pub mod pacer;
+pub mod progress;
+pub mod report;
+pub mod shared;
+pub mod sources;
+pub mod tally;
+pub mod workload;
+
+use std::io;
+use std::sync::mpsc;
+use std::thread;
+use std::time::Duration;
+
+pub use config::{LoadConfig, Stop};
+pub use report::Report;
+pub use workload::Workload;
+
+use progress::Progress;
+use shared::Shared;
+use tally::Tally;
+
+/// How often the progress line is redrawn.
+const PROGRESS_EVERY: Duration = Duration::from_secs(1);
+
+/// Runs the load described by `config` and reports on it. `progress` turns the live line on
+/// stderr on or off.
+pub fn run(config: &LoadConfig, progress: bool) -> io::Result<Report> {
+    config
+        .validate()
+        .map_err(|message| io::Error::new(io::ErrorKind::InvalidInput, message))?;
+    let plans = config.plans();
+    let shared = Shared::new(config.connections as usize, plans.len());
+    let mut progress = Progress::new(progress);
+    let results = thread::scope(|scope| {
+        let (done, finished) = mpsc::channel();
+        for plan in plans {
+            let (done, shared) = (done.clone(), &shared);
+            thread::Builder::new()
+                .name(format!("evloop-load-{}", plan.index))
+                .spawn_scoped(scope, move || {
+                    let result = engine::run(config, plan, shared);
+                    // If the engine failed, its connections never finish: count them so the
+                    // other threads do not wait for them forever.
+                    let _ = done.send(result);
+                })
+                .expect("spawn a loader thread");
+        }
+        drop(done);
+        let mut results = Vec::new();
+        while results.len() < config.threads as usize {
+            match finished.recv_timeout(PROGRESS_EVERY) {
+                Ok(result) => results.push(result),
+                Err(mpsc::RecvTimeoutError::Timeout) => progress.tick(&shared),
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            }
+        }
+        results
+    });
+    progress.finish();
+    let mut total = Tally::default();
+    for result in results {
+        total.merge(&result?);
+    }
+    Ok(Report::new(
+        config,
+        &total,
+        measured_window(config, &shared, &total),
+    ))
+}
+
+/// The window throughput is counted over: the set duration, or for `--messages` from the
+/// end of the warmup to the last measured reply.
+fn measured_window(config: &LoadConfig, shared: &Shared, total: &Tally) -> Duration {
+    match config.stop {
+        Stop::After(duration) => duration,
+        Stop::Messages(_) => {
+            let start = shared
+                .run_start_ns
+                .load(std::sync::atomic::Ordering::Acquire)
+                + config.warmup.as_nanos() as u64;
+            Duration::from_nanos(total.last_reply_ns.saturating_sub(start))
+        }
+    }
+}

@@ -1,0 +1,305 @@
+//! The final report: what a run did and measured, for people (`Display`) and for scripts
+//! (`serde`, printed by `--json`).
+
+use std::fmt;
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+use serde::{Deserialize, Serialize};
+
+use super::config::LoadConfig;
+use super::tally::{Failures, Mismatch, Tally};
+use super::workload::Workload;
+
+/// Latency percentiles, in microseconds.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Percentiles {
+    /// Median.
+    pub p50: f64,
+    /// 90th percentile.
+    pub p90: f64,
+    /// 99th percentile.
+    pub p99: f64,
+    /// 99.9th percentile.
+    pub p99_9: f64,
+    /// Largest seen.
+    pub max: f64,
+    /// Mean.
+    pub mean: f64,
+    /// How many values these come from.
+    pub count: u64,
+}
+
+impl Percentiles {
+    fn of(histogram: &Histogram<u64>) -> Percentiles {
+        let us = |nanos: u64| nanos as f64 / 1000.0;
+        Percentiles {
+            p50: us(histogram.value_at_quantile(0.50)),
+            p90: us(histogram.value_at_quantile(0.90)),
+            p99: us(histogram.value_at_quantile(0.99)),
+            p99_9: us(histogram.value_at_quantile(0.999)),
+            max: us(histogram.max()),
+            mean: histogram.mean() / 1000.0,
+            count: histogram.len(),
+        }
+    }
+}
+
+/// Connection counts.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Connections {
+    /// Tried.
+    pub attempted: u64,
+    /// Came up.
+    pub established: u64,
+    /// Did not come up.
+    pub failed: u64,
+    /// Connect latency.
+    pub connect_latency_us: Percentiles,
+}
+
+/// Message counts.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Messages {
+    /// Requests (or broadcast messages) sent.
+    pub sent: u64,
+    /// Replies (or broadcast deliveries) received.
+    pub received: u64,
+    /// Received and exactly as expected.
+    pub verified: u64,
+    /// Wrong replies, plus replies with nothing outstanding.
+    pub failed: u64,
+    /// Never answered (or never delivered) by the end.
+    pub lost: u64,
+    /// Verified after the warmup: what the throughput and latency figures count.
+    pub measured: u64,
+}
+
+/// Throughput over the measured window.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Throughput {
+    /// Verified replies (or deliveries) per second.
+    pub msgs_per_s: f64,
+    /// Bytes both ways, MiB per second.
+    pub mib_per_s: f64,
+}
+
+/// Broadcast deliveries.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Broadcast {
+    /// Each message times every other connection.
+    pub deliveries_expected: u64,
+    /// Deliveries verified.
+    pub deliveries_seen: u64,
+}
+
+/// Failures by class.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Errors {
+    /// Replies that did not match.
+    pub mismatch: u64,
+    /// Replies or deliveries that never came.
+    pub lost: u64,
+    /// Connection failures while connecting and while running.
+    #[serde(flatten)]
+    pub connections: Failures,
+}
+
+/// See the module documentation.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Report {
+    /// The server loaded.
+    pub target: String,
+    /// The workload.
+    pub workload: String,
+    /// The codec.
+    pub codec: String,
+    /// Closed loop (pipeline) or open loop (rate).
+    pub mode: String,
+    /// Loader threads (over all processes).
+    pub threads: u32,
+    /// Payload bytes per request.
+    pub size: usize,
+    /// The measured window, in seconds.
+    pub duration_s: f64,
+    /// Connections.
+    pub connections: Connections,
+    /// Messages.
+    pub messages: Messages,
+    /// Throughput.
+    pub throughput: Throughput,
+    /// Latency (open loop: from each message's scheduled send time, so stalls count).
+    pub latency_us: Percentiles,
+    /// Open loop only: latency from the actual send, which hides stalls (coordinated
+    /// omission); shown to compare.
+    pub latency_uncorrected_us: Option<Percentiles>,
+    /// Open loop only: how late the loader itself sent against its schedule.
+    pub schedule_lag_us: Option<Percentiles>,
+    /// Broadcast only.
+    pub broadcast: Option<Broadcast>,
+    /// Failures by class.
+    pub errors: Errors,
+    /// The first few mismatches, in full.
+    pub first_mismatches: Vec<Mismatch>,
+    /// True when every reply verified and nothing failed: exit code 0.
+    pub ok: bool,
+}
+
+impl Report {
+    /// The report of a run of `config` whose merged tally is `tally`, over a measured
+    /// window of `window`.
+    pub fn new(config: &LoadConfig, tally: &Tally, window: Duration) -> Report {
+        let seconds = window.as_secs_f64().max(1e-9);
+        let open_loop = config.open_loop_rate().is_some();
+        let connect_failed = tally.connect_failures.total();
+        let mut connections = tally.connect_failures;
+        let run = tally.run_failures;
+        connections.reset += run.reset;
+        connections.closed += run.closed;
+        connections.other += run.other;
+        Report {
+            target: config.target.to_string(),
+            workload: config.workload.to_string(),
+            codec: config.codec.to_string(),
+            mode: config.mode(),
+            threads: config.threads,
+            size: config.size,
+            duration_s: window.as_secs_f64(),
+            connections: Connections {
+                attempted: tally.attempted,
+                established: tally.established,
+                failed: connect_failed,
+                connect_latency_us: Percentiles::of(&tally.connect),
+            },
+            messages: Messages {
+                sent: tally.sent,
+                received: tally.received,
+                verified: tally.verified,
+                failed: tally.mismatched,
+                lost: tally.lost,
+                measured: tally.measured,
+            },
+            throughput: Throughput {
+                msgs_per_s: tally.measured as f64 / seconds,
+                mib_per_s: tally.measured_bytes as f64 / seconds / (1024.0 * 1024.0),
+            },
+            latency_us: Percentiles::of(&tally.latency),
+            latency_uncorrected_us: open_loop.then(|| Percentiles::of(&tally.uncorrected)),
+            schedule_lag_us: open_loop.then(|| Percentiles::of(&tally.schedule_lag)),
+            broadcast: (config.workload == Workload::Broadcast).then_some(Broadcast {
+                deliveries_expected: tally.deliveries_expected,
+                deliveries_seen: tally.deliveries_seen,
+            }),
+            errors: Errors {
+                mismatch: tally.mismatched,
+                lost: tally.lost,
+                connections,
+            },
+            first_mismatches: tally.mismatches.clone(),
+            ok: tally.failure_count() == 0 && tally.verified > 0,
+        }
+    }
+}
+
+/// A duration in microseconds, in the unit that reads best.
+struct Micros(f64);
+
+impl fmt::Display for Micros {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            us if us < 1000.0 => write!(f, "{us:.0} us"),
+            us if us < 1_000_000.0 => write!(f, "{:.2} ms", us / 1000.0),
+            us => write!(f, "{:.2} s", us / 1e6),
+        }
+    }
+}
+
+fn percentiles(f: &mut fmt::Formatter<'_>, label: &str, p: &Percentiles) -> fmt::Result {
+    writeln!(
+        f,
+        "{label:<13}p50 {}  p90 {}  p99 {}  p99.9 {}  max {}",
+        Micros(p.p50),
+        Micros(p.p90),
+        Micros(p.p99),
+        Micros(p.p99_9),
+        Micros(p.max)
+    )
+}
+
+impl fmt::Display for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "evloop-load: {} ({}) against {}, {}, {} connections, {:.1} s measured",
+            self.workload,
+            self.codec,
+            self.target,
+            self.mode,
+            self.connections.attempted,
+            self.duration_s
+        )?;
+        let c = &self.connections;
+        writeln!(
+            f,
+            "connections  attempted {}  established {}  failed {}  connect p50 {}  p99 {}",
+            c.attempted,
+            c.established,
+            c.failed,
+            Micros(c.connect_latency_us.p50),
+            Micros(c.connect_latency_us.p99)
+        )?;
+        let m = &self.messages;
+        writeln!(
+            f,
+            "messages     sent {}  received {}  verified {}  failed {}  lost {}",
+            m.sent, m.received, m.verified, m.failed, m.lost
+        )?;
+        if let Some(b) = &self.broadcast {
+            writeln!(
+                f,
+                "deliveries   expected {}  seen {}",
+                b.deliveries_expected, b.deliveries_seen
+            )?;
+        }
+        writeln!(
+            f,
+            "throughput   {:.0} msgs/s  {:.2} MiB/s",
+            self.throughput.msgs_per_s, self.throughput.mib_per_s
+        )?;
+        percentiles(f, "latency", &self.latency_us)?;
+        if let Some(uncorrected) = &self.latency_uncorrected_us {
+            percentiles(f, "uncorrected", uncorrected)?;
+        }
+        if let Some(lag) = &self.schedule_lag_us {
+            percentiles(f, "loader lag", lag)?;
+        }
+        let e = &self.errors;
+        let k = &e.connections;
+        if !self.ok {
+            writeln!(
+                f,
+                "errors       mismatch {}  lost {}  refused {}  reset {}  closed {}  timeout {}  addr_not_available {}  other {}",
+                e.mismatch,
+                e.lost,
+                k.refused,
+                k.reset,
+                k.closed,
+                k.timeout,
+                k.addr_not_available,
+                k.other
+            )?;
+        }
+        for mismatch in &self.first_mismatches {
+            writeln!(f, "mismatch     connection {}", mismatch.connection)?;
+            writeln!(f, "  expected   {:?}", mismatch.expected)?;
+            writeln!(f, "  got        {:?}", mismatch.got)?;
+        }
+        if self.ok {
+            write!(f, "result       OK: every reply verified")
+        } else if self.messages.verified == 0 && e.mismatch + e.lost + k.total() == 0 {
+            write!(f, "result       FAILED: no reply was verified")
+        } else {
+            write!(f, "result       FAILED")
+        }
+    }
+}

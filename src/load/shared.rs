@@ -1,0 +1,72 @@
+//! What the loader's threads share: a few atomic counters for the live progress line, and
+//! the points where they must agree (all connections up; broadcast room in sync; the common
+//! start of the measured run). Nothing on the per-message path touches these: each thread
+//! publishes its totals a few times a second.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+/// See the module documentation.
+#[derive(Debug)]
+pub struct Shared {
+    /// Connections to open, over all threads.
+    pub total_connections: usize,
+    /// Connections whose connect finished, successfully or not.
+    pub connects_finished: AtomicUsize,
+    /// Connections up.
+    pub established: AtomicUsize,
+    /// Broadcast: receivers that have seen the sync message (so are surely in the room).
+    pub synced: AtomicUsize,
+    /// The common start of the run (monotonic ns), set by the first thread to get there.
+    pub run_start_ns: AtomicU64,
+    /// Published totals, for progress and for the broadcast drain.
+    pub sent: AtomicU64,
+    /// Replies (or broadcast deliveries) received.
+    pub received: AtomicU64,
+    /// Mismatches, losses and connection failures so far.
+    pub failures: AtomicU64,
+    /// Broadcast deliveries expected so far (each message: every other connection).
+    pub deliveries_expected: AtomicU64,
+    /// Broadcast deliveries verified so far.
+    pub deliveries_seen: AtomicU64,
+    /// Each thread's p99 latency so far, in ns.
+    pub p99_ns: Vec<AtomicU64>,
+    /// Broadcast: each connection's local address as the server prints it, by connection id.
+    pub sender_addrs: Mutex<Vec<Option<String>>>,
+}
+
+impl Shared {
+    /// Shared state for `threads` threads opening `total_connections` in all.
+    pub fn new(total_connections: usize, threads: usize) -> Shared {
+        Shared {
+            total_connections,
+            connects_finished: AtomicUsize::new(0),
+            established: AtomicUsize::new(0),
+            synced: AtomicUsize::new(0),
+            run_start_ns: AtomicU64::new(0),
+            sent: AtomicU64::new(0),
+            received: AtomicU64::new(0),
+            failures: AtomicU64::new(0),
+            deliveries_expected: AtomicU64::new(0),
+            deliveries_seen: AtomicU64::new(0),
+            p99_ns: (0..threads).map(|_| AtomicU64::new(0)).collect(),
+            sender_addrs: Mutex::new(vec![None; total_connections]),
+        }
+    }
+
+    /// Whether every connection attempt, in every thread, has finished.
+    pub fn all_connects_finished(&self) -> bool {
+        self.connects_finished.load(Ordering::Acquire) >= self.total_connections
+    }
+
+    /// The run's start time: the first caller's `now_ns`, returned to every caller.
+    pub fn agree_on_run_start(&self, now_ns: u64) -> u64 {
+        match self
+            .run_start_ns
+            .compare_exchange(0, now_ns, Ordering::AcqRel, Ordering::Acquire)
+        {
+            Ok(_) => now_ns,
+            Err(earlier) => earlier,
+        }
+    }
+}

@@ -1,0 +1,220 @@
+//! What one loader thread counted and measured. Tallies of several threads (or processes)
+//! merge into one before the report is made, histograms included, so percentiles are exact
+//! over all of them.
+
+use std::io;
+
+use hdrhistogram::Histogram;
+use serde::{Deserialize, Serialize};
+
+/// Highest latency the histograms track: one hour, in ns. Longer values are clamped.
+const MAX_TRACKED_NS: u64 = 3_600_000_000_000;
+
+/// How many mismatches are kept in full to show the user.
+pub const KEPT_MISMATCHES: usize = 5;
+
+/// Failures by class, as users ask about them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Failures {
+    /// Connect refused (nothing listening).
+    pub refused: u64,
+    /// Connect did not complete within `--connect-timeout`.
+    pub timeout: u64,
+    /// No local address/port to connect from (ephemeral ports exhausted): use `--sources`.
+    pub addr_not_available: u64,
+    /// Connection reset by the server during the run.
+    pub reset: u64,
+    /// The server closed the connection during the run.
+    pub closed: u64,
+    /// Any other connect or I/O error.
+    pub other: u64,
+}
+
+impl Failures {
+    /// Counts `error` in its class.
+    pub fn count(&mut self, error: &io::Error) {
+        match error.raw_os_error() {
+            Some(libc::ECONNREFUSED) => self.refused += 1,
+            Some(libc::ECONNRESET | libc::EPIPE) => self.reset += 1,
+            Some(libc::ETIMEDOUT) => self.timeout += 1,
+            Some(libc::EADDRNOTAVAIL | libc::EADDRINUSE) => self.addr_not_available += 1,
+            _ => self.other += 1,
+        }
+    }
+
+    fn merge(&mut self, other: &Failures) {
+        self.refused += other.refused;
+        self.timeout += other.timeout;
+        self.addr_not_available += other.addr_not_available;
+        self.reset += other.reset;
+        self.closed += other.closed;
+        self.other += other.other;
+    }
+
+    /// All failures.
+    pub fn total(&self) -> u64 {
+        self.refused
+            + self.timeout
+            + self.addr_not_available
+            + self.reset
+            + self.closed
+            + self.other
+    }
+}
+
+/// One reply that did not match, shown in full (cut to a readable length).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Mismatch {
+    /// The connection it came on.
+    pub connection: u32,
+    /// What was expected, or a description.
+    pub expected: String,
+    /// What arrived.
+    pub got: String,
+}
+
+/// Longest excerpt of a mismatching reply kept.
+const EXCERPT: usize = 200;
+
+impl Mismatch {
+    /// A mismatch with both sides cut to a readable length.
+    pub fn new(connection: u32, expected: &[u8], got: &[u8]) -> Mismatch {
+        let excerpt = |bytes: &[u8]| {
+            let text = String::from_utf8_lossy(&bytes[..bytes.len().min(EXCERPT)]).into_owned();
+            if bytes.len() > EXCERPT {
+                format!("{text}... ({} bytes)", bytes.len())
+            } else {
+                text
+            }
+        };
+        Mismatch {
+            connection,
+            expected: excerpt(expected),
+            got: excerpt(got),
+        }
+    }
+}
+
+/// See the module documentation.
+#[derive(Clone, Debug)]
+pub struct Tally {
+    /// Connections tried.
+    pub attempted: u64,
+    /// Connections that came up.
+    pub established: u64,
+    /// Connect failures (refused, timeout, no address, other).
+    pub connect_failures: Failures,
+    /// Failures of connections that were up (reset, closed, other).
+    pub run_failures: Failures,
+    /// Requests (or broadcast messages) sent.
+    pub sent: u64,
+    /// Replies (or broadcast deliveries) received.
+    pub received: u64,
+    /// Replies that matched exactly.
+    pub verified: u64,
+    /// Replies that did not match (wrong bytes, or a reply with nothing outstanding).
+    pub mismatched: u64,
+    /// Requests with no reply by the end (or broadcast deliveries that never came).
+    pub lost: u64,
+    /// Verified replies to requests sent after the warmup: what throughput counts.
+    pub measured: u64,
+    /// Bytes on the wire (both ways) of measured messages.
+    pub measured_bytes: u64,
+    /// Broadcast deliveries expected.
+    pub deliveries_expected: u64,
+    /// Broadcast deliveries verified.
+    pub deliveries_seen: u64,
+    /// Latency from the scheduled send time (open loop) or the send (closed loop), in ns.
+    pub latency: Histogram<u64>,
+    /// Open loop: latency from the actual send, which hides the server's stalls.
+    pub uncorrected: Histogram<u64>,
+    /// Open loop: how late the loader sent, against its schedule.
+    pub schedule_lag: Histogram<u64>,
+    /// Connect latency, in ns.
+    pub connect: Histogram<u64>,
+    /// When the last measured reply came (monotonic ns); ends the window of a `-n` run.
+    pub last_reply_ns: u64,
+    /// The first few mismatches, in full.
+    pub mismatches: Vec<Mismatch>,
+}
+
+fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, MAX_TRACKED_NS, 3).expect("valid histogram bounds")
+}
+
+impl Default for Tally {
+    fn default() -> Self {
+        Tally {
+            attempted: 0,
+            established: 0,
+            connect_failures: Failures::default(),
+            run_failures: Failures::default(),
+            sent: 0,
+            received: 0,
+            verified: 0,
+            mismatched: 0,
+            lost: 0,
+            measured: 0,
+            measured_bytes: 0,
+            deliveries_expected: 0,
+            deliveries_seen: 0,
+            latency: histogram(),
+            uncorrected: histogram(),
+            schedule_lag: histogram(),
+            connect: histogram(),
+            last_reply_ns: 0,
+            mismatches: Vec::new(),
+        }
+    }
+}
+
+impl Tally {
+    /// Records a latency in ns (clamped to the tracked range).
+    pub fn record(histogram: &mut Histogram<u64>, nanos: u64) {
+        histogram.saturating_record(nanos.clamp(1, MAX_TRACKED_NS));
+    }
+
+    /// Counts a mismatching reply, keeping the first few in full.
+    pub fn mismatch(&mut self, connection: u32, expected: &[u8], got: &[u8]) {
+        self.mismatched += 1;
+        if self.mismatches.len() < KEPT_MISMATCHES {
+            self.mismatches
+                .push(Mismatch::new(connection, expected, got));
+        }
+    }
+
+    /// Adds `other` into this tally.
+    pub fn merge(&mut self, other: &Tally) {
+        self.attempted += other.attempted;
+        self.established += other.established;
+        self.connect_failures.merge(&other.connect_failures);
+        self.run_failures.merge(&other.run_failures);
+        self.sent += other.sent;
+        self.received += other.received;
+        self.verified += other.verified;
+        self.mismatched += other.mismatched;
+        self.lost += other.lost;
+        self.measured += other.measured;
+        self.measured_bytes += other.measured_bytes;
+        self.deliveries_expected += other.deliveries_expected;
+        self.deliveries_seen += other.deliveries_seen;
+        for (mine, theirs) in [
+            (&mut self.latency, &other.latency),
+            (&mut self.uncorrected, &other.uncorrected),
+            (&mut self.schedule_lag, &other.schedule_lag),
+            (&mut self.connect, &other.connect),
+        ] {
+            mine.add(theirs)
+                .expect("histograms with the same bounds add");
+        }
+        self.last_reply_ns = self.last_reply_ns.max(other.last_reply_ns);
+        let room = KEPT_MISMATCHES.saturating_sub(self.mismatches.len());
+        self.mismatches
+            .extend(other.mismatches.iter().take(room).cloned());
+    }
+
+    /// Failures of every kind: what decides the exit code.
+    pub fn failure_count(&self) -> u64 {
+        self.mismatched + self.lost + self.connect_failures.total() + self.run_failures.total()
+    }
+}

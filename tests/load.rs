@@ -1,0 +1,325 @@
+//! The real `evloop-load` binary against the real server, in short bounded runs, and
+//! against deliberately wrong servers it must catch.
+
+mod util;
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::Command;
+use std::thread;
+
+use serde_json::Value;
+use util::TestServer;
+
+/// Runs evloop-load with `args` (plus --json --no-progress); returns its exit code and report.
+fn load(args: &[&str]) -> (Option<i32>, Value) {
+    let output = Command::new(env!("CARGO_BIN_EXE_evloop-load"))
+        .args(args)
+        .args(["--json", "--no-progress"])
+        .output()
+        .expect("run evloop-load");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let report = serde_json::from_str(&stdout).unwrap_or_else(|error| {
+        panic!(
+            "not a JSON report ({error}): {stdout}\nstderr: {}",
+            String::from_utf8_lossy(&output.stderr)
+        )
+    });
+    (output.status.code(), report)
+}
+
+#[track_caller]
+fn assert_all_verified(code: Option<i32>, report: &Value) {
+    assert_eq!(code, Some(0), "{report:#}");
+    assert_eq!(report["ok"], true, "{report:#}");
+    let messages = &report["messages"];
+    assert!(messages["verified"].as_u64().unwrap() > 0, "{report:#}");
+    assert_eq!(messages["failed"], 0, "{report:#}");
+    assert_eq!(messages["lost"], 0, "{report:#}");
+    assert_eq!(report["connections"]["failed"], 0, "{report:#}");
+}
+
+/// Echo, ping-pong, a fixed number of messages: every one verified and counted.
+#[test]
+fn echo_run_verifies_every_reply() {
+    let server = TestServer::start(&["echo=127.0.0.1:0"]);
+    let target = server.addr().to_string();
+    let (code, report) = load(&["--target", &target, "-c", "10", "-n", "3000"]);
+    assert_all_verified(code, &report);
+    assert_eq!(report["messages"]["verified"], 3000);
+    assert_eq!(report["connections"]["established"], 10);
+    assert!(report["throughput"]["msgs_per_s"].as_f64().unwrap() > 0.0);
+    assert!(report["latency_us"]["p50"].as_f64().unwrap() > 0.0);
+    assert_eq!(
+        server.stats().messages_in,
+        3000,
+        "the server saw exactly what the loader sent"
+    );
+}
+
+/// Uppercase, sum and the length codec, pipelined, over several threads.
+#[test]
+fn other_workloads_and_codecs_verify() {
+    let server = TestServer::start(&[
+        "uppercase=127.0.0.1:0",
+        "sum:length=127.0.0.1:0",
+        "echo:length=127.0.0.1:0",
+    ]);
+    let uppercase = server.addr_of(0).to_string();
+    let (code, report) = load(&[
+        "--target",
+        &uppercase,
+        "--workload",
+        "uppercase",
+        "-c",
+        "8",
+        "-n",
+        "4000",
+        "--pipeline",
+        "8",
+        "--threads",
+        "2",
+    ]);
+    assert_all_verified(code, &report);
+    let sum = server.addr_of(1).to_string();
+    let (code, report) = load(&[
+        "--target",
+        &sum,
+        "--workload",
+        "sum",
+        "--codec",
+        "length",
+        "-c",
+        "5",
+        "-n",
+        "2000",
+        "--size",
+        "100",
+    ]);
+    assert_all_verified(code, &report);
+    let echo = server.addr_of(2).to_string();
+    let (code, report) = load(&[
+        "--target", &echo, "--codec", "length", "-c", "3", "-d", "300ms", "--size", "2000",
+    ]);
+    assert_all_verified(code, &report);
+}
+
+/// Broadcast: every message reaches every other connection, and the report says so.
+#[test]
+fn broadcast_run_counts_deliveries() {
+    let server = TestServer::start(&["broadcast=127.0.0.1:0"]);
+    let target = server.addr().to_string();
+    let (code, report) = load(&[
+        "--target",
+        &target,
+        "--workload",
+        "broadcast",
+        "-c",
+        "6",
+        "--rate",
+        "300",
+        "-d",
+        "500ms",
+        "--threads",
+        "2",
+    ]);
+    assert_all_verified(code, &report);
+    let broadcast = &report["broadcast"];
+    assert_eq!(
+        broadcast["deliveries_expected"], broadcast["deliveries_seen"],
+        "{report:#}"
+    );
+    let sent = report["messages"]["sent"].as_u64().unwrap();
+    assert_eq!(
+        broadcast["deliveries_seen"].as_u64().unwrap(),
+        sent * 5,
+        "each message reached the 5 others"
+    );
+}
+
+/// Open loop: messages go out on schedule and both latency figures are reported.
+#[test]
+fn open_loop_reports_corrected_and_uncorrected_latency() {
+    let server = TestServer::start(&["echo=127.0.0.1:0"]);
+    let target = server.addr().to_string();
+    let (code, report) = load(&[
+        "--target", &target, "-c", "4", "--rate", "2000", "-d", "500ms",
+    ]);
+    assert_all_verified(code, &report);
+    let sent = report["messages"]["sent"].as_u64().unwrap();
+    assert_eq!(
+        sent, 1000,
+        "2000/s for 0.5 s is 1000 messages, sent on schedule"
+    );
+    assert!(report["latency_uncorrected_us"]["p50"].as_f64().unwrap() > 0.0);
+    assert!(report["schedule_lag_us"]["count"].as_u64().unwrap() == sent);
+}
+
+/// Connections spread over several source addresses all work.
+#[test]
+fn sources_spread_connections() {
+    let server = TestServer::start(&["echo=127.0.0.1:0"]);
+    let target = server.addr().to_string();
+    let (code, report) = load(&[
+        "--target",
+        &target,
+        "-c",
+        "9",
+        "-n",
+        "900",
+        "--sources",
+        "127.0.0.1,127.0.0.2-127.0.0.3",
+    ]);
+    assert_all_verified(code, &report);
+}
+
+/// A server that corrupts some replies: the loader reports mismatches, shows them, exits 1.
+#[test]
+fn wrong_server_is_caught() {
+    let addr = serve_lines(|index, line| {
+        if index % 7 == 3 {
+            Some(format!("{line}?"))
+        } else {
+            Some(line.to_string())
+        }
+    });
+    let (code, report) = load(&["--target", &addr.to_string(), "-c", "3", "-n", "300"]);
+    assert_eq!(code, Some(1), "{report:#}");
+    assert_eq!(report["ok"], false);
+    let mismatches = report["errors"]["mismatch"].as_u64().unwrap();
+    assert!(mismatches >= 30, "{report:#}");
+    let first = &report["first_mismatches"][0];
+    assert!(first["got"].as_str().unwrap().ends_with('?'), "{first}");
+}
+
+/// A server that answers out of order is caught too.
+#[test]
+fn reordering_server_is_caught() {
+    let addr = serve_raw(|stream| {
+        let mut reader = BufReader::new(stream.try_clone().unwrap());
+        let mut stream = stream;
+        let mut first = String::new();
+        let mut second = String::new();
+        while reader.read_line(&mut first).unwrap_or(0) > 0
+            && reader.read_line(&mut second).unwrap_or(0) > 0
+        {
+            if stream
+                .write_all(second.as_bytes())
+                .and_then(|()| stream.write_all(first.as_bytes()))
+                .is_err()
+            {
+                return;
+            }
+            first.clear();
+            second.clear();
+        }
+    });
+    let (code, report) = load(&[
+        "--target",
+        &addr.to_string(),
+        "-c",
+        "1",
+        "-n",
+        "100",
+        "--pipeline",
+        "2",
+        "--reply-timeout",
+        "1s",
+    ]);
+    assert_eq!(code, Some(1));
+    assert!(
+        report["errors"]["mismatch"].as_u64().unwrap() > 0,
+        "{report:#}"
+    );
+}
+
+/// A server that swallows some requests: the missing replies are counted as lost.
+#[test]
+fn lost_replies_are_counted() {
+    let addr = serve_lines(|index, line| (index % 10 != 5).then(|| line.to_string()));
+    let (code, report) = load(&[
+        "--target",
+        &addr.to_string(),
+        "-c",
+        "2",
+        "-n",
+        "100",
+        "--pipeline",
+        "100",
+        "--reply-timeout",
+        "500ms",
+    ]);
+    assert_eq!(code, Some(1));
+    assert_eq!(report["messages"]["lost"], 10, "{report:#}");
+}
+
+/// Nothing listening: connections are refused, counted by class, exit 1.
+#[test]
+fn refused_connections_are_reported() {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let (code, report) = load(&[
+        "--target",
+        &format!("127.0.0.1:{port}"),
+        "-c",
+        "3",
+        "-n",
+        "10",
+    ]);
+    assert_eq!(code, Some(1));
+    assert_eq!(report["connections"]["failed"], 3);
+    assert_eq!(report["errors"]["refused"], 3);
+}
+
+/// Bad usage: one line on stderr, exit 2.
+#[test]
+fn bad_usage_exits_2() {
+    for args in [
+        &["--workload", "nope"][..],
+        &["--codec", "raw"],
+        &["-c", "0"],
+        &["--size", "4"],
+        &["--rate", "-5"],
+        &["-d", "1s", "-n", "5"],
+        &["--sources", "127.0.0.9-127.0.0.1"],
+        &["--workload", "broadcast", "-c", "1"],
+    ] {
+        let output = Command::new(env!("CARGO_BIN_EXE_evloop-load"))
+            .args(args)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{args:?}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
+    }
+}
+
+/// A line server for the tests above: `reply(index, line)` decides each answer (`None`:
+/// none). Serves every connection on its own thread until the test process ends.
+fn serve_lines(reply: fn(u64, &str) -> Option<String>) -> SocketAddr {
+    serve_raw(move |stream| {
+        let reader = BufReader::new(stream.try_clone().unwrap());
+        let mut stream = stream;
+        for (index, line) in reader.lines().map_while(Result::ok).enumerate() {
+            if let Some(answer) = reply(index as u64, &line) {
+                if stream.write_all(format!("{answer}\n").as_bytes()).is_err() {
+                    return;
+                }
+            }
+        }
+    })
+}
+
+fn serve_raw(serve: impl Fn(TcpStream) + Send + Sync + Copy + 'static) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    thread::spawn(move || {
+        for stream in listener.incoming().map_while(Result::ok) {
+            thread::spawn(move || serve(stream));
+        }
+    });
+    addr
+}
