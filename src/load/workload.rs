@@ -72,11 +72,11 @@ impl Workload {
     pub fn request(self, conn: u32, seq: u64, size: usize, out: &mut Vec<u8>) {
         match self {
             Workload::Echo | Workload::Broadcast => {
-                let _ = write!(out, "{conn:x}.{seq:x}.");
+                push_header(out, &[u64::from(conn), seq]);
                 plain_filler(out, (conn as usize) ^ (seq as usize), size);
             }
             Workload::Uppercase => {
-                let _ = write!(out, "{conn:x}.{seq:x}.");
+                push_header(out, &[u64::from(conn), seq]);
                 let mut index = (conn as usize) ^ (seq as usize);
                 let mut utf8 = [0; 4];
                 loop {
@@ -139,11 +139,28 @@ fn splitmix64(seed: u64) -> u64 {
     z ^ (z >> 31)
 }
 
+/// Appends filler from [`PLAIN_LETTERS`], starting at `start` in the alphabet, until `out`
+/// is `size` bytes long. Copies slices: the loader builds every request twice (to send it and
+/// to check its reply), so this is on its hot path.
 fn plain_filler(out: &mut Vec<u8>, start: usize, size: usize) {
-    let mut index = start;
+    let mut index = start % PLAIN_LETTERS.len();
     while out.len() < size {
-        out.push(PLAIN_LETTERS[index % PLAIN_LETTERS.len()]);
-        index += 1;
+        let take = (size - out.len()).min(PLAIN_LETTERS.len() - index);
+        out.extend_from_slice(&PLAIN_LETTERS[index..index + take]);
+        index = 0;
+    }
+}
+
+/// Appends each value in lower-case hex followed by a `.`: the header that makes every
+/// request unique and lets a reply be traced back to its request.
+fn push_header(out: &mut Vec<u8>, values: &[u64]) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for &value in values {
+        let digits = ((u64::BITS - value.leading_zeros()).div_ceil(4)).max(1);
+        for digit in (0..digits).rev() {
+            out.push(HEX[((value >> (digit * 4)) & 0xf) as usize]);
+        }
+        out.push(b'.');
     }
 }
 
@@ -159,7 +176,7 @@ pub fn broadcast_message(
     out: &mut Vec<u8>,
 ) {
     let start = out.len();
-    let _ = write!(out, "{sender:x}.{seq:x}.{intended_ns:x}.{sent_ns:x}.");
+    push_header(out, &[u64::from(sender), seq, intended_ns, sent_ns]);
     plain_filler(out, (sender as usize) ^ (seq as usize), start + size);
 }
 
@@ -216,6 +233,14 @@ mod tests {
         let mut out = Vec::new();
         workload.expected_reply(conn, seq, size, &mut out);
         String::from_utf8(out).unwrap()
+    }
+
+    /// Headers are the values in hex, each followed by a dot.
+    #[test]
+    fn headers_are_hex() {
+        let mut out = Vec::new();
+        push_header(&mut out, &[0, 15, 16, u64::MAX]);
+        assert_eq!(out, b"0.f.10.ffffffffffffffff.");
     }
 
     /// Echo and uppercase requests are exactly --size bytes, distinct, and line-safe.

@@ -69,6 +69,16 @@ impl Reactor {
             }
         }
         self.read_buf = buffer;
+        // Write its replies now, in one write, rather than at the end of the turn: the
+        // client can start on them while this thread serves the others. (Measured: up to
+        // 13% more throughput at 10,000 connections; docs/benchmarks.md.)
+        if self
+            .conns
+            .get(key)
+            .is_some_and(|conn| conn.queued_for_flush)
+        {
+            self.flush(key);
+        }
     }
 
     /// Decodes `bytes` (after any incomplete tail kept from before) and handles each message.

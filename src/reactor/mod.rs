@@ -3,11 +3,13 @@
 //! Each turn of the loop waits in `poll` until some socket is ready (or a timer is due), then
 //! works through phases, each in its own file:
 //!
-//! 1. **events**: accept on ready listeners (`accept.rs`), read and handle messages from ready
-//!    connections (`input.rs`), note connections that can take more output;
+//! 1. **events**: accept on ready listeners (`accept.rs`); read and handle messages from ready
+//!    connections, then write their replies at once, in one `write` (`input.rs`); note
+//!    connections that can take more output;
 //! 2. **owed**: serve again what an earlier pass cut short (a budget ran out, reading resumed);
 //! 3. **timers**: resume paused accepting, expire idle connections (`idle.rs`), end the drain;
-//! 4. **flush**: write every connection that has new output, in one `write` each (`output.rs`);
+//! 4. **flush**: write every connection that still has new output (a broadcast from someone
+//!    else, a socket that became writable), in one `write` each (`output.rs`);
 //! 5. **close**: remove the connections marked for closing (`close.rs`).
 //!
 //! Nothing blocks, and no connection gets more than a bounded share of one turn, so a single

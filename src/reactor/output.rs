@@ -1,9 +1,11 @@
 //! Output: carry out the handler's intents, then write.
 //!
-//! Delivering only appends to a connection's pending output and queues it; the flush phase at
-//! the end of the turn writes each queued connection once. So the replies to sixteen
-//! pipelined requests, or a burst of broadcast lines, leave in one `write`. Write first, and
-//! ask the poller for `WRITABLE` only when the socket did not take everything.
+//! Delivering only appends to a connection's pending output and queues it. A connection's own
+//! replies are written as soon as its input has been handled (`input.rs`); output pushed to
+//! others (a broadcast) is written in the flush phase at the end of the turn. Either way each
+//! connection gets one `write` for everything queued, so the replies to sixteen pipelined
+//! requests, or a burst of broadcast lines, leave together. Write first, and ask the poller
+//! for `WRITABLE` only when the socket did not take everything.
 
 use log::error;
 
@@ -91,11 +93,18 @@ impl Reactor {
         }
     }
 
-    /// The flush phase: writes every connection queued this turn.
+    /// The flush phase: writes every connection still queued this turn (those whose own
+    /// replies were written right after their input are no longer queued).
     pub(super) fn flush_queued(&mut self) {
         let mut queue = std::mem::take(&mut self.flush_queue);
         for &key in &queue {
-            self.flush(key);
+            if self
+                .conns
+                .get(key)
+                .is_some_and(|conn| conn.queued_for_flush)
+            {
+                self.flush(key);
+            }
         }
         queue.clear();
         if self.flush_queue.is_empty() {
@@ -106,7 +115,7 @@ impl Reactor {
     /// Writes what `key` has pending, then brings its state and poll interest up to date:
     /// pause or resume reading around `max_output`, close it if it is finished and flushed,
     /// and re-register only if the interest changed (each change is an `epoll_ctl` call).
-    fn flush(&mut self, key: usize) {
+    pub(super) fn flush(&mut self, key: usize) {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
