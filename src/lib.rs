@@ -38,6 +38,7 @@
 //! - [`nonblocking`]: naming `WouldBlock`, `Interrupted` and friends.
 //! - [`rlimit`]: the open-file limit.
 //! - [`units`]: durations and byte sizes as typed on command lines.
+//! - [`workers`]: `--workers N`: several reactor processes sharing ports via `SO_REUSEPORT`.
 
 pub mod address;
 pub mod buffer_pool;
@@ -58,6 +59,7 @@ pub mod stats;
 pub mod timer_wheel;
 pub mod transport;
 pub mod units;
+pub mod workers;
 
 pub use address::{ListenAddr, PeerAddr};
 pub use codec::Codec;

@@ -5,6 +5,8 @@
 
 use std::time::{Duration, Instant};
 
+use serde::{Deserialize, Serialize};
+
 use crate::buffer_pool::PoolStats;
 
 /// Buckets of the events-per-wakeup histogram: bucket `i` counts wakeups with between
@@ -12,7 +14,7 @@ use crate::buffer_pool::PoolStats;
 pub const EVENT_BUCKETS: usize = 17;
 
 /// What the reactor has done since it started.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Stats {
     /// Client connections open now.
     pub connections_open: usize,
@@ -53,6 +55,37 @@ pub struct Stats {
 }
 
 impl Stats {
+    /// Adds `other` (another worker's stats) into these.
+    pub fn merge(&mut self, other: &Stats) {
+        self.connections_open += other.connections_open;
+        self.connections_accepted += other.connections_accepted;
+        self.connections_closed += other.connections_closed;
+        self.connections_rejected += other.connections_rejected;
+        self.closed_idle += other.closed_idle;
+        self.closed_slow += other.closed_slow;
+        self.reading_paused += other.reading_paused;
+        self.accept_pauses += other.accept_pauses;
+        self.messages_in += other.messages_in;
+        self.messages_out += other.messages_out;
+        self.frame_errors += other.frame_errors;
+        self.bytes_in += other.bytes_in;
+        self.bytes_out += other.bytes_out;
+        self.wakeups += other.wakeups;
+        self.events += other.events;
+        for (mine, theirs) in self
+            .events_per_wakeup
+            .iter_mut()
+            .zip(other.events_per_wakeup)
+        {
+            *mine += theirs;
+        }
+        self.longest_wakeup = self.longest_wakeup.max(other.longest_wakeup);
+        self.buffers.in_use += other.buffers.in_use;
+        self.buffers.free += other.buffers.free;
+        self.buffers.allocated += other.buffers.allocated;
+        self.buffers.reused += other.buffers.reused;
+    }
+
     /// Records one wakeup with `events` events that took `busy`.
     pub fn record_wakeup(&mut self, events: usize, busy: Duration) {
         self.wakeups += 1;

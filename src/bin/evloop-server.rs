@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use clap::Parser;
 use evloop::units::{parse_bytes, parse_duration};
-use evloop::{ListenSpec, Server, ServerConfig, StartError};
+use evloop::workers::{self, WorkerCommand};
+use evloop::{ListenAddr, ListenSpec, Server, ServerConfig, StartError};
 
 /// A single-threaded event-loop (reactor) server: one thread serves every client.
 ///
@@ -56,6 +57,41 @@ struct Args {
     /// On SIGINT/SIGTERM, how long to keep flushing replies before closing anyway
     #[arg(long, value_name = "SECS", default_value = "5", value_parser = parse_duration)]
     drain_timeout: Duration,
+
+    /// Worker processes, each a single-threaded reactor, all accepting on the same ports
+    /// (SO_REUSEPORT). More workers hold more connections (each process may open only so
+    /// many files) and use more cores. Not with broadcast or Unix sockets
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    workers: u32,
+}
+
+impl Args {
+    /// The command line of one worker: these settings, the given (resolved) listeners, one
+    /// process.
+    fn worker_args(&self, specs: &[ListenSpec]) -> Vec<String> {
+        let mut args = Vec::new();
+        for spec in specs {
+            args.extend(["--listen".to_string(), spec.to_string()]);
+        }
+        let mut flag = |name: &str, value: String| args.extend([format!("--{name}"), value]);
+        flag("max-frame", self.max_frame.to_string());
+        flag("max-output", self.max_output.to_string());
+        flag("backlog", self.backlog.to_string());
+        flag(
+            "drain-timeout",
+            self.drain_timeout.as_secs_f64().to_string(),
+        );
+        if let Some(max) = self.max_connections {
+            flag("max-connections", max.to_string());
+        }
+        if let Some(timeout) = self.idle_timeout {
+            flag("idle-timeout", timeout.as_secs_f64().to_string());
+        }
+        if let Some(interval) = self.stats_interval {
+            flag("stats-interval", interval.as_secs_f64().to_string());
+        }
+        args
+    }
 }
 
 fn positive_bytes(text: &str) -> Result<usize, String> {
@@ -98,10 +134,57 @@ fn main() -> ExitCode {
         Ok(args) => args,
         Err(code) => return code,
     };
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let worker = workers::worker_index();
+    init_logging(worker);
     // Raised before binding (the default --max-connections follows it), logged after, so a
     // start-up error stays the only line on stderr.
     let file_limit = evloop::rlimit::raise_file_limit();
+    let specs = if args.listen.is_empty() {
+        ListenSpec::defaults()
+    } else {
+        args.listen.clone()
+    };
+    let log_file_limit = move || match file_limit {
+        Ok((before, after)) => log::info!(
+            "open-file limit; soft={} hard={} was={}",
+            after.soft,
+            after.hard,
+            before.soft
+        ),
+        Err(error) => log::warn!("cannot raise the open-file limit; error={error}"),
+    };
+    if args.workers > 1 && worker.is_none() {
+        return run_supervisor(&args, &specs, log_file_limit);
+    }
+    run_reactor(&args, &specs, worker.is_some(), log_file_limit)
+}
+
+fn init_logging(worker: Option<usize>) {
+    let mut builder =
+        env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"));
+    if let Some(index) = worker {
+        builder.format(move |buf, record| {
+            use std::io::Write as _;
+            let timestamp = buf.timestamp();
+            writeln!(
+                buf,
+                "[{timestamp} {:<5} {} worker={index}] {}",
+                record.level(),
+                record.target(),
+                record.args()
+            )
+        });
+    }
+    builder.init();
+}
+
+/// One reactor in this process: bind, print the startup lines, serve until stopped.
+fn run_reactor(
+    args: &Args,
+    specs: &[ListenSpec],
+    is_worker: bool,
+    log_file_limit: impl FnOnce(),
+) -> ExitCode {
     let config = ServerConfig {
         max_connections: args
             .max_connections
@@ -112,12 +195,7 @@ fn main() -> ExitCode {
         backlog: args.backlog,
         stats_interval: args.stats_interval,
         drain_timeout: args.drain_timeout,
-        ..ServerConfig::default()
-    };
-    let specs = if args.listen.is_empty() {
-        ListenSpec::defaults()
-    } else {
-        args.listen
+        reuse_port: is_worker,
     };
     let server = specs
         .iter()
@@ -138,15 +216,7 @@ fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
-    match file_limit {
-        Ok((before, after)) => log::info!(
-            "open-file limit; soft={} hard={} was={}",
-            after.soft,
-            after.hard,
-            before.soft
-        ),
-        Err(error) => log::warn!("cannot raise the open-file limit; error={error}"),
-    }
+    log_file_limit();
     let mut stdout = std::io::stdout().lock();
     for listener in server.listening() {
         let _ = writeln!(stdout, "{listener}");
@@ -154,12 +224,93 @@ fn main() -> ExitCode {
     let _ = stdout.flush();
     drop(stdout);
     match server.run() {
+        Ok(summary) if is_worker => {
+            // For the parent, which adds up its workers' summaries.
+            println!("{}", serde_json::to_string(&summary).unwrap_or_default());
+            ExitCode::SUCCESS
+        }
         Ok(summary) => {
             println!("{summary}");
             ExitCode::SUCCESS
         }
         Err(error) => {
             eprintln!("evloop-server: the event loop failed: {error}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// `--workers N`: reserve the ports, start the workers, print the startup lines once they
+/// all listen, and supervise them until stopped.
+fn run_supervisor(args: &Args, specs: &[ListenSpec], log_file_limit: impl FnOnce()) -> ExitCode {
+    for spec in specs {
+        if spec.handler == "broadcast" {
+            eprintln!(
+                "evloop-server: broadcast cannot run with --workers {}: each worker would hold its own room (a shared room needs a pub/sub backplane); use --workers 1",
+                args.workers
+            );
+            return ExitCode::from(2);
+        }
+        if let Some(addr) = spec
+            .addrs
+            .iter()
+            .find(|addr| !matches!(addr, ListenAddr::Tcp(_)))
+        {
+            eprintln!(
+                "evloop-server: {addr} cannot be shared by --workers {}: use TCP addresses, or --workers 1",
+                args.workers
+            );
+            return ExitCode::from(2);
+        }
+    }
+    let mut resolved = specs.to_vec();
+    let mut reservations = Vec::new();
+    for addr in resolved.iter_mut().flat_map(|spec| spec.addrs.iter_mut()) {
+        let ListenAddr::Tcp(socket_addr) = addr else {
+            continue;
+        };
+        match workers::reserve_port(*socket_addr) {
+            Ok((socket, bound)) => {
+                *socket_addr = bound;
+                reservations.push(socket);
+            }
+            Err(error) => {
+                eprintln!("evloop-server: cannot listen on {addr}: {error}");
+                return ExitCode::from(1);
+            }
+        }
+    }
+    let program = match std::env::current_exe() {
+        Ok(program) => program,
+        Err(error) => {
+            eprintln!("evloop-server: cannot find its own binary to start workers: {error}");
+            return ExitCode::from(1);
+        }
+    };
+    let command = WorkerCommand {
+        program,
+        args: args.worker_args(&resolved),
+        startup_lines: resolved.iter().map(|spec| spec.addrs.len()).sum(),
+    };
+    log_file_limit();
+    let print_startup_lines = || {
+        let mut stdout = std::io::stdout().lock();
+        for spec in &resolved {
+            for addr in &spec.addrs {
+                let _ = writeln!(stdout, "{} listening on {addr}", spec.handler);
+            }
+        }
+        let _ = stdout.flush();
+    };
+    let result = workers::supervise(&command, args.workers as usize, print_startup_lines);
+    drop(reservations);
+    match result {
+        Ok(summary) => {
+            println!("{summary}");
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("evloop-server: {error}");
             ExitCode::from(1)
         }
     }

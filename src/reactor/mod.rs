@@ -145,7 +145,7 @@ pub(crate) struct Reactor {
 }
 
 /// What a finished run did, for the one-line summary printed at exit.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct RunSummary {
     /// How long the server ran.
     pub uptime: Duration,
@@ -153,6 +153,18 @@ pub struct RunSummary {
     pub stats: Stats,
     /// Connections still holding unwritten output when the drain deadline came.
     pub cut_at_deadline: u64,
+    /// Worker processes whose runs these are (1 for a single reactor).
+    pub workers: usize,
+}
+
+impl RunSummary {
+    /// Adds another worker's run into this one.
+    pub fn merge(&mut self, other: &RunSummary) {
+        self.uptime = self.uptime.max(other.uptime);
+        self.stats.merge(&other.stats);
+        self.cut_at_deadline += other.cut_at_deadline;
+        self.workers += other.workers;
+    }
 }
 
 impl std::fmt::Display for RunSummary {
@@ -165,7 +177,11 @@ impl std::fmt::Display for RunSummary {
             self.stats.messages_in,
             self.stats.messages_out,
             self.cut_at_deadline
-        )
+        )?;
+        if self.workers > 1 {
+            write!(f, " ({} workers)", self.workers)?;
+        }
+        Ok(())
     }
 }
 
@@ -284,6 +300,7 @@ impl Reactor {
             uptime: self.started.elapsed(),
             stats: self.stats_snapshot(),
             cut_at_deadline: self.cut_at_deadline,
+            workers: 1,
         };
         info!("stopped; {summary}");
         Ok(summary)
