@@ -173,6 +173,47 @@ fn sources_spread_connections() {
     assert_all_verified(code, &report);
 }
 
+/// Several loader processes: each runs its part, all connect before any sends, and the
+/// parent merges their tallies exactly.
+#[test]
+fn processes_split_and_merge() {
+    let server = TestServer::start(&["echo=127.0.0.1:0"]);
+    let target = server.addr().to_string();
+    let (code, report) = load(&[
+        "--target",
+        &target,
+        "-c",
+        "30",
+        "--processes",
+        "3",
+        "--threads",
+        "2",
+        "-n",
+        "3000",
+    ]);
+    assert_all_verified(code, &report);
+    assert_eq!(report["messages"]["verified"], 3000);
+    assert_eq!(report["connections"]["established"], 30);
+    assert_eq!(
+        report["latency_us"]["count"], 3000,
+        "histograms merged, not averaged"
+    );
+    assert_eq!(server.stats().connections_accepted, 30);
+}
+
+/// --active: all connections come up, only some send.
+#[test]
+fn only_active_connections_send() {
+    let server = TestServer::start(&["echo=127.0.0.1:0"]);
+    let target = server.addr().to_string();
+    let (code, report) = load(&[
+        "--target", &target, "-c", "40", "--active", "4", "--rate", "400", "-d", "500ms",
+    ]);
+    assert_all_verified(code, &report);
+    assert_eq!(report["connections"]["established"], 40);
+    assert_eq!(report["messages"]["sent"], 200);
+}
+
 /// A server that corrupts some replies: the loader reports mismatches, shows them, exits 1.
 #[test]
 fn wrong_server_is_caught() {
@@ -286,6 +327,8 @@ fn bad_usage_exits_2() {
         &["-d", "1s", "-n", "5"],
         &["--sources", "127.0.0.9-127.0.0.1"],
         &["--workload", "broadcast", "-c", "1"],
+        &["--workload", "broadcast", "-c", "4", "--processes", "2"],
+        &["-c", "5", "--active", "6"],
     ] {
         let output = Command::new(env!("CARGO_BIN_EXE_evloop-load"))
             .args(args)

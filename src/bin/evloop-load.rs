@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use evloop::load::sources::parse_sources;
-use evloop::load::{LoadConfig, Stop, Workload};
+use evloop::load::{LoadConfig, Stop, Workload, processes};
 use evloop::units::{parse_bytes, parse_duration};
 use evloop::{Codec, ListenAddr};
 
@@ -85,9 +85,26 @@ struct Args {
     #[arg(long, value_name = "LIST", value_parser = sources)]
     sources: Option<Sources>,
 
-    /// Reactor threads, each with its share of connections and messages
+    /// Reactor threads (per process), each with its share of connections and messages
     #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
     threads: u32,
+
+    /// Loader processes, each with its share (threads share one file table, processes do
+    /// not: use this past the open-file limit, ~20,000 connections a process here)
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=4096))]
+    processes: u32,
+
+    /// Only this many of the connections send; the rest connect and stay idle
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    active: Option<u32>,
+
+    /// Number connections from this id on (set for each part of a multi-process run)
+    #[arg(long, value_name = "ID", default_value_t = 0, hide = true)]
+    first_id: u32,
+
+    /// Run as one part of a multi-process run, talking to the parent on stdin/stdout
+    #[arg(long = "part-of-run", hide = true)]
+    part_of_run: bool,
 
     /// Print the final report as one JSON object on stdout
     #[arg(long)]
@@ -166,17 +183,21 @@ fn main() -> ExitCode {
         reply_timeout: args.reply_timeout,
         sources: args.sources.map(|sources| sources.0).unwrap_or_default(),
         threads: args.threads,
+        active: args.active,
+        first_id: args.first_id,
     };
     if let Err(message) = config.validate() {
         return usage_error(&message);
     }
+    let per_process = u64::from(config.connections.div_ceil(args.processes));
     match evloop::rlimit::raise_file_limit() {
-        Ok((_, limit)) if u64::from(config.connections) + RESERVED_DESCRIPTORS > limit.soft => {
+        Ok((_, limit)) if per_process + RESERVED_DESCRIPTORS > limit.soft => {
             return usage_error(&format!(
-                "{} connections need about {} open files, but this process may open {}: raise the limit (ulimit -n)",
-                config.connections,
-                u64::from(config.connections) + RESERVED_DESCRIPTORS,
-                limit.soft
+                "{per_process} connections in one process need about {} open files, but a process may open {}: use --processes {} or more, or raise the limit (ulimit -n)",
+                per_process + RESERVED_DESCRIPTORS,
+                limit.soft,
+                u64::from(config.connections)
+                    .div_ceil(limit.soft.saturating_sub(RESERVED_DESCRIPTORS).max(1))
             ));
         }
         Ok((before, after)) => log::info!(
@@ -187,8 +208,21 @@ fn main() -> ExitCode {
         ),
         Err(error) => log::warn!("cannot raise the open-file limit; error={error}"),
     }
-    let report = match evloop::load::run(&config, !args.no_progress) {
+    if args.part_of_run {
+        return run_part(&config);
+    }
+    let result = if args.processes > 1 {
+        std::env::current_exe().and_then(|program| {
+            processes::run(&config, args.processes, &program, !args.no_progress)
+        })
+    } else {
+        evloop::load::run(&config, !args.no_progress)
+    };
+    let report = match result {
         Ok(report) => report,
+        Err(error) if error.kind() == std::io::ErrorKind::InvalidInput => {
+            return usage_error(&error.to_string());
+        }
         Err(error) => {
             eprintln!("evloop-load: {error}");
             return ExitCode::from(1);
@@ -209,5 +243,24 @@ fn main() -> ExitCode {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
+    }
+}
+
+/// One part of a multi-process run: connect, report in, wait for the go, run, hand the
+/// tally back as one JSON line.
+fn run_part(config: &LoadConfig) -> ExitCode {
+    match evloop::load::run_part(config, &mut processes::announce_and_wait) {
+        Ok((tally, window)) => {
+            let result = processes::PartResult {
+                tally,
+                window_ns: window.as_nanos() as u64,
+            };
+            println!("{}", serde_json::to_string(&result).unwrap_or_default());
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("evloop-load: {error}");
+            ExitCode::from(1)
+        }
     }
 }

@@ -53,6 +53,12 @@ pub struct LoadConfig {
     pub sources: Vec<IpAddr>,
     /// Reactor threads, each with its share of everything.
     pub threads: u32,
+    /// How many of the connections send; the rest connect and stay idle (a mostly idle
+    /// server with a few busy clients). `None`: all of them.
+    pub active: Option<u32>,
+    /// The id of the first connection: a loader process that runs one part of a larger
+    /// run numbers its connections after the other parts'.
+    pub first_id: u32,
 }
 
 impl Default for LoadConfig {
@@ -72,6 +78,8 @@ impl Default for LoadConfig {
             reply_timeout: Duration::from_secs(5),
             sources: Vec::new(),
             threads: 1,
+            active: None,
+            first_id: 0,
         }
     }
 }
@@ -103,6 +111,15 @@ impl LoadConfig {
         if self.threads == 0 || self.threads > self.connections {
             return Err(format!(
                 "--threads must be between 1 and the number of connections ({})",
+                self.connections
+            ));
+        }
+        if self
+            .active
+            .is_some_and(|active| active == 0 || active > self.connections)
+        {
+            return Err(format!(
+                "--active must be between 1 and the number of connections ({})",
                 self.connections
             ));
         }
@@ -146,33 +163,104 @@ impl LoadConfig {
 
     /// Shares connections, messages and rates out over the threads as evenly as can be.
     pub fn plans(&self) -> Vec<Plan> {
-        let threads = self.threads;
-        let share = |total: u64, index: u32| {
-            total / u64::from(threads) + u64::from(u64::from(index) < total % u64::from(threads))
-        };
-        let mut first_id = 0;
-        (0..threads)
+        let mut first_id = self.first_id;
+        (0..self.threads)
             .map(|index| {
-                let count = share(u64::from(self.connections), index) as u32;
+                let part = self.part(index, self.threads);
                 let plan = Plan {
                     index: index as usize,
                     first_id,
-                    count,
-                    messages: match self.stop {
-                        Stop::Messages(total) => Some(share(total, index)),
+                    count: part.connections,
+                    messages: match part.stop {
+                        Stop::Messages(messages) => Some(messages),
                         Stop::After(_) => None,
                     },
-                    rate: self
-                        .open_loop_rate()
-                        .map(|rate| rate * f64::from(count) / f64::from(self.connections)),
-                    connect_rate: self
-                        .connect_rate
-                        .map(|rate| rate * f64::from(count) / f64::from(self.connections)),
+                    rate: part.open_loop_rate(),
+                    connect_rate: part.connect_rate,
+                    active: part.active.unwrap_or(part.connections),
                 };
-                first_id += count;
+                first_id += part.connections;
                 plan
             })
             .collect()
+    }
+
+    /// The `index`th of `parts` even shares of this run: connections, messages, active
+    /// connections and rates, with the connection ids that go with them. Threads get parts,
+    /// and so do loader processes (`--processes`).
+    pub fn part(&self, index: u32, parts: u32) -> LoadConfig {
+        let share = |total: u64| {
+            total / u64::from(parts) + u64::from(u64::from(index) < total % u64::from(parts))
+        };
+        let first_id = self.first_id
+            + (0..index)
+                .map(|before| self.part_connections(before, parts))
+                .sum::<u32>();
+        let connections = share(u64::from(self.connections)) as u32;
+        let active = self.active.map(|active| share(u64::from(active)) as u32);
+        // Rates follow the connections that send.
+        let fraction = match (active, self.active) {
+            (Some(part), Some(total)) => f64::from(part) / f64::from(total),
+            _ => f64::from(connections) / f64::from(self.connections),
+        };
+        LoadConfig {
+            connections,
+            first_id,
+            stop: match self.stop {
+                Stop::Messages(total) => Stop::Messages(share(total)),
+                after => after,
+            },
+            rate: self.open_loop_rate().map(|rate| rate * fraction),
+            connect_rate: self.connect_rate.map(|rate| rate * fraction),
+            active,
+            ..self.clone()
+        }
+    }
+
+    fn part_connections(&self, index: u32, parts: u32) -> u32 {
+        self.connections / parts + u32::from(index < self.connections % parts)
+    }
+
+    /// The command-line arguments that make `evloop-load` run exactly this configuration
+    /// (used to start loader processes, each with its part).
+    pub fn to_args(&self) -> Vec<String> {
+        let mut args: Vec<String> = Vec::new();
+        let mut flag = |name: &str, value: String| args.extend([format!("--{name}"), value]);
+        flag("target", self.target.to_string());
+        flag("workload", self.workload.to_string());
+        flag("codec", self.codec.to_string());
+        flag("connections", self.connections.to_string());
+        match self.stop {
+            Stop::After(duration) => flag("duration", duration.as_secs_f64().to_string()),
+            Stop::Messages(messages) => flag("messages", messages.to_string()),
+        }
+        flag("warmup", self.warmup.as_secs_f64().to_string());
+        flag("pipeline", self.pipeline.to_string());
+        flag("size", self.size.to_string());
+        flag(
+            "connect-timeout",
+            self.connect_timeout.as_secs_f64().to_string(),
+        );
+        flag(
+            "reply-timeout",
+            self.reply_timeout.as_secs_f64().to_string(),
+        );
+        flag("threads", self.threads.to_string());
+        flag("first-id", self.first_id.to_string());
+        if let Some(rate) = self.rate {
+            flag("rate", rate.to_string());
+        }
+        if let Some(rate) = self.connect_rate {
+            flag("connect-rate", rate.to_string());
+        }
+        if let Some(active) = self.active {
+            flag("active", active.to_string());
+        }
+        if !self.sources.is_empty() {
+            let sources: Vec<String> = self.sources.iter().map(ToString::to_string).collect();
+            flag("sources", sources.join(","));
+        }
+        args
     }
 
     /// The run's mode in words, for the report.
@@ -213,6 +301,40 @@ mod tests {
         );
         let rate: f64 = plans.iter().filter_map(|plan| plan.rate).sum();
         assert!((rate - 1000.0).abs() < 1e-6);
+    }
+
+    /// Parts (processes) cover every connection id once, and keep the rate and active share.
+    #[test]
+    fn parts_cover_the_run() {
+        let config = LoadConfig {
+            connections: 10,
+            active: Some(4),
+            rate: Some(100.0),
+            ..LoadConfig::default()
+        };
+        let parts: Vec<LoadConfig> = (0..3).map(|index| config.part(index, 3)).collect();
+        assert_eq!(
+            parts
+                .iter()
+                .map(|part| (part.first_id, part.connections))
+                .collect::<Vec<_>>(),
+            [(0, 4), (4, 3), (7, 3)]
+        );
+        assert_eq!(parts.iter().filter_map(|part| part.active).sum::<u32>(), 4);
+        let rate: f64 = parts.iter().filter_map(|part| part.rate).sum();
+        assert!((rate - 100.0).abs() < 1e-6);
+        let threads = LoadConfig {
+            threads: 2,
+            ..parts[1].clone()
+        }
+        .plans();
+        assert_eq!(
+            threads
+                .iter()
+                .map(|plan| (plan.first_id, plan.count))
+                .collect::<Vec<_>>(),
+            [(4, 2), (6, 1)]
+        );
     }
 
     /// Impossible runs are refused before starting.

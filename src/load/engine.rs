@@ -66,6 +66,8 @@ pub struct Plan {
     pub rate: Option<f64>,
     /// Its share of `--connect-rate`.
     pub connect_rate: Option<f64>,
+    /// How many of its connections send (`--active`); the rest stay idle.
+    pub active: u32,
 }
 
 /// A request sent and not yet answered.
@@ -167,7 +169,11 @@ impl<'a> Engine<'a> {
             None => None,
         };
         let budget = plan.messages;
-        let interval_ns = plan.rate.map_or(0.0, |rate| 1e9 / rate);
+        // No rate share (no active connection here): an endless interval, nothing is due.
+        let interval_ns = match plan.rate {
+            Some(rate) if rate > 0.0 => 1e9 / rate,
+            _ => f64::INFINITY,
+        };
         let now = now_ns();
         Ok(Engine {
             config,
@@ -243,7 +249,7 @@ impl<'a> Engine<'a> {
                 self.start_connects(now);
                 self.expire_connects(now);
                 let mine_done = self.next_connect == self.plan.count && self.pending_connects == 0;
-                if mine_done && self.shared.all_connects_finished() {
+                if mine_done && self.shared.all_connects_finished() && self.shared.may_run() {
                     if self.config.workload == Workload::Broadcast {
                         self.sender_addrs = self
                             .shared
@@ -297,8 +303,9 @@ impl<'a> Engine<'a> {
             // Open loop: send what is due and arm the pacer for the rest.
             self.send_due(now);
         } else {
-            // Closed loop: fill every connection's pipeline; each reply then sends the next.
-            for key in self.up_keys.clone() {
+            // Closed loop: fill every active connection's pipeline; each reply then sends the
+            // next.
+            for key in self.sending_keys().to_vec() {
                 for _ in 0..self.config.pipeline {
                     self.send_next(key, now, now);
                 }
@@ -364,6 +371,9 @@ impl<'a> Engine<'a> {
 
     fn open(&mut self, id: u32, now: u64) {
         self.tally.attempted += 1;
+        if self.tally.first_connect_ns == 0 {
+            self.tally.first_connect_ns = now;
+        }
         let source = self.config.source_for(id);
         let stream = connect_socket(self.config.target_addr(), source).and_then(|mut stream| {
             let key = self.conns.vacant_key();
@@ -412,10 +422,11 @@ impl<'a> Engine<'a> {
         };
         self.pending_connects -= 1;
         self.shared.connects_finished.fetch_add(1, Ordering::AcqRel);
+        let now = now_ns();
+        self.tally.last_connect_ns = now;
         match outcome {
             Ok(()) => {
                 conn.up = true;
-                let now = now_ns();
                 Tally::record(&mut self.tally.connect, now - conn.connect_started_ns);
                 self.tally.established += 1;
                 self.shared.established.fetch_add(1, Ordering::AcqRel);
@@ -464,7 +475,11 @@ impl<'a> Engine<'a> {
             if due > now || self.up_keys.is_empty() {
                 break;
             }
-            let key = self.up_keys[(self.next_send % self.up_keys.len() as u64) as usize];
+            let senders = self.sending_keys();
+            if senders.is_empty() {
+                break;
+            }
+            let key = senders[(self.next_send % senders.len() as u64) as usize];
             self.next_send += 1;
             self.send_next(key, due, now);
         }
@@ -475,9 +490,14 @@ impl<'a> Engine<'a> {
         }
     }
 
+    /// The connections that send: the first `--active` of those up.
+    fn sending_keys(&self) -> &[usize] {
+        &self.up_keys[..self.up_keys.len().min(self.plan.active as usize)]
+    }
+
     /// When the next scheduled message is due, unless the schedule has ended.
     fn next_due(&self) -> Option<u64> {
-        if self.budget == Some(0) {
+        if self.budget == Some(0) || !self.interval_ns.is_finite() {
             return None;
         }
         let due = self.run_start_ns + (self.next_send as f64 * self.interval_ns) as u64;

@@ -14,6 +14,7 @@
 //! - [`tally`]: what a thread counted and measured; tallies merge.
 //! - [`report`]: the final report, human and JSON.
 //! - [`shared`]: the few counters threads share.
+//! - [`processes`]: `--processes N`: loader processes, each a part, merged exactly.
 //! - [`progress`]: the live progress line.
 //! - [`pacer`]: open-loop pacing with a `timerfd`.
 //! - [`clock`]: the monotonic clock in nanoseconds.
@@ -23,6 +24,7 @@ pub mod clock;
 pub mod config;
 mod engine;
 pub mod pacer;
+pub mod processes;
 pub mod progress;
 pub mod report;
 pub mod shared;
@@ -45,51 +47,88 @@ use tally::Tally;
 
 /// How often the progress line is redrawn.
 const PROGRESS_EVERY: Duration = Duration::from_secs(1);
+/// How often a process that is part of a larger run checks whether its connections are up.
+const GATE_CHECK_EVERY: Duration = Duration::from_millis(5);
 
 /// Runs the load described by `config` and reports on it. `progress` turns the live line on
 /// stderr on or off.
 pub fn run(config: &LoadConfig, progress: bool) -> io::Result<Report> {
+    let (total, window) = run_threads(config, progress, None)?;
+    Ok(Report::new(config, &total, window))
+}
+
+/// Runs one part of a multi-process run (see [`processes`]): once this process's
+/// connections are all up, `connected(established)` is called and must return when every
+/// process is ready; only then does sending start. Returns the raw tally and window, for
+/// the parent to merge.
+pub fn run_part(
+    config: &LoadConfig,
+    connected: &mut dyn FnMut(usize) -> io::Result<()>,
+) -> io::Result<(Tally, Duration)> {
+    run_threads(config, false, Some(connected))
+}
+
+fn run_threads(
+    config: &LoadConfig,
+    progress: bool,
+    mut connected: Option<&mut dyn FnMut(usize) -> io::Result<()>>,
+) -> io::Result<(Tally, Duration)> {
     config
         .validate()
         .map_err(|message| io::Error::new(io::ErrorKind::InvalidInput, message))?;
     let plans = config.plans();
-    let shared = Shared::new(config.connections as usize, plans.len());
+    let id_space = config.first_id as usize + config.connections as usize;
+    let shared = Shared::new(
+        config.connections as usize,
+        id_space,
+        plans.len(),
+        connected.is_none(),
+    );
     let mut progress = Progress::new(progress);
-    let results = thread::scope(|scope| {
+    let results = thread::scope(|scope| -> io::Result<Vec<io::Result<Tally>>> {
         let (done, finished) = mpsc::channel();
         for plan in plans {
             let (done, shared) = (done.clone(), &shared);
             thread::Builder::new()
                 .name(format!("evloop-load-{}", plan.index))
                 .spawn_scoped(scope, move || {
-                    let result = engine::run(config, plan, shared);
-                    // If the engine failed, its connections never finish: count them so the
-                    // other threads do not wait for them forever.
-                    let _ = done.send(result);
+                    let _ = done.send(engine::run(config, plan, shared));
                 })
                 .expect("spawn a loader thread");
         }
         drop(done);
         let mut results = Vec::new();
         while results.len() < config.threads as usize {
-            match finished.recv_timeout(PROGRESS_EVERY) {
+            let wait = if connected.is_some() {
+                GATE_CHECK_EVERY
+            } else {
+                PROGRESS_EVERY
+            };
+            match finished.recv_timeout(wait) {
                 Ok(result) => results.push(result),
                 Err(mpsc::RecvTimeoutError::Timeout) => progress.tick(&shared),
                 Err(mpsc::RecvTimeoutError::Disconnected) => break,
             }
+            if shared.all_connects_finished() {
+                if let Some(connected) = connected.take() {
+                    connected(
+                        shared
+                            .established
+                            .load(std::sync::atomic::Ordering::Acquire),
+                    )?;
+                    shared.go.store(true, std::sync::atomic::Ordering::Release);
+                }
+            }
         }
-        results
-    });
+        Ok(results)
+    })?;
     progress.finish();
     let mut total = Tally::default();
     for result in results {
         total.merge(&result?);
     }
-    Ok(Report::new(
-        config,
-        &total,
-        measured_window(config, &shared, &total),
-    ))
+    let window = measured_window(config, &shared, &total);
+    Ok((total, window))
 }
 
 /// The window throughput is counted over: the set duration, or for `--messages` from the

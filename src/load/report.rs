@@ -56,6 +56,11 @@ pub struct Connections {
     pub failed: u64,
     /// Connect latency.
     pub connect_latency_us: Percentiles,
+    /// From the first connect to the last one done, in seconds.
+    pub connect_phase_s: f64,
+    /// Connections established per second over that phase: the server's accept rate under
+    /// a connect storm.
+    pub connects_per_s: f64,
 }
 
 /// Message counts.
@@ -151,6 +156,8 @@ impl Report {
     pub fn new(config: &LoadConfig, tally: &Tally, window: Duration) -> Report {
         let seconds = window.as_secs_f64().max(1e-9);
         let open_loop = config.open_loop_rate().is_some();
+        let connect_phase =
+            Duration::from_nanos(tally.last_connect_ns.saturating_sub(tally.first_connect_ns));
         let connect_failed = tally.connect_failures.total();
         let mut connections = tally.connect_failures;
         let run = tally.run_failures;
@@ -170,6 +177,8 @@ impl Report {
                 established: tally.established,
                 failed: connect_failed,
                 connect_latency_us: Percentiles::of(&tally.connect),
+                connect_phase_s: connect_phase.as_secs_f64(),
+                connects_per_s: tally.established as f64 / connect_phase.as_secs_f64().max(1e-9),
             },
             messages: Messages {
                 sent: tally.sent,
@@ -241,10 +250,12 @@ impl fmt::Display for Report {
         let c = &self.connections;
         writeln!(
             f,
-            "connections  attempted {}  established {}  failed {}  connect p50 {}  p99 {}",
+            "connections  attempted {}  established {}  failed {}  in {:.2} s ({:.0}/s)  connect p50 {}  p99 {}",
             c.attempted,
             c.established,
             c.failed,
+            c.connect_phase_s,
+            c.connects_per_s,
             Micros(c.connect_latency_us.p50),
             Micros(c.connect_latency_us.p99)
         )?;

@@ -4,7 +4,7 @@
 //! publishes its totals a few times a second.
 
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 /// See the module documentation.
 #[derive(Debug)]
@@ -33,11 +33,17 @@ pub struct Shared {
     pub p99_ns: Vec<AtomicU64>,
     /// Broadcast: each connection's local address as the server prints it, by connection id.
     pub sender_addrs: Mutex<Vec<Option<String>>>,
+    /// Whether sending may start once all connections are up. A loader process that is one
+    /// part of a larger run waits for its parent's go, so every process's connections are up
+    /// before any sends (see `load::processes`).
+    pub go: AtomicBool,
 }
 
 impl Shared {
-    /// Shared state for `threads` threads opening `total_connections` in all.
-    pub fn new(total_connections: usize, threads: usize) -> Shared {
+    /// Shared state for `threads` threads opening `total_connections` in all; `go` says
+    /// whether they may start sending without waiting for a go.
+    /// Connection ids run below `id_space`.
+    pub fn new(total_connections: usize, id_space: usize, threads: usize, go: bool) -> Shared {
         Shared {
             total_connections,
             connects_finished: AtomicUsize::new(0),
@@ -50,13 +56,19 @@ impl Shared {
             deliveries_expected: AtomicU64::new(0),
             deliveries_seen: AtomicU64::new(0),
             p99_ns: (0..threads).map(|_| AtomicU64::new(0)).collect(),
-            sender_addrs: Mutex::new(vec![None; total_connections]),
+            sender_addrs: Mutex::new(vec![None; id_space]),
+            go: AtomicBool::new(go),
         }
     }
 
     /// Whether every connection attempt, in every thread, has finished.
     pub fn all_connects_finished(&self) -> bool {
         self.connects_finished.load(Ordering::Acquire) >= self.total_connections
+    }
+
+    /// Whether the threads may start sending.
+    pub fn may_run(&self) -> bool {
+        self.go.load(Ordering::Acquire)
     }
 
     /// The run's start time: the first caller's `now_ns`, returned to every caller.

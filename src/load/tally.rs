@@ -95,8 +95,9 @@ impl Mismatch {
     }
 }
 
-/// See the module documentation.
-#[derive(Clone, Debug)]
+/// See the module documentation. Serializable so loader processes can hand their tallies,
+/// histograms included, to the parent that merges them.
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Tally {
     /// Connections tried.
     pub attempted: u64,
@@ -125,15 +126,24 @@ pub struct Tally {
     /// Broadcast deliveries verified.
     pub deliveries_seen: u64,
     /// Latency from the scheduled send time (open loop) or the send (closed loop), in ns.
+    #[serde(with = "histogram_serde")]
     pub latency: Histogram<u64>,
     /// Open loop: latency from the actual send, which hides the server's stalls.
+    #[serde(with = "histogram_serde")]
     pub uncorrected: Histogram<u64>,
     /// Open loop: how late the loader sent, against its schedule.
+    #[serde(with = "histogram_serde")]
     pub schedule_lag: Histogram<u64>,
     /// Connect latency, in ns.
+    #[serde(with = "histogram_serde")]
     pub connect: Histogram<u64>,
     /// When the last measured reply came (monotonic ns); ends the window of a `-n` run.
     pub last_reply_ns: u64,
+    /// When the first connect started and the last one finished (monotonic ns): the
+    /// connect phase, whose rate is the server's accept rate under a connect storm.
+    pub first_connect_ns: u64,
+    /// See `first_connect_ns`.
+    pub last_connect_ns: u64,
     /// The first few mismatches, in full.
     pub mismatches: Vec<Mismatch>,
 }
@@ -163,6 +173,8 @@ impl Default for Tally {
             schedule_lag: histogram(),
             connect: histogram(),
             last_reply_ns: 0,
+            first_connect_ns: 0,
+            last_connect_ns: 0,
             mismatches: Vec::new(),
         }
     }
@@ -208,6 +220,12 @@ impl Tally {
                 .expect("histograms with the same bounds add");
         }
         self.last_reply_ns = self.last_reply_ns.max(other.last_reply_ns);
+        self.first_connect_ns = match (self.first_connect_ns, other.first_connect_ns) {
+            (0, theirs) => theirs,
+            (mine, 0) => mine,
+            (mine, theirs) => mine.min(theirs),
+        };
+        self.last_connect_ns = self.last_connect_ns.max(other.last_connect_ns);
         let room = KEPT_MISMATCHES.saturating_sub(self.mismatches.len());
         self.mismatches
             .extend(other.mismatches.iter().take(room).cloned());
@@ -216,5 +234,63 @@ impl Tally {
     /// Failures of every kind: what decides the exit code.
     pub fn failure_count(&self) -> u64 {
         self.mismatched + self.lost + self.connect_failures.total() + self.run_failures.total()
+    }
+}
+
+/// Histograms as `[value, count]` pairs of their non-empty buckets: exact, compact for
+/// latency data, and needing no compression crate.
+mod histogram_serde {
+    use hdrhistogram::Histogram;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<S: Serializer>(
+        histogram: &Histogram<u64>,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        let buckets: Vec<[u64; 2]> = histogram
+            .iter_recorded()
+            .map(|bucket| [bucket.value_iterated_to(), bucket.count_at_value()])
+            .collect();
+        buckets.serialize(serializer)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Histogram<u64>, D::Error> {
+        let buckets = Vec::<[u64; 2]>::deserialize(deserializer)?;
+        let mut histogram = super::histogram();
+        for [value, count] in buckets {
+            histogram.saturating_record_n(value.clamp(1, super::MAX_TRACKED_NS), count);
+        }
+        Ok(histogram)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A tally survives the trip through JSON, histograms included, so processes merge
+    /// exactly.
+    #[test]
+    fn round_trips_through_json() {
+        let mut tally = Tally {
+            sent: 7,
+            verified: 5,
+            ..Tally::default()
+        };
+        for nanos in [1_000, 2_000, 2_000, 1_000_000, 5_000_000_000] {
+            Tally::record(&mut tally.latency, nanos);
+        }
+        tally.mismatch(3, b"abc", b"abd");
+        let back: Tally = serde_json::from_str(&serde_json::to_string(&tally).unwrap()).unwrap();
+        assert_eq!((back.sent, back.verified, back.mismatches.len()), (7, 5, 1));
+        assert_eq!(back.latency.len(), 5);
+        for quantile in [0.1, 0.5, 0.9, 1.0] {
+            assert_eq!(
+                back.latency.value_at_quantile(quantile),
+                tally.latency.value_at_quantile(quantile)
+            );
+        }
     }
 }
