@@ -98,6 +98,11 @@ struct Args {
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     active: Option<u32>,
 
+    /// After the run, keep every connection open and idle this long (prints "holding N
+    /// connections" on stderr when it starts), e.g. to measure the server's memory
+    #[arg(long, value_name = "DURATION", default_value = "0", value_parser = parse_duration)]
+    hold: Duration,
+
     /// Number connections from this id on (set for each part of a multi-process run)
     #[arg(long, value_name = "ID", default_value_t = 0, hide = true)]
     first_id: u32,
@@ -185,6 +190,7 @@ fn main() -> ExitCode {
         threads: args.threads,
         active: args.active,
         first_id: args.first_id,
+        hold: args.hold,
     };
     if let Err(message) = config.validate() {
         return usage_error(&message);
@@ -249,7 +255,11 @@ fn main() -> ExitCode {
 /// One part of a multi-process run: connect, report in, wait for the go, run, hand the
 /// tally back as one JSON line.
 fn run_part(config: &LoadConfig) -> ExitCode {
-    match evloop::load::run_part(config, &mut processes::announce_and_wait) {
+    match evloop::load::run_part(
+        config,
+        &mut processes::announce_and_wait,
+        &mut processes::announce_holding,
+    ) {
         Ok((tally, window)) => {
             let result = processes::PartResult {
                 tally,

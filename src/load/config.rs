@@ -59,6 +59,9 @@ pub struct LoadConfig {
     /// The id of the first connection: a loader process that runs one part of a larger
     /// run numbers its connections after the other parts'.
     pub first_id: u32,
+    /// After the run, keep every connection open and idle this long (to measure what idle
+    /// connections cost the server).
+    pub hold: Duration,
 }
 
 impl Default for LoadConfig {
@@ -80,6 +83,7 @@ impl Default for LoadConfig {
             threads: 1,
             active: None,
             first_id: 0,
+            hold: Duration::ZERO,
         }
     }
 }
@@ -247,6 +251,9 @@ impl LoadConfig {
         );
         flag("threads", self.threads.to_string());
         flag("first-id", self.first_id.to_string());
+        if !self.hold.is_zero() {
+            flag("hold", self.hold.as_secs_f64().to_string());
+        }
         if let Some(rate) = self.rate {
             flag("rate", rate.to_string());
         }

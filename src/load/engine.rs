@@ -2,11 +2,15 @@
 //! through the phases of a run.
 //!
 //! ```text
-//! Connecting ──► (Syncing: broadcast only) ──► Running ──► Draining ──► Done
-//!  open its       make sure every member        send, read,   no more     count what
-//!  connections,   is in the room before         verify every  sends; wait never came
-//!  wait for all   anything is counted           reply         for replies as lost
-//!  threads' too
+//! Connecting ─► (Syncing) ─► Running ─► Draining ─► (Holding) ─► Done
+//!
+//! - Connecting: open its connections; wait until every thread's (and, for a part of a
+//!   multi-process run, every process's) are up.
+//! - Syncing, broadcast only: make sure every member is in the room before anything counts.
+//! - Running: send, read, verify every reply.
+//! - Draining: no more sends; wait for outstanding replies.
+//! - Holding, with `--hold`: keep the connections open and idle (memory measurements).
+//! - Done: what never came is counted as lost.
 //! ```
 //!
 //! Like the server, it reads into one shared buffer, decodes with evloop's own codecs, and
@@ -104,7 +108,13 @@ enum Phase {
     Connecting,
     Syncing,
     Running,
-    Draining { deadline_ns: u64 },
+    Draining {
+        deadline_ns: u64,
+    },
+    /// `--hold`: everything verified, connections kept open and idle until then.
+    Holding {
+        until_ns: u64,
+    },
     Done,
 }
 
@@ -284,11 +294,30 @@ impl<'a> Engine<'a> {
                     self.in_flight == 0
                 };
                 if settled || now >= deadline_ns {
+                    self.hold_or_finish(now);
+                }
+            }
+            Phase::Holding { until_ns } => {
+                if now >= until_ns {
                     self.phase = Phase::Done;
                 }
             }
             Phase::Done => {}
         }
+    }
+
+    /// The run is over: keep the connections open for `--hold` (so the server's memory per
+    /// idle connection can be measured), or finish.
+    fn hold_or_finish(&mut self, now: u64) {
+        if self.config.hold.is_zero() {
+            self.phase = Phase::Done;
+            return;
+        }
+        self.publish(now, true);
+        self.shared.holding.fetch_add(1, Ordering::AcqRel);
+        self.phase = Phase::Holding {
+            until_ns: now + self.config.hold.as_nanos() as u64,
+        };
     }
 
     fn start_running(&mut self, now: u64) {
@@ -823,6 +852,7 @@ impl<'a> Engine<'a> {
             Phase::Syncing => now + CHECK_EVERY_NS,
             Phase::Running => self.stop_ns.unwrap_or(u64::MAX).min(self.next_publish_ns),
             Phase::Draining { deadline_ns } => deadline_ns.min(now + CHECK_EVERY_NS),
+            Phase::Holding { until_ns } => until_ns,
             Phase::Done => now,
         };
         Some(Duration::from_nanos(wake_ns.saturating_sub(now)))

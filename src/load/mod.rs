@@ -33,6 +33,7 @@ pub mod tally;
 pub mod workload;
 
 use std::io;
+use std::sync::atomic::Ordering;
 use std::sync::mpsc;
 use std::thread;
 use std::time::Duration;
@@ -53,25 +54,34 @@ const GATE_CHECK_EVERY: Duration = Duration::from_millis(5);
 /// Runs the load described by `config` and reports on it. `progress` turns the live line on
 /// stderr on or off.
 pub fn run(config: &LoadConfig, progress: bool) -> io::Result<Report> {
-    let (total, window) = run_threads(config, progress, None)?;
+    let mut holding = |connections: usize| {
+        eprintln!(
+            "evloop-load: holding {connections} connections for {:.1} s",
+            config.hold.as_secs_f64()
+        );
+    };
+    let (total, window) = run_threads(config, progress, None, &mut holding)?;
     Ok(Report::new(config, &total, window))
 }
 
 /// Runs one part of a multi-process run (see [`processes`]): once this process's
 /// connections are all up, `connected(established)` is called and must return when every
-/// process is ready; only then does sending start. Returns the raw tally and window, for
-/// the parent to merge.
+/// process is ready; only then does sending start. With `--hold`, `holding(established)` is
+/// called when the run is over and the connections are held. Returns the raw tally and
+/// window, for the parent to merge.
 pub fn run_part(
     config: &LoadConfig,
     connected: &mut dyn FnMut(usize) -> io::Result<()>,
+    holding: &mut dyn FnMut(usize),
 ) -> io::Result<(Tally, Duration)> {
-    run_threads(config, false, Some(connected))
+    run_threads(config, false, Some(connected), holding)
 }
 
 fn run_threads(
     config: &LoadConfig,
     progress: bool,
     mut connected: Option<&mut dyn FnMut(usize) -> io::Result<()>>,
+    holding: &mut dyn FnMut(usize),
 ) -> io::Result<(Tally, Duration)> {
     config
         .validate()
@@ -98,8 +108,10 @@ fn run_threads(
         }
         drop(done);
         let mut results = Vec::new();
+        let mut announced_hold = config.hold.is_zero();
         while results.len() < config.threads as usize {
-            let wait = if connected.is_some() {
+            let waiting = connected.is_some() || !announced_hold;
+            let wait = if waiting {
                 GATE_CHECK_EVERY
             } else {
                 PROGRESS_EVERY
@@ -109,15 +121,18 @@ fn run_threads(
                 Err(mpsc::RecvTimeoutError::Timeout) => progress.tick(&shared),
                 Err(mpsc::RecvTimeoutError::Disconnected) => break,
             }
+            let established = shared.established.load(Ordering::Acquire);
             if shared.all_connects_finished() {
                 if let Some(connected) = connected.take() {
-                    connected(
-                        shared
-                            .established
-                            .load(std::sync::atomic::Ordering::Acquire),
-                    )?;
-                    shared.go.store(true, std::sync::atomic::Ordering::Release);
+                    connected(established)?;
+                    shared.go.store(true, Ordering::Release);
                 }
+            }
+            if !announced_hold && shared.holding.load(Ordering::Acquire) == config.threads as usize
+            {
+                announced_hold = true;
+                progress.finish();
+                holding(established);
             }
         }
         Ok(results)
@@ -137,10 +152,8 @@ fn measured_window(config: &LoadConfig, shared: &Shared, total: &Tally) -> Durat
     match config.stop {
         Stop::After(duration) => duration,
         Stop::Messages(_) => {
-            let start = shared
-                .run_start_ns
-                .load(std::sync::atomic::Ordering::Acquire)
-                + config.warmup.as_nanos() as u64;
+            let start =
+                shared.run_start_ns.load(Ordering::Acquire) + config.warmup.as_nanos() as u64;
             Duration::from_nanos(total.last_reply_ns.saturating_sub(start))
         }
     }

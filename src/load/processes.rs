@@ -8,6 +8,7 @@
 //! ```text
 //! child  ──"connected N\n"──►  parent     (its connections are all up)
 //! child  ◄──────"go\n"───────  parent     (every child's are: start sending)
+//! child  ──"holding\n"──────►  parent     (with --hold: done, connections held)
 //! child  ──one JSON line────►  parent     (its tally, histograms included)
 //! ```
 //!
@@ -119,6 +120,22 @@ pub fn run(
             stdin.flush()?;
         }
     }
+    // With --hold: every part holds its connections.
+    if !config.hold.is_zero() {
+        for (index, part) in parts.iter_mut().enumerate() {
+            let mut line = String::new();
+            part.stdout.read_line(&mut line)?;
+            if line.trim() != "holding" {
+                return Err(io::Error::other(format!(
+                    "loader process {index} stopped before holding"
+                )));
+            }
+        }
+        eprintln!(
+            "evloop-load: holding {established} connections for {:.1} s",
+            config.hold.as_secs_f64()
+        );
+    }
     // Phase 3: collect and merge.
     let mut total = Tally::default();
     let mut window = Duration::ZERO;
@@ -148,6 +165,13 @@ pub fn announce_and_wait(established: usize) -> io::Result<()> {
         return Err(io::Error::other("the parent loader went away"));
     }
     Ok(())
+}
+
+/// In a child with `--hold`: tells the parent its run is over and its connections held.
+pub fn announce_holding(_established: usize) {
+    let mut stdout = io::stdout().lock();
+    let _ = writeln!(stdout, "holding");
+    let _ = stdout.flush();
 }
 
 fn stop(parts: &mut [Part]) {

@@ -37,6 +37,8 @@ pub struct Shared {
     /// part of a larger run waits for its parent's go, so every process's connections are up
     /// before any sends (see `load::processes`).
     pub go: AtomicBool,
+    /// Threads that finished their run and hold their connections (`--hold`).
+    pub holding: AtomicUsize,
 }
 
 impl Shared {
@@ -58,6 +60,7 @@ impl Shared {
             p99_ns: (0..threads).map(|_| AtomicU64::new(0)).collect(),
             sender_addrs: Mutex::new(vec![None; id_space]),
             go: AtomicBool::new(go),
+            holding: AtomicUsize::new(0),
         }
     }
 
