@@ -24,6 +24,14 @@ pub enum Reading {
     Paused,
     /// Never reading again; the connection closes once its pending output is written.
     Stopped(StopReason),
+    /// All written and our side shut down (FIN sent); reading on only to discard what the
+    /// client still sends, until it closes or the deadline (ms since the reactor started).
+    /// Closing with unread input would make the kernel reset the connection and throw away
+    /// replies it had not delivered yet (see `reactor/linger.rs`).
+    Lingering {
+        /// When to give up and close anyway.
+        until_ms: u64,
+    },
 }
 
 /// Why a connection stopped reading (and will close once flushed).
@@ -167,10 +175,12 @@ impl Connection {
         self.reading == Reading::Open && !self.closing
     }
 
-    /// The poll interest its state calls for: readable while reading, writable while output
-    /// is pending. `None` when it wants neither, which means it is about to close.
+    /// The poll interest its state calls for: readable while reading (or lingering),
+    /// writable while output is pending. `None` when it wants neither, which means it is
+    /// about to close.
     pub fn wanted_interest(&self) -> Option<Interest> {
-        let read = (self.reading == Reading::Open).then_some(Interest::READABLE);
+        let reading = matches!(self.reading, Reading::Open | Reading::Lingering { .. });
+        let read = reading.then_some(Interest::READABLE);
         let write = (!self.output.is_empty()).then_some(Interest::WRITABLE);
         match (read, write) {
             (Some(read), Some(write)) => Some(read | write),

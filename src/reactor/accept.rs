@@ -4,7 +4,7 @@
 //! edge-triggered polling the backlog's edge is not raised again, so the listener goes on the
 //! owed list (budget spent) or is retried by a timer (backoff over).
 
-use std::io::Write as _;
+use std::io::{Read as _, Write as _};
 use std::time::Instant;
 
 use log::{debug, error, warn};
@@ -121,14 +121,19 @@ impl Reactor {
     }
 
     /// Tells a client the server is full, and closes it. A fresh socket's send buffer is
-    /// empty, so the short reply fits in one non-blocking write.
+    /// empty, so the short reply fits in one non-blocking write. What the client already
+    /// sent is read and dropped first, and the sending side shut down before closing, so the
+    /// close is not a reset that could swallow the reply (see `linger.rs`); this connection
+    /// does not linger, though: a full server keeps no state for it.
     fn turn_away(&mut self, mut stream: Stream, peer: &PeerAddr, service: usize) {
         self.stats.connections_rejected += 1;
         let mut reply = Vec::new();
         self.services[service]
             .codec
             .encode(b"ERR server full", &mut reply);
+        let _ = stream.read(&mut self.read_buf);
         let _ = stream.write(&reply);
+        let _ = stream.shutdown_write();
         if let Some(held_back) = self.accept_log.allow(Instant::now()) {
             warn!(
                 "server full, turning away; peer={peer} max_connections={} repeats={held_back}",

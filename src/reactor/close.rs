@@ -26,6 +26,8 @@ pub(crate) enum CloseReason {
     SlowConsumer,
     /// Still holding unwritten output when the drain deadline came.
     DrainDeadline,
+    /// Lingering after its last reply, the client neither closed nor stopped sending.
+    LingerTimeout,
 }
 
 impl Reactor {
@@ -93,6 +95,10 @@ impl Reactor {
             }
             CloseReason::DrainDeadline => debug!(
                 "closed; conn={key} peer={} reason=drain_deadline",
+                conn.peer
+            ),
+            CloseReason::LingerTimeout => debug!(
+                "closed; conn={key} peer={} reason=linger_timeout",
                 conn.peer
             ),
         }

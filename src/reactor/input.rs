@@ -23,6 +23,13 @@ impl Reactor {
     /// `WouldBlock` regardless, for when no further edge is coming. At most
     /// [`READS_PER_TURN`] reads, then the connection is owed a turn and the others go first.
     pub(super) fn read_from(&mut self, key: usize, drain: bool) {
+        if self
+            .conns
+            .get(key)
+            .is_some_and(|conn| matches!(conn.reading, Reading::Lingering { .. }))
+        {
+            return self.discard_input(key);
+        }
         let mut buffer = mem::take(&mut self.read_buf);
         let mut reads = 0;
         while let Some(conn) = self.conns.get_mut(key) {

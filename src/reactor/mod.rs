@@ -10,7 +10,8 @@
 //! 3. **timers**: resume paused accepting, expire idle connections (`idle.rs`), end the drain;
 //! 4. **flush**: write every connection that still has new output (a broadcast from someone
 //!    else, a socket that became writable), in one `write` each (`output.rs`);
-//! 5. **close**: remove the connections marked for closing (`close.rs`).
+//! 5. **close**: remove the connections marked for closing (`close.rs`), after a lingering
+//!    close where replies could otherwise be lost (`linger.rs`).
 //!
 //! Nothing blocks, and no connection gets more than a bounded share of one turn, so a single
 //! thread serves thousands of clients "at once": by taking turns at message granularity.
@@ -21,8 +22,10 @@ mod accept;
 mod close;
 mod idle;
 mod input;
+mod linger;
 mod output;
 
+use std::collections::VecDeque;
 use std::io;
 use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
@@ -134,6 +137,10 @@ pub(crate) struct Reactor {
     reporter: Option<Reporter>,
     commands: Receiver<Command>,
     signals: Option<Signals>,
+    /// Connections lingering after their last reply, by deadline (ms since `started`); all
+    /// share one timeout, so this is in deadline order. Entries of connections that closed
+    /// earlier are skipped when they come up.
+    lingering: VecDeque<(u64, usize)>,
     /// Set once shutdown starts: the drain deadline.
     draining: Option<Instant>,
     /// Connections closed unflushed at the drain deadline.
@@ -242,6 +249,7 @@ impl Reactor {
                 .map(|interval| Reporter::new(interval, now)),
             commands,
             signals,
+            lingering: VecDeque::new(),
             draining: None,
             cut_at_deadline: 0,
             unix_serial: 0,
@@ -323,6 +331,9 @@ impl Reactor {
             self.reporter.as_ref().map(Reporter::next_due),
             accept_resume,
             self.draining,
+            self.lingering
+                .front()
+                .map(|&(until_ms, _)| self.started + Duration::from_millis(until_ms)),
         ]
         .into_iter()
         .flatten()
@@ -401,6 +412,7 @@ impl Reactor {
     fn run_timers(&mut self, now: Instant) {
         self.resume_accepting(now);
         self.expire_idle(now);
+        self.expire_lingering(now);
         if let Some(deadline) = self.draining {
             if now >= deadline {
                 self.cut_off_at_deadline();

@@ -155,7 +155,7 @@ impl Reactor {
                 resume_reading = true;
             }
             Reading::Stopped(reason) if pending == 0 => {
-                self.close_later(key, CloseReason::Finished(reason));
+                self.finish_stopped(key, reason);
                 return;
             }
             _ => {}

@@ -46,6 +46,19 @@ impl TestServer {
         }
     }
 
+    /// Serves what `builder` describes (for handlers of a test's own).
+    pub fn from_builder(builder: evloop::server::ServerBuilder) -> TestServer {
+        init_logging();
+        let server = builder
+            .bind()
+            .expect("bind")
+            .spawn()
+            .expect("spawn the reactor");
+        TestServer {
+            server: Some(server),
+        }
+    }
+
     /// The address of the `index`th listener.
     pub fn addr_of(&self, index: usize) -> SocketAddr {
         match &self.running().listening()[index].addr {
