@@ -66,11 +66,7 @@ fn main() {
     );
     println!(
         "| connections | mode | {} | ratio | runs (msgs/s) |",
-        args.servers
-            .iter()
-            .map(|s| format!("{s} msgs/s (p50 / p99 us)"))
-            .collect::<Vec<_>>()
-            .join(" | ")
+        args.servers.iter().map(|s| format!("{s} msgs/s (p50 / p99 us)")).collect::<Vec<_>>().join(" | ")
     );
     println!("|---|---|{}---|---|", "---|".repeat(args.servers.len()));
     for &pipeline in &args.pipelines {
@@ -93,23 +89,13 @@ fn main() {
                         "--warmup".to_string(),
                         "1s".to_string(),
                     ];
-                    runs[index].push(measure(
-                        &args.servers[index],
-                        &args.evloop_args,
-                        &loader,
-                        pinned,
-                    ));
+                    runs[index].push(measure(&args.servers[index], &args.evloop_args, &loader, pinned));
                 }
             }
             let medians: Vec<Run> = runs.iter().map(|runs| median(runs)).collect();
             let cells: Vec<String> = medians
                 .iter()
-                .map(|run| {
-                    format!(
-                        "{:.0} ({:.0} / {:.0})",
-                        run.msgs_per_s, run.p50_us, run.p99_us
-                    )
-                })
+                .map(|run| format!("{:.0} ({:.0} / {:.0})", run.msgs_per_s, run.p50_us, run.p99_us))
                 .collect();
             let ratio = if medians.len() >= 2 {
                 format!("{:.2}", medians[0].msgs_per_s / medians[1].msgs_per_s)
@@ -129,16 +115,8 @@ fn main() {
                     )
                 })
                 .collect();
-            let mode = if pipeline == 1 {
-                "ping-pong".to_string()
-            } else {
-                format!("pipeline {pipeline}")
-            };
-            println!(
-                "| {count} | {mode} | {} | {ratio} | {} |",
-                cells.join(" | "),
-                all.join("; ")
-            );
+            let mode = if pipeline == 1 { "ping-pong".to_string() } else { format!("pipeline {pipeline}") };
+            println!("| {count} | {mode} | {} | {ratio} | {} |", cells.join(" | "), all.join("; "));
         }
     }
     if args.rate > 0 {
@@ -168,12 +146,7 @@ fn main() {
                     "1s",
                 ]
                 .map(String::from);
-                runs[index].push(measure(
-                    &args.servers[index],
-                    &args.evloop_args,
-                    &loader,
-                    pinned,
-                ));
+                runs[index].push(measure(&args.servers[index], &args.evloop_args, &loader, pinned));
             }
         }
         for (name, runs) in args.servers.iter().zip(&runs) {
@@ -233,9 +206,7 @@ fn measure(server: &str, evloop_args: &str, loader_args: &[String], pinned: bool
     let mut command = match server {
         "evloop" => {
             let mut command = pinned_command(0, &binary("evloop-server"), pinned);
-            command
-                .args(["--listen", "echo=127.0.0.1:0"])
-                .args(evloop_args.split_whitespace());
+            command.args(["--listen", "echo=127.0.0.1:0"]).args(evloop_args.split_whitespace());
             command
         }
         "tokio" => {
@@ -246,19 +217,13 @@ fn measure(server: &str, evloop_args: &str, loader_args: &[String], pinned: bool
         other => match other.strip_prefix("bin:") {
             Some(path) => {
                 let mut command = pinned_command(0, path, pinned);
-                command
-                    .args(["--listen", "echo=127.0.0.1:0"])
-                    .args(evloop_args.split_whitespace());
+                command.args(["--listen", "echo=127.0.0.1:0"]).args(evloop_args.split_whitespace());
                 command
             }
             None => panic!("unknown server {other}: expected evloop, tokio or bin:PATH"),
         },
     };
-    let mut child = command
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start the server");
+    let mut child = command.stdout(Stdio::piped()).stderr(Stdio::null()).spawn().expect("start the server");
     let addr = startup_addr(&mut child);
     let cpu_before = cpu_ticks(child.id());
     let output = pinned_command(1, &binary("evloop-load"), pinned)
@@ -271,10 +236,7 @@ fn measure(server: &str, evloop_args: &str, loader_args: &[String], pinned: bool
     let report: Value = serde_json::from_slice(&output.stdout).expect("a JSON report");
     assert_eq!(report["ok"], true, "a run failed verification: {report}");
     let latency = |key: &str, field: &str| report[key][field].as_f64().unwrap_or(0.0);
-    let verified = report["messages"]["verified"]
-        .as_f64()
-        .unwrap_or(1.0)
-        .max(1.0);
+    let verified = report["messages"]["verified"].as_f64().unwrap_or(1.0).max(1.0);
     Run {
         msgs_per_s: report["throughput"]["msgs_per_s"].as_f64().unwrap_or(0.0),
         p50_us: latency("latency_us", "p50"),
@@ -290,14 +252,8 @@ fn measure(server: &str, evloop_args: &str, loader_args: &[String], pinned: bool
 
 fn startup_addr(child: &mut Child) -> String {
     let mut line = String::new();
-    BufReader::new(child.stdout.take().expect("piped stdout"))
-        .read_line(&mut line)
-        .expect("a startup line");
-    line.trim()
-        .rsplit(' ')
-        .next()
-        .expect("an address")
-        .to_string()
+    BufReader::new(child.stdout.take().expect("piped stdout")).read_line(&mut line).expect("a startup line");
+    line.trim().rsplit(' ').next().expect("an address").to_string()
 }
 
 fn stop(child: &mut Child) {
@@ -313,14 +269,8 @@ fn cpu_ticks(pid: u32) -> u64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     let Some(end) = stat.rfind(')') else { return 0 };
     let fields: Vec<&str> = stat[end + 2..].split(' ').collect();
-    fields
-        .get(11)
-        .and_then(|f| f.parse::<u64>().ok())
-        .unwrap_or(0)
-        + fields
-            .get(12)
-            .and_then(|f| f.parse::<u64>().ok())
-            .unwrap_or(0)
+    fields.get(11).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0)
+        + fields.get(12).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0)
 }
 
 fn median(runs: &[Run]) -> Run {

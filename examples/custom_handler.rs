@@ -20,9 +20,7 @@ impl Handler for Reverse {
             return;
         }
         match std::str::from_utf8(message) {
-            Ok(text) => {
-                out.reply_with(|reply| reply.extend(text.chars().rev().collect::<String>().bytes()))
-            }
+            Ok(text) => out.reply_with(|reply| reply.extend(text.chars().rev().collect::<String>().bytes())),
             Err(_) => out.reply(b"ERR invalid UTF-8"),
         }
     }
@@ -30,9 +28,7 @@ impl Handler for Reverse {
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
-    let addr = std::env::args()
-        .nth(1)
-        .unwrap_or_else(|| "127.0.0.1:7010".to_string());
+    let addr = std::env::args().nth(1).unwrap_or_else(|| "127.0.0.1:7010".to_string());
     let server = Server::builder(ServerConfig::default())
         .handle_signals(true)
         .serve("reverse", Reverse, Codec::Line, [addr.parse()?])

@@ -76,16 +76,10 @@ fn main() {
         .spawn()
         .expect("start evloop-server");
     let mut line = String::new();
-    BufReader::new(server.stdout.take().unwrap())
-        .read_line(&mut line)
-        .expect("a startup line");
+    BufReader::new(server.stdout.take().unwrap()).read_line(&mut line).expect("a startup line");
     let target = line.trim().rsplit(' ').next().unwrap().to_string();
     // With --workers 1 the server is the reactor; with more, its children are.
-    let workers = if args.workers > 1 {
-        children(server.id())
-    } else {
-        vec![server.id()]
-    };
+    let workers = if args.workers > 1 { children(server.id()) } else { vec![server.id()] };
     assert_eq!(workers.len(), args.workers as usize, "worker pids");
     let rss_before: u64 = workers.iter().map(|&pid| rss_kib(pid)).sum();
     let kernel_before = kernel_kib();
@@ -93,28 +87,9 @@ fn main() {
 
     // Fill, verify, hold.
     let mut fill = Command::new(binary("evloop-load"))
-        .args([
-            "--target",
-            &target,
-            "-c",
-            &args.connections.to_string(),
-            "-n",
-            &args.connections.to_string(),
-        ])
-        .args([
-            "--processes",
-            &args.processes.to_string(),
-            "--sources",
-            &args.sources,
-        ])
-        .args([
-            "--hold",
-            &format!("{}s", args.hold),
-            "--connect-timeout",
-            "60s",
-            "--reply-timeout",
-            "60s",
-        ])
+        .args(["--target", &target, "-c", &args.connections.to_string(), "-n", &args.connections.to_string()])
+        .args(["--processes", &args.processes.to_string(), "--sources", &args.sources])
+        .args(["--hold", &format!("{}s", args.hold), "--connect-timeout", "60s", "--reply-timeout", "60s"])
         .args(["--json", "--no-progress"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -131,12 +106,7 @@ fn main() {
     std::thread::sleep(idle_window);
     let idle_cpu: u64 = workers.iter().map(|&pid| cpu_ticks(pid)).sum::<u64>() - cpu_before;
     // A few busy clients among the idle ones.
-    let busy_among_idle = busy(
-        &target,
-        active,
-        args.rate,
-        args.sources.split(['-', ',']).next().unwrap(),
-    );
+    let busy_among_idle = busy(&target, active, args.rate, args.sources.split(['-', ',']).next().unwrap());
     let fill_report = finish(fill);
     // The loader's exit closes every held connection; the comparison waits for that to end.
     wait_for_teardown();
@@ -145,9 +115,7 @@ fn main() {
     stop(&mut server);
 
     let connections = f64::from(args.connections);
-    let established = fill_report["connections"]["established"]
-        .as_u64()
-        .unwrap_or(0);
+    let established = fill_report["connections"]["established"].as_u64().unwrap_or(0);
     println!(
         "| connections | workers | loader processes | established | verified | accept rate /s | ready after s | server RSS B/conn | kernel B/conn (both ends) | idle CPU % | listen overflows |"
     );
@@ -159,9 +127,7 @@ fn main() {
         args.processes,
         established,
         fill_report["messages"]["verified"],
-        fill_report["connections"]["connects_per_s"]
-            .as_f64()
-            .unwrap_or(0.0),
+        fill_report["connections"]["connects_per_s"].as_f64().unwrap_or(0.0),
         ready_after.as_secs_f64(),
         (rss_held.saturating_sub(rss_before)) as f64 * 1024.0 / connections,
         (kernel_held.saturating_sub(kernel_before)) as f64 * 1024.0 / connections,
@@ -174,10 +140,9 @@ fn main() {
         args.rate
     );
     println!("|---|---|---|---|---|---|---|");
-    for (label, report) in [
-        (format!("among {} idle", args.connections), &busy_among_idle),
-        ("alone".to_string(), &alone),
-    ] {
+    for (label, report) in
+        [(format!("among {} idle", args.connections), &busy_among_idle), ("alone".to_string(), &alone)]
+    {
         let latency = &report["latency_us"];
         println!(
             "| {label} | {:.0} | {:.0} | {:.0} | {} | {} | {} |",
@@ -189,10 +154,7 @@ fn main() {
             report["errors"]
         );
     }
-    assert_eq!(
-        fill_report["ok"], true,
-        "every connection must answer: {fill_report}"
-    );
+    assert_eq!(fill_report["ok"], true, "every connection must answer: {fill_report}");
 }
 
 /// Runs `active` clients at `rate` for 5 s and returns the report.
@@ -253,21 +215,13 @@ fn wait_for_line(child: &mut Child, needle: &str) {
             }
         }
     });
-    seen.recv()
-        .expect("evloop-load ended before holding its connections");
+    seen.recv().expect("evloop-load ended before holding its connections");
 }
 
 fn build() {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
     let status = Command::new(cargo)
-        .args([
-            "build",
-            "--release",
-            "--bin",
-            "evloop-server",
-            "--bin",
-            "evloop-load",
-        ])
+        .args(["build", "--release", "--bin", "evloop-server", "--bin", "evloop-load"])
         .status()
         .expect("run cargo build");
     assert!(status.success());
@@ -313,11 +267,7 @@ fn kernel_kib() -> u64 {
         .lines()
         .find(|line| line.starts_with("TCP:"))
         .and_then(|line| {
-            line.split_whitespace()
-                .skip_while(|word| *word != "mem")
-                .nth(1)?
-                .parse::<u64>()
-                .ok()
+            line.split_whitespace().skip_while(|word| *word != "mem").nth(1)?.parse::<u64>().ok()
         })
         .unwrap_or(0);
     slab + tcp_pages * 4
@@ -326,10 +276,7 @@ fn kernel_kib() -> u64 {
 /// TcpExt ListenOverflows + ListenDrops so far.
 fn listen_overflows() -> u64 {
     let netstat = std::fs::read_to_string("/proc/net/netstat").unwrap_or_default();
-    let lines: Vec<&str> = netstat
-        .lines()
-        .filter(|line| line.starts_with("TcpExt:"))
-        .collect();
+    let lines: Vec<&str> = netstat.lines().filter(|line| line.starts_with("TcpExt:")).collect();
     let (Some(names), Some(values)) = (lines.first(), lines.get(1)) else {
         return 0;
     };
@@ -345,14 +292,8 @@ fn cpu_ticks(pid: u32) -> u64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     let Some(end) = stat.rfind(')') else { return 0 };
     let fields: Vec<&str> = stat[end + 2..].split(' ').collect();
-    fields
-        .get(11)
-        .and_then(|f| f.parse::<u64>().ok())
-        .unwrap_or(0)
-        + fields
-            .get(12)
-            .and_then(|f| f.parse::<u64>().ok())
-            .unwrap_or(0)
+    fields.get(11).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0)
+        + fields.get(12).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0)
 }
 
 fn stop(server: &mut Child) {

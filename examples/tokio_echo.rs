@@ -16,17 +16,10 @@ const MAX_LINE: usize = 64 * 1024;
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> io::Result<()> {
-    let addr = std::env::args()
-        .nth(1)
-        .unwrap_or_else(|| "127.0.0.1:7100".to_string());
-    let addr = addr
-        .parse()
-        .map_err(|error| io::Error::new(io::ErrorKind::InvalidInput, error))?;
-    let socket = if let std::net::SocketAddr::V4(_) = addr {
-        TcpSocket::new_v4()?
-    } else {
-        TcpSocket::new_v6()?
-    };
+    let addr = std::env::args().nth(1).unwrap_or_else(|| "127.0.0.1:7100".to_string());
+    let addr = addr.parse().map_err(|error| io::Error::new(io::ErrorKind::InvalidInput, error))?;
+    let socket =
+        if let std::net::SocketAddr::V4(_) = addr { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
     socket.set_reuseaddr(true)?;
     socket.bind(addr)?;
     let listener = socket.listen(4096)?; // the same backlog as evloop's default

@@ -93,36 +93,18 @@ mod tests {
     /// Listen addresses parse from what users type and print back the same way.
     #[test]
     fn listen_addresses_round_trip() {
-        for text in [
-            "127.0.0.1:7000",
-            "[::1]:0",
-            "unix:/tmp/x.sock",
-            "udp://127.0.0.1:9",
-        ] {
+        for text in ["127.0.0.1:7000", "[::1]:0", "unix:/tmp/x.sock", "udp://127.0.0.1:9"] {
             let addr: ListenAddr = text.parse().unwrap();
             assert_eq!(addr.to_string(), text);
         }
-        assert_eq!(
-            "localhost:80".parse::<ListenAddr>().unwrap().to_string(),
-            "127.0.0.1:80"
-        );
+        assert_eq!("localhost:80".parse::<ListenAddr>().unwrap().to_string(), "127.0.0.1:80");
     }
 
     /// Host names other than localhost, missing ports and bad ports are refused.
     #[test]
     fn bad_addresses_are_refused() {
-        for text in [
-            "example.com:80",
-            "127.0.0.1",
-            "127.0.0.1:99999",
-            "::1:80",
-            "unix:",
-            "",
-        ] {
-            assert!(
-                text.parse::<ListenAddr>().is_err(),
-                "{text} should be refused"
-            );
+        for text in ["example.com:80", "127.0.0.1", "127.0.0.1:99999", "::1:80", "unix:", ""] {
+            assert!(text.parse::<ListenAddr>().is_err(), "{text} should be refused");
         }
     }
 }

@@ -62,10 +62,7 @@ impl BufferPool {
 
     /// The pool's counters.
     pub fn stats(&self) -> PoolStats {
-        PoolStats {
-            free: self.free.len(),
-            ..self.stats
-        }
+        PoolStats { free: self.free.len(), ..self.stats }
     }
 }
 

@@ -34,6 +34,9 @@ pub struct ServerConfig {
     pub drain_timeout: Duration,
     /// Bind with `SO_REUSEPORT`, so several worker processes can share one port.
     pub reuse_port: bool,
+    /// CPU work (busy, not sleep) added to every message, to study handler cost
+    /// (`--work-us`): in one thread, a slow message delays every other client.
+    pub work_per_message: Duration,
 }
 
 /// Descriptors kept back from `max_connections`'s default for listeners, the poller, the
@@ -51,6 +54,7 @@ impl Default for ServerConfig {
             stats_interval: None,
             drain_timeout: Duration::from_secs(5),
             reuse_port: false,
+            work_per_message: Duration::ZERO,
         }
     }
 }
@@ -72,19 +76,14 @@ pub struct ListenSpec {
 impl ListenSpec {
     /// The listeners `evloop-server` runs when given no `--listen`: all on loopback.
     pub fn defaults() -> Vec<ListenSpec> {
-        [
-            ("echo", 7000),
-            ("uppercase", 7001),
-            ("sum", 7002),
-            ("broadcast", 7003),
-        ]
-        .into_iter()
-        .map(|(handler, port)| ListenSpec {
-            handler: handler.to_string(),
-            codec: Codec::Line,
-            addrs: vec![ListenAddr::Tcp(([127, 0, 0, 1], port).into())],
-        })
-        .collect()
+        [("echo", 7000), ("uppercase", 7001), ("sum", 7002), ("broadcast", 7003)]
+            .into_iter()
+            .map(|(handler, port)| ListenSpec {
+                handler: handler.to_string(),
+                codec: Codec::Line,
+                addrs: vec![ListenAddr::Tcp(([127, 0, 0, 1], port).into())],
+            })
+            .collect()
     }
 }
 
@@ -107,15 +106,8 @@ impl FromStr for ListenSpec {
                 handlers::NAMES.join(", ")
             ));
         }
-        let addrs = addrs
-            .split(',')
-            .map(str::parse::<ListenAddr>)
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(ListenSpec {
-            handler: handler.to_string(),
-            codec,
-            addrs,
-        })
+        let addrs = addrs.split(',').map(str::parse::<ListenAddr>).collect::<Result<Vec<_>, _>>()?;
+        Ok(ListenSpec { handler: handler.to_string(), codec, addrs })
     }
 }
 
@@ -143,15 +135,10 @@ mod tests {
         let spec: ListenSpec = "sum:length=[::1]:0".parse().unwrap();
         assert_eq!(spec.codec, Codec::Length);
         assert_eq!(spec.addrs, vec!["[::1]:0".parse().unwrap()]);
-        let spec: ListenSpec = "echo:fixed:16=127.0.0.1:0,unix:/tmp/e.sock"
-            .parse()
-            .unwrap();
+        let spec: ListenSpec = "echo:fixed:16=127.0.0.1:0,unix:/tmp/e.sock".parse().unwrap();
         assert_eq!(spec.codec, Codec::Fixed(16));
         assert_eq!(spec.addrs.len(), 2);
-        assert_eq!(
-            spec.to_string(),
-            "echo:fixed:16=127.0.0.1:0,unix:/tmp/e.sock"
-        );
+        assert_eq!(spec.to_string(), "echo:fixed:16=127.0.0.1:0,unix:/tmp/e.sock");
     }
 
     /// Unknown handlers and codecs are named in the error.

@@ -57,9 +57,7 @@ pub struct PendingOutput {
 impl PendingOutput {
     /// Bytes not written yet.
     pub fn len(&self) -> usize {
-        self.buffer
-            .as_ref()
-            .map_or(0, |buffer| buffer.len() - self.written)
+        self.buffer.as_ref().map_or(0, |buffer| buffer.len() - self.written)
     }
 
     /// Whether nothing is waiting.

@@ -32,10 +32,7 @@ pub struct ServerHandle {
 
 impl ServerHandle {
     /// Creates the handle and the reactor's end of the channel; the waker wakes `token`.
-    pub(crate) fn new(
-        registry: &Registry,
-        token: Token,
-    ) -> io::Result<(ServerHandle, Receiver<Command>)> {
+    pub(crate) fn new(registry: &Registry, token: Token) -> io::Result<(ServerHandle, Receiver<Command>)> {
         let waker = Arc::new(Waker::new(registry, token)?);
         let (commands, receiver) = mpsc::channel();
         Ok((ServerHandle { waker, commands }, receiver))

@@ -109,10 +109,7 @@ impl Outbox {
     pub fn send_with(&mut self, to: Recipient, write: impl FnOnce(&mut Vec<u8>)) {
         let start = self.payloads.len();
         write(&mut self.payloads);
-        self.intents.push(Intent::Send {
-            to,
-            payload: start..self.payloads.len(),
-        });
+        self.intents.push(Intent::Send { to, payload: start..self.payloads.len() });
     }
 
     /// Closes the sender after its pending replies are written.
@@ -154,14 +151,7 @@ pub(crate) mod test_support {
     pub fn handle(handler: &mut dyn Handler, message: &[u8]) -> Outbox {
         let addr = PeerAddr::Tcp("127.0.0.1:50432".parse().unwrap());
         let mut out = Outbox::default();
-        handler.on_message(
-            Peer {
-                id: ConnId(7),
-                addr: &addr,
-            },
-            message,
-            &mut out,
-        );
+        handler.on_message(Peer { id: ConnId(7), addr: &addr }, message, &mut out);
         out
     }
 
@@ -170,21 +160,10 @@ pub(crate) mod test_support {
     pub fn only_reply(handler: &mut dyn Handler, message: &[u8]) -> String {
         let out = handle(handler, message);
         let sent: Vec<_> = out.iter().collect();
-        assert_eq!(
-            sent.len(),
-            1,
-            "expected exactly one intent, got {:?}",
-            out.intents()
-        );
+        assert_eq!(sent.len(), 1, "expected exactly one intent, got {:?}", out.intents());
         let (intent, payload) = sent[0];
         assert!(
-            matches!(
-                intent,
-                Intent::Send {
-                    to: Recipient::Sender,
-                    ..
-                }
-            ),
+            matches!(intent, Intent::Send { to: Recipient::Sender, .. }),
             "expected a reply, got {intent:?}"
         );
         String::from_utf8(payload.to_vec()).unwrap()

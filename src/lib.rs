@@ -35,9 +35,11 @@
 //! - [`timer_wheel`]: idle timeouts at O(1) per event.
 //! - [`load`]: the load generator behind `evloop-load`, its own module tree.
 //! - [`log_throttle`]: one log line a second for conditions that repeat.
+//! - [`models`]: the iterative and thread-per-connection servers, for comparison.
 //! - [`nonblocking`]: naming `WouldBlock`, `Interrupted` and friends.
 //! - [`rlimit`]: the open-file limit.
 //! - [`units`]: durations and byte sizes as typed on command lines.
+//! - [`work`]: `--work-us`, CPU work per message.
 //! - [`workers`]: `--workers N`: several reactor processes sharing ports via `SO_REUSEPORT`.
 
 pub mod address;
@@ -50,6 +52,7 @@ pub mod handler;
 pub mod handlers;
 pub mod load;
 pub mod log_throttle;
+pub mod models;
 pub mod nonblocking;
 pub mod reactor;
 pub mod rlimit;
@@ -59,6 +62,7 @@ pub mod stats;
 pub mod timer_wheel;
 pub mod transport;
 pub mod units;
+pub mod work;
 pub mod workers;
 
 pub use address::{ListenAddr, PeerAddr};

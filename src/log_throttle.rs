@@ -14,11 +14,7 @@ pub struct LogThrottle {
 impl LogThrottle {
     /// A throttle letting one message through per `period`.
     pub const fn new(period: Duration) -> LogThrottle {
-        LogThrottle {
-            period,
-            last: None,
-            suppressed: 0,
-        }
+        LogThrottle { period, last: None, suppressed: 0 }
     }
 
     /// `Some(held_back)` when a message may be logged now (with how many were held back

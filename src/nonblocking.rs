@@ -17,17 +17,11 @@ pub fn interrupted(error: &io::Error) -> bool {
 /// of socket memory (ENOBUFS, ENOMEM). `accept` cannot succeed until something is closed, so
 /// the caller must back off rather than retry at once.
 pub fn out_of_resources(error: &io::Error) -> bool {
-    matches!(
-        error.raw_os_error(),
-        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
-    )
+    matches!(error.raw_os_error(), Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM))
 }
 
 /// A client gave up between the kernel queueing its connection and our `accept`: that client
 /// is gone, the listener is fine, carry on accepting.
 pub fn client_gave_up(error: &io::Error) -> bool {
-    matches!(
-        error.raw_os_error(),
-        Some(libc::ECONNABORTED | libc::EPROTO | libc::ECONNRESET | libc::EPERM)
-    )
+    matches!(error.raw_os_error(), Some(libc::ECONNABORTED | libc::EPROTO | libc::ECONNRESET | libc::EPERM))
 }

@@ -15,28 +15,19 @@ pub struct FileLimit {
 
 /// The current open-file limits.
 pub fn file_limit() -> io::Result<FileLimit> {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
     // SAFETY: getrlimit only writes into the struct we pass, which lives for the call.
     if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
         return Err(io::Error::last_os_error());
     }
-    Ok(FileLimit {
-        soft: limit.rlim_cur,
-        hard: limit.rlim_max,
-    })
+    Ok(FileLimit { soft: limit.rlim_cur, hard: limit.rlim_max })
 }
 
 /// Raises the soft open-file limit to the hard limit; returns the limits before and after.
 pub fn raise_file_limit() -> io::Result<(FileLimit, FileLimit)> {
     let before = file_limit()?;
     if before.soft < before.hard {
-        let limit = libc::rlimit {
-            rlim_cur: before.hard,
-            rlim_max: before.hard,
-        };
+        let limit = libc::rlimit { rlim_cur: before.hard, rlim_max: before.hard };
         // SAFETY: setrlimit only reads the struct we pass, which lives for the call.
         if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) } != 0 {
             return Err(io::Error::last_os_error());

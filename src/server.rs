@@ -130,9 +130,7 @@ impl ServerBuilder {
             return Err(StartError::Config("nothing to listen on".to_string()));
         }
         if listener_count > MAX_LISTENERS {
-            return Err(StartError::Config(format!(
-                "too many listeners (max {MAX_LISTENERS})"
-            )));
+            return Err(StartError::Config(format!("too many listeners (max {MAX_LISTENERS})")));
         }
         let mut services = Vec::new();
         let mut listeners = Vec::new();
@@ -144,17 +142,9 @@ impl ServerBuilder {
                         "cannot listen on {addr}: UDP listeners are not supported yet"
                     )));
                 }
-                let (listener, bound) =
-                    Listener::bind(addr, self.config.backlog, self.config.reuse_port).map_err(
-                        |source| StartError::Bind {
-                            addr: addr.clone(),
-                            source,
-                        },
-                    )?;
-                listening.push(Listening {
-                    handler: spec.name.clone(),
-                    addr: bound.clone(),
-                });
+                let (listener, bound) = Listener::bind(addr, self.config.backlog, self.config.reuse_port)
+                    .map_err(|source| StartError::Bind { addr: addr.clone(), source })?;
+                listening.push(Listening { handler: spec.name.clone(), addr: bound.clone() });
                 listeners.push((listener, bound, index));
             }
             services.push(Service {
@@ -165,13 +155,8 @@ impl ServerBuilder {
             });
         }
         let (reactor, handle) =
-            Reactor::new(services, listeners, &self.config, self.handle_signals)
-                .map_err(StartError::Io)?;
-        Ok(Server {
-            reactor,
-            handle,
-            listening,
-        })
+            Reactor::new(services, listeners, &self.config, self.handle_signals).map_err(StartError::Io)?;
+        Ok(Server { reactor, handle, listening })
     }
 }
 
@@ -185,11 +170,7 @@ pub struct Server {
 impl Server {
     /// Starts describing a server with these limits.
     pub fn builder(config: ServerConfig) -> ServerBuilder {
-        ServerBuilder {
-            config,
-            services: Vec::new(),
-            handle_signals: false,
-        }
+        ServerBuilder { config, services: Vec::new(), handle_signals: false }
     }
 
     /// The bound listeners, in the order they were given.
@@ -211,14 +192,9 @@ impl Server {
     pub fn spawn(self) -> io::Result<RunningServer> {
         let handle = self.handle.clone();
         let listening = self.listening.clone();
-        let thread = std::thread::Builder::new()
-            .name("evloop-reactor".to_string())
-            .spawn(move || self.run())?;
-        Ok(RunningServer {
-            handle,
-            listening,
-            thread: Some(thread),
-        })
+        let thread =
+            std::thread::Builder::new().name("evloop-reactor".to_string()).spawn(move || self.run())?;
+        Ok(RunningServer { handle, listening, thread: Some(thread) })
     }
 }
 
@@ -253,9 +229,9 @@ impl RunningServer {
 
     fn join(&mut self) -> io::Result<RunSummary> {
         match self.thread.take() {
-            Some(thread) => thread
-                .join()
-                .unwrap_or_else(|_| Err(io::Error::other("the reactor thread panicked"))),
+            Some(thread) => {
+                thread.join().unwrap_or_else(|_| Err(io::Error::other("the reactor thread panicked")))
+            }
             None => Err(io::Error::other("already stopped")),
         }
     }

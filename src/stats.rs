@@ -72,11 +72,7 @@ impl Stats {
         self.bytes_out += other.bytes_out;
         self.wakeups += other.wakeups;
         self.events += other.events;
-        for (mine, theirs) in self
-            .events_per_wakeup
-            .iter_mut()
-            .zip(other.events_per_wakeup)
-        {
+        for (mine, theirs) in self.events_per_wakeup.iter_mut().zip(other.events_per_wakeup) {
             *mine += theirs;
         }
         self.longest_wakeup = self.longest_wakeup.max(other.longest_wakeup);
@@ -142,11 +138,7 @@ impl Reporter {
             stats.connections_open,
             (stats.messages_in - self.last.messages_in) as f64 / seconds,
             wakeups as f64 / seconds,
-            if wakeups == 0 {
-                0.0
-            } else {
-                events as f64 / wakeups as f64
-            },
+            if wakeups == 0 { 0.0 } else { events as f64 / wakeups as f64 },
             self.worst_lag.as_secs_f64() * 1e3,
             (stats.bytes_in - self.last.bytes_in) as f64 / seconds / 1048576.0,
             (stats.bytes_out - self.last.bytes_out) as f64 / seconds / 1048576.0,

@@ -81,9 +81,7 @@ impl TimerWheel {
     /// deadline -> expire it; otherwise -> [`schedule`](Self::schedule) it again.
     pub fn due(&mut self, now: Instant, due: &mut Vec<Entry>) {
         let now_tick = self.now_tick(now);
-        let turns = (now_tick + 1)
-            .saturating_sub(self.next_tick)
-            .min(self.slots.len() as u64);
+        let turns = (now_tick + 1).saturating_sub(self.next_tick).min(self.slots.len() as u64);
         for tick in self.next_tick..self.next_tick + turns {
             let slot = (tick % self.slots.len() as u64) as u32;
             let keys = &mut self.slots[slot as usize];

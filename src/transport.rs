@@ -88,11 +88,7 @@ impl Listener {
     /// Binds `addr` and starts listening with `backlog`; `reuse_port` sets `SO_REUSEPORT` so
     /// several processes can listen on one TCP port. Returns the address actually bound
     /// (port 0 replaced by the real port).
-    pub fn bind(
-        addr: &ListenAddr,
-        backlog: u32,
-        reuse_port: bool,
-    ) -> io::Result<(Listener, ListenAddr)> {
+    pub fn bind(addr: &ListenAddr, backlog: u32, reuse_port: bool) -> io::Result<(Listener, ListenAddr)> {
         match addr {
             ListenAddr::Tcp(addr) => {
                 let listener = bind_tcp(*addr, backlog, reuse_port)?;
@@ -103,10 +99,9 @@ impl Listener {
                 let listener = bind_unix(path, backlog)?;
                 Ok((Listener::Unix(listener), ListenAddr::Unix(path.clone())))
             }
-            ListenAddr::Udp(_) => Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "a UDP address is not a stream listener",
-            )),
+            ListenAddr::Udp(_) => {
+                Err(io::Error::new(io::ErrorKind::InvalidInput, "a UDP address is not a stream listener"))
+            }
         }
     }
 
@@ -123,12 +118,7 @@ impl Listener {
             Listener::Unix(listener) => {
                 let (stream, _) = listener.accept()?;
                 *unix_serial += 1;
-                Ok((
-                    Stream::Unix(stream),
-                    PeerAddr::Unix {
-                        serial: *unix_serial,
-                    },
-                ))
+                Ok((Stream::Unix(stream), PeerAddr::Unix { serial: *unix_serial }))
             }
         }
     }
@@ -138,15 +128,22 @@ impl Listener {
 /// a real backlog (mio's is 128, and a connect storm past it costs clients 1 s SYN retries)
 /// and `SO_REUSEPORT`.
 pub fn bind_tcp(addr: SocketAddr, backlog: u32, reuse_port: bool) -> io::Result<TcpListener> {
+    let socket = listen_socket(addr, backlog, reuse_port)?;
+    socket.set_nonblocking(true)?;
+    Ok(TcpListener::from_std(socket.into()))
+}
+
+/// A blocking TCP socket listening on `addr` (see [`bind_tcp`]); the blocking server models
+/// use it as it is.
+pub fn listen_socket(addr: SocketAddr, backlog: u32, reuse_port: bool) -> io::Result<Socket> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     socket.set_reuse_address(true)?;
     if reuse_port {
         socket.set_reuse_port(true)?;
     }
-    socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
     socket.listen(i32::try_from(backlog).unwrap_or(i32::MAX))?;
-    Ok(TcpListener::from_std(socket.into()))
+    Ok(socket)
 }
 
 /// A Unix listener at `path`. A socket file left behind by a crashed server (nobody accepts
@@ -155,10 +152,7 @@ pub fn bind_tcp(addr: SocketAddr, backlog: u32, reuse_port: bool) -> io::Result<
 fn bind_unix(path: &Path, backlog: u32) -> io::Result<UnixListener> {
     if let Ok(metadata) = fs::symlink_metadata(path) {
         if !metadata.file_type().is_socket() {
-            return Err(io::Error::new(
-                io::ErrorKind::AlreadyExists,
-                "the path exists and is not a socket",
-            ));
+            return Err(io::Error::new(io::ErrorKind::AlreadyExists, "the path exists and is not a socket"));
         }
         match std::os::unix::net::UnixStream::connect(path) {
             Ok(_) => {
@@ -184,9 +178,6 @@ fn bind_unix(path: &Path, backlog: u32) -> io::Result<UnixListener> {
 /// Removes a Unix socket file this server created, on clean shutdown.
 pub fn remove_socket_file(path: &PathBuf) {
     if let Err(error) = fs::remove_file(path) {
-        log::warn!(
-            "could not remove socket file; path={} error={error}",
-            path.display()
-        );
+        log::warn!("could not remove socket file; path={} error={error}", path.display());
     }
 }

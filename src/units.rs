@@ -18,19 +18,14 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         Ok(value) if value.is_finite() && value >= 0.0 && value * scale < 1e9 => {
             Ok(Duration::from_secs_f64(value * scale))
         }
-        _ => Err(format!(
-            "bad duration '{text}': expected seconds (e.g. 10, 0.5) or 250ms, 10s, 2m"
-        )),
+        _ => Err(format!("bad duration '{text}': expected seconds (e.g. 10, 0.5) or 250ms, 10s, 2m")),
     }
 }
 
 /// A byte size: a plain number, or one with a binary unit (`K` = 1024, `M`, `G`).
 pub fn parse_bytes(text: &str) -> Result<usize, String> {
     let upper = text.trim().to_ascii_uppercase();
-    let upper = upper
-        .strip_suffix("IB")
-        .or_else(|| upper.strip_suffix('B'))
-        .unwrap_or(&upper);
+    let upper = upper.strip_suffix("IB").or_else(|| upper.strip_suffix('B')).unwrap_or(&upper);
     let (number, scale) = match upper.chars().last() {
         Some('K') => (&upper[..upper.len() - 1], 1usize << 10),
         Some('M') => (&upper[..upper.len() - 1], 1 << 20),

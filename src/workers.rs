@@ -41,10 +41,7 @@ pub fn reserve_port(addr: SocketAddr) -> io::Result<(Socket, SocketAddr)> {
     socket.set_reuse_address(true)?;
     socket.set_reuse_port(true)?;
     socket.bind(&addr.into())?;
-    let bound = socket
-        .local_addr()?
-        .as_socket()
-        .ok_or_else(|| io::Error::other("not an IP socket"))?;
+    let bound = socket.local_addr()?.as_socket().ok_or_else(|| io::Error::other("not an IP socket"))?;
     Ok((socket, bound))
 }
 
@@ -95,30 +92,17 @@ impl WorkerCommand {
             let mut line = String::new();
             if stdout.read_line(&mut line)? == 0 {
                 let status = child.wait()?;
-                return Err(io::Error::other(format!(
-                    "worker {index} failed to start ({status})"
-                )));
+                return Err(io::Error::other(format!("worker {index} failed to start ({status})")));
             }
         }
         info!("worker started; index={index} pid={}", child.id());
-        Ok(Worker {
-            index,
-            child,
-            stdout,
-            started: Instant::now(),
-            early_deaths,
-            exited: false,
-        })
+        Ok(Worker { index, child, stdout, started: Instant::now(), early_deaths, exited: false })
     }
 }
 
 /// Starts `count` workers, then supervises them until SIGINT/SIGTERM and their exit. Calls
 /// `ready` once all of them listen. Returns the workers' summaries added up.
-pub fn supervise(
-    command: &WorkerCommand,
-    count: usize,
-    ready: impl FnOnce(),
-) -> io::Result<RunSummary> {
+pub fn supervise(command: &WorkerCommand, count: usize, ready: impl FnOnce()) -> io::Result<RunSummary> {
     // Registered before the first worker starts, so no death goes unnoticed.
     let mut signals = Signals::new([SIGINT, SIGTERM, SIGCHLD])?;
     let mut workers = Vec::with_capacity(count);
@@ -138,10 +122,7 @@ pub fn supervise(
     'supervise: for signal in signals.forever() {
         match signal {
             SIGINT | SIGTERM => {
-                info!(
-                    "signal received, stopping workers; signal={signal} workers={}",
-                    workers.len()
-                );
+                info!("signal received, stopping workers; signal={signal} workers={}", workers.len());
                 stopping = true;
                 // A second signal is forwarded too: workers then end their drain at once.
                 for worker in workers.iter().filter(|worker| !worker.exited) {
@@ -165,16 +146,9 @@ pub fn supervise(
             if stopping {
                 continue;
             }
-            error!(
-                "worker died; index={} pid={} status={status}",
-                worker.index,
-                worker.child.id()
-            );
-            let early_deaths = if worker.started.elapsed() < EARLY_DEATH {
-                worker.early_deaths + 1
-            } else {
-                0
-            };
+            error!("worker died; index={} pid={} status={status}", worker.index, worker.child.id());
+            let early_deaths =
+                if worker.started.elapsed() < EARLY_DEATH { worker.early_deaths + 1 } else { 0 };
             if early_deaths >= MAX_EARLY_DEATHS {
                 failure = Some(io::Error::other(format!(
                     "worker {} died {early_deaths} times right after starting; giving up",
@@ -186,11 +160,7 @@ pub fn supervise(
             }
             match command.spawn(worker.index, early_deaths) {
                 Ok(replacement) => {
-                    warn!(
-                        "worker restarted; index={} pid={}",
-                        replacement.index,
-                        replacement.child.id()
-                    );
+                    warn!("worker restarted; index={} pid={}", replacement.index, replacement.child.id());
                     workers[slot] = replacement;
                 }
                 Err(error) => {
@@ -226,7 +196,5 @@ fn send_signal(child: &Child, signal: i32) {
 fn read_summary(stdout: &mut BufReader<ChildStdout>) -> Option<RunSummary> {
     let mut rest = String::new();
     stdout.read_to_string(&mut rest).ok()?;
-    rest.lines()
-        .rev()
-        .find_map(|line| serde_json::from_str(line).ok())
+    rest.lines().rev().find_map(|line| serde_json::from_str(line).ok())
 }

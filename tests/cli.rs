@@ -26,12 +26,7 @@ fn run(args: &[&str]) -> (Option<i32>, String, String) {
 #[test]
 fn prints_one_startup_line_per_listener() {
     let server = ServerProcess::start(
-        server_command(&[
-            "--listen",
-            "echo=127.0.0.1:0",
-            "--listen",
-            "sum:length=[::1]:0",
-        ]),
+        server_command(&["--listen", "echo=127.0.0.1:0", "--listen", "sum:length=[::1]:0"]),
         2,
     );
     assert!(server.startup_lines[0].starts_with("echo listening on 127.0.0.1:"));
@@ -94,16 +89,10 @@ fn unbindable_address_exits_1_naming_it() {
     let (code, _, stderr) = run(&["--listen", &format!("echo={addr}")]);
     assert_eq!(code, Some(1), "{stderr}");
     assert_eq!(stderr.lines().count(), 1, "{stderr:?}");
-    assert!(
-        stderr.contains(&format!("cannot listen on {addr}")),
-        "{stderr}"
-    );
+    assert!(stderr.contains(&format!("cannot listen on {addr}")), "{stderr}");
     let (code, _, stderr) = run(&["--listen", "echo=192.0.2.1:7000"]);
     assert_eq!(code, Some(1), "{stderr}");
-    assert!(
-        stderr.contains("cannot listen on 192.0.2.1:7000"),
-        "{stderr}"
-    );
+    assert!(stderr.contains("cannot listen on 192.0.2.1:7000"), "{stderr}");
 }
 
 /// --help describes the flags and exits 0.
@@ -128,17 +117,14 @@ fn help_exits_0() {
 /// print a one-line summary, exit 0.
 #[test]
 fn sigterm_drains_and_exits_0() {
-    let server = ServerProcess::start(
-        server_command(&["--listen", "echo=127.0.0.1:0", "--max-output", "64K"]),
-        1,
-    );
+    let server =
+        ServerProcess::start(server_command(&["--listen", "echo=127.0.0.1:0", "--max-output", "64K"]), 1);
     let addr = server.addrs[0];
     let mut idle = connect(addr);
     idle.roundtrip("here", "here");
     // A client that sends a lot and reads nothing yet, so replies are pending at the signal.
     let mut busy = TcpStream::connect(addr).unwrap();
-    busy.set_write_timeout(Some(Duration::from_secs(1)))
-        .unwrap();
+    busy.set_write_timeout(Some(Duration::from_secs(1))).unwrap();
     let mut sent = Vec::new();
     let chunk = b"pending reply line ............................................\n".repeat(1000);
     loop {
@@ -153,10 +139,7 @@ fn sigterm_drains_and_exits_0() {
     server.signal(libc::SIGTERM);
     idle.expect_closed(); // the signal was handled: idle connections close at once
     drop(idle);
-    assert!(
-        TcpStream::connect(addr).is_err(),
-        "the server stopped accepting"
-    );
+    assert!(TcpStream::connect(addr).is_err(), "the server stopped accepting");
     busy.set_read_timeout(Some(util::READ_TIMEOUT)).unwrap();
     let mut echoed = Vec::new();
     match busy.read_to_end(&mut echoed) {
@@ -165,25 +148,15 @@ fn sigterm_drains_and_exits_0() {
         // end is a clean end of stream, never a reset that could lose replies.
         Err(error) => panic!("{error}"),
     }
-    assert!(
-        !echoed.is_empty(),
-        "replies to requests already read were flushed"
-    );
+    assert!(!echoed.is_empty(), "replies to requests already read were flushed");
     assert!(echoed.ends_with(b"\n"), "only whole replies");
-    assert_eq!(
-        &echoed[..],
-        &sent[..echoed.len()],
-        "replies are the requests, in order"
-    );
+    assert_eq!(&echoed[..], &sent[..echoed.len()], "replies are the requests, in order");
     drop(busy); // the server lingers until its last client closes
     let (code, stdout) = server.wait();
     assert_eq!(code, Some(0));
     let summary: Vec<&str> = stdout.lines().collect();
     assert_eq!(summary.len(), 1, "{stdout:?}");
-    assert!(
-        summary[0].starts_with("evloop-server stopped after"),
-        "{stdout}"
-    );
+    assert!(summary[0].starts_with("evloop-server stopped after"), "{stdout}");
     assert!(summary[0].contains("2 connections served"), "{stdout}");
 }
 
@@ -194,10 +167,7 @@ fn sigint_stops_the_server() {
     server.signal(libc::SIGINT);
     let (code, stdout) = server.wait();
     assert_eq!(code, Some(0));
-    assert!(
-        stdout.starts_with("evloop-server stopped after"),
-        "{stdout}"
-    );
+    assert!(stdout.starts_with("evloop-server stopped after"), "{stdout}");
 }
 
 /// Out of file descriptors (a low RLIMIT_NOFILE): the server logs it, stops accepting
@@ -205,15 +175,11 @@ fn sigint_stops_the_server() {
 /// descriptors free up.
 #[test]
 fn survives_running_out_of_file_descriptors() {
-    let mut command =
-        server_command(&["--listen", "echo=127.0.0.1:0", "--max-connections", "1000"]);
+    let mut command = server_command(&["--listen", "echo=127.0.0.1:0", "--max-connections", "1000"]);
     // SAFETY: setrlimit is async-signal-safe, and the closure touches nothing else.
     unsafe {
         command.pre_exec(|| {
-            let limit = libc::rlimit {
-                rlim_cur: 64,
-                rlim_max: 64,
-            };
+            let limit = libc::rlimit { rlim_cur: 64, rlim_max: 64 };
             if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
                 return Err(std::io::Error::last_os_error());
             }
@@ -234,9 +200,7 @@ fn survives_running_out_of_file_descriptors() {
     }
     // The readiness signal: the server says it cannot accept.
     loop {
-        let line = stderr_lines
-            .recv_timeout(util::READ_TIMEOUT)
-            .expect("a 'cannot accept' warning");
+        let line = stderr_lines.recv_timeout(util::READ_TIMEOUT).expect("a 'cannot accept' warning");
         if line.contains("cannot accept, pausing") {
             assert!(line.contains("Too many open files"), "{line}");
             break;
@@ -246,10 +210,7 @@ fn survives_running_out_of_file_descriptors() {
     let cpu_before = cpu_ticks(server.pid());
     thread::sleep(Duration::from_secs(1));
     let cpu_used = cpu_ticks(server.pid()) - cpu_before;
-    assert!(
-        cpu_used < 30,
-        "the server used {cpu_used} of 100 clock ticks while out of descriptors"
-    );
+    assert!(cpu_used < 30, "the server used {cpu_used} of 100 clock ticks while out of descriptors");
     // The first clients were accepted: they are served throughout.
     for client in &mut clients[..40] {
         client.expect("ping");

@@ -28,10 +28,7 @@ impl Handler for EchoUntilQuit {
 /// sending, and only then reads: it gets every reply, `bye`, and a clean end of stream.
 #[test]
 fn handler_close_delivers_every_reply() {
-    let config = ServerConfig {
-        max_output: 64 * 1024,
-        ..ServerConfig::default()
-    };
+    let config = ServerConfig { max_output: 64 * 1024, ..ServerConfig::default() };
     let builder = Server::builder(config).serve(
         "echo-until-quit",
         EchoUntilQuit,
@@ -46,9 +43,7 @@ fn handler_close_delivers_every_reply() {
     socket.connect(&server.addr().into()).unwrap();
     let mut client: TcpStream = socket.into();
     client.set_read_timeout(Some(util::READ_TIMEOUT)).unwrap();
-    let lines: Vec<String> = (0..40_000)
-        .map(|i| format!("request number {i} with some padding\n"))
-        .collect();
+    let lines: Vec<String> = (0..40_000).map(|i| format!("request number {i} with some padding\n")).collect();
     let requests = lines.concat();
     let mut writer = client.try_clone().unwrap();
     let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -69,16 +64,11 @@ fn handler_close_delivers_every_reply() {
     // Read nothing until the server's output has backed up: it then pauses reading us.
     let deadline = std::time::Instant::now() + util::READ_TIMEOUT;
     while server.stats().reading_paused == 0 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the server's output never backed up"
-        );
+        assert!(std::time::Instant::now() < deadline, "the server's output never backed up");
         std::thread::sleep(std::time::Duration::from_millis(2));
     }
     let mut received = Vec::new();
-    client
-        .read_to_end(&mut received)
-        .expect("a clean end of stream, not a reset");
+    client.read_to_end(&mut received).expect("a clean end of stream, not a reset");
     done.store(true, std::sync::atomic::Ordering::Relaxed);
     sender.join().unwrap();
     let mut expected = lines.concat().into_bytes();

@@ -40,18 +40,9 @@ fn sum_adds_and_reports_errors() {
     client.roundtrip("-10,4", "-6");
     client.roundtrip("", "ERR no integers");
     client.roundtrip("1,two,3", "ERR not an integer: 'two'");
-    client.roundtrip(
-        "9223372036854775807,1",
-        "ERR overflow: the sum does not fit in 64 bits",
-    );
-    client.roundtrip(
-        "-9223372036854775808,-1",
-        "ERR overflow: the sum does not fit in 64 bits",
-    );
-    client.roundtrip(
-        "123456789012345678901",
-        "ERR overflow: the sum does not fit in 64 bits",
-    );
+    client.roundtrip("9223372036854775807,1", "ERR overflow: the sum does not fit in 64 bits");
+    client.roundtrip("-9223372036854775808,-1", "ERR overflow: the sum does not fit in 64 bits");
+    client.roundtrip("123456789012345678901", "ERR overflow: the sum does not fit in 64 bits");
     client.roundtrip("2,2", "4");
 }
 
@@ -102,10 +93,7 @@ fn broadcast_survives_a_member_leaving() {
 fn wait_for_connections(server: &TestServer, count: usize) {
     let deadline = std::time::Instant::now() + util::READ_TIMEOUT;
     while server.stats().connections_open != count {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "never reached {count} connections"
-        );
+        assert!(std::time::Instant::now() < deadline, "never reached {count} connections");
         std::thread::yield_now();
     }
 }

@@ -28,54 +28,29 @@ fn wait_for(server: &TestServer, what: &str, done: impl Fn(&evloop::Stats) -> bo
 /// there, in order.
 #[test]
 fn non_reading_client_is_paused_not_buffered() {
-    let config = ServerConfig {
-        max_output: 64 * 1024,
-        ..ServerConfig::default()
-    };
+    let config = ServerConfig { max_output: 64 * 1024, ..ServerConfig::default() };
     let server = TestServer::start_with(config, &["echo=127.0.0.1:0"]);
     let mut client = TcpStream::connect(server.addr()).unwrap();
-    client
-        .set_write_timeout(Some(Duration::from_secs(1)))
-        .unwrap();
+    client.set_write_timeout(Some(Duration::from_secs(1))).unwrap();
     client.set_read_timeout(Some(util::READ_TIMEOUT)).unwrap();
     let line = b"a line of echo that nobody reads back for a while....................\n";
     let mut sent: Vec<u8> = Vec::new();
     let cap = 256 * 1024 * 1024;
     // Write until the server stops taking bytes (a write times out) or the cap is passed.
     loop {
-        assert!(
-            sent.len() < cap,
-            "the server kept reading {cap} bytes it could not send back"
-        );
-        let chunk: Vec<u8> = line
-            .iter()
-            .copied()
-            .cycle()
-            .take(line.len() * 512)
-            .collect();
+        assert!(sent.len() < cap, "the server kept reading {cap} bytes it could not send back");
+        let chunk: Vec<u8> = line.iter().copied().cycle().take(line.len() * 512).collect();
         match client.write(&chunk) {
             Ok(n) => sent.extend_from_slice(&chunk[..n]),
-            Err(error)
-                if matches!(
-                    error.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                ) =>
-            {
+            Err(error) if matches!(error.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
                 break;
             }
             Err(error) => panic!("write failed: {error}"),
         }
     }
     let stats = server.stats();
-    assert!(
-        stats.reading_paused > 0,
-        "the server never paused reading: {stats:?}"
-    );
-    assert!(
-        stats.buffers.in_use <= 2,
-        "buffers held: {:?}",
-        stats.buffers
-    );
+    assert!(stats.reading_paused > 0, "the server never paused reading: {stats:?}");
+    assert!(stats.buffers.in_use <= 2, "buffers held: {:?}", stats.buffers);
     client.shutdown(std::net::Shutdown::Write).unwrap();
     let mut echoed = Vec::new();
     client.read_to_end(&mut echoed).unwrap();
@@ -92,10 +67,7 @@ fn non_reading_client_is_paused_not_buffered() {
 /// the others receive every message, in order.
 #[test]
 fn slow_broadcast_member_is_dropped_and_others_carry_on() {
-    let config = ServerConfig {
-        max_output: 64 * 1024,
-        ..ServerConfig::default()
-    };
+    let config = ServerConfig { max_output: 64 * 1024, ..ServerConfig::default() };
     let server = TestServer::start_with(config, &["broadcast=127.0.0.1:0"]);
     let mut sender = connect(server.addr());
     let reader = connect(server.addr());
@@ -114,24 +86,15 @@ fn slow_broadcast_member_is_dropped_and_others_carry_on() {
         }
     });
     let padding = "p".repeat(200);
-    let batch: String = (0..count)
-        .map(|i| format!("message {i} {padding}\n"))
-        .collect();
+    let batch: String = (0..count).map(|i| format!("message {i} {padding}\n")).collect();
     sender.send(batch.as_bytes());
-    reading
-        .join()
-        .expect("the reading member got every message in order");
-    wait_for(&server, "the slow member to be dropped", |stats| {
-        stats.closed_slow == 1
-    });
+    reading.join().expect("the reading member got every message in order");
+    wait_for(&server, "the slow member to be dropped", |stats| stats.closed_slow == 1);
     // The slow member sees its connection end after whatever was already in its buffers.
     slow.set_read_timeout(Some(util::READ_TIMEOUT)).unwrap();
     let mut sink = Vec::new();
     let _ = slow.read_to_end(&mut sink);
-    assert!(
-        sink.len() < batch.len() * 2,
-        "the slow member cannot have received everything"
-    );
+    assert!(sink.len() < batch.len() * 2, "the slow member cannot have received everything");
 }
 
 /// One client flooding the server does not starve another: a ping-pong client is served
@@ -160,17 +123,12 @@ fn a_flooding_client_does_not_starve_others() {
         total
     });
     // Make sure the flood is under way before measuring anything.
-    wait_for(&server, "the flood to start", |stats| {
-        stats.bytes_in > 4 * 1024 * 1024
-    });
+    wait_for(&server, "the flood to start", |stats| stats.bytes_in > 4 * 1024 * 1024);
     let mut pinger = connect(server.addr());
     for i in 0..100 {
         pinger.roundtrip(&format!("ping {i}"), &format!("ping {i}"));
     }
-    assert!(
-        !writer.is_finished(),
-        "the flood was still going while the pings were answered"
-    );
+    assert!(!writer.is_finished(), "the flood was still going while the pings were answered");
     stop.store(true, Ordering::Relaxed);
     writer.join().unwrap();
     assert!(drain.join().unwrap() > 0);
@@ -180,10 +138,7 @@ fn a_flooding_client_does_not_starve_others() {
 /// are unaffected, and room frees up when one leaves.
 #[test]
 fn max_connections_turns_away_extra_clients() {
-    let config = ServerConfig {
-        max_connections: Some(2),
-        ..ServerConfig::default()
-    };
+    let config = ServerConfig { max_connections: Some(2), ..ServerConfig::default() };
     let server = TestServer::start_with(config, &["echo=127.0.0.1:0"]);
     let mut first = connect(server.addr());
     let mut second = connect(server.addr());
@@ -194,9 +149,7 @@ fn max_connections_turns_away_extra_clients() {
     third.expect_closed();
     first.roundtrip("still one", "still one");
     drop(second);
-    wait_for(&server, "the second client to leave", |stats| {
-        stats.connections_open == 1
-    });
+    wait_for(&server, "the second client to leave", |stats| stats.connections_open == 1);
     let mut fourth = connect(server.addr());
     fourth.roundtrip("four", "four");
     assert_eq!(server.stats().connections_rejected, 1);
@@ -205,10 +158,7 @@ fn max_connections_turns_away_extra_clients() {
 /// An idle client is told `ERR idle timeout` and closed; an active one is kept.
 #[test]
 fn idle_timeout_closes_only_idle_clients() {
-    let config = ServerConfig {
-        idle_timeout: Some(Duration::from_millis(500)),
-        ..ServerConfig::default()
-    };
+    let config = ServerConfig { idle_timeout: Some(Duration::from_millis(500)), ..ServerConfig::default() };
     let server = TestServer::start_with(config, &["echo=127.0.0.1:0"]);
     let mut idle = connect(server.addr());
     let mut active = connect(server.addr());
@@ -222,19 +172,13 @@ fn idle_timeout_closes_only_idle_clients() {
     let started = Instant::now();
     let mut pings = 0;
     while !closed.load(Ordering::Relaxed) {
-        assert!(
-            started.elapsed() < util::READ_TIMEOUT,
-            "the idle client was never closed"
-        );
+        assert!(started.elapsed() < util::READ_TIMEOUT, "the idle client was never closed");
         active.roundtrip("ping", "ping");
         pings += 1;
         thread::sleep(Duration::from_millis(20));
     }
     watcher.join().unwrap();
-    assert!(
-        started.elapsed() >= Duration::from_millis(500),
-        "closed before the timeout"
-    );
+    assert!(started.elapsed() >= Duration::from_millis(500), "closed before the timeout");
     active.roundtrip("still here", "still here");
     assert!(pings > 5);
     let stats = server.stats();
@@ -248,8 +192,7 @@ fn misbehaving_clients_do_not_hurt_others() {
     let mut good = connect(server.addr());
     good.roundtrip("1,1", "2");
     for _ in 0..20 {
-        let rude =
-            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        let rude = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
         rude.connect(&server.addr().into()).unwrap();
         let mut rude_stream: TcpStream = rude.try_clone().unwrap().into();
         rude_stream.write_all(b"\xff\x00junk 1,2,").unwrap();
@@ -260,7 +203,5 @@ fn misbehaving_clients_do_not_hurt_others() {
     junk.send(b"\n");
     assert!(junk.line().starts_with("ERR not an integer"));
     good.roundtrip("2,2", "4");
-    wait_for(&server, "the rude clients to be gone", |stats| {
-        stats.connections_open == 2
-    });
+    wait_for(&server, "the rude clients to be gone", |stats| stats.connections_open == 2);
 }

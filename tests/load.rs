@@ -20,10 +20,7 @@ fn load(args: &[&str]) -> (Option<i32>, Value) {
         .expect("run evloop-load");
     let stdout = String::from_utf8_lossy(&output.stdout);
     let report = serde_json::from_str(&stdout).unwrap_or_else(|error| {
-        panic!(
-            "not a JSON report ({error}): {stdout}\nstderr: {}",
-            String::from_utf8_lossy(&output.stderr)
-        )
+        panic!("not a JSON report ({error}): {stdout}\nstderr: {}", String::from_utf8_lossy(&output.stderr))
     });
     (output.status.code(), report)
 }
@@ -50,21 +47,14 @@ fn echo_run_verifies_every_reply() {
     assert_eq!(report["connections"]["established"], 10);
     assert!(report["throughput"]["msgs_per_s"].as_f64().unwrap() > 0.0);
     assert!(report["latency_us"]["p50"].as_f64().unwrap() > 0.0);
-    assert_eq!(
-        server.stats().messages_in,
-        3000,
-        "the server saw exactly what the loader sent"
-    );
+    assert_eq!(server.stats().messages_in, 3000, "the server saw exactly what the loader sent");
 }
 
 /// Uppercase, sum and the length codec, pipelined, over several threads.
 #[test]
 fn other_workloads_and_codecs_verify() {
-    let server = TestServer::start(&[
-        "uppercase=127.0.0.1:0",
-        "sum:length=127.0.0.1:0",
-        "echo:length=127.0.0.1:0",
-    ]);
+    let server =
+        TestServer::start(&["uppercase=127.0.0.1:0", "sum:length=127.0.0.1:0", "echo:length=127.0.0.1:0"]);
     let uppercase = server.addr_of(0).to_string();
     let (code, report) = load(&[
         "--target",
@@ -98,9 +88,8 @@ fn other_workloads_and_codecs_verify() {
     ]);
     assert_all_verified(code, &report);
     let echo = server.addr_of(2).to_string();
-    let (code, report) = load(&[
-        "--target", &echo, "--codec", "length", "-c", "3", "-d", "300ms", "--size", "2000",
-    ]);
+    let (code, report) =
+        load(&["--target", &echo, "--codec", "length", "-c", "3", "-d", "300ms", "--size", "2000"]);
     assert_all_verified(code, &report);
 }
 
@@ -125,16 +114,9 @@ fn broadcast_run_counts_deliveries() {
     ]);
     assert_all_verified(code, &report);
     let broadcast = &report["broadcast"];
-    assert_eq!(
-        broadcast["deliveries_expected"], broadcast["deliveries_seen"],
-        "{report:#}"
-    );
+    assert_eq!(broadcast["deliveries_expected"], broadcast["deliveries_seen"], "{report:#}");
     let sent = report["messages"]["sent"].as_u64().unwrap();
-    assert_eq!(
-        broadcast["deliveries_seen"].as_u64().unwrap(),
-        sent * 5,
-        "each message reached the 5 others"
-    );
+    assert_eq!(broadcast["deliveries_seen"].as_u64().unwrap(), sent * 5, "each message reached the 5 others");
 }
 
 /// Open loop: messages go out on schedule and both latency figures are reported.
@@ -142,15 +124,10 @@ fn broadcast_run_counts_deliveries() {
 fn open_loop_reports_corrected_and_uncorrected_latency() {
     let server = TestServer::start(&["echo=127.0.0.1:0"]);
     let target = server.addr().to_string();
-    let (code, report) = load(&[
-        "--target", &target, "-c", "4", "--rate", "2000", "-d", "500ms",
-    ]);
+    let (code, report) = load(&["--target", &target, "-c", "4", "--rate", "2000", "-d", "500ms"]);
     assert_all_verified(code, &report);
     let sent = report["messages"]["sent"].as_u64().unwrap();
-    assert_eq!(
-        sent, 1000,
-        "2000/s for 0.5 s is 1000 messages, sent on schedule"
-    );
+    assert_eq!(sent, 1000, "2000/s for 0.5 s is 1000 messages, sent on schedule");
     assert!(report["latency_uncorrected_us"]["p50"].as_f64().unwrap() > 0.0);
     assert!(report["schedule_lag_us"]["count"].as_u64().unwrap() == sent);
 }
@@ -160,16 +137,8 @@ fn open_loop_reports_corrected_and_uncorrected_latency() {
 fn sources_spread_connections() {
     let server = TestServer::start(&["echo=127.0.0.1:0"]);
     let target = server.addr().to_string();
-    let (code, report) = load(&[
-        "--target",
-        &target,
-        "-c",
-        "9",
-        "-n",
-        "900",
-        "--sources",
-        "127.0.0.1,127.0.0.2-127.0.0.3",
-    ]);
+    let (code, report) =
+        load(&["--target", &target, "-c", "9", "-n", "900", "--sources", "127.0.0.1,127.0.0.2-127.0.0.3"]);
     assert_all_verified(code, &report);
 }
 
@@ -179,25 +148,12 @@ fn sources_spread_connections() {
 fn processes_split_and_merge() {
     let server = TestServer::start(&["echo=127.0.0.1:0"]);
     let target = server.addr().to_string();
-    let (code, report) = load(&[
-        "--target",
-        &target,
-        "-c",
-        "30",
-        "--processes",
-        "3",
-        "--threads",
-        "2",
-        "-n",
-        "3000",
-    ]);
+    let (code, report) =
+        load(&["--target", &target, "-c", "30", "--processes", "3", "--threads", "2", "-n", "3000"]);
     assert_all_verified(code, &report);
     assert_eq!(report["messages"]["verified"], 3000);
     assert_eq!(report["connections"]["established"], 30);
-    assert_eq!(
-        report["latency_us"]["count"], 3000,
-        "histograms merged, not averaged"
-    );
+    assert_eq!(report["latency_us"]["count"], 3000, "histograms merged, not averaged");
     assert_eq!(server.stats().connections_accepted, 30);
 }
 
@@ -206,9 +162,8 @@ fn processes_split_and_merge() {
 fn only_active_connections_send() {
     let server = TestServer::start(&["echo=127.0.0.1:0"]);
     let target = server.addr().to_string();
-    let (code, report) = load(&[
-        "--target", &target, "-c", "40", "--active", "4", "--rate", "400", "-d", "500ms",
-    ]);
+    let (code, report) =
+        load(&["--target", &target, "-c", "40", "--active", "4", "--rate", "400", "-d", "500ms"]);
     assert_all_verified(code, &report);
     assert_eq!(report["connections"]["established"], 40);
     assert_eq!(report["messages"]["sent"], 200);
@@ -217,13 +172,11 @@ fn only_active_connections_send() {
 /// A server that corrupts some replies: the loader reports mismatches, shows them, exits 1.
 #[test]
 fn wrong_server_is_caught() {
-    let addr = serve_lines(|index, line| {
-        if index % 7 == 3 {
-            Some(format!("{line}?"))
-        } else {
-            Some(line.to_string())
-        }
-    });
+    let addr = serve_lines(
+        |index, line| {
+            if index % 7 == 3 { Some(format!("{line}?")) } else { Some(line.to_string()) }
+        },
+    );
     let (code, report) = load(&["--target", &addr.to_string(), "-c", "3", "-n", "300"]);
     assert_eq!(code, Some(1), "{report:#}");
     assert_eq!(report["ok"], false);
@@ -241,13 +194,9 @@ fn reordering_server_is_caught() {
         let mut stream = stream;
         let mut first = String::new();
         let mut second = String::new();
-        while reader.read_line(&mut first).unwrap_or(0) > 0
-            && reader.read_line(&mut second).unwrap_or(0) > 0
+        while reader.read_line(&mut first).unwrap_or(0) > 0 && reader.read_line(&mut second).unwrap_or(0) > 0
         {
-            if stream
-                .write_all(second.as_bytes())
-                .and_then(|()| stream.write_all(first.as_bytes()))
-                .is_err()
+            if stream.write_all(second.as_bytes()).and_then(|()| stream.write_all(first.as_bytes())).is_err()
             {
                 return;
             }
@@ -268,10 +217,7 @@ fn reordering_server_is_caught() {
         "1s",
     ]);
     assert_eq!(code, Some(1));
-    assert!(
-        report["errors"]["mismatch"].as_u64().unwrap() > 0,
-        "{report:#}"
-    );
+    assert!(report["errors"]["mismatch"].as_u64().unwrap() > 0, "{report:#}");
 }
 
 /// A server that swallows some requests: the missing replies are counted as lost.
@@ -297,19 +243,8 @@ fn lost_replies_are_counted() {
 /// Nothing listening: connections are refused, counted by class, exit 1.
 #[test]
 fn refused_connections_are_reported() {
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let (code, report) = load(&[
-        "--target",
-        &format!("127.0.0.1:{port}"),
-        "-c",
-        "3",
-        "-n",
-        "10",
-    ]);
+    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let (code, report) = load(&["--target", &format!("127.0.0.1:{port}"), "-c", "3", "-n", "10"]);
     assert_eq!(code, Some(1));
     assert_eq!(report["connections"]["failed"], 3);
     assert_eq!(report["errors"]["refused"], 3);
@@ -330,10 +265,7 @@ fn bad_usage_exits_2() {
         &["--workload", "broadcast", "-c", "4", "--processes", "2"],
         &["-c", "5", "--active", "6"],
     ] {
-        let output = Command::new(env!("CARGO_BIN_EXE_evloop-load"))
-            .args(args)
-            .output()
-            .unwrap();
+        let output = Command::new(env!("CARGO_BIN_EXE_evloop-load")).args(args).output().unwrap();
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert_eq!(output.status.code(), Some(2), "{args:?}: {stderr}");
         assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");

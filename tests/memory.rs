@@ -9,21 +9,14 @@ use evloop::ServerConfig;
 use util::{TestServer, connect};
 
 #[track_caller]
-fn wait_for(
-    server: &TestServer,
-    what: &str,
-    done: impl Fn(&evloop::Stats) -> bool,
-) -> evloop::Stats {
+fn wait_for(server: &TestServer, what: &str, done: impl Fn(&evloop::Stats) -> bool) -> evloop::Stats {
     let deadline = Instant::now() + util::READ_TIMEOUT;
     loop {
         let stats = server.stats();
         if done(&stats) {
             return stats;
         }
-        assert!(
-            Instant::now() < deadline,
-            "timed out waiting for {what}: {stats:?}"
-        );
+        assert!(Instant::now() < deadline, "timed out waiting for {what}: {stats:?}");
         std::thread::sleep(Duration::from_millis(2));
     }
 }
@@ -54,11 +47,7 @@ fn idle_connections_hold_no_buffers() {
     let stats = wait_for(&server, "all idle", |stats| stats.buffers.in_use == 0);
     assert_eq!(stats.connections_open, 1000);
     assert_eq!(stats.buffers.in_use, 0, "idle connections hold no buffers");
-    assert!(
-        stats.buffers.reused > 1000,
-        "buffers were reused: {:?}",
-        stats.buffers
-    );
+    assert!(stats.buffers.reused > 1000, "buffers were reused: {:?}", stats.buffers);
 }
 
 /// The pool bounds what it keeps: after a burst, buffers go back and are reused, not
@@ -73,33 +62,21 @@ fn the_pool_is_reused() {
         client.expect(&format!("message {index} in two pieces"));
     }
     let stats = wait_for(&server, "idle", |stats| stats.buffers.in_use == 0);
-    assert!(
-        stats.buffers.allocated <= 4,
-        "allocated {:?}",
-        stats.buffers
-    );
+    assert!(stats.buffers.allocated <= 4, "allocated {:?}", stats.buffers);
 }
 
 /// With an idle timeout, exactly the idle connections are closed; the active ones stay.
 #[test]
 fn idle_timeout_closes_exactly_the_idle_ones() {
-    let config = ServerConfig {
-        idle_timeout: Some(Duration::from_millis(400)),
-        ..ServerConfig::default()
-    };
+    let config = ServerConfig { idle_timeout: Some(Duration::from_millis(400)), ..ServerConfig::default() };
     let server = TestServer::start_with(config, &["echo=127.0.0.1:0"]);
     let mut idle: Vec<_> = (0..50).map(|_| connect(server.addr())).collect();
     let mut active: Vec<_> = (0..50).map(|_| connect(server.addr())).collect();
-    wait_for(&server, "100 connections", |stats| {
-        stats.connections_open == 100
-    });
+    wait_for(&server, "100 connections", |stats| stats.connections_open == 100);
     let started = Instant::now();
     // Keep the active half busy until the idle half has been closed.
     while server.stats().closed_idle < 50 {
-        assert!(
-            started.elapsed() < util::READ_TIMEOUT,
-            "idle connections were not closed"
-        );
+        assert!(started.elapsed() < util::READ_TIMEOUT, "idle connections were not closed");
         for client in &mut active {
             client.roundtrip("ping", "ping");
         }

@@ -64,10 +64,7 @@ fn large_streams_survive_partial_writes() {
     for i in 0..lines {
         line.clear();
         reader.read_line(&mut line).unwrap();
-        assert_eq!(
-            line,
-            format!("LINE {i} WITH SOME PADDING TO MAKE IT LONGER SS\n")
-        );
+        assert_eq!(line, format!("LINE {i} WITH SOME PADDING TO MAKE IT LONGER SS\n"));
     }
     sender.join().unwrap();
 }
@@ -101,8 +98,5 @@ fn half_close_without_a_tail() {
     client.finish_sending();
     client.expect_closed();
     let stats = server.stop().stats;
-    assert_eq!(
-        stats.messages_in, 1,
-        "the empty tail was not handled as a message"
-    );
+    assert_eq!(stats.messages_in, 1, "the empty tail was not handled as a message");
 }

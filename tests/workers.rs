@@ -29,16 +29,10 @@ fn start(args: &[&str], listeners: usize) -> (ServerProcess, Receiver<String>) {
 fn worker_pids(logs: &Receiver<String>, expected: usize) -> HashMap<usize, i32> {
     let mut pids = HashMap::new();
     while pids.len() < expected {
-        let line = logs
-            .recv_timeout(util::READ_TIMEOUT)
-            .expect("worker start lines");
+        let line = logs.recv_timeout(util::READ_TIMEOUT).expect("worker start lines");
         if let Some(rest) = line.split("worker started; ").nth(1) {
             let field = |name: &str| {
-                rest.split(' ')
-                    .find_map(|kv| kv.strip_prefix(name))
-                    .unwrap()
-                    .parse::<i64>()
-                    .unwrap()
+                rest.split(' ').find_map(|kv| kv.strip_prefix(name)).unwrap().parse::<i64>().unwrap()
             };
             pids.insert(field("index=") as usize, field("pid=") as i32);
         }
@@ -78,10 +72,7 @@ fn two_workers_both_serve_one_port() {
     // (fewer than 5 on one side has a chance below one in a million).
     for index in 0..2 {
         let served = sockets(pids[&index]) - before[index];
-        assert!(
-            served >= 5,
-            "worker {index} holds {served} of 40 connections"
-        );
+        assert!(served >= 5, "worker {index} holds {served} of 40 connections");
     }
 }
 
@@ -96,10 +87,7 @@ fn sigterm_stops_every_worker() {
     server.signal(libc::SIGTERM);
     let (code, stdout) = server.wait();
     assert_eq!(code, Some(0));
-    assert!(
-        stdout.contains("10 connections served, 10 messages in"),
-        "{stdout}"
-    );
+    assert!(stdout.contains("10 connections served, 10 messages in"), "{stdout}");
     assert!(stdout.trim_end().ends_with("(2 workers)"), "{stdout}");
     for pid in pids.values() {
         assert!(!alive(*pid), "worker {pid} outlived the parent");
@@ -115,9 +103,7 @@ fn a_dead_worker_is_restarted() {
     assert_eq!(unsafe { libc::kill(pids[&0], libc::SIGKILL) }, 0);
     let mut saw_death = false;
     loop {
-        let line = logs
-            .recv_timeout(util::READ_TIMEOUT)
-            .expect("death and restart lines");
+        let line = logs.recv_timeout(util::READ_TIMEOUT).expect("death and restart lines");
         saw_death |= line.contains("worker died; index=0");
         if line.contains("worker restarted; index=0") {
             break;
@@ -132,22 +118,10 @@ fn a_dead_worker_is_restarted() {
 /// A broadcast room cannot be split over workers, nor a Unix socket path shared: refused.
 #[test]
 fn workers_refuse_what_they_cannot_share() {
-    for listen in [
-        "broadcast=127.0.0.1:0",
-        "echo=unix:/tmp/evloop-workers-refused.sock",
-    ] {
-        let output = server_command(&["--workers", "2", "--listen", listen])
-            .output()
-            .unwrap();
+    for listen in ["broadcast=127.0.0.1:0", "echo=unix:/tmp/evloop-workers-refused.sock"] {
+        let output = server_command(&["--workers", "2", "--listen", listen]).output().unwrap();
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert_eq!(output.status.code(), Some(2), "{listen}: {stderr}");
-        assert_eq!(
-            stderr
-                .lines()
-                .filter(|line| line.starts_with("evloop-server:"))
-                .count(),
-            1,
-            "{stderr}"
-        );
+        assert_eq!(stderr.lines().filter(|line| line.starts_with("evloop-server:")).count(), 1, "{stderr}");
     }
 }

@@ -137,9 +137,7 @@ fn positive_duration(text: &str) -> Result<Duration, String> {
 fn positive_rate(text: &str) -> Result<f64, String> {
     match text.parse::<f64>() {
         Ok(rate) if rate.is_finite() && rate > 0.0 => Ok(rate),
-        _ => Err(format!(
-            "bad rate '{text}': expected a positive number per second"
-        )),
+        _ => Err(format!("bad rate '{text}': expected a positive number per second")),
     }
 }
 
@@ -153,20 +151,12 @@ fn main() -> ExitCode {
         Ok(args) => args,
         Err(error) => {
             use clap::error::ErrorKind;
-            if matches!(
-                error.kind(),
-                ErrorKind::DisplayHelp | ErrorKind::DisplayVersion
-            ) {
+            if matches!(error.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
                 let _ = error.print();
                 return ExitCode::SUCCESS;
             }
             let text = error.to_string();
-            return usage_error(
-                text.lines()
-                    .next()
-                    .unwrap_or("bad arguments")
-                    .trim_start_matches("error: "),
-            );
+            return usage_error(text.lines().next().unwrap_or("bad arguments").trim_start_matches("error: "));
         }
     };
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
@@ -206,21 +196,17 @@ fn main() -> ExitCode {
                     .div_ceil(limit.soft.saturating_sub(RESERVED_DESCRIPTORS).max(1))
             ));
         }
-        Ok((before, after)) => log::info!(
-            "open-file limit; soft={} hard={} was={}",
-            after.soft,
-            after.hard,
-            before.soft
-        ),
+        Ok((before, after)) => {
+            log::info!("open-file limit; soft={} hard={} was={}", after.soft, after.hard, before.soft)
+        }
         Err(error) => log::warn!("cannot raise the open-file limit; error={error}"),
     }
     if args.part_of_run {
         return run_part(&config);
     }
     let result = if args.processes > 1 {
-        std::env::current_exe().and_then(|program| {
-            processes::run(&config, args.processes, &program, !args.no_progress)
-        })
+        std::env::current_exe()
+            .and_then(|program| processes::run(&config, args.processes, &program, !args.no_progress))
     } else {
         evloop::load::run(&config, !args.no_progress)
     };
@@ -245,26 +231,16 @@ fn main() -> ExitCode {
     } else {
         println!("{report}");
     }
-    if report.ok {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    }
+    if report.ok { ExitCode::SUCCESS } else { ExitCode::from(1) }
 }
 
 /// One part of a multi-process run: connect, report in, wait for the go, run, hand the
 /// tally back as one JSON line.
 fn run_part(config: &LoadConfig) -> ExitCode {
-    match evloop::load::run_part(
-        config,
-        &mut processes::announce_and_wait,
-        &mut processes::announce_holding,
-    ) {
+    match evloop::load::run_part(config, &mut processes::announce_and_wait, &mut processes::announce_holding)
+    {
         Ok((tally, window)) => {
-            let result = processes::PartResult {
-                tally,
-                window_ns: window.as_nanos() as u64,
-            };
+            let result = processes::PartResult { tally, window_ns: window.as_nanos() as u64 };
             println!("{}", serde_json::to_string(&result).unwrap_or_default());
             ExitCode::SUCCESS
         }

@@ -9,6 +9,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
+use evloop::models::{self, Model, ModelConfig};
 use evloop::units::{parse_bytes, parse_duration};
 use evloop::workers::{self, WorkerCommand};
 use evloop::{ListenAddr, ListenSpec, Server, ServerConfig, StartError};
@@ -63,6 +64,17 @@ struct Args {
     /// many files) and use more cores. Not with broadcast or Unix sockets
     #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1024))]
     workers: u32,
+
+    /// How the server shares the CPU among clients: reactor (one thread, every client),
+    /// iterative (one client at a time) or threads (a thread per client). The other two are
+    /// for comparison and study; only the reactor has every limit
+    #[arg(long, value_name = "MODEL", default_value = "reactor")]
+    model: Model,
+
+    /// CPU work (busy, not sleep) added to every message, in microseconds: shows what a
+    /// slow handler costs everyone else
+    #[arg(long, value_name = "US", default_value_t = 0)]
+    work_us: u64,
 }
 
 impl Args {
@@ -77,10 +89,8 @@ impl Args {
         flag("max-frame", self.max_frame.to_string());
         flag("max-output", self.max_output.to_string());
         flag("backlog", self.backlog.to_string());
-        flag(
-            "drain-timeout",
-            self.drain_timeout.as_secs_f64().to_string(),
-        );
+        flag("drain-timeout", self.drain_timeout.as_secs_f64().to_string());
+        flag("work-us", self.work_us.to_string());
         if let Some(max) = self.max_connections {
             flag("max-connections", max.to_string());
         }
@@ -112,19 +122,13 @@ fn positive_duration(text: &str) -> Result<Duration, String> {
 fn parse_args() -> Result<Args, ExitCode> {
     Args::try_parse().map_err(|error| {
         use clap::error::ErrorKind;
-        if matches!(
-            error.kind(),
-            ErrorKind::DisplayHelp | ErrorKind::DisplayVersion
-        ) {
+        if matches!(error.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
             let _ = error.print();
             return ExitCode::SUCCESS;
         }
         let text = error.to_string();
         let first_line = text.lines().next().unwrap_or("bad arguments");
-        eprintln!(
-            "evloop-server: {} (see --help)",
-            first_line.trim_start_matches("error: ")
-        );
+        eprintln!("evloop-server: {} (see --help)", first_line.trim_start_matches("error: "));
         ExitCode::from(2)
     })
 }
@@ -139,20 +143,16 @@ fn main() -> ExitCode {
     // Raised before binding (the default --max-connections follows it), logged after, so a
     // start-up error stays the only line on stderr.
     let file_limit = evloop::rlimit::raise_file_limit();
-    let specs = if args.listen.is_empty() {
-        ListenSpec::defaults()
-    } else {
-        args.listen.clone()
-    };
+    let specs = if args.listen.is_empty() { ListenSpec::defaults() } else { args.listen.clone() };
     let log_file_limit = move || match file_limit {
-        Ok((before, after)) => log::info!(
-            "open-file limit; soft={} hard={} was={}",
-            after.soft,
-            after.hard,
-            before.soft
-        ),
+        Ok((before, after)) => {
+            log::info!("open-file limit; soft={} hard={} was={}", after.soft, after.hard, before.soft)
+        }
         Err(error) => log::warn!("cannot raise the open-file limit; error={error}"),
     };
+    if args.model != Model::Reactor {
+        return run_model(&args, &specs, log_file_limit);
+    }
     if args.workers > 1 && worker.is_none() {
         return run_supervisor(&args, &specs, log_file_limit);
     }
@@ -160,8 +160,7 @@ fn main() -> ExitCode {
 }
 
 fn init_logging(worker: Option<usize>) {
-    let mut builder =
-        env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"));
+    let mut builder = env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"));
     if let Some(index) = worker {
         builder.format(move |buf, record| {
             use std::io::Write as _;
@@ -186,9 +185,7 @@ fn run_reactor(
     log_file_limit: impl FnOnce(),
 ) -> ExitCode {
     let config = ServerConfig {
-        max_connections: args
-            .max_connections
-            .map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
+        max_connections: args.max_connections.map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
         max_frame: args.max_frame,
         max_output: args.max_output,
         idle_timeout: args.idle_timeout,
@@ -196,23 +193,17 @@ fn run_reactor(
         stats_interval: args.stats_interval,
         drain_timeout: args.drain_timeout,
         reuse_port: is_worker,
+        work_per_message: Duration::from_micros(args.work_us),
     };
     let server = specs
         .iter()
-        .try_fold(
-            Server::builder(config).handle_signals(true),
-            |builder, spec| builder.listen(spec),
-        )
+        .try_fold(Server::builder(config).handle_signals(true), |builder, spec| builder.listen(spec))
         .and_then(|builder| builder.bind());
     let server = match server {
         Ok(server) => server,
         Err(error) => {
             eprintln!("evloop-server: {error}");
-            let code = if matches!(error, StartError::Config(_)) {
-                2
-            } else {
-                1
-            };
+            let code = if matches!(error, StartError::Config(_)) { 2 } else { 1 };
             return ExitCode::from(code);
         }
     };
@@ -251,11 +242,7 @@ fn run_supervisor(args: &Args, specs: &[ListenSpec], log_file_limit: impl FnOnce
             );
             return ExitCode::from(2);
         }
-        if let Some(addr) = spec
-            .addrs
-            .iter()
-            .find(|addr| !matches!(addr, ListenAddr::Tcp(_)))
-        {
+        if let Some(addr) = spec.addrs.iter().find(|addr| !matches!(addr, ListenAddr::Tcp(_))) {
             eprintln!(
                 "evloop-server: {addr} cannot be shared by --workers {}: use TCP addresses, or --workers 1",
                 args.workers
@@ -305,6 +292,47 @@ fn run_supervisor(args: &Args, specs: &[ListenSpec], log_file_limit: impl FnOnce
     let result = workers::supervise(&command, args.workers as usize, print_startup_lines);
     drop(reservations);
     match result {
+        Ok(summary) => {
+            println!("{summary}");
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("evloop-server: {error}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// `--model iterative|threads`: the classic servers, same handlers and codecs.
+fn run_model(args: &Args, specs: &[ListenSpec], log_file_limit: impl FnOnce()) -> ExitCode {
+    if args.workers > 1 {
+        eprintln!("evloop-server: --workers applies to the reactor model only");
+        return ExitCode::from(2);
+    }
+    let (services, listening) = match models::bind(specs, args.backlog) {
+        Ok(bound) => bound,
+        Err(error) => {
+            eprintln!("evloop-server: {error}");
+            return ExitCode::from(if matches!(error, StartError::Config(_)) { 2 } else { 1 });
+        }
+    };
+    log_file_limit();
+    let mut stdout = std::io::stdout().lock();
+    for listener in &listening {
+        let _ = writeln!(stdout, "{listener}");
+    }
+    let _ = stdout.flush();
+    drop(stdout);
+    let file_limit = evloop::rlimit::file_limit().map(|limit| limit.soft).unwrap_or(1024);
+    let config = ModelConfig {
+        max_frame: args.max_frame,
+        max_connections: args
+            .max_connections
+            .map_or(file_limit.saturating_sub(evloop::config::RESERVED_DESCRIPTORS as u64), |max| max)
+            as usize,
+        work: Duration::from_micros(args.work_us),
+    };
+    match models::run(args.model, services, &config) {
         Ok(summary) => {
             println!("{summary}");
             ExitCode::SUCCESS

@@ -56,10 +56,7 @@ mod tests {
     fn partial_frame_at_end_is_truncated() {
         assert_eq!(
             decode_in_pieces(Codec::Fixed(4), b"abcdef", &[], 100),
-            vec![
-                Ok(b"abcd".to_vec()),
-                Err(super::super::FrameError::Truncated)
-            ]
+            vec![Ok(b"abcd".to_vec()), Err(super::super::FrameError::Truncated)]
         );
     }
 

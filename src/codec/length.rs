@@ -50,11 +50,7 @@ impl LengthDecoder {
 
     /// At end of stream, a partial frame is an error (a refused frame being skipped is not).
     pub fn finish<'a>(&mut self, input: &'a [u8]) -> Result<Option<&'a [u8]>, FrameError> {
-        if input.is_empty() || self.skipping > 0 {
-            Ok(None)
-        } else {
-            Err(FrameError::Truncated)
-        }
+        if input.is_empty() || self.skipping > 0 { Ok(None) } else { Err(FrameError::Truncated) }
     }
 }
 
@@ -89,11 +85,7 @@ mod tests {
         stream.extend(frame(&[0, b'\n', 255]));
         assert_eq!(
             decode_in_pieces(Codec::Length, &stream, &[2, 6], 100),
-            vec![
-                Ok(b"hello".to_vec()),
-                Ok(Vec::new()),
-                Ok(vec![0, b'\n', 255])
-            ]
+            vec![Ok(b"hello".to_vec()), Ok(Vec::new()), Ok(vec![0, b'\n', 255])]
         );
     }
 
@@ -104,10 +96,7 @@ mod tests {
         stream.extend(frame(b"ok"));
         assert_eq!(
             decode_in_pieces(Codec::Length, &stream, &[5, 30], 10),
-            vec![
-                Err(FrameError::FrameTooLong { max: 10 }),
-                Ok(b"ok".to_vec())
-            ]
+            vec![Err(FrameError::FrameTooLong { max: 10 }), Ok(b"ok".to_vec())]
         );
     }
 
@@ -115,10 +104,7 @@ mod tests {
     #[test]
     fn truncated_frame_is_reported() {
         let stream = frame(b"hello");
-        assert_eq!(
-            decode_in_pieces(Codec::Length, &stream[..6], &[], 100),
-            vec![Err(FrameError::Truncated)]
-        );
+        assert_eq!(decode_in_pieces(Codec::Length, &stream[..6], &[], 100), vec![Err(FrameError::Truncated)]);
     }
 
     proptest! {

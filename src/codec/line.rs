@@ -26,8 +26,7 @@ impl LineDecoder {
     ) -> Result<Option<&'a [u8]>, FrameError> {
         loop {
             let already_scanned = (self.scanned as usize).min(input.len());
-            let newline =
-                memchr::memchr(b'\n', &input[already_scanned..]).map(|i| i + already_scanned);
+            let newline = memchr::memchr(b'\n', &input[already_scanned..]).map(|i| i + already_scanned);
             let Some(end) = newline else {
                 if self.discarding {
                     *input = &input[input.len()..];
@@ -61,11 +60,7 @@ impl LineDecoder {
     }
 
     /// At end of stream, a non-empty unterminated tail is a last line.
-    pub fn finish<'a>(
-        &mut self,
-        input: &'a [u8],
-        max_frame: usize,
-    ) -> Result<Option<&'a [u8]>, FrameError> {
+    pub fn finish<'a>(&mut self, input: &'a [u8], max_frame: usize) -> Result<Option<&'a [u8]>, FrameError> {
         self.scanned = 0;
         if std::mem::take(&mut self.discarding) || input.is_empty() {
             return Ok(None);
@@ -123,15 +118,9 @@ mod tests {
     #[test]
     fn over_long_line_is_reported_once_and_skipped() {
         let too_long = Err(FrameError::LineTooLong { max: 4 });
-        assert_eq!(
-            lines(b"abcdefgh\nok\n", &[], 4),
-            vec![too_long.clone(), ok("ok")]
-        );
+        assert_eq!(lines(b"abcdefgh\nok\n", &[], 4), vec![too_long.clone(), ok("ok")]);
         // Arriving in pieces, the error comes before the newline does.
-        assert_eq!(
-            lines(b"abcdefgh\nok\n", &[1, 2, 3, 7], 4),
-            vec![too_long.clone(), ok("ok")]
-        );
+        assert_eq!(lines(b"abcdefgh\nok\n", &[1, 2, 3, 7], 4), vec![too_long.clone(), ok("ok")]);
         // Exactly max bytes plus "\r\n" is allowed, even when the "\n" comes later.
         assert_eq!(lines(b"abcd\r\n", &[5], 4), vec![ok("abcd")]);
         assert_eq!(lines(b"abcde\r\n", &[6], 4), vec![too_long]);
@@ -143,10 +132,7 @@ mod tests {
         let mut decoder = Codec::Line.decoder();
         let mut input: &[u8] = &[b'x'; 1000];
         assert!(decoder.decode(&mut input, 10).is_err());
-        assert!(
-            input.is_empty(),
-            "the over-long bytes are consumed, not kept"
-        );
+        assert!(input.is_empty(), "the over-long bytes are consumed, not kept");
         let mut more: &[u8] = &[b'x'; 1000];
         assert_eq!(decoder.decode(&mut more, 10), Ok(None));
         assert!(more.is_empty());

@@ -94,13 +94,9 @@ impl FromStr for Codec {
             _ => match text.strip_prefix("fixed:") {
                 Some(size) => match size.parse::<u32>() {
                     Ok(size) if (1..=MAX_FIXED_SIZE).contains(&size) => Ok(Codec::Fixed(size)),
-                    _ => Err(format!(
-                        "bad fixed size '{size}': expected 1..={MAX_FIXED_SIZE} bytes"
-                    )),
+                    _ => Err(format!("bad fixed size '{size}': expected 1..={MAX_FIXED_SIZE} bytes")),
                 },
-                None => Err(format!(
-                    "unknown codec '{text}': expected line, length, fixed:N or raw"
-                )),
+                None => Err(format!("unknown codec '{text}': expected line, length, fixed:N or raw")),
             },
         }
     }
@@ -169,11 +165,7 @@ impl Decoder {
 
     /// The peer closed its side: what is left in `input` (the undecoded tail) becomes a last
     /// message if the codec allows it, or an error if it is a cut-off frame.
-    pub fn finish<'a>(
-        &mut self,
-        input: &'a [u8],
-        max_frame: usize,
-    ) -> Result<Option<&'a [u8]>, FrameError> {
+    pub fn finish<'a>(&mut self, input: &'a [u8], max_frame: usize) -> Result<Option<&'a [u8]>, FrameError> {
         match self {
             Decoder::Line(line) => line.finish(input, max_frame),
             Decoder::Length(length) => length.finish(input),

@@ -39,13 +39,7 @@ mod tests {
         let sent: Vec<_> = out.iter().collect();
         assert_eq!(sent.len(), 1);
         let (intent, payload) = sent[0];
-        assert!(matches!(
-            intent,
-            Intent::Send {
-                to: Recipient::AllExcept(ConnId(7)),
-                ..
-            }
-        ));
+        assert!(matches!(intent, Intent::Send { to: Recipient::AllExcept(ConnId(7)), .. }));
         assert_eq!(payload, b"127.0.0.1:50432: hello");
     }
 }

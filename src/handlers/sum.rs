@@ -50,9 +50,8 @@ const MAX_QUOTED: usize = 32;
 pub fn sum(message: &[u8]) -> Result<i64, SumError> {
     let mut total: i64 = 0;
     let mut count = 0;
-    let tokens = message
-        .split(|&byte| byte == b',' || byte.is_ascii_whitespace())
-        .filter(|token| !token.is_empty());
+    let tokens =
+        message.split(|&byte| byte == b',' || byte.is_ascii_whitespace()).filter(|token| !token.is_empty());
     for token in tokens {
         let value = parse_i64(token)?;
         total = total.checked_add(value).ok_or(SumError::Overflow)?;
@@ -91,10 +90,7 @@ mod tests {
         assert_eq!(only_reply(&mut Sum, b"1 2\t3"), "6");
         assert_eq!(only_reply(&mut Sum, b"-5,+2"), "-3");
         assert_eq!(only_reply(&mut Sum, b"42"), "42");
-        assert_eq!(
-            only_reply(&mut Sum, b"-9223372036854775808"),
-            "-9223372036854775808"
-        );
+        assert_eq!(only_reply(&mut Sum, b"-9223372036854775808"), "-9223372036854775808");
     }
 
     /// No integers, a non-integer token, and overflow each give an ERR reply.

@@ -38,15 +38,9 @@ mod tests {
     /// ASCII and full Unicode uppercasing, including characters that grow.
     #[test]
     fn uppercases() {
-        assert_eq!(
-            only_reply(&mut Uppercase, b"hello, world 1"),
-            "HELLO, WORLD 1"
-        );
+        assert_eq!(only_reply(&mut Uppercase, b"hello, world 1"), "HELLO, WORLD 1");
         assert_eq!(only_reply(&mut Uppercase, "straße".as_bytes()), "STRASSE");
-        assert_eq!(
-            only_reply(&mut Uppercase, "ǆemal ﬁx".as_bytes()),
-            "ǄEMAL FIX"
-        );
+        assert_eq!(only_reply(&mut Uppercase, "ǆemal ﬁx".as_bytes()), "ǄEMAL FIX");
     }
 
     /// Bytes that are not UTF-8 get an error reply.

@@ -92,22 +92,13 @@ impl LoadConfig {
     /// Refuses combinations that cannot work, with a message for the user.
     pub fn validate(&self) -> Result<(), String> {
         if !matches!(self.target, ListenAddr::Tcp(_)) {
-            return Err(format!(
-                "cannot load {}: only TCP targets are supported",
-                self.target
-            ));
+            return Err(format!("cannot load {}: only TCP targets are supported", self.target));
         }
         if !matches!(self.codec, Codec::Line | Codec::Length) {
-            return Err(format!(
-                "codec {} is not supported by the loader: use line or length",
-                self.codec
-            ));
+            return Err(format!("codec {} is not supported by the loader: use line or length", self.codec));
         }
         if self.workload != Workload::Sum && self.size < MIN_SIZE {
-            return Err(format!(
-                "--size must be at least {MIN_SIZE} bytes for {}",
-                self.workload
-            ));
+            return Err(format!("--size must be at least {MIN_SIZE} bytes for {}", self.workload));
         }
         if self.workload == Workload::Broadcast && self.connections < 2 {
             return Err("broadcast needs at least 2 connections".to_string());
@@ -118,24 +109,16 @@ impl LoadConfig {
                 self.connections
             ));
         }
-        if self
-            .active
-            .is_some_and(|active| active == 0 || active > self.connections)
-        {
+        if self.active.is_some_and(|active| active == 0 || active > self.connections) {
             return Err(format!(
                 "--active must be between 1 and the number of connections ({})",
                 self.connections
             ));
         }
-        if let Some(source) = self
-            .sources
-            .iter()
-            .find(|source| source.is_ipv4() != self.target_addr().is_ipv4())
+        if let Some(source) =
+            self.sources.iter().find(|source| source.is_ipv4() != self.target_addr().is_ipv4())
         {
-            return Err(format!(
-                "source {source} and target {} are of different IP versions",
-                self.target
-            ));
+            return Err(format!("source {source} and target {} are of different IP versions", self.target));
         }
         Ok(())
     }
@@ -193,13 +176,10 @@ impl LoadConfig {
     /// connections and rates, with the connection ids that go with them. Threads get parts,
     /// and so do loader processes (`--processes`).
     pub fn part(&self, index: u32, parts: u32) -> LoadConfig {
-        let share = |total: u64| {
-            total / u64::from(parts) + u64::from(u64::from(index) < total % u64::from(parts))
-        };
-        let first_id = self.first_id
-            + (0..index)
-                .map(|before| self.part_connections(before, parts))
-                .sum::<u32>();
+        let share =
+            |total: u64| total / u64::from(parts) + u64::from(u64::from(index) < total % u64::from(parts));
+        let first_id =
+            self.first_id + (0..index).map(|before| self.part_connections(before, parts)).sum::<u32>();
         let connections = share(u64::from(self.connections)) as u32;
         let active = self.active.map(|active| share(u64::from(active)) as u32);
         // Rates follow the connections that send.
@@ -241,14 +221,8 @@ impl LoadConfig {
         flag("warmup", self.warmup.as_secs_f64().to_string());
         flag("pipeline", self.pipeline.to_string());
         flag("size", self.size.to_string());
-        flag(
-            "connect-timeout",
-            self.connect_timeout.as_secs_f64().to_string(),
-        );
-        flag(
-            "reply-timeout",
-            self.reply_timeout.as_secs_f64().to_string(),
-        );
+        flag("connect-timeout", self.connect_timeout.as_secs_f64().to_string());
+        flag("reply-timeout", self.reply_timeout.as_secs_f64().to_string());
         flag("threads", self.threads.to_string());
         flag("first-id", self.first_id.to_string());
         if !self.hold.is_zero() {
@@ -294,18 +268,9 @@ mod tests {
             ..LoadConfig::default()
         };
         let plans = config.plans();
-        assert_eq!(
-            plans.iter().map(|plan| plan.count).collect::<Vec<_>>(),
-            [4, 3, 3]
-        );
-        assert_eq!(
-            plans.iter().map(|plan| plan.first_id).collect::<Vec<_>>(),
-            [0, 4, 7]
-        );
-        assert_eq!(
-            plans.iter().filter_map(|plan| plan.messages).sum::<u64>(),
-            100
-        );
+        assert_eq!(plans.iter().map(|plan| plan.count).collect::<Vec<_>>(), [4, 3, 3]);
+        assert_eq!(plans.iter().map(|plan| plan.first_id).collect::<Vec<_>>(), [0, 4, 7]);
+        assert_eq!(plans.iter().filter_map(|plan| plan.messages).sum::<u64>(), 100);
         let rate: f64 = plans.iter().filter_map(|plan| plan.rate).sum();
         assert!((rate - 1000.0).abs() < 1e-6);
     }
@@ -313,33 +278,19 @@ mod tests {
     /// Parts (processes) cover every connection id once, and keep the rate and active share.
     #[test]
     fn parts_cover_the_run() {
-        let config = LoadConfig {
-            connections: 10,
-            active: Some(4),
-            rate: Some(100.0),
-            ..LoadConfig::default()
-        };
+        let config =
+            LoadConfig { connections: 10, active: Some(4), rate: Some(100.0), ..LoadConfig::default() };
         let parts: Vec<LoadConfig> = (0..3).map(|index| config.part(index, 3)).collect();
         assert_eq!(
-            parts
-                .iter()
-                .map(|part| (part.first_id, part.connections))
-                .collect::<Vec<_>>(),
+            parts.iter().map(|part| (part.first_id, part.connections)).collect::<Vec<_>>(),
             [(0, 4), (4, 3), (7, 3)]
         );
         assert_eq!(parts.iter().filter_map(|part| part.active).sum::<u32>(), 4);
         let rate: f64 = parts.iter().filter_map(|part| part.rate).sum();
         assert!((rate - 100.0).abs() < 1e-6);
-        let threads = LoadConfig {
-            threads: 2,
-            ..parts[1].clone()
-        }
-        .plans();
+        let threads = LoadConfig { threads: 2, ..parts[1].clone() }.plans();
         assert_eq!(
-            threads
-                .iter()
-                .map(|plan| (plan.first_id, plan.count))
-                .collect::<Vec<_>>(),
+            threads.iter().map(|plan| (plan.first_id, plan.count)).collect::<Vec<_>>(),
             [(4, 2), (6, 1)]
         );
     }
@@ -348,39 +299,15 @@ mod tests {
     #[test]
     fn validation_refuses_impossible_runs() {
         let bad = [
-            LoadConfig {
-                codec: Codec::Raw,
-                ..LoadConfig::default()
-            },
-            LoadConfig {
-                size: 8,
-                ..LoadConfig::default()
-            },
-            LoadConfig {
-                workload: Workload::Broadcast,
-                connections: 1,
-                ..LoadConfig::default()
-            },
-            LoadConfig {
-                threads: 100,
-                ..LoadConfig::default()
-            },
-            LoadConfig {
-                sources: vec!["::1".parse().unwrap()],
-                ..LoadConfig::default()
-            },
+            LoadConfig { codec: Codec::Raw, ..LoadConfig::default() },
+            LoadConfig { size: 8, ..LoadConfig::default() },
+            LoadConfig { workload: Workload::Broadcast, connections: 1, ..LoadConfig::default() },
+            LoadConfig { threads: 100, ..LoadConfig::default() },
+            LoadConfig { sources: vec!["::1".parse().unwrap()], ..LoadConfig::default() },
         ];
         for config in bad {
             assert!(config.validate().is_err(), "{config:?}");
         }
-        assert!(
-            LoadConfig {
-                workload: Workload::Sum,
-                size: 8,
-                ..LoadConfig::default()
-            }
-            .validate()
-            .is_ok()
-        );
+        assert!(LoadConfig { workload: Workload::Sum, size: 8, ..LoadConfig::default() }.validate().is_ok());
     }
 }

@@ -261,12 +261,7 @@ impl<'a> Engine<'a> {
                 let mine_done = self.next_connect == self.plan.count && self.pending_connects == 0;
                 if mine_done && self.shared.all_connects_finished() && self.shared.may_run() {
                     if self.config.workload == Workload::Broadcast {
-                        self.sender_addrs = self
-                            .shared
-                            .sender_addrs
-                            .lock()
-                            .expect("not poisoned")
-                            .clone();
+                        self.sender_addrs = self.shared.sender_addrs.lock().expect("not poisoned").clone();
                         self.phase = Phase::Syncing;
                     } else {
                         self.start_running(now);
@@ -315,9 +310,7 @@ impl<'a> Engine<'a> {
         }
         self.publish(now, true);
         self.shared.holding.fetch_add(1, Ordering::AcqRel);
-        self.phase = Phase::Holding {
-            until_ns: now + self.config.hold.as_nanos() as u64,
-        };
+        self.phase = Phase::Holding { until_ns: now + self.config.hold.as_nanos() as u64 };
     }
 
     fn start_running(&mut self, now: u64) {
@@ -361,12 +354,7 @@ impl<'a> Engine<'a> {
             return;
         }
         self.next_sync_ns = now + SYNC_EVERY_NS;
-        if let Some(key) = self
-            .up_keys
-            .iter()
-            .copied()
-            .find(|&key| self.conns[key].id == sync_id)
-        {
+        if let Some(key) = self.up_keys.iter().copied().find(|&key| self.conns[key].id == sync_id) {
             let conn = &mut self.conns[key];
             self.config.codec.encode(SYNC, &mut conn.output);
             self.queue_flush(key);
@@ -378,8 +366,7 @@ impl<'a> Engine<'a> {
     fn start_connects(&mut self, now: u64) {
         while self.next_connect < self.plan.count && self.pending_connects < MAX_PENDING_CONNECTS {
             if let Some(rate) = self.plan.connect_rate {
-                let due = self.connect_phase_start_ns
-                    + (f64::from(self.next_connect) * 1e9 / rate) as u64;
+                let due = self.connect_phase_start_ns + (f64::from(self.next_connect) * 1e9 / rate) as u64;
                 if due > now {
                     break;
                 }
@@ -393,9 +380,8 @@ impl<'a> Engine<'a> {
     /// When the next paced connect is due, if one is waiting for its turn.
     fn next_connect_due(&self) -> Option<u64> {
         let rate = self.plan.connect_rate?;
-        (self.next_connect < self.plan.count && self.pending_connects < MAX_PENDING_CONNECTS).then(
-            || self.connect_phase_start_ns + (f64::from(self.next_connect) * 1e9 / rate) as u64,
-        )
+        (self.next_connect < self.plan.count && self.pending_connects < MAX_PENDING_CONNECTS)
+            .then(|| self.connect_phase_start_ns + (f64::from(self.next_connect) * 1e9 / rate) as u64)
     }
 
     fn open(&mut self, id: u32, now: u64) {
@@ -548,35 +534,21 @@ impl<'a> Engine<'a> {
         let size = self.config.size;
         if self.config.workload == Workload::Broadcast {
             workload::broadcast_message(conn.id, seq, intended_ns, now, size, &mut self.scratch);
-            let others = self
-                .shared
-                .established
-                .load(Ordering::Relaxed)
-                .saturating_sub(1);
+            let others = self.shared.established.load(Ordering::Relaxed).saturating_sub(1);
             self.tally.deliveries_expected += others as u64;
         } else {
-            self.config
-                .workload
-                .request(conn.id, seq, size, &mut self.scratch);
+            self.config.workload.request(conn.id, seq, size, &mut self.scratch);
         }
         let before = conn.output.len();
         self.config.codec.encode(&self.scratch, &mut conn.output);
         if self.config.workload != Workload::Broadcast {
             let wire_bytes = (conn.output.len() - before) as u32;
-            conn.in_flight.push_back(InFlight {
-                seq,
-                intended_ns,
-                sent_ns: now,
-                wire_bytes,
-            });
+            conn.in_flight.push_back(InFlight { seq, intended_ns, sent_ns: now, wire_bytes });
             self.in_flight += 1;
         }
         self.tally.sent += 1;
         if self.pacer.is_some() {
-            Tally::record(
-                &mut self.tally.schedule_lag,
-                now.saturating_sub(intended_ns),
-            );
+            Tally::record(&mut self.tally.schedule_lag, now.saturating_sub(intended_ns));
         }
         self.queue_flush(key);
     }
@@ -688,8 +660,7 @@ impl<'a> Engine<'a> {
                 Ok(None) => break,
                 Err(error) => {
                     let id = self.conns[key].id;
-                    self.tally
-                        .mismatch(id, b"(a reply)", error.to_string().as_bytes());
+                    self.tally.mismatch(id, b"(a reply)", error.to_string().as_bytes());
                 }
             }
         }
@@ -714,15 +685,12 @@ impl<'a> Engine<'a> {
         let conn = &mut self.conns[key];
         let id = conn.id;
         let Some(flight) = conn.in_flight.pop_front() else {
-            self.tally
-                .mismatch(id, b"(no reply: nothing was outstanding)", reply);
+            self.tally.mismatch(id, b"(no reply: nothing was outstanding)", reply);
             return;
         };
         self.in_flight -= 1;
         self.expected.clear();
-        self.config
-            .workload
-            .expected_reply(id, flight.seq, self.config.size, &mut self.expected);
+        self.config.workload.expected_reply(id, flight.seq, self.config.size, &mut self.expected);
         if reply != self.expected.as_slice() {
             let expected = mem::take(&mut self.expected);
             self.tally.mismatch(id, &expected, reply);
@@ -738,9 +706,7 @@ impl<'a> Engine<'a> {
                 );
             }
         }
-        if self.pacer.is_none()
-            && self.phase == Phase::Running
-            && self.stop_ns.is_none_or(|stop| now < stop)
+        if self.pacer.is_none() && self.phase == Phase::Running && self.stop_ns.is_none_or(|stop| now < stop)
         {
             self.send_next(key, now, now);
         }
@@ -764,17 +730,10 @@ impl<'a> Engine<'a> {
                 self.tally.verified += 1;
                 self.tally.deliveries_seen += 1;
                 if delivery.intended_ns >= self.warmup_end_ns {
-                    self.count_measured(
-                        delivery.intended_ns,
-                        delivery.sent_ns,
-                        now,
-                        line.len() as u64,
-                    );
+                    self.count_measured(delivery.intended_ns, delivery.sent_ns, now, line.len() as u64);
                 }
             }
-            None => self
-                .tally
-                .mismatch(id, b"(a broadcast line from a loader connection)", line),
+            None => self.tally.mismatch(id, b"(a broadcast line from a loader connection)", line),
         }
     }
 
@@ -822,33 +781,21 @@ impl<'a> Engine<'a> {
             deliveries_seen: tally.deliveries_seen,
         };
         let before = mem::replace(&mut self.published, now_published);
+        shared.sent.fetch_add(now_published.sent - before.sent, Ordering::AcqRel);
+        shared.received.fetch_add(now_published.received - before.received, Ordering::AcqRel);
+        shared.failures.fetch_add(now_published.failures - before.failures, Ordering::AcqRel);
         shared
-            .sent
-            .fetch_add(now_published.sent - before.sent, Ordering::AcqRel);
+            .deliveries_expected
+            .fetch_add(now_published.deliveries_expected - before.deliveries_expected, Ordering::AcqRel);
         shared
-            .received
-            .fetch_add(now_published.received - before.received, Ordering::AcqRel);
-        shared
-            .failures
-            .fetch_add(now_published.failures - before.failures, Ordering::AcqRel);
-        shared.deliveries_expected.fetch_add(
-            now_published.deliveries_expected - before.deliveries_expected,
-            Ordering::AcqRel,
-        );
-        shared.deliveries_seen.fetch_add(
-            now_published.deliveries_seen - before.deliveries_seen,
-            Ordering::AcqRel,
-        );
-        shared.p99_ns[self.plan.index]
-            .store(tally.latency.value_at_quantile(0.99), Ordering::Relaxed);
+            .deliveries_seen
+            .fetch_add(now_published.deliveries_seen - before.deliveries_seen, Ordering::AcqRel);
+        shared.p99_ns[self.plan.index].store(tally.latency.value_at_quantile(0.99), Ordering::Relaxed);
     }
 
     fn poll_timeout(&self, now: u64) -> Option<Duration> {
         let wake_ns = match self.phase {
-            Phase::Connecting => self
-                .next_connect_due()
-                .unwrap_or(u64::MAX)
-                .min(now + CHECK_EVERY_NS),
+            Phase::Connecting => self.next_connect_due().unwrap_or(u64::MAX).min(now + CHECK_EVERY_NS),
             Phase::Syncing => now + CHECK_EVERY_NS,
             Phase::Running => self.stop_ns.unwrap_or(u64::MAX).min(self.next_publish_ns),
             Phase::Draining { deadline_ns } => deadline_ns.min(now + CHECK_EVERY_NS),
@@ -863,11 +810,7 @@ impl<'a> Engine<'a> {
 /// lets the kernel pick the port at connect time, per destination, instead of reserving
 /// one per source address at bind time.
 fn connect_socket(target: SocketAddr, source: Option<IpAddr>) -> io::Result<TcpStream> {
-    let socket = Socket::new(
-        Domain::for_address(target),
-        Type::STREAM,
-        Some(Protocol::TCP),
-    )?;
+    let socket = Socket::new(Domain::for_address(target), Type::STREAM, Some(Protocol::TCP))?;
     socket.set_nonblocking(true)?;
     socket.set_tcp_nodelay(true)?;
     if let Some(source) = source {

@@ -55,10 +55,7 @@ const GATE_CHECK_EVERY: Duration = Duration::from_millis(5);
 /// stderr on or off.
 pub fn run(config: &LoadConfig, progress: bool) -> io::Result<Report> {
     let mut holding = |connections: usize| {
-        eprintln!(
-            "evloop-load: holding {connections} connections for {:.1} s",
-            config.hold.as_secs_f64()
-        );
+        eprintln!("evloop-load: holding {connections} connections for {:.1} s", config.hold.as_secs_f64());
     };
     let (total, window) = run_threads(config, progress, None, &mut holding)?;
     Ok(Report::new(config, &total, window))
@@ -83,17 +80,10 @@ fn run_threads(
     mut connected: Option<&mut dyn FnMut(usize) -> io::Result<()>>,
     holding: &mut dyn FnMut(usize),
 ) -> io::Result<(Tally, Duration)> {
-    config
-        .validate()
-        .map_err(|message| io::Error::new(io::ErrorKind::InvalidInput, message))?;
+    config.validate().map_err(|message| io::Error::new(io::ErrorKind::InvalidInput, message))?;
     let plans = config.plans();
     let id_space = config.first_id as usize + config.connections as usize;
-    let shared = Shared::new(
-        config.connections as usize,
-        id_space,
-        plans.len(),
-        connected.is_none(),
-    );
+    let shared = Shared::new(config.connections as usize, id_space, plans.len(), connected.is_none());
     let mut progress = Progress::new(progress);
     let results = thread::scope(|scope| -> io::Result<Vec<io::Result<Tally>>> {
         let (done, finished) = mpsc::channel();
@@ -111,11 +101,7 @@ fn run_threads(
         let mut announced_hold = config.hold.is_zero();
         while results.len() < config.threads as usize {
             let waiting = connected.is_some() || !announced_hold;
-            let wait = if waiting {
-                GATE_CHECK_EVERY
-            } else {
-                PROGRESS_EVERY
-            };
+            let wait = if waiting { GATE_CHECK_EVERY } else { PROGRESS_EVERY };
             match finished.recv_timeout(wait) {
                 Ok(result) => results.push(result),
                 Err(mpsc::RecvTimeoutError::Timeout) => progress.tick(&shared),
@@ -128,8 +114,7 @@ fn run_threads(
                     shared.go.store(true, Ordering::Release);
                 }
             }
-            if !announced_hold && shared.holding.load(Ordering::Acquire) == config.threads as usize
-            {
+            if !announced_hold && shared.holding.load(Ordering::Acquire) == config.threads as usize {
                 announced_hold = true;
                 progress.finish();
                 holding(established);
@@ -152,8 +137,7 @@ fn measured_window(config: &LoadConfig, shared: &Shared, total: &Tally) -> Durat
     match config.stop {
         Stop::After(duration) => duration,
         Stop::Messages(_) => {
-            let start =
-                shared.run_start_ns.load(Ordering::Acquire) + config.warmup.as_nanos() as u64;
+            let start = shared.run_start_ns.load(Ordering::Acquire) + config.warmup.as_nanos() as u64;
             Duration::from_nanos(total.last_reply_ns.saturating_sub(start))
         }
     }

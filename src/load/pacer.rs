@@ -22,12 +22,8 @@ impl Pacer {
     /// A disarmed timer, registered with `registry` under `token`.
     pub fn new(registry: &Registry, token: Token) -> io::Result<Pacer> {
         // SAFETY: timerfd_create takes no pointers; the result is checked before use.
-        let fd = unsafe {
-            libc::timerfd_create(
-                libc::CLOCK_MONOTONIC,
-                libc::TFD_NONBLOCK | libc::TFD_CLOEXEC,
-            )
-        };
+        let fd =
+            unsafe { libc::timerfd_create(libc::CLOCK_MONOTONIC, libc::TFD_NONBLOCK | libc::TFD_CLOEXEC) };
         if fd < 0 {
             return Err(io::Error::last_os_error());
         }
@@ -41,10 +37,7 @@ impl Pacer {
     pub fn arm_at(&self, deadline_ns: u64) -> io::Result<()> {
         let deadline_ns = deadline_ns.max(1);
         let spec = libc::itimerspec {
-            it_interval: libc::timespec {
-                tv_sec: 0,
-                tv_nsec: 0,
-            },
+            it_interval: libc::timespec { tv_sec: 0, tv_nsec: 0 },
             it_value: libc::timespec {
                 tv_sec: (deadline_ns / 1_000_000_000) as libc::time_t,
                 tv_nsec: (deadline_ns % 1_000_000_000) as libc::c_long,
@@ -52,12 +45,7 @@ impl Pacer {
         };
         // SAFETY: both pointers refer to live values for the duration of the call.
         let result = unsafe {
-            libc::timerfd_settime(
-                self.fd.as_raw_fd(),
-                libc::TFD_TIMER_ABSTIME,
-                &spec,
-                std::ptr::null_mut(),
-            )
+            libc::timerfd_settime(self.fd.as_raw_fd(), libc::TFD_TIMER_ABSTIME, &spec, std::ptr::null_mut())
         };
         if result != 0 {
             return Err(io::Error::last_os_error());
@@ -70,12 +58,6 @@ impl Pacer {
         let mut expirations = [0u8; 8];
         // SAFETY: reads at most 8 bytes into a live 8-byte buffer; the result is ignored
         // because a spurious wakeup (EAGAIN) is harmless here.
-        unsafe {
-            libc::read(
-                self.fd.as_raw_fd(),
-                expirations.as_mut_ptr().cast(),
-                expirations.len(),
-            )
-        };
+        unsafe { libc::read(self.fd.as_raw_fd(), expirations.as_mut_ptr().cast(), expirations.len()) };
     }
 }

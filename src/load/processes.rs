@@ -45,15 +45,8 @@ struct Part {
 }
 
 /// Runs `config` split over `processes` children of `program` (the `evloop-load` binary).
-pub fn run(
-    config: &LoadConfig,
-    processes: u32,
-    program: &Path,
-    progress: bool,
-) -> io::Result<Report> {
-    config
-        .validate()
-        .map_err(|message| io::Error::new(io::ErrorKind::InvalidInput, message))?;
+pub fn run(config: &LoadConfig, processes: u32, program: &Path, progress: bool) -> io::Result<Report> {
+    config.validate().map_err(|message| io::Error::new(io::ErrorKind::InvalidInput, message))?;
     if config.workload == Workload::Broadcast {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
@@ -93,16 +86,11 @@ pub fn run(
     for (index, part) in parts.iter_mut().enumerate() {
         let mut line = String::new();
         part.stdout.read_line(&mut line)?;
-        match line
-            .strip_prefix("connected ")
-            .and_then(|count| count.trim().parse::<u64>().ok())
-        {
+        match line.strip_prefix("connected ").and_then(|count| count.trim().parse::<u64>().ok()) {
             Some(count) => established += count,
             None => {
                 stop(&mut parts);
-                return Err(io::Error::other(format!(
-                    "loader process {index} failed before connecting"
-                )));
+                return Err(io::Error::other(format!("loader process {index} failed before connecting")));
             }
         }
     }
@@ -126,15 +114,10 @@ pub fn run(
             let mut line = String::new();
             part.stdout.read_line(&mut line)?;
             if line.trim() != "holding" {
-                return Err(io::Error::other(format!(
-                    "loader process {index} stopped before holding"
-                )));
+                return Err(io::Error::other(format!("loader process {index} stopped before holding")));
             }
         }
-        eprintln!(
-            "evloop-load: holding {established} connections for {:.1} s",
-            config.hold.as_secs_f64()
-        );
+        eprintln!("evloop-load: holding {established} connections for {:.1} s", config.hold.as_secs_f64());
     }
     // Phase 3: collect and merge.
     let mut total = Tally::default();
@@ -144,9 +127,7 @@ pub fn run(
         part.stdout.read_to_string(&mut output)?;
         let status = part.child.wait()?;
         let result: PartResult = serde_json::from_str(output.trim()).map_err(|error| {
-            io::Error::other(format!(
-                "loader process {index} gave no result ({status}): {error}"
-            ))
+            io::Error::other(format!("loader process {index} gave no result ({status}): {error}"))
         })?;
         total.merge(&result.tally);
         window = window.max(Duration::from_nanos(result.window_ns));

@@ -26,17 +26,11 @@ impl Progress {
         let bar = (enabled && terminal).then(|| {
             let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
             bar.set_style(
-                ProgressStyle::with_template("{spinner} {elapsed} {msg}")
-                    .expect("a valid template"),
+                ProgressStyle::with_template("{spinner} {elapsed} {msg}").expect("a valid template"),
             );
             bar
         });
-        Progress {
-            bar,
-            plain: enabled && !terminal,
-            last_received: 0,
-            last_at: Instant::now(),
-        }
+        Progress { bar, plain: enabled && !terminal, last_received: 0, last_at: Instant::now() }
     }
 
     /// Shows the state now.
@@ -46,16 +40,11 @@ impl Progress {
         }
         let now = Instant::now();
         let received = shared.received.load(Ordering::Relaxed);
-        let rate = (received - self.last_received) as f64
-            / now.duration_since(self.last_at).as_secs_f64().max(1e-9);
+        let rate =
+            (received - self.last_received) as f64 / now.duration_since(self.last_at).as_secs_f64().max(1e-9);
         self.last_received = received;
         self.last_at = now;
-        let p99_ns = shared
-            .p99_ns
-            .iter()
-            .map(|p99| p99.load(Ordering::Relaxed))
-            .max()
-            .unwrap_or(0);
+        let p99_ns = shared.p99_ns.iter().map(|p99| p99.load(Ordering::Relaxed)).max().unwrap_or(0);
         let line = format!(
             "connections {}/{}  {:.0} msgs/s  p99 {:.3} ms  sent {}  received {}  failures {}",
             shared.established.load(Ordering::Relaxed),

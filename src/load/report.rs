@@ -199,11 +199,7 @@ impl Report {
                 deliveries_expected: tally.deliveries_expected,
                 deliveries_seen: tally.deliveries_seen,
             }),
-            errors: Errors {
-                mismatch: tally.mismatched,
-                lost: tally.lost,
-                connections,
-            },
+            errors: Errors { mismatch: tally.mismatched, lost: tally.lost, connections },
             first_mismatches: tally.mismatches.clone(),
             ok: tally.failure_count() == 0 && tally.verified > 0,
         }
@@ -240,12 +236,7 @@ impl fmt::Display for Report {
         writeln!(
             f,
             "evloop-load: {} ({}) against {}, {}, {} connections, {:.1} s measured",
-            self.workload,
-            self.codec,
-            self.target,
-            self.mode,
-            self.connections.attempted,
-            self.duration_s
+            self.workload, self.codec, self.target, self.mode, self.connections.attempted, self.duration_s
         )?;
         let c = &self.connections;
         writeln!(
@@ -266,11 +257,7 @@ impl fmt::Display for Report {
             m.sent, m.received, m.verified, m.failed, m.lost
         )?;
         if let Some(b) = &self.broadcast {
-            writeln!(
-                f,
-                "deliveries   expected {}  seen {}",
-                b.deliveries_expected, b.deliveries_seen
-            )?;
+            writeln!(f, "deliveries   expected {}  seen {}", b.deliveries_expected, b.deliveries_seen)?;
         }
         writeln!(
             f,
@@ -290,14 +277,7 @@ impl fmt::Display for Report {
             writeln!(
                 f,
                 "errors       mismatch {}  lost {}  refused {}  reset {}  closed {}  timeout {}  addr_not_available {}  other {}",
-                e.mismatch,
-                e.lost,
-                k.refused,
-                k.reset,
-                k.closed,
-                k.timeout,
-                k.addr_not_available,
-                k.other
+                e.mismatch, e.lost, k.refused, k.reset, k.closed, k.timeout, k.addr_not_available, k.other
             )?;
         }
         for mismatch in &self.first_mismatches {

@@ -76,10 +76,7 @@ impl Shared {
 
     /// The run's start time: the first caller's `now_ns`, returned to every caller.
     pub fn agree_on_run_start(&self, now_ns: u64) -> u64 {
-        match self
-            .run_start_ns
-            .compare_exchange(0, now_ns, Ordering::AcqRel, Ordering::Acquire)
-        {
+        match self.run_start_ns.compare_exchange(0, now_ns, Ordering::AcqRel, Ordering::Acquire) {
             Ok(_) => now_ns,
             Err(earlier) => earlier,
         }

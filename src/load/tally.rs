@@ -53,12 +53,7 @@ impl Failures {
 
     /// All failures.
     pub fn total(&self) -> u64 {
-        self.refused
-            + self.timeout
-            + self.addr_not_available
-            + self.reset
-            + self.closed
-            + self.other
+        self.refused + self.timeout + self.addr_not_available + self.reset + self.closed + self.other
     }
 }
 
@@ -81,17 +76,9 @@ impl Mismatch {
     pub fn new(connection: u32, expected: &[u8], got: &[u8]) -> Mismatch {
         let excerpt = |bytes: &[u8]| {
             let text = String::from_utf8_lossy(&bytes[..bytes.len().min(EXCERPT)]).into_owned();
-            if bytes.len() > EXCERPT {
-                format!("{text}... ({} bytes)", bytes.len())
-            } else {
-                text
-            }
+            if bytes.len() > EXCERPT { format!("{text}... ({} bytes)", bytes.len()) } else { text }
         };
-        Mismatch {
-            connection,
-            expected: excerpt(expected),
-            got: excerpt(got),
-        }
+        Mismatch { connection, expected: excerpt(expected), got: excerpt(got) }
     }
 }
 
@@ -190,8 +177,7 @@ impl Tally {
     pub fn mismatch(&mut self, connection: u32, expected: &[u8], got: &[u8]) {
         self.mismatched += 1;
         if self.mismatches.len() < KEPT_MISMATCHES {
-            self.mismatches
-                .push(Mismatch::new(connection, expected, got));
+            self.mismatches.push(Mismatch::new(connection, expected, got));
         }
     }
 
@@ -216,8 +202,7 @@ impl Tally {
             (&mut self.schedule_lag, &other.schedule_lag),
             (&mut self.connect, &other.connect),
         ] {
-            mine.add(theirs)
-                .expect("histograms with the same bounds add");
+            mine.add(theirs).expect("histograms with the same bounds add");
         }
         self.last_reply_ns = self.last_reply_ns.max(other.last_reply_ns);
         self.first_connect_ns = match (self.first_connect_ns, other.first_connect_ns) {
@@ -227,8 +212,7 @@ impl Tally {
         };
         self.last_connect_ns = self.last_connect_ns.max(other.last_connect_ns);
         let room = KEPT_MISMATCHES.saturating_sub(self.mismatches.len());
-        self.mismatches
-            .extend(other.mismatches.iter().take(room).cloned());
+        self.mismatches.extend(other.mismatches.iter().take(room).cloned());
     }
 
     /// Failures of every kind: what decides the exit code.
@@ -243,10 +227,7 @@ mod histogram_serde {
     use hdrhistogram::Histogram;
     use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-    pub fn serialize<S: Serializer>(
-        histogram: &Histogram<u64>,
-        serializer: S,
-    ) -> Result<S::Ok, S::Error> {
+    pub fn serialize<S: Serializer>(histogram: &Histogram<u64>, serializer: S) -> Result<S::Ok, S::Error> {
         let buckets: Vec<[u64; 2]> = histogram
             .iter_recorded()
             .map(|bucket| [bucket.value_iterated_to(), bucket.count_at_value()])
@@ -254,9 +235,7 @@ mod histogram_serde {
         buckets.serialize(serializer)
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(
-        deserializer: D,
-    ) -> Result<Histogram<u64>, D::Error> {
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Histogram<u64>, D::Error> {
         let buckets = Vec::<[u64; 2]>::deserialize(deserializer)?;
         let mut histogram = super::histogram();
         for [value, count] in buckets {
@@ -274,11 +253,7 @@ mod tests {
     /// exactly.
     #[test]
     fn round_trips_through_json() {
-        let mut tally = Tally {
-            sent: 7,
-            verified: 5,
-            ..Tally::default()
-        };
+        let mut tally = Tally { sent: 7, verified: 5, ..Tally::default() };
         for nanos in [1_000, 2_000, 2_000, 1_000_000, 5_000_000_000] {
             Tally::record(&mut tally.latency, nanos);
         }
@@ -287,10 +262,7 @@ mod tests {
         assert_eq!((back.sent, back.verified, back.mismatches.len()), (7, 5, 1));
         assert_eq!(back.latency.len(), 5);
         for quantile in [0.1, 0.5, 0.9, 1.0] {
-            assert_eq!(
-                back.latency.value_at_quantile(quantile),
-                tally.latency.value_at_quantile(quantile)
-            );
+            assert_eq!(back.latency.value_at_quantile(quantile), tally.latency.value_at_quantile(quantile));
         }
     }
 }

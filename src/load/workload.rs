@@ -38,9 +38,7 @@ impl FromStr for Workload {
             "uppercase" => Ok(Workload::Uppercase),
             "sum" => Ok(Workload::Sum),
             "broadcast" => Ok(Workload::Broadcast),
-            _ => Err(format!(
-                "unknown workload '{text}': expected echo, uppercase, sum or broadcast"
-            )),
+            _ => Err(format!("unknown workload '{text}': expected echo, uppercase, sum or broadcast")),
         }
     }
 }
@@ -59,8 +57,8 @@ impl fmt::Display for Workload {
 /// Letters for `uppercase` payloads: ASCII and non-ASCII, including `ß` (which becomes `SS`)
 /// so a server that only uppercases ASCII, or maps one character to one, is caught.
 const MIXED_LETTERS: &[char] = &[
-    'a', 'b', 'c', 'd', 'e', 'f', 'g', 'h', 'i', 'j', 'k', 'l', 'm', 'n', 'o', 'p', 'q', 'r', 's',
-    't', 'u', 'v', 'w', 'x', 'y', 'z', 'ß', 'ä', 'ö', 'ü', 'é', 'ñ', 'ø', 'å', 'λ', 'ж', 'я', 'œ',
+    'a', 'b', 'c', 'd', 'e', 'f', 'g', 'h', 'i', 'j', 'k', 'l', 'm', 'n', 'o', 'p', 'q', 'r', 's', 't', 'u',
+    'v', 'w', 'x', 'y', 'z', 'ß', 'ä', 'ö', 'ü', 'é', 'ñ', 'ø', 'å', 'λ', 'ж', 'я', 'œ',
 ];
 
 /// Filler for payloads that need no particular letters.
@@ -125,8 +123,8 @@ impl Workload {
 fn sum_terms(conn: u32, seq: u64, size: usize) -> (impl Iterator<Item = i64>, i64) {
     let count = (size / 8).max(1);
     let seed = (u64::from(conn) << 40) ^ seq;
-    let numbers = (0..count as u64)
-        .map(move |index| (splitmix64(seed ^ (index << 20)) % 1_999_999) as i64 - 999_999);
+    let numbers =
+        (0..count as u64).map(move |index| (splitmix64(seed ^ (index << 20)) % 1_999_999) as i64 - 999_999);
     let total = numbers.clone().sum();
     (numbers, total)
 }
@@ -203,20 +201,15 @@ pub fn verify_broadcast<'a>(
     let split = line.windows(2).position(|pair| pair == b": ")?;
     let (addr, message) = (&line[..split], &line[split + 2..]);
     let mut fields = message.split(|&byte| byte == b'.');
-    let mut hex = || -> Option<u64> {
-        u64::from_str_radix(std::str::from_utf8(fields.next()?).ok()?, 16).ok()
-    };
+    let mut hex =
+        || -> Option<u64> { u64::from_str_radix(std::str::from_utf8(fields.next()?).ok()?, 16).ok() };
     let (sender, seq, intended_ns, sent_ns) = (u32::try_from(hex()?).ok()?, hex()?, hex()?, hex()?);
     if sender_addr(sender)?.as_bytes() != addr {
         return None;
     }
     scratch.clear();
     broadcast_message(sender, seq, intended_ns, sent_ns, size, scratch);
-    (scratch.as_slice() == message).then_some(Delivery {
-        sender,
-        intended_ns,
-        sent_ns,
-    })
+    (scratch.as_slice() == message).then_some(Delivery { sender, intended_ns, sent_ns })
 }
 
 #[cfg(test)]
@@ -262,10 +255,7 @@ mod tests {
     fn uppercase_expects_full_unicode_uppercasing() {
         let payload = String::from_utf8(request(Workload::Uppercase, 1, 0, 200)).unwrap();
         assert!(payload.contains('ß') && !payload.is_ascii());
-        assert_eq!(
-            expected(Workload::Uppercase, 1, 0, 200),
-            payload.to_uppercase()
-        );
+        assert_eq!(expected(Workload::Uppercase, 1, 0, 200), payload.to_uppercase());
     }
 
     /// Sum requests parse back to the expected total with evloop's own sum.
@@ -290,11 +280,7 @@ mod tests {
         let mut scratch = Vec::new();
         assert_eq!(
             verify_broadcast(&line, 64, addrs, &mut scratch),
-            Some(Delivery {
-                sender: 5,
-                intended_ns: 1000,
-                sent_ns: 1200
-            })
+            Some(Delivery { sender: 5, intended_ns: 1000, sent_ns: 1200 })
         );
         let mut wrong_addr = b"127.0.0.1:4001: ".to_vec();
         wrong_addr.extend_from_slice(&message);
@@ -302,9 +288,6 @@ mod tests {
         let mut damaged = line.clone();
         *damaged.last_mut().unwrap() ^= 1;
         assert_eq!(verify_broadcast(&damaged, 64, addrs, &mut scratch), None);
-        assert_eq!(
-            verify_broadcast(b"127.0.0.1:4000: sync", 64, addrs, &mut scratch),
-            None
-        );
+        assert_eq!(verify_broadcast(b"127.0.0.1:4000: sync", 64, addrs, &mut scratch), None);
     }
 }

@@ -81,24 +81,12 @@ impl Reactor {
         }
         let entry = self.conns.vacant_entry();
         let key = entry.key();
-        debug_assert!(
-            key < FIRST_LISTENER,
-            "connection keys stay below the listener tokens"
-        );
-        if let Err(error) =
-            self.poll
-                .registry()
-                .register(&mut stream, Token(key), Interest::READABLE)
-        {
+        debug_assert!(key < FIRST_LISTENER, "connection keys stay below the listener tokens");
+        if let Err(error) = self.poll.registry().register(&mut stream, Token(key), Interest::READABLE) {
             error!("register failed; peer={peer} error={error}");
             return;
         }
-        let mut conn = Connection::new(
-            stream,
-            peer,
-            service,
-            self.services[service].codec.decoder(),
-        );
+        let mut conn = Connection::new(stream, peer, service, self.services[service].codec.decoder());
         conn.member_index = self.services[service].join(key);
         if let Some(wheel) = &mut self.idle {
             conn.last_active = self.now_tick;
@@ -106,17 +94,9 @@ impl Reactor {
         }
         let conn = entry.insert(conn);
         self.stats.connections_accepted += 1;
-        debug!(
-            "opened; conn={key} peer={} service={}",
-            conn.peer, self.services[service].name
-        );
-        let from = Peer {
-            id: ConnId(key),
-            addr: &conn.peer,
-        };
-        self.services[service]
-            .handler
-            .on_connect(from, &mut self.outbox);
+        debug!("opened; conn={key} peer={} service={}", conn.peer, self.services[service].name);
+        let from = Peer { id: ConnId(key), addr: &conn.peer };
+        self.services[service].handler.on_connect(from, &mut self.outbox);
         self.carry_out(key, service);
     }
 
@@ -128,9 +108,7 @@ impl Reactor {
     fn turn_away(&mut self, mut stream: Stream, peer: &PeerAddr, service: usize) {
         self.stats.connections_rejected += 1;
         let mut reply = Vec::new();
-        self.services[service]
-            .codec
-            .encode(b"ERR server full", &mut reply);
+        self.services[service].codec.encode(b"ERR server full", &mut reply);
         let _ = stream.read(&mut self.read_buf);
         let _ = stream.write(&reply);
         let _ = stream.shutdown_write();

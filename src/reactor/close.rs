@@ -54,8 +54,7 @@ impl Reactor {
                 self.remove(key, reason);
             }
         }
-        self.owed
-            .retain(|token| token.0 >= FIRST_LISTENER || self.conns.contains(token.0));
+        self.owed.retain(|token| token.0 >= FIRST_LISTENER || self.conns.contains(token.0));
     }
 
     fn remove(&mut self, key: usize, reason: CloseReason) {
@@ -75,10 +74,9 @@ impl Reactor {
             CloseReason::Error(error) if client_went_away(error) => {
                 debug!("closed; conn={key} peer={} reason=\"{error}\"", conn.peer);
             }
-            CloseReason::Error(error) => error!(
-                "closed on error; conn={key} peer={} error={error}",
-                conn.peer
-            ),
+            CloseReason::Error(error) => {
+                error!("closed on error; conn={key} peer={} error={error}", conn.peer)
+            }
             CloseReason::SlowConsumer => {
                 self.stats.closed_slow += 1;
                 warn!(
@@ -93,22 +91,15 @@ impl Reactor {
             CloseReason::Finished(why) => {
                 debug!("closed; conn={key} peer={} reason={why:?}", conn.peer)
             }
-            CloseReason::DrainDeadline => debug!(
-                "closed; conn={key} peer={} reason=drain_deadline",
-                conn.peer
-            ),
-            CloseReason::LingerTimeout => debug!(
-                "closed; conn={key} peer={} reason=linger_timeout",
-                conn.peer
-            ),
+            CloseReason::DrainDeadline => {
+                debug!("closed; conn={key} peer={} reason=drain_deadline", conn.peer)
+            }
+            CloseReason::LingerTimeout => {
+                debug!("closed; conn={key} peer={} reason=linger_timeout", conn.peer)
+            }
         }
-        let peer = Peer {
-            id: ConnId(key),
-            addr: &conn.peer,
-        };
-        self.services[service]
-            .handler
-            .on_disconnect(peer, &mut self.outbox);
+        let peer = Peer { id: ConnId(key), addr: &conn.peer };
+        self.services[service].handler.on_disconnect(peer, &mut self.outbox);
         self.carry_out(key, service);
         // Dropping the socket closes it, which also takes it out of the epoll set: no
         // `deregister` syscall needed.
@@ -119,8 +110,5 @@ impl Reactor {
 /// Errors that just mean the client left abruptly: not worth more than a debug line.
 fn client_went_away(error: &io::Error) -> bool {
     use io::ErrorKind::*;
-    matches!(
-        error.kind(),
-        ConnectionReset | BrokenPipe | ConnectionAborted | TimedOut | UnexpectedEof
-    )
+    matches!(error.kind(), ConnectionReset | BrokenPipe | ConnectionAborted | TimedOut | UnexpectedEof)
 }

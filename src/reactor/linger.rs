@@ -38,9 +38,7 @@ impl Reactor {
         conn.reading = Reading::Lingering { until_ms };
         if conn.registered != Interest::READABLE {
             if let Err(error) =
-                self.poll
-                    .registry()
-                    .reregister(&mut conn.stream, Token(key), Interest::READABLE)
+                self.poll.registry().reregister(&mut conn.stream, Token(key), Interest::READABLE)
             {
                 return self.close_later(key, CloseReason::Error(error));
             }
@@ -93,10 +91,8 @@ impl Reactor {
                 break;
             }
             self.lingering.pop_front();
-            let still_lingering = self
-                .conns
-                .get(key)
-                .is_some_and(|conn| conn.reading == Reading::Lingering { until_ms });
+            let still_lingering =
+                self.conns.get(key).is_some_and(|conn| conn.reading == Reading::Lingering { until_ms });
             if still_lingering {
                 self.close_later(key, CloseReason::LingerTimeout);
             }

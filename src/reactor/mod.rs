@@ -24,6 +24,7 @@ mod idle;
 mod input;
 mod linger;
 mod output;
+mod trace;
 
 use std::collections::VecDeque;
 use std::io;
@@ -49,6 +50,7 @@ use crate::service::Service;
 use crate::stats::{Reporter, Stats};
 use crate::timer_wheel::{Entry, TimerWheel};
 use crate::transport::{Listener, remove_socket_file};
+use trace::WakeupTrace;
 
 pub(crate) use close::CloseReason;
 
@@ -84,6 +86,7 @@ pub(crate) struct Limits {
     pub max_frame: usize,
     pub max_output: usize,
     pub drain_timeout: Duration,
+    pub work_per_message: Duration,
 }
 
 /// A listening socket and what it feeds.
@@ -149,6 +152,8 @@ pub(crate) struct Reactor {
     accept_log: LogThrottle,
     misbehaving_log: LogThrottle,
     started: Instant,
+    /// Which clients each wakeup served, for `trace` logging.
+    trace: WakeupTrace,
 }
 
 /// What a finished run did, for the one-line summary printed at exit.
@@ -204,26 +209,15 @@ impl Reactor {
         let (handle, commands) = ServerHandle::new(poll.registry(), WAKER)?;
         let signals = if handle_signals {
             let mut signals = Signals::new([SIGINT, SIGTERM])?;
-            poll.registry()
-                .register(&mut signals, SIGNALS, Interest::READABLE)?;
+            poll.registry().register(&mut signals, SIGNALS, Interest::READABLE)?;
             Some(signals)
         } else {
             None
         };
         let mut slots = Vec::with_capacity(listeners.len());
         for (index, (mut listener, addr, service)) in listeners.into_iter().enumerate() {
-            poll.registry().register(
-                &mut listener,
-                Token(FIRST_LISTENER + index),
-                Interest::READABLE,
-            )?;
-            slots.push(ListenerSlot {
-                listener,
-                addr,
-                service,
-                paused_until: None,
-                owed: false,
-            });
+            poll.registry().register(&mut listener, Token(FIRST_LISTENER + index), Interest::READABLE)?;
+            slots.push(ListenerSlot { listener, addr, service, paused_until: None, owed: false });
         }
         let now = Instant::now();
         let reactor = Reactor {
@@ -238,15 +232,11 @@ impl Reactor {
             owed: Vec::new(),
             flush_queue: Vec::new(),
             close_queue: Vec::new(),
-            idle: config
-                .idle_timeout
-                .map(|timeout| TimerWheel::new(timeout, now)),
+            idle: config.idle_timeout.map(|timeout| TimerWheel::new(timeout, now)),
             due: Vec::new(),
             now_tick: 0,
             stats: Stats::default(),
-            reporter: config
-                .stats_interval
-                .map(|interval| Reporter::new(interval, now)),
+            reporter: config.stats_interval.map(|interval| Reporter::new(interval, now)),
             commands,
             signals,
             lingering: VecDeque::new(),
@@ -256,6 +246,7 @@ impl Reactor {
             accept_log: LogThrottle::new(Duration::from_secs(1)),
             misbehaving_log: LogThrottle::new(Duration::from_secs(1)),
             started: now,
+            trace: WakeupTrace::default(),
         };
         Ok((reactor, handle))
     }
@@ -283,6 +274,7 @@ impl Reactor {
             if let Some(wheel) = &self.idle {
                 self.now_tick = wheel.now_tick(woke);
             }
+            self.trace.begin(&self.stats);
             let mut event_count = 0;
             for event in events.iter() {
                 event_count += 1;
@@ -294,6 +286,7 @@ impl Reactor {
             self.close_queued();
             let busy = woke.elapsed();
             self.stats.record_wakeup(event_count, busy);
+            self.trace.finish(self.stats.wakeups, event_count, busy, &self.stats);
             if let Some(reporter) = &mut self.reporter {
                 reporter.note_wakeup(busy);
                 self.stats.connections_open = self.conns.len();
@@ -321,19 +314,13 @@ impl Reactor {
         if !self.owed.is_empty() || !self.flush_queue.is_empty() || !self.close_queue.is_empty() {
             return Some(Duration::ZERO);
         }
-        let accept_resume = self
-            .listeners
-            .iter()
-            .filter_map(|slot| slot.paused_until)
-            .min();
+        let accept_resume = self.listeners.iter().filter_map(|slot| slot.paused_until).min();
         [
             self.idle.as_ref().and_then(TimerWheel::next_due),
             self.reporter.as_ref().map(Reporter::next_due),
             accept_resume,
             self.draining,
-            self.lingering
-                .front()
-                .map(|&(until_ms, _)| self.started + Duration::from_millis(until_ms)),
+            self.lingering.front().map(|&(until_ms, _)| self.started + Duration::from_millis(until_ms)),
         ]
         .into_iter()
         .flatten()
@@ -358,10 +345,15 @@ impl Reactor {
                     self.queue_flush(key);
                 }
                 if event.is_readable() || event.is_read_closed() || event.is_error() {
+                    let mark = self.trace.mark(&self.stats);
                     // Stopping at a short read is safe only when the event did not already
                     // announce the end of the stream: no new edge would come for it.
                     let drain = event.is_read_closed() || event.is_error();
                     self.read_from(key, drain);
+                    if let Some(mark) = mark {
+                        let peer = self.conns.get(key).map(|conn| conn.peer.clone());
+                        self.trace.served(key, peer, mark, &self.stats);
+                    }
                 }
             }
         }
@@ -469,12 +461,7 @@ impl Reactor {
 
     /// Closes, unflushed, whatever is still open at the drain deadline.
     fn cut_off_at_deadline(&mut self) {
-        let keys: Vec<usize> = self
-            .conns
-            .iter()
-            .filter(|(_, c)| !c.closing)
-            .map(|(key, _)| key)
-            .collect();
+        let keys: Vec<usize> = self.conns.iter().filter(|(_, c)| !c.closing).map(|(key, _)| key).collect();
         if !keys.is_empty() {
             warn!("drain deadline reached; cutting off conns={}", keys.len());
         }
@@ -495,11 +482,7 @@ impl Reactor {
     }
 
     fn stats_snapshot(&self) -> Stats {
-        Stats {
-            connections_open: self.conns.len(),
-            buffers: self.pool.stats(),
-            ..self.stats.clone()
-        }
+        Stats { connections_open: self.conns.len(), buffers: self.pool.stats(), ..self.stats.clone() }
     }
 }
 
@@ -507,10 +490,7 @@ impl Reactor {
 /// open-file limit allows, and a configured value above that is warned about plainly.
 fn resolve_limits(config: &ServerConfig) -> Limits {
     let file_limit = rlimit::file_limit().map(|limit| limit.soft).unwrap_or(1024);
-    let fits = usize::try_from(file_limit)
-        .unwrap_or(usize::MAX)
-        .saturating_sub(RESERVED_DESCRIPTORS)
-        .max(1);
+    let fits = usize::try_from(file_limit).unwrap_or(usize::MAX).saturating_sub(RESERVED_DESCRIPTORS).max(1);
     let max_connections = match config.max_connections {
         Some(wanted) => {
             if wanted > fits {
@@ -528,5 +508,6 @@ fn resolve_limits(config: &ServerConfig) -> Limits {
         max_frame: config.max_frame,
         max_output: config.max_output,
         drain_timeout: config.drain_timeout,
+        work_per_message: config.work_per_message,
     }
 }

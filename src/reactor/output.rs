@@ -98,11 +98,7 @@ impl Reactor {
     pub(super) fn flush_queued(&mut self) {
         let mut queue = std::mem::take(&mut self.flush_queue);
         for &key in &queue {
-            if self
-                .conns
-                .get(key)
-                .is_some_and(|conn| conn.queued_for_flush)
-            {
+            if self.conns.get(key).is_some_and(|conn| conn.queued_for_flush) {
                 self.flush(key);
             }
         }
@@ -162,10 +158,7 @@ impl Reactor {
         }
         if let Some(wanted) = conn.wanted_interest() {
             if wanted != conn.registered {
-                if let Err(error) =
-                    self.poll
-                        .registry()
-                        .reregister(&mut conn.stream, mio::Token(key), wanted)
+                if let Err(error) = self.poll.registry().reregister(&mut conn.stream, mio::Token(key), wanted)
                 {
                     error!("reregister failed; conn={key} error={error}");
                     self.close_later(key, CloseReason::Error(error));

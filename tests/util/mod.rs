@@ -36,27 +36,15 @@ impl TestServer {
             let spec: ListenSpec = spec.parse().expect("a valid listen spec");
             builder = builder.listen(&spec).expect("a known handler");
         }
-        let server = builder
-            .bind()
-            .expect("bind")
-            .spawn()
-            .expect("spawn the reactor");
-        TestServer {
-            server: Some(server),
-        }
+        let server = builder.bind().expect("bind").spawn().expect("spawn the reactor");
+        TestServer { server: Some(server) }
     }
 
     /// Serves what `builder` describes (for handlers of a test's own).
     pub fn from_builder(builder: evloop::server::ServerBuilder) -> TestServer {
         init_logging();
-        let server = builder
-            .bind()
-            .expect("bind")
-            .spawn()
-            .expect("spawn the reactor");
-        TestServer {
-            server: Some(server),
-        }
+        let server = builder.bind().expect("bind").spawn().expect("spawn the reactor");
+        TestServer { server: Some(server) }
     }
 
     /// The address of the `index`th listener.
@@ -82,11 +70,7 @@ impl TestServer {
 
     /// Shuts down gracefully and returns the summary.
     pub fn stop(mut self) -> RunSummary {
-        self.server
-            .take()
-            .expect("running")
-            .stop()
-            .expect("a clean stop")
+        self.server.take().expect("running").stop().expect("a clean stop")
     }
 }
 
@@ -100,10 +84,7 @@ pub fn connect(addr: SocketAddr) -> Client {
     let stream = TcpStream::connect(addr).expect("connect");
     stream.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
     stream.set_nodelay(true).unwrap();
-    Client {
-        reader: BufReader::new(stream.try_clone().unwrap()),
-        writer: stream,
-    }
+    Client { reader: BufReader::new(stream.try_clone().unwrap()), writer: stream }
 }
 
 impl Client {
@@ -125,13 +106,16 @@ impl Client {
             Ok(_) => {}
             Err(error) => panic!("reading a line failed: {error}"),
         }
-        assert_eq!(
-            line.pop(),
-            Some(b'\n'),
-            "a line ends with \\n: {:?}",
-            String::from_utf8_lossy(&line)
-        );
+        assert_eq!(line.pop(), Some(b'\n'), "a line ends with \\n: {:?}", String::from_utf8_lossy(&line));
         String::from_utf8(line).expect("a UTF-8 line")
+    }
+
+    /// Whether bytes arrive within `wait` (nothing is consumed).
+    pub fn has_data_within(&mut self, wait: Duration) -> bool {
+        self.writer.set_read_timeout(Some(wait)).unwrap();
+        let ready = self.reader.fill_buf().is_ok_and(|buffered| !buffered.is_empty());
+        self.writer.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
+        ready
     }
 
     /// Asserts the next line is `expected`.
@@ -197,11 +181,7 @@ pub struct ServerProcess {
 /// The command for the real binary, stdout and stderr piped.
 pub fn server_command(args: &[&str]) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_evloop-server"));
-    command
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+    command.args(args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
     command
 }
 
@@ -216,18 +196,12 @@ impl ServerProcess {
             let mut line = String::new();
             stdout.read_line(&mut line).expect("read a startup line");
             let line = line.trim_end().to_string();
-            let (_, addr) = line
-                .split_once(" listening on ")
-                .unwrap_or_else(|| panic!("not a startup line: {line:?}"));
+            let (_, addr) =
+                line.split_once(" listening on ").unwrap_or_else(|| panic!("not a startup line: {line:?}"));
             addrs.push(addr.parse().expect("a socket address"));
             startup_lines.push(line);
         }
-        ServerProcess {
-            child,
-            addrs,
-            startup_lines,
-            stdout,
-        }
+        ServerProcess { child, addrs, startup_lines, stdout }
     }
 
     pub fn pid(&self) -> i32 {

@@ -1,0 +1,171 @@
+//! Serving one client with blocking I/O: the read, decode, handle, write loop of every
+//! classic server, over the same codecs and handlers as the reactor.
+//!
+//! Each read's complete messages are handled and their replies written in one `write_all`,
+//! like the reactor does, so the models differ only in how clients share the CPU.
+
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, TcpStream};
+use std::time::{Duration, Instant};
+
+use super::ModelConfig;
+use crate::address::PeerAddr;
+use crate::codec::{Codec, FrameError};
+use crate::handler::{ConnId, Intent, Outbox, Peer, Recipient};
+use crate::work::busy_work;
+
+/// How often a blocked read wakes up to check whether the server is stopping.
+pub const STOP_CHECK: Duration = Duration::from_millis(100);
+/// How long a client the server closes gets to close its side (see `reactor/linger.rs`).
+const LINGER: Duration = Duration::from_secs(2);
+/// The read buffer of one blocking connection.
+const READ_BUFFER: usize = 16 * 1024;
+
+/// What a connection needs from its model: the handler, and the way to reach other clients.
+pub trait Room {
+    /// Runs the handler on one message.
+    fn handle(&mut self, from: Peer<'_>, message: &[u8], out: &mut Outbox);
+    /// Delivers `payload` (not yet framed) to `to`, a recipient other than the sender.
+    fn deliver(&mut self, sender: ConnId, to: Recipient, payload: &[u8]);
+}
+
+/// Messages one connection handled and sent.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Served {
+    /// Decoded and handled.
+    pub messages_in: u64,
+    /// Replies written to this client.
+    pub messages_out: u64,
+}
+
+/// A connected client of a blocking model.
+#[derive(Debug)]
+pub struct Client {
+    /// Its socket (blocking).
+    pub stream: TcpStream,
+    /// Its id, as handlers see it.
+    pub id: ConnId,
+    /// Its address.
+    pub peer: PeerAddr,
+}
+
+/// Serves `client` until it leaves, the handler closes it, or `stop()` turns true. Its own
+/// replies go out through `write_own` (the threads model shares the socket's write side
+/// with other threads).
+pub fn serve(
+    client: Client,
+    codec: Codec,
+    config: &ModelConfig,
+    room: &mut dyn Room,
+    write_own: &mut dyn FnMut(&[u8]) -> io::Result<()>,
+    stop: &dyn Fn() -> bool,
+) -> io::Result<Served> {
+    let Client { mut stream, id, peer } = client;
+    let peer = &peer;
+    stream.set_read_timeout(Some(STOP_CHECK))?;
+    let mut served = Served::default();
+    let mut decoder = codec.decoder();
+    let mut input: Vec<u8> = Vec::new();
+    let mut buffer = vec![0; READ_BUFFER];
+    let mut outbox = Outbox::default();
+    let mut replies = Vec::new();
+    loop {
+        let read = match stream.read(&mut buffer) {
+            Ok(read) => read,
+            Err(error) if matches!(error.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+                if stop() {
+                    return Ok(served);
+                }
+                continue;
+            }
+            Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
+            Err(error) => return Err(error),
+        };
+        let at_end = read == 0;
+        input.extend_from_slice(&buffer[..read]);
+        let mut rest: &[u8] = &input;
+        let mut closing = false;
+        loop {
+            let decoded = if at_end && !rest.is_empty() {
+                // End of stream: an incomplete tail is a last message (or a cut-off frame).
+                let tail = rest;
+                rest = &[];
+                decoder.finish(tail, config.max_frame)
+            } else {
+                decoder.decode(&mut rest, config.max_frame)
+            };
+            let message = match decoded {
+                Ok(Some(message)) => message,
+                Ok(None) => break,
+                Err(error) => {
+                    encode_error(codec, &error, &mut replies);
+                    served.messages_out += 1;
+                    continue;
+                }
+            };
+            served.messages_in += 1;
+            busy_work(config.work);
+            room.handle(Peer { id, addr: peer }, message, &mut outbox);
+            for (intent, payload) in outbox.iter() {
+                match intent {
+                    Intent::Send { to: Recipient::Sender, .. } => {
+                        codec.encode(payload, &mut replies);
+                        served.messages_out += 1;
+                    }
+                    Intent::Send { to: Recipient::Conn(target), .. } if *target == id => {
+                        codec.encode(payload, &mut replies);
+                        served.messages_out += 1;
+                    }
+                    Intent::Send { to, .. } => room.deliver(id, *to, payload),
+                    Intent::Close => closing = true,
+                }
+            }
+            outbox.clear();
+            if closing {
+                break;
+            }
+        }
+        let used = input.len() - rest.len();
+        input.drain(..used);
+        if !replies.is_empty() {
+            write_own(&replies)?;
+            replies.clear();
+        }
+        if closing || stop() {
+            linger(&mut stream);
+            return Ok(served);
+        }
+        if at_end {
+            return Ok(served);
+        }
+    }
+}
+
+fn encode_error(codec: Codec, error: &FrameError, replies: &mut Vec<u8>) {
+    codec.encode(format!("ERR {error}").as_bytes(), replies);
+}
+
+/// Sends FIN after the last reply and waits (briefly) for the client to close, reading and
+/// dropping what it still sends: closing with unread input would reset the connection and
+/// lose replies not yet delivered.
+fn linger(stream: &mut TcpStream) {
+    let _ = stream.shutdown(Shutdown::Write);
+    let deadline = Instant::now() + LINGER;
+    let mut sink = [0; 4096];
+    while Instant::now() < deadline {
+        match stream.read(&mut sink) {
+            Ok(0) => return,
+            Ok(_) => {}
+            Err(error) if matches!(error.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {}
+            Err(_) => return,
+        }
+    }
+}
+
+/// Tells a client the server is full (frame by `codec`) and closes it.
+pub fn turn_away(mut stream: TcpStream, codec: Codec) {
+    let mut reply = Vec::new();
+    codec.encode(b"ERR server full", &mut reply);
+    let _ = stream.write_all(&reply);
+    let _ = stream.shutdown(Shutdown::Write);
+}

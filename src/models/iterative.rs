@@ -1,0 +1,116 @@
+//! The iterative model: one thread serves one client at a time. It accepts a client, serves
+//! it until it leaves, and only then accepts the next; everyone else waits in the kernel's
+//! backlog. This is the sequential server of the socket tutorials, kept to show what the
+//! reactor's interleaving buys.
+//!
+//! `broadcast` works, and shows the point: the only client connected is the sender, so
+//! every message reaches no one.
+
+use std::cell::{Cell, RefCell};
+use std::io;
+use std::os::fd::AsRawFd;
+use std::time::Instant;
+
+use log::{debug, info, warn};
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Token};
+use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook_mio::v1_0::Signals;
+
+use super::blocking::{self, Client, Room};
+use super::{BlockingService, ModelConfig};
+use crate::address::PeerAddr;
+use crate::handler::{ConnId, Handler, Outbox, Peer, Recipient};
+use crate::reactor::RunSummary;
+
+const SIGNALS: Token = Token(usize::MAX);
+
+/// The one client's room: its handler, and nobody else to deliver to.
+struct Alone<'a> {
+    handler: &'a mut dyn Handler,
+}
+
+impl Room for Alone<'_> {
+    fn handle(&mut self, from: Peer<'_>, message: &[u8], out: &mut Outbox) {
+        self.handler.on_message(from, message, out);
+    }
+
+    fn deliver(&mut self, _sender: ConnId, _to: Recipient, _payload: &[u8]) {
+        // No other client is connected while this one is served.
+    }
+}
+
+/// Serves `services` one client at a time until SIGINT/SIGTERM.
+pub fn run(mut services: Vec<BlockingService>, config: &ModelConfig) -> io::Result<RunSummary> {
+    let started = Instant::now();
+    let mut poll = Poll::new()?;
+    let mut events = Events::with_capacity(64);
+    let signals = RefCell::new(Signals::new([SIGINT, SIGTERM])?);
+    poll.registry().register(&mut *signals.borrow_mut(), SIGNALS, Interest::READABLE)?;
+    let mut listeners = Vec::new();
+    for (service, spec) in services.iter().enumerate() {
+        for (listener, _) in &spec.listeners {
+            listener.set_nonblocking(true)?;
+            let token = Token(listeners.len());
+            poll.registry().register(&mut SourceFd(&listener.as_raw_fd()), token, Interest::READABLE)?;
+            listeners.push((service, listener.try_clone()?));
+        }
+    }
+    info!("started; model=iterative listeners={}", listeners.len());
+    let stopping = Cell::new(false);
+    let stop = || {
+        if signals.borrow_mut().pending().next().is_some() {
+            stopping.set(true);
+        }
+        stopping.get()
+    };
+    let mut summary = RunSummary { workers: 1, ..RunSummary::default() };
+    let mut next_id = 0;
+    while !stop() {
+        if let Err(error) = poll.poll(&mut events, None) {
+            if error.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(error);
+        }
+        let ready: Vec<usize> =
+            events.iter().map(|event| event.token().0).filter(|&token| token != SIGNALS.0).collect();
+        for index in ready {
+            let (service, listener) = &listeners[index];
+            // Edge-triggered: take every waiting client, one after the other.
+            while !stop() {
+                let (stream, peer) = match listener.accept() {
+                    Ok(accepted) => accepted,
+                    Err(error) if error.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(error) => {
+                        warn!("accept failed; error={error}");
+                        break;
+                    }
+                };
+                stream.set_nonblocking(false)?;
+                let _ = stream.set_nodelay(true);
+                next_id += 1;
+                let id = ConnId(next_id);
+                let peer = PeerAddr::Tcp(peer);
+                debug!("serving; conn={id} peer={peer}");
+                let mut writer = stream.try_clone()?;
+                summary.stats.connections_accepted += 1;
+                let spec = &mut services[*service];
+                let mut room = Alone { handler: spec.handler.as_mut() };
+                let mut write_own = |bytes: &[u8]| io::Write::write_all(&mut writer, bytes);
+                let client = Client { stream, id, peer };
+                match blocking::serve(client, spec.codec, config, &mut room, &mut write_own, &stop) {
+                    Ok(served) => {
+                        summary.stats.messages_in += served.messages_in;
+                        summary.stats.messages_out += served.messages_out;
+                    }
+                    Err(error) => debug!("client failed; conn={id} error={error}"),
+                }
+                summary.stats.connections_closed += 1;
+            }
+        }
+    }
+    summary.uptime = started.elapsed();
+    info!("stopped; model=iterative {summary}");
+    Ok(summary)
+}

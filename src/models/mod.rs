@@ -1,0 +1,126 @@
+//! The classic server models, for comparison with the reactor (`--model`).
+//!
+//! - `iterative`: one thread; accept a client, serve it until it leaves, then the next (the
+//!   sequential server of the socket tutorials).
+//! - `threads`: one blocking thread per connection (the classic concurrent server).
+//! - `reactor`: the mio event loop this crate is about ([`crate::server`]).
+//!
+//! All three run the same handlers with the same codecs (see [`blocking`]), so what differs
+//! between them is only how one machine's CPUs are shared among clients. They exist to be
+//! measured side by side (docs/apparent-concurrency.md); the production server is the
+//! reactor, and only it enforces every limit (the models apply `--max-frame`,
+//! `--max-connections` and `--work-us`).
+
+pub mod blocking;
+pub mod iterative;
+pub mod threads;
+
+use std::fmt;
+use std::io;
+use std::str::FromStr;
+use std::time::Duration;
+
+use crate::address::ListenAddr;
+use crate::codec::Codec;
+use crate::config::ListenSpec;
+use crate::handler::Handler;
+use crate::handlers;
+use crate::reactor::RunSummary;
+use crate::server::{Listening, StartError};
+
+/// How the server shares its CPUs among clients.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Model {
+    /// The mio event loop: one thread, every client.
+    #[default]
+    Reactor,
+    /// One client at a time.
+    Iterative,
+    /// A thread per connection.
+    Threads,
+}
+
+impl FromStr for Model {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text {
+            "reactor" => Ok(Model::Reactor),
+            "iterative" => Ok(Model::Iterative),
+            "threads" => Ok(Model::Threads),
+            _ => Err(format!("unknown model '{text}': expected reactor, iterative or threads")),
+        }
+    }
+}
+
+impl fmt::Display for Model {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Model::Reactor => "reactor",
+            Model::Iterative => "iterative",
+            Model::Threads => "threads",
+        })
+    }
+}
+
+/// What the blocking models need to know.
+#[derive(Clone, Debug)]
+pub struct ModelConfig {
+    /// Longest message accepted.
+    pub max_frame: usize,
+    /// Most connections at once (threads model).
+    pub max_connections: usize,
+    /// CPU work per message.
+    pub work: Duration,
+}
+
+/// A service of a blocking model: a handler, its codec, its listeners.
+pub struct BlockingService {
+    /// The handler's name.
+    pub name: String,
+    /// The handler.
+    pub handler: Box<dyn Handler>,
+    /// Its codec.
+    pub codec: Codec,
+    /// Its bound listeners (blocking std sockets), with their real addresses.
+    pub listeners: Vec<(std::net::TcpListener, ListenAddr)>,
+}
+
+/// Binds `specs` for a blocking model (TCP only). Returns the services and the startup lines.
+pub fn bind(
+    specs: &[ListenSpec],
+    backlog: u32,
+) -> Result<(Vec<BlockingService>, Vec<Listening>), StartError> {
+    let mut services = Vec::new();
+    let mut listening = Vec::new();
+    for spec in specs {
+        let handler = handlers::by_name(&spec.handler)
+            .ok_or_else(|| StartError::Config(format!("unknown handler '{}'", spec.handler)))?;
+        let mut listeners = Vec::new();
+        for addr in &spec.addrs {
+            let ListenAddr::Tcp(socket_addr) = addr else {
+                return Err(StartError::Config(format!(
+                    "cannot listen on {addr}: the iterative and threads models serve TCP only"
+                )));
+            };
+            let listener: std::net::TcpListener =
+                crate::transport::listen_socket(*socket_addr, backlog, false)
+                    .map_err(|source| StartError::Bind { addr: addr.clone(), source })?
+                    .into();
+            let bound = ListenAddr::Tcp(listener.local_addr().map_err(StartError::Io)?);
+            listening.push(Listening { handler: spec.handler.clone(), addr: bound.clone() });
+            listeners.push((listener, bound));
+        }
+        services.push(BlockingService { name: spec.handler.clone(), handler, codec: spec.codec, listeners });
+    }
+    Ok((services, listening))
+}
+
+/// Runs `services` under `model` until SIGINT/SIGTERM.
+pub fn run(model: Model, services: Vec<BlockingService>, config: &ModelConfig) -> io::Result<RunSummary> {
+    match model {
+        Model::Iterative => iterative::run(services, config),
+        Model::Threads => threads::run(services, config),
+        Model::Reactor => Err(io::Error::new(io::ErrorKind::InvalidInput, "the reactor runs through Server")),
+    }
+}

@@ -1,0 +1,202 @@
+//! The thread-per-connection model: each client gets a blocking thread of its own, and the
+//! kernel shares the CPUs among them. The classic concurrent server, kept to compare with
+//! the reactor: simple code, but a thread (stack, scheduling, context switches) per client.
+//!
+//! Handlers are shared by all of a service's threads behind a mutex. Other clients are
+//! reached through their sockets' write sides, also behind mutexes; a client that does not
+//! read blocks whoever writes to it, for up to [`WRITE_TIMEOUT`], and is then dropped.
+
+use std::collections::HashMap;
+use std::io::{self, Write};
+use std::net::{Shutdown, TcpStream};
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use log::{debug, info, warn};
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Token};
+use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook_mio::v1_0::Signals;
+
+use super::blocking::{self, Client, Room};
+use super::{BlockingService, ModelConfig};
+use crate::address::PeerAddr;
+use crate::codec::Codec;
+use crate::handler::{ConnId, Handler, Outbox, Peer, Recipient};
+use crate::reactor::RunSummary;
+
+const SIGNALS: Token = Token(usize::MAX);
+/// Stack of a connection thread: enough for a handler and a codec, small enough for
+/// thousands of threads.
+const STACK_SIZE: usize = 256 * 1024;
+/// How long a write to another client may block before that client is dropped.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A service's state, shared by its connection threads.
+struct Shared {
+    codec: Codec,
+    handler: Mutex<Box<dyn Handler>>,
+    /// Each connected client's socket, for writing to it; the mutex keeps writes whole.
+    members: Mutex<HashMap<ConnId, Arc<Mutex<TcpStream>>>>,
+}
+
+fn lock<T: ?Sized>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A thread that panicked while holding a lock leaves plain data behind; carry on.
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl Room for Arc<Shared> {
+    fn handle(&mut self, from: Peer<'_>, message: &[u8], out: &mut Outbox) {
+        lock(&self.handler).on_message(from, message, out);
+    }
+
+    fn deliver(&mut self, sender: ConnId, to: Recipient, payload: &[u8]) {
+        let targets: Vec<(ConnId, Arc<Mutex<TcpStream>>)> = {
+            let members = lock(&self.members);
+            match to {
+                Recipient::Sender => members.get(&sender).map(|w| (sender, w.clone())).into_iter().collect(),
+                Recipient::Conn(id) => members.get(&id).map(|w| (id, w.clone())).into_iter().collect(),
+                Recipient::AllExcept(except) => {
+                    members.iter().filter(|(id, _)| **id != except).map(|(id, w)| (*id, w.clone())).collect()
+                }
+            }
+        };
+        let mut framed = Vec::new();
+        self.codec.encode(payload, &mut framed);
+        for (id, writer) in targets {
+            if lock(&writer).write_all(&framed).is_err() {
+                warn!("dropping a client that does not read; conn={id}");
+                let _ = lock(&writer).shutdown(Shutdown::Both);
+                lock(&self.members).remove(&id);
+            }
+        }
+    }
+}
+
+/// Counters the connection threads add to.
+#[derive(Default)]
+struct Counters {
+    accepted: AtomicU64,
+    messages_in: AtomicU64,
+    messages_out: AtomicU64,
+    open: AtomicUsize,
+}
+
+/// Serves `services` with a thread per connection until SIGINT/SIGTERM.
+pub fn run(services: Vec<BlockingService>, config: &ModelConfig) -> io::Result<RunSummary> {
+    let started = Instant::now();
+    let mut poll = Poll::new()?;
+    let mut events = Events::with_capacity(256);
+    let mut signals = Signals::new([SIGINT, SIGTERM])?;
+    poll.registry().register(&mut signals, SIGNALS, Interest::READABLE)?;
+    let mut listeners = Vec::new();
+    let mut shared = Vec::new();
+    for service in services {
+        let state = Arc::new(Shared {
+            codec: service.codec,
+            handler: Mutex::new(service.handler),
+            members: Mutex::new(HashMap::new()),
+        });
+        for (listener, _) in service.listeners {
+            listener.set_nonblocking(true)?;
+            poll.registry().register(
+                &mut SourceFd(&listener.as_raw_fd()),
+                Token(listeners.len()),
+                Interest::READABLE,
+            )?;
+            listeners.push((state.clone(), listener));
+        }
+        shared.push(state);
+    }
+    info!("started; model=threads listeners={}", listeners.len());
+    let stop = Arc::new(AtomicBool::new(false));
+    let counters = Arc::new(Counters::default());
+    let mut threads: Vec<JoinHandle<()>> = Vec::new();
+    let mut next_id = 0;
+    'serve: loop {
+        if let Err(error) = poll.poll(&mut events, None) {
+            if error.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(error);
+        }
+        for event in &events {
+            if event.token() == SIGNALS {
+                if signals.pending().next().is_some() {
+                    break 'serve;
+                }
+                continue;
+            }
+            let (state, listener) = &listeners[event.token().0];
+            loop {
+                let (stream, peer) = match listener.accept() {
+                    Ok(accepted) => accepted,
+                    Err(error) if error.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(error) => {
+                        warn!("accept failed; error={error}");
+                        break;
+                    }
+                };
+                stream.set_nonblocking(false)?;
+                let _ = stream.set_nodelay(true);
+                if counters.open.load(Ordering::Acquire) >= config.max_connections {
+                    blocking::turn_away(stream, state.codec);
+                    continue;
+                }
+                next_id += 1;
+                let id = ConnId(next_id);
+                let writer = stream.try_clone()?;
+                writer.set_write_timeout(Some(WRITE_TIMEOUT))?;
+                let writer = Arc::new(Mutex::new(writer));
+                lock(&state.members).insert(id, writer.clone());
+                counters.open.fetch_add(1, Ordering::AcqRel);
+                counters.accepted.fetch_add(1, Ordering::Relaxed);
+                let (mut room, stop, counters, config) =
+                    (state.clone(), stop.clone(), counters.clone(), config.clone());
+                let thread = std::thread::Builder::new()
+                    .name(format!("conn-{id}"))
+                    .stack_size(STACK_SIZE)
+                    .spawn(move || {
+                        let peer = PeerAddr::Tcp(peer);
+                        let mut write_own = |bytes: &[u8]| lock(&writer).write_all(bytes);
+                        let should_stop = || stop.load(Ordering::Acquire);
+                        let codec = room.codec;
+                        let client = Client { stream, id, peer };
+                        match blocking::serve(client, codec, &config, &mut room, &mut write_own, &should_stop)
+                        {
+                            Ok(served) => {
+                                counters.messages_in.fetch_add(served.messages_in, Ordering::Relaxed);
+                                counters.messages_out.fetch_add(served.messages_out, Ordering::Relaxed);
+                            }
+                            Err(error) => debug!("client failed; conn={id} error={error}"),
+                        }
+                        lock(&room.members).remove(&id);
+                        counters.open.fetch_sub(1, Ordering::AcqRel);
+                    })?;
+                threads.push(thread);
+            }
+            threads.retain(|thread| !thread.is_finished());
+        }
+    }
+    info!("stopping; model=threads threads={}", threads.len());
+    stop.store(true, Ordering::Release);
+    for thread in threads {
+        let _ = thread.join();
+    }
+    let summary = RunSummary {
+        uptime: started.elapsed(),
+        workers: 1,
+        stats: crate::stats::Stats {
+            connections_accepted: counters.accepted.load(Ordering::Acquire),
+            messages_in: counters.messages_in.load(Ordering::Acquire),
+            messages_out: counters.messages_out.load(Ordering::Acquire),
+            ..Default::default()
+        },
+        cut_at_deadline: 0,
+    };
+    info!("stopped; model=threads {summary}");
+    Ok(summary)
+}

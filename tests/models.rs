@@ -1,0 +1,259 @@
+//! The three server models (`--model reactor|iterative|threads`) with the same handlers,
+//! and the instruments that make the reactor's interleaving visible.
+
+mod util;
+
+use std::io::{BufRead, BufReader, ErrorKind, Read};
+use std::process::Command;
+use std::sync::mpsc::{self, Receiver};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use util::{ServerProcess, TestServer, connect, server_command};
+
+const ALL_HANDLERS: [&str; 8] = [
+    "--listen",
+    "echo=127.0.0.1:0",
+    "--listen",
+    "uppercase=127.0.0.1:0",
+    "--listen",
+    "sum=127.0.0.1:0",
+    "--listen",
+    "broadcast=127.0.0.1:0",
+];
+
+fn start_model(model: &str, extra: &[&str]) -> ServerProcess {
+    let mut args = vec!["--model", model];
+    args.extend(ALL_HANDLERS);
+    args.extend(extra);
+    ServerProcess::start(server_command(&args), 4)
+}
+
+/// Starts the binary with `args` and `RUST_LOG`, collecting stderr lines in a channel.
+fn start_logged(args: &[&str], listeners: usize, log: &str) -> (ServerProcess, Receiver<String>) {
+    let mut command = server_command(args);
+    command.env("RUST_LOG", log);
+    let mut server = ServerProcess::start(command, listeners);
+    let (lines, received) = mpsc::channel();
+    let stderr = BufReader::new(server.stderr());
+    thread::spawn(move || {
+        for line in stderr.lines().map_while(Result::ok) {
+            let _ = lines.send(line);
+        }
+    });
+    (server, received)
+}
+
+#[track_caller]
+fn wait_for_log(logs: &Receiver<String>, needle: &str) -> String {
+    loop {
+        let line =
+            logs.recv_timeout(util::READ_TIMEOUT).unwrap_or_else(|_| panic!("no log line with {needle:?}"));
+        if line.contains(needle) {
+            return line;
+        }
+    }
+}
+
+/// Runs evloop-load against `addr`; asserts every reply verified.
+#[track_caller]
+fn load_verifies(addr: std::net::SocketAddr, workload: &str, connections: &str) {
+    let output = Command::new(env!("CARGO_BIN_EXE_evloop-load"))
+        .args([
+            "--target",
+            &addr.to_string(),
+            "--workload",
+            workload,
+            "-c",
+            connections,
+            "-n",
+            "300",
+            "--no-progress",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(0), "{}", String::from_utf8_lossy(&output.stdout));
+}
+
+/// Each model serves echo, uppercase and sum correctly, one client or several.
+#[test]
+fn every_model_serves_every_handler() {
+    for model in ["reactor", "iterative", "threads"] {
+        let server = start_model(model, &[]);
+        let mut echo = connect(server.addrs[0]);
+        echo.roundtrip("hello", "hello");
+        drop(echo);
+        let mut upper = connect(server.addrs[1]);
+        upper.roundtrip("straße", "STRASSE");
+        upper.send(b"\xff\n");
+        upper.expect("ERR invalid UTF-8");
+        drop(upper);
+        let mut sum = connect(server.addrs[2]);
+        sum.roundtrip("50,40", "90");
+        sum.roundtrip("1,x", "ERR not an integer: 'x'");
+        drop(sum);
+        // Iterative serves one client at a time, so its load runs use one connection.
+        let connections = if model == "iterative" { "1" } else { "8" };
+        for (index, workload) in ["echo", "uppercase", "sum"].into_iter().enumerate() {
+            load_verifies(server.addrs[index], workload, connections);
+        }
+    }
+}
+
+/// broadcast relays among three clients in the reactor and threads models.
+#[test]
+fn broadcast_relays_in_the_concurrent_models() {
+    for model in ["reactor", "threads"] {
+        let server = start_model(model, &[]);
+        let mut clients: Vec<_> = (0..3).map(|_| connect(server.addrs[3])).collect();
+        // Accepting is asynchronous: the room is complete once the others have seen one of
+        // the first client's messages (the server relays in order).
+        let mut synced = [true, false, false];
+        while !synced.iter().all(|&done| done) {
+            clients[0].send_line("sync");
+            for (index, client) in clients.iter_mut().enumerate().skip(1) {
+                synced[index] |= client.has_data_within(Duration::from_millis(20));
+            }
+        }
+        let sender = clients[1].local_addr();
+        clients[1].send_line("hello from one");
+        for index in [0, 2] {
+            assert_eq!(
+                next_non_sync(&mut clients[index]),
+                format!("{sender}: hello from one"),
+                "model {model}"
+            );
+        }
+    }
+}
+
+/// The next line that is not one of the sync messages.
+fn next_non_sync(client: &mut util::Client) -> String {
+    loop {
+        let line = client.line();
+        if !line.ends_with(": sync") {
+            return line;
+        }
+    }
+}
+
+/// broadcast in the iterative model: the only client connected is the sender, so its
+/// messages reach no one (and are still counted).
+#[test]
+fn broadcast_in_the_iterative_model_reaches_no_one() {
+    let server = start_model("iterative", &[]);
+    let mut talker = connect(server.addrs[3]);
+    talker.send(b"one\ntwo\n");
+    talker.finish_sending();
+    talker.expect_closed();
+    server.signal(libc::SIGTERM);
+    let (code, stdout) = server.wait();
+    assert_eq!(code, Some(0));
+    assert!(stdout.contains("2 messages in, 0 out"), "{stdout}");
+}
+
+/// The iterative model serves one client at a time: a second client gets no reply while
+/// the first is connected, and gets it once the first leaves. The threads model, for
+/// contrast, answers it at once.
+#[test]
+fn iterative_serves_one_client_at_a_time() {
+    let server = start_model("iterative", &[]);
+    let mut first = connect(server.addrs[0]);
+    first.roundtrip("first", "first");
+    let mut second = connect(server.addrs[0]);
+    second.send_line("second");
+    // Many round trips of the first client: a concurrent server would have answered the
+    // second long before these complete.
+    for index in 0..50 {
+        first.roundtrip(&format!("again {index}"), &format!("again {index}"));
+    }
+    second.stream().set_nonblocking(true).unwrap();
+    let mut probe = [0; 16];
+    let waiting = second.stream().try_clone().unwrap().read(&mut probe);
+    assert!(
+        matches!(&waiting, Err(error) if error.kind() == ErrorKind::WouldBlock),
+        "the second client was answered while the first was connected: {waiting:?}"
+    );
+    second.stream().set_nonblocking(false).unwrap();
+    drop(first);
+    second.expect("second");
+
+    let threads = start_model("threads", &[]);
+    let mut first = connect(threads.addrs[0]);
+    first.roundtrip("first", "first");
+    let mut second = connect(threads.addrs[0]);
+    second.roundtrip("second", "second");
+    first.roundtrip("still first", "still first");
+}
+
+/// The reactor's counters add up: messages counted equal messages sent, and the
+/// events-per-wakeup histogram covers every wakeup.
+#[test]
+fn stats_counters_add_up() {
+    let server = TestServer::start(&["echo=127.0.0.1:0"]);
+    let mut clients: Vec<_> = (0..5).map(|_| connect(server.addr())).collect();
+    let mut sent_bytes = 0;
+    for round in 0..20 {
+        for (index, client) in clients.iter_mut().enumerate() {
+            let line = format!("round {round} from {index}");
+            sent_bytes += line.len() + 1;
+            client.roundtrip(&line, &line);
+        }
+    }
+    let stats = server.stats();
+    assert_eq!(stats.messages_in, 100);
+    assert_eq!(stats.messages_out, 100);
+    assert_eq!(stats.bytes_in, sent_bytes as u64);
+    assert_eq!(stats.bytes_out, sent_bytes as u64);
+    assert_eq!(stats.connections_accepted, 5);
+    assert_eq!(stats.events_per_wakeup.iter().sum::<u64>(), stats.wakeups);
+    assert!(stats.events >= 100, "at least one readiness event per message: {}", stats.events);
+    assert!(stats.longest_wakeup > Duration::ZERO);
+}
+
+/// trace logging shows, per wakeup, which clients were served and in what order.
+#[test]
+fn trace_shows_the_interleaving() {
+    let (server, logs) = start_logged(&["--listen", "echo=127.0.0.1:0"], 1, "evloop::reactor=trace");
+    let mut clients: Vec<_> = (0..3).map(|_| connect(server.addrs[0])).collect();
+    for client in &mut clients {
+        client.send(b"a\nb\n");
+    }
+    for client in &mut clients {
+        client.expect("a");
+        client.expect("b");
+    }
+    let line = wait_for_log(&logs, "2 msgs");
+    assert!(line.contains("wakeup "), "{line}");
+    assert!(line.contains(" | conn "), "{line}");
+    assert!(line.contains(" 127.0.0.1:"), "the clients are named by address: {line}");
+}
+
+/// --stats-interval logs connections, rates, events per wakeup and the worst loop lag.
+#[test]
+fn stats_interval_logs_a_line() {
+    let (server, logs) =
+        start_logged(&["--listen", "echo=127.0.0.1:0", "--stats-interval", "0.2"], 1, "info");
+    let mut client = connect(server.addrs[0]);
+    client.roundtrip("hi", "hi");
+    let line = wait_for_log(&logs, "stats; conns=1");
+    for field in ["msgs/s=", "wakeups/s=", "events/wakeup=", "worst_lag_ms="] {
+        assert!(line.contains(field), "{line}");
+    }
+}
+
+/// --work-us adds CPU work to every message, in every model: ten 20 ms messages take at
+/// least 200 ms to be answered, even pipelined.
+#[test]
+fn work_us_costs_time_per_message() {
+    for model in ["reactor", "iterative", "threads"] {
+        let server = start_model(model, &["--work-us", "20000"]);
+        let mut client = connect(server.addrs[0]);
+        let started = Instant::now();
+        client.send(b"1\n2\n3\n4\n5\n6\n7\n8\n9\n10\n");
+        for index in 1..=10 {
+            client.expect(&index.to_string());
+        }
+        assert!(started.elapsed() >= Duration::from_millis(200), "model {model}: {:?}", started.elapsed());
+    }
+}
