@@ -169,6 +169,38 @@ fn only_active_connections_send() {
     assert_eq!(report["messages"]["sent"], 200);
 }
 
+/// A sweep runs once per connection count and writes CSV and SVG.
+#[test]
+fn sweep_writes_csv_and_svg() {
+    let server = TestServer::start(&["echo=127.0.0.1:0"]);
+    let out = std::env::temp_dir().join(format!("evloop-sweep-test-{}", std::process::id()));
+    let output = Command::new(env!("CARGO_BIN_EXE_evloop-load"))
+        .args([
+            "--target",
+            &server.addr().to_string(),
+            "--sweep-connections",
+            "1,4",
+            "-d",
+            "200ms",
+            "--no-progress",
+        ])
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(0), "{}", String::from_utf8_lossy(&output.stderr));
+    let csv = std::fs::read_to_string(out.with_extension("csv")).unwrap();
+    let rows: Vec<&str> = csv.lines().collect();
+    assert_eq!(rows.len(), 3, "{csv}");
+    assert!(rows[0].starts_with("connections,msgs_per_s,p50_us"));
+    assert!(rows[1].starts_with("1,") && rows[2].starts_with("4,") && rows[2].ends_with(",true"), "{csv}");
+    let svg = std::fs::read_to_string(out.with_extension("svg")).unwrap();
+    assert!(svg.starts_with("<svg") && svg.contains("p99 latency"));
+    std::fs::remove_file(out.with_extension("csv")).unwrap();
+    std::fs::remove_file(out.with_extension("svg")).unwrap();
+    assert_eq!(server.stats().connections_accepted, 5);
+}
+
 /// A server that corrupts some replies: the loader reports mismatches, shows them, exits 1.
 #[test]
 fn wrong_server_is_caught() {

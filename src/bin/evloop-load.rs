@@ -5,12 +5,13 @@
 #![allow(rustdoc::broken_intra_doc_links)]
 
 use std::net::IpAddr;
+use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
 use evloop::load::sources::parse_sources;
-use evloop::load::{LoadConfig, Stop, Workload, processes};
+use evloop::load::{LoadConfig, Stop, Workload, processes, sweep};
 use evloop::units::{parse_bytes, parse_duration};
 use evloop::{Codec, ListenAddr};
 
@@ -111,7 +112,16 @@ struct Args {
     #[arg(long = "part-of-run", hide = true)]
     part_of_run: bool,
 
-    /// Print the final report as one JSON object on stdout
+    /// Run once per connection count instead (e.g. 1,10,100,1000,10000), each run as set
+    /// by the other flags; writes OUT.csv and OUT.svg (throughput and p99 against connections)
+    #[arg(long, value_name = "LIST", value_delimiter = ',', value_parser = clap::value_parser!(u32).range(1..))]
+    sweep_connections: Option<Vec<u32>>,
+
+    /// Where a sweep writes its results: OUT.csv and OUT.svg
+    #[arg(long, value_name = "OUT", default_value = "sweep")]
+    out: std::path::PathBuf,
+
+    /// Print the final report as one JSON object on stdout (a sweep: one per line)
     #[arg(long)]
     json: bool,
 
@@ -176,7 +186,7 @@ fn main() -> ExitCode {
         connect_rate: args.connect_rate,
         connect_timeout: args.connect_timeout,
         reply_timeout: args.reply_timeout,
-        sources: args.sources.map(|sources| sources.0).unwrap_or_default(),
+        sources: args.sources.clone().map(|sources| sources.0).unwrap_or_default(),
         threads: args.threads,
         active: args.active,
         first_id: args.first_id,
@@ -185,7 +195,8 @@ fn main() -> ExitCode {
     if let Err(message) = config.validate() {
         return usage_error(&message);
     }
-    let per_process = u64::from(config.connections.div_ceil(args.processes));
+    let largest = args.sweep_connections.as_ref().and_then(|counts| counts.iter().max().copied());
+    let per_process = u64::from(largest.unwrap_or(config.connections).div_ceil(args.processes));
     match evloop::rlimit::raise_file_limit() {
         Ok((_, limit)) if per_process + RESERVED_DESCRIPTORS > limit.soft => {
             return usage_error(&format!(
@@ -203,6 +214,9 @@ fn main() -> ExitCode {
     }
     if args.part_of_run {
         return run_part(&config);
+    }
+    if let Some(counts) = &args.sweep_connections {
+        return run_sweep(&config, counts, args.processes, !args.no_progress, args.json, &args.out);
     }
     let result = if args.processes > 1 {
         std::env::current_exe()
@@ -232,6 +246,59 @@ fn main() -> ExitCode {
         println!("{report}");
     }
     if report.ok { ExitCode::SUCCESS } else { ExitCode::from(1) }
+}
+
+/// `--sweep-connections`: one run per count, a table on stdout, CSV and SVG files.
+fn run_sweep(
+    config: &LoadConfig,
+    counts: &[u32],
+    processes: u32,
+    progress: bool,
+    json: bool,
+    out: &Path,
+) -> ExitCode {
+    let run_one = |config: &LoadConfig| {
+        if processes > 1 {
+            std::env::current_exe().and_then(|program| processes::run(config, processes, &program, false))
+        } else {
+            evloop::load::run(config, progress)
+        }
+    };
+    let show = |point: &sweep::Point| {
+        if json {
+            println!("{}", serde_json::to_string(&point.report).unwrap_or_default());
+        } else {
+            println!("{}", sweep::csv_row(point));
+        }
+    };
+    if !json {
+        println!("{}", sweep::CSV_HEADER);
+    }
+    let points = sweep::run(config, counts, |config| {
+        let report = run_one(config)?;
+        show(&sweep::Point { connections: config.connections, report: report.clone() });
+        Ok(report)
+    });
+    let points = match points {
+        Ok(points) => points,
+        Err(error) if error.kind() == std::io::ErrorKind::InvalidInput => {
+            return usage_error(&error.to_string());
+        }
+        Err(error) => {
+            eprintln!("evloop-load: {error}");
+            return ExitCode::from(1);
+        }
+    };
+    let (csv, svg) = (out.with_extension("csv"), out.with_extension("svg"));
+    let name = format!("{} against {}", config.workload, config.target);
+    let written =
+        sweep::write_csv(&csv, &points).and_then(|()| sweep::write_chart(&svg, &[(name, points.clone())]));
+    if let Err(error) = written {
+        eprintln!("evloop-load: cannot write {} / {}: {error}", csv.display(), svg.display());
+        return ExitCode::from(1);
+    }
+    eprintln!("evloop-load: wrote {} and {}", csv.display(), svg.display());
+    if points.iter().all(|point| point.report.ok) { ExitCode::SUCCESS } else { ExitCode::from(1) }
 }
 
 /// One part of a multi-process run: connect, report in, wait for the go, run, hand the

@@ -8,6 +8,7 @@
 //! the loader down (coordinated omission).
 //!
 //! # Layout
+//! - [`chart`]: line charts as SVG, for sweeps and benchmarks.
 //! - [`config`]: the run's settings, validated, and shared out over threads.
 //! - `engine`: one reactor thread driving its share of the connections.
 //! - [`workload`]: requests and the exact replies expected, for each handler.
@@ -19,7 +20,9 @@
 //! - [`pacer`]: open-loop pacing with a `timerfd`.
 //! - [`clock`]: the monotonic clock in nanoseconds.
 //! - [`sources`]: `--sources` address lists.
+//! - [`sweep`]: `--sweep-connections`: a run per connection count, as CSV and SVG.
 
+pub mod chart;
 pub mod clock;
 pub mod config;
 mod engine;
@@ -29,6 +32,7 @@ pub mod progress;
 pub mod report;
 pub mod shared;
 pub mod sources;
+pub mod sweep;
 pub mod tally;
 pub mod workload;
 
