@@ -48,12 +48,14 @@ const COLORS: [RGBColor; 6] = [
     RGBColor(0x8c, 0x56, 0x4b),
 ];
 
-/// Writes `panels` side by side into an SVG file at `path`.
+/// Writes `panels` into an SVG file at `path`, two to a row.
 pub fn write_svg(path: &Path, panels: &[Panel]) -> io::Result<()> {
-    let width = PANEL_WIDTH * panels.len().max(1) as u32;
-    let root = SVGBackend::new(path, (width, HEIGHT)).into_drawing_area();
+    let columns = panels.len().clamp(1, 2);
+    let rows = panels.len().div_ceil(columns).max(1);
+    let size = (PANEL_WIDTH * columns as u32, HEIGHT * rows as u32);
+    let root = SVGBackend::new(path, size).into_drawing_area();
     root.fill(&WHITE).map_err(to_io)?;
-    let areas = root.split_evenly((1, panels.len().max(1)));
+    let areas = root.split_evenly((rows, columns));
     for (area, panel) in areas.iter().zip(panels) {
         let (x, y) = (bounds(panel, |(x, _)| x, panel.log_x), bounds(panel, |(_, y)| y, panel.log_y));
         match (panel.log_x, panel.log_y) {
@@ -74,7 +76,8 @@ fn bounds(panel: &Panel, pick: fn(&(f64, f64)) -> &f64, log: bool) -> Range<f64>
     let high = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
     match (low.is_finite(), log) {
         (false, _) => 1.0..10.0,
-        (true, true) => low / 1.5..high * 1.5,
+        // Whole decades, so a log axis always has labelled powers of ten.
+        (true, true) => 10f64.powf(low.log10().floor())..10f64.powf(high.log10().ceil()).max(low * 10.0),
         (true, false) => (low.min(0.0))..(high * 1.1).max(low + 1.0),
     }
 }

@@ -1,0 +1,316 @@
+//! The experiments behind docs/apparent-concurrency.md: the same handlers served by the
+//! iterative, thread-per-connection and reactor models, measured side by side.
+//!
+//! Run:  cargo run --release --example models                    (both experiments, ~15 min)
+//!       cargo run --release --example models -- --counts 1,10,100 --seconds 2 --work ''
+//!
+//! 1. Connections: each model at 1 to 10,000 connections (closed loop, ping-pong): throughput,
+//!    p99 latency, the server's peak memory and threads. Server on cpu 0, loader on cpu 1.
+//! 2. `--work-us`: CPU work per message from 0 up, 100 connections: throughput of the reactor
+//!    (one thread), the reactor with two workers, and threads, all free to use both cores
+//!    (unpinned), and p99 latency at a fixed rate. Where the one thread saturates is where a
+//!    single thread stops being enough.
+//!
+//! Writes docs/data/*.csv and docs/charts/*.svg (or under --out).
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use clap::Parser;
+use evloop::load::chart::{Panel, Series, write_svg};
+use serde_json::Value;
+
+/// See the module documentation.
+#[derive(Parser, Debug)]
+struct Args {
+    /// Connection counts for experiment 1
+    #[arg(long, value_delimiter = ',', default_value = "1,10,100,1000,10000")]
+    counts: Vec<u32>,
+    /// Measured seconds per run (after a 1 s warmup)
+    #[arg(long, default_value_t = 5)]
+    seconds: u32,
+    /// Work per message (us) for experiment 2; empty to skip it
+    #[arg(long, value_delimiter = ',', default_value = "0,20,50,100,200,500")]
+    work: Vec<String>,
+    /// The fixed rate (msgs/s) of experiment 2's latency runs
+    #[arg(long, default_value_t = 1000)]
+    rate: u32,
+    /// Where docs/ is
+    #[arg(long, default_value = "docs")]
+    out: PathBuf,
+}
+
+/// What one run measured.
+#[derive(Clone, Debug, Default)]
+struct Measured {
+    msgs_per_s: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    rss_mib: f64,
+    threads: u64,
+    verified: u64,
+    lost: u64,
+    connect_failed: u64,
+}
+
+fn main() {
+    let args = Args::parse();
+    build();
+    std::fs::create_dir_all(args.out.join("data")).unwrap();
+    std::fs::create_dir_all(args.out.join("charts")).unwrap();
+    connections_experiment(&args);
+    let work: Vec<u64> =
+        args.work.iter().filter(|w| !w.is_empty()).map(|w| w.parse().expect("work in us")).collect();
+    if !work.is_empty() {
+        work_experiment(&args, &work);
+    }
+}
+
+fn connections_experiment(args: &Args) {
+    let mut csv = String::from(
+        "model,connections,msgs_per_s,p50_ms,p99_ms,rss_mib,threads,verified,lost,connect_failed\n",
+    );
+    let mut results: Vec<(String, Vec<(u32, Measured)>)> = Vec::new();
+    for model in ["iterative", "threads", "reactor"] {
+        let mut points = Vec::new();
+        for &count in &args.counts {
+            let server = start_server(&["--model", model, "--listen", "echo=127.0.0.1:0"], true);
+            let loader = [
+                "-c".to_string(),
+                count.to_string(),
+                "-d".to_string(),
+                format!("{}s", args.seconds),
+                "--warmup".to_string(),
+                "1s".to_string(),
+                "--connect-timeout".to_string(),
+                "5s".to_string(),
+                "--reply-timeout".to_string(),
+                "2s".to_string(),
+            ];
+            let measured = measure(server, &loader, true);
+            eprintln!("{model} {count}: {measured:?}");
+            csv.push_str(&format!(
+                "{model},{count},{:.0},{:.3},{:.3},{:.1},{},{},{},{}\n",
+                measured.msgs_per_s,
+                measured.p50_ms,
+                measured.p99_ms,
+                measured.rss_mib,
+                measured.threads,
+                measured.verified,
+                measured.lost,
+                measured.connect_failed
+            ));
+            points.push((count, measured));
+        }
+        results.push((model.to_string(), points));
+    }
+    std::fs::write(args.out.join("data/models.csv"), &csv).unwrap();
+    let series = |figure: fn(&Measured) -> f64| -> Vec<Series> {
+        results
+            .iter()
+            .map(|(model, points)| Series {
+                name: model.clone(),
+                points: points.iter().map(|(count, m)| (f64::from(*count), figure(m))).collect(),
+            })
+            .collect()
+    };
+    let panel = |title: &str, y: &str, log_y: bool, figure: fn(&Measured) -> f64| Panel {
+        title: title.to_string(),
+        x_label: "connections".to_string(),
+        y_label: y.to_string(),
+        log_x: true,
+        log_y,
+        series: series(figure),
+    };
+    write_svg(
+        &args.out.join("charts/models.svg"),
+        &[
+            panel("Throughput (verified replies)", "msgs/s", true, |m| m.msgs_per_s),
+            panel("p99 latency of verified replies", "ms", true, |m| m.p99_ms),
+            panel("Server memory (peak RSS)", "MiB", true, |m| m.rss_mib),
+            panel("Server threads (peak)", "threads", true, |m| m.threads as f64),
+        ],
+    )
+    .unwrap();
+    print!("{csv}");
+}
+
+fn work_experiment(args: &Args, work: &[u64]) {
+    let mut csv = String::from("server,work_us,msgs_per_s,p50_ms,p99_ms_at_rate\n");
+    let servers: [(&str, &[&str]); 3] = [
+        ("reactor", &["--listen", "echo=127.0.0.1:0"]),
+        ("reactor (2 workers)", &["--workers", "2", "--listen", "echo=127.0.0.1:0"]),
+        ("threads", &["--model", "threads", "--listen", "echo=127.0.0.1:0"]),
+    ];
+    let mut throughput = Vec::new();
+    let mut latency = Vec::new();
+    for (name, server_args) in servers {
+        let mut tput = Vec::new();
+        let mut lat = Vec::new();
+        for &us in work {
+            let mut all_args: Vec<&str> = server_args.to_vec();
+            let us_text = us.to_string();
+            all_args.extend(["--work-us", &us_text]);
+            let closed =
+                ["-c", "100", "-d", &format!("{}s", args.seconds), "--warmup", "1s"].map(String::from);
+            let saturated = measure(start_server(&all_args, false), &closed, false);
+            let open = [
+                "-c",
+                "100",
+                "--rate",
+                &args.rate.to_string(),
+                "-d",
+                &format!("{}s", args.seconds),
+                "--warmup",
+                "1s",
+            ]
+            .map(String::from);
+            let paced = measure(start_server(&all_args, false), &open, false);
+            eprintln!(
+                "{name} work={us}us: {:.0} msgs/s, p99 at {} msgs/s: {:.3} ms",
+                saturated.msgs_per_s, args.rate, paced.p99_ms
+            );
+            csv.push_str(&format!(
+                "{name},{us},{:.0},{:.3},{:.3}\n",
+                saturated.msgs_per_s, saturated.p50_ms, paced.p99_ms
+            ));
+            tput.push((us as f64, saturated.msgs_per_s));
+            lat.push((us as f64, paced.p99_ms));
+        }
+        throughput.push(Series { name: name.to_string(), points: tput });
+        latency.push(Series { name: name.to_string(), points: lat });
+    }
+    std::fs::write(args.out.join("data/work.csv"), &csv).unwrap();
+    write_svg(
+        &args.out.join("charts/work.svg"),
+        &[
+            Panel {
+                title: "Throughput, 100 connections, closed loop".to_string(),
+                x_label: "work per message (us)".to_string(),
+                y_label: "msgs/s".to_string(),
+                log_x: false,
+                log_y: true,
+                series: throughput,
+            },
+            Panel {
+                title: format!("p99 latency at {} msgs/s", args.rate),
+                x_label: "work per message (us)".to_string(),
+                y_label: "ms".to_string(),
+                log_x: false,
+                log_y: true,
+                series: latency,
+            },
+        ],
+    )
+    .unwrap();
+    print!("{csv}");
+}
+
+fn build() {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
+    let status = Command::new(cargo)
+        .args(["build", "--release", "--bin", "evloop-server", "--bin", "evloop-load"])
+        .status()
+        .expect("run cargo build");
+    assert!(status.success());
+}
+
+fn binary(name: &str) -> String {
+    let target = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "target".to_string());
+    format!("{target}/release/{name}")
+}
+
+fn command(cpu: Option<u32>, program: &str) -> Command {
+    match cpu {
+        Some(cpu) => {
+            let mut command = Command::new("taskset");
+            command.args(["-c", &cpu.to_string(), program]);
+            command
+        }
+        None => Command::new(program),
+    }
+}
+
+/// A started server and the address it listens on.
+struct Server {
+    child: Child,
+    addr: String,
+}
+
+fn start_server(args: &[&str], pinned: bool) -> Server {
+    let mut child = command(pinned.then_some(0), &binary("evloop-server"))
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start evloop-server");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).expect("a startup line");
+    Server { child, addr: line.trim().rsplit(' ').next().unwrap().to_string() }
+}
+
+/// Runs the loader against `server` while sampling the server's (and its workers') memory
+/// and threads, then stops the server.
+fn measure(mut server: Server, loader_args: &[String], pinned: bool) -> Measured {
+    let pid = server.child.id();
+    let done = Arc::new(AtomicBool::new(false));
+    let peak = Arc::new(Mutex::new((0u64, 0u64)));
+    let sampler = {
+        let (done, peak) = (done.clone(), peak.clone());
+        std::thread::spawn(move || {
+            while !done.load(Ordering::Relaxed) {
+                let pids: Vec<u32> = std::iter::once(pid).chain(children(pid)).collect();
+                let rss: u64 = pids.iter().map(|&p| status_field(p, "VmRSS:")).sum();
+                let threads: u64 = pids.iter().map(|&p| status_field(p, "Threads:")).sum();
+                let mut peak = peak.lock().unwrap();
+                *peak = (peak.0.max(rss), peak.1.max(threads));
+                drop(peak);
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        })
+    };
+    let output = command(pinned.then_some(1), &binary("evloop-load"))
+        .args(["--target", &server.addr, "--json", "--no-progress"])
+        .args(loader_args)
+        .output()
+        .expect("run evloop-load");
+    done.store(true, Ordering::Relaxed);
+    sampler.join().unwrap();
+    // SAFETY: kill() on our own child's PID has no memory-safety preconditions.
+    unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+    // A blocking model may wait for its clients' reads to time out; give it a moment.
+    let _ = server.child.wait();
+    let report: Value = serde_json::from_slice(&output.stdout).unwrap_or(Value::Null);
+    let (rss_kib, threads) = *peak.lock().unwrap();
+    Measured {
+        msgs_per_s: report["throughput"]["msgs_per_s"].as_f64().unwrap_or(0.0),
+        p50_ms: report["latency_us"]["p50"].as_f64().unwrap_or(0.0) / 1000.0,
+        p99_ms: report["latency_us"]["p99"].as_f64().unwrap_or(0.0) / 1000.0,
+        rss_mib: rss_kib as f64 / 1024.0,
+        threads,
+        verified: report["messages"]["verified"].as_u64().unwrap_or(0),
+        lost: report["messages"]["lost"].as_u64().unwrap_or(0),
+        connect_failed: report["connections"]["failed"].as_u64().unwrap_or(0),
+    }
+}
+
+fn children(pid: u32) -> Vec<u32> {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|child| child.parse().ok())
+        .collect()
+}
+
+fn status_field(pid: u32, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|line| line.strip_prefix(field))
+        .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
