@@ -19,6 +19,13 @@ pub enum ListenAddr {
     Udp(SocketAddr),
 }
 
+impl ListenAddr {
+    /// Whether this is a UDP address (one message per datagram, no connections).
+    pub fn is_datagram(&self) -> bool {
+        matches!(self, ListenAddr::Udp(_))
+    }
+}
+
 impl fmt::Display for ListenAddr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -75,6 +82,8 @@ pub enum PeerAddr {
         /// 1 for the first Unix client this server accepted, 2 for the next, ...
         serial: u64,
     },
+    /// The sender of a UDP datagram.
+    Udp(SocketAddr),
 }
 
 impl fmt::Display for PeerAddr {
@@ -82,6 +91,7 @@ impl fmt::Display for PeerAddr {
         match self {
             PeerAddr::Tcp(addr) => write!(f, "{addr}"),
             PeerAddr::Unix { serial } => write!(f, "unix#{serial}"),
+            PeerAddr::Udp(addr) => write!(f, "{addr}"),
         }
     }
 }

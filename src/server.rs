@@ -14,7 +14,7 @@ use crate::config::{ListenSpec, ServerConfig};
 use crate::control::ServerHandle;
 use crate::handler::Handler;
 use crate::handlers;
-use crate::reactor::{MAX_LISTENERS, Reactor, RunSummary};
+use crate::reactor::{MAX_LISTENERS, Reactor, RunSummary, bind_udp};
 use crate::service::Service;
 use crate::stats::Stats;
 use crate::transport::Listener;
@@ -134,18 +134,33 @@ impl ServerBuilder {
         }
         let mut services = Vec::new();
         let mut listeners = Vec::new();
+        let mut datagrams = Vec::new();
         let mut listening = Vec::new();
         for (index, spec) in self.services.into_iter().enumerate() {
             for addr in &spec.addrs {
-                if let ListenAddr::Udp(_) = addr {
-                    return Err(StartError::Config(format!(
-                        "cannot listen on {addr}: UDP listeners are not supported yet"
-                    )));
-                }
-                let (listener, bound) = Listener::bind(addr, self.config.backlog, self.config.reuse_port)
-                    .map_err(|source| StartError::Bind { addr: addr.clone(), source })?;
-                listening.push(Listening { handler: spec.name.clone(), addr: bound.clone() });
-                listeners.push((listener, bound, index));
+                let bound = match addr {
+                    ListenAddr::Udp(socket_addr) => {
+                        if spec.handler.needs_connections() {
+                            return Err(StartError::Config(format!(
+                                "{} cannot run over UDP ({addr}): there are no connections to send to; use TCP or a Unix socket",
+                                spec.name
+                            )));
+                        }
+                        let (socket, bound) = bind_udp(*socket_addr)
+                            .map_err(|source| StartError::Bind { addr: addr.clone(), source })?;
+                        let bound = ListenAddr::Udp(bound);
+                        datagrams.push((socket, bound.clone(), index));
+                        bound
+                    }
+                    _ => {
+                        let (listener, bound) =
+                            Listener::bind(addr, self.config.backlog, self.config.reuse_port)
+                                .map_err(|source| StartError::Bind { addr: addr.clone(), source })?;
+                        listeners.push((listener, bound.clone(), index));
+                        bound
+                    }
+                };
+                listening.push(Listening { handler: spec.name.clone(), addr: bound });
             }
             services.push(Service {
                 name: spec.name,
@@ -155,7 +170,8 @@ impl ServerBuilder {
             });
         }
         let (reactor, handle) =
-            Reactor::new(services, listeners, &self.config, self.handle_signals).map_err(StartError::Io)?;
+            Reactor::new(services, listeners, datagrams, &self.config, self.handle_signals)
+                .map_err(StartError::Io)?;
         Ok(Server { reactor, handle, listening })
     }
 }

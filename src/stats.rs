@@ -38,6 +38,8 @@ pub struct Stats {
     pub messages_out: u64,
     /// Malformed input answered with `ERR` (over-long, truncated).
     pub frame_errors: u64,
+    /// UDP replies dropped because the socket and the reply queue were full.
+    pub datagrams_dropped: u64,
     /// Bytes read from clients.
     pub bytes_in: u64,
     /// Bytes written to clients.
@@ -68,6 +70,7 @@ impl Stats {
         self.messages_in += other.messages_in;
         self.messages_out += other.messages_out;
         self.frame_errors += other.frame_errors;
+        self.datagrams_dropped += other.datagrams_dropped;
         self.bytes_in += other.bytes_in;
         self.bytes_out += other.bytes_out;
         self.wakeups += other.wakeups;

@@ -1,7 +1,7 @@
 //! What a load run is told to do, checked before anything starts, and how it is shared out
 //! over threads.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::time::Duration;
 
 use super::engine::Plan;
@@ -91,8 +91,19 @@ impl Default for LoadConfig {
 impl LoadConfig {
     /// Refuses combinations that cannot work, with a message for the user.
     pub fn validate(&self) -> Result<(), String> {
-        if !matches!(self.target, ListenAddr::Tcp(_)) {
-            return Err(format!("cannot load {}: only TCP targets are supported", self.target));
+        match &self.target {
+            ListenAddr::Udp(_) if self.workload == Workload::Broadcast => {
+                return Err(
+                    "broadcast cannot run over UDP: there are no connections to broadcast to".to_string()
+                );
+            }
+            ListenAddr::Udp(_) if self.codec != Codec::Line => {
+                return Err("UDP carries one message per datagram: --codec does not apply".to_string());
+            }
+            ListenAddr::Unix(_) if !self.sources.is_empty() => {
+                return Err("--sources applies to TCP and UDP targets, not Unix sockets".to_string());
+            }
+            _ => {}
         }
         if !matches!(self.codec, Codec::Line | Codec::Length) {
             return Err(format!("codec {} is not supported by the loader: use line or length", self.codec));
@@ -115,10 +126,13 @@ impl LoadConfig {
                 self.connections
             ));
         }
-        if let Some(source) =
-            self.sources.iter().find(|source| source.is_ipv4() != self.target_addr().is_ipv4())
-        {
-            return Err(format!("source {source} and target {} are of different IP versions", self.target));
+        if let Some(target) = self.target_ip() {
+            if let Some(source) = self.sources.iter().find(|source| source.is_ipv4() != target.is_ipv4()) {
+                return Err(format!(
+                    "source {source} and target {} are of different IP versions",
+                    self.target
+                ));
+            }
         }
         Ok(())
     }
@@ -132,14 +146,11 @@ impl LoadConfig {
         }
     }
 
-    /// The target's socket address.
-    ///
-    /// # Panics
-    /// If the target is not TCP, which [`validate`](Self::validate) refuses.
-    pub fn target_addr(&self) -> SocketAddr {
-        match self.target {
-            ListenAddr::Tcp(addr) => addr,
-            _ => panic!("validated: the target is TCP"),
+    /// The target's IP address, for TCP and UDP targets.
+    pub fn target_ip(&self) -> Option<IpAddr> {
+        match &self.target {
+            ListenAddr::Tcp(addr) | ListenAddr::Udp(addr) => Some(addr.ip()),
+            ListenAddr::Unix(_) => None,
         }
     }
 

@@ -21,19 +21,17 @@
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::mem;
-use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
-use socket2::{Domain, Protocol, Socket, Type};
 
 use super::clock::now_ns;
 use super::config::{LoadConfig, Stop};
 use super::pacer::Pacer;
 use super::shared::Shared;
+use super::socket::LoadSocket;
 use super::tally::Tally;
 use super::workload::{self, SYNC, Workload};
 use crate::codec::Decoder;
@@ -54,6 +52,10 @@ const PUBLISH_EVERY_NS: u64 = 100_000_000;
 const SYNC_EVERY_NS: u64 = 20_000_000;
 /// How often waiting phases look at the other threads' progress.
 const CHECK_EVERY_NS: u64 = 5_000_000;
+/// UDP: how many outstanding requests a reply is matched against.
+const DATAGRAM_MATCH_WINDOW: usize = 64;
+/// UDP: how often requests are checked against `--reply-timeout`.
+const DATAGRAM_CHECK_EVERY_NS: u64 = 20_000_000;
 
 /// This thread's share of the run.
 #[derive(Clone, Debug)]
@@ -87,7 +89,7 @@ struct InFlight {
 #[derive(Debug)]
 struct LoadConn {
     id: u32,
-    stream: TcpStream,
+    stream: LoadSocket,
     up: bool,
     connect_started_ns: u64,
     decoder: Decoder,
@@ -101,6 +103,8 @@ struct LoadConn {
     in_flight: VecDeque<InFlight>,
     /// Broadcast: it has seen the sync message, so it is surely in the room.
     synced: bool,
+    /// UDP: requests the socket would not take yet, one datagram each.
+    queued_datagrams: VecDeque<Vec<u8>>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -157,6 +161,7 @@ struct Engine<'a> {
     /// Broadcast: each connection's address as the server prints it, by id.
     sender_addrs: Vec<Option<String>>,
     next_sync_ns: u64,
+    next_datagram_check_ns: u64,
     published: Published,
     next_publish_ns: u64,
 }
@@ -212,6 +217,7 @@ impl<'a> Engine<'a> {
             in_flight: 0,
             sender_addrs: Vec::new(),
             next_sync_ns: 0,
+            next_datagram_check_ns: 0,
             published: Published::default(),
             next_publish_ns: now,
         })
@@ -270,6 +276,7 @@ impl<'a> Engine<'a> {
             }
             Phase::Syncing => self.sync(now),
             Phase::Running => {
+                self.expire_datagrams(now);
                 if self.pacer.is_some() {
                     self.send_due(now);
                 }
@@ -281,6 +288,7 @@ impl<'a> Engine<'a> {
                 }
             }
             Phase::Draining { deadline_ns } => {
+                self.expire_datagrams(now);
                 let settled = if self.config.workload == Workload::Broadcast {
                     self.publish(now, true);
                     self.shared.deliveries_seen.load(Ordering::Acquire)
@@ -390,7 +398,7 @@ impl<'a> Engine<'a> {
             self.tally.first_connect_ns = now;
         }
         let source = self.config.source_for(id);
-        let stream = connect_socket(self.config.target_addr(), source).and_then(|mut stream| {
+        let stream = LoadSocket::open(&self.config.target, source).and_then(|mut stream| {
             let key = self.conns.vacant_key();
             self.poll.registry().register(
                 &mut stream,
@@ -401,7 +409,8 @@ impl<'a> Engine<'a> {
         });
         match stream {
             Ok(stream) => {
-                self.conns.insert(LoadConn {
+                let datagram = stream.is_datagram();
+                let key = self.conns.insert(LoadConn {
                     id,
                     stream,
                     up: false,
@@ -414,8 +423,13 @@ impl<'a> Engine<'a> {
                     next_seq: 0,
                     in_flight: VecDeque::new(),
                     synced: false,
+                    queued_datagrams: VecDeque::new(),
                 });
                 self.pending_connects += 1;
+                if datagram {
+                    // No handshake: a UDP socket is ready at once.
+                    self.finish_connect(key);
+                }
             }
             Err(error) => {
                 self.tally.connect_failures.count(&error);
@@ -427,13 +441,10 @@ impl<'a> Engine<'a> {
     /// A connecting socket became writable (or failed): find out which.
     fn finish_connect(&mut self, key: usize) {
         let conn = &mut self.conns[key];
-        let outcome = match conn.stream.take_error() {
-            Ok(Some(error)) | Err(error) => Err(error),
-            Ok(None) => match conn.stream.peer_addr() {
-                Ok(_) => Ok(()),
-                Err(error) if error.kind() == io::ErrorKind::NotConnected => return, // not yet
-                Err(error) => Err(error),
-            },
+        let outcome = match conn.stream.connect_result() {
+            Ok(true) => Ok(()),
+            Ok(false) => return, // not yet
+            Err(error) => Err(error),
         };
         self.pending_connects -= 1;
         self.shared.connects_finished.fetch_add(1, Ordering::AcqRel);
@@ -446,10 +457,10 @@ impl<'a> Engine<'a> {
                 self.tally.established += 1;
                 self.shared.established.fetch_add(1, Ordering::AcqRel);
                 if self.config.workload == Workload::Broadcast {
-                    if let Ok(local) = conn.stream.local_addr() {
-                        let mut addrs = self.shared.sender_addrs.lock().expect("not poisoned");
-                        addrs[conn.id as usize] = Some(local.to_string());
-                    }
+                    // Unix clients have no address the server can print; they are counted
+                    // as members (for the sync) with an empty name.
+                    let name = conn.stream.local_name().unwrap_or_default();
+                    self.shared.sender_addrs.lock().expect("not poisoned")[conn.id as usize] = Some(name);
                 }
                 self.up_keys.push(key);
             }
@@ -539,11 +550,22 @@ impl<'a> Engine<'a> {
         } else {
             self.config.workload.request(conn.id, seq, size, &mut self.scratch);
         }
-        let before = conn.output.len();
-        self.config.codec.encode(&self.scratch, &mut conn.output);
+        let wire_bytes = if conn.stream.is_datagram() {
+            // One message, one datagram, sent now unless the socket is full.
+            conn.queued_datagrams.push_back(self.scratch.clone());
+            self.scratch.len()
+        } else {
+            let before = conn.output.len();
+            self.config.codec.encode(&self.scratch, &mut conn.output);
+            conn.output.len() - before
+        };
         if self.config.workload != Workload::Broadcast {
-            let wire_bytes = (conn.output.len() - before) as u32;
-            conn.in_flight.push_back(InFlight { seq, intended_ns, sent_ns: now, wire_bytes });
+            conn.in_flight.push_back(InFlight {
+                seq,
+                intended_ns,
+                sent_ns: now,
+                wire_bytes: wire_bytes as u32,
+            });
             self.in_flight += 1;
         }
         self.tally.sent += 1;
@@ -577,6 +599,14 @@ impl<'a> Engine<'a> {
             return;
         };
         conn.queued_for_flush = false;
+        while let Some(datagram) = conn.queued_datagrams.front() {
+            match conn.stream.write(datagram) {
+                Ok(_) => drop(conn.queued_datagrams.pop_front()),
+                Err(error) if would_block(&error) => return,
+                Err(error) if interrupted(&error) => continue,
+                Err(error) => return self.lose(key, Some(error)),
+            }
+        }
         while conn.written < conn.output.len() {
             match conn.stream.write(&conn.output[conn.written..]) {
                 Ok(n) => conn.written += n,
@@ -617,6 +647,9 @@ impl<'a> Engine<'a> {
     }
 
     fn read(&mut self, key: usize) {
+        if self.conns.get(key).is_some_and(|conn| conn.stream.is_datagram()) {
+            return self.read_datagrams(key);
+        }
         let mut buffer = mem::take(&mut self.read_buf);
         while let Some(conn) = self.conns.get_mut(key) {
             match conn.stream.read(&mut buffer) {
@@ -639,6 +672,85 @@ impl<'a> Engine<'a> {
             }
         }
         self.read_buf = buffer;
+    }
+
+    /// UDP: every datagram waiting is one reply (an empty one included).
+    fn read_datagrams(&mut self, key: usize) {
+        let mut buffer = mem::take(&mut self.read_buf);
+        while let Some(conn) = self.conns.get_mut(key) {
+            match conn.stream.read(&mut buffer) {
+                Ok(length) => self.on_datagram(key, &buffer[..length], now_ns()),
+                Err(error) if would_block(&error) => break,
+                Err(error) if interrupted(&error) => continue,
+                Err(error) => {
+                    // ECONNREFUSED: an earlier datagram found nobody listening.
+                    self.lose(key, Some(error));
+                    break;
+                }
+            }
+        }
+        self.read_buf = buffer;
+    }
+
+    /// UDP may drop datagrams (and, off loopback, reorder them): a reply belongs to the first
+    /// outstanding request it matches, within [`DATAGRAM_MATCH_WINDOW`]; the requests before
+    /// that one lost their replies.
+    fn on_datagram(&mut self, key: usize, reply: &[u8], now: u64) {
+        self.tally.received += 1;
+        let conn = &self.conns[key];
+        let id = conn.id;
+        let mut matched = None;
+        for (index, flight) in conn.in_flight.iter().take(DATAGRAM_MATCH_WINDOW).enumerate() {
+            self.expected.clear();
+            self.config.workload.expected_reply(id, flight.seq, self.config.size, &mut self.expected);
+            if self.expected.as_slice() == reply {
+                matched = Some(index);
+                break;
+            }
+        }
+        let Some(index) = matched else {
+            return self.tally.mismatch(id, b"(a reply to an outstanding request)", reply);
+        };
+        for _ in 0..index {
+            self.conns[key].in_flight.pop_front();
+            self.count_lost_datagram(key, now);
+        }
+        let flight = self.conns[key].in_flight.pop_front().expect("the matched request");
+        self.in_flight -= 1;
+        self.tally.verified += 1;
+        if flight.intended_ns >= self.warmup_end_ns {
+            self.count_measured(
+                flight.intended_ns,
+                flight.sent_ns,
+                now,
+                u64::from(flight.wire_bytes) + reply.len() as u64,
+            );
+        }
+        self.send_after_reply(key, now);
+    }
+
+    /// A UDP request whose reply never came (already taken off `in_flight`).
+    fn count_lost_datagram(&mut self, key: usize, now: u64) {
+        self.tally.lost += 1;
+        self.in_flight -= 1;
+        // The closed loop goes on: a lost datagram must not stall its connection.
+        self.send_after_reply(key, now);
+    }
+
+    /// UDP: requests older than `--reply-timeout` count as lost (checked a few times a
+    /// second), so a dropped datagram is a loss, not a hang.
+    fn expire_datagrams(&mut self, now: u64) {
+        if !self.config.target.is_datagram() || now < self.next_datagram_check_ns {
+            return;
+        }
+        self.next_datagram_check_ns = now + DATAGRAM_CHECK_EVERY_NS;
+        let timeout = self.config.reply_timeout.as_nanos() as u64;
+        for key in self.up_keys.clone() {
+            while self.conns[key].in_flight.front().is_some_and(|flight| flight.sent_ns + timeout <= now) {
+                self.conns[key].in_flight.pop_front();
+                self.count_lost_datagram(key, now);
+            }
+        }
     }
 
     /// Decodes replies from `bytes` (after any incomplete tail) and checks each.
@@ -706,6 +818,11 @@ impl<'a> Engine<'a> {
                 );
             }
         }
+        self.send_after_reply(key, now);
+    }
+
+    /// Closed loop: an answered (or lost) request makes room for the next one.
+    fn send_after_reply(&mut self, key: usize, now: u64) {
         if self.pacer.is_none() && self.phase == Phase::Running && self.stop_ns.is_none_or(|stop| now < stop)
         {
             self.send_next(key, now, now);
@@ -804,45 +921,4 @@ impl<'a> Engine<'a> {
         };
         Some(Duration::from_nanos(wake_ns.saturating_sub(now)))
     }
-}
-
-/// A non-blocking connect to `target`, from `source` if given. `IP_BIND_ADDRESS_NO_PORT`
-/// lets the kernel pick the port at connect time, per destination, instead of reserving
-/// one per source address at bind time.
-fn connect_socket(target: SocketAddr, source: Option<IpAddr>) -> io::Result<TcpStream> {
-    let socket = Socket::new(Domain::for_address(target), Type::STREAM, Some(Protocol::TCP))?;
-    socket.set_nonblocking(true)?;
-    socket.set_tcp_nodelay(true)?;
-    if let Some(source) = source {
-        // Best effort: without it, each source still reaches ~28k ports.
-        let _ = set_bind_address_no_port(&socket);
-        socket.bind(&SocketAddr::new(source, 0).into())?;
-    }
-    match socket.connect(&target.into()) {
-        Ok(()) => {}
-        Err(error) if error.raw_os_error() == Some(libc::EINPROGRESS) => {}
-        Err(error) => return Err(error),
-    }
-    Ok(TcpStream::from_std(socket.into()))
-}
-
-/// Sets `IP_BIND_ADDRESS_NO_PORT` (Linux 4.2+), which socket2 does not wrap.
-fn set_bind_address_no_port(socket: &Socket) -> io::Result<()> {
-    use std::os::fd::AsRawFd;
-    let enable: libc::c_int = 1;
-    // SAFETY: the pointer and length describe a live c_int for the duration of the call, and
-    // the descriptor belongs to `socket`, which outlives the call.
-    let result = unsafe {
-        libc::setsockopt(
-            socket.as_raw_fd(),
-            libc::IPPROTO_IP,
-            libc::IP_BIND_ADDRESS_NO_PORT,
-            (&raw const enable).cast(),
-            size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if result != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
 }

@@ -15,6 +15,7 @@
 //! - [`tally`]: what a thread counted and measured; tallies merge.
 //! - [`report`]: the final report, human and JSON.
 //! - [`shared`]: the few counters threads share.
+//! - [`socket`]: the loader's end of a connection: TCP, Unix stream or UDP.
 //! - [`processes`]: `--processes N`: loader processes, each a part, merged exactly.
 //! - [`progress`]: the live progress line.
 //! - [`pacer`]: open-loop pacing with a `timerfd`.
@@ -31,6 +32,7 @@ pub mod processes;
 pub mod progress;
 pub mod report;
 pub mod shared;
+pub mod socket;
 pub mod sources;
 pub mod sweep;
 pub mod tally;

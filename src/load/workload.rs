@@ -204,7 +204,10 @@ pub fn verify_broadcast<'a>(
     let mut hex =
         || -> Option<u64> { u64::from_str_radix(std::str::from_utf8(fields.next()?).ok()?, 16).ok() };
     let (sender, seq, intended_ns, sent_ns) = (u32::try_from(hex()?).ok()?, hex()?, hex()?, hex()?);
-    if sender_addr(sender)?.as_bytes() != addr {
+    // Unix clients have no address the loader could know (the server numbers them by
+    // accept order, `unix#3`): for them the name is empty and only the message is checked.
+    let expected_addr = sender_addr(sender)?;
+    if !expected_addr.is_empty() && expected_addr.as_bytes() != addr {
         return None;
     }
     scratch.clear();

@@ -10,7 +10,7 @@ use std::time::Instant;
 use log::{debug, error, warn};
 use mio::{Interest, Token};
 
-use super::{ACCEPT_BACKOFF, ACCEPTS_PER_TURN, FIRST_LISTENER, Reactor};
+use super::{ACCEPT_BACKOFF, ACCEPTS_PER_TURN, FIRST_DATAGRAM, Reactor};
 use crate::address::PeerAddr;
 use crate::connection::Connection;
 use crate::handler::{ConnId, Peer};
@@ -81,7 +81,7 @@ impl Reactor {
         }
         let entry = self.conns.vacant_entry();
         let key = entry.key();
-        debug_assert!(key < FIRST_LISTENER, "connection keys stay below the listener tokens");
+        debug_assert!(key < FIRST_DATAGRAM, "connection keys stay below the fixed tokens");
         if let Err(error) = self.poll.registry().register(&mut stream, Token(key), Interest::READABLE) {
             error!("register failed; peer={peer} error={error}");
             return;

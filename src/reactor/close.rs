@@ -9,7 +9,7 @@ use std::io;
 
 use log::{debug, error, warn};
 
-use super::{FIRST_LISTENER, Reactor};
+use super::{FIRST_DATAGRAM, Reactor};
 use crate::connection::StopReason;
 use crate::handler::{ConnId, Peer};
 
@@ -54,7 +54,7 @@ impl Reactor {
                 self.remove(key, reason);
             }
         }
-        self.owed.retain(|token| token.0 >= FIRST_LISTENER || self.conns.contains(token.0));
+        self.owed.retain(|token| token.0 >= FIRST_DATAGRAM || self.conns.contains(token.0));
     }
 
     fn remove(&mut self, key: usize, reason: CloseReason) {

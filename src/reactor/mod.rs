@@ -20,6 +20,7 @@
 
 mod accept;
 mod close;
+mod datagram;
 mod idle;
 mod input;
 mod linger;
@@ -50,6 +51,10 @@ use crate::service::Service;
 use crate::stats::{Reporter, Stats};
 use crate::timer_wheel::{Entry, TimerWheel};
 use crate::transport::{Listener, remove_socket_file};
+use datagram::DatagramEndpoint;
+use mio::net::UdpSocket;
+
+pub use datagram::{DATAGRAM_SENDER, bind_udp};
 use trace::WakeupTrace;
 
 pub(crate) use close::CloseReason;
@@ -60,9 +65,12 @@ const WAKER: Token = Token(usize::MAX);
 const SIGNALS: Token = Token(usize::MAX - 1);
 /// Most listeners one reactor serves.
 pub const MAX_LISTENERS: usize = 1024;
-/// Listener `i` has token `FIRST_LISTENER + i`. Connection tokens are slab keys, which stay
-/// below `max_connections`, so the two ranges never meet.
+/// Listener `i` has token `FIRST_LISTENER + i`, and UDP endpoint `j` token
+/// `FIRST_DATAGRAM + j`. Connection tokens are slab keys, which stay below
+/// `max_connections`, far below these ranges.
 const FIRST_LISTENER: usize = usize::MAX - 2 - MAX_LISTENERS;
+/// See [`FIRST_LISTENER`].
+const FIRST_DATAGRAM: usize = FIRST_LISTENER - MAX_LISTENERS;
 
 /// Readiness events taken from the kernel per `poll`.
 const EVENTS_PER_POLL: usize = 1024;
@@ -114,6 +122,8 @@ impl Drop for ListenerSlot {
 pub(crate) struct Reactor {
     poll: Poll,
     listeners: Vec<ListenerSlot>,
+    /// UDP sockets (`datagram.rs`).
+    datagrams: Vec<DatagramEndpoint>,
     services: Vec<Service>,
     /// Every client connection; the key is its token.
     conns: Slab<Connection>,
@@ -202,6 +212,7 @@ impl Reactor {
     pub fn new(
         services: Vec<Service>,
         listeners: Vec<(Listener, ListenAddr, usize)>,
+        datagrams: Vec<(UdpSocket, ListenAddr, usize)>,
         config: &ServerConfig,
         handle_signals: bool,
     ) -> io::Result<(Reactor, ServerHandle)> {
@@ -219,10 +230,16 @@ impl Reactor {
             poll.registry().register(&mut listener, Token(FIRST_LISTENER + index), Interest::READABLE)?;
             slots.push(ListenerSlot { listener, addr, service, paused_until: None, owed: false });
         }
+        let mut endpoints = Vec::with_capacity(datagrams.len());
+        for (index, (mut socket, addr, service)) in datagrams.into_iter().enumerate() {
+            poll.registry().register(&mut socket, Token(FIRST_DATAGRAM + index), Interest::READABLE)?;
+            endpoints.push(DatagramEndpoint::new(socket, addr, service));
+        }
         let now = Instant::now();
         let reactor = Reactor {
             poll,
             listeners: slots,
+            datagrams: endpoints,
             services,
             conns: Slab::new(),
             limits: resolve_limits(config),
@@ -334,6 +351,14 @@ impl Reactor {
             WAKER => self.run_commands(now),
             SIGNALS => self.on_signals(now),
             Token(token) if token >= FIRST_LISTENER => self.accept_from(token - FIRST_LISTENER),
+            Token(token) if token >= FIRST_DATAGRAM => {
+                if event.is_writable() {
+                    self.flush_datagrams(token - FIRST_DATAGRAM);
+                }
+                if event.is_readable() {
+                    self.receive_datagrams(token - FIRST_DATAGRAM);
+                }
+            }
             Token(key) => {
                 trace!(
                     "event; conn={key} readable={} writable={} closed={}",
@@ -369,6 +394,12 @@ impl Reactor {
                 if let Some(slot) = self.listeners.get_mut(index) {
                     slot.owed = false;
                     self.accept_from(index);
+                }
+            } else if token >= FIRST_DATAGRAM {
+                let index = token - FIRST_DATAGRAM;
+                if let Some(endpoint) = self.datagrams.get_mut(index) {
+                    endpoint.owed = false;
+                    self.receive_datagrams(index);
                 }
             } else if let Some(conn) = self.conns.get_mut(token) {
                 conn.owed_read = false;
@@ -453,6 +484,12 @@ impl Reactor {
         for mut slot in self.listeners.drain(..) {
             let _ = self.poll.registry().deregister(&mut slot.listener);
         }
+        // UDP has no connections to drain: send what is queued if the socket takes it, and
+        // stop serving datagrams.
+        for index in 0..self.datagrams.len() {
+            self.flush_datagrams(index);
+        }
+        self.datagrams.clear();
         let keys: Vec<usize> = self.conns.iter().map(|(key, _)| key).collect();
         for key in keys {
             self.stop_reading(key, StopReason::Shutdown);
@@ -504,7 +541,7 @@ fn resolve_limits(config: &ServerConfig) -> Limits {
     };
     debug!("limits; max_connections={max_connections} file_limit={file_limit}");
     Limits {
-        max_connections: max_connections.min(FIRST_LISTENER),
+        max_connections: max_connections.min(FIRST_DATAGRAM),
         max_frame: config.max_frame,
         max_output: config.max_output,
         drain_timeout: config.drain_timeout,

@@ -55,6 +55,11 @@ impl TestServer {
         }
     }
 
+    /// The bound address of the `index`th listener, whatever its kind.
+    pub fn listen_addr(&self, index: usize) -> ListenAddr {
+        self.running().listening()[index].addr.clone()
+    }
+
     /// The address of the first listener.
     pub fn addr(&self) -> SocketAddr {
         self.addr_of(0)
