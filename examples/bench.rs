@@ -51,6 +51,7 @@ struct Run {
     uncorrected_p50_us: f64,
     uncorrected_p99_us: f64,
     server_cpu_us_per_msg: f64,
+    loader_cpu_us_per_msg: f64,
 }
 
 fn main() {
@@ -97,6 +98,12 @@ fn main() {
                 .iter()
                 .map(|run| format!("{:.0} ({:.0} / {:.0})", run.msgs_per_s, run.p50_us, run.p99_us))
                 .collect();
+            for (name, run) in args.servers.iter().zip(&medians) {
+                eprintln!(
+                    "cpu per message, {name}, {count} connections, pipeline {pipeline}: server {:.2} us, loader {:.2} us",
+                    run.server_cpu_us_per_msg, run.loader_cpu_us_per_msg
+                );
+            }
             let ratio = if medians.len() >= 2 {
                 format!("{:.2}", medians[0].msgs_per_s / medians[1].msgs_per_s)
             } else {
@@ -125,9 +132,9 @@ fn main() {
             args.rate, args.rounds
         );
         println!(
-            "| server | p50 us | p90 us | p99 us | uncorrected p50 us | uncorrected p99 us | server CPU us/msg |"
+            "| server | p50 us | p90 us | p99 us | uncorrected p50 us | uncorrected p99 us | server CPU us/msg | loader CPU us/msg |"
         );
-        println!("|---|---|---|---|---|---|---|");
+        println!("|---|---|---|---|---|---|---|---|");
         let mut runs: Vec<Vec<Run>> = vec![Vec::new(); args.servers.len()];
         for round in 0..args.rounds {
             let mut order: Vec<usize> = (0..args.servers.len()).collect();
@@ -152,13 +159,14 @@ fn main() {
         for (name, runs) in args.servers.iter().zip(&runs) {
             let run = median(runs);
             println!(
-                "| {name} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.2} |",
+                "| {name} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.2} | {:.2} |",
                 run.p50_us,
                 run.p90_us,
                 run.p99_us,
                 run.uncorrected_p50_us,
                 run.uncorrected_p99_us,
-                run.server_cpu_us_per_msg
+                run.server_cpu_us_per_msg,
+                run.loader_cpu_us_per_msg
             );
         }
     }
@@ -226,11 +234,13 @@ fn measure(server: &str, evloop_args: &str, loader_args: &[String], pinned: bool
     let mut child = command.stdout(Stdio::piped()).stderr(Stdio::null()).spawn().expect("start the server");
     let addr = startup_addr(&mut child);
     let cpu_before = cpu_ticks(child.id());
+    let loader_before = children_cpu_us();
     let output = pinned_command(1, &binary("evloop-load"), pinned)
         .args(["--target", &addr, "--json", "--no-progress"])
         .args(loader_args)
         .output()
         .expect("run evloop-load");
+    let loader_cpu_us = children_cpu_us() - loader_before;
     let cpu_used = cpu_ticks(child.id()) - cpu_before;
     stop(&mut child);
     let report: Value = serde_json::from_slice(&output.stdout).expect("a JSON report");
@@ -247,6 +257,7 @@ fn measure(server: &str, evloop_args: &str, loader_args: &[String], pinned: bool
         // Clock ticks are 10 ms; the whole run (warmup and connects included) over every
         // verified message: an upper bound, comparable between servers.
         server_cpu_us_per_msg: cpu_used as f64 * 10_000.0 / verified,
+        loader_cpu_us_per_msg: loader_cpu_us as f64 / verified,
     }
 }
 
@@ -263,6 +274,19 @@ fn stop(child: &mut Child) {
         let _ = child.kill();
     }
     std::thread::sleep(Duration::from_millis(200)); // let the sockets' TIME_WAIT churn settle
+}
+
+/// CPU time (user + system, microseconds) of this process's children that have been waited
+/// for: after a loader run, the loader's own cost.
+fn children_cpu_us() -> u64 {
+    // SAFETY: getrusage only writes into the struct we pass, which lives for the call.
+    let usage = unsafe {
+        let mut usage = std::mem::zeroed::<libc::rusage>();
+        libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage);
+        usage
+    };
+    let micros = |time: libc::timeval| time.tv_sec as u64 * 1_000_000 + time.tv_usec as u64;
+    micros(usage.ru_utime) + micros(usage.ru_stime)
 }
 
 fn cpu_ticks(pid: u32) -> u64 {

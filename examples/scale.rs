@@ -51,10 +51,24 @@ struct Args {
     /// Server idle timeout in seconds (to show the timer wheel at this count); 0: off
     #[arg(long, default_value_t = 0)]
     idle_timeout: u32,
+    /// Append this run's figures as a CSV row to FILE (header written if the file is new)
+    #[arg(long, value_name = "FILE")]
+    record: Option<std::path::PathBuf>,
+    /// Only draw the chart of a recorded CSV into SVG (memory and latency against
+    /// connections), then exit: `--chart docs/data/scale.csv=docs/charts/scale.svg`
+    #[arg(long, value_name = "CSV=SVG")]
+    chart: Option<String>,
 }
+
+/// The columns `--record` writes.
+const CSV_HEADER: &str = "connections,workers,processes,idle_timeout_s,established,verified,accept_per_s,ready_s,server_rss_b_per_conn,kernel_b_per_conn,idle_cpu_pct,listen_overflows,busy,rate,busy_p50_us,busy_p90_us,busy_p99_us,alone_p50_us,alone_p90_us,alone_p99_us";
 
 fn main() {
     let args = Args::parse();
+    if let Some(chart) = &args.chart {
+        let (csv, svg) = chart.split_once('=').expect("--chart CSV=SVG");
+        return draw_chart(std::path::Path::new(csv), std::path::Path::new(svg));
+    }
     // The hold must outlast everything measured during it (1 s settle, the idle window of a
     // quarter of the hold, 6 s of busy clients), or closing connections would disturb them.
     assert!(args.hold >= 12, "--hold must be at least 12 seconds");
@@ -154,7 +168,86 @@ fn main() {
             report["errors"]
         );
     }
+    if let Some(path) = &args.record {
+        let new = !path.exists();
+        let mut file =
+            std::fs::OpenOptions::new().create(true).append(true).open(path).expect("open --record");
+        use std::io::Write as _;
+        if new {
+            writeln!(file, "{CSV_HEADER}").unwrap();
+        }
+        let latency = |report: &Value, field: &str| report["latency_us"][field].as_f64().unwrap_or(0.0);
+        writeln!(
+            file,
+            "{},{},{},{},{},{},{:.0},{:.1},{:.0},{:.0},{:.2},{},{},{},{:.0},{:.0},{:.0},{:.0},{:.0},{:.0}",
+            args.connections,
+            args.workers,
+            args.processes,
+            args.idle_timeout,
+            established,
+            fill_report["messages"]["verified"],
+            fill_report["connections"]["connects_per_s"].as_f64().unwrap_or(0.0),
+            ready_after.as_secs_f64(),
+            (rss_held.saturating_sub(rss_before)) as f64 * 1024.0 / connections,
+            (kernel_held.saturating_sub(kernel_before)) as f64 * 1024.0 / connections,
+            idle_cpu as f64 / idle_window.as_secs_f64(),
+            overflows,
+            active,
+            args.rate,
+            latency(&busy_among_idle, "p50"),
+            latency(&busy_among_idle, "p90"),
+            latency(&busy_among_idle, "p99"),
+            latency(&alone, "p50"),
+            latency(&alone, "p90"),
+            latency(&alone, "p99"),
+        )
+        .unwrap();
+    }
     assert_eq!(fill_report["ok"], true, "every connection must answer: {fill_report}");
+}
+
+/// Draws memory per connection and busy-client latency against connections from a CSV
+/// written by `--record` (rows with the idle timeout off).
+fn draw_chart(csv: &std::path::Path, svg: &std::path::Path) {
+    use evloop::load::chart::{Panel, Series, write_svg};
+    let text = std::fs::read_to_string(csv).expect("read the CSV");
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next().expect("a header").split(',').collect();
+    let column =
+        |name: &str| header.iter().position(|c| *c == name).unwrap_or_else(|| panic!("no column {name}"));
+    let rows: Vec<Vec<f64>> = lines
+        .map(|line| line.split(',').map(|cell| cell.parse::<f64>().unwrap_or(0.0)).collect())
+        .filter(|row: &Vec<f64>| row[column("idle_timeout_s")] == 0.0)
+        .collect();
+    let series = |name: &str, field: &str| Series {
+        name: name.to_string(),
+        points: rows.iter().map(|row| (row[column("connections")], row[column(field)])).collect(),
+    };
+    let memory = Panel {
+        title: "Memory per idle connection".to_string(),
+        x_label: "connections".to_string(),
+        y_label: "bytes".to_string(),
+        log_x: true,
+        log_y: true,
+        series: vec![
+            series("server user space (RSS)", "server_rss_b_per_conn"),
+            series("kernel, both ends", "kernel_b_per_conn"),
+        ],
+    };
+    let latency = Panel {
+        title: "1% busy clients at a fixed rate".to_string(),
+        x_label: "connections held".to_string(),
+        y_label: "us".to_string(),
+        log_x: true,
+        log_y: true,
+        series: vec![
+            series("p50 among idle", "busy_p50_us"),
+            series("p90 among idle", "busy_p90_us"),
+            series("p50 alone", "alone_p50_us"),
+            series("p90 alone", "alone_p90_us"),
+        ],
+    };
+    write_svg(svg, &[memory, latency]).expect("write the chart");
 }
 
 /// Runs `active` clients at `rate` for 5 s and returns the report.
