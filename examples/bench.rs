@@ -7,12 +7,13 @@
 //!
 //! It builds the binaries it needs, and prints Markdown tables to paste into the docs.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use clap::Parser;
 use serde_json::Value;
+
+mod common;
 
 /// Compares servers under evloop-load; see the module documentation.
 #[derive(Parser, Debug)]
@@ -56,7 +57,7 @@ struct Run {
 
 fn main() {
     let args = Args::parse();
-    build();
+    common::build(&["--bin", "evloop-server", "--bin", "evloop-load", "--example", "tokio_echo"]);
     let pinned = Command::new("taskset").arg("-V").output().is_ok();
     if !pinned {
         eprintln!("bench: taskset not found; running unpinned (results are noisier)");
@@ -72,27 +73,17 @@ fn main() {
     println!("|---|---|{}---|---|", "---|".repeat(args.servers.len()));
     for &pipeline in &args.pipelines {
         for &count in &args.counts {
-            let mut runs: Vec<Vec<Run>> = vec![Vec::new(); args.servers.len()];
-            for round in 0..args.rounds {
-                // A B, then B A: whatever drifts during a round hits both servers alike.
-                let mut order: Vec<usize> = (0..args.servers.len()).collect();
-                if round % 2 == 1 {
-                    order.reverse();
-                }
-                for index in order {
-                    let loader = [
-                        "-c".to_string(),
-                        count.to_string(),
-                        "--pipeline".to_string(),
-                        pipeline.to_string(),
-                        "-d".to_string(),
-                        format!("{}s", args.seconds),
-                        "--warmup".to_string(),
-                        "1s".to_string(),
-                    ];
-                    runs[index].push(measure(&args.servers[index], &args.evloop_args, &loader, pinned));
-                }
-            }
+            let loader = [
+                "-c".to_string(),
+                count.to_string(),
+                "--pipeline".to_string(),
+                pipeline.to_string(),
+                "-d".to_string(),
+                format!("{}s", args.seconds),
+                "--warmup".to_string(),
+                "1s".to_string(),
+            ];
+            let runs = interleaved(&args, &loader, pinned);
             let medians: Vec<Run> = runs.iter().map(|runs| median(runs)).collect();
             let cells: Vec<String> = medians
                 .iter()
@@ -135,27 +126,18 @@ fn main() {
             "| server | p50 us | p90 us | p99 us | uncorrected p50 us | uncorrected p99 us | server CPU us/msg | loader CPU us/msg |"
         );
         println!("|---|---|---|---|---|---|---|---|");
-        let mut runs: Vec<Vec<Run>> = vec![Vec::new(); args.servers.len()];
-        for round in 0..args.rounds {
-            let mut order: Vec<usize> = (0..args.servers.len()).collect();
-            if round % 2 == 1 {
-                order.reverse();
-            }
-            for index in order {
-                let loader = [
-                    "-c",
-                    "100",
-                    "--rate",
-                    &args.rate.to_string(),
-                    "-d",
-                    &format!("{}s", args.seconds),
-                    "--warmup",
-                    "1s",
-                ]
-                .map(String::from);
-                runs[index].push(measure(&args.servers[index], &args.evloop_args, &loader, pinned));
-            }
-        }
+        let loader = [
+            "-c",
+            "100",
+            "--rate",
+            &args.rate.to_string(),
+            "-d",
+            &format!("{}s", args.seconds),
+            "--warmup",
+            "1s",
+        ]
+        .map(String::from);
+        let runs = interleaved(&args, &loader, pinned);
         for (name, runs) in args.servers.iter().zip(&runs) {
             let run = median(runs);
             println!(
@@ -172,77 +154,55 @@ fn main() {
     }
 }
 
-/// Builds the release binaries the runs use.
-fn build() {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
-    let status = Command::new(cargo)
-        .args([
-            "build",
-            "--release",
-            "--bin",
-            "evloop-server",
-            "--bin",
-            "evloop-load",
-            "--example",
-            "tokio_echo",
-        ])
-        .status()
-        .expect("run cargo build");
-    assert!(status.success(), "cargo build failed");
-}
-
-fn binary(name: &str) -> String {
-    let target = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "target".to_string());
-    match name {
-        "tokio" => format!("{target}/release/examples/tokio_echo"),
-        other => format!("{target}/release/{other}"),
+/// `args.rounds` runs of `loader_args` against each server, interleaved A B, then B A:
+/// whatever drifts during a round hits every server alike. Runs by server.
+fn interleaved(args: &Args, loader_args: &[String], pinned: bool) -> Vec<Vec<Run>> {
+    let mut runs: Vec<Vec<Run>> = vec![Vec::new(); args.servers.len()];
+    for round in 0..args.rounds {
+        let mut order: Vec<usize> = (0..args.servers.len()).collect();
+        if round % 2 == 1 {
+            order.reverse();
+        }
+        for index in order {
+            runs[index].push(measure(&args.servers[index], &args.evloop_args, loader_args, pinned));
+        }
     }
-}
-
-fn pinned_command(cpu: u32, program: &str, pinned: bool) -> Command {
-    if pinned {
-        let mut command = Command::new("taskset");
-        command.args(["-c", &cpu.to_string(), program]);
-        command
-    } else {
-        Command::new(program)
-    }
+    runs
 }
 
 /// Starts `server`, runs the loader against it with `loader_args`, stops the server.
 fn measure(server: &str, evloop_args: &str, loader_args: &[String], pinned: bool) -> Run {
-    let mut command = match server {
-        "evloop" => {
-            let mut command = pinned_command(0, &binary("evloop-server"), pinned);
-            command.args(["--listen", "echo=127.0.0.1:0"]).args(evloop_args.split_whitespace());
-            command
-        }
+    let cpu = |cpu: u32| pinned.then_some(cpu);
+    let command = match server {
         "tokio" => {
-            let mut command = pinned_command(0, &binary("tokio"), pinned);
+            let mut command = common::on_cpu(cpu(0), &common::binary("examples/tokio_echo"));
             command.arg("127.0.0.1:0");
             command
         }
-        other => match other.strip_prefix("bin:") {
-            Some(path) => {
-                let mut command = pinned_command(0, path, pinned);
-                command.args(["--listen", "echo=127.0.0.1:0"]).args(evloop_args.split_whitespace());
-                command
-            }
-            None => panic!("unknown server {other}: expected evloop, tokio or bin:PATH"),
-        },
+        evloop => {
+            let program = match evloop {
+                "evloop" => common::binary("evloop-server"),
+                other => {
+                    other.strip_prefix("bin:").unwrap_or_else(|| panic!("unknown server {other}")).to_string()
+                }
+            };
+            let mut command = common::on_cpu(cpu(0), &program);
+            command.args(["--listen", "echo=127.0.0.1:0"]).args(evloop_args.split_whitespace());
+            command
+        }
     };
-    let mut child = command.stdout(Stdio::piped()).stderr(Stdio::null()).spawn().expect("start the server");
-    let addr = startup_addr(&mut child);
-    let cpu_before = cpu_ticks(child.id());
-    let loader_before = children_cpu_us();
-    let output = pinned_command(1, &binary("evloop-load"), pinned)
+    let (mut child, addr) = common::start_server(command);
+    let cpu_before = common::cpu_ticks(child.id());
+    let loader_before = common::children_cpu_us();
+    let output = common::on_cpu(cpu(1), &common::binary("evloop-load"))
         .args(["--target", &addr, "--json", "--no-progress"])
         .args(loader_args)
         .output()
         .expect("run evloop-load");
-    let loader_cpu_us = children_cpu_us() - loader_before;
-    let cpu_used = cpu_ticks(child.id()) - cpu_before;
-    stop(&mut child);
+    let loader_cpu_us = common::children_cpu_us() - loader_before;
+    let cpu_used = common::cpu_ticks(child.id()) - cpu_before;
+    common::stop(&mut child);
+    std::thread::sleep(Duration::from_millis(200)); // let the sockets' TIME_WAIT churn settle
     let report: Value = serde_json::from_slice(&output.stdout).expect("a JSON report");
     assert_eq!(report["ok"], true, "a run failed verification: {report}");
     let latency = |key: &str, field: &str| report[key][field].as_f64().unwrap_or(0.0);
@@ -259,42 +219,6 @@ fn measure(server: &str, evloop_args: &str, loader_args: &[String], pinned: bool
         server_cpu_us_per_msg: cpu_used as f64 * 10_000.0 / verified,
         loader_cpu_us_per_msg: loader_cpu_us as f64 / verified,
     }
-}
-
-fn startup_addr(child: &mut Child) -> String {
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().expect("piped stdout")).read_line(&mut line).expect("a startup line");
-    line.trim().rsplit(' ').next().expect("an address").to_string()
-}
-
-fn stop(child: &mut Child) {
-    // SAFETY: kill() on our own child's PID has no memory-safety preconditions.
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    if child.wait().is_err() {
-        let _ = child.kill();
-    }
-    std::thread::sleep(Duration::from_millis(200)); // let the sockets' TIME_WAIT churn settle
-}
-
-/// CPU time (user + system, microseconds) of this process's children that have been waited
-/// for: after a loader run, the loader's own cost.
-fn children_cpu_us() -> u64 {
-    // SAFETY: getrusage only writes into the struct we pass, which lives for the call.
-    let usage = unsafe {
-        let mut usage = std::mem::zeroed::<libc::rusage>();
-        libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage);
-        usage
-    };
-    let micros = |time: libc::timeval| time.tv_sec as u64 * 1_000_000 + time.tv_usec as u64;
-    micros(usage.ru_utime) + micros(usage.ru_stime)
-}
-
-fn cpu_ticks(pid: u32) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let Some(end) = stat.rfind(')') else { return 0 };
-    let fields: Vec<&str> = stat[end + 2..].split(' ').collect();
-    fields.get(11).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0)
-        + fields.get(12).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0)
 }
 
 fn median(runs: &[Run]) -> Run {

@@ -13,9 +13,8 @@
 //!
 //! Writes docs/data/*.csv and docs/charts/*.svg (or under --out).
 
-use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -23,6 +22,8 @@ use std::time::Duration;
 use clap::Parser;
 use evloop::load::chart::{Panel, Series, write_svg};
 use serde_json::Value;
+
+mod common;
 
 /// See the module documentation.
 #[derive(Parser, Debug)]
@@ -59,7 +60,7 @@ struct Measured {
 
 fn main() {
     let args = Args::parse();
-    build();
+    common::build(&["--bin", "evloop-server", "--bin", "evloop-load"]);
     std::fs::create_dir_all(args.out.join("data")).unwrap();
     std::fs::create_dir_all(args.out.join("charts")).unwrap();
     connections_experiment(&args);
@@ -210,31 +211,6 @@ fn work_experiment(args: &Args, work: &[u64]) {
     print!("{csv}");
 }
 
-fn build() {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
-    let status = Command::new(cargo)
-        .args(["build", "--release", "--bin", "evloop-server", "--bin", "evloop-load"])
-        .status()
-        .expect("run cargo build");
-    assert!(status.success());
-}
-
-fn binary(name: &str) -> String {
-    let target = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "target".to_string());
-    format!("{target}/release/{name}")
-}
-
-fn command(cpu: Option<u32>, program: &str) -> Command {
-    match cpu {
-        Some(cpu) => {
-            let mut command = Command::new("taskset");
-            command.args(["-c", &cpu.to_string(), program]);
-            command
-        }
-        None => Command::new(program),
-    }
-}
-
 /// A started server and the address it listens on.
 struct Server {
     child: Child,
@@ -242,15 +218,10 @@ struct Server {
 }
 
 fn start_server(args: &[&str], pinned: bool) -> Server {
-    let mut child = command(pinned.then_some(0), &binary("evloop-server"))
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start evloop-server");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).expect("a startup line");
-    Server { child, addr: line.trim().rsplit(' ').next().unwrap().to_string() }
+    let mut command = common::on_cpu(pinned.then_some(0), &common::binary("evloop-server"));
+    command.args(args);
+    let (child, addr) = common::start_server(command);
+    Server { child, addr }
 }
 
 /// Runs the loader against `server` while sampling the server's (and its workers') memory
@@ -263,9 +234,9 @@ fn measure(mut server: Server, loader_args: &[String], pinned: bool) -> Measured
         let (done, peak) = (done.clone(), peak.clone());
         std::thread::spawn(move || {
             while !done.load(Ordering::Relaxed) {
-                let pids: Vec<u32> = std::iter::once(pid).chain(children(pid)).collect();
-                let rss: u64 = pids.iter().map(|&p| status_field(p, "VmRSS:")).sum();
-                let threads: u64 = pids.iter().map(|&p| status_field(p, "Threads:")).sum();
+                let pids: Vec<u32> = std::iter::once(pid).chain(common::children(pid)).collect();
+                let rss: u64 = pids.iter().map(|&p| common::status_field(p, "VmRSS:")).sum();
+                let threads: u64 = pids.iter().map(|&p| common::status_field(p, "Threads:")).sum();
                 let mut peak = peak.lock().unwrap();
                 *peak = (peak.0.max(rss), peak.1.max(threads));
                 drop(peak);
@@ -273,17 +244,14 @@ fn measure(mut server: Server, loader_args: &[String], pinned: bool) -> Measured
             }
         })
     };
-    let output = command(pinned.then_some(1), &binary("evloop-load"))
+    let output = common::on_cpu(pinned.then_some(1), &common::binary("evloop-load"))
         .args(["--target", &server.addr, "--json", "--no-progress"])
         .args(loader_args)
         .output()
         .expect("run evloop-load");
     done.store(true, Ordering::Relaxed);
     sampler.join().unwrap();
-    // SAFETY: kill() on our own child's PID has no memory-safety preconditions.
-    unsafe { libc::kill(pid as i32, libc::SIGTERM) };
-    // A blocking model may wait for its clients' reads to time out; give it a moment.
-    let _ = server.child.wait();
+    common::stop(&mut server.child);
     let report: Value = serde_json::from_slice(&output.stdout).unwrap_or(Value::Null);
     let (rss_kib, threads) = *peak.lock().unwrap();
     Measured {
@@ -296,21 +264,4 @@ fn measure(mut server: Server, loader_args: &[String], pinned: bool) -> Measured
         lost: report["messages"]["lost"].as_u64().unwrap_or(0),
         connect_failed: report["connections"]["failed"].as_u64().unwrap_or(0),
     }
-}
-
-fn children(pid: u32) -> Vec<u32> {
-    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
-        .unwrap_or_default()
-        .split_whitespace()
-        .filter_map(|child| child.parse().ok())
-        .collect()
-}
-
-fn status_field(pid: u32, field: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|line| line.strip_prefix(field))
-        .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0)
 }

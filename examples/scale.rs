@@ -24,6 +24,8 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use serde_json::Value;
 
+mod common;
+
 /// See the module documentation.
 #[derive(Parser, Debug)]
 struct Args {
@@ -60,8 +62,47 @@ struct Args {
     chart: Option<String>,
 }
 
+/// What one row measured: the fill (connect, verify, hold) and the busy clients.
+struct Figures {
+    established: u64,
+    verified: u64,
+    accept_per_s: f64,
+    ready_s: f64,
+    server_rss_b_per_conn: f64,
+    kernel_b_per_conn: f64,
+    idle_cpu_pct: f64,
+    listen_overflows: u64,
+    /// The busy clients' runs: among the idle connections, then alone.
+    busy_among_idle: Busy,
+    busy_alone: Busy,
+}
+
+/// A busy-client run's figures.
+struct Busy {
+    p50_us: f64,
+    p90_us: f64,
+    p99_us: f64,
+    sent: u64,
+    verified: u64,
+    errors: String,
+}
+
+impl Busy {
+    fn of(report: &Value) -> Busy {
+        let latency = |field: &str| report["latency_us"][field].as_f64().unwrap_or(0.0);
+        Busy {
+            p50_us: latency("p50"),
+            p90_us: latency("p90"),
+            p99_us: latency("p99"),
+            sent: report["messages"]["sent"].as_u64().unwrap_or(0),
+            verified: report["messages"]["verified"].as_u64().unwrap_or(0),
+            errors: report["errors"].to_string(),
+        }
+    }
+}
+
 /// The columns `--record` writes.
-const CSV_HEADER: &str = "connections,workers,processes,idle_timeout_s,established,verified,accept_per_s,ready_s,server_rss_b_per_conn,kernel_b_per_conn,idle_cpu_pct,listen_overflows,busy,rate,busy_p50_us,busy_p90_us,busy_p99_us,alone_p50_us,alone_p90_us,alone_p99_us";
+const CSV_HEADER: &str = "connections,workers,processes,idle_timeout_s,established,verified,accept_per_s,ready_s,server_rss_b_per_conn,kernel_b_per_conn,idle_cpu_pct,listen_overflows,busy,rate,busy_p50_us,busy_p90_us,busy_p99_us,busy_sent,busy_verified,alone_p50_us,alone_p90_us,alone_p99_us,alone_sent,alone_verified";
 
 fn main() {
     let args = Args::parse();
@@ -73,34 +114,31 @@ fn main() {
     // quarter of the hold, 6 s of busy clients), or closing connections would disturb them.
     assert!(args.hold >= 12, "--hold must be at least 12 seconds");
     let active = args.active.unwrap_or((args.connections / 100).max(1));
-    build();
-    let mut server_args = vec![
-        "--workers".to_string(),
-        args.workers.to_string(),
-        "--listen".to_string(),
-        "echo=127.0.0.1:0".to_string(),
-    ];
-    if args.idle_timeout > 0 {
-        server_args.extend(["--idle-timeout".to_string(), args.idle_timeout.to_string()]);
+    common::build(&["--bin", "evloop-server", "--bin", "evloop-load"]);
+    let figures = measure(&args, active);
+    print_tables(&args, active, &figures);
+    if let Some(path) = &args.record {
+        record(path, &args, active, &figures);
     }
-    let mut server = Command::new(binary("evloop-server"))
-        .args(&server_args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start evloop-server");
-    let mut line = String::new();
-    BufReader::new(server.stdout.take().unwrap()).read_line(&mut line).expect("a startup line");
-    let target = line.trim().rsplit(' ').next().unwrap().to_string();
+    assert_eq!(figures.verified, u64::from(args.connections), "every connection must answer");
+}
+
+fn measure(args: &Args, active: u32) -> Figures {
+    let mut command = Command::new(common::binary("evloop-server"));
+    command.args(["--workers", &args.workers.to_string(), "--listen", "echo=127.0.0.1:0"]);
+    if args.idle_timeout > 0 {
+        command.args(["--idle-timeout", &args.idle_timeout.to_string()]);
+    }
+    let (mut server, target) = common::start_server(command);
     // With --workers 1 the server is the reactor; with more, its children are.
-    let workers = if args.workers > 1 { children(server.id()) } else { vec![server.id()] };
+    let workers = if args.workers > 1 { common::children(server.id()) } else { vec![server.id()] };
     assert_eq!(workers.len(), args.workers as usize, "worker pids");
-    let rss_before: u64 = workers.iter().map(|&pid| rss_kib(pid)).sum();
-    let kernel_before = kernel_kib();
-    let overflows_before = listen_overflows();
+    let rss_kib = || -> u64 { workers.iter().map(|&pid| common::status_field(pid, "VmRSS:")).sum() };
+    let cpu_ticks = || -> u64 { workers.iter().map(|&pid| common::cpu_ticks(pid)).sum() };
+    let (rss_before, kernel_before, overflows_before) = (rss_kib(), kernel_kib(), listen_overflows());
 
     // Fill, verify, hold.
-    let mut fill = Command::new(binary("evloop-load"))
+    let mut fill = Command::new(common::binary("evloop-load"))
         .args(["--target", &target, "-c", &args.connections.to_string(), "-n", &args.connections.to_string()])
         .args(["--processes", &args.processes.to_string(), "--sources", &args.sources])
         .args(["--hold", &format!("{}s", args.hold), "--connect-timeout", "60s", "--reply-timeout", "60s"])
@@ -111,25 +149,36 @@ fn main() {
         .expect("start evloop-load");
     let started = Instant::now();
     wait_for_line(&mut fill, "holding");
-    let ready_after = started.elapsed();
+    let ready_s = started.elapsed().as_secs_f64();
     std::thread::sleep(Duration::from_secs(1)); // let closing churn (none expected) settle
-    let rss_held: u64 = workers.iter().map(|&pid| rss_kib(pid)).sum();
-    let kernel_held = kernel_kib();
-    let cpu_before: u64 = workers.iter().map(|&pid| cpu_ticks(pid)).sum();
+    let (rss_held, kernel_held, cpu_before) = (rss_kib(), kernel_kib(), cpu_ticks());
     let idle_window = Duration::from_secs(u64::from(args.hold / 4).max(1));
     std::thread::sleep(idle_window);
-    let idle_cpu: u64 = workers.iter().map(|&pid| cpu_ticks(pid)).sum::<u64>() - cpu_before;
+    let idle_ticks = cpu_ticks() - cpu_before;
     // A few busy clients among the idle ones.
-    let busy_among_idle = busy(&target, active, args.rate, args.sources.split(['-', ',']).next().unwrap());
+    let among_idle = busy(&target, active, args.rate, args.sources.split(['-', ',']).next().unwrap());
     let fill_report = finish(fill);
     // The loader's exit closes every held connection; the comparison waits for that to end.
     wait_for_teardown();
     let alone = busy(&target, active, args.rate, "127.0.0.1");
-    let overflows = listen_overflows() - overflows_before;
-    stop(&mut server);
-
+    let listen_overflows = listen_overflows() - overflows_before;
+    common::stop(&mut server);
     let connections = f64::from(args.connections);
-    let established = fill_report["connections"]["established"].as_u64().unwrap_or(0);
+    Figures {
+        established: fill_report["connections"]["established"].as_u64().unwrap_or(0),
+        verified: fill_report["messages"]["verified"].as_u64().unwrap_or(0),
+        accept_per_s: fill_report["connections"]["connects_per_s"].as_f64().unwrap_or(0.0),
+        ready_s,
+        server_rss_b_per_conn: rss_held.saturating_sub(rss_before) as f64 * 1024.0 / connections,
+        kernel_b_per_conn: kernel_held.saturating_sub(kernel_before) as f64 * 1024.0 / connections,
+        idle_cpu_pct: idle_ticks as f64 / idle_window.as_secs_f64(),
+        listen_overflows,
+        busy_among_idle: Busy::of(&among_idle),
+        busy_alone: Busy::of(&alone),
+    }
+}
+
+fn print_tables(args: &Args, active: u32, figures: &Figures) {
     println!(
         "| connections | workers | loader processes | established | verified | accept rate /s | ready after s | server RSS B/conn | kernel B/conn (both ends) | idle CPU % | listen overflows |"
     );
@@ -139,14 +188,14 @@ fn main() {
         args.connections,
         args.workers,
         args.processes,
-        established,
-        fill_report["messages"]["verified"],
-        fill_report["connections"]["connects_per_s"].as_f64().unwrap_or(0.0),
-        ready_after.as_secs_f64(),
-        (rss_held.saturating_sub(rss_before)) as f64 * 1024.0 / connections,
-        (kernel_held.saturating_sub(kernel_before)) as f64 * 1024.0 / connections,
-        idle_cpu as f64 / idle_window.as_secs_f64(),
-        overflows
+        figures.established,
+        figures.verified,
+        figures.accept_per_s,
+        figures.ready_s,
+        figures.server_rss_b_per_conn,
+        figures.kernel_b_per_conn,
+        figures.idle_cpu_pct,
+        figures.listen_overflows
     );
     println!();
     println!(
@@ -154,56 +203,47 @@ fn main() {
         args.rate
     );
     println!("|---|---|---|---|---|---|---|");
-    for (label, report) in
-        [(format!("among {} idle", args.connections), &busy_among_idle), ("alone".to_string(), &alone)]
-    {
-        let latency = &report["latency_us"];
+    let among = format!("among {} idle", args.connections);
+    for (label, busy) in [(among.as_str(), &figures.busy_among_idle), ("alone", &figures.busy_alone)] {
         println!(
             "| {label} | {:.0} | {:.0} | {:.0} | {} | {} | {} |",
-            latency["p50"].as_f64().unwrap_or(0.0),
-            latency["p90"].as_f64().unwrap_or(0.0),
-            latency["p99"].as_f64().unwrap_or(0.0),
-            report["messages"]["sent"],
-            report["messages"]["verified"],
-            report["errors"]
+            busy.p50_us, busy.p90_us, busy.p99_us, busy.sent, busy.verified, busy.errors
         );
     }
-    if let Some(path) = &args.record {
-        let new = !path.exists();
-        let mut file =
-            std::fs::OpenOptions::new().create(true).append(true).open(path).expect("open --record");
-        use std::io::Write as _;
-        if new {
-            writeln!(file, "{CSV_HEADER}").unwrap();
-        }
-        let latency = |report: &Value, field: &str| report["latency_us"][field].as_f64().unwrap_or(0.0);
-        writeln!(
-            file,
-            "{},{},{},{},{},{},{:.0},{:.1},{:.0},{:.0},{:.2},{},{},{},{:.0},{:.0},{:.0},{:.0},{:.0},{:.0}",
-            args.connections,
-            args.workers,
-            args.processes,
-            args.idle_timeout,
-            established,
-            fill_report["messages"]["verified"],
-            fill_report["connections"]["connects_per_s"].as_f64().unwrap_or(0.0),
-            ready_after.as_secs_f64(),
-            (rss_held.saturating_sub(rss_before)) as f64 * 1024.0 / connections,
-            (kernel_held.saturating_sub(kernel_before)) as f64 * 1024.0 / connections,
-            idle_cpu as f64 / idle_window.as_secs_f64(),
-            overflows,
-            active,
-            args.rate,
-            latency(&busy_among_idle, "p50"),
-            latency(&busy_among_idle, "p90"),
-            latency(&busy_among_idle, "p99"),
-            latency(&alone, "p50"),
-            latency(&alone, "p90"),
-            latency(&alone, "p99"),
-        )
-        .unwrap();
+}
+
+/// Appends `figures` to the CSV at `path` (with a header if the file is new).
+fn record(path: &std::path::Path, args: &Args, active: u32, figures: &Figures) {
+    use std::io::Write as _;
+    let new = !path.exists();
+    let mut file = std::fs::OpenOptions::new().create(true).append(true).open(path).expect("open --record");
+    if new {
+        writeln!(file, "{CSV_HEADER}").unwrap();
     }
-    assert_eq!(fill_report["ok"], true, "every connection must answer: {fill_report}");
+    let busy = |busy: &Busy| {
+        format!("{:.0},{:.0},{:.0},{},{}", busy.p50_us, busy.p90_us, busy.p99_us, busy.sent, busy.verified)
+    };
+    writeln!(
+        file,
+        "{},{},{},{},{},{},{:.0},{:.1},{:.0},{:.0},{:.2},{},{},{},{},{}",
+        args.connections,
+        args.workers,
+        args.processes,
+        args.idle_timeout,
+        figures.established,
+        figures.verified,
+        figures.accept_per_s,
+        figures.ready_s,
+        figures.server_rss_b_per_conn,
+        figures.kernel_b_per_conn,
+        figures.idle_cpu_pct,
+        figures.listen_overflows,
+        active,
+        args.rate,
+        busy(&figures.busy_among_idle),
+        busy(&figures.busy_alone),
+    )
+    .unwrap();
 }
 
 /// Draws memory per connection and busy-client latency against connections from a CSV
@@ -252,7 +292,7 @@ fn draw_chart(csv: &std::path::Path, svg: &std::path::Path) {
 
 /// Runs `active` clients at `rate` for 5 s and returns the report.
 fn busy(target: &str, active: u32, rate: u32, source: &str) -> Value {
-    let output = Command::new(binary("evloop-load"))
+    let output = Command::new(common::binary("evloop-load"))
         .args([
             "--target",
             target,
@@ -311,41 +351,6 @@ fn wait_for_line(child: &mut Child, needle: &str) {
     seen.recv().expect("evloop-load ended before holding its connections");
 }
 
-fn build() {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
-    let status = Command::new(cargo)
-        .args(["build", "--release", "--bin", "evloop-server", "--bin", "evloop-load"])
-        .status()
-        .expect("run cargo build");
-    assert!(status.success());
-}
-
-fn binary(name: &str) -> String {
-    let target = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "target".to_string());
-    format!("{target}/release/{name}")
-}
-
-fn children(pid: u32) -> Vec<u32> {
-    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
-        .unwrap_or_default()
-        .split_whitespace()
-        .filter_map(|child| child.parse().ok())
-        .collect()
-}
-
-fn status_field(pid: u32, field: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|line| line.strip_prefix(field))
-        .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0)
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    status_field(pid, "VmRSS:")
-}
-
 /// Kernel memory that grows with sockets: slab caches (socket structures, dentries,
 /// epoll items) plus TCP buffer pages, in KiB.
 fn kernel_kib() -> u64 {
@@ -379,18 +384,4 @@ fn listen_overflows() -> u64 {
         .filter(|(name, _)| *name == "ListenOverflows" || *name == "ListenDrops")
         .filter_map(|(_, value)| value.parse::<u64>().ok())
         .sum()
-}
-
-fn cpu_ticks(pid: u32) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let Some(end) = stat.rfind(')') else { return 0 };
-    let fields: Vec<&str> = stat[end + 2..].split(' ').collect();
-    fields.get(11).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0)
-        + fields.get(12).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0)
-}
-
-fn stop(server: &mut Child) {
-    // SAFETY: kill() on our own child's PID has no memory-safety preconditions.
-    unsafe { libc::kill(server.id() as i32, libc::SIGTERM) };
-    let _ = server.wait();
 }

@@ -3,10 +3,9 @@
 
 mod util;
 
-use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
+use std::io::{ErrorKind, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::os::unix::process::CommandExt;
-use std::sync::mpsc;
 use std::thread;
 use std::time::Duration;
 
@@ -186,26 +185,14 @@ fn survives_running_out_of_file_descriptors() {
             Ok(())
         });
     }
-    let mut server = ServerProcess::start(command, 1);
-    let (lines, stderr_lines) = mpsc::channel();
-    let stderr = BufReader::new(server.stderr());
-    thread::spawn(move || {
-        for line in stderr.lines().map_while(Result::ok) {
-            let _ = lines.send(line);
-        }
-    });
+    let (server, stderr_lines) = ServerProcess::start_logged(command, 1, "info");
     let mut clients: Vec<_> = (0..90).map(|_| connect(server.addrs[0])).collect();
     for client in &mut clients {
         client.send_line("ping");
     }
     // The readiness signal: the server says it cannot accept.
-    loop {
-        let line = stderr_lines.recv_timeout(util::READ_TIMEOUT).expect("a 'cannot accept' warning");
-        if line.contains("cannot accept, pausing") {
-            assert!(line.contains("Too many open files"), "{line}");
-            break;
-        }
-    }
+    let line = util::wait_for_log(&stderr_lines, "cannot accept, pausing");
+    assert!(line.contains("Too many open files"), "{line}");
     // Not spinning: over one second the server uses a small fraction of one CPU.
     let cpu_before = cpu_ticks(server.pid());
     thread::sleep(Duration::from_secs(1));

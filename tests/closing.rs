@@ -62,11 +62,7 @@ fn handler_close_delivers_every_reply() {
         let _ = writer.shutdown(std::net::Shutdown::Write);
     });
     // Read nothing until the server's output has backed up: it then pauses reading us.
-    let deadline = std::time::Instant::now() + util::READ_TIMEOUT;
-    while server.stats().reading_paused == 0 {
-        assert!(std::time::Instant::now() < deadline, "the server's output never backed up");
-        std::thread::sleep(std::time::Duration::from_millis(2));
-    }
+    server.wait_for("the server's output to back up", |stats| stats.reading_paused > 0);
     let mut received = Vec::new();
     client.read_to_end(&mut received).expect("a clean end of stream, not a reset");
     done.store(true, std::sync::atomic::Ordering::Relaxed);

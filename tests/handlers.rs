@@ -53,7 +53,7 @@ fn broadcast_relays_to_every_other_client() {
     let server = TestServer::start(&["broadcast=127.0.0.1:0"]);
     let mut clients: Vec<_> = (0..4).map(|_| connect(server.addr())).collect();
     // Wait until all four are in the room: the server has accepted them when its stats say so.
-    wait_for_connections(&server, 4);
+    server.wait_for("4 connections", |stats| stats.connections_open == 4);
     let sender = clients[0].local_addr();
     clients[0].send_line("hello room");
     for client in &mut clients[1..] {
@@ -81,19 +81,9 @@ fn broadcast_survives_a_member_leaving() {
     let mut a = connect(server.addr());
     let mut b = connect(server.addr());
     let c = connect(server.addr());
-    wait_for_connections(&server, 3);
+    server.wait_for("3 connections", |stats| stats.connections_open == 3);
     drop(c);
-    wait_for_connections(&server, 2);
+    server.wait_for("2 connections", |stats| stats.connections_open == 2);
     a.send_line("after c left");
     b.expect(&format!("{}: after c left", a.local_addr()));
-}
-
-/// Polls the server's stats until `count` connections are open (the accept is asynchronous).
-#[track_caller]
-fn wait_for_connections(server: &TestServer, count: usize) {
-    let deadline = std::time::Instant::now() + util::READ_TIMEOUT;
-    while server.stats().connections_open != count {
-        assert!(std::time::Instant::now() < deadline, "never reached {count} connections");
-        std::thread::yield_now();
-    }
 }

@@ -13,16 +13,6 @@ use std::time::{Duration, Instant};
 use evloop::ServerConfig;
 use util::{TestServer, connect};
 
-/// Polls the server's stats until `done` holds (the server acts asynchronously).
-#[track_caller]
-fn wait_for(server: &TestServer, what: &str, done: impl Fn(&evloop::Stats) -> bool) {
-    let deadline = Instant::now() + util::READ_TIMEOUT;
-    while !done(&server.stats()) {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        thread::sleep(Duration::from_millis(2));
-    }
-}
-
 /// A client that sends but never reads cannot grow the server's memory: past --max-output
 /// the server stops reading it, so its writes block. When it finally reads, every reply is
 /// there, in order.
@@ -75,7 +65,7 @@ fn slow_broadcast_member_is_dropped_and_others_carry_on() {
     slow.set_recv_buffer_size(4096).unwrap();
     slow.connect(&server.addr().into()).unwrap();
     let mut slow: TcpStream = slow.into();
-    wait_for(&server, "3 members", |stats| stats.connections_open == 3);
+    server.wait_for("3 members", |stats| stats.connections_open == 3);
     let count = 20_000;
     let padding = "p".repeat(200);
     let from = sender.local_addr();
@@ -89,7 +79,7 @@ fn slow_broadcast_member_is_dropped_and_others_carry_on() {
     let batch: String = (0..count).map(|i| format!("message {i} {padding}\n")).collect();
     sender.send(batch.as_bytes());
     reading.join().expect("the reading member got every message in order");
-    wait_for(&server, "the slow member to be dropped", |stats| stats.closed_slow == 1);
+    server.wait_for("the slow member to be dropped", |stats| stats.closed_slow == 1);
     // The slow member sees its connection end after whatever was already in its buffers.
     slow.set_read_timeout(Some(util::READ_TIMEOUT)).unwrap();
     let mut sink = Vec::new();
@@ -123,7 +113,7 @@ fn a_flooding_client_does_not_starve_others() {
         total
     });
     // Make sure the flood is under way before measuring anything.
-    wait_for(&server, "the flood to start", |stats| stats.bytes_in > 4 * 1024 * 1024);
+    server.wait_for("the flood to start", |stats| stats.bytes_in > 4 * 1024 * 1024);
     let mut pinger = connect(server.addr());
     for i in 0..100 {
         pinger.roundtrip(&format!("ping {i}"), &format!("ping {i}"));
@@ -149,7 +139,7 @@ fn max_connections_turns_away_extra_clients() {
     third.expect_closed();
     first.roundtrip("still one", "still one");
     drop(second);
-    wait_for(&server, "the second client to leave", |stats| stats.connections_open == 1);
+    server.wait_for("the second client to leave", |stats| stats.connections_open == 1);
     let mut fourth = connect(server.addr());
     fourth.roundtrip("four", "four");
     assert_eq!(server.stats().connections_rejected, 1);
@@ -203,5 +193,5 @@ fn misbehaving_clients_do_not_hurt_others() {
     junk.send(b"\n");
     assert!(junk.line().starts_with("ERR not an integer"));
     good.roundtrip("2,2", "4");
-    wait_for(&server, "the rude clients to be gone", |stats| stats.connections_open == 2);
+    server.wait_for("the rude clients to be gone", |stats| stats.connections_open == 2);
 }

@@ -8,19 +8,6 @@ use std::time::{Duration, Instant};
 use evloop::ServerConfig;
 use util::{TestServer, connect};
 
-#[track_caller]
-fn wait_for(server: &TestServer, what: &str, done: impl Fn(&evloop::Stats) -> bool) -> evloop::Stats {
-    let deadline = Instant::now() + util::READ_TIMEOUT;
-    loop {
-        let stats = server.stats();
-        if done(&stats) {
-            return stats;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}: {stats:?}");
-        std::thread::sleep(Duration::from_millis(2));
-    }
-}
-
 /// After traffic, a thousand idle connections hold no buffer at all, and the pool served
 /// them all from a few buffers.
 #[test]
@@ -44,7 +31,7 @@ fn idle_connections_hold_no_buffers() {
             client.expect("partial done");
         }
     }
-    let stats = wait_for(&server, "all idle", |stats| stats.buffers.in_use == 0);
+    let stats = server.wait_for("all idle", |stats| stats.buffers.in_use == 0);
     assert_eq!(stats.connections_open, 1000);
     assert_eq!(stats.buffers.in_use, 0, "idle connections hold no buffers");
     assert!(stats.buffers.reused > 1000, "buffers were reused: {:?}", stats.buffers);
@@ -61,7 +48,7 @@ fn the_pool_is_reused() {
         client.send(b" pieces\n");
         client.expect(&format!("message {index} in two pieces"));
     }
-    let stats = wait_for(&server, "idle", |stats| stats.buffers.in_use == 0);
+    let stats = server.wait_for("idle", |stats| stats.buffers.in_use == 0);
     assert!(stats.buffers.allocated <= 4, "allocated {:?}", stats.buffers);
 }
 
@@ -72,7 +59,7 @@ fn idle_timeout_closes_exactly_the_idle_ones() {
     let server = TestServer::start_with(config, &["echo=127.0.0.1:0"]);
     let mut idle: Vec<_> = (0..50).map(|_| connect(server.addr())).collect();
     let mut active: Vec<_> = (0..50).map(|_| connect(server.addr())).collect();
-    wait_for(&server, "100 connections", |stats| stats.connections_open == 100);
+    server.wait_for("100 connections", |stats| stats.connections_open == 100);
     let started = Instant::now();
     // Keep the active half busy until the idle half has been closed.
     while server.stats().closed_idle < 50 {

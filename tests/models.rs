@@ -3,10 +3,8 @@
 
 mod util;
 
-use std::io::{BufRead, BufReader, ErrorKind, Read};
+use std::io::{ErrorKind, Read};
 use std::process::Command;
-use std::sync::mpsc::{self, Receiver};
-use std::thread;
 use std::time::{Duration, Instant};
 
 use util::{ServerProcess, TestServer, connect, server_command};
@@ -27,32 +25,6 @@ fn start_model(model: &str, extra: &[&str]) -> ServerProcess {
     args.extend(ALL_HANDLERS);
     args.extend(extra);
     ServerProcess::start(server_command(&args), 4)
-}
-
-/// Starts the binary with `args` and `RUST_LOG`, collecting stderr lines in a channel.
-fn start_logged(args: &[&str], listeners: usize, log: &str) -> (ServerProcess, Receiver<String>) {
-    let mut command = server_command(args);
-    command.env("RUST_LOG", log);
-    let mut server = ServerProcess::start(command, listeners);
-    let (lines, received) = mpsc::channel();
-    let stderr = BufReader::new(server.stderr());
-    thread::spawn(move || {
-        for line in stderr.lines().map_while(Result::ok) {
-            let _ = lines.send(line);
-        }
-    });
-    (server, received)
-}
-
-#[track_caller]
-fn wait_for_log(logs: &Receiver<String>, needle: &str) -> String {
-    loop {
-        let line =
-            logs.recv_timeout(util::READ_TIMEOUT).unwrap_or_else(|_| panic!("no log line with {needle:?}"));
-        if line.contains(needle) {
-            return line;
-        }
-    }
 }
 
 /// Runs evloop-load against `addr`; asserts every reply verified.
@@ -214,7 +186,11 @@ fn stats_counters_add_up() {
 /// trace logging shows, per wakeup, which clients were served and in what order.
 #[test]
 fn trace_shows_the_interleaving() {
-    let (server, logs) = start_logged(&["--listen", "echo=127.0.0.1:0"], 1, "evloop::reactor=trace");
+    let (server, logs) = ServerProcess::start_logged(
+        server_command(&["--listen", "echo=127.0.0.1:0"]),
+        1,
+        "evloop::reactor=trace",
+    );
     let mut clients: Vec<_> = (0..3).map(|_| connect(server.addrs[0])).collect();
     for client in &mut clients {
         client.send(b"a\nb\n");
@@ -223,7 +199,7 @@ fn trace_shows_the_interleaving() {
         client.expect("a");
         client.expect("b");
     }
-    let line = wait_for_log(&logs, "2 msgs");
+    let line = util::wait_for_log(&logs, "2 msgs");
     assert!(line.contains("wakeup "), "{line}");
     assert!(line.contains(" | conn "), "{line}");
     assert!(line.contains(" 127.0.0.1:"), "the clients are named by address: {line}");
@@ -232,11 +208,14 @@ fn trace_shows_the_interleaving() {
 /// --stats-interval logs connections, rates, events per wakeup and the worst loop lag.
 #[test]
 fn stats_interval_logs_a_line() {
-    let (server, logs) =
-        start_logged(&["--listen", "echo=127.0.0.1:0", "--stats-interval", "0.2"], 1, "info");
+    let (server, logs) = ServerProcess::start_logged(
+        server_command(&["--listen", "echo=127.0.0.1:0", "--stats-interval", "0.2"]),
+        1,
+        "info",
+    );
     let mut client = connect(server.addrs[0]);
     client.roundtrip("hi", "hi");
-    let line = wait_for_log(&logs, "stats; conns=1");
+    let line = util::wait_for_log(&logs, "stats; conns=1");
     for field in ["msgs/s=", "wakeups/s=", "events/wakeup=", "worst_lag_ms="] {
         assert!(line.contains(field), "{line}");
     }

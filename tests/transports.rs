@@ -7,7 +7,6 @@ use std::net::{SocketAddr, UdpSocket};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::PathBuf;
 use std::process::Command;
-use std::time::Duration;
 
 use evloop::{ListenAddr, ServerConfig};
 use util::{TestServer, connect, server_command};
@@ -125,11 +124,7 @@ fn one_broadcast_room_over_tcp_and_unix() {
     let mut tcp = connect(server.addr_of(0));
     let mut unix = BufReader::new(UnixStream::connect(&path).unwrap());
     unix.get_ref().set_read_timeout(Some(util::READ_TIMEOUT)).unwrap();
-    let deadline = std::time::Instant::now() + util::READ_TIMEOUT;
-    while server.stats().connections_open < 2 {
-        assert!(std::time::Instant::now() < deadline, "both members joined");
-        std::thread::sleep(Duration::from_millis(2));
-    }
+    server.wait_for("both members", |stats| stats.connections_open == 2);
     unix.get_mut().write_all(b"hello from unix\n").unwrap();
     tcp.expect("unix#1: hello from unix");
     tcp.send_line("hello from tcp");

@@ -3,26 +3,9 @@
 mod util;
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
-use std::sync::mpsc::{self, Receiver};
-use std::thread;
+use std::sync::mpsc::Receiver;
 
 use util::{ServerProcess, connect, server_command};
-
-/// Starts the binary with `args`, collecting its stderr lines (logs) in a channel.
-fn start(args: &[&str], listeners: usize) -> (ServerProcess, Receiver<String>) {
-    let mut command = server_command(args);
-    command.env("RUST_LOG", "info");
-    let mut server = ServerProcess::start(command, listeners);
-    let (lines, received) = mpsc::channel();
-    let stderr = BufReader::new(server.stderr());
-    thread::spawn(move || {
-        for line in stderr.lines().map_while(Result::ok) {
-            let _ = lines.send(line);
-        }
-    });
-    (server, received)
-}
 
 /// Worker pids by index, from "worker started; index=I pid=P" lines seen so far (the
 /// parent logs them before it prints the startup lines).
@@ -61,7 +44,11 @@ fn alive(pid: i32) -> bool {
 /// Two workers share one port, and both serve clients.
 #[test]
 fn two_workers_both_serve_one_port() {
-    let (server, logs) = start(&["--workers", "2", "--listen", "echo=127.0.0.1:0"], 1);
+    let (server, logs) = ServerProcess::start_logged(
+        server_command(&["--workers", "2", "--listen", "echo=127.0.0.1:0"]),
+        1,
+        "info",
+    );
     let pids = worker_pids(&logs, 2);
     let before: Vec<usize> = (0..2).map(|index| sockets(pids[&index])).collect();
     let mut clients: Vec<_> = (0..40).map(|_| connect(server.addrs[0])).collect();
@@ -79,7 +66,11 @@ fn two_workers_both_serve_one_port() {
 /// SIGTERM to the parent drains and stops every worker; the summary adds them up.
 #[test]
 fn sigterm_stops_every_worker() {
-    let (server, logs) = start(&["--workers", "2", "--listen", "echo=127.0.0.1:0"], 1);
+    let (server, logs) = ServerProcess::start_logged(
+        server_command(&["--workers", "2", "--listen", "echo=127.0.0.1:0"]),
+        1,
+        "info",
+    );
     let pids = worker_pids(&logs, 2);
     for index in 0..10 {
         connect(server.addrs[0]).roundtrip(&format!("m{index}"), &format!("m{index}"));
@@ -97,7 +88,11 @@ fn sigterm_stops_every_worker() {
 /// A worker that dies is reported and replaced, and the port keeps serving.
 #[test]
 fn a_dead_worker_is_restarted() {
-    let (server, logs) = start(&["--workers", "2", "--listen", "echo=127.0.0.1:0"], 1);
+    let (server, logs) = ServerProcess::start_logged(
+        server_command(&["--workers", "2", "--listen", "echo=127.0.0.1:0"]),
+        1,
+        "info",
+    );
     let pids = worker_pids(&logs, 2);
     // SAFETY: kill() on a worker this test's server started; no memory-safety preconditions.
     assert_eq!(unsafe { libc::kill(pids[&0], libc::SIGKILL) }, 0);

@@ -12,7 +12,7 @@ use clap::Parser;
 use evloop::models::{self, Model, ModelConfig};
 use evloop::units::{parse_bytes, parse_duration};
 use evloop::workers::{self, WorkerCommand};
-use evloop::{ListenAddr, ListenSpec, Server, ServerConfig, StartError};
+use evloop::{ListenAddr, ListenSpec, Listening, Server, ServerConfig, StartError};
 
 /// A single-threaded event-loop (reactor) server: one thread serves every client.
 ///
@@ -201,32 +201,18 @@ fn run_reactor(
         .and_then(|builder| builder.bind());
     let server = match server {
         Ok(server) => server,
-        Err(error) => {
-            eprintln!("evloop-server: {error}");
-            let code = if matches!(error, StartError::Config(_)) { 2 } else { 1 };
-            return ExitCode::from(code);
-        }
+        Err(error) => return start_failed(&error),
     };
     log_file_limit();
-    let mut stdout = std::io::stdout().lock();
-    for listener in server.listening() {
-        let _ = writeln!(stdout, "{listener}");
-    }
-    let _ = stdout.flush();
-    drop(stdout);
+    print_startup_lines(server.listening());
     match server.run() {
         Ok(summary) if is_worker => {
             // For the parent, which adds up its workers' summaries.
             println!("{}", serde_json::to_string(&summary).unwrap_or_default());
             ExitCode::SUCCESS
         }
-        Ok(summary) => {
-            println!("{summary}");
-            ExitCode::SUCCESS
-        }
-        Err(error) => {
-            eprintln!("evloop-server: the event loop failed: {error}");
-            ExitCode::from(1)
+        result => {
+            finish(result.map_err(|error| std::io::Error::other(format!("the event loop failed: {error}"))))
         }
     }
 }
@@ -280,27 +266,15 @@ fn run_supervisor(args: &Args, specs: &[ListenSpec], log_file_limit: impl FnOnce
         startup_lines: resolved.iter().map(|spec| spec.addrs.len()).sum(),
     };
     log_file_limit();
-    let print_startup_lines = || {
-        let mut stdout = std::io::stdout().lock();
-        for spec in &resolved {
-            for addr in &spec.addrs {
-                let _ = writeln!(stdout, "{} listening on {addr}", spec.handler);
-            }
-        }
-        let _ = stdout.flush();
-    };
-    let result = workers::supervise(&command, args.workers as usize, print_startup_lines);
+    let listening: Vec<Listening> = resolved
+        .iter()
+        .flat_map(|spec| {
+            spec.addrs.iter().map(|addr| Listening { handler: spec.handler.clone(), addr: addr.clone() })
+        })
+        .collect();
+    let result = workers::supervise(&command, args.workers as usize, || print_startup_lines(&listening));
     drop(reservations);
-    match result {
-        Ok(summary) => {
-            println!("{summary}");
-            ExitCode::SUCCESS
-        }
-        Err(error) => {
-            eprintln!("evloop-server: {error}");
-            ExitCode::from(1)
-        }
-    }
+    finish(result)
 }
 
 /// `--model iterative|threads`: the classic servers, same handlers and codecs.
@@ -311,18 +285,10 @@ fn run_model(args: &Args, specs: &[ListenSpec], log_file_limit: impl FnOnce()) -
     }
     let (services, listening) = match models::bind(specs, args.backlog) {
         Ok(bound) => bound,
-        Err(error) => {
-            eprintln!("evloop-server: {error}");
-            return ExitCode::from(if matches!(error, StartError::Config(_)) { 2 } else { 1 });
-        }
+        Err(error) => return start_failed(&error),
     };
     log_file_limit();
-    let mut stdout = std::io::stdout().lock();
-    for listener in &listening {
-        let _ = writeln!(stdout, "{listener}");
-    }
-    let _ = stdout.flush();
-    drop(stdout);
+    print_startup_lines(&listening);
     let file_limit = evloop::rlimit::file_limit().map(|limit| limit.soft).unwrap_or(1024);
     let config = ModelConfig {
         max_frame: args.max_frame,
@@ -332,7 +298,29 @@ fn run_model(args: &Args, specs: &[ListenSpec], log_file_limit: impl FnOnce()) -
             as usize,
         work: Duration::from_micros(args.work_us),
     };
-    match models::run(args.model, services, &config) {
+    finish(models::run(args.model, services, &config))
+}
+
+/// Prints the startup lines (`<handler> listening on <addr>`) and flushes: scripts and tests
+/// wait for them.
+fn print_startup_lines(listening: &[Listening]) {
+    let mut stdout = std::io::stdout().lock();
+    for listener in listening {
+        let _ = writeln!(stdout, "{listener}");
+    }
+    let _ = stdout.flush();
+}
+
+/// One line on stderr; exit 2 for listeners that make no sense (a usage error), 1 for an
+/// address that cannot be bound.
+fn start_failed(error: &StartError) -> ExitCode {
+    eprintln!("evloop-server: {error}");
+    ExitCode::from(if matches!(error, StartError::Config(_)) { 2 } else { 1 })
+}
+
+/// The one-line summary on a clean stop (exit 0), or the error (exit 1).
+fn finish(result: std::io::Result<evloop::RunSummary>) -> ExitCode {
+    match result {
         Ok(summary) => {
             println!("{summary}");
             ExitCode::SUCCESS

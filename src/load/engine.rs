@@ -717,16 +717,18 @@ impl<'a> Engine<'a> {
         }
         let flight = self.conns[key].in_flight.pop_front().expect("the matched request");
         self.in_flight -= 1;
+        self.count_verified(&flight, reply.len(), now);
+        self.send_after_reply(key, now);
+    }
+
+    /// A reply matched its request: counted, and measured if the request was sent after the
+    /// warmup.
+    fn count_verified(&mut self, flight: &InFlight, reply_len: usize, now: u64) {
         self.tally.verified += 1;
         if flight.intended_ns >= self.warmup_end_ns {
-            self.count_measured(
-                flight.intended_ns,
-                flight.sent_ns,
-                now,
-                u64::from(flight.wire_bytes) + reply.len() as u64,
-            );
+            let wire_bytes = u64::from(flight.wire_bytes) + reply_len as u64;
+            self.count_measured(flight.intended_ns, flight.sent_ns, now, wire_bytes);
         }
-        self.send_after_reply(key, now);
     }
 
     /// A UDP request whose reply never came (already taken off `in_flight`).
@@ -808,15 +810,7 @@ impl<'a> Engine<'a> {
             self.tally.mismatch(id, &expected, reply);
             self.expected = expected;
         } else {
-            self.tally.verified += 1;
-            if flight.intended_ns >= self.warmup_end_ns {
-                self.count_measured(
-                    flight.intended_ns,
-                    flight.sent_ns,
-                    now,
-                    u64::from(flight.wire_bytes) + reply.len() as u64,
-                );
-            }
+            self.count_verified(&flight, reply.len(), now);
         }
         self.send_after_reply(key, now);
     }

@@ -5,7 +5,7 @@
 //! like the reactor does, so the models differ only in how clients share the CPU.
 
 use std::io::{self, Read, Write};
-use std::net::{Shutdown, TcpStream};
+use std::net::{Shutdown, TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
 use super::ModelConfig;
@@ -160,6 +160,22 @@ fn linger(stream: &mut TcpStream) {
             Err(_) => return,
         }
     }
+}
+
+/// Takes the next waiting client from a non-blocking listener, as a blocking stream. `None`
+/// when no client is waiting, or accepting failed (logged): either way, stop for now.
+pub fn accept_next(listener: &TcpListener) -> io::Result<Option<(TcpStream, PeerAddr)>> {
+    let (stream, peer) = match listener.accept() {
+        Ok(accepted) => accepted,
+        Err(error) if error.kind() == io::ErrorKind::WouldBlock => return Ok(None),
+        Err(error) => {
+            log::warn!("accept failed; error={error}");
+            return Ok(None);
+        }
+    };
+    stream.set_nonblocking(false)?;
+    let _ = stream.set_nodelay(true);
+    Ok(Some((stream, PeerAddr::Tcp(peer))))
 }
 
 /// Tells a client the server is full (frame by `codec`) and closes it.

@@ -11,7 +11,7 @@ use std::io;
 use std::os::fd::AsRawFd;
 use std::time::Instant;
 
-use log::{debug, info, warn};
+use log::{debug, info};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 use signal_hook::consts::{SIGINT, SIGTERM};
@@ -19,7 +19,6 @@ use signal_hook_mio::v1_0::Signals;
 
 use super::blocking::{self, Client, Room};
 use super::{BlockingService, ModelConfig};
-use crate::address::PeerAddr;
 use crate::handler::{ConnId, Handler, Outbox, Peer, Recipient};
 use crate::reactor::RunSummary;
 
@@ -79,19 +78,9 @@ pub fn run(mut services: Vec<BlockingService>, config: &ModelConfig) -> io::Resu
             let (service, listener) = &listeners[index];
             // Edge-triggered: take every waiting client, one after the other.
             while !stop() {
-                let (stream, peer) = match listener.accept() {
-                    Ok(accepted) => accepted,
-                    Err(error) if error.kind() == io::ErrorKind::WouldBlock => break,
-                    Err(error) => {
-                        warn!("accept failed; error={error}");
-                        break;
-                    }
-                };
-                stream.set_nonblocking(false)?;
-                let _ = stream.set_nodelay(true);
+                let Some((stream, peer)) = blocking::accept_next(listener)? else { break };
                 next_id += 1;
                 let id = ConnId(next_id);
-                let peer = PeerAddr::Tcp(peer);
                 debug!("serving; conn={id} peer={peer}");
                 let mut writer = stream.try_clone()?;
                 summary.stats.connections_accepted += 1;

@@ -23,7 +23,6 @@ use signal_hook_mio::v1_0::Signals;
 
 use super::blocking::{self, Client, Room};
 use super::{BlockingService, ModelConfig};
-use crate::address::PeerAddr;
 use crate::codec::Codec;
 use crate::handler::{ConnId, Handler, Outbox, Peer, Recipient};
 use crate::reactor::RunSummary;
@@ -131,17 +130,7 @@ pub fn run(services: Vec<BlockingService>, config: &ModelConfig) -> io::Result<R
                 continue;
             }
             let (state, listener) = &listeners[event.token().0];
-            loop {
-                let (stream, peer) = match listener.accept() {
-                    Ok(accepted) => accepted,
-                    Err(error) if error.kind() == io::ErrorKind::WouldBlock => break,
-                    Err(error) => {
-                        warn!("accept failed; error={error}");
-                        break;
-                    }
-                };
-                stream.set_nonblocking(false)?;
-                let _ = stream.set_nodelay(true);
+            while let Some((stream, peer)) = blocking::accept_next(listener)? {
                 if counters.open.load(Ordering::Acquire) >= config.max_connections {
                     blocking::turn_away(stream, state.codec);
                     continue;
@@ -160,7 +149,6 @@ pub fn run(services: Vec<BlockingService>, config: &ModelConfig) -> io::Result<R
                     .name(format!("conn-{id}"))
                     .stack_size(STACK_SIZE)
                     .spawn(move || {
-                        let peer = PeerAddr::Tcp(peer);
                         let mut write_own = |bytes: &[u8]| lock(&writer).write_all(bytes);
                         let should_stop = || stop.load(Ordering::Acquire);
                         let codec = room.codec;

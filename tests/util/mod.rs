@@ -73,6 +73,20 @@ impl TestServer {
         self.running().stats().expect("stats")
     }
 
+    /// Polls the stats until `done` holds (the server acts asynchronously) and returns them.
+    #[track_caller]
+    pub fn wait_for(&self, what: &str, done: impl Fn(&Stats) -> bool) -> Stats {
+        let deadline = std::time::Instant::now() + READ_TIMEOUT;
+        loop {
+            let stats = self.stats();
+            if done(&stats) {
+                return stats;
+            }
+            assert!(std::time::Instant::now() < deadline, "timed out waiting for {what}: {stats:?}");
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
     /// Shuts down gracefully and returns the summary.
     pub fn stop(mut self) -> RunSummary {
         self.server.take().expect("running").stop().expect("a clean stop")
@@ -183,6 +197,17 @@ pub struct ServerProcess {
     stdout: BufReader<std::process::ChildStdout>,
 }
 
+/// The next log line containing `needle` (earlier lines are skipped).
+#[track_caller]
+pub fn wait_for_log(logs: &std::sync::mpsc::Receiver<String>, needle: &str) -> String {
+    loop {
+        let line = logs.recv_timeout(READ_TIMEOUT).unwrap_or_else(|_| panic!("no log line with {needle:?}"));
+        if line.contains(needle) {
+            return line;
+        }
+    }
+}
+
 /// The command for the real binary, stdout and stderr piped.
 pub fn server_command(args: &[&str]) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_evloop-server"));
@@ -207,6 +232,24 @@ impl ServerProcess {
             startup_lines.push(line);
         }
         ServerProcess { child, addrs, startup_lines, stdout }
+    }
+
+    /// Starts `command` with `RUST_LOG=log`, collecting its stderr lines in a channel.
+    pub fn start_logged(
+        mut command: Command,
+        listeners: usize,
+        log: &str,
+    ) -> (ServerProcess, std::sync::mpsc::Receiver<String>) {
+        command.env("RUST_LOG", log);
+        let mut server = ServerProcess::start(command, listeners);
+        let (lines, received) = std::sync::mpsc::channel();
+        let stderr = BufReader::new(server.stderr());
+        std::thread::spawn(move || {
+            for line in stderr.lines().map_while(Result::ok) {
+                let _ = lines.send(line);
+            }
+        });
+        (server, received)
     }
 
     pub fn pid(&self) -> i32 {

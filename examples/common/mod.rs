@@ -1,0 +1,92 @@
+//! Helpers shared by the benchmark drivers (`bench`, `models`, `scale`): building and starting
+//! the binaries, pinning them to a CPU, and reading what `/proc` says about a process.
+#![allow(dead_code)] // each driver uses its own subset
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+
+/// Builds the release binaries and examples a driver runs, e.g. `["--bin", "evloop-server"]`.
+pub fn build(targets: &[&str]) {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
+    let status =
+        Command::new(cargo).args(["build", "--release"]).args(targets).status().expect("run cargo build");
+    assert!(status.success(), "cargo build failed");
+}
+
+/// The path of a release binary (`evloop-server`) or, with `examples/` in front, example.
+pub fn binary(name: &str) -> String {
+    let target = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "target".to_string());
+    format!("{target}/release/{name}")
+}
+
+/// `program`, pinned to `cpu` with `taskset` when one is given.
+pub fn on_cpu(cpu: Option<u32>, program: &str) -> Command {
+    match cpu {
+        Some(cpu) => {
+            let mut command = Command::new("taskset");
+            command.args(["-c", &cpu.to_string(), program]);
+            command
+        }
+        None => Command::new(program),
+    }
+}
+
+/// Starts a server and returns it with the address of its first startup line
+/// (`<handler> listening on <addr>`).
+pub fn start_server(mut command: Command) -> (Child, String) {
+    let mut child = command.stdout(Stdio::piped()).stderr(Stdio::null()).spawn().expect("start the server");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("piped stdout")).read_line(&mut line).expect("a startup line");
+    let addr = line.trim().rsplit(' ').next().expect("an address").to_string();
+    (child, addr)
+}
+
+/// Stops a server started by this driver (SIGTERM, then waits).
+pub fn stop(child: &mut Child) {
+    // SAFETY: kill() on our own child's PID has no memory-safety preconditions.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    if child.wait().is_err() {
+        let _ = child.kill();
+    }
+}
+
+/// The children of `pid` (a server's worker processes).
+pub fn children(pid: u32) -> Vec<u32> {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|child| child.parse().ok())
+        .collect()
+}
+
+/// A number field of `/proc/PID/status`, e.g. `VmRSS:` (KiB) or `Threads:`.
+pub fn status_field(pid: u32, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|line| line.strip_prefix(field))
+        .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// User plus system CPU time of `pid`, in clock ticks (10 ms).
+pub fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let Some(end) = stat.rfind(')') else { return 0 };
+    let fields: Vec<&str> = stat[end + 2..].split(' ').collect();
+    let field = |index: usize| fields.get(index).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
+    field(11) + field(12)
+}
+
+/// CPU time (user + system, microseconds) of this process's children that have been waited
+/// for: after a loader run, the loader's own cost.
+pub fn children_cpu_us() -> u64 {
+    // SAFETY: getrusage only writes into the struct we pass, which lives for the call.
+    let usage = unsafe {
+        let mut usage = std::mem::zeroed::<libc::rusage>();
+        libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage);
+        usage
+    };
+    let micros = |time: libc::timeval| time.tv_sec as u64 * 1_000_000 + time.tv_usec as u64;
+    micros(usage.ru_utime) + micros(usage.ru_stime)
+}
