@@ -311,21 +311,47 @@ fn busy(target: &str, active: u32, rate: u32, source: &str) -> Value {
     serde_json::from_slice(&output.stdout).expect("a JSON report")
 }
 
-/// Waits (at most two minutes) until the kernel holds almost no TCP sockets.
+/// Waits (at most two minutes) until the kernel holds almost no TCP sockets and the machine
+/// is quiet again: releasing a million sockets keeps the kernel busy for a while after the
+/// last one is closed, and a comparison run during that would measure the cleanup.
 fn wait_for_teardown() {
     let started = Instant::now();
-    while started.elapsed() < Duration::from_secs(120) {
-        let sockstat = std::fs::read_to_string("/proc/net/sockstat").unwrap_or_default();
-        let in_use = sockstat
-            .lines()
-            .find(|line| line.starts_with("TCP:"))
-            .and_then(|line| line.split_whitespace().nth(2)?.parse::<u64>().ok())
-            .unwrap_or(0);
-        if in_use < 1000 {
-            return;
-        }
+    while started.elapsed() < Duration::from_secs(120)
+        && !(tcp_sockets_in_use() < 1000 && machine_idle_fraction() > 0.9)
+    {
         std::thread::sleep(Duration::from_millis(200));
     }
+}
+
+/// TCP sockets the kernel holds (`/proc/net/sockstat`).
+fn tcp_sockets_in_use() -> u64 {
+    let sockstat = std::fs::read_to_string("/proc/net/sockstat").unwrap_or_default();
+    sockstat
+        .lines()
+        .find(|line| line.starts_with("TCP:"))
+        .and_then(|line| line.split_whitespace().nth(2)?.parse::<u64>().ok())
+        .unwrap_or(0)
+}
+
+/// The share of CPU time all CPUs spent idle over the next half second (`/proc/stat`).
+fn machine_idle_fraction() -> f64 {
+    let sample = || -> (u64, u64) {
+        let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+        let fields: Vec<u64> = stat
+            .lines()
+            .next()
+            .unwrap_or("")
+            .split_whitespace()
+            .skip(1)
+            .filter_map(|f| f.parse().ok())
+            .collect();
+        let idle = fields.get(3).copied().unwrap_or(0) + fields.get(4).copied().unwrap_or(0);
+        (idle, fields.iter().sum())
+    };
+    let (idle_before, total_before) = sample();
+    std::thread::sleep(Duration::from_millis(500));
+    let (idle_after, total_after) = sample();
+    (idle_after - idle_before) as f64 / (total_after - total_before).max(1) as f64
 }
 
 fn finish(child: Child) -> Value {

@@ -550,9 +550,19 @@ impl<'a> Engine<'a> {
         } else {
             self.config.workload.request(conn.id, seq, size, &mut self.scratch);
         }
+        let mut failed = None;
         let wire_bytes = if conn.stream.is_datagram() {
-            // One message, one datagram, sent now unless the socket is full.
-            conn.queued_datagrams.push_back(self.scratch.clone());
+            // One message, one datagram: UDP has nothing to batch, so it goes now, and is
+            // copied into the queue only if the socket is full.
+            if conn.queued_datagrams.is_empty() {
+                match send_datagram(&mut conn.stream, &self.scratch) {
+                    Ok(true) => {}
+                    Ok(false) => conn.queued_datagrams.push_back(self.scratch.clone()),
+                    Err(error) => failed = Some(error),
+                }
+            } else {
+                conn.queued_datagrams.push_back(self.scratch.clone());
+            }
             self.scratch.len()
         } else {
             let before = conn.output.len();
@@ -572,7 +582,13 @@ impl<'a> Engine<'a> {
         if self.pacer.is_some() {
             Tally::record(&mut self.tally.schedule_lag, now.saturating_sub(intended_ns));
         }
-        self.queue_flush(key);
+        if let Some(error) = failed {
+            return self.lose(key, Some(error));
+        }
+        let conn = &self.conns[key];
+        if !conn.output.is_empty() || !conn.queued_datagrams.is_empty() {
+            self.queue_flush(key);
+        }
     }
 
     fn queue_flush(&mut self, key: usize) {
@@ -600,10 +616,9 @@ impl<'a> Engine<'a> {
         };
         conn.queued_for_flush = false;
         while let Some(datagram) = conn.queued_datagrams.front() {
-            match conn.stream.write(datagram) {
-                Ok(_) => drop(conn.queued_datagrams.pop_front()),
-                Err(error) if would_block(&error) => return,
-                Err(error) if interrupted(&error) => continue,
+            match send_datagram(&mut conn.stream, datagram) {
+                Ok(true) => drop(conn.queued_datagrams.pop_front()),
+                Ok(false) => return,
                 Err(error) => return self.lose(key, Some(error)),
             }
         }
@@ -747,7 +762,8 @@ impl<'a> Engine<'a> {
         }
         self.next_datagram_check_ns = now + DATAGRAM_CHECK_EVERY_NS;
         let timeout = self.config.reply_timeout.as_nanos() as u64;
-        for key in self.up_keys.clone() {
+        for index in 0..self.up_keys.len() {
+            let key = self.up_keys[index];
             while self.conns[key].in_flight.front().is_some_and(|flight| flight.sent_ns + timeout <= now) {
                 self.conns[key].in_flight.pop_front();
                 self.count_lost_datagram(key, now);
@@ -914,5 +930,18 @@ impl<'a> Engine<'a> {
             Phase::Done => now,
         };
         Some(Duration::from_nanos(wake_ns.saturating_sub(now)))
+    }
+}
+
+/// Sends one datagram: `Ok(true)` sent, `Ok(false)` the socket is full (try again when it is
+/// writable).
+fn send_datagram(socket: &mut LoadSocket, datagram: &[u8]) -> io::Result<bool> {
+    loop {
+        match socket.write(datagram) {
+            Ok(_) => return Ok(true),
+            Err(error) if would_block(&error) => return Ok(false),
+            Err(error) if interrupted(&error) => continue,
+            Err(error) => return Err(error),
+        }
     }
 }
