@@ -22,7 +22,7 @@ async fn main() -> io::Result<()> {
         if let std::net::SocketAddr::V4(_) = addr { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
     socket.set_reuseaddr(true)?;
     socket.bind(addr)?;
-    let listener = socket.listen(4096)?; // the same backlog as evloop's default
+    let listener = socket.listen(65535)?; // evloop's default; the kernel caps both at somaxconn
     println!("echo listening on {}", listener.local_addr()?);
     loop {
         match listener.accept().await {

@@ -39,6 +39,11 @@ pub struct ServerConfig {
     pub work_per_message: Duration,
 }
 
+/// The listen backlog asked for by default: the most the kernel allows. Linux silently caps
+/// it at `net.core.somaxconn` (4096 by default since 5.4), so raising that sysctl is all it
+/// takes to absorb larger connect storms (measured in docs/benchmarks.md).
+pub const DEFAULT_BACKLOG: u32 = 65535;
+
 /// Descriptors kept back from `max_connections`'s default for listeners, the poller, the
 /// signal pipe, standard streams and log files.
 pub const RESERVED_DESCRIPTORS: usize = 32;
@@ -50,7 +55,7 @@ impl Default for ServerConfig {
             max_frame: 64 * 1024,
             max_output: 1024 * 1024,
             idle_timeout: None,
-            backlog: 4096,
+            backlog: DEFAULT_BACKLOG,
             stats_interval: None,
             drain_timeout: Duration::from_secs(5),
             reuse_port: false,

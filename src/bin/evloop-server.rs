@@ -47,8 +47,9 @@ struct Args {
     #[arg(long, value_name = "SECS", value_parser = positive_duration)]
     idle_timeout: Option<Duration>,
 
-    /// Listen backlog (Linux caps it at net.core.somaxconn)
-    #[arg(long, value_name = "N", default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..))]
+    /// Listen backlog; Linux caps it at net.core.somaxconn (4096 unless raised), so the default
+    /// asks for as much as the kernel allows
+    #[arg(long, value_name = "N", default_value_t = evloop::config::DEFAULT_BACKLOG, value_parser = clap::value_parser!(u32).range(1..))]
     backlog: u32,
 
     /// Log a stats line this often [default: off]
