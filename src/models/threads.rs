@@ -4,7 +4,7 @@
 //!
 //! Handlers are shared by all of a service's threads behind a mutex. Other clients are
 //! reached through their sockets' write sides, also behind mutexes; a client that does not
-//! read blocks whoever writes to it, for up to [`WRITE_TIMEOUT`], and is then dropped.
+//! read blocks whoever writes to it, for up to `WRITE_TIMEOUT` (5 s), and is then dropped.
 
 use std::collections::HashMap;
 use std::io::{self, Write};
