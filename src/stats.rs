@@ -28,6 +28,10 @@ pub struct Stats {
     pub closed_idle: u64,
     /// Connections closed because they did not read what other clients sent them.
     pub closed_slow: u64,
+    /// Times a connection's poll interest changed (an `epoll_ctl` call each). Writing first
+    /// keeps this at zero while every write completes: `WRITABLE` is asked for only when
+    /// output is left over.
+    pub interest_changes: u64,
     /// Times a connection's reading paused because its output backed up (backpressure).
     pub reading_paused: u64,
     /// Times accepting paused because descriptors or socket memory ran out.
@@ -66,6 +70,7 @@ impl Stats {
         self.closed_idle += other.closed_idle;
         self.closed_slow += other.closed_slow;
         self.reading_paused += other.reading_paused;
+        self.interest_changes += other.interest_changes;
         self.accept_pauses += other.accept_pauses;
         self.messages_in += other.messages_in;
         self.messages_out += other.messages_out;

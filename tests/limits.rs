@@ -53,6 +53,38 @@ fn non_reading_client_is_paused_not_buffered() {
     assert!(echoed == expected, "replies differ from requests");
 }
 
+/// Write first: replies that fit in the socket go out at once, and no connection asks for
+/// `WRITABLE` (no `epoll_ctl` call). Only output left over does.
+#[test]
+fn writable_is_asked_for_only_when_output_is_left_over() {
+    let config = ServerConfig { max_output: 64 * 1024, ..ServerConfig::default() };
+    let server = TestServer::start_with(config, &["echo=127.0.0.1:0"]);
+    let mut clients: Vec<_> = (0..10).map(|_| connect(server.addr())).collect();
+    for round in 0..100 {
+        for client in &mut clients {
+            client.send(format!("round {round} a\nround {round} b\n").as_bytes());
+        }
+        for client in &mut clients {
+            client.expect(&format!("round {round} a"));
+            client.expect(&format!("round {round} b"));
+        }
+    }
+    assert_eq!(server.stats().interest_changes, 0, "2,000 replies written without asking for WRITABLE");
+    // A client that does not read: its output is left over, so it must ask for WRITABLE.
+    let mut stuck = TcpStream::connect(server.addr()).unwrap();
+    stuck.set_write_timeout(Some(Duration::from_secs(1))).unwrap();
+    let chunk = b"left over left over left over left over left over left over\n".repeat(1000);
+    // Until the server stops taking bytes (its reading paused); bounded, so a server that
+    // kept reading fails the assertion below instead of hanging the test.
+    for _ in 0..5_000 {
+        if stuck.write(&chunk).is_err() {
+            break;
+        }
+    }
+    let stats = server.wait_for("output left over", |stats| stats.interest_changes > 0);
+    assert!(stats.reading_paused > 0);
+}
+
 /// A broadcast member that does not read is dropped once its backlog passes --max-output;
 /// the others receive every message, in order.
 #[test]

@@ -12,7 +12,7 @@
 use std::time::{Duration, Instant};
 
 use log::debug;
-use mio::{Interest, Token};
+use mio::Interest;
 
 use super::{CloseReason, READS_PER_TURN, Reactor};
 use crate::connection::{Reading, StopReason};
@@ -36,13 +36,8 @@ impl Reactor {
             return self.close_later(key, CloseReason::Error(error));
         }
         conn.reading = Reading::Lingering { until_ms };
-        if conn.registered != Interest::READABLE {
-            if let Err(error) =
-                self.poll.registry().reregister(&mut conn.stream, Token(key), Interest::READABLE)
-            {
-                return self.close_later(key, CloseReason::Error(error));
-            }
-            conn.registered = Interest::READABLE;
+        if !self.update_interest(key, Interest::READABLE) {
+            return;
         }
         debug!("lingering; conn={key} reason={reason:?}");
         self.lingering.push_back((until_ms, key));

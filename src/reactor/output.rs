@@ -8,6 +8,7 @@
 //! for `WRITABLE` only when the socket did not take everything.
 
 use log::error;
+use mio::{Interest, Token};
 
 use super::{CloseReason, Reactor};
 use crate::connection::{Reading, StopReason};
@@ -75,6 +76,28 @@ impl Reactor {
         conn.holds_pushed_output |= origin == Origin::Pushed;
         self.stats.messages_out += 1;
         self.queue_flush(key);
+    }
+
+    /// Registers `key` for `wanted` unless it already is: every change is an `epoll_ctl`
+    /// call, so it happens only when the connection's state calls for it. False if it failed
+    /// (the connection is then closing).
+    pub(super) fn update_interest(&mut self, key: usize, wanted: Interest) -> bool {
+        let Some(conn) = self.conns.get_mut(key) else { return false };
+        if wanted == conn.registered {
+            return true;
+        }
+        match self.poll.registry().reregister(&mut conn.stream, Token(key), wanted) {
+            Ok(()) => {
+                conn.registered = wanted;
+                self.stats.interest_changes += 1;
+                true
+            }
+            Err(error) => {
+                error!("reregister failed; conn={key} error={error}");
+                self.close_later(key, CloseReason::Error(error));
+                false
+            }
+        }
     }
 
     /// Sends `payload` to `key` and writes it at once: a last word before closing it.
@@ -157,14 +180,8 @@ impl Reactor {
             _ => {}
         }
         if let Some(wanted) = conn.wanted_interest() {
-            if wanted != conn.registered {
-                if let Err(error) = self.poll.registry().reregister(&mut conn.stream, mio::Token(key), wanted)
-                {
-                    error!("reregister failed; conn={key} error={error}");
-                    self.close_later(key, CloseReason::Error(error));
-                    return;
-                }
-                conn.registered = wanted;
+            if !self.update_interest(key, wanted) {
+                return;
             }
         }
         if resume_reading {
