@@ -62,14 +62,6 @@ impl Codec {
             Codec::Raw => out.extend_from_slice(payload),
         }
     }
-
-    /// The error text for a message over `max` bytes, in this codec's words.
-    pub fn too_long(self, max: usize) -> FrameError {
-        match self {
-            Codec::Line => FrameError::LineTooLong { max },
-            _ => FrameError::FrameTooLong { max },
-        }
-    }
 }
 
 impl fmt::Display for Codec {

@@ -11,8 +11,3 @@ pub fn now_ns() -> u64 {
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut time) };
     time.tv_sec as u64 * 1_000_000_000 + time.tv_nsec as u64
 }
-
-/// `seconds` as nanoseconds.
-pub fn secs_to_ns(seconds: f64) -> u64 {
-    (seconds * 1e9) as u64
-}

@@ -187,10 +187,10 @@ impl LoadConfig {
     /// connections and rates, with the connection ids that go with them. Threads get parts,
     /// and so do loader processes (`--processes`).
     pub fn part(&self, index: u32, parts: u32) -> LoadConfig {
-        let share =
-            |total: u64| total / u64::from(parts) + u64::from(u64::from(index) < total % u64::from(parts));
-        let first_id =
-            self.first_id + (0..index).map(|before| self.part_connections(before, parts)).sum::<u32>();
+        let share = |total: u64| share_of(total, index, parts);
+        let connections_before: u64 =
+            (0..index).map(|before| share_of(u64::from(self.connections), before, parts)).sum();
+        let first_id = self.first_id + connections_before as u32;
         let connections = share(u64::from(self.connections)) as u32;
         let active = self.active.map(|active| share(u64::from(active)) as u32);
         // Rates follow the connections that send.
@@ -210,10 +210,6 @@ impl LoadConfig {
             active,
             ..self.clone()
         }
-    }
-
-    fn part_connections(&self, index: u32, parts: u32) -> u32 {
-        self.connections / parts + u32::from(index < self.connections % parts)
     }
 
     /// The command-line arguments that make `evloop-load` run exactly this configuration
@@ -262,6 +258,12 @@ impl LoadConfig {
             None => format!("closed loop, pipeline {}", self.pipeline),
         }
     }
+}
+
+/// Part `index` of `total` split into `parts` shares as even as can be (the first ones get
+/// the remainder, one each).
+fn share_of(total: u64, index: u32, parts: u32) -> u64 {
+    total / u64::from(parts) + u64::from(u64::from(index) < total % u64::from(parts))
 }
 
 #[cfg(test)]
