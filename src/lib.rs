@@ -1,75 +1,91 @@
-//! evloop: a single-threaded event-loop (reactor) TCP server on `mio`.
+//! evloop: a single-threaded event-loop (reactor) server on `mio`.
 //!
 //! One thread and one `mio::Poll` serve every listener and every client: each turn of the
 //! loop takes the sockets that are ready, reads what they sent, hands each complete message to
 //! the listener's [`Handler`], and writes the replies, never blocking, and never letting one
 //! client hold the thread for long. Connections live in a `slab::Slab` keyed by their token.
 //!
-//! ```no_run
-//! use evloop::{Codec, Server, ServerConfig, handlers::Echo};
+//! Serve your own handler on a free port, talk to it, stop it:
 //!
-//! let server = Server::builder(ServerConfig::default())
-//!     .serve("echo", Echo, Codec::Line, ["127.0.0.1:7000".parse().unwrap()])
-//!     .bind()?;
-//! for listener in server.listening() {
-//!     println!("{listener}");
+//! ```
+//! use std::io::{BufRead, BufReader, Write};
+//! use std::net::TcpStream;
+//!
+//! use evloop::{Codec, Handler, ListenAddr, Outbox, Peer, Server, ServerConfig};
+//!
+//! /// Replies with the message reversed.
+//! struct Reverse;
+//!
+//! impl Handler for Reverse {
+//!     fn on_message(&mut self, _from: Peer<'_>, message: &[u8], out: &mut Outbox) {
+//!         out.reply_with(|reply| reply.extend(message.iter().rev()));
+//!     }
 //! }
-//! server.run()?;
+//!
+//! let mut config = ServerConfig::default();
+//! config.max_frame = 1024;
+//! let server = Server::builder(config)
+//!     .serve("reverse", Reverse, Codec::Line, ["127.0.0.1:0".parse()?])
+//!     .bind()?
+//!     .spawn()?;
+//! let ListenAddr::Tcp(addr) = &server.listening()[0].addr else { unreachable!() };
+//!
+//! let mut client = TcpStream::connect(addr)?;
+//! client.write_all(b"hello\n")?;
+//! let mut reply = String::new();
+//! BufReader::new(&client).read_line(&mut reply)?;
+//! assert_eq!(reply, "olleh\n");
+//!
+//! let summary = server.stop()?;
+//! assert_eq!(summary.stats.messages_in, 1);
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
+//! # Features
+//! - `cli` (default): what the `evloop-server` binary needs beyond the library (`clap`,
+//!   `env_logger`, JSON run summaries): the `cli` module.
+//! - `load` (default): the load generator behind `evloop-load`, the `load` module, with its
+//!   histograms, progress line, charts and JSON reports.
+//! - `serde`: `Serialize`/`Deserialize` for [`Stats`] and [`RunSummary`] (on with `cli`).
+//!
+//! `evloop = { version = "0.1", default-features = false }` builds the reactor, the codecs,
+//! the handlers and the server builder, on `mio`, `slab`, `log`, `socket2`, `signal-hook`
+//! and `libc` alone.
+//!
 //! # Layout
-//! - [`reactor`]: the event loop, in phases: accept, input, output, idle, close.
-//! - [`connection`]: one client's state: socket, partial input, pending output, flags.
-//! - [`service`]: a handler, its codec and its room of connections.
-//! - [`handler`]: the [`Handler`] trait and the [`Outbox`] handlers answer through.
-//! - [`handlers`]: the built-in handlers, `echo`, `uppercase`, `sum`, `broadcast`.
+//! - [`server`](Server): build, bind, run or spawn a server; its configuration, stats and
+//!   run summary.
+//! - `reactor`: the event loop, one phase per file (accept, input, output, idle, linger,
+//!   close, datagrams), and what it owns: connections, services, the buffer pool, the timer
+//!   wheel.
+//! - [`handlers`]: the [`Handler`] trait, the [`Outbox`], and the built-in handlers.
 //! - [`codec`]: framing, `line`, `length`, `fixed:N`, `raw`; pure, bytes in, messages out.
-//! - [`transport`]: TCP and Unix listeners and streams behind one type each.
-//! - [`address`]: listen and peer addresses, parsed and printed as users type them.
-//! - [`config`]: `--listen` specs and the server's limits.
-//! - [`server`]: bind, then run or spawn; the startup line.
-//! - [`control`]: a handle to stop a running server or read its stats.
-//! - [`stats`]: counters and the periodic stats line.
-//! - [`buffer_pool`]: the few buffers busy connections borrow; idle ones hold none.
-//! - [`timer_wheel`]: idle timeouts at O(1) per event.
-//! - [`load`]: the load generator behind `evloop-load`, its own module tree.
-//! - [`log_throttle`]: one log line a second for conditions that repeat.
-//! - [`models`]: the iterative and thread-per-connection servers, for comparison.
-//! - [`nonblocking`]: naming `WouldBlock`, `Interrupted` and friends.
-//! - [`rlimit`]: the open-file limit.
-//! - [`units`]: durations and byte sizes as typed on command lines.
-//! - [`work`]: `--work-us`, CPU work per message.
-//! - [`workers`]: `--workers N`: several reactor processes sharing ports via `SO_REUSEPORT`.
+//! - `sys`: addresses, sockets and every system call, shared by the server and the loader.
+//! - `models`: the iterative and thread-per-connection servers, for comparison (`--model`,
+//!   feature `cli`).
+//! - `load`: the load generator, its own module tree (feature `load`).
+//! - `cli`: the binaries' support: units, worker processes (feature `cli`).
+//!
+//! docs/architecture.md draws the picture and says what each module may import.
 
-pub mod address;
-pub mod buffer_pool;
 pub mod codec;
-pub mod config;
-pub mod connection;
-pub mod control;
-pub mod handler;
 pub mod handlers;
-pub mod load;
-pub mod log_throttle;
-pub mod models;
-pub mod nonblocking;
-pub mod reactor;
-pub mod rlimit;
-pub mod server;
-pub mod service;
-pub mod stats;
-pub mod timer_wheel;
-pub mod transport;
-pub mod units;
-pub mod work;
-pub mod workers;
+#[cfg(feature = "cli")]
+mod models;
+mod reactor;
+mod server;
+mod sys;
 
-pub use address::{ListenAddr, PeerAddr};
+#[cfg(feature = "cli")]
+pub mod cli;
+#[cfg(feature = "load")]
+pub mod load;
+
 pub use codec::Codec;
-pub use config::{ListenSpec, ServerConfig};
-pub use control::ServerHandle;
-pub use handler::{ConnId, Handler, Outbox, Peer, Recipient};
-pub use reactor::RunSummary;
-pub use server::{Listening, RunningServer, Server, StartError};
-pub use stats::Stats;
+pub use handlers::{ConnId, Handler, Outbox, Peer, Recipient};
+pub use reactor::control::ServerHandle;
+pub use server::config::{ListenSpec, ServerConfig};
+pub use server::stats::{PoolStats, RunSummary, Stats};
+pub use server::{Listening, RunningServer, Server, ServerBuilder, StartError};
+pub use sys::address::{ListenAddr, PeerAddr};
+pub use sys::rlimit::{FileLimit, raise_file_limit};

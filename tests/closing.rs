@@ -28,7 +28,8 @@ impl Handler for EchoUntilQuit {
 /// sending, and only then reads: it gets every reply, `bye`, and a clean end of stream.
 #[test]
 fn handler_close_delivers_every_reply() {
-    let config = ServerConfig { max_output: 64 * 1024, ..ServerConfig::default() };
+    let mut config = ServerConfig::default();
+    config.max_output = 64 * 1024;
     let builder = Server::builder(config).serve(
         "echo-until-quit",
         EchoUntilQuit,

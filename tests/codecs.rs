@@ -34,7 +34,8 @@ fn raw_client(server: &TestServer) -> TcpStream {
 /// next line is served normally.
 #[test]
 fn over_long_line_is_refused_and_the_connection_lives_on() {
-    let config = ServerConfig { max_frame: 16, ..ServerConfig::default() };
+    let mut config = ServerConfig::default();
+    config.max_frame = 16;
     let server = TestServer::start_with(config, &["echo=127.0.0.1:0"]);
     let mut client = connect(server.addr());
     client.send_line(&"x".repeat(100));
@@ -68,7 +69,8 @@ fn length_codec_frames_both_ways() {
 /// A length-prefixed frame over --max-frame is refused at its header, its payload skipped.
 #[test]
 fn length_codec_refuses_over_long_frames() {
-    let config = ServerConfig { max_frame: 8, ..ServerConfig::default() };
+    let mut config = ServerConfig::default();
+    config.max_frame = 8;
     let server = TestServer::start_with(config, &["echo:length=127.0.0.1:0"]);
     let mut client = raw_client(&server);
     let mut stream = length_frame(&[b'z'; 1000]);

@@ -18,7 +18,8 @@ use util::{TestServer, connect};
 /// there, in order.
 #[test]
 fn non_reading_client_is_paused_not_buffered() {
-    let config = ServerConfig { max_output: 64 * 1024, ..ServerConfig::default() };
+    let mut config = ServerConfig::default();
+    config.max_output = 64 * 1024;
     let server = TestServer::start_with(config, &["echo=127.0.0.1:0"]);
     let mut client = TcpStream::connect(server.addr()).unwrap();
     client.set_write_timeout(Some(Duration::from_secs(1))).unwrap();
@@ -57,7 +58,8 @@ fn non_reading_client_is_paused_not_buffered() {
 /// `WRITABLE` (no `epoll_ctl` call). Only output left over does.
 #[test]
 fn writable_is_asked_for_only_when_output_is_left_over() {
-    let config = ServerConfig { max_output: 64 * 1024, ..ServerConfig::default() };
+    let mut config = ServerConfig::default();
+    config.max_output = 64 * 1024;
     let server = TestServer::start_with(config, &["echo=127.0.0.1:0"]);
     let mut clients: Vec<_> = (0..10).map(|_| connect(server.addr())).collect();
     for round in 0..100 {
@@ -89,7 +91,8 @@ fn writable_is_asked_for_only_when_output_is_left_over() {
 /// the others receive every message, in order.
 #[test]
 fn slow_broadcast_member_is_dropped_and_others_carry_on() {
-    let config = ServerConfig { max_output: 64 * 1024, ..ServerConfig::default() };
+    let mut config = ServerConfig::default();
+    config.max_output = 64 * 1024;
     let server = TestServer::start_with(config, &["broadcast=127.0.0.1:0"]);
     let mut sender = connect(server.addr());
     let reader = connect(server.addr());
@@ -160,7 +163,8 @@ fn a_flooding_client_does_not_starve_others() {
 /// are unaffected, and room frees up when one leaves.
 #[test]
 fn max_connections_turns_away_extra_clients() {
-    let config = ServerConfig { max_connections: Some(2), ..ServerConfig::default() };
+    let mut config = ServerConfig::default();
+    config.max_connections = Some(2);
     let server = TestServer::start_with(config, &["echo=127.0.0.1:0"]);
     let mut first = connect(server.addr());
     let mut second = connect(server.addr());
@@ -180,7 +184,8 @@ fn max_connections_turns_away_extra_clients() {
 /// An idle client is told `ERR idle timeout` and closed; an active one is kept.
 #[test]
 fn idle_timeout_closes_only_idle_clients() {
-    let config = ServerConfig { idle_timeout: Some(Duration::from_millis(500)), ..ServerConfig::default() };
+    let mut config = ServerConfig::default();
+    config.idle_timeout = Some(Duration::from_millis(500));
     let server = TestServer::start_with(config, &["echo=127.0.0.1:0"]);
     let mut idle = connect(server.addr());
     let mut active = connect(server.addr());

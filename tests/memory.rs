@@ -55,7 +55,8 @@ fn the_pool_is_reused() {
 /// With an idle timeout, exactly the idle connections are closed; the active ones stay.
 #[test]
 fn idle_timeout_closes_exactly_the_idle_ones() {
-    let config = ServerConfig { idle_timeout: Some(Duration::from_millis(400)), ..ServerConfig::default() };
+    let mut config = ServerConfig::default();
+    config.idle_timeout = Some(Duration::from_millis(400));
     let server = TestServer::start_with(config, &["echo=127.0.0.1:0"]);
     let mut idle: Vec<_> = (0..50).map(|_| connect(server.addr())).collect();
     let mut active: Vec<_> = (0..50).map(|_| connect(server.addr())).collect();

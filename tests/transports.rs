@@ -44,7 +44,8 @@ fn udp_client() -> UdpSocket {
 /// echo, uppercase and sum over UDP: one datagram in, one datagram out, errors included.
 #[test]
 fn handlers_over_udp() {
-    let config = ServerConfig { max_frame: 1000, ..ServerConfig::default() };
+    let mut config = ServerConfig::default();
+    config.max_frame = 1000;
     let server = TestServer::start_with(
         config,
         &["echo=udp://127.0.0.1:0", "uppercase=udp://127.0.0.1:0", "sum=udp://127.0.0.1:0"],

@@ -10,9 +10,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use evloop::load::sources::parse_sources;
-use evloop::load::{LoadConfig, Stop, Workload, processes, sweep};
-use evloop::units::{parse_bytes, parse_duration};
+use evloop::cli::units::{parse_bytes, parse_duration, positive_duration, positive_rate};
+use evloop::cli::{self, usage_error};
+use evloop::load::{LoadConfig, Stop, Workload, parse_sources, processes, sweep};
 use evloop::{Codec, ListenAddr};
 
 /// Descriptors kept back from the connection count for the poller, pacer and standard streams.
@@ -137,75 +137,50 @@ fn sources(text: &str) -> Result<Sources, String> {
     parse_sources(text).map(Sources)
 }
 
-fn positive_duration(text: &str) -> Result<Duration, String> {
-    match parse_duration(text)? {
-        Duration::ZERO => Err("must be more than 0".to_string()),
-        duration => Ok(duration),
-    }
-}
-
-fn positive_rate(text: &str) -> Result<f64, String> {
-    match text.parse::<f64>() {
-        Ok(rate) if rate.is_finite() && rate > 0.0 => Ok(rate),
-        _ => Err(format!("bad rate '{text}': expected a positive number per second")),
-    }
-}
-
-fn usage_error(message: &str) -> ExitCode {
-    eprintln!("evloop-load: {message} (see --help)");
-    ExitCode::from(2)
-}
-
 fn main() -> ExitCode {
-    let args = match Args::try_parse() {
+    let args: Args = match cli::parse_args("evloop-load") {
         Ok(args) => args,
-        Err(error) => {
-            use clap::error::ErrorKind;
-            if matches!(error.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
-                let _ = error.print();
-                return ExitCode::SUCCESS;
-            }
-            let text = error.to_string();
-            return usage_error(text.lines().next().unwrap_or("bad arguments").trim_start_matches("error: "));
-        }
+        Err(code) => return code,
     };
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
-    let config = LoadConfig {
-        target: args.target,
-        workload: args.workload,
-        codec: args.codec,
-        connections: args.connections,
-        stop: match args.messages {
-            Some(messages) => Stop::Messages(messages),
-            None => Stop::After(args.duration.unwrap_or(Duration::from_secs(10))),
-        },
-        warmup: args.warmup,
-        pipeline: args.pipeline,
-        rate: args.rate,
-        size: args.size,
-        connect_rate: args.connect_rate,
-        connect_timeout: args.connect_timeout,
-        reply_timeout: args.reply_timeout,
-        sources: args.sources.clone().map(|sources| sources.0).unwrap_or_default(),
-        threads: args.threads,
-        active: args.active,
-        first_id: args.first_id,
-        hold: args.hold,
+    let mut config = LoadConfig::default();
+    config.target = args.target.clone();
+    config.workload = args.workload;
+    config.codec = args.codec;
+    config.connections = args.connections;
+    config.stop = match args.messages {
+        Some(messages) => Stop::Messages(messages),
+        None => Stop::After(args.duration.unwrap_or(Duration::from_secs(10))),
     };
+    config.warmup = args.warmup;
+    config.pipeline = args.pipeline;
+    config.rate = args.rate;
+    config.size = args.size;
+    config.connect_rate = args.connect_rate;
+    config.connect_timeout = args.connect_timeout;
+    config.reply_timeout = args.reply_timeout;
+    config.sources = args.sources.clone().map(|sources| sources.0).unwrap_or_default();
+    config.threads = args.threads;
+    config.active = args.active;
+    config.first_id = args.first_id;
+    config.hold = args.hold;
     if let Err(message) = config.validate() {
-        return usage_error(&message);
+        return usage_error("evloop-load", &message);
     }
     let largest = args.sweep_connections.as_ref().and_then(|counts| counts.iter().max().copied());
     let per_process = u64::from(largest.unwrap_or(config.connections).div_ceil(args.processes));
-    match evloop::rlimit::raise_file_limit() {
+    match evloop::raise_file_limit() {
         Ok((_, limit)) if per_process + RESERVED_DESCRIPTORS > limit.soft => {
-            return usage_error(&format!(
-                "{per_process} connections in one process need about {} open files, but a process may open {}: use --processes {} or more, or raise the limit (ulimit -n)",
-                per_process + RESERVED_DESCRIPTORS,
-                limit.soft,
-                u64::from(config.connections)
-                    .div_ceil(limit.soft.saturating_sub(RESERVED_DESCRIPTORS).max(1))
-            ));
+            return usage_error(
+                "evloop-load",
+                &format!(
+                    "{per_process} connections in one process need about {} open files, but a process may open {}: use --processes {} or more, or raise the limit (ulimit -n)",
+                    per_process + RESERVED_DESCRIPTORS,
+                    limit.soft,
+                    u64::from(config.connections)
+                        .div_ceil(limit.soft.saturating_sub(RESERVED_DESCRIPTORS).max(1))
+                ),
+            );
         }
         Ok((before, after)) => {
             log::info!("open-file limit; soft={} hard={} was={}", after.soft, after.hard, before.soft)
@@ -227,7 +202,7 @@ fn main() -> ExitCode {
     let report = match result {
         Ok(report) => report,
         Err(error) if error.kind() == std::io::ErrorKind::InvalidInput => {
-            return usage_error(&error.to_string());
+            return usage_error("evloop-load", &error.to_string());
         }
         Err(error) => {
             eprintln!("evloop-load: {error}");
@@ -282,7 +257,7 @@ fn run_sweep(
     let points = match points {
         Ok(points) => points,
         Err(error) if error.kind() == std::io::ErrorKind::InvalidInput => {
-            return usage_error(&error.to_string());
+            return usage_error("evloop-load", &error.to_string());
         }
         Err(error) => {
             eprintln!("evloop-load: {error}");
@@ -304,13 +279,8 @@ fn run_sweep(
 /// One part of a multi-process run: connect, report in, wait for the go, run, hand the
 /// tally back as one JSON line.
 fn run_part(config: &LoadConfig) -> ExitCode {
-    match evloop::load::run_part(config, &mut processes::announce_and_wait, &mut processes::announce_holding)
-    {
-        Ok((tally, window)) => {
-            let result = processes::PartResult { tally, window_ns: window.as_nanos() as u64 };
-            println!("{}", serde_json::to_string(&result).unwrap_or_default());
-            ExitCode::SUCCESS
-        }
+    match processes::run_part(config) {
+        Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("evloop-load: {error}");
             ExitCode::from(1)

@@ -9,9 +9,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use evloop::models::{self, Model, ModelConfig};
-use evloop::units::{parse_bytes, parse_duration};
-use evloop::workers::{self, WorkerCommand};
+use evloop::cli::units::{parse_duration, positive_bytes, positive_duration};
+use evloop::cli::workers::{self, WorkerCommand};
+use evloop::cli::{self, Model};
 use evloop::{ListenAddr, ListenSpec, Listening, Server, ServerConfig, StartError};
 
 /// A single-threaded event-loop (reactor) server: one thread serves every client.
@@ -49,7 +49,7 @@ struct Args {
 
     /// Listen backlog; Linux caps it at net.core.somaxconn (4096 unless raised), so the default
     /// asks for as much as the kernel allows
-    #[arg(long, value_name = "N", default_value_t = evloop::config::DEFAULT_BACKLOG, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, value_name = "N", default_value_t = cli::DEFAULT_BACKLOG, value_parser = clap::value_parser!(u32).range(1..))]
     backlog: u32,
 
     /// Log a stats line this often [default: off]
@@ -79,6 +79,21 @@ struct Args {
 }
 
 impl Args {
+    /// The limits these flags set; `reuse_port` for a worker, which shares its ports.
+    fn server_config(&self, reuse_port: bool) -> ServerConfig {
+        let mut config = ServerConfig::default();
+        config.max_connections = self.max_connections.map(|n| usize::try_from(n).unwrap_or(usize::MAX));
+        config.max_frame = self.max_frame;
+        config.max_output = self.max_output;
+        config.idle_timeout = self.idle_timeout;
+        config.backlog = self.backlog;
+        config.stats_interval = self.stats_interval;
+        config.drain_timeout = self.drain_timeout;
+        config.reuse_port = reuse_port;
+        config.work_per_message = Duration::from_micros(self.work_us);
+        config
+    }
+
     /// The command line of one worker: these settings, the given (resolved) listeners, one
     /// process.
     fn worker_args(&self, specs: &[ListenSpec]) -> Vec<String> {
@@ -105,37 +120,8 @@ impl Args {
     }
 }
 
-fn positive_bytes(text: &str) -> Result<usize, String> {
-    match parse_bytes(text)? {
-        0 => Err("must be at least 1 byte".to_string()),
-        bytes => Ok(bytes),
-    }
-}
-
-fn positive_duration(text: &str) -> Result<Duration, String> {
-    match parse_duration(text)? {
-        Duration::ZERO => Err("must be more than 0".to_string()),
-        duration => Ok(duration),
-    }
-}
-
-/// Parses the command line; a usage error is one line on stderr and exit code 2.
-fn parse_args() -> Result<Args, ExitCode> {
-    Args::try_parse().map_err(|error| {
-        use clap::error::ErrorKind;
-        if matches!(error.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
-            let _ = error.print();
-            return ExitCode::SUCCESS;
-        }
-        let text = error.to_string();
-        let first_line = text.lines().next().unwrap_or("bad arguments");
-        eprintln!("evloop-server: {} (see --help)", first_line.trim_start_matches("error: "));
-        ExitCode::from(2)
-    })
-}
-
 fn main() -> ExitCode {
-    let args = match parse_args() {
+    let args: Args = match cli::parse_args("evloop-server") {
         Ok(args) => args,
         Err(code) => return code,
     };
@@ -143,7 +129,7 @@ fn main() -> ExitCode {
     init_logging(worker);
     // Raised before binding (the default --max-connections follows it), logged after, so a
     // start-up error stays the only line on stderr.
-    let file_limit = evloop::rlimit::raise_file_limit();
+    let file_limit = evloop::raise_file_limit();
     let specs = if args.listen.is_empty() { ListenSpec::defaults() } else { args.listen.clone() };
     let log_file_limit = move || match file_limit {
         Ok((before, after)) => {
@@ -185,17 +171,7 @@ fn run_reactor(
     is_worker: bool,
     log_file_limit: impl FnOnce(),
 ) -> ExitCode {
-    let config = ServerConfig {
-        max_connections: args.max_connections.map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
-        max_frame: args.max_frame,
-        max_output: args.max_output,
-        idle_timeout: args.idle_timeout,
-        backlog: args.backlog,
-        stats_interval: args.stats_interval,
-        drain_timeout: args.drain_timeout,
-        reuse_port: is_worker,
-        work_per_message: Duration::from_micros(args.work_us),
-    };
+    let config = args.server_config(is_worker);
     let server = specs
         .iter()
         .try_fold(Server::builder(config).handle_signals(true), |builder, spec| builder.listen(spec))
@@ -243,7 +219,7 @@ fn run_supervisor(args: &Args, specs: &[ListenSpec], log_file_limit: impl FnOnce
         let ListenAddr::Tcp(socket_addr) = addr else {
             continue;
         };
-        match workers::reserve_port(*socket_addr) {
+        match cli::reserve_port(*socket_addr) {
             Ok((socket, bound)) => {
                 *socket_addr = bound;
                 reservations.push(socket);
@@ -267,12 +243,7 @@ fn run_supervisor(args: &Args, specs: &[ListenSpec], log_file_limit: impl FnOnce
         startup_lines: resolved.iter().map(|spec| spec.addrs.len()).sum(),
     };
     log_file_limit();
-    let listening: Vec<Listening> = resolved
-        .iter()
-        .flat_map(|spec| {
-            spec.addrs.iter().map(|addr| Listening { handler: spec.handler.clone(), addr: addr.clone() })
-        })
-        .collect();
+    let listening = workers::startup_lines(&resolved);
     let result = workers::supervise(&command, args.workers as usize, || print_startup_lines(&listening));
     drop(reservations);
     finish(result)
@@ -284,22 +255,13 @@ fn run_model(args: &Args, specs: &[ListenSpec], log_file_limit: impl FnOnce()) -
         eprintln!("evloop-server: --workers applies to the reactor model only");
         return ExitCode::from(2);
     }
-    let (services, listening) = match models::bind(specs, args.backlog) {
+    let (services, listening) = match cli::bind_model(specs, args.backlog) {
         Ok(bound) => bound,
         Err(error) => return start_failed(&error),
     };
     log_file_limit();
     print_startup_lines(&listening);
-    let file_limit = evloop::rlimit::file_limit().map(|limit| limit.soft).unwrap_or(1024);
-    let config = ModelConfig {
-        max_frame: args.max_frame,
-        max_connections: args
-            .max_connections
-            .map_or(file_limit.saturating_sub(evloop::config::RESERVED_DESCRIPTORS as u64), |max| max)
-            as usize,
-        work: Duration::from_micros(args.work_us),
-    };
-    finish(models::run(args.model, services, &config))
+    finish(cli::run_model(args.model, services, &args.server_config(false)))
 }
 
 /// Prints the startup lines (`<handler> listening on <addr>`) and flushes: scripts and tests

@@ -7,7 +7,7 @@
 
 use std::io::Write as _;
 
-use crate::handler::{Handler, Outbox, Peer, Recipient};
+use crate::handlers::{Handler, Outbox, Peer, Recipient};
 
 /// Relays each message to every other member of the room.
 #[derive(Debug, Default, Clone, Copy)]
@@ -29,8 +29,8 @@ impl Handler for Broadcast {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::handler::test_support::handle;
-    use crate::handler::{ConnId, Intent};
+    use crate::handlers::test_support::handle;
+    use crate::handlers::{ConnId, Intent};
 
     /// A message goes to everyone but the sender, prefixed with the sender's address.
     #[test]

@@ -1,6 +1,6 @@
 //! `echo`: the reply is the message.
 
-use crate::handler::{Handler, Outbox, Peer};
+use crate::handlers::{Handler, Outbox, Peer};
 
 /// Replies with the message, byte for byte.
 #[derive(Debug, Default, Clone, Copy)]
@@ -14,7 +14,7 @@ impl Handler for Echo {
 
 #[cfg(test)]
 mod tests {
-    use crate::handler::test_support::only_reply;
+    use crate::handlers::test_support::only_reply;
 
     /// The reply is the message, empty included.
     #[test]

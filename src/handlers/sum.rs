@@ -3,7 +3,7 @@
 
 use std::io::Write as _;
 
-use crate::handler::{Handler, Outbox, Peer};
+use crate::handlers::{Handler, Outbox, Peer};
 
 /// Replies with the sum of the integers in the message, or `ERR <reason>`.
 #[derive(Debug, Default, Clone, Copy)]
@@ -24,7 +24,7 @@ impl Handler for Sum {
 
 /// Why a message has no sum.
 #[derive(Debug, PartialEq, Eq)]
-pub enum SumError {
+pub(crate) enum SumError {
     /// Nothing but separators.
     NoIntegers,
     /// A token that is not a signed 64-bit integer (shown, shortened if long).
@@ -47,7 +47,7 @@ impl std::fmt::Display for SumError {
 const MAX_QUOTED: usize = 32;
 
 /// Adds up the integers in `message`.
-pub fn sum(message: &[u8]) -> Result<i64, SumError> {
+pub(crate) fn sum(message: &[u8]) -> Result<i64, SumError> {
     let mut total: i64 = 0;
     let mut count = 0;
     let tokens =
@@ -80,7 +80,7 @@ fn parse_i64(token: &[u8]) -> Result<i64, SumError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::handler::test_support::only_reply;
+    use crate::handlers::test_support::only_reply;
 
     /// The separators the issue names all work, and negative numbers too.
     #[test]

@@ -1,6 +1,6 @@
 //! `uppercase`: full Unicode uppercasing of valid UTF-8 (`straße` -> `STRASSE`).
 
-use crate::handler::{Handler, Outbox, Peer};
+use crate::handlers::{Handler, Outbox, Peer};
 
 /// Replies with the message uppercased, or `ERR invalid UTF-8`.
 #[derive(Debug, Default, Clone, Copy)]
@@ -32,7 +32,7 @@ fn uppercase_into(text: &str, buf: &mut Vec<u8>) {
 #[cfg(test)]
 mod tests {
     use super::Uppercase;
-    use crate::handler::test_support::only_reply;
+    use crate::handlers::test_support::only_reply;
     use proptest::prelude::*;
 
     /// ASCII and full Unicode uppercasing, including characters that grow.

@@ -4,10 +4,9 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
-use super::engine::Plan;
 use super::workload::{MIN_SIZE, Workload};
-use crate::address::ListenAddr;
 use crate::codec::Codec;
+use crate::sys::address::ListenAddr;
 
 /// The open-loop rate of a broadcast run when `--rate` is not given: each message fans out
 /// to every other connection, so a closed loop would have no natural pace.
@@ -22,8 +21,10 @@ pub enum Stop {
     Messages(u64),
 }
 
-/// A load run, as `evloop-load`'s flags describe it.
+/// A load run, as `evloop-load`'s flags describe it. Start from `LoadConfig::default()` and
+/// change what you need.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct LoadConfig {
     /// The server.
     pub target: ListenAddr,
@@ -157,30 +158,6 @@ impl LoadConfig {
     /// The source address connection `id` connects from.
     pub fn source_for(&self, id: u32) -> Option<IpAddr> {
         (!self.sources.is_empty()).then(|| self.sources[id as usize % self.sources.len()])
-    }
-
-    /// Shares connections, messages and rates out over the threads as evenly as can be.
-    pub fn plans(&self) -> Vec<Plan> {
-        let mut first_id = self.first_id;
-        (0..self.threads)
-            .map(|index| {
-                let part = self.part(index, self.threads);
-                let plan = Plan {
-                    index: index as usize,
-                    first_id,
-                    count: part.connections,
-                    messages: match part.stop {
-                        Stop::Messages(messages) => Some(messages),
-                        Stop::After(_) => None,
-                    },
-                    rate: part.open_loop_rate(),
-                    connect_rate: part.connect_rate,
-                    active: part.active.unwrap_or(part.connections),
-                };
-                first_id += part.connections;
-                plan
-            })
-            .collect()
     }
 
     /// The `index`th of `parts` even shares of this run: connections, messages, active

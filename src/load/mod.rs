@@ -7,36 +7,51 @@
 //! *scheduled* time, so a server stall shows up in the figures instead of quietly slowing
 //! the loader down (coordinated omission).
 //!
+//! ```no_run
+//! use evloop::load::{LoadConfig, Stop};
+//!
+//! let mut config = LoadConfig::default();
+//! config.target = "127.0.0.1:7000".parse()?;
+//! config.connections = 100;
+//! config.stop = Stop::After(std::time::Duration::from_secs(5));
+//! let report = evloop::load::run(&config, false)?;
+//! println!("{report}");
+//! assert!(report.ok, "some reply did not verify");
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
 //! # Layout
-//! - [`chart`]: line charts as SVG, for sweeps and benchmarks.
-//! - [`config`]: the run's settings, validated, and shared out over threads.
-//! - `engine`: one reactor thread driving its share of the connections.
-//! - [`workload`]: requests and the exact replies expected, for each handler.
-//! - [`tally`]: what a thread counted and measured; tallies merge.
-//! - [`report`]: the final report, human and JSON.
-//! - [`shared`]: the few counters threads share.
-//! - [`socket`]: the loader's end of a connection: TCP, Unix stream or UDP.
+//! - `config`: the run's settings ([`LoadConfig`]), validated; `plan`: its share per thread.
+//! - `engine/`: one reactor thread driving its share of the connections, one phase per file
+//!   (phases, connect, send, receive, publish).
+//! - `workload`: requests and the exact replies expected, for each handler ([`Workload`]).
+//! - `tally`: what a thread counted and measured; tallies merge.
+//! - `report`: the final [`Report`], human and JSON.
+//! - `shared`: the few counters threads share.
+//! - `socket`: the loader's end of a connection: TCP, Unix stream or UDP.
 //! - [`processes`]: `--processes N`: loader processes, each a part, merged exactly.
-//! - [`progress`]: the live progress line.
-//! - [`pacer`]: open-loop pacing with a `timerfd`.
-//! - [`clock`]: the monotonic clock in nanoseconds.
-//! - [`sources`]: `--sources` address lists.
+//! - `progress`: the live progress line.
+//! - `pacer`: open-loop pacing with a `timerfd`.
+//! - `clock`: the monotonic clock in nanoseconds.
+//! - `sources`: `--sources` address lists ([`parse_sources`]).
 //! - [`sweep`]: `--sweep-connections`: a run per connection count, as CSV and SVG.
+//! - [`chart`]: line charts as SVG, for sweeps and benchmarks.
 
 pub mod chart;
-pub mod clock;
-pub mod config;
+mod clock;
+mod config;
 mod engine;
-pub mod pacer;
+mod pacer;
+mod plan;
 pub mod processes;
-pub mod progress;
-pub mod report;
-pub mod shared;
-pub mod socket;
-pub mod sources;
+mod progress;
+mod report;
+mod shared;
+mod socket;
+mod sources;
 pub mod sweep;
-pub mod tally;
-pub mod workload;
+mod tally;
+mod workload;
 
 use std::io;
 use std::sync::atomic::Ordering;
@@ -45,7 +60,9 @@ use std::thread;
 use std::time::Duration;
 
 pub use config::{LoadConfig, Stop};
-pub use report::Report;
+pub use report::{Broadcast, Connections, Errors, Messages, Percentiles, Report, Throughput};
+pub use sources::parse_sources;
+pub use tally::{Failures, Mismatch};
 pub use workload::Workload;
 
 use progress::Progress;
@@ -67,12 +84,12 @@ pub fn run(config: &LoadConfig, progress: bool) -> io::Result<Report> {
     Ok(Report::new(config, &total, window))
 }
 
-/// Runs one part of a multi-process run (see [`processes`]): once this process's
+/// Runs one part of a multi-process run (see `processes.rs`): once this process's
 /// connections are all up, `connected(established)` is called and must return when every
 /// process is ready; only then does sending start. With `--hold`, `holding(established)` is
 /// called when the run is over and the connections are held. Returns the raw tally and
 /// window, for the parent to merge.
-pub fn run_part(
+pub(crate) fn run_part(
     config: &LoadConfig,
     connected: &mut dyn FnMut(usize) -> io::Result<()>,
     holding: &mut dyn FnMut(usize),

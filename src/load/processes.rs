@@ -32,11 +32,11 @@ pub const PART_FLAG: &str = "--part-of-run";
 
 /// What a child hands back.
 #[derive(Debug, Serialize, Deserialize)]
-pub struct PartResult {
+struct PartResult {
     /// Its tally.
-    pub tally: Tally,
+    tally: Tally,
     /// Its measured window, in ns.
-    pub window_ns: u64,
+    window_ns: u64,
 }
 
 struct Part {
@@ -135,8 +135,19 @@ pub fn run(config: &LoadConfig, processes: u32, program: &Path, progress: bool) 
     Ok(Report::new(config, &total, window))
 }
 
+/// In a child (run with [`PART_FLAG`]): runs this part, talking to the parent as the
+/// module documentation shows, and prints the tally as the last line.
+pub fn run_part(config: &LoadConfig) -> io::Result<()> {
+    let (tally, window) = super::run_part(config, &mut announce_and_wait, &mut announce_holding)?;
+    let result = PartResult { tally, window_ns: window.as_nanos() as u64 };
+    let json = serde_json::to_string(&result).map_err(io::Error::other)?;
+    let mut stdout = io::stdout().lock();
+    writeln!(stdout, "{json}")?;
+    stdout.flush()
+}
+
 /// In a child: tells the parent its connections are up and waits for the go.
-pub fn announce_and_wait(established: usize) -> io::Result<()> {
+fn announce_and_wait(established: usize) -> io::Result<()> {
     let mut stdout = io::stdout().lock();
     writeln!(stdout, "connected {established}")?;
     stdout.flush()?;
@@ -149,7 +160,7 @@ pub fn announce_and_wait(established: usize) -> io::Result<()> {
 }
 
 /// In a child with `--hold`: tells the parent its run is over and its connections held.
-pub fn announce_holding(_established: usize) {
+fn announce_holding(_established: usize) {
     let mut stdout = io::stdout().lock();
     let _ = writeln!(stdout, "holding");
     let _ = stdout.flush();

@@ -13,6 +13,7 @@ use super::workload::Workload;
 
 /// Latency percentiles, in microseconds.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct Percentiles {
     /// Median.
     pub p50: f64,
@@ -47,6 +48,7 @@ impl Percentiles {
 
 /// Connection counts.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct Connections {
     /// Tried.
     pub attempted: u64,
@@ -65,6 +67,7 @@ pub struct Connections {
 
 /// Message counts.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct Messages {
     /// Requests (or broadcast messages) sent.
     pub sent: u64,
@@ -82,6 +85,7 @@ pub struct Messages {
 
 /// Throughput over the measured window.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct Throughput {
     /// Verified replies (or deliveries) per second.
     pub msgs_per_s: f64,
@@ -91,6 +95,7 @@ pub struct Throughput {
 
 /// Broadcast deliveries.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct Broadcast {
     /// Each message times every other connection.
     pub deliveries_expected: u64,
@@ -100,6 +105,7 @@ pub struct Broadcast {
 
 /// Failures by class.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct Errors {
     /// Replies that did not match.
     pub mismatch: u64,
@@ -112,6 +118,7 @@ pub struct Errors {
 
 /// See the module documentation.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct Report {
     /// The server loaded.
     pub target: String,
@@ -153,7 +160,7 @@ pub struct Report {
 impl Report {
     /// The report of a run of `config` whose merged tally is `tally`, over a measured
     /// window of `window`.
-    pub fn new(config: &LoadConfig, tally: &Tally, window: Duration) -> Report {
+    pub(crate) fn new(config: &LoadConfig, tally: &Tally, window: Duration) -> Report {
         let seconds = window.as_secs_f64().max(1e-9);
         let open_loop = config.open_loop_rate().is_some();
         let connect_phase =

@@ -8,13 +8,11 @@ use std::io::{self, Read, Write};
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 
-use mio::event::Source;
 use mio::net::{TcpStream, UdpSocket, UnixStream};
-use mio::{Interest, Registry, Token};
 use socket2::{Domain, Protocol, Socket, Type};
 
-use crate::address::ListenAddr;
-use crate::transport::Stream;
+use crate::sys::address::ListenAddr;
+use crate::sys::transport::{Stream, forward_source};
 
 /// See the module documentation.
 #[derive(Debug)]
@@ -100,28 +98,7 @@ impl Write for LoadSocket {
     }
 }
 
-impl Source for LoadSocket {
-    fn register(&mut self, registry: &Registry, token: Token, interest: Interest) -> io::Result<()> {
-        match self {
-            LoadSocket::Stream(stream) => stream.register(registry, token, interest),
-            LoadSocket::Datagram(socket) => socket.register(registry, token, interest),
-        }
-    }
-
-    fn reregister(&mut self, registry: &Registry, token: Token, interest: Interest) -> io::Result<()> {
-        match self {
-            LoadSocket::Stream(stream) => stream.reregister(registry, token, interest),
-            LoadSocket::Datagram(socket) => socket.reregister(registry, token, interest),
-        }
-    }
-
-    fn deregister(&mut self, registry: &Registry) -> io::Result<()> {
-        match self {
-            LoadSocket::Stream(stream) => stream.deregister(registry),
-            LoadSocket::Datagram(socket) => socket.deregister(registry),
-        }
-    }
-}
+forward_source!(LoadSocket { Stream, Datagram });
 
 fn unspecified(target: &SocketAddr) -> IpAddr {
     match target {

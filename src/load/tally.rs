@@ -15,6 +15,7 @@ pub const KEPT_MISMATCHES: usize = 5;
 
 /// Failures by class, as users ask about them.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct Failures {
     /// Connect refused (nothing listening).
     pub refused: u64,
@@ -59,6 +60,7 @@ impl Failures {
 
 /// One reply that did not match, shown in full (cut to a readable length).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct Mismatch {
     /// The connection it came on.
     pub connection: u32,
@@ -85,6 +87,7 @@ impl Mismatch {
 /// See the module documentation. Serializable so loader processes can hand their tallies,
 /// histograms included, to the parent that merges them.
 #[derive(Clone, Debug, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct Tally {
     /// Connections tried.
     pub attempted: u64,

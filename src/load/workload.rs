@@ -66,7 +66,7 @@ const PLAIN_LETTERS: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVW
 
 impl Workload {
     /// Writes the payload (no framing) of request `seq` of connection `conn` into `out`.
-    /// Not for broadcast, whose messages carry times: see [`broadcast_message`].
+    /// Not for broadcast, whose messages carry times: see `broadcast_message`.
     pub fn request(self, conn: u32, seq: u64, size: usize, out: &mut Vec<u8>) {
         match self {
             Workload::Echo | Workload::Broadcast => {

@@ -8,11 +8,11 @@ use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
-use super::ModelConfig;
-use crate::address::PeerAddr;
 use crate::codec::{Codec, FrameError};
-use crate::handler::{ConnId, Intent, Outbox, Peer, Recipient};
-use crate::work::busy_work;
+use crate::handlers::work::busy_work;
+use crate::handlers::{ConnId, Intent, Outbox, Peer, Recipient};
+use crate::server::config::Limits;
+use crate::sys::address::PeerAddr;
 
 /// How often a blocked read wakes up to check whether the server is stopping.
 pub const STOP_CHECK: Duration = Duration::from_millis(100);
@@ -55,7 +55,7 @@ pub struct Client {
 pub fn serve(
     client: Client,
     codec: Codec,
-    config: &ModelConfig,
+    config: &Limits,
     room: &mut dyn Room,
     write_own: &mut dyn FnMut(&[u8]) -> io::Result<()>,
     stop: &dyn Fn() -> bool,
@@ -104,7 +104,7 @@ pub fn serve(
                 }
             };
             served.messages_in += 1;
-            busy_work(config.work);
+            busy_work(config.work_per_message);
             room.handle(Peer { id, addr: peer }, message, &mut outbox);
             for (intent, payload) in outbox.iter() {
                 match intent {

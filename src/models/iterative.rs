@@ -17,10 +17,11 @@ use mio::{Events, Interest, Poll, Token};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 
+use super::BlockingService;
 use super::blocking::{self, Client, Room};
-use super::{BlockingService, ModelConfig};
-use crate::handler::{ConnId, Handler, Outbox, Peer, Recipient};
-use crate::reactor::RunSummary;
+use crate::handlers::{ConnId, Handler, Outbox, Peer, Recipient};
+use crate::server::config::Limits;
+use crate::server::stats::RunSummary;
 
 const SIGNALS: Token = Token(usize::MAX);
 
@@ -40,7 +41,7 @@ impl Room for Alone<'_> {
 }
 
 /// Serves `services` one client at a time until SIGINT/SIGTERM.
-pub fn run(mut services: Vec<BlockingService>, config: &ModelConfig) -> io::Result<RunSummary> {
+pub fn run(mut services: Vec<BlockingService>, config: &Limits) -> io::Result<RunSummary> {
     let started = Instant::now();
     let mut poll = Poll::new()?;
     let mut events = Events::with_capacity(64);

@@ -3,30 +3,28 @@
 //! - `iterative`: one thread; accept a client, serve it until it leaves, then the next (the
 //!   sequential server of the socket tutorials).
 //! - `threads`: one blocking thread per connection (the classic concurrent server).
-//! - `reactor`: the mio event loop this crate is about ([`crate::server`]).
+//! - `reactor`: the mio event loop this crate is about (`server`).
 //!
-//! All three run the same handlers with the same codecs (see [`blocking`]), so what differs
+//! All three run the same handlers with the same codecs (see `blocking.rs`), so what differs
 //! between them is only how one machine's CPUs are shared among clients. They exist to be
 //! measured side by side (docs/apparent-concurrency.md); the production server is the
 //! reactor, and only it enforces every limit (the models apply `--max-frame`,
 //! `--max-connections` and `--work-us`).
 
-pub mod blocking;
-pub mod iterative;
-pub mod threads;
+mod blocking;
+mod iterative;
+mod threads;
 
 use std::fmt;
 use std::io;
 use std::str::FromStr;
-use std::time::Duration;
 
-use crate::address::ListenAddr;
 use crate::codec::Codec;
-use crate::config::ListenSpec;
-use crate::handler::Handler;
-use crate::handlers;
-use crate::reactor::RunSummary;
+use crate::handlers::{self, Handler};
+use crate::server::config::{ListenSpec, ServerConfig};
+use crate::server::stats::RunSummary;
 use crate::server::{Listening, StartError};
+use crate::sys::address::ListenAddr;
 
 /// How the server shares its CPUs among clients.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -63,17 +61,6 @@ impl fmt::Display for Model {
     }
 }
 
-/// What the blocking models need to know.
-#[derive(Clone, Debug)]
-pub struct ModelConfig {
-    /// Longest message accepted.
-    pub max_frame: usize,
-    /// Most connections at once (threads model).
-    pub max_connections: usize,
-    /// CPU work per message.
-    pub work: Duration,
-}
-
 /// A service of a blocking model: a handler, its codec, its listeners.
 pub struct BlockingService {
     /// The handler's name.
@@ -104,7 +91,7 @@ pub fn bind(
                 )));
             };
             let listener: std::net::TcpListener =
-                crate::transport::listen_socket(*socket_addr, backlog, false)
+                crate::sys::transport::listen_socket(*socket_addr, backlog, false)
                     .map_err(|source| StartError::Bind { addr: addr.clone(), source })?
                     .into();
             let bound = ListenAddr::Tcp(listener.local_addr().map_err(StartError::Io)?);
@@ -116,11 +103,13 @@ pub fn bind(
     Ok((services, listening))
 }
 
-/// Runs `services` under `model` until SIGINT/SIGTERM.
-pub fn run(model: Model, services: Vec<BlockingService>, config: &ModelConfig) -> io::Result<RunSummary> {
+/// Runs `services` under `model` until SIGINT/SIGTERM, within `config`'s limits (the models
+/// apply `max_frame`, `max_connections` and `work_per_message`).
+pub fn run(model: Model, services: Vec<BlockingService>, config: &ServerConfig) -> io::Result<RunSummary> {
+    let limits = config.limits();
     match model {
-        Model::Iterative => iterative::run(services, config),
-        Model::Threads => threads::run(services, config),
+        Model::Iterative => iterative::run(services, &limits),
+        Model::Threads => threads::run(services, &limits),
         Model::Reactor => Err(io::Error::new(io::ErrorKind::InvalidInput, "the reactor runs through Server")),
     }
 }

@@ -21,11 +21,12 @@ use mio::{Events, Interest, Poll, Token};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 
+use super::BlockingService;
 use super::blocking::{self, Client, Room};
-use super::{BlockingService, ModelConfig};
 use crate::codec::Codec;
-use crate::handler::{ConnId, Handler, Outbox, Peer, Recipient};
-use crate::reactor::RunSummary;
+use crate::handlers::{ConnId, Handler, Outbox, Peer, Recipient};
+use crate::server::config::Limits;
+use crate::server::stats::RunSummary;
 
 const SIGNALS: Token = Token(usize::MAX);
 /// Stack of a connection thread: enough for a handler and a codec, small enough for
@@ -85,7 +86,7 @@ struct Counters {
 }
 
 /// Serves `services` with a thread per connection until SIGINT/SIGTERM.
-pub fn run(services: Vec<BlockingService>, config: &ModelConfig) -> io::Result<RunSummary> {
+pub fn run(services: Vec<BlockingService>, config: &Limits) -> io::Result<RunSummary> {
     let started = Instant::now();
     let mut poll = Poll::new()?;
     let mut events = Events::with_capacity(256);
@@ -177,7 +178,7 @@ pub fn run(services: Vec<BlockingService>, config: &ModelConfig) -> io::Result<R
     let summary = RunSummary {
         uptime: started.elapsed(),
         workers: 1,
-        stats: crate::stats::Stats {
+        stats: crate::server::stats::Stats {
             connections_accepted: counters.accepted.load(Ordering::Acquire),
             messages_in: counters.messages_in.load(Ordering::Acquire),
             messages_out: counters.messages_out.load(Ordering::Acquire),

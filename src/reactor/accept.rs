@@ -10,12 +10,12 @@ use std::time::Instant;
 use log::{debug, error, warn};
 use mio::{Interest, Token};
 
+use super::connection::Connection;
 use super::{ACCEPT_BACKOFF, ACCEPTS_PER_TURN, FIRST_DATAGRAM, Reactor};
-use crate::address::PeerAddr;
-use crate::connection::Connection;
-use crate::handler::{ConnId, Peer};
-use crate::nonblocking::{client_gave_up, interrupted, out_of_resources, would_block};
-use crate::transport::Stream;
+use crate::handlers::{ConnId, Peer};
+use crate::sys::address::PeerAddr;
+use crate::sys::nonblocking::{client_gave_up, interrupted, out_of_resources, would_block};
+use crate::sys::transport::Stream;
 
 impl Reactor {
     /// Accepts from listener `index` until its backlog is empty or the turn's budget is spent.

@@ -9,9 +9,9 @@ use std::io;
 
 use log::{debug, error, warn};
 
+use super::connection::StopReason;
 use super::{FIRST_DATAGRAM, Reactor};
-use crate::connection::StopReason;
-use crate::handler::{ConnId, Peer};
+use crate::handlers::{ConnId, Peer};
 
 /// Why a connection is closed.
 #[derive(Debug)]

@@ -9,7 +9,6 @@
 //! counted: UDP may drop, but the server must neither block nor grow without end.
 
 use std::collections::VecDeque;
-use std::io;
 use std::net::SocketAddr;
 
 use log::{debug, warn};
@@ -17,9 +16,9 @@ use mio::net::UdpSocket;
 use mio::{Interest, Token};
 
 use super::{FIRST_DATAGRAM, Reactor};
-use crate::address::{ListenAddr, PeerAddr};
-use crate::handler::{ConnId, Intent, Peer, Recipient};
-use crate::nonblocking::{interrupted, would_block};
+use crate::handlers::{ConnId, Intent, Peer, Recipient};
+use crate::sys::address::{ListenAddr, PeerAddr};
+use crate::sys::nonblocking::{interrupted, would_block};
 
 /// Datagrams one endpoint reads per turn before the others get theirs.
 const DATAGRAMS_PER_TURN: usize = 256;
@@ -28,7 +27,7 @@ const MAX_QUEUED_REPLIES: usize = 4096;
 
 /// What a handler sees as the id of a datagram's sender: there is no connection, so replies
 /// go to the sender's address and sends to other connections do not apply.
-pub const DATAGRAM_SENDER: ConnId = ConnId(usize::MAX);
+pub(crate) const DATAGRAM_SENDER: ConnId = ConnId(usize::MAX);
 
 /// A UDP socket the reactor serves.
 #[derive(Debug)]
@@ -101,7 +100,7 @@ impl Reactor {
             return self.send_datagram(index, from, error.as_bytes());
         }
         self.stats.messages_in += 1;
-        crate::work::busy_work(self.limits.work_per_message);
+        crate::handlers::work::busy_work(self.limits.work_per_message);
         let peer = PeerAddr::Udp(from);
         let sender = Peer { id: DATAGRAM_SENDER, addr: &peer };
         self.services[service].handler.on_message(sender, datagram, &mut self.outbox);
@@ -194,11 +193,4 @@ impl Reactor {
             }
         }
     }
-}
-
-/// Binds a UDP socket at `addr` (port 0 picks one) and returns it with the address bound.
-pub fn bind_udp(addr: SocketAddr) -> io::Result<(UdpSocket, SocketAddr)> {
-    let socket = UdpSocket::bind(addr)?;
-    let bound = socket.local_addr()?;
-    Ok((socket, bound))
 }

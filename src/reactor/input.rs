@@ -8,11 +8,11 @@ use std::mem;
 
 use log::warn;
 
+use super::connection::{Reading, StopReason};
 use super::{CloseReason, READS_PER_TURN, Reactor};
 use crate::codec::{Codec, FrameError};
-use crate::connection::{Reading, StopReason};
-use crate::handler::{ConnId, Peer};
-use crate::nonblocking::{interrupted, would_block};
+use crate::handlers::{ConnId, Peer};
+use crate::sys::nonblocking::{interrupted, would_block};
 
 impl Reactor {
     /// Reads from `key` and handles what arrived.
@@ -142,7 +142,7 @@ impl Reactor {
             return;
         };
         let from = Peer { id: ConnId(key), addr: &conn.peer };
-        crate::work::busy_work(self.limits.work_per_message);
+        crate::handlers::work::busy_work(self.limits.work_per_message);
         self.services[service].handler.on_message(from, message, &mut self.outbox);
         self.carry_out(key, service);
     }

@@ -14,9 +14,9 @@ use std::time::{Duration, Instant};
 use log::debug;
 use mio::Interest;
 
+use super::connection::{Reading, StopReason};
 use super::{CloseReason, READS_PER_TURN, Reactor};
-use crate::connection::{Reading, StopReason};
-use crate::nonblocking::{interrupted, would_block};
+use crate::sys::nonblocking::{interrupted, would_block};
 
 /// How long a closing connection waits for its client to close.
 const LINGER_TIMEOUT: Duration = Duration::from_secs(2);

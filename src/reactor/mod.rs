@@ -19,12 +19,19 @@
 //! step has removed. docs/architecture.md draws the picture.
 
 mod accept;
+pub(crate) mod buffer_pool;
 mod close;
+pub(crate) mod connection;
+pub(crate) mod control;
 mod datagram;
 mod idle;
 mod input;
 mod linger;
+mod log_throttle;
 mod output;
+mod reporter;
+mod service;
+mod timer_wheel;
 mod trace;
 
 use std::collections::VecDeque;
@@ -32,30 +39,30 @@ use std::io;
 use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
-use log::{debug, info, trace, warn};
+use log::{info, trace, warn};
 use mio::{Events, Interest, Poll, Token};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 use slab::Slab;
 
-use crate::address::ListenAddr;
-use crate::buffer_pool::BufferPool;
-use crate::config::{RESERVED_DESCRIPTORS, ServerConfig};
-use crate::connection::{Connection, Reading, StopReason};
-use crate::control::{Command, ServerHandle};
-use crate::handler::Outbox;
-use crate::log_throttle::LogThrottle;
-use crate::nonblocking::interrupted;
-use crate::rlimit;
-use crate::service::Service;
-use crate::stats::{Reporter, Stats};
-use crate::timer_wheel::{Entry, TimerWheel};
-use crate::transport::{Listener, remove_socket_file};
+use buffer_pool::BufferPool;
+use connection::{Connection, Reading, StopReason};
+use control::{Command, ServerHandle};
 use datagram::DatagramEndpoint;
+use log_throttle::LogThrottle;
 use mio::net::UdpSocket;
-
-pub use datagram::{DATAGRAM_SENDER, bind_udp};
+use reporter::Reporter;
+use timer_wheel::{Entry, TimerWheel};
 use trace::WakeupTrace;
+
+use crate::handlers::Outbox;
+use crate::server::config::{Limits, ServerConfig};
+use crate::server::stats::{RunSummary, Stats};
+use crate::sys::address::ListenAddr;
+use crate::sys::nonblocking::interrupted;
+use crate::sys::transport::{Listener, remove_socket_file};
+
+pub(crate) use service::Service;
 
 pub(crate) use close::CloseReason;
 
@@ -64,7 +71,7 @@ const WAKER: Token = Token(usize::MAX);
 /// SIGINT and SIGTERM, when the server handles signals.
 const SIGNALS: Token = Token(usize::MAX - 1);
 /// Most listeners one reactor serves.
-pub const MAX_LISTENERS: usize = 1024;
+pub(crate) const MAX_LISTENERS: usize = 1024;
 /// Listener `i` has token `FIRST_LISTENER + i`, and UDP endpoint `j` token
 /// `FIRST_DATAGRAM + j`. Connection tokens are slab keys, which stay below
 /// `max_connections`, far below these ranges.
@@ -86,16 +93,6 @@ const ACCEPTS_PER_TURN: usize = 64;
 /// How long accepting pauses when descriptors run out. `accept` cannot succeed until a
 /// connection closes, and retrying at once would spin the CPU.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
-
-/// The limits the reactor enforces, resolved from [`ServerConfig`].
-#[derive(Clone, Debug)]
-pub(crate) struct Limits {
-    pub max_connections: usize,
-    pub max_frame: usize,
-    pub max_output: usize,
-    pub drain_timeout: Duration,
-    pub work_per_message: Duration,
-}
 
 /// A listening socket and what it feeds.
 #[derive(Debug)]
@@ -166,47 +163,6 @@ pub(crate) struct Reactor {
     trace: WakeupTrace,
 }
 
-/// What a finished run did, for the one-line summary printed at exit.
-#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
-pub struct RunSummary {
-    /// How long the server ran.
-    pub uptime: Duration,
-    /// The counters at the end.
-    pub stats: Stats,
-    /// Connections still holding unwritten output when the drain deadline came.
-    pub cut_at_deadline: u64,
-    /// Worker processes whose runs these are (1 for a single reactor).
-    pub workers: usize,
-}
-
-impl RunSummary {
-    /// Adds another worker's run into this one.
-    pub fn merge(&mut self, other: &RunSummary) {
-        self.uptime = self.uptime.max(other.uptime);
-        self.stats.merge(&other.stats);
-        self.cut_at_deadline += other.cut_at_deadline;
-        self.workers += other.workers;
-    }
-}
-
-impl std::fmt::Display for RunSummary {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "evloop-server stopped after {:.1} s: {} connections served, {} messages in, {} out, {} cut off at the drain deadline",
-            self.uptime.as_secs_f64(),
-            self.stats.connections_accepted,
-            self.stats.messages_in,
-            self.stats.messages_out,
-            self.cut_at_deadline
-        )?;
-        if self.workers > 1 {
-            write!(f, " ({} workers)", self.workers)?;
-        }
-        Ok(())
-    }
-}
-
 impl Reactor {
     /// A reactor serving `listeners`, each feeding one of `services`.
     pub fn new(
@@ -235,6 +191,8 @@ impl Reactor {
             poll.registry().register(&mut socket, Token(FIRST_DATAGRAM + index), Interest::READABLE)?;
             endpoints.push(DatagramEndpoint::new(socket, addr, service));
         }
+        let mut limits = config.limits();
+        limits.max_connections = limits.max_connections.min(FIRST_DATAGRAM);
         let now = Instant::now();
         let reactor = Reactor {
             poll,
@@ -242,7 +200,7 @@ impl Reactor {
             datagrams: endpoints,
             services,
             conns: Slab::new(),
-            limits: resolve_limits(config),
+            limits,
             read_buf: vec![0; READ_BUFFER_SIZE],
             outbox: Outbox::default(),
             pool: BufferPool::default(),
@@ -314,12 +272,7 @@ impl Reactor {
                 break;
             }
         }
-        let summary = RunSummary {
-            uptime: self.started.elapsed(),
-            stats: self.stats_snapshot(),
-            cut_at_deadline: self.cut_at_deadline,
-            workers: 1,
-        };
+        let summary = RunSummary::new(self.started.elapsed(), self.stats_snapshot(), self.cut_at_deadline);
         info!("stopped; {summary}");
         Ok(summary)
     }
@@ -520,31 +473,5 @@ impl Reactor {
 
     fn stats_snapshot(&self) -> Stats {
         Stats { connections_open: self.conns.len(), buffers: self.pool.stats(), ..self.stats.clone() }
-    }
-}
-
-/// Turns the configured limits into the enforced ones; `max_connections` defaults to what the
-/// open-file limit allows, and a configured value above that is warned about plainly.
-fn resolve_limits(config: &ServerConfig) -> Limits {
-    let file_limit = rlimit::file_limit().map(|limit| limit.soft).unwrap_or(1024);
-    let fits = usize::try_from(file_limit).unwrap_or(usize::MAX).saturating_sub(RESERVED_DESCRIPTORS).max(1);
-    let max_connections = match config.max_connections {
-        Some(wanted) => {
-            if wanted > fits {
-                warn!(
-                    "max_connections={wanted} but the open-file limit is {file_limit}: about {fits} connections fit in one process; raise the limit (ulimit -n) or use --workers"
-                );
-            }
-            wanted
-        }
-        None => fits,
-    };
-    debug!("limits; max_connections={max_connections} file_limit={file_limit}");
-    Limits {
-        max_connections: max_connections.min(FIRST_DATAGRAM),
-        max_frame: config.max_frame,
-        max_output: config.max_output,
-        drain_timeout: config.drain_timeout,
-        work_per_message: config.work_per_message,
     }
 }

@@ -10,9 +10,9 @@
 use log::error;
 use mio::{Interest, Token};
 
+use super::connection::{Reading, StopReason};
 use super::{CloseReason, Reactor};
-use crate::connection::{Reading, StopReason};
-use crate::handler::{ConnId, Intent, Recipient};
+use crate::handlers::{ConnId, Intent, Recipient};
 
 /// Whose message an output is: it decides what happens when a client stops reading.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

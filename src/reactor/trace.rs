@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use log::{Level, log_enabled, trace};
 
-use crate::address::PeerAddr;
-use crate::stats::Stats;
+use crate::server::stats::Stats;
+use crate::sys::address::PeerAddr;
 
 /// Counters at a point in the wakeup.
 #[derive(Clone, Copy, Debug, Default)]

@@ -41,7 +41,7 @@ impl TestServer {
     }
 
     /// Serves what `builder` describes (for handlers of a test's own).
-    pub fn from_builder(builder: evloop::server::ServerBuilder) -> TestServer {
+    pub fn from_builder(builder: evloop::ServerBuilder) -> TestServer {
         init_logging();
         let server = builder.bind().expect("bind").spawn().expect("spawn the reactor");
         TestServer { server: Some(server) }

@@ -3,24 +3,32 @@
 //!
 //! Binding happens before anything runs, so a bad address fails fast with the address named,
 //! and port 0 is resolved so the caller can print (or connect to) the real address.
+//!
+//! Beside the builder sit the plain types a server is described and read by: its
+//! configuration (`config.rs`) and its counters and run summary (`stats.rs`). They import
+//! nothing from the reactor, so the reactor, the blocking models and the worker supervisor
+//! can all share them.
+
+pub(crate) mod config;
+pub(crate) mod stats;
 
 use std::fmt;
 use std::io;
 use std::thread::JoinHandle;
 
-use crate::address::ListenAddr;
+use config::{ListenSpec, ServerConfig};
+use stats::{RunSummary, Stats};
+
 use crate::codec::Codec;
-use crate::config::{ListenSpec, ServerConfig};
-use crate::control::ServerHandle;
-use crate::handler::Handler;
-use crate::handlers;
-use crate::reactor::{MAX_LISTENERS, Reactor, RunSummary, bind_udp};
-use crate::service::Service;
-use crate::stats::Stats;
-use crate::transport::Listener;
+use crate::handlers::{self, Handler};
+use crate::reactor::control::ServerHandle;
+use crate::reactor::{MAX_LISTENERS, Reactor, Service};
+use crate::sys::address::ListenAddr;
+use crate::sys::transport::{Listener, bind_udp};
 
 /// Why a server could not start.
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum StartError {
     /// An address could not be bound (in use, not local, no permission).
     Bind {
@@ -56,6 +64,7 @@ impl std::error::Error for StartError {
 
 /// One bound listener: what the startup line prints.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Listening {
     /// The handler's name.
     pub handler: String,
@@ -162,12 +171,7 @@ impl ServerBuilder {
                 };
                 listening.push(Listening { handler: spec.name.clone(), addr: bound });
             }
-            services.push(Service {
-                name: spec.name,
-                handler: spec.handler,
-                codec: spec.codec,
-                members: Vec::new(),
-            });
+            services.push(Service::new(spec.name, spec.handler, spec.codec));
         }
         let (reactor, handle) =
             Reactor::new(services, listeners, datagrams, &self.config, self.handle_signals)

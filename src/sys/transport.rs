@@ -1,5 +1,6 @@
-//! Stream transports: TCP and Unix-domain sockets behind one type each for listeners and
-//! connections, so the reactor serves both with the same code.
+//! Transports: TCP and Unix-domain sockets behind one type each for listeners and
+//! connections, so the reactor serves both with the same code; and the binds that need more
+//! than `mio` offers (a real backlog, `SO_REUSEPORT`, a port reserved without listening).
 
 use std::fs;
 use std::io::{self, Read, Write};
@@ -7,12 +8,10 @@ use std::net::SocketAddr;
 use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 
-use mio::event::Source;
-use mio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
-use mio::{Interest, Registry, Token};
+use mio::net::{TcpListener, TcpStream, UdpSocket, UnixListener, UnixStream};
 use socket2::{Domain, Protocol, Socket, Type};
 
-use crate::address::{ListenAddr, PeerAddr};
+use crate::sys::address::{ListenAddr, PeerAddr};
 
 /// A connected client's socket.
 #[derive(Debug)]
@@ -55,22 +54,36 @@ impl Write for Stream {
     }
 }
 
-/// Forwards one `Source` method to whichever socket is inside.
+/// Implements `mio::event::Source` for an enum of sockets by forwarding each method to
+/// whichever socket is inside (the server's [`Stream`] and [`Listener`], the loader's socket).
 macro_rules! forward_source {
     ($type:ident { $($variant:ident),* }) => {
-        impl Source for $type {
-            fn register(&mut self, registry: &Registry, token: Token, interest: Interest) -> io::Result<()> {
+        impl ::mio::event::Source for $type {
+            fn register(
+                &mut self,
+                registry: &::mio::Registry,
+                token: ::mio::Token,
+                interest: ::mio::Interest,
+            ) -> ::std::io::Result<()> {
                 match self { $($type::$variant(inner) => inner.register(registry, token, interest),)* }
             }
-            fn reregister(&mut self, registry: &Registry, token: Token, interest: Interest) -> io::Result<()> {
+            fn reregister(
+                &mut self,
+                registry: &::mio::Registry,
+                token: ::mio::Token,
+                interest: ::mio::Interest,
+            ) -> ::std::io::Result<()> {
                 match self { $($type::$variant(inner) => inner.reregister(registry, token, interest),)* }
             }
-            fn deregister(&mut self, registry: &Registry) -> io::Result<()> {
+            fn deregister(&mut self, registry: &::mio::Registry) -> ::std::io::Result<()> {
                 match self { $($type::$variant(inner) => inner.deregister(registry),)* }
             }
         }
     };
 }
+
+#[cfg(feature = "load")]
+pub(crate) use forward_source;
 
 forward_source!(Stream { Tcp, Unix });
 forward_source!(Listener { Tcp, Unix });
@@ -180,4 +193,23 @@ pub fn remove_socket_file(path: &PathBuf) {
     if let Err(error) = fs::remove_file(path) {
         log::warn!("could not remove socket file; path={} error={error}", path.display());
     }
+}
+
+/// Binds a UDP socket at `addr` (port 0 picks one) and returns it with the address bound.
+pub fn bind_udp(addr: SocketAddr) -> io::Result<(UdpSocket, SocketAddr)> {
+    let socket = UdpSocket::bind(addr)?;
+    let bound = socket.local_addr()?;
+    Ok((socket, bound))
+}
+
+/// Binds `addr` with `SO_REUSEPORT` without listening: the port is resolved and reserved,
+/// and gets no connections (the worker supervisor, `cli/workers.rs`, explains why).
+#[cfg(feature = "cli")]
+pub fn reserve_port(addr: SocketAddr) -> io::Result<(Socket, SocketAddr)> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    socket.bind(&addr.into())?;
+    let bound = socket.local_addr()?.as_socket().ok_or_else(|| io::Error::other("not an IP socket"))?;
+    Ok((socket, bound))
 }

@@ -5,7 +5,7 @@
 //! without scanning every connection of the server.
 
 use crate::codec::Codec;
-use crate::handler::Handler;
+use crate::handlers::Handler;
 
 /// See the module documentation.
 pub struct Service {
@@ -20,6 +20,11 @@ pub struct Service {
 }
 
 impl Service {
+    /// A service with no members yet.
+    pub fn new(name: String, handler: Box<dyn Handler>, codec: Codec) -> Service {
+        Service { name, handler, codec, members: Vec::new() }
+    }
+
     /// Adds a connection; returns its index in `members`, to keep beside the connection.
     pub fn join(&mut self, key: usize) -> usize {
         self.members.push(key);

@@ -9,17 +9,16 @@
 //! forwards SIGINT/SIGTERM, restarts a worker that dies, and adds up their summaries.
 
 use std::io::{self, BufRead, BufReader, Read};
-use std::net::SocketAddr;
-use std::os::unix::process::CommandExt;
 use std::process::{Child, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::server::Listening;
+use crate::server::config::ListenSpec;
+use crate::server::stats::RunSummary;
+use crate::sys::process::{send_signal, signal_child_when_parent_dies};
 use log::{error, info, warn};
 use signal_hook::consts::{SIGCHLD, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
-use socket2::{Domain, Protocol, Socket, Type};
-
-use crate::reactor::RunSummary;
 
 /// Set in a worker's environment to its index; tells `evloop-server` it is a worker.
 pub const WORKER_ENV: &str = "EVLOOP_WORKER";
@@ -34,15 +33,15 @@ pub fn worker_index() -> Option<usize> {
     std::env::var(WORKER_ENV).ok()?.parse().ok()
 }
 
-/// Binds `addr` with `SO_REUSEPORT` without listening: the port is resolved and reserved,
-/// and gets no connections (see the module documentation).
-pub fn reserve_port(addr: SocketAddr) -> io::Result<(Socket, SocketAddr)> {
-    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
-    socket.set_reuse_address(true)?;
-    socket.set_reuse_port(true)?;
-    socket.bind(&addr.into())?;
-    let bound = socket.local_addr()?.as_socket().ok_or_else(|| io::Error::other("not an IP socket"))?;
-    Ok((socket, bound))
+/// The startup lines of `specs`, whose addresses the parent has resolved (port 0 replaced):
+/// printed once every worker listens.
+pub fn startup_lines(specs: &[ListenSpec]) -> Vec<Listening> {
+    specs
+        .iter()
+        .flat_map(|spec| {
+            spec.addrs.iter().map(|addr| Listening { handler: spec.handler.clone(), addr: addr.clone() })
+        })
+        .collect()
 }
 
 /// How to start one worker: the program, its arguments, and how many startup lines it
@@ -76,16 +75,7 @@ impl WorkerCommand {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
-        // SAFETY: prctl is async-signal-safe; the closure touches nothing else. It asks the
-        // kernel to send the worker SIGTERM if the parent dies, so workers never outlive it.
-        unsafe {
-            command.pre_exec(|| {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, SIGTERM) != 0 {
-                    return Err(io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
+        signal_child_when_parent_dies(&mut command, SIGTERM);
         let mut child = command.spawn()?;
         let mut stdout = BufReader::new(child.stdout.take().expect("piped stdout"));
         for _ in 0..self.startup_lines {
@@ -185,11 +175,6 @@ fn stop_all(workers: &mut [Worker]) {
     for worker in workers.iter().filter(|worker| !worker.exited) {
         send_signal(&worker.child, SIGTERM);
     }
-}
-
-fn send_signal(child: &Child, signal: i32) {
-    // SAFETY: kill() on our own child's PID has no memory-safety preconditions.
-    unsafe { libc::kill(child.id() as i32, signal) };
 }
 
 /// The JSON summary a worker prints on its last line, if it got that far.

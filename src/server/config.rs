@@ -6,16 +6,28 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
 
-use crate::address::ListenAddr;
+use log::{debug, warn};
+
 use crate::codec::Codec;
 use crate::handlers;
+use crate::sys::address::ListenAddr;
+use crate::sys::rlimit;
 
-/// The server's limits. `ServerConfig::default()` is what `evloop-server` runs with.
+/// The server's limits. `ServerConfig::default()` is what `evloop-server` runs with; change
+/// what you need on a mutable copy:
+///
+/// ```
+/// let mut config = evloop::ServerConfig::default();
+/// config.max_frame = 1024;
+/// config.idle_timeout = Some(std::time::Duration::from_secs(30));
+/// ```
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct ServerConfig {
     /// Most client connections open at once; past it a new client gets `ERR server full` and
-    /// is closed. `None`: the file-descriptor limit less [`RESERVED_DESCRIPTORS`], so that a
-    /// full server answers clearly instead of failing `accept` with EMFILE.
+    /// is closed. `None`: the file-descriptor limit less 32 (kept for listeners, the poller
+    /// and logs), so that a full server answers clearly instead of failing `accept` with
+    /// EMFILE.
     pub max_connections: Option<usize>,
     /// Longest message (line or length-prefixed frame) accepted, in bytes. It bounds the
     /// input a connection can make the server hold.
@@ -46,7 +58,18 @@ pub const DEFAULT_BACKLOG: u32 = 65535;
 
 /// Descriptors kept back from `max_connections`'s default for listeners, the poller, the
 /// signal pipe, standard streams and log files.
-pub const RESERVED_DESCRIPTORS: usize = 32;
+const RESERVED_DESCRIPTORS: usize = 32;
+
+/// The limits a server enforces, resolved from a [`ServerConfig`] (the reactor and the
+/// blocking models alike).
+#[derive(Clone, Debug)]
+pub(crate) struct Limits {
+    pub max_connections: usize,
+    pub max_frame: usize,
+    pub max_output: usize,
+    pub drain_timeout: Duration,
+    pub work_per_message: Duration,
+}
 
 impl Default for ServerConfig {
     fn default() -> Self {
@@ -64,11 +87,41 @@ impl Default for ServerConfig {
     }
 }
 
+impl ServerConfig {
+    /// Turns the configured limits into the enforced ones; `max_connections` defaults to what
+    /// the open-file limit allows, and a configured value above that is warned about plainly.
+    pub(crate) fn limits(&self) -> Limits {
+        let file_limit = rlimit::file_limit().map(|limit| limit.soft).unwrap_or(1024);
+        let fits =
+            usize::try_from(file_limit).unwrap_or(usize::MAX).saturating_sub(RESERVED_DESCRIPTORS).max(1);
+        let max_connections = match self.max_connections {
+            Some(wanted) => {
+                if wanted > fits {
+                    warn!(
+                        "max_connections={wanted} but the open-file limit is {file_limit}: about {fits} connections fit in one process; raise the limit (ulimit -n) or use --workers"
+                    );
+                }
+                wanted
+            }
+            None => fits,
+        };
+        debug!("limits; max_connections={max_connections} file_limit={file_limit}");
+        Limits {
+            max_connections,
+            max_frame: self.max_frame,
+            max_output: self.max_output,
+            drain_timeout: self.drain_timeout,
+            work_per_message: self.work_per_message,
+        }
+    }
+}
+
 /// One `--listen HANDLER[:CODEC]=ADDR[,ADDR...]`: a handler, its codec, and where it listens.
 ///
 /// Several addresses in one spec share one handler instance: for `broadcast` that means one
 /// chat room reachable over each of them.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ListenSpec {
     /// A built-in handler's name (see [`handlers::NAMES`]).
     pub handler: String,

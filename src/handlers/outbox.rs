@@ -1,71 +1,12 @@
-//! The [`Handler`] trait: what a listener does with each message, and the [`Outbox`] it
-//! answers through.
+//! The [`Outbox`] a handler answers through: a plain-data list of intents (send this to that
+//! connection, close the sender) that the reactor carries out after the handler returns.
 //!
-//! Handlers never touch sockets. A handler gets one decoded message and writes its intent into
-//! the outbox: reply to the sender, send to another connection, broadcast to the rest of its
-//! room, or close the sender. The reactor carries that out (framing each payload with the
-//! recipient's codec, queueing it, writing it when the socket can take it). That keeps every
-//! handler a small file that unit tests can drive without a network.
+//! Payload bytes go into one reusable buffer, so a reply costs no allocation of its own, and
+//! the handler never sees a socket.
 
-use std::fmt;
 use std::ops::Range;
 
-use crate::address::PeerAddr;
-
-/// A connection, as handlers see it. Valid until [`Handler::on_disconnect`] for it returns;
-/// after that the number may be given to a new connection, so a handler that keeps ids
-/// (in a map of nicknames, say) must drop them there.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ConnId(pub usize);
-
-impl fmt::Display for ConnId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.0)
-    }
-}
-
-/// The client a message came from.
-#[derive(Clone, Copy, Debug)]
-pub struct Peer<'a> {
-    /// Its connection.
-    pub id: ConnId,
-    /// Its address, as printed by `broadcast` (`127.0.0.1:50432: hello`).
-    pub addr: &'a PeerAddr,
-}
-
-/// What a listener does with messages. One instance serves every connection of its listener
-/// (or of every address in one `--listen` spec), so it can hold shared state: a room, a
-/// counter, a map of nicknames.
-pub trait Handler: Send {
-    /// A complete message arrived from `from`. Whatever is put in `out` is carried out, in
-    /// order, before the next message of any client is handled.
-    fn on_message(&mut self, from: Peer<'_>, message: &[u8], out: &mut Outbox);
-
-    /// A client connected. The default does nothing.
-    fn on_connect(&mut self, _peer: Peer<'_>, _out: &mut Outbox) {}
-
-    /// A client is gone (it closed, failed, timed out, or was dropped as too slow). Replies
-    /// to it are dropped; messages to others are delivered. The default does nothing.
-    fn on_disconnect(&mut self, _peer: Peer<'_>, _out: &mut Outbox) {}
-
-    /// Whether this handler needs connections to work at all (a room needs members to
-    /// send to). Connectionless transports (UDP) refuse such handlers at start-up.
-    fn needs_connections(&self) -> bool {
-        false
-    }
-}
-
-/// Who a payload is for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Recipient {
-    /// The client whose message is being handled.
-    Sender,
-    /// One particular connection (ignored if it has gone).
-    Conn(ConnId),
-    /// Every connection of this handler's listeners except this one: the room, minus the
-    /// sender.
-    AllExcept(ConnId),
-}
+use super::handler::Recipient;
 
 /// One thing a handler asked for.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -146,6 +87,8 @@ impl Outbox {
 #[cfg(test)]
 pub(crate) mod test_support {
     use super::*;
+    use crate::handlers::{ConnId, Handler, Peer};
+    use crate::sys::address::PeerAddr;
 
     /// Runs one message through `handler` from a fixed peer and returns the outbox.
     pub fn handle(handler: &mut dyn Handler, message: &[u8]) -> Outbox {

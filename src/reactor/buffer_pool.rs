@@ -16,7 +16,9 @@ const MAX_KEPT_CAPACITY: usize = 64 * 1024;
 const MAX_FREE: usize = 256;
 
 /// Counters that show the pool at work (and show tests that idle connections hold nothing).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[non_exhaustive]
 pub struct PoolStats {
     /// Buffers held by connections right now.
     pub in_use: usize,

@@ -8,11 +8,11 @@ use std::io::{self, Write};
 
 use mio::Interest;
 
-use crate::address::PeerAddr;
-use crate::buffer_pool::BufferPool;
+use super::buffer_pool::BufferPool;
 use crate::codec::Decoder;
-use crate::nonblocking::{interrupted, would_block};
-use crate::transport::Stream;
+use crate::sys::address::PeerAddr;
+use crate::sys::nonblocking::{interrupted, would_block};
+use crate::sys::transport::Stream;
 
 /// Whether the reactor reads from a connection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

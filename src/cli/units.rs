@@ -1,5 +1,6 @@
-//! Parsing the quantities people type on command lines: durations (`10s`, `500ms`, `0.5`)
-//! and byte sizes (`65536`, `64K`, `1M`).
+//! Parsing the quantities people type on command lines: durations (`10s`, `500ms`, `0.5`),
+//! byte sizes (`65536`, `64K`, `1M`) and rates, each also in the "must be positive" form
+//! both binaries' flags use.
 
 use std::time::Duration;
 
@@ -37,6 +38,30 @@ pub fn parse_bytes(text: &str) -> Result<usize, String> {
         .ok()
         .and_then(|value| value.checked_mul(scale))
         .ok_or_else(|| format!("bad size '{text}': expected bytes, e.g. 65536, 64K, 1M"))
+}
+
+/// A duration that must be more than zero (timeouts, intervals, run lengths).
+pub fn positive_duration(text: &str) -> Result<Duration, String> {
+    match parse_duration(text)? {
+        Duration::ZERO => Err("must be more than 0".to_string()),
+        duration => Ok(duration),
+    }
+}
+
+/// A byte size of at least one byte (limits).
+pub fn positive_bytes(text: &str) -> Result<usize, String> {
+    match parse_bytes(text)? {
+        0 => Err("must be at least 1 byte".to_string()),
+        bytes => Ok(bytes),
+    }
+}
+
+/// A rate per second: a finite number above zero.
+pub fn positive_rate(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(rate) if rate.is_finite() && rate > 0.0 => Ok(rate),
+        _ => Err(format!("bad rate '{text}': expected a positive number per second")),
+    }
 }
 
 #[cfg(test)]

@@ -1,20 +1,23 @@
-//! Counters of what the reactor did, and the periodic `--stats-interval` line.
+//! What a server did: the live counters ([`Stats`]) and the summary of a finished run
+//! ([`RunSummary`]).
 //!
 //! The reactor owns a plain [`Stats`] (no atomics on the hot path) and hands out copies on
-//! request through [`crate::ServerHandle::stats`].
+//! request through [`crate::ServerHandle::stats`]. These are plain data, shared by the
+//! reactor, the blocking models and the worker supervisor, so none of them has to reach into
+//! another to report a run.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
-
-use crate::buffer_pool::PoolStats;
+pub use crate::reactor::buffer_pool::PoolStats;
 
 /// Buckets of the events-per-wakeup histogram: bucket `i` counts wakeups with between
 /// `2^(i-1)` and `2^i - 1` events (bucket 0: none, a timeout).
 pub const EVENT_BUCKETS: usize = 17;
 
 /// What the reactor has done since it started.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[non_exhaustive]
 pub struct Stats {
     /// Client connections open now.
     pub connections_open: usize,
@@ -52,7 +55,8 @@ pub struct Stats {
     pub wakeups: u64,
     /// Readiness events handled.
     pub events: u64,
-    /// Events-per-wakeup histogram, see [`EVENT_BUCKETS`].
+    /// Events-per-wakeup histogram: bucket `i` counts wakeups with between `2^(i-1)` and
+    /// `2^i - 1` events (bucket 0: none, a timeout); the last bucket takes the rest.
     pub events_per_wakeup: [u64; EVENT_BUCKETS],
     /// The longest time spent handling one wakeup: how long every other client waited.
     pub longest_wakeup: Duration,
@@ -100,64 +104,51 @@ impl Stats {
     }
 }
 
-/// Writes one log line per interval with rates since the last line.
-#[derive(Debug)]
-pub struct Reporter {
-    interval: Duration,
-    next: Instant,
-    last: Stats,
-    last_at: Instant,
-    /// The longest wakeup since the last line (loop lag), reset at each line.
-    worst_lag: Duration,
+/// What a finished run did, for the one-line summary printed at exit.
+#[derive(Clone, Debug, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[non_exhaustive]
+pub struct RunSummary {
+    /// How long the server ran.
+    pub uptime: Duration,
+    /// The counters at the end.
+    pub stats: Stats,
+    /// Connections still holding unwritten output when the drain deadline came.
+    pub cut_at_deadline: u64,
+    /// Worker processes whose runs these are (1 for a single reactor).
+    pub workers: usize,
 }
 
-impl Reporter {
-    /// A reporter that writes its first line one `interval` after `now`.
-    pub fn new(interval: Duration, now: Instant) -> Reporter {
-        Reporter {
-            interval,
-            next: now + interval,
-            last: Stats::default(),
-            last_at: now,
-            worst_lag: Duration::ZERO,
-        }
+impl RunSummary {
+    /// The summary of one process's run.
+    pub(crate) fn new(uptime: Duration, stats: Stats, cut_at_deadline: u64) -> RunSummary {
+        RunSummary { uptime, stats, cut_at_deadline, workers: 1 }
     }
 
-    /// When the next line is due.
-    pub fn next_due(&self) -> Instant {
-        self.next
+    /// Adds another worker's run into this one.
+    pub fn merge(&mut self, other: &RunSummary) {
+        self.uptime = self.uptime.max(other.uptime);
+        self.stats.merge(&other.stats);
+        self.cut_at_deadline += other.cut_at_deadline;
+        self.workers += other.workers;
     }
+}
 
-    /// Notes one wakeup's duration for the worst-lag figure.
-    pub fn note_wakeup(&mut self, busy: Duration) {
-        self.worst_lag = self.worst_lag.max(busy);
-    }
-
-    /// Logs a line if one is due.
-    pub fn maybe_report(&mut self, now: Instant, stats: &Stats) {
-        if now < self.next {
-            return;
+impl std::fmt::Display for RunSummary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "evloop-server stopped after {:.1} s: {} connections served, {} messages in, {} out, {} cut off at the drain deadline",
+            self.uptime.as_secs_f64(),
+            self.stats.connections_accepted,
+            self.stats.messages_in,
+            self.stats.messages_out,
+            self.cut_at_deadline
+        )?;
+        if self.workers > 1 {
+            write!(f, " ({} workers)", self.workers)?;
         }
-        let seconds = now.duration_since(self.last_at).as_secs_f64().max(1e-9);
-        let wakeups = stats.wakeups - self.last.wakeups;
-        let events = stats.events - self.last.events;
-        log::info!(
-            "stats; conns={} msgs/s={:.0} wakeups/s={:.0} events/wakeup={:.1} worst_lag_ms={:.2} in_MiB/s={:.2} out_MiB/s={:.2} buffers={}",
-            stats.connections_open,
-            (stats.messages_in - self.last.messages_in) as f64 / seconds,
-            wakeups as f64 / seconds,
-            if wakeups == 0 { 0.0 } else { events as f64 / wakeups as f64 },
-            self.worst_lag.as_secs_f64() * 1e3,
-            (stats.bytes_in - self.last.bytes_in) as f64 / seconds / 1048576.0,
-            (stats.bytes_out - self.last.bytes_out) as f64 / seconds / 1048576.0,
-            stats.buffers.in_use,
-        );
-        self.last = stats.clone();
-        self.last_at = now;
-        self.worst_lag = Duration::ZERO;
-        while self.next <= now {
-            self.next += self.interval;
-        }
+        Ok(())
     }
 }
 

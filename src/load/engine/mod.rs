@@ -1,0 +1,276 @@
+//! One loader thread: a mio reactor of its own, driving its share of the connections
+//! through the phases of a run.
+//!
+//! ```text
+//! Connecting ─► (Syncing) ─► Running ─► Draining ─► (Holding) ─► Done
+//!
+//! - Connecting: open its connections; wait until every thread's (and, for a part of a
+//!   multi-process run, every process's) are up.
+//! - Syncing, broadcast only: make sure every member is in the room before anything counts.
+//! - Running: send, read, verify every reply.
+//! - Draining: no more sends; wait for outstanding replies.
+//! - Holding, with `--hold`: keep the connections open and idle (memory measurements).
+//! - Done: what never came is counted as lost.
+//! ```
+//!
+//! Like the server, it reads into one shared buffer, decodes with evloop's own codecs, and
+//! writes each connection's new requests in one `write` per turn. Sockets stay registered
+//! for reading and writing from the start (edge-triggered, so that costs no extra wakeups),
+//! which saves the `epoll_ctl` calls the server must make: the loader's own cost stays low.
+
+mod connect;
+mod phases;
+mod publish;
+mod receive;
+mod send;
+
+use std::collections::VecDeque;
+use std::io;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use mio::{Events, Poll, Token};
+use publish::Published;
+use slab::Slab;
+
+use super::clock::now_ns;
+use super::config::LoadConfig;
+use super::pacer::Pacer;
+use super::plan::Plan;
+use super::shared::Shared;
+use super::socket::LoadSocket;
+use super::tally::Tally;
+use super::workload::Workload;
+use crate::codec::Decoder;
+use crate::sys::nonblocking::interrupted;
+
+/// The pacer's token; connection tokens are slab keys, far below it.
+const PACER: Token = Token(usize::MAX);
+const EVENTS_PER_POLL: usize = 1024;
+const READ_BUFFER_SIZE: usize = 64 * 1024;
+/// Connects in progress at once when no `--connect-rate` is given: as fast as the server
+/// accepts, without flooding its backlog.
+const MAX_PENDING_CONNECTS: usize = 256;
+/// Longest reply accepted; a longer one is a mismatch.
+const MAX_REPLY: usize = 16 * 1024 * 1024;
+/// How often a thread publishes its totals for the progress line (and the broadcast drain).
+const PUBLISH_EVERY_NS: u64 = 100_000_000;
+/// How often the broadcast sync message is repeated until every member has seen it.
+const SYNC_EVERY_NS: u64 = 20_000_000;
+/// How often waiting phases look at the other threads' progress.
+const CHECK_EVERY_NS: u64 = 5_000_000;
+/// UDP: how many outstanding requests a reply is matched against.
+const DATAGRAM_MATCH_WINDOW: usize = 64;
+/// UDP: how often requests are checked against `--reply-timeout`.
+const DATAGRAM_CHECK_EVERY_NS: u64 = 20_000_000;
+
+/// A request sent and not yet answered.
+#[derive(Clone, Copy, Debug)]
+struct InFlight {
+    seq: u64,
+    intended_ns: u64,
+    sent_ns: u64,
+    wire_bytes: u32,
+}
+
+/// One loader connection.
+#[derive(Debug)]
+struct LoadConn {
+    id: u32,
+    stream: LoadSocket,
+    up: bool,
+    connect_started_ns: u64,
+    decoder: Decoder,
+    /// The undecoded tail of an incomplete reply.
+    partial: Vec<u8>,
+    /// Requests not written yet (`written` of them are).
+    output: Vec<u8>,
+    written: usize,
+    queued_for_flush: bool,
+    next_seq: u64,
+    in_flight: VecDeque<InFlight>,
+    /// Broadcast: it has seen the sync message, so it is surely in the room.
+    synced: bool,
+    /// UDP: requests the socket would not take yet, one datagram each.
+    queued_datagrams: VecDeque<Vec<u8>>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Phase {
+    Connecting,
+    Syncing,
+    Running,
+    Draining {
+        deadline_ns: u64,
+    },
+    /// `--hold`: everything verified, connections kept open and idle until then.
+    Holding {
+        until_ns: u64,
+    },
+    Done,
+}
+
+/// Runs one thread's share of the load and returns its tally.
+pub fn run(config: &LoadConfig, plan: Plan, shared: &Shared) -> io::Result<Tally> {
+    Engine::new(config, plan, shared)?.run()
+}
+
+struct Engine<'a> {
+    config: &'a LoadConfig,
+    plan: Plan,
+    shared: &'a Shared,
+    poll: Poll,
+    pacer: Option<Pacer>,
+    conns: Slab<LoadConn>,
+    /// Keys of connections that are up, for open-loop round robin.
+    up_keys: Vec<usize>,
+    phase: Phase,
+    tally: Tally,
+    read_buf: Vec<u8>,
+    scratch: Vec<u8>,
+    expected: Vec<u8>,
+    flush_queue: Vec<usize>,
+    /// Connecting: the next connection to open (0-based within the plan), and how many are
+    /// still in progress.
+    next_connect: u32,
+    pending_connects: usize,
+    connect_phase_start_ns: u64,
+    next_timeout_check_ns: u64,
+    /// Running: the common start, the end of warmup, and the end of sending.
+    run_start_ns: u64,
+    warmup_end_ns: u64,
+    stop_ns: Option<u64>,
+    /// Messages this thread may still send (`--messages`), if limited.
+    budget: Option<u64>,
+    /// Open loop: the index of the next scheduled message, and the spacing.
+    next_send: u64,
+    interval_ns: f64,
+    in_flight: usize,
+    /// Broadcast: each connection's address as the server prints it, by id.
+    sender_addrs: Vec<Option<String>>,
+    next_sync_ns: u64,
+    next_datagram_check_ns: u64,
+    published: Published,
+    next_publish_ns: u64,
+}
+
+impl<'a> Engine<'a> {
+    fn new(config: &'a LoadConfig, plan: Plan, shared: &'a Shared) -> io::Result<Engine<'a>> {
+        let poll = Poll::new()?;
+        let pacer = match config.open_loop_rate() {
+            Some(_) => Some(Pacer::new(poll.registry(), PACER)?),
+            None => None,
+        };
+        let budget = plan.messages;
+        // No rate share (no active connection here): an endless interval, nothing is due.
+        let interval_ns = match plan.rate {
+            Some(rate) if rate > 0.0 => 1e9 / rate,
+            _ => f64::INFINITY,
+        };
+        let now = now_ns();
+        Ok(Engine {
+            config,
+            plan,
+            shared,
+            poll,
+            pacer,
+            conns: Slab::new(),
+            up_keys: Vec::new(),
+            phase: Phase::Connecting,
+            tally: Tally::default(),
+            read_buf: vec![0; READ_BUFFER_SIZE],
+            scratch: Vec::new(),
+            expected: Vec::new(),
+            flush_queue: Vec::new(),
+            next_connect: 0,
+            pending_connects: 0,
+            connect_phase_start_ns: now,
+            next_timeout_check_ns: now,
+            run_start_ns: 0,
+            warmup_end_ns: 0,
+            stop_ns: None,
+            budget,
+            next_send: 0,
+            interval_ns,
+            in_flight: 0,
+            sender_addrs: Vec::new(),
+            next_sync_ns: 0,
+            next_datagram_check_ns: 0,
+            published: Published::default(),
+            next_publish_ns: now,
+        })
+    }
+
+    fn run(mut self) -> io::Result<Tally> {
+        let mut events = Events::with_capacity(EVENTS_PER_POLL);
+        loop {
+            let now = now_ns();
+            self.step(now);
+            self.flush_queued();
+            self.publish(now, self.phase == Phase::Done);
+            if self.phase == Phase::Done {
+                break;
+            }
+            let timeout = self.poll_timeout(now_ns());
+            if let Err(error) = self.poll.poll(&mut events, timeout) {
+                if interrupted(&error) {
+                    continue;
+                }
+                return Err(error);
+            }
+            for event in events.iter() {
+                self.on_event(event);
+            }
+        }
+        for (_, conn) in &self.conns {
+            self.tally.lost += conn.in_flight.len() as u64;
+        }
+        if self.config.workload == Workload::Broadcast && self.plan.index == 0 {
+            // Deliveries are expected by senders and seen by receivers in any thread: the
+            // shortfall is only known in total, so one thread reports it.
+            let expected = self.shared.deliveries_expected.load(Ordering::Acquire);
+            let seen = self.shared.deliveries_seen.load(Ordering::Acquire);
+            self.tally.lost += expected.saturating_sub(seen);
+        }
+        Ok(self.tally)
+    }
+
+    /// Routes one readiness event: the pacer, or a connection (connecting, readable,
+    /// writable).
+    fn on_event(&mut self, event: &mio::event::Event) {
+        if event.token() == PACER {
+            if let Some(pacer) = &self.pacer {
+                pacer.clear();
+            }
+            return;
+        }
+        let key = event.token().0;
+        let Some(conn) = self.conns.get(key) else {
+            return;
+        };
+        if !conn.up {
+            self.finish_connect(key);
+        }
+        if !self.conns.get(key).is_some_and(|conn| conn.up) {
+            return;
+        }
+        if event.is_readable() || event.is_read_closed() || event.is_error() {
+            self.read(key);
+        }
+        if event.is_writable() && self.conns.contains(key) {
+            self.queue_flush(key);
+        }
+    }
+
+    fn poll_timeout(&self, now: u64) -> Option<Duration> {
+        let wake_ns = match self.phase {
+            Phase::Connecting => self.next_connect_due().unwrap_or(u64::MAX).min(now + CHECK_EVERY_NS),
+            Phase::Syncing => now + CHECK_EVERY_NS,
+            Phase::Running => self.stop_ns.unwrap_or(u64::MAX).min(self.next_publish_ns),
+            Phase::Draining { deadline_ns } => deadline_ns.min(now + CHECK_EVERY_NS),
+            Phase::Holding { until_ns } => until_ns,
+            Phase::Done => now,
+        };
+        Some(Duration::from_nanos(wake_ns.saturating_sub(now)))
+    }
+}

@@ -1,0 +1,244 @@
+//! Receiving: read replies, decode them with evloop's own codecs, and check each against
+//! the exact bytes expected; count what is verified, mismatched or lost.
+
+use std::io::{self, Read};
+use std::mem;
+use std::sync::atomic::Ordering;
+
+use super::{DATAGRAM_CHECK_EVERY_NS, DATAGRAM_MATCH_WINDOW, Engine, InFlight, MAX_REPLY, Phase};
+use crate::load::clock::now_ns;
+use crate::load::tally::Tally;
+use crate::load::workload::{self, Workload};
+use crate::sys::nonblocking::{interrupted, would_block};
+
+impl Engine<'_> {
+    pub(super) fn read(&mut self, key: usize) {
+        if self.conns.get(key).is_some_and(|conn| conn.stream.is_datagram()) {
+            return self.read_datagrams(key);
+        }
+        let mut buffer = mem::take(&mut self.read_buf);
+        while let Some(conn) = self.conns.get_mut(key) {
+            match conn.stream.read(&mut buffer) {
+                Ok(0) => {
+                    self.lose(key, None);
+                    break;
+                }
+                Ok(n) => {
+                    self.take_replies(key, &buffer[..n]);
+                    if n < buffer.len() {
+                        break; // drained for now; more raises a new edge
+                    }
+                }
+                Err(error) if would_block(&error) => break,
+                Err(error) if interrupted(&error) => continue,
+                Err(error) => {
+                    self.lose(key, Some(error));
+                    break;
+                }
+            }
+        }
+        self.read_buf = buffer;
+    }
+
+    /// UDP: every datagram waiting is one reply (an empty one included).
+    pub(super) fn read_datagrams(&mut self, key: usize) {
+        let mut buffer = mem::take(&mut self.read_buf);
+        while let Some(conn) = self.conns.get_mut(key) {
+            match conn.stream.read(&mut buffer) {
+                Ok(length) => self.on_datagram(key, &buffer[..length], now_ns()),
+                Err(error) if would_block(&error) => break,
+                Err(error) if interrupted(&error) => continue,
+                Err(error) => {
+                    // ECONNREFUSED: an earlier datagram found nobody listening.
+                    self.lose(key, Some(error));
+                    break;
+                }
+            }
+        }
+        self.read_buf = buffer;
+    }
+
+    /// UDP may drop datagrams (and, off loopback, reorder them): a reply belongs to the first
+    /// outstanding request it matches, within [`DATAGRAM_MATCH_WINDOW`]; the requests before
+    /// that one lost their replies.
+    pub(super) fn on_datagram(&mut self, key: usize, reply: &[u8], now: u64) {
+        self.tally.received += 1;
+        let conn = &self.conns[key];
+        let id = conn.id;
+        let mut matched = None;
+        for (index, flight) in conn.in_flight.iter().take(DATAGRAM_MATCH_WINDOW).enumerate() {
+            self.expected.clear();
+            self.config.workload.expected_reply(id, flight.seq, self.config.size, &mut self.expected);
+            if self.expected.as_slice() == reply {
+                matched = Some(index);
+                break;
+            }
+        }
+        let Some(index) = matched else {
+            return self.tally.mismatch(id, b"(a reply to an outstanding request)", reply);
+        };
+        for _ in 0..index {
+            self.conns[key].in_flight.pop_front();
+            self.count_lost_datagram(key, now);
+        }
+        let flight = self.conns[key].in_flight.pop_front().expect("the matched request");
+        self.in_flight -= 1;
+        self.count_verified(&flight, reply.len(), now);
+        self.send_after_reply(key, now);
+    }
+
+    /// A reply matched its request: counted, and measured if the request was sent after the
+    /// warmup.
+    pub(super) fn count_verified(&mut self, flight: &InFlight, reply_len: usize, now: u64) {
+        self.tally.verified += 1;
+        if flight.intended_ns >= self.warmup_end_ns {
+            let wire_bytes = u64::from(flight.wire_bytes) + reply_len as u64;
+            self.count_measured(flight.intended_ns, flight.sent_ns, now, wire_bytes);
+        }
+    }
+
+    /// A UDP request whose reply never came (already taken off `in_flight`).
+    pub(super) fn count_lost_datagram(&mut self, key: usize, now: u64) {
+        self.tally.lost += 1;
+        self.in_flight -= 1;
+        // The closed loop goes on: a lost datagram must not stall its connection.
+        self.send_after_reply(key, now);
+    }
+
+    /// UDP: requests older than `--reply-timeout` count as lost (checked a few times a
+    /// second), so a dropped datagram is a loss, not a hang.
+    pub(super) fn expire_datagrams(&mut self, now: u64) {
+        if !self.config.target.is_datagram() || now < self.next_datagram_check_ns {
+            return;
+        }
+        self.next_datagram_check_ns = now + DATAGRAM_CHECK_EVERY_NS;
+        let timeout = self.config.reply_timeout.as_nanos() as u64;
+        for index in 0..self.up_keys.len() {
+            let key = self.up_keys[index];
+            while self.conns[key].in_flight.front().is_some_and(|flight| flight.sent_ns + timeout <= now) {
+                self.conns[key].in_flight.pop_front();
+                self.count_lost_datagram(key, now);
+            }
+        }
+    }
+
+    /// Decodes replies from `bytes` (after any incomplete tail) and checks each.
+    pub(super) fn take_replies(&mut self, key: usize, bytes: &[u8]) {
+        let now = now_ns();
+        let conn = &mut self.conns[key];
+        let mut partial = mem::take(&mut conn.partial);
+        let mut decoder = conn.decoder;
+        let input: &[u8] = if partial.is_empty() {
+            bytes
+        } else {
+            partial.extend_from_slice(bytes);
+            &partial
+        };
+        let mut rest = input;
+        loop {
+            match decoder.decode(&mut rest, MAX_REPLY) {
+                Ok(Some(reply)) => self.on_reply(key, reply, now),
+                Ok(None) => break,
+                Err(error) => {
+                    let id = self.conns[key].id;
+                    self.tally.mismatch(id, b"(a reply)", error.to_string().as_bytes());
+                }
+            }
+        }
+        let used = input.len() - rest.len();
+        let tail_in_bytes = partial.is_empty();
+        if let Some(conn) = self.conns.get_mut(key) {
+            conn.decoder = decoder;
+            if tail_in_bytes {
+                conn.partial.extend_from_slice(&bytes[used..]);
+            } else {
+                partial.drain(..used);
+                conn.partial = partial;
+            }
+        }
+    }
+
+    pub(super) fn on_reply(&mut self, key: usize, reply: &[u8], now: u64) {
+        self.tally.received += 1;
+        if self.config.workload == Workload::Broadcast {
+            return self.on_broadcast_line(key, reply, now);
+        }
+        let conn = &mut self.conns[key];
+        let id = conn.id;
+        let Some(flight) = conn.in_flight.pop_front() else {
+            self.tally.mismatch(id, b"(no reply: nothing was outstanding)", reply);
+            return;
+        };
+        self.in_flight -= 1;
+        self.expected.clear();
+        self.config.workload.expected_reply(id, flight.seq, self.config.size, &mut self.expected);
+        if reply != self.expected.as_slice() {
+            let expected = mem::take(&mut self.expected);
+            self.tally.mismatch(id, &expected, reply);
+            self.expected = expected;
+        } else {
+            self.count_verified(&flight, reply.len(), now);
+        }
+        self.send_after_reply(key, now);
+    }
+
+    /// Closed loop: an answered (or lost) request makes room for the next one.
+    pub(super) fn send_after_reply(&mut self, key: usize, now: u64) {
+        if self.pacer.is_none() && self.phase == Phase::Running && self.stop_ns.is_none_or(|stop| now < stop)
+        {
+            self.send_next(key, now, now);
+        }
+    }
+
+    pub(super) fn on_broadcast_line(&mut self, key: usize, line: &[u8], now: u64) {
+        let conn = &mut self.conns[key];
+        if line.ends_with(b": sync") {
+            self.tally.received -= 1;
+            if !conn.synced {
+                conn.synced = true;
+                self.shared.synced.fetch_add(1, Ordering::AcqRel);
+            }
+            return;
+        }
+        let id = conn.id;
+        let addrs = &self.sender_addrs;
+        let sender_addr = |sender: u32| addrs.get(sender as usize).and_then(Option::as_deref);
+        match workload::verify_broadcast(line, self.config.size, sender_addr, &mut self.expected) {
+            Some(delivery) => {
+                self.tally.verified += 1;
+                self.tally.deliveries_seen += 1;
+                if delivery.intended_ns >= self.warmup_end_ns {
+                    self.count_measured(delivery.intended_ns, delivery.sent_ns, now, line.len() as u64);
+                }
+            }
+            None => self.tally.mismatch(id, b"(a broadcast line from a loader connection)", line),
+        }
+    }
+
+    pub(super) fn count_measured(&mut self, intended_ns: u64, sent_ns: u64, now: u64, wire_bytes: u64) {
+        self.tally.measured += 1;
+        self.tally.measured_bytes += wire_bytes;
+        self.tally.last_reply_ns = now;
+        Tally::record(&mut self.tally.latency, now.saturating_sub(intended_ns));
+        if self.pacer.is_some() {
+            Tally::record(&mut self.tally.uncorrected, now.saturating_sub(sent_ns));
+        }
+    }
+
+    /// A connection that was up failed or was closed by the server: what it had
+    /// outstanding is lost.
+    pub(super) fn lose(&mut self, key: usize, error: Option<io::Error>) {
+        let Some(conn) = self.conns.try_remove(key) else {
+            return;
+        };
+        match error {
+            Some(error) => self.tally.run_failures.count(&error),
+            None => self.tally.run_failures.closed += 1,
+        }
+        self.tally.lost += conn.in_flight.len() as u64;
+        self.in_flight -= conn.in_flight.len();
+        if let Some(position) = self.up_keys.iter().position(|&up| up == key) {
+            self.up_keys.swap_remove(position);
+        }
+    }
+}

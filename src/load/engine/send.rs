@@ -1,0 +1,167 @@
+//! Sending: the open-loop schedule or the closed loop's next request, queued per
+//! connection and written in one `write` per turn.
+
+use std::io::{self, Write};
+use std::mem;
+use std::sync::atomic::Ordering;
+
+use super::{Engine, InFlight};
+use crate::load::socket::LoadSocket;
+use crate::load::tally::Tally;
+use crate::load::workload::{self, Workload};
+use crate::sys::nonblocking::{interrupted, would_block};
+
+impl Engine<'_> {
+    /// Open loop: sends every message whose scheduled time has come, round robin over the
+    /// connections that are up, then arms the pacer for the next one.
+    pub(super) fn send_due(&mut self, now: u64) {
+        while let Some(due) = self.next_due() {
+            if due > now || self.up_keys.is_empty() {
+                break;
+            }
+            let senders = self.sending_keys();
+            if senders.is_empty() {
+                break;
+            }
+            let key = senders[(self.next_send % senders.len() as u64) as usize];
+            self.next_send += 1;
+            self.send_next(key, due, now);
+        }
+        if let (Some(pacer), Some(due)) = (&self.pacer, self.next_due()) {
+            if let Err(error) = pacer.arm_at(due) {
+                log::error!("cannot arm the pacer; error={error}");
+            }
+        }
+    }
+
+    /// The connections that send: the first `--active` of those up.
+    pub(super) fn sending_keys(&self) -> &[usize] {
+        &self.up_keys[..self.up_keys.len().min(self.plan.active as usize)]
+    }
+
+    /// When the next scheduled message is due, unless the schedule has ended.
+    pub(super) fn next_due(&self) -> Option<u64> {
+        if self.budget == Some(0) || !self.interval_ns.is_finite() {
+            return None;
+        }
+        let due = self.run_start_ns + (self.next_send as f64 * self.interval_ns) as u64;
+        self.stop_ns.is_none_or(|stop| due < stop).then_some(due)
+    }
+
+    /// Queues the next request (or broadcast message) of `key`, scheduled for `intended_ns`.
+    pub(super) fn send_next(&mut self, key: usize, intended_ns: u64, now: u64) {
+        if let Some(budget) = &mut self.budget {
+            if *budget == 0 {
+                return;
+            }
+            *budget -= 1;
+        }
+        let conn = &mut self.conns[key];
+        let seq = conn.next_seq;
+        conn.next_seq += 1;
+        self.scratch.clear();
+        let size = self.config.size;
+        if self.config.workload == Workload::Broadcast {
+            workload::broadcast_message(conn.id, seq, intended_ns, now, size, &mut self.scratch);
+            let others = self.shared.established.load(Ordering::Relaxed).saturating_sub(1);
+            self.tally.deliveries_expected += others as u64;
+        } else {
+            self.config.workload.request(conn.id, seq, size, &mut self.scratch);
+        }
+        let mut failed = None;
+        let wire_bytes = if conn.stream.is_datagram() {
+            // One message, one datagram: UDP has nothing to batch, so it goes now, and is
+            // copied into the queue only if the socket is full.
+            if conn.queued_datagrams.is_empty() {
+                match send_datagram(&mut conn.stream, &self.scratch) {
+                    Ok(true) => {}
+                    Ok(false) => conn.queued_datagrams.push_back(self.scratch.clone()),
+                    Err(error) => failed = Some(error),
+                }
+            } else {
+                conn.queued_datagrams.push_back(self.scratch.clone());
+            }
+            self.scratch.len()
+        } else {
+            let before = conn.output.len();
+            self.config.codec.encode(&self.scratch, &mut conn.output);
+            conn.output.len() - before
+        };
+        if self.config.workload != Workload::Broadcast {
+            conn.in_flight.push_back(InFlight {
+                seq,
+                intended_ns,
+                sent_ns: now,
+                wire_bytes: wire_bytes as u32,
+            });
+            self.in_flight += 1;
+        }
+        self.tally.sent += 1;
+        if self.pacer.is_some() {
+            Tally::record(&mut self.tally.schedule_lag, now.saturating_sub(intended_ns));
+        }
+        if let Some(error) = failed {
+            return self.lose(key, Some(error));
+        }
+        let conn = &self.conns[key];
+        if !conn.output.is_empty() || !conn.queued_datagrams.is_empty() {
+            self.queue_flush(key);
+        }
+    }
+
+    pub(super) fn queue_flush(&mut self, key: usize) {
+        let conn = &mut self.conns[key];
+        if !conn.queued_for_flush {
+            conn.queued_for_flush = true;
+            self.flush_queue.push(key);
+        }
+    }
+
+    pub(super) fn flush_queued(&mut self) {
+        let queue = mem::take(&mut self.flush_queue);
+        for &key in &queue {
+            self.flush(key);
+        }
+        if self.flush_queue.is_empty() {
+            self.flush_queue = queue;
+            self.flush_queue.clear();
+        }
+    }
+
+    pub(super) fn flush(&mut self, key: usize) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        conn.queued_for_flush = false;
+        while let Some(datagram) = conn.queued_datagrams.front() {
+            match send_datagram(&mut conn.stream, datagram) {
+                Ok(true) => drop(conn.queued_datagrams.pop_front()),
+                Ok(false) => return,
+                Err(error) => return self.lose(key, Some(error)),
+            }
+        }
+        while conn.written < conn.output.len() {
+            match conn.stream.write(&conn.output[conn.written..]) {
+                Ok(n) => conn.written += n,
+                Err(error) if would_block(&error) => return,
+                Err(error) if interrupted(&error) => continue,
+                Err(error) => return self.lose(key, Some(error)),
+            }
+        }
+        conn.output.clear();
+        conn.written = 0;
+    }
+}
+
+/// Sends one datagram: `Ok(true)` sent, `Ok(false)` the socket is full (try again when it is
+/// writable).
+fn send_datagram(socket: &mut LoadSocket, datagram: &[u8]) -> io::Result<bool> {
+    loop {
+        match socket.write(datagram) {
+            Ok(_) => return Ok(true),
+            Err(error) if would_block(&error) => return Ok(false),
+            Err(error) if interrupted(&error) => continue,
+            Err(error) => return Err(error),
+        }
+    }
+}
