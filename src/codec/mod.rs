@@ -53,6 +53,16 @@ impl Codec {
         }
     }
 
+    /// How many bytes one read of a stream framed by this codec may take, out of a buffer of
+    /// `buffer_len`: all of it, except for `raw`, where one read is one message and so must
+    /// not exceed the longest message, `max_frame`.
+    pub fn read_limit(self, max_frame: usize, buffer_len: usize) -> usize {
+        match self {
+            Codec::Raw => max_frame.clamp(1, buffer_len),
+            _ => buffer_len,
+        }
+    }
+
     /// Appends `payload`, framed by this codec, to `out`.
     pub fn encode(self, payload: &[u8], out: &mut Vec<u8>) {
         match self {

@@ -86,16 +86,16 @@ impl Reactor {
             error!("register failed; peer={peer} error={error}");
             return;
         }
-        let mut conn = Connection::new(stream, peer, service, self.services[service].codec.decoder());
-        conn.member_index = self.services[service].join(key);
+        let member_index = self.services[service].join(key);
+        let decoder = self.services[service].codec.decoder();
+        let mut conn = Connection::new(stream, peer, service, decoder, member_index, self.now_tick);
         if let Some(wheel) = &mut self.idle {
-            conn.last_active = self.now_tick;
-            conn.timer_slot = wheel.schedule(key, wheel.deadline(self.now_tick));
+            conn.set_timer_slot(wheel.schedule(key, wheel.deadline(self.now_tick)));
         }
         let conn = entry.insert(conn);
         self.stats.connections_accepted += 1;
-        debug!("opened; conn={key} peer={} service={}", conn.peer, self.services[service].name);
-        let from = Peer { id: ConnId(key), addr: &conn.peer };
+        debug!("opened; conn={key} peer={} service={}", conn.peer(), self.services[service].name);
+        let from = Peer { id: ConnId(key), addr: conn.peer() };
         self.services[service].handler.on_connect(from, &mut self.outbox);
         self.carry_out(key, service);
     }

@@ -33,11 +33,8 @@ pub(crate) enum CloseReason {
 impl Reactor {
     /// Marks `key` to be removed at the end of the turn (once, whatever the callers).
     pub(super) fn close_later(&mut self, key: usize, reason: CloseReason) {
-        if let Some(conn) = self.conns.get_mut(key) {
-            if !conn.closing {
-                conn.closing = true;
-                self.close_queue.push((key, reason));
-            }
+        if self.conns.get_mut(key).is_some_and(|conn| conn.mark_closing()) {
+            self.close_queue.push((key, reason));
         }
     }
 
@@ -61,44 +58,42 @@ impl Reactor {
         let Some(mut conn) = self.conns.try_remove(key) else {
             return;
         };
-        let service = conn.service;
-        if let Some(moved) = self.services[service].leave(conn.member_index) {
-            self.conns[moved].member_index = conn.member_index;
+        let service = conn.service();
+        if let Some(moved) = self.services[service].leave(conn.member_index()) {
+            self.conns[moved].moved_to(conn.member_index());
         }
-        if let Some(partial) = conn.partial_input.take() {
-            self.pool.give(partial);
-        }
-        conn.output.release(&mut self.pool);
+        conn.release_buffers(&mut self.pool);
         self.stats.connections_closed += 1;
         match &reason {
             CloseReason::Error(error) if client_went_away(error) => {
-                debug!("closed; conn={key} peer={} reason=\"{error}\"", conn.peer);
+                debug!("closed; conn={key} peer={} reason=\"{error}\"", conn.peer());
             }
             CloseReason::Error(error) => {
-                error!("closed on error; conn={key} peer={} error={error}", conn.peer)
+                error!("closed on error; conn={key} peer={} error={error}", conn.peer())
             }
             CloseReason::SlowConsumer => {
                 self.stats.closed_slow += 1;
                 warn!(
                     "closed slow consumer; conn={key} peer={} max_output={}",
-                    conn.peer, self.limits.max_output
+                    conn.peer(),
+                    self.limits.max_output
                 );
             }
             CloseReason::IdleTimeout => {
                 self.stats.closed_idle += 1;
-                debug!("closed; conn={key} peer={} reason=idle", conn.peer);
+                debug!("closed; conn={key} peer={} reason=idle", conn.peer());
             }
             CloseReason::Finished(why) => {
-                debug!("closed; conn={key} peer={} reason={why:?}", conn.peer)
+                debug!("closed; conn={key} peer={} reason={why:?}", conn.peer())
             }
             CloseReason::DrainDeadline => {
-                debug!("closed; conn={key} peer={} reason=drain_deadline", conn.peer)
+                debug!("closed; conn={key} peer={} reason=drain_deadline", conn.peer())
             }
             CloseReason::LingerTimeout => {
-                debug!("closed; conn={key} peer={} reason=linger_timeout", conn.peer)
+                debug!("closed; conn={key} peer={} reason=linger_timeout", conn.peer())
             }
         }
-        let peer = Peer { id: ConnId(key), addr: &conn.peer };
+        let peer = Peer { id: ConnId(key), addr: conn.peer() };
         self.services[service].handler.on_disconnect(peer, &mut self.outbox);
         self.carry_out(key, service);
         // Dropping the socket closes it, which also takes it out of the epoll set: no

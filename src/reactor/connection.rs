@@ -4,19 +4,19 @@
 //! An idle connection holds no buffer at all (both are `None`/empty and went back to the
 //! pool), which is what lets one reactor hold many thousands of them in little memory.
 
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 
-use mio::Interest;
+use mio::{Interest, Registry, Token};
 
 use super::buffer_pool::BufferPool;
-use crate::codec::Decoder;
+use crate::codec::{Codec, Decoder};
 use crate::sys::address::PeerAddr;
 use crate::sys::nonblocking::{interrupted, would_block};
 use crate::sys::transport::Stream;
 
 /// Whether the reactor reads from a connection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Reading {
+enum Reading {
     /// Reading normally.
     Open,
     /// Not reading for now: its pending output is over `max_output`. Reading resumes when the
@@ -48,7 +48,7 @@ pub enum StopReason {
 /// Bytes waiting for the socket to take them. The buffer comes from the pool when output
 /// first backs up and goes back as soon as it is all written.
 #[derive(Debug, Default)]
-pub struct PendingOutput {
+struct PendingOutput {
     buffer: Option<Vec<u8>>,
     /// How much of `buffer` is already written.
     written: usize,
@@ -110,50 +110,78 @@ impl PendingOutput {
 }
 
 /// One client connection, stored in the reactor's slab; its key is its `mio::Token`.
+///
+/// Its fields are private: every rule about its state (when reading pauses and resumes, how
+/// it stops, lingers and closes, when it counts as a slow consumer) is a method here, so the
+/// reactor's phases ask and tell rather than flip flags.
 #[derive(Debug)]
 pub struct Connection {
     /// The socket.
-    pub stream: Stream,
+    stream: Stream,
     /// Who the client is.
-    pub peer: PeerAddr,
+    peer: PeerAddr,
     /// Which service (handler and codec) it belongs to.
-    pub service: usize,
+    service: usize,
     /// Where it sits in its service's member list, so leaving the room is O(1).
-    pub member_index: usize,
+    member_index: usize,
     /// Decoding state between reads (a few bytes).
-    pub decoder: Decoder,
+    decoder: Decoder,
     /// The undecoded tail of an incomplete message, if there is one.
-    pub partial_input: Option<Vec<u8>>,
+    partial_input: Option<Vec<u8>>,
     /// Replies and messages not written yet.
-    pub output: PendingOutput,
+    output: PendingOutput,
     /// Whether it is being read.
-    pub reading: Reading,
+    reading: Reading,
     /// Its pending output holds messages other clients caused (a broadcast): if that backs
     /// up, pausing its reading would not help, so it is dropped instead. Cleared when the
     /// output is all written.
-    pub holds_pushed_output: bool,
+    holds_pushed_output: bool,
     /// The interest it is registered with now, to re-register only on change.
-    pub registered: Interest,
+    registered: Interest,
     /// Already on the reactor's flush queue for this wakeup.
-    pub queued_for_flush: bool,
+    queued_for_flush: bool,
     /// Already on the reactor's list of connections owed a read.
-    pub owed_read: bool,
+    owed_read: bool,
     /// Scheduled to close at the end of this wakeup; ignore it until then.
-    pub closing: bool,
+    closing: bool,
     /// The idle-timer tick of its last activity (bytes in or out).
-    pub last_active: u64,
+    last_active: u64,
     /// The idle timer slot its entry sits in.
-    pub timer_slot: u32,
+    timer_slot: u32,
+}
+
+/// What writing left a connection to do, decided by [`Connection::settle_output`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Settled {
+    /// Nothing changed but perhaps its poll interest.
+    Unchanged,
+    /// Its output passed `max_output`: reading paused (backpressure).
+    Paused,
+    /// Its output drained below half of `max_output`: reading resumed. Bytes it sent while
+    /// paused raised their edge long ago, so the reactor must read it without an event.
+    Resumed,
+    /// It stopped reading and everything is written: close it (perhaps after lingering).
+    Finished(StopReason),
+    /// What other clients sent it is still over `max_output` with the socket full: drop it.
+    SlowConsumer,
 }
 
 impl Connection {
-    /// A freshly accepted connection, registered for reading.
-    pub fn new(stream: Stream, peer: PeerAddr, service: usize, decoder: Decoder) -> Connection {
+    /// A freshly accepted connection, registered for reading, member `member_index` of
+    /// `service`, active at idle-wheel tick `now_tick`.
+    pub fn new(
+        stream: Stream,
+        peer: PeerAddr,
+        service: usize,
+        decoder: Decoder,
+        member_index: usize,
+        now_tick: u64,
+    ) -> Connection {
         Connection {
             stream,
             peer,
             service,
-            member_index: 0,
+            member_index,
             decoder,
             partial_input: None,
             output: PendingOutput::default(),
@@ -163,15 +191,164 @@ impl Connection {
             queued_for_flush: false,
             owed_read: false,
             closing: false,
-            last_active: 0,
+            last_active: now_tick,
             timer_slot: 0,
         }
     }
+
+    /// Who the client is.
+    pub fn peer(&self) -> &PeerAddr {
+        &self.peer
+    }
+
+    /// Which service it belongs to.
+    pub fn service(&self) -> usize {
+        self.service
+    }
+
+    /// Where it sits in its service's member list.
+    pub fn member_index(&self) -> usize {
+        self.member_index
+    }
+
+    /// Another member left and this one took its place in the list.
+    pub fn moved_to(&mut self, member_index: usize) {
+        self.member_index = member_index;
+    }
+
+    // ----- reading: open, paused, stopped, lingering -----
 
     /// Whether the reactor should read from it now.
     pub fn wants_read(&self) -> bool {
         self.reading == Reading::Open && !self.closing
     }
+
+    /// Whether it is lingering: written out and shut down, its input only discarded.
+    pub fn is_lingering(&self) -> bool {
+        matches!(self.reading, Reading::Lingering { .. })
+    }
+
+    /// Whether it is still the lingering that was to end at `until_ms` (not closed, not
+    /// stopped again since).
+    pub fn lingers_until(&self, until_ms: u64) -> bool {
+        self.reading == Reading::Lingering { until_ms }
+    }
+
+    /// Stops reading its requests if its replies are over `max_output` (it is not reading
+    /// them); true if it paused. Reading resumes in [`settle_output`](Self::settle_output).
+    pub fn pause_if_backed_up(&mut self, max_output: usize) -> bool {
+        if self.reading == Reading::Open && self.output.len() > max_output {
+            self.reading = Reading::Paused;
+            return true;
+        }
+        false
+    }
+
+    /// Never reads again; it closes once its pending output is written. The first reason
+    /// given is kept.
+    pub fn stop(&mut self, reason: StopReason) {
+        if !matches!(self.reading, Reading::Stopped(_)) {
+            self.reading = Reading::Stopped(reason);
+        }
+    }
+
+    /// Everything is written: shuts down the sending side (the kernel delivers what is
+    /// queued, then FIN) and reads on only to discard, until the client closes or
+    /// `until_ms` (see `linger.rs`).
+    pub fn linger(&mut self, until_ms: u64) -> io::Result<()> {
+        self.stream.shutdown_write()?;
+        self.reading = Reading::Lingering { until_ms };
+        Ok(())
+    }
+
+    /// Reads from its socket; counts as activity.
+    pub fn read(&mut self, buffer: &mut [u8], now_tick: u64) -> io::Result<usize> {
+        let read = self.stream.read(buffer)?;
+        if read > 0 {
+            self.last_active = now_tick;
+        }
+        Ok(read)
+    }
+
+    // ----- input between reads -----
+
+    /// Its decoding state.
+    pub fn decoder(&self) -> Decoder {
+        self.decoder
+    }
+
+    /// Keeps the decoding state for the next read.
+    pub fn set_decoder(&mut self, decoder: Decoder) {
+        self.decoder = decoder;
+    }
+
+    /// Takes the undecoded tail kept from earlier reads, if any.
+    pub fn take_partial_input(&mut self) -> Option<Vec<u8>> {
+        self.partial_input.take()
+    }
+
+    /// Keeps an undecoded tail for the next read, if it will read again; otherwise the
+    /// buffer goes back to the pool.
+    pub fn keep_partial_input(&mut self, partial: Vec<u8>, pool: &mut BufferPool) {
+        if partial.is_empty() || !self.wants_read() {
+            return pool.give(partial);
+        }
+        self.partial_input = Some(partial);
+    }
+
+    // ----- output -----
+
+    /// Frames `payload` with `codec` onto its pending output. `pushed`: another client
+    /// caused it (see [`Settled::SlowConsumer`]).
+    pub fn push_output(&mut self, codec: Codec, payload: &[u8], pushed: bool, pool: &mut BufferPool) {
+        codec.encode(payload, self.output.buffer(pool));
+        self.holds_pushed_output |= pushed;
+    }
+
+    /// Writes what is pending until all is written or the socket is full; returns the bytes
+    /// written, which count as activity.
+    pub fn write_pending(&mut self, pool: &mut BufferPool, now_tick: u64) -> io::Result<usize> {
+        let written = self.output.write_to(&mut self.stream, pool)?;
+        if written > 0 {
+            self.last_active = now_tick;
+        }
+        Ok(written)
+    }
+
+    /// After a write: applies the water marks around `max_output` and says what the reactor
+    /// must do next.
+    pub fn settle_output(&mut self, max_output: usize) -> Settled {
+        let pending = self.output.len();
+        if pending == 0 {
+            self.holds_pushed_output = false;
+        } else if pending > max_output && self.holds_pushed_output {
+            // Checked after writing, not when appending: one turn's burst to a client that
+            // reads fast is fine; still over the limit once the socket is full is not.
+            return Settled::SlowConsumer;
+        }
+        match self.reading {
+            Reading::Open if pending > max_output => {
+                self.reading = Reading::Paused;
+                Settled::Paused
+            }
+            Reading::Paused if pending <= max_output / 2 => {
+                self.reading = Reading::Open;
+                Settled::Resumed
+            }
+            Reading::Stopped(reason) if pending == 0 => Settled::Finished(reason),
+            _ => Settled::Unchanged,
+        }
+    }
+
+    /// Gives its buffers back to the pool (it is being removed).
+    pub fn release_buffers(&mut self, pool: &mut BufferPool) {
+        if let Some(partial) = self.partial_input.take() {
+            pool.give(partial);
+        }
+        self.output.release(pool);
+    }
+
+    // ----- poll interest -----
 
     /// The poll interest its state calls for: readable while reading (or lingering),
     /// writable while output is pending. `None` when it wants neither, which means it is
@@ -184,6 +361,71 @@ impl Connection {
             (Some(read), Some(write)) => Some(read | write),
             (read, write) => read.or(write),
         }
+    }
+
+    /// Registers it for `wanted` under `token` unless it already is (each change is an
+    /// `epoll_ctl` call); true if it changed.
+    pub fn reregister(&mut self, registry: &Registry, token: Token, wanted: Interest) -> io::Result<bool> {
+        if wanted == self.registered {
+            return Ok(false);
+        }
+        registry.reregister(&mut self.stream, token, wanted)?;
+        self.registered = wanted;
+        Ok(true)
+    }
+
+    // ----- the reactor's bookkeeping for this turn -----
+
+    /// Puts it on the flush queue; false if it already is.
+    pub fn queue_for_flush(&mut self) -> bool {
+        !std::mem::replace(&mut self.queued_for_flush, true)
+    }
+
+    /// Whether it is on the flush queue.
+    pub fn is_queued_for_flush(&self) -> bool {
+        self.queued_for_flush
+    }
+
+    /// Takes it off the flush queue (it is being flushed).
+    pub fn unqueue_for_flush(&mut self) {
+        self.queued_for_flush = false;
+    }
+
+    /// Puts it on the owed list; false if it already is.
+    pub fn owe_read(&mut self) -> bool {
+        !std::mem::replace(&mut self.owed_read, true)
+    }
+
+    /// Takes it off the owed list (it is being read).
+    pub fn clear_owed_read(&mut self) {
+        self.owed_read = false;
+    }
+
+    /// Marks it to be removed at the end of the turn; false if it already is.
+    pub fn mark_closing(&mut self) -> bool {
+        !std::mem::replace(&mut self.closing, true)
+    }
+
+    /// Whether it is to be removed at the end of the turn.
+    pub fn is_closing(&self) -> bool {
+        self.closing
+    }
+
+    // ----- idle timeouts -----
+
+    /// The idle-wheel tick of its last activity.
+    pub fn last_active(&self) -> u64 {
+        self.last_active
+    }
+
+    /// The idle-wheel slot its entry sits in (an entry from another slot is stale).
+    pub fn timer_slot(&self) -> u32 {
+        self.timer_slot
+    }
+
+    /// Notes the slot its idle-wheel entry now sits in.
+    pub fn set_timer_slot(&mut self, slot: u32) {
+        self.timer_slot = slot;
     }
 }
 

@@ -15,13 +15,13 @@ impl Reactor {
             let Some(conn) = self.conns.get_mut(key) else {
                 continue;
             };
-            if conn.timer_slot != slot || conn.closing {
+            if conn.timer_slot() != slot || conn.is_closing() {
                 continue; // stale: the key belongs to a newer connection, or it is going anyway
             }
             let Some(wheel) = &mut self.idle else { break };
-            let deadline = wheel.deadline(conn.last_active);
+            let deadline = wheel.deadline(conn.last_active());
             if deadline > self.now_tick {
-                conn.timer_slot = wheel.schedule(key, deadline);
+                conn.set_timer_slot(wheel.schedule(key, deadline));
                 continue;
             }
             self.deliver_now(key, b"ERR idle timeout");

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use log::debug;
 use mio::Interest;
 
-use super::connection::{Reading, StopReason};
+use super::connection::StopReason;
 use super::{CloseReason, READS_PER_TURN, Reactor};
 use crate::sys::nonblocking::{interrupted, would_block};
 
@@ -32,10 +32,9 @@ impl Reactor {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
-        if let Err(error) = conn.stream.shutdown_write() {
+        if let Err(error) = conn.linger(until_ms) {
             return self.close_later(key, CloseReason::Error(error));
         }
-        conn.reading = Reading::Lingering { until_ms };
         if !self.update_interest(key, Interest::READABLE) {
             return;
         }
@@ -51,14 +50,14 @@ impl Reactor {
         let mut buffer = std::mem::take(&mut self.read_buf);
         let mut reads = 0;
         while let Some(conn) = self.conns.get_mut(key) {
-            if conn.closing {
+            if conn.is_closing() {
                 break;
             }
             if reads == READS_PER_TURN {
                 self.owe_read(key);
                 break;
             }
-            match std::io::Read::read(&mut conn.stream, &mut buffer) {
+            match conn.read(&mut buffer, self.now_tick) {
                 Ok(0) => {
                     self.close_later(key, CloseReason::Finished(StopReason::PeerClosed));
                     break;
@@ -86,8 +85,7 @@ impl Reactor {
                 break;
             }
             self.lingering.pop_front();
-            let still_lingering =
-                self.conns.get(key).is_some_and(|conn| conn.reading == Reading::Lingering { until_ms });
+            let still_lingering = self.conns.get(key).is_some_and(|conn| conn.lingers_until(until_ms));
             if still_lingering {
                 self.close_later(key, CloseReason::LingerTimeout);
             }

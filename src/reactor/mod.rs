@@ -46,7 +46,7 @@ use signal_hook_mio::v1_0::Signals;
 use slab::Slab;
 
 use buffer_pool::BufferPool;
-use connection::{Connection, Reading, StopReason};
+use connection::{Connection, StopReason};
 use control::{Command, ServerHandle};
 use datagram::DatagramEndpoint;
 use log_throttle::LogThrottle;
@@ -329,7 +329,7 @@ impl Reactor {
                     let drain = event.is_read_closed() || event.is_error();
                     self.read_from(key, drain);
                     if let Some(mark) = mark {
-                        let peer = self.conns.get(key).map(|conn| conn.peer.clone());
+                        let peer = self.conns.get(key).map(|conn| conn.peer().clone());
                         self.trace.served(key, peer, mark, &self.stats);
                     }
                 }
@@ -355,7 +355,7 @@ impl Reactor {
                     self.receive_datagrams(index);
                 }
             } else if let Some(conn) = self.conns.get_mut(token) {
-                conn.owed_read = false;
+                conn.clear_owed_read();
                 self.read_from(token, true);
             }
         }
@@ -367,11 +367,8 @@ impl Reactor {
 
     /// Notes that `key` has bytes waiting that no event will announce again.
     fn owe_read(&mut self, key: usize) {
-        if let Some(conn) = self.conns.get_mut(key) {
-            if !conn.owed_read {
-                conn.owed_read = true;
-                self.owed.push(Token(key));
-            }
+        if self.conns.get_mut(key).is_some_and(|conn| conn.owe_read()) {
+            self.owed.push(Token(key));
         }
     }
 
@@ -451,7 +448,8 @@ impl Reactor {
 
     /// Closes, unflushed, whatever is still open at the drain deadline.
     fn cut_off_at_deadline(&mut self) {
-        let keys: Vec<usize> = self.conns.iter().filter(|(_, c)| !c.closing).map(|(key, _)| key).collect();
+        let keys: Vec<usize> =
+            self.conns.iter().filter(|(_, conn)| !conn.is_closing()).map(|(key, _)| key).collect();
         if !keys.is_empty() {
             warn!("drain deadline reached; cutting off conns={}", keys.len());
         }
@@ -464,9 +462,7 @@ impl Reactor {
     /// Stops reading `key`; it closes once its pending output is written.
     fn stop_reading(&mut self, key: usize, reason: StopReason) {
         if let Some(conn) = self.conns.get_mut(key) {
-            if !matches!(conn.reading, Reading::Stopped(_)) {
-                conn.reading = Reading::Stopped(reason);
-            }
+            conn.stop(reason);
             self.queue_flush(key);
         }
     }

@@ -10,7 +10,7 @@
 use log::error;
 use mio::{Interest, Token};
 
-use super::connection::{Reading, StopReason};
+use super::connection::{Settled, StopReason};
 use super::{CloseReason, Reactor};
 use crate::handlers::{ConnId, Intent, Recipient};
 
@@ -65,15 +65,12 @@ impl Reactor {
 
     /// Frames `payload` with `key`'s codec onto its pending output and queues it for the flush.
     fn deliver(&mut self, key: usize, payload: &[u8], origin: Origin) {
-        let Some(conn) = self.conns.get_mut(key) else {
-            return;
-        };
-        if conn.closing {
+        let Some(conn) = self.conns.get_mut(key) else { return };
+        if conn.is_closing() {
             return;
         }
-        let codec = self.services[conn.service].codec;
-        codec.encode(payload, conn.output.buffer(&mut self.pool));
-        conn.holds_pushed_output |= origin == Origin::Pushed;
+        let codec = self.services[conn.service()].codec;
+        conn.push_output(codec, payload, origin == Origin::Pushed, &mut self.pool);
         self.stats.messages_out += 1;
         self.queue_flush(key);
     }
@@ -83,13 +80,9 @@ impl Reactor {
     /// (the connection is then closing).
     pub(super) fn update_interest(&mut self, key: usize, wanted: Interest) -> bool {
         let Some(conn) = self.conns.get_mut(key) else { return false };
-        if wanted == conn.registered {
-            return true;
-        }
-        match self.poll.registry().reregister(&mut conn.stream, Token(key), wanted) {
-            Ok(()) => {
-                conn.registered = wanted;
-                self.stats.interest_changes += 1;
+        match conn.reregister(self.poll.registry(), Token(key), wanted) {
+            Ok(changed) => {
+                self.stats.interest_changes += u64::from(changed);
                 true
             }
             Err(error) => {
@@ -108,11 +101,8 @@ impl Reactor {
 
     /// Puts `key` on the flush queue (once per turn).
     pub(super) fn queue_flush(&mut self, key: usize) {
-        if let Some(conn) = self.conns.get_mut(key) {
-            if !conn.queued_for_flush {
-                conn.queued_for_flush = true;
-                self.flush_queue.push(key);
-            }
+        if self.conns.get_mut(key).is_some_and(|conn| conn.queue_for_flush()) {
+            self.flush_queue.push(key);
         }
     }
 
@@ -121,7 +111,7 @@ impl Reactor {
     pub(super) fn flush_queued(&mut self) {
         let mut queue = std::mem::take(&mut self.flush_queue);
         for &key in &queue {
-            if self.conns.get(key).is_some_and(|conn| conn.queued_for_flush) {
+            if self.conns.get(key).is_some_and(|conn| conn.is_queued_for_flush()) {
                 self.flush(key);
             }
         }
@@ -135,56 +125,29 @@ impl Reactor {
     /// pause or resume reading around `max_output`, close it if it is finished and flushed,
     /// and re-register only if the interest changed (each change is an `epoll_ctl` call).
     pub(super) fn flush(&mut self, key: usize) {
-        let Some(conn) = self.conns.get_mut(key) else {
-            return;
-        };
-        conn.queued_for_flush = false;
-        if conn.closing {
+        let Some(conn) = self.conns.get_mut(key) else { return };
+        conn.unqueue_for_flush();
+        if conn.is_closing() {
             return;
         }
-        let written = match conn.output.write_to(&mut conn.stream, &mut self.pool) {
-            Ok(written) => written,
-            Err(error) => {
-                self.close_later(key, CloseReason::Error(error));
-                return;
-            }
-        };
-        if written > 0 {
-            self.stats.bytes_out += written as u64;
-            conn.last_active = self.now_tick;
+        match conn.write_pending(&mut self.pool, self.now_tick) {
+            Ok(written) => self.stats.bytes_out += written as u64,
+            Err(error) => return self.close_later(key, CloseReason::Error(error)),
         }
-        let pending = conn.output.len();
-        let max_output = self.limits.max_output;
-        if pending == 0 {
-            conn.holds_pushed_output = false;
-        } else if pending > max_output && conn.holds_pushed_output {
-            // Checked after writing, not when appending: one turn's burst to a client that
-            // reads fast is fine; still over the limit once the socket is full is not.
-            self.close_later(key, CloseReason::SlowConsumer);
-            return;
+        let settled = conn.settle_output(self.limits.max_output);
+        let wanted = conn.wanted_interest();
+        match settled {
+            Settled::SlowConsumer => return self.close_later(key, CloseReason::SlowConsumer),
+            Settled::Finished(reason) => return self.finish_stopped(key, reason),
+            Settled::Paused => self.stats.reading_paused += 1,
+            Settled::Resumed | Settled::Unchanged => {}
         }
-        let mut resume_reading = false;
-        match conn.reading {
-            Reading::Open if pending > max_output => {
-                conn.reading = Reading::Paused;
-                self.stats.reading_paused += 1;
-            }
-            Reading::Paused if pending <= max_output / 2 => {
-                conn.reading = Reading::Open;
-                resume_reading = true;
-            }
-            Reading::Stopped(reason) if pending == 0 => {
-                self.finish_stopped(key, reason);
-                return;
-            }
-            _ => {}
-        }
-        if let Some(wanted) = conn.wanted_interest() {
+        if let Some(wanted) = wanted {
             if !self.update_interest(key, wanted) {
                 return;
             }
         }
-        if resume_reading {
+        if settled == Settled::Resumed {
             // Bytes it sent while paused raised their edge long ago: read them now.
             self.owe_read(key);
         }
