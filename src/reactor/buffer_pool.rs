@@ -5,6 +5,8 @@
 //! back when it ends, so a million idle connections hold no buffers at all, and a busy
 //! server reuses the same few instead of going to the allocator for each.
 
+use crate::server::stats::PoolStats;
+
 /// Capacity of a fresh buffer: a few replies, or a partial message of typical size.
 const FRESH_CAPACITY: usize = 4 * 1024;
 
@@ -14,21 +16,6 @@ const MAX_KEPT_CAPACITY: usize = 64 * 1024;
 
 /// At most this many free buffers are kept (at most 16 MiB, usually 1 MiB).
 const MAX_FREE: usize = 256;
-
-/// Counters that show the pool at work (and show tests that idle connections hold nothing).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
-#[non_exhaustive]
-pub struct PoolStats {
-    /// Buffers held by connections right now.
-    pub in_use: usize,
-    /// Free buffers kept for reuse.
-    pub free: usize,
-    /// Buffers ever obtained from the allocator.
-    pub allocated: u64,
-    /// Times a kept buffer was handed out again instead of allocating.
-    pub reused: u64,
-}
 
 /// See the module documentation.
 #[derive(Debug, Default)]

@@ -8,8 +8,6 @@
 
 use std::time::Duration;
 
-pub use crate::reactor::buffer_pool::PoolStats;
-
 /// Buckets of the events-per-wakeup histogram: bucket `i` counts wakeups with between
 /// `2^(i-1)` and `2^i - 1` events (bucket 0: none, a timeout).
 pub const EVENT_BUCKETS: usize = 17;
@@ -102,6 +100,21 @@ impl Stats {
         self.events_per_wakeup[bucket.min(EVENT_BUCKETS - 1)] += 1;
         self.longest_wakeup = self.longest_wakeup.max(busy);
     }
+}
+
+/// The reactor's buffer pool: counters that show it at work (and show tests that idle connections hold nothing).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[non_exhaustive]
+pub struct PoolStats {
+    /// Buffers held by connections right now.
+    pub in_use: usize,
+    /// Free buffers kept for reuse.
+    pub free: usize,
+    /// Buffers ever obtained from the allocator.
+    pub allocated: u64,
+    /// Times a kept buffer was handed out again instead of allocating.
+    pub reused: u64,
 }
 
 /// What a finished run did, for the one-line summary printed at exit.
