@@ -60,6 +60,7 @@
 //!   wheel.
 //! - [`handlers`]: the [`Handler`] trait, the [`Outbox`], and the built-in handlers.
 //! - [`codec`]: framing, `line`, `length`, `fixed:N`, `raw`; pure, bytes in, messages out.
+//! - `backplane`: rooms across processes and hosts over Redis or NATS pub/sub.
 //! - `sys`: addresses, sockets and every system call, shared by the server and the loader.
 //! - `models`: the iterative and thread-per-connection servers, for comparison (`--model`,
 //!   feature `cli`).
@@ -68,6 +69,7 @@
 //!
 //! docs/architecture.md draws the picture and says what each module may import.
 
+mod backplane;
 pub mod codec;
 pub mod handlers;
 #[cfg(feature = "cli")]
@@ -81,6 +83,7 @@ pub mod cli;
 #[cfg(feature = "load")]
 pub mod load;
 
+pub use backplane::BackplaneUrl;
 pub use codec::Codec;
 pub use handlers::{ConnId, Handler, Outbox, Peer, Recipient};
 pub use reactor::control::ServerHandle;

@@ -12,7 +12,7 @@ use clap::Parser;
 use evloop::cli::units::{parse_duration, positive_bytes, positive_duration};
 use evloop::cli::workers::{self, WorkerCommand};
 use evloop::cli::{self, Model};
-use evloop::{ListenAddr, ListenSpec, Listening, Server, ServerConfig, StartError};
+use evloop::{BackplaneUrl, ListenAddr, ListenSpec, Listening, Server, ServerConfig, StartError};
 
 /// A single-threaded event-loop (reactor) server: one thread serves every client.
 ///
@@ -62,9 +62,21 @@ struct Args {
 
     /// Worker processes, each a single-threaded reactor, all accepting on the same ports
     /// (SO_REUSEPORT). More workers hold more connections (each process may open only so
-    /// many files) and use more cores. Not with broadcast or Unix sockets
+    /// many files) and use more cores. TCP listeners only; broadcast only with --backplane
     #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1024))]
     workers: u32,
+
+    /// Share rooms (broadcast) with other workers and servers through a pub/sub engine:
+    /// redis://HOST:PORT, redis+unix:///path/to/redis.sock or nats://HOST:PORT. Servers with
+    /// the same backplane share each room of the same name (--listen broadcast@NAME=ADDR;
+    /// unnamed: "default")
+    #[arg(long, value_name = "URL")]
+    backplane: Option<BackplaneUrl>,
+
+    /// How often an idle backplane link is pinged, and how long a connect or a ping may take
+    /// before the link counts as dead and is retried
+    #[arg(long, value_name = "SECS", default_value = "5", value_parser = positive_duration)]
+    backplane_ping: Duration,
 
     /// How the server shares the CPU among clients: reactor (one thread, every client),
     /// iterative (one client at a time) or threads (a thread per client). The other two are
@@ -91,6 +103,8 @@ impl Args {
         config.drain_timeout = self.drain_timeout;
         config.reuse_port = reuse_port;
         config.work_per_message = Duration::from_micros(self.work_us);
+        config.backplane = self.backplane.clone();
+        config.backplane_ping = self.backplane_ping;
         config
     }
 
@@ -116,6 +130,10 @@ impl Args {
         if let Some(interval) = self.stats_interval {
             flag("stats-interval", interval.as_secs_f64().to_string());
         }
+        if let Some(backplane) = &self.backplane {
+            flag("backplane", backplane.to_string());
+            flag("backplane-ping", self.backplane_ping.as_secs_f64().to_string());
+        }
         args
     }
 }
@@ -130,7 +148,7 @@ fn main() -> ExitCode {
     // Raised before binding (the default --max-connections follows it), logged after, so a
     // start-up error stays the only line on stderr.
     let file_limit = evloop::raise_file_limit();
-    let specs = if args.listen.is_empty() { ListenSpec::defaults() } else { args.listen.clone() };
+    let specs = if args.listen.is_empty() { default_listeners(&args, worker.is_some()) } else { args.listen.clone() };
     let log_file_limit = move || match file_limit {
         Ok((before, after)) => {
             log::info!("open-file limit; soft={} hard={} was={}", after.soft, after.hard, before.soft)
@@ -144,6 +162,26 @@ fn main() -> ExitCode {
         return run_supervisor(&args, &specs, log_file_limit);
     }
     run_reactor(&args, &specs, worker.is_some(), log_file_limit)
+}
+
+/// The listeners served with no `--listen`. Under `--workers N` without a backplane, each
+/// worker would hold a room of its own, so the default broadcast listener is left out (and
+/// said so) rather than refusing a command line that never asked for it.
+fn default_listeners(args: &Args, is_worker: bool) -> Vec<ListenSpec> {
+    let mut specs = ListenSpec::defaults();
+    if args.workers > 1 && args.backplane.is_none() && args.model == Model::Reactor && !is_worker {
+        specs.retain(|spec| !is_room(spec));
+        eprintln!(
+            "evloop-server: --workers {} without --backplane: not serving the default broadcast room (a room cannot span workers without a backplane)",
+            args.workers
+        );
+    }
+    specs
+}
+
+/// Whether `spec`'s handler serves a room (its members send to each other).
+fn is_room(spec: &ListenSpec) -> bool {
+    evloop::handlers::by_name(&spec.handler).is_some_and(|handler| handler.needs_connections())
 }
 
 fn init_logging(worker: Option<usize>) {
@@ -198,10 +236,10 @@ fn run_reactor(
 /// all listen, and supervise them until stopped.
 fn run_supervisor(args: &Args, specs: &[ListenSpec], log_file_limit: impl FnOnce()) -> ExitCode {
     for spec in specs {
-        if spec.handler == "broadcast" {
+        if is_room(spec) && args.backplane.is_none() {
             eprintln!(
-                "evloop-server: broadcast cannot run with --workers {}: each worker would hold its own room (a shared room needs a pub/sub backplane); use --workers 1",
-                args.workers
+                "evloop-server: {} cannot run with --workers {} alone: each worker would hold its own room; add --backplane redis://HOST:PORT or nats://HOST:PORT to share it, or use --workers 1",
+                spec.handler, args.workers
             );
             return ExitCode::from(2);
         }

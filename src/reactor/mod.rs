@@ -19,6 +19,7 @@
 //! step has removed. docs/architecture.md draws the picture.
 
 mod accept;
+mod backplane;
 pub(crate) mod buffer_pool;
 mod close;
 pub(crate) mod connection;
@@ -46,6 +47,7 @@ use signal_hook_mio::v1_0::Signals;
 use slab::Slab;
 
 use buffer_pool::BufferPool;
+use crate::backplane::{Backplane, Role};
 use connection::{Connection, StopReason};
 use control::{Command, ServerHandle};
 use datagram::DatagramEndpoint;
@@ -70,12 +72,16 @@ pub(crate) use close::CloseReason;
 const WAKER: Token = Token(usize::MAX);
 /// SIGINT and SIGTERM, when the server handles signals.
 const SIGNALS: Token = Token(usize::MAX - 1);
+/// The backplane's publishing link.
+const BACKPLANE_PUBLISHER: Token = Token(usize::MAX - 2);
+/// The backplane's subscribing link.
+const BACKPLANE_SUBSCRIBER: Token = Token(usize::MAX - 3);
 /// Most listeners one reactor serves.
 pub(crate) const MAX_LISTENERS: usize = 1024;
 /// Listener `i` has token `FIRST_LISTENER + i`, and UDP endpoint `j` token
 /// `FIRST_DATAGRAM + j`. Connection tokens are slab keys, which stay below
 /// `max_connections`, far below these ranges.
-const FIRST_LISTENER: usize = usize::MAX - 2 - MAX_LISTENERS;
+const FIRST_LISTENER: usize = usize::MAX - 4 - MAX_LISTENERS;
 /// See [`FIRST_LISTENER`].
 const FIRST_DATAGRAM: usize = FIRST_LISTENER - MAX_LISTENERS;
 
@@ -161,6 +167,8 @@ pub(crate) struct Reactor {
     started: Instant,
     /// Which clients each wakeup served, for `trace` logging.
     trace: WakeupTrace,
+    /// Rooms shared with other servers through a pub/sub engine (`reactor/backplane.rs`).
+    backplane: Option<Backplane>,
 }
 
 impl Reactor {
@@ -169,6 +177,7 @@ impl Reactor {
         services: Vec<Service>,
         listeners: Vec<(Listener, ListenAddr, usize)>,
         datagrams: Vec<(UdpSocket, ListenAddr, usize)>,
+        rooms: &[String],
         config: &ServerConfig,
         handle_signals: bool,
     ) -> io::Result<(Reactor, ServerHandle)> {
@@ -194,6 +203,19 @@ impl Reactor {
         let mut limits = config.limits();
         limits.max_connections = limits.max_connections.min(FIRST_DATAGRAM);
         let now = Instant::now();
+        let backplane = match &config.backplane {
+            Some(url) if !rooms.is_empty() => {
+                // A room line is a sender's address, ": " and a message of up to max_frame.
+                let max_message = limits.max_frame + 1024;
+                let tokens = (BACKPLANE_PUBLISHER, BACKPLANE_SUBSCRIBER);
+                Some(Backplane::new(url.clone(), rooms, tokens, config.backplane_ping, max_message, now))
+            }
+            Some(url) => {
+                info!("backplane unused: no listener serves a room; backplane={url}");
+                None
+            }
+            None => None,
+        };
         let reactor = Reactor {
             poll,
             listeners: slots,
@@ -222,6 +244,7 @@ impl Reactor {
             misbehaving_log: LogThrottle::new(Duration::from_secs(1)),
             started: now,
             trace: WakeupTrace::default(),
+            backplane,
         };
         Ok((reactor, handle))
     }
@@ -258,6 +281,9 @@ impl Reactor {
             self.serve_owed();
             self.run_timers(woke);
             self.flush_queued();
+            if let Some(backplane) = &mut self.backplane {
+                backplane.flush(woke);
+            }
             self.close_queued();
             let busy = woke.elapsed();
             self.stats.record_wakeup(event_count, busy);
@@ -266,6 +292,9 @@ impl Reactor {
                 reporter.note_wakeup(busy);
                 self.stats.connections_open = self.conns.len();
                 self.stats.buffers = self.pool.stats();
+                if let Some(backplane) = &self.backplane {
+                    self.stats.set_backplane(backplane.counters());
+                }
                 reporter.maybe_report(woke, &self.stats);
             }
             if self.draining.is_some() && self.conns.is_empty() {
@@ -284,6 +313,7 @@ impl Reactor {
         if !self.owed.is_empty() || !self.flush_queue.is_empty() || !self.close_queue.is_empty() {
             return Some(Duration::ZERO);
         }
+        let backplane = self.backplane.as_ref().map(Backplane::next_deadline);
         let accept_resume = self.listeners.iter().filter_map(|slot| slot.paused_until).min();
         [
             self.idle.as_ref().and_then(TimerWheel::next_due),
@@ -291,6 +321,7 @@ impl Reactor {
             accept_resume,
             self.draining,
             self.lingering.front().map(|&(until_ms, _)| self.started + Duration::from_millis(until_ms)),
+            backplane,
         ]
         .into_iter()
         .flatten()
@@ -303,6 +334,8 @@ impl Reactor {
         match event.token() {
             WAKER => self.run_commands(now),
             SIGNALS => self.on_signals(now),
+            BACKPLANE_PUBLISHER => self.on_backplane(Role::Publisher, now),
+            BACKPLANE_SUBSCRIBER => self.on_backplane(Role::Subscriber, now),
             Token(token) if token >= FIRST_LISTENER => self.accept_from(token - FIRST_LISTENER),
             Token(token) if token >= FIRST_DATAGRAM => {
                 if event.is_writable() {
@@ -342,7 +375,11 @@ impl Reactor {
     fn serve_owed(&mut self) {
         let mut owed = std::mem::take(&mut self.owed);
         for &Token(token) in &owed {
-            if token >= FIRST_LISTENER {
+            if Token(token) == BACKPLANE_PUBLISHER {
+                self.on_backplane(Role::Publisher, Instant::now());
+            } else if Token(token) == BACKPLANE_SUBSCRIBER {
+                self.on_backplane(Role::Subscriber, Instant::now());
+            } else if token >= FIRST_LISTENER {
                 let index = token - FIRST_LISTENER;
                 if let Some(slot) = self.listeners.get_mut(index) {
                     slot.owed = false;
@@ -383,6 +420,9 @@ impl Reactor {
     }
 
     fn run_timers(&mut self, now: Instant) {
+        if let Some(backplane) = &mut self.backplane {
+            backplane.on_timers(self.poll.registry(), now);
+        }
         self.resume_accepting(now);
         self.expire_idle(now);
         self.expire_lingering(now);
@@ -468,6 +508,11 @@ impl Reactor {
     }
 
     fn stats_snapshot(&self) -> Stats {
-        Stats { connections_open: self.conns.len(), buffers: self.pool.stats(), ..self.stats.clone() }
+        let mut stats =
+            Stats { connections_open: self.conns.len(), buffers: self.pool.stats(), ..self.stats.clone() };
+        if let Some(backplane) = &self.backplane {
+            stats.set_backplane(backplane.counters());
+        }
+        stats
     }
 }

@@ -51,7 +51,8 @@ impl Reactor {
         self.outbox = outbox;
     }
 
-    /// Sends `payload` to every member of `service` but `except`.
+    /// Sends `payload` to every member of `service` but `except`, here first, then through
+    /// the backplane (if the service's room is on one) to the members on other servers.
     fn deliver_to_room(&mut self, service: usize, except: usize, payload: &[u8]) {
         // Borrowed out for the loop; delivering never changes membership (closing is deferred).
         let members = std::mem::take(&mut self.services[service].members);
@@ -61,10 +62,13 @@ impl Reactor {
             }
         }
         self.services[service].members = members;
+        if let (Some(room), Some(backplane)) = (self.services[service].room, &mut self.backplane) {
+            backplane.publish(room, payload);
+        }
     }
 
     /// Frames `payload` with `key`'s codec onto its pending output and queues it for the flush.
-    fn deliver(&mut self, key: usize, payload: &[u8], origin: Origin) {
+    pub(super) fn deliver(&mut self, key: usize, payload: &[u8], origin: Origin) {
         let Some(conn) = self.conns.get_mut(key) else { return };
         if conn.is_closing() {
             return;

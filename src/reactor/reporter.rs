@@ -56,6 +56,18 @@ impl Reporter {
             (stats.bytes_out - self.last.bytes_out) as f64 / seconds / 1048576.0,
             stats.buffers.in_use,
         );
+        if stats.backplane_links > 0 {
+            log::info!(
+                "backplane; links_up={}/{} published={} publish_dropped={} received={} gaps={} reconnects={}",
+                stats.backplane_links_up,
+                stats.backplane_links,
+                stats.backplane_published,
+                stats.backplane_publish_dropped,
+                stats.backplane_received,
+                stats.backplane_gaps,
+                stats.backplane_reconnects
+            );
+        }
         self.last = stats.clone();
         self.last_at = now;
         self.worst_lag = Duration::ZERO;

@@ -17,12 +17,15 @@ pub struct Service {
     pub codec: Codec,
     /// Slab keys of its connections, in no particular order.
     pub members: Vec<usize>,
+    /// Its room on the backplane, if it has one: lines sent to the room are published, and
+    /// lines other servers publish there are delivered to its members.
+    pub room: Option<usize>,
 }
 
 impl Service {
     /// A service with no members yet.
     pub fn new(name: String, handler: Box<dyn Handler>, codec: Codec) -> Service {
-        Service { name, handler, codec, members: Vec::new() }
+        Service { name, handler, codec, members: Vec::new(), room: None }
     }
 
     /// Adds a connection; returns its index in `members`, to keep beside the connection.

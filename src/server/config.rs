@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use log::{debug, warn};
 
+use crate::backplane::{BackplaneUrl, DEFAULT_PING};
 use crate::codec::Codec;
 use crate::handlers;
 use crate::sys::address::ListenAddr;
@@ -49,6 +50,13 @@ pub struct ServerConfig {
     /// CPU work (busy, not sleep) added to every message, to study handler cost
     /// (`--work-us`): in one thread, a slow message delays every other client.
     pub work_per_message: Duration,
+    /// The pub/sub engine that carries rooms (`broadcast`) between servers: worker
+    /// processes and hosts started with the same backplane share their rooms. `None`: each
+    /// room is local to this process.
+    pub backplane: Option<BackplaneUrl>,
+    /// How often an idle backplane link is pinged, and how long a connect, handshake or ping
+    /// may take before the link counts as dead and is retried.
+    pub backplane_ping: Duration,
 }
 
 /// The listen backlog asked for by default: the most the kernel allows. Linux silently caps
@@ -83,6 +91,8 @@ impl Default for ServerConfig {
             drain_timeout: Duration::from_secs(5),
             reuse_port: false,
             work_per_message: Duration::ZERO,
+            backplane: None,
+            backplane_ping: DEFAULT_PING,
         }
     }
 }
@@ -116,10 +126,12 @@ impl ServerConfig {
     }
 }
 
-/// One `--listen HANDLER[:CODEC]=ADDR[,ADDR...]`: a handler, its codec, and where it listens.
+/// One `--listen HANDLER[:CODEC][@ROOM]=ADDR[,ADDR...]`: a handler, its codec, the room it
+/// serves, and where it listens.
 ///
 /// Several addresses in one spec share one handler instance: for `broadcast` that means one
-/// chat room reachable over each of them.
+/// chat room reachable over each of them. With a backplane, servers whose specs name the same
+/// room share it; a spec without `@ROOM` is in the room [`DEFAULT_ROOM`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ListenSpec {
@@ -129,6 +141,25 @@ pub struct ListenSpec {
     pub codec: Codec,
     /// Where it listens; at least one.
     pub addrs: Vec<ListenAddr>,
+    /// The room it serves (handlers with a room, such as `broadcast`); `None`:
+    /// [`DEFAULT_ROOM`].
+    pub room: Option<String>,
+}
+
+/// The room of a listener whose spec names none.
+pub const DEFAULT_ROOM: &str = "default";
+
+/// Checks a room name: it becomes part of a Redis channel and a NATS subject, so it is kept
+/// to letters, digits, `-` and `_` (no spaces, no NATS wildcards or separators).
+pub fn check_room_name(name: &str) -> Result<(), String> {
+    let valid = !name.is_empty()
+        && name.len() <= 64
+        && name.bytes().all(|byte| byte.is_ascii_alphanumeric() || byte == b'-' || byte == b'_');
+    if valid {
+        Ok(())
+    } else {
+        Err(format!("bad room name {name:?}: expected 1 to 64 letters, digits, '-' or '_'"))
+    }
 }
 
 impl ListenSpec {
@@ -140,6 +171,7 @@ impl ListenSpec {
                 handler: handler.to_string(),
                 codec: Codec::Line,
                 addrs: vec![ListenAddr::Tcp(([127, 0, 0, 1], port).into())],
+                room: None,
             })
             .collect()
     }
@@ -151,8 +183,15 @@ impl FromStr for ListenSpec {
     fn from_str(text: &str) -> Result<Self, Self::Err> {
         let Some((service, addrs)) = text.split_once('=') else {
             return Err(format!(
-                "bad listener '{text}': expected HANDLER[:CODEC]=ADDR, e.g. echo=127.0.0.1:7000"
+                "bad listener '{text}': expected HANDLER[:CODEC][@ROOM]=ADDR, e.g. echo=127.0.0.1:7000"
             ));
+        };
+        let (service, room) = match service.split_once('@') {
+            Some((service, room)) => {
+                check_room_name(room)?;
+                (service, Some(room.to_string()))
+            }
+            None => (service, None),
         };
         let (handler, codec) = match service.split_once(':') {
             Some((handler, codec)) => (handler, codec.parse::<Codec>()?),
@@ -165,7 +204,7 @@ impl FromStr for ListenSpec {
             ));
         }
         let addrs = addrs.split(',').map(str::parse::<ListenAddr>).collect::<Result<Vec<_>, _>>()?;
-        Ok(ListenSpec { handler: handler.to_string(), codec, addrs })
+        Ok(ListenSpec { handler: handler.to_string(), codec, addrs, room })
     }
 }
 
@@ -174,6 +213,9 @@ impl fmt::Display for ListenSpec {
         write!(f, "{}", self.handler)?;
         if self.codec != Codec::Line {
             write!(f, ":{}", self.codec)?;
+        }
+        if let Some(room) = &self.room {
+            write!(f, "@{room}")?;
         }
         let addrs: Vec<String> = self.addrs.iter().map(ToString::to_string).collect();
         write!(f, "={}", addrs.join(","))
@@ -197,6 +239,18 @@ mod tests {
         assert_eq!(spec.codec, Codec::Fixed(16));
         assert_eq!(spec.addrs.len(), 2);
         assert_eq!(spec.to_string(), "echo:fixed:16=127.0.0.1:0,unix:/tmp/e.sock");
+        let spec: ListenSpec = "broadcast:length@lobby-2=127.0.0.1:0".parse().unwrap();
+        assert_eq!((spec.codec, spec.room.as_deref()), (Codec::Length, Some("lobby-2")));
+        assert_eq!(spec.to_string(), "broadcast:length@lobby-2=127.0.0.1:0");
+    }
+
+    /// Room names that would not make a clean channel or subject are refused.
+    #[test]
+    fn refuses_bad_room_names() {
+        for text in ["broadcast@=127.0.0.1:0", "broadcast@a.b=127.0.0.1:0", "broadcast@a*=127.0.0.1:0"] {
+            let error = text.parse::<ListenSpec>().unwrap_err();
+            assert!(error.contains("bad room name"), "{error}");
+        }
     }
 
     /// Unknown handlers and codecs are named in the error.

@@ -16,7 +16,7 @@ use std::fmt;
 use std::io;
 use std::thread::JoinHandle;
 
-use config::{ListenSpec, ServerConfig};
+use config::{DEFAULT_ROOM, ListenSpec, ServerConfig};
 use stats::{RunSummary, Stats};
 
 use crate::codec::Codec;
@@ -84,6 +84,7 @@ struct ServiceSpec {
     handler: Box<dyn Handler>,
     codec: Codec,
     addrs: Vec<ListenAddr>,
+    room: Option<String>,
 }
 
 /// Collects services, then binds them all at once with [`ServerBuilder::bind`].
@@ -108,6 +109,7 @@ impl ServerBuilder {
             handler: Box::new(handler),
             codec,
             addrs: addrs.into_iter().collect(),
+            room: None,
         });
         self
     }
@@ -121,6 +123,7 @@ impl ServerBuilder {
             handler,
             codec: spec.codec,
             addrs: spec.addrs.clone(),
+            room: spec.room.clone(),
         });
         Ok(self)
     }
@@ -132,6 +135,30 @@ impl ServerBuilder {
         self
     }
 
+    /// With a backplane: the room each room-serving service (a handler that
+    /// [needs connections](Handler::needs_connections), such as `broadcast`) is in, as
+    /// (service index, room name). A room may be served by one service per server: two
+    /// would be two local rooms joined only through the engine.
+    fn rooms(&self) -> Result<Vec<(usize, String)>, StartError> {
+        if self.config.backplane.is_none() {
+            return Ok(Vec::new());
+        }
+        let mut rooms: Vec<(usize, String)> = Vec::new();
+        for (index, spec) in self.services.iter().enumerate() {
+            if !spec.handler.needs_connections() {
+                continue;
+            }
+            let name = spec.room.clone().unwrap_or_else(|| DEFAULT_ROOM.to_string());
+            if rooms.iter().any(|(_, taken)| *taken == name) {
+                return Err(StartError::Config(format!(
+                    "two listeners serve the room {name:?}: give them different names (broadcast@NAME=ADDR), or put their addresses in one --listen"
+                )));
+            }
+            rooms.push((index, name));
+        }
+        Ok(rooms)
+    }
+
     /// Binds every listener. Nothing is served until [`Server::run`] or [`Server::spawn`].
     pub fn bind(self) -> Result<Server, StartError> {
         let listener_count: usize = self.services.iter().map(|spec| spec.addrs.len()).sum();
@@ -141,6 +168,7 @@ impl ServerBuilder {
         if listener_count > MAX_LISTENERS {
             return Err(StartError::Config(format!("too many listeners (max {MAX_LISTENERS})")));
         }
+        let rooms = self.rooms()?;
         let mut services = Vec::new();
         let mut listeners = Vec::new();
         let mut datagrams = Vec::new();
@@ -171,10 +199,13 @@ impl ServerBuilder {
                 };
                 listening.push(Listening { handler: spec.name.clone(), addr: bound });
             }
-            services.push(Service::new(spec.name, spec.handler, spec.codec));
+            let mut service = Service::new(spec.name, spec.handler, spec.codec);
+            service.room = rooms.iter().position(|(of, _)| *of == index);
+            services.push(service);
         }
+        let room_names: Vec<String> = rooms.into_iter().map(|(_, name)| name).collect();
         let (reactor, handle) =
-            Reactor::new(services, listeners, datagrams, &self.config, self.handle_signals)
+            Reactor::new(services, listeners, datagrams, &room_names, &self.config, self.handle_signals)
                 .map_err(StartError::Io)?;
         Ok(Server { reactor, handle, listening })
     }

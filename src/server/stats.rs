@@ -60,6 +60,23 @@ pub struct Stats {
     pub longest_wakeup: Duration,
     /// The buffer pool.
     pub buffers: PoolStats,
+    /// Backplane links configured (2 per server process with a backplane and a room; 0
+    /// without).
+    pub backplane_links: usize,
+    /// Backplane links up now.
+    pub backplane_links_up: usize,
+    /// Room lines handed to the backplane.
+    pub backplane_published: u64,
+    /// Room lines that could not be published: the link was down or the engine was not
+    /// keeping up. Local members got them; other servers' did not.
+    pub backplane_publish_dropped: u64,
+    /// Room lines received from other servers.
+    pub backplane_received: u64,
+    /// Room lines known to be missed from other servers (jumps in a publisher's sequence:
+    /// its link was down, or the engine cut this server's subscription off).
+    pub backplane_gaps: u64,
+    /// Times a backplane link came back after being lost.
+    pub backplane_reconnects: u64,
 }
 
 impl Stats {
@@ -90,6 +107,24 @@ impl Stats {
         self.buffers.free += other.buffers.free;
         self.buffers.allocated += other.buffers.allocated;
         self.buffers.reused += other.buffers.reused;
+        self.backplane_links += other.backplane_links;
+        self.backplane_links_up += other.backplane_links_up;
+        self.backplane_published += other.backplane_published;
+        self.backplane_publish_dropped += other.backplane_publish_dropped;
+        self.backplane_received += other.backplane_received;
+        self.backplane_gaps += other.backplane_gaps;
+        self.backplane_reconnects += other.backplane_reconnects;
+    }
+
+    /// Takes in the backplane's counters.
+    pub(crate) fn set_backplane(&mut self, counters: crate::backplane::Counters) {
+        self.backplane_links = 2;
+        self.backplane_links_up = counters.links_up;
+        self.backplane_published = counters.published;
+        self.backplane_publish_dropped = counters.publish_dropped;
+        self.backplane_received = counters.received;
+        self.backplane_gaps = counters.gaps;
+        self.backplane_reconnects = counters.reconnects;
     }
 
     /// Records one wakeup with `events` events that took `busy`.
@@ -160,6 +195,18 @@ impl std::fmt::Display for RunSummary {
         )?;
         if self.workers > 1 {
             write!(f, " ({} workers)", self.workers)?;
+        }
+        let stats = &self.stats;
+        if stats.backplane_links > 0 {
+            write!(
+                f,
+                "; backplane: {} published, {} publish-dropped, {} received, {} gaps, {} reconnects",
+                stats.backplane_published,
+                stats.backplane_publish_dropped,
+                stats.backplane_received,
+                stats.backplane_gaps,
+                stats.backplane_reconnects
+            )?;
         }
         Ok(())
     }

@@ -57,7 +57,7 @@ impl FromStr for ListenAddr {
 ///
 /// No name resolution: a server should bind exactly the address it was given, and `localhost`
 /// is the one name people type that has a single obvious meaning.
-fn parse_socket_addr(text: &str) -> Result<SocketAddr, String> {
+pub(crate) fn parse_socket_addr(text: &str) -> Result<SocketAddr, String> {
     if let Ok(addr) = text.parse::<SocketAddr>() {
         return Ok(addr);
     }

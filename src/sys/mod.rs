@@ -16,3 +16,20 @@ pub(crate) mod nonblocking;
 pub(crate) mod process;
 pub(crate) mod rlimit;
 pub(crate) mod transport;
+
+/// 64 random bits from the kernel (`/dev/urandom`), or, should that fail, from the clock and
+/// the process id: enough to tell server processes apart, not for secrets.
+pub(crate) fn random_u64() -> u64 {
+    use std::io::Read as _;
+    let mut bytes = [0u8; 8];
+    let from_kernel = std::fs::File::open("/dev/urandom").and_then(|mut file| file.read_exact(&mut bytes));
+    match from_kernel {
+        Ok(()) => u64::from_ne_bytes(bytes),
+        Err(_) => {
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |elapsed| elapsed.as_nanos() as u64);
+            nanos ^ (u64::from(std::process::id()) << 32)
+        }
+    }
+}

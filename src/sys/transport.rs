@@ -4,7 +4,7 @@
 
 use std::fs;
 use std::io::{self, Read, Write};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 
@@ -23,6 +23,34 @@ pub enum Stream {
 }
 
 impl Stream {
+    /// Starts a non-blocking TCP connect to `target`, from `source` if given; it is done
+    /// when the socket turns writable (see [`connect_result`](Self::connect_result)).
+    pub fn connect_tcp(target: SocketAddr, source: Option<IpAddr>) -> io::Result<Stream> {
+        connect_tcp(target, source).map(Stream::Tcp)
+    }
+
+    /// Connects to a Unix stream socket (non-blocking; a full backlog, EAGAIN, fails).
+    pub fn connect_unix(path: &Path) -> io::Result<Stream> {
+        UnixStream::connect(path).map(Stream::Unix)
+    }
+
+    /// A connect's outcome once the socket reports writable: `Ok(true)` connected,
+    /// `Ok(false)` not yet, or why it failed.
+    pub fn connect_result(&self) -> io::Result<bool> {
+        let (error, peer) = match self {
+            Stream::Tcp(stream) => (stream.take_error(), stream.peer_addr().map(drop)),
+            Stream::Unix(stream) => (stream.take_error(), stream.peer_addr().map(drop)),
+        };
+        if let Some(error) = error? {
+            return Err(error);
+        }
+        match peer {
+            Ok(()) => Ok(true),
+            Err(error) if error.kind() == io::ErrorKind::NotConnected => Ok(false),
+            Err(error) => Err(error),
+        }
+    }
+
     /// Shuts down the sending side: the kernel sends what is queued, then FIN.
     pub fn shutdown_write(&self) -> io::Result<()> {
         match self {
@@ -212,4 +240,45 @@ pub fn reserve_port(addr: SocketAddr) -> io::Result<(Socket, SocketAddr)> {
     socket.bind(&addr.into())?;
     let bound = socket.local_addr()?.as_socket().ok_or_else(|| io::Error::other("not an IP socket"))?;
     Ok((socket, bound))
+}
+
+/// A non-blocking TCP connect to `target`, from `source` if given. `IP_BIND_ADDRESS_NO_PORT`
+/// lets the kernel pick the port at connect time, per destination, instead of reserving
+/// one per source address at bind time.
+fn connect_tcp(target: SocketAddr, source: Option<IpAddr>) -> io::Result<TcpStream> {
+    let socket = Socket::new(Domain::for_address(target), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_nonblocking(true)?;
+    socket.set_tcp_nodelay(true)?;
+    if let Some(source) = source {
+        // Best effort: without it, each source still reaches ~28k ports.
+        let _ = set_bind_address_no_port(&socket);
+        socket.bind(&SocketAddr::new(source, 0).into())?;
+    }
+    match socket.connect(&target.into()) {
+        Ok(()) => {}
+        Err(error) if error.raw_os_error() == Some(libc::EINPROGRESS) => {}
+        Err(error) => return Err(error),
+    }
+    Ok(TcpStream::from_std(socket.into()))
+}
+
+/// Sets `IP_BIND_ADDRESS_NO_PORT` (Linux 4.2+), which socket2 does not wrap.
+fn set_bind_address_no_port(socket: &Socket) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let enable: libc::c_int = 1;
+    // SAFETY: the pointer and length describe a live c_int for the duration of the call, and
+    // the descriptor belongs to `socket`, which outlives the call.
+    let result = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::IPPROTO_IP,
+            libc::IP_BIND_ADDRESS_NO_PORT,
+            (&raw const enable).cast(),
+            size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if result != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }

@@ -1,0 +1,210 @@
+//! The NATS client protocol, the subset a publisher and a subscriber need, sans I/O.
+//!
+//! The server speaks first (`INFO {...}`); the client answers `CONNECT {...}` and then
+//! `PUB <subject> <#bytes>\r\n<payload>\r\n` or `SUB <subject> <sid>\r\n`. The server sends
+//! `MSG <subject> <sid> [reply-to] <#bytes>\r\n<payload>\r\n` for each message on a
+//! subscription, `PING` (answered `PONG`) to check the link, `+OK`/`-ERR` in verbose mode
+//! or on a protocol error. Operation names are case-insensitive. [`parse`] takes the next
+//! whole operation from the front of a buffer, or says it is not complete yet.
+
+use std::fmt;
+use std::io::Write as _;
+
+/// One operation from the server, borrowing its bytes from the input.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ServerOp<'a> {
+    /// `INFO {json}`: the server's description, first thing on a connection.
+    Info(&'a [u8]),
+    /// A message on a subscription.
+    Msg {
+        /// Its subject.
+        subject: &'a [u8],
+        /// The subscription it matched.
+        sid: &'a [u8],
+        /// Its bytes.
+        payload: &'a [u8],
+    },
+    /// `PING`: answer `PONG` or be disconnected.
+    Ping,
+    /// `PONG`: the answer to our `PING`.
+    Pong,
+    /// `+OK`.
+    Ok,
+    /// `-ERR 'message'`.
+    Err(&'a [u8]),
+}
+
+/// Input that is not the NATS protocol, or a message over the size allowed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NatsError {
+    /// An unknown operation or a malformed line.
+    Malformed,
+    /// A control line or payload longer than allowed.
+    TooLong,
+}
+
+impl fmt::Display for NatsError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            NatsError::Malformed => f.write_str("malformed NATS protocol line"),
+            NatsError::TooLong => f.write_str("NATS message over the size allowed"),
+        }
+    }
+}
+
+/// The longest control line accepted (nats-server's own default `max_control_line`), and
+/// longer than any `INFO` it sends.
+const MAX_CONTROL_LINE: usize = 64 * 1024;
+
+/// Takes the next whole operation from the front of `input`: `Ok(Some((op, used)))`,
+/// `Ok(None)` if it is not all there yet, or an error. `max_payload` bounds a message.
+pub fn parse(input: &[u8], max_payload: usize) -> Result<Option<(ServerOp<'_>, usize)>, NatsError> {
+    let Some(end) = memchr::memchr(b'\n', input) else {
+        return if input.len() > MAX_CONTROL_LINE { Err(NatsError::TooLong) } else { Ok(None) };
+    };
+    if end == 0 || input[end - 1] != b'\r' {
+        return Err(NatsError::Malformed);
+    }
+    let line = &input[..end - 1];
+    let after_line = end + 1;
+    let (op, rest) = match memchr::memchr2(b' ', b'\t', line) {
+        Some(space) => (&line[..space], trim(&line[space + 1..])),
+        None => (line, &b""[..]),
+    };
+    let op = match op.to_ascii_uppercase().as_slice() {
+        b"INFO" => ServerOp::Info(rest),
+        b"PING" => ServerOp::Ping,
+        b"PONG" => ServerOp::Pong,
+        b"+OK" => ServerOp::Ok,
+        b"-ERR" => ServerOp::Err(rest),
+        b"MSG" => {
+            let fields: Vec<&[u8]> = rest.split(|&b| b == b' ' || b == b'\t').filter(|f| !f.is_empty()).collect();
+            let (subject, sid, length) = match fields.as_slice() {
+                [subject, sid, length] | [subject, sid, _, length] => (*subject, *sid, *length),
+                _ => return Err(NatsError::Malformed),
+            };
+            let length: usize =
+                std::str::from_utf8(length).ok().and_then(|n| n.parse().ok()).ok_or(NatsError::Malformed)?;
+            if length > max_payload {
+                return Err(NatsError::TooLong);
+            }
+            let end = after_line + length;
+            if input.len() < end + 2 {
+                return Ok(None);
+            }
+            if &input[end..end + 2] != b"\r\n" {
+                return Err(NatsError::Malformed);
+            }
+            return Ok(Some((ServerOp::Msg { subject, sid, payload: &input[after_line..end] }, end + 2)));
+        }
+        _ => return Err(NatsError::Malformed),
+    };
+    Ok(Some((op, after_line)))
+}
+
+fn trim(bytes: &[u8]) -> &[u8] {
+    let start = bytes.iter().position(|b| !b.is_ascii_whitespace()).unwrap_or(bytes.len());
+    let end = bytes.iter().rposition(|b| !b.is_ascii_whitespace()).map_or(start, |end| end + 1);
+    &bytes[start..end]
+}
+
+/// Appends `CONNECT`: not verbose (no `+OK` for every `PUB`), and `echo: false`, so a
+/// connection never receives what it published itself.
+pub fn encode_connect(out: &mut Vec<u8>, name: &str) {
+    let _ = write!(
+        out,
+        "CONNECT {{\"verbose\":false,\"pedantic\":false,\"echo\":false,\"lang\":\"rust\",\"version\":\"{}\",\"name\":\"{name}\",\"protocol\":1}}\r\n",
+        env!("CARGO_PKG_VERSION")
+    );
+}
+
+/// Appends `PUB subject #bytes` and the payload.
+pub fn encode_pub(out: &mut Vec<u8>, subject: &str, payload: &[u8]) {
+    let _ = write!(out, "PUB {subject} {}\r\n", payload.len());
+    out.extend_from_slice(payload);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Appends `SUB subject sid`.
+pub fn encode_sub(out: &mut Vec<u8>, subject: &str, sid: usize) {
+    let _ = write!(out, "SUB {subject} {sid}\r\n");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const STREAM: &[u8] = b"INFO {\"server_id\":\"x\",\"max_payload\":1048576}\r\nPING\r\n+OK\r\n\
+        MSG evloop.room.a 1 5\r\na\r\nb!\r\nmsg evloop.room.a 2 reply.to 0\r\n\r\npong\r\n-ERR 'Slow Consumer'\r\n";
+
+    fn parse_all(bytes: &[u8]) -> Vec<ServerOp<'_>> {
+        let mut ops = Vec::new();
+        let mut at = 0;
+        while let Some((op, used)) = parse(&bytes[at..], 1 << 20).unwrap() {
+            ops.push(op);
+            at += used;
+        }
+        assert_eq!(at, bytes.len(), "bytes left over");
+        ops
+    }
+
+    /// What a server sends parses to what it says; names are case-insensitive.
+    #[test]
+    fn parses_server_operations() {
+        let ops = parse_all(STREAM);
+        assert_eq!(ops.len(), 7);
+        assert!(matches!(ops[0], ServerOp::Info(info) if info.starts_with(b"{")));
+        assert_eq!(ops[1], ServerOp::Ping);
+        assert_eq!(ops[2], ServerOp::Ok);
+        assert_eq!(ops[3], ServerOp::Msg { subject: b"evloop.room.a", sid: b"1", payload: b"a\r\nb!" });
+        assert_eq!(ops[4], ServerOp::Msg { subject: b"evloop.room.a", sid: b"2", payload: b"" });
+        assert_eq!(ops[5], ServerOp::Pong);
+        assert_eq!(ops[6], ServerOp::Err(b"'Slow Consumer'"));
+    }
+
+    /// Cut anywhere, a stream parses to the same operations.
+    #[test]
+    fn any_split_parses_the_same() {
+        let whole: Vec<String> = parse_all(STREAM).iter().map(|op| format!("{op:?}")).collect();
+        for cut in 0..=STREAM.len() {
+            let mut buffer = STREAM[..cut].to_vec();
+            let mut ops = Vec::new();
+            let mut consumed = 0;
+            while let Some((op, used)) = parse(&buffer[consumed..], 1 << 20).unwrap() {
+                ops.push(format!("{op:?}"));
+                consumed += used;
+            }
+            buffer.extend_from_slice(&STREAM[cut..]);
+            while let Some((op, used)) = parse(&buffer[consumed..], 1 << 20).unwrap() {
+                ops.push(format!("{op:?}"));
+                consumed += used;
+            }
+            assert_eq!(consumed, STREAM.len(), "cut at {cut}");
+            assert_eq!(ops, whole, "cut at {cut}");
+        }
+    }
+
+    /// Unknown operations, bad lengths and oversize messages are errors.
+    #[test]
+    fn refuses_garbage_and_oversize() {
+        assert_eq!(parse(b"HELLO\r\n", 100), Err(NatsError::Malformed));
+        assert_eq!(parse(b"MSG a 1\r\n", 100), Err(NatsError::Malformed));
+        assert_eq!(parse(b"MSG a 1 x\r\n", 100), Err(NatsError::Malformed));
+        assert_eq!(parse(b"MSG a 1 101\r\n", 100), Err(NatsError::TooLong));
+        assert_eq!(parse(b"MSG a 1 2\r\nabXX", 100), Err(NatsError::Malformed));
+        assert_eq!(parse(b"PING\n", 100), Err(NatsError::Malformed));
+    }
+
+    /// What the client sends is the protocol's text.
+    #[test]
+    fn encodes_client_operations() {
+        let mut out = Vec::new();
+        encode_pub(&mut out, "evloop.room.a", b"x\r\ny");
+        encode_sub(&mut out, "evloop.room.a", 3);
+        assert_eq!(out, b"PUB evloop.room.a 4\r\nx\r\ny\r\nSUB evloop.room.a 3\r\n");
+        let mut connect = Vec::new();
+        encode_connect(&mut connect, "evloop");
+        assert!(connect.starts_with(b"CONNECT {\"verbose\":false"));
+        assert!(connect.windows(12).any(|w| w == b"\"echo\":false"));
+    }
+}

@@ -1,0 +1,46 @@
+//! The backplane, seen from the loop: its two links are sources on the same `Poll`, served
+//! in the events phase like any socket; a room line is published right after its local
+//! delivery (`output.rs`), and the turn's publishes leave in one write in the flush phase.
+//!
+//! A line from another server is delivered here to every local member of its room, as
+//! output pushed by someone else: a member that cannot keep up is dropped as a slow
+//! consumer, exactly as for a line from a local sender.
+
+use std::time::Instant;
+
+use super::output::Origin;
+use super::{BACKPLANE_PUBLISHER, BACKPLANE_SUBSCRIBER, Reactor};
+use crate::backplane::Role;
+
+impl Reactor {
+    /// A backplane link is ready (or was owed a turn): connect, read, deliver.
+    pub(super) fn on_backplane(&mut self, role: Role, now: Instant) {
+        let Some(mut backplane) = self.backplane.take() else { return };
+        let mut buffer = std::mem::take(&mut self.read_buf);
+        let owed = backplane.on_ready(role, now, &mut buffer, |room, line| self.deliver_from_backplane(room, line));
+        self.read_buf = buffer;
+        self.backplane = Some(backplane);
+        if owed {
+            // Its budget ran out with bytes perhaps still waiting: no new edge will say so.
+            let token = if role == Role::Publisher { BACKPLANE_PUBLISHER } else { BACKPLANE_SUBSCRIBER };
+            if !self.owed.contains(&token) {
+                self.owed.push(token);
+            }
+        }
+    }
+
+    /// Delivers `line`, published by another server in `room`, to every local member.
+    fn deliver_from_backplane(&mut self, room: usize, line: &[u8]) {
+        for service in 0..self.services.len() {
+            if self.services[service].room != Some(room) {
+                continue;
+            }
+            // Borrowed out for the loop; delivering never changes membership.
+            let members = std::mem::take(&mut self.services[service].members);
+            for &member in &members {
+                self.deliver(member, line, Origin::Pushed);
+            }
+            self.services[service].members = members;
+        }
+    }
+}
