@@ -50,7 +50,8 @@ mod tests {
     /// An envelope reads back as written, whatever the line holds.
     #[test]
     fn round_trips() {
-        let envelope = Envelope { origin: 0xdead_beef_0000_0001, sequence: 42, line: b"1.2.3.4:5: hi there \r\n" };
+        let envelope =
+            Envelope { origin: 0xdead_beef_0000_0001, sequence: 42, line: b"1.2.3.4:5: hi there \r\n" };
         let mut bytes = Vec::new();
         envelope.encode(&mut bytes);
         assert!(bytes.starts_with(b"deadbeef00000001 42 1.2.3.4:5: hi"));
@@ -60,7 +61,9 @@ mod tests {
     /// Foreign messages on the channel are not envelopes.
     #[test]
     fn refuses_foreign_messages() {
-        for bytes in [&b""[..], b"hello", b"deadbeef00000001", b"deadbeef00000001 x line", b"zzzzzzzzzzzzzzzz 1 line"] {
+        for bytes in
+            [&b""[..], b"hello", b"deadbeef00000001", b"deadbeef00000001 x line", b"zzzzzzzzzzzzzzzz 1 line"]
+        {
             assert_eq!(Envelope::decode(bytes), None, "{:?}", String::from_utf8_lossy(bytes));
         }
     }

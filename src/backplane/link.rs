@@ -218,7 +218,12 @@ impl Link {
     /// Timers: a connect or handshake that takes longer than `timeout`, or a ping unanswered
     /// for `timeout`, fails the link; a ping is due every `timeout` while up. `ping` writes
     /// the engine's ping into the output.
-    pub fn check_timers(&mut self, timeout: Duration, now: Instant, ping: impl FnOnce(&mut Vec<u8>)) -> Change {
+    pub fn check_timers(
+        &mut self,
+        timeout: Duration,
+        now: Instant,
+        ping: impl FnOnce(&mut Vec<u8>),
+    ) -> Change {
         match self.state {
             State::Connecting { since } | State::Handshake { since } if now >= since + timeout => {
                 self.fail("no answer from the engine in time", now)
@@ -267,11 +272,14 @@ impl Link {
         self.backoff = (self.backoff * 2).min(LAST_RETRY);
         self.state = State::Down { retry_at: now + delay };
         let retry_ms = delay.as_millis();
+        // Lost once: a warning. Attempts that fail while the engine is away: debug, or a
+        // restart of the engine would fill the log.
         match was {
-            State::Up | State::Handshake { .. } => {
-                warn!("backplane link lost; link={} error=\"{why}\" retry_ms={retry_ms}", self.role)
-            }
-            _ => log::debug!("backplane connect failed; link={} error=\"{why}\" retry_ms={retry_ms}", self.role),
+            State::Up => warn!("backplane link lost; link={} error=\"{why}\" retry_ms={retry_ms}", self.role),
+            _ => log::debug!(
+                "backplane connect failed; link={} error=\"{why}\" retry_ms={retry_ms}",
+                self.role
+            ),
         }
         Change::Lost
     }

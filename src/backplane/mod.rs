@@ -171,7 +171,13 @@ impl Backplane {
     /// A readiness event on `role`'s link: finishes a connect, reads, and hands every line
     /// from another server to `deliver(room, line)`. True if reading stopped at its budget
     /// (the reactor owes it another turn).
-    pub fn on_ready(&mut self, role: Role, now: Instant, buffer: &mut [u8], deliver: impl FnMut(usize, &[u8])) -> bool {
+    pub fn on_ready(
+        &mut self,
+        role: Role,
+        now: Instant,
+        buffer: &mut [u8],
+        deliver: impl FnMut(usize, &[u8]),
+    ) -> bool {
         if self.link(role).on_event(now) == Change::Connected {
             self.handshake(role);
         }
@@ -215,18 +221,22 @@ impl Backplane {
         }
     }
 
-    /// Just connected: Redis needs no greeting (the subscriber subscribes, and both are up);
-    /// NATS sends `INFO` first, answered in [`take_input`](Self::take_input).
+    /// Just connected. A link is up only once the engine has answered, so a connection the
+    /// kernel accepted for a stopped engine does not count: on Redis the publisher sends
+    /// `PING` (up at its `PONG`) and the subscriber subscribes (up when the last room is
+    /// confirmed); NATS speaks first (`INFO`, answered in [`take_input`](Self::take_input)).
     fn handshake(&mut self, role: Role) {
         if matches!(self.url, BackplaneUrl::Nats(_)) {
             return;
         }
-        if role == Role::Subscriber {
-            let mut command: Vec<&[u8]> = vec![b"SUBSCRIBE"];
-            command.extend(self.rooms.iter().map(|room| room.channel.as_bytes()));
-            resp::encode_command(self.subscriber.output(), &command);
+        match role {
+            Role::Publisher => resp::encode_command(self.publisher.output(), &[b"PING"]),
+            Role::Subscriber => {
+                let mut command: Vec<&[u8]> = vec![b"SUBSCRIBE"];
+                command.extend(self.rooms.iter().map(|room| room.channel.as_bytes()));
+                resp::encode_command(self.subscriber.output(), &command);
+            }
         }
-        self.came_up(role);
     }
 
     fn came_up(&mut self, role: Role) {
@@ -268,32 +278,51 @@ impl Backplane {
     }
 
     /// One RESP frame from the front of `input`: bytes used, `None` if incomplete.
-    fn take_resp(&mut self, role: Role, input: &[u8], deliver: &mut impl FnMut(usize, &[u8])) -> Result<Option<usize>, String> {
+    fn take_resp(
+        &mut self,
+        role: Role,
+        input: &[u8],
+        deliver: &mut impl FnMut(usize, &[u8]),
+    ) -> Result<Option<usize>, String> {
         let (frame, used) = match resp::parse(input, self.max_message) {
             Ok(Some(parsed)) => parsed,
             Ok(None) => return Ok(None),
             Err(error) => return Err(error.to_string()),
         };
+        let handshaking = matches!(self.link(role).state(), State::Handshake { .. });
         match (role, &frame) {
             (_, resp::Frame::Error(message)) => {
                 return Err(format!("the engine said: {}", String::from_utf8_lossy(message)));
             }
             (Role::Subscriber, resp::Frame::Array(Some(items))) if items.len() == 3 => {
-                if items[0].bytes() == Some(b"message") {
-                    if let (Some(channel), Some(payload)) = (items[1].bytes(), items[2].bytes()) {
-                        self.receive(channel, payload, deliver);
+                match (items[0].bytes(), items[1].bytes(), &items[2]) {
+                    (Some(b"message"), Some(channel), payload) => {
+                        if let Some(payload) = payload.bytes() {
+                            self.receive(channel, payload, deliver);
+                        }
                     }
+                    (Some(b"subscribe"), _, resp::Frame::Integer(count))
+                        if handshaking && *count == self.rooms.len() as i64 =>
+                    {
+                        self.came_up(role);
+                    }
+                    _ => {}
                 }
-                // Otherwise a subscribe confirmation.
             }
-            // PUBLISH counts, PONGs: proof of life, already noted by the read.
+            (Role::Publisher, resp::Frame::Simple(b"PONG")) if handshaking => self.came_up(role),
+            // PUBLISH counts, later PONGs: proof of life, already noted by the read.
             _ => {}
         }
         Ok(Some(used))
     }
 
     /// One NATS operation from the front of `input`: bytes used, `None` if incomplete.
-    fn take_nats(&mut self, role: Role, input: &[u8], deliver: &mut impl FnMut(usize, &[u8])) -> Result<Option<usize>, String> {
+    fn take_nats(
+        &mut self,
+        role: Role,
+        input: &[u8],
+        deliver: &mut impl FnMut(usize, &[u8]),
+    ) -> Result<Option<usize>, String> {
         let (op, used) = match nats::parse(input, self.max_message) {
             Ok(Some(parsed)) => parsed,
             Ok(None) => return Ok(None),
@@ -311,7 +340,9 @@ impl Backplane {
                 // Its PONG says the server took CONNECT (and the SUBs) and we are in.
                 self.link(role).output().extend_from_slice(b"PING\r\n");
             }
-            nats::ServerOp::Pong if matches!(self.link(role).state(), State::Handshake { .. }) => self.came_up(role),
+            nats::ServerOp::Pong if matches!(self.link(role).state(), State::Handshake { .. }) => {
+                self.came_up(role)
+            }
             nats::ServerOp::Ping => self.link(role).output().extend_from_slice(b"PONG\r\n"),
             nats::ServerOp::Err(message) => {
                 return Err(format!("the engine said: {}", String::from_utf8_lossy(message)));
@@ -326,15 +357,22 @@ impl Backplane {
 
     /// A message on `channel`: delivered unless it is our own, with gaps counted.
     fn receive(&mut self, channel: &[u8], payload: &[u8], deliver: &mut impl FnMut(usize, &[u8])) {
-        let Some(room) = self.rooms.iter().position(|room| room.channel.as_bytes() == channel) else { return };
+        let Some(room) = self.rooms.iter().position(|room| room.channel.as_bytes() == channel) else {
+            return;
+        };
         let Some(envelope) = Envelope::decode(payload) else {
-            warn!("backplane message is not from evloop, dropped; channel={}", String::from_utf8_lossy(channel));
+            warn!(
+                "backplane message is not from evloop, dropped; channel={}",
+                String::from_utf8_lossy(channel)
+            );
             return;
         };
         if envelope.origin == self.origin {
             return;
         }
-        if self.last_seen.len() >= MAX_TRACKED_ORIGINS && !self.last_seen.contains_key(&(envelope.origin, room)) {
+        if self.last_seen.len() >= MAX_TRACKED_ORIGINS
+            && !self.last_seen.contains_key(&(envelope.origin, room))
+        {
             self.last_seen.clear();
         }
         let last = self.last_seen.insert((envelope.origin, room), envelope.sequence);

@@ -78,7 +78,8 @@ pub fn parse(input: &[u8], max_payload: usize) -> Result<Option<(ServerOp<'_>, u
         b"+OK" => ServerOp::Ok,
         b"-ERR" => ServerOp::Err(rest),
         b"MSG" => {
-            let fields: Vec<&[u8]> = rest.split(|&b| b == b' ' || b == b'\t').filter(|f| !f.is_empty()).collect();
+            let fields: Vec<&[u8]> =
+                rest.split(|&b| b == b' ' || b == b'\t').filter(|f| !f.is_empty()).collect();
             let (subject, sid, length) = match fields.as_slice() {
                 [subject, sid, length] | [subject, sid, _, length] => (*subject, *sid, *length),
                 _ => return Err(NatsError::Malformed),

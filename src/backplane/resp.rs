@@ -67,7 +67,12 @@ pub fn parse(input: &[u8], max_bulk: usize) -> Result<Option<(Frame<'_>, usize)>
     }
 }
 
-fn frame_at<'a>(input: &'a [u8], at: &mut usize, max_bulk: usize, depth: usize) -> Result<Option<Frame<'a>>, RespError> {
+fn frame_at<'a>(
+    input: &'a [u8],
+    at: &mut usize,
+    max_bulk: usize,
+    depth: usize,
+) -> Result<Option<Frame<'a>>, RespError> {
     if depth > MAX_DEPTH {
         return Err(RespError::Malformed);
     }

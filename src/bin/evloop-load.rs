@@ -28,9 +28,11 @@ const RESERVED_DESCRIPTORS: u64 = 32;
 #[derive(Parser, Debug)]
 #[command(name = "evloop-load", version)]
 struct Args {
-    /// The server: HOST:PORT or [IPv6]:PORT
-    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7000")]
-    target: ListenAddr,
+    /// The server: HOST:PORT, [IPv6]:PORT, unix:/path or udp://HOST:PORT. Repeatable: with
+    /// several (a room spread over servers sharing a backplane), connections go to each in
+    /// turn
+    #[arg(long = "target", value_name = "ADDR", default_value = "127.0.0.1:7000")]
+    targets: Vec<ListenAddr>,
 
     /// What to send and check: echo, uppercase, sum or broadcast (broadcast is open loop,
     /// 1000 msgs/s unless --rate says otherwise)
@@ -144,7 +146,8 @@ fn main() -> ExitCode {
     };
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     let mut config = LoadConfig::default();
-    config.target = args.target.clone();
+    config.target = args.targets[0].clone();
+    config.more_targets = args.targets[1..].to_vec();
     config.workload = args.workload;
     config.codec = args.codec;
     config.connections = args.connections;
@@ -265,7 +268,7 @@ fn run_sweep(
         }
     };
     let (csv, svg) = (out.with_extension("csv"), out.with_extension("svg"));
-    let name = format!("{} against {}", config.workload, config.target);
+    let name = format!("{} against {}", config.workload, config.targets_text());
     let written =
         sweep::write_csv(&csv, &points).and_then(|()| sweep::write_chart(&svg, &[(name, points.clone())]));
     if let Err(error) = written {

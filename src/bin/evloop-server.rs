@@ -148,7 +148,8 @@ fn main() -> ExitCode {
     // Raised before binding (the default --max-connections follows it), logged after, so a
     // start-up error stays the only line on stderr.
     let file_limit = evloop::raise_file_limit();
-    let specs = if args.listen.is_empty() { default_listeners(&args, worker.is_some()) } else { args.listen.clone() };
+    let specs =
+        if args.listen.is_empty() { default_listeners(&args, worker.is_some()) } else { args.listen.clone() };
     let log_file_limit = move || match file_limit {
         Ok((before, after)) => {
             log::info!("open-file limit; soft={} hard={} was={}", after.soft, after.hard, before.soft)

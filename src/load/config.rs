@@ -28,6 +28,9 @@ pub enum Stop {
 pub struct LoadConfig {
     /// The server.
     pub target: ListenAddr,
+    /// Further servers, for a room spread over several (broadcast over a backplane):
+    /// connection `i` goes to the `i mod n`th of `target` and these.
+    pub more_targets: Vec<ListenAddr>,
     /// What to send and check.
     pub workload: Workload,
     /// Framing: `line` or `length`.
@@ -69,6 +72,7 @@ impl Default for LoadConfig {
     fn default() -> Self {
         LoadConfig {
             target: ListenAddr::Tcp(([127, 0, 0, 1], 7000).into()),
+            more_targets: Vec::new(),
             workload: Workload::Echo,
             codec: Codec::Line,
             connections: 50,
@@ -92,6 +96,11 @@ impl Default for LoadConfig {
 impl LoadConfig {
     /// Refuses combinations that cannot work, with a message for the user.
     pub fn validate(&self) -> Result<(), String> {
+        for target in &self.more_targets {
+            if std::mem::discriminant(target) != std::mem::discriminant(&self.target) {
+                return Err(format!("targets {} and {target} are of different kinds", self.target));
+            }
+        }
         match &self.target {
             ListenAddr::Udp(_) if self.workload == Workload::Broadcast => {
                 return Err(
@@ -155,6 +164,24 @@ impl LoadConfig {
         }
     }
 
+    /// The server connection `id` connects to.
+    pub fn target_for(&self, id: u32) -> &ListenAddr {
+        match id as usize % (1 + self.more_targets.len()) {
+            0 => &self.target,
+            other => &self.more_targets[other - 1],
+        }
+    }
+
+    /// Every target, as the report names them (`a,b,c`).
+    pub fn targets_text(&self) -> String {
+        let mut text = self.target.to_string();
+        for target in &self.more_targets {
+            text.push(',');
+            text.push_str(&target.to_string());
+        }
+        text
+    }
+
     /// The source address connection `id` connects from.
     pub fn source_for(&self, id: u32) -> Option<IpAddr> {
         (!self.sources.is_empty()).then(|| self.sources[id as usize % self.sources.len()])
@@ -195,6 +222,9 @@ impl LoadConfig {
         let mut args: Vec<String> = Vec::new();
         let mut flag = |name: &str, value: String| args.extend([format!("--{name}"), value]);
         flag("target", self.target.to_string());
+        for target in &self.more_targets {
+            flag("target", target.to_string());
+        }
         flag("workload", self.workload.to_string());
         flag("codec", self.codec.to_string());
         flag("connections", self.connections.to_string());

@@ -172,7 +172,7 @@ impl Report {
         connections.closed += run.closed;
         connections.other += run.other;
         Report {
-            target: config.target.to_string(),
+            target: config.targets_text(),
             workload: config.workload.to_string(),
             codec: config.codec.to_string(),
             mode: config.mode(),

@@ -183,6 +183,8 @@ pub fn broadcast_message(
 pub struct Delivery {
     /// The sending connection.
     pub sender: u32,
+    /// Its sequence number among that sender's messages.
+    pub seq: u64,
     /// When it was scheduled to be sent.
     pub intended_ns: u64,
     /// When it was sent.
@@ -212,7 +214,7 @@ pub fn verify_broadcast<'a>(
     }
     scratch.clear();
     broadcast_message(sender, seq, intended_ns, sent_ns, size, scratch);
-    (scratch.as_slice() == message).then_some(Delivery { sender, intended_ns, sent_ns })
+    (scratch.as_slice() == message).then_some(Delivery { sender, seq, intended_ns, sent_ns })
 }
 
 #[cfg(test)]
@@ -283,7 +285,7 @@ mod tests {
         let mut scratch = Vec::new();
         assert_eq!(
             verify_broadcast(&line, 64, addrs, &mut scratch),
-            Some(Delivery { sender: 5, intended_ns: 1000, sent_ns: 1200 })
+            Some(Delivery { sender: 5, seq: 9, intended_ns: 1000, sent_ns: 1200 })
         );
         let mut wrong_addr = b"127.0.0.1:4001: ".to_vec();
         wrong_addr.extend_from_slice(&message);

@@ -17,7 +17,8 @@ impl Reactor {
     pub(super) fn on_backplane(&mut self, role: Role, now: Instant) {
         let Some(mut backplane) = self.backplane.take() else { return };
         let mut buffer = std::mem::take(&mut self.read_buf);
-        let owed = backplane.on_ready(role, now, &mut buffer, |room, line| self.deliver_from_backplane(room, line));
+        let owed =
+            backplane.on_ready(role, now, &mut buffer, |room, line| self.deliver_from_backplane(room, line));
         self.read_buf = buffer;
         self.backplane = Some(backplane);
         if owed {

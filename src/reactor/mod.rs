@@ -46,8 +46,8 @@ use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 use slab::Slab;
 
-use buffer_pool::BufferPool;
 use crate::backplane::{Backplane, Role};
+use buffer_pool::BufferPool;
 use connection::{Connection, StopReason};
 use control::{Command, ServerHandle};
 use datagram::DatagramEndpoint;

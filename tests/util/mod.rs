@@ -3,6 +3,8 @@
 //! bug fails a test instead of hanging it.
 #![allow(dead_code)] // each test file uses its own subset
 
+pub mod engines;
+
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::process::{Child, ChildStderr, Command, Stdio};

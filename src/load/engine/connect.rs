@@ -1,7 +1,7 @@
 //! Connecting: open this thread's connections (paced by `--connect-rate` if given), find
 //! out which succeeded, and time out the ones that take too long.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::Ordering;
 
 use mio::{Interest, Token};
@@ -40,7 +40,7 @@ impl Engine<'_> {
             self.tally.first_connect_ns = now;
         }
         let source = self.config.source_for(id);
-        let stream = LoadSocket::open(&self.config.target, source).and_then(|mut stream| {
+        let stream = LoadSocket::open(self.config.target_for(id), source).and_then(|mut stream| {
             let key = self.conns.vacant_key();
             self.poll.registry().register(
                 &mut stream,
@@ -65,6 +65,7 @@ impl Engine<'_> {
                     next_seq: 0,
                     in_flight: VecDeque::new(),
                     synced: false,
+                    last_seq_from: HashMap::new(),
                     queued_datagrams: VecDeque::new(),
                 });
                 self.pending_connects += 1;

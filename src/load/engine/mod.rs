@@ -24,7 +24,7 @@ mod publish;
 mod receive;
 mod send;
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -91,6 +91,9 @@ struct LoadConn {
     in_flight: VecDeque<InFlight>,
     /// Broadcast: it has seen the sync message, so it is surely in the room.
     synced: bool,
+    /// Broadcast: the last sequence number it got from each sender, to check that every
+    /// line arrives once and in the order sent (empty until the first delivery).
+    last_seq_from: HashMap<u32, u64>,
     /// UDP: requests the socket would not take yet, one datagram each.
     queued_datagrams: VecDeque<Vec<u8>>,
 }

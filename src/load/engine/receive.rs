@@ -205,6 +205,14 @@ impl Engine<'_> {
         let sender_addr = |sender: u32| addrs.get(sender as usize).and_then(Option::as_deref);
         match workload::verify_broadcast(line, self.config.size, sender_addr, &mut self.expected) {
             Some(delivery) => {
+                // Each sender's lines come once each, in the order sent: a sequence number
+                // that does not move forward is a duplicate or a reordering.
+                let last = self.conns[key].last_seq_from.insert(delivery.sender, delivery.seq);
+                if last.is_some_and(|last| delivery.seq <= last) {
+                    let expected =
+                        format!("(sender {}'s line after #{})", delivery.sender, last.unwrap_or(0));
+                    return self.tally.mismatch(id, expected.as_bytes(), line);
+                }
                 self.tally.verified += 1;
                 self.tally.deliveries_seen += 1;
                 if delivery.intended_ns >= self.warmup_end_ns {
