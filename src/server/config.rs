@@ -131,7 +131,7 @@ impl ServerConfig {
 ///
 /// Several addresses in one spec share one handler instance: for `broadcast` that means one
 /// chat room reachable over each of them. With a backplane, servers whose specs name the same
-/// room share it; a spec without `@ROOM` is in the room [`DEFAULT_ROOM`].
+/// room share it; a spec without `@ROOM` is in the room `default`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ListenSpec {
@@ -142,7 +142,7 @@ pub struct ListenSpec {
     /// Where it listens; at least one.
     pub addrs: Vec<ListenAddr>,
     /// The room it serves (handlers with a room, such as `broadcast`); `None`:
-    /// [`DEFAULT_ROOM`].
+    /// `default`.
     pub room: Option<String>,
 }
 
