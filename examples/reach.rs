@@ -1,0 +1,360 @@
+//! How long one line takes to reach every member of a big room: the benchmark behind
+//! docs/benchmarks.md ("Rooms over a backplane"). The room is served by `--workers N` sharing
+//! it over a backplane; its members are held by several processes of this program (each
+//! process may open only ~20,000 sockets here), spread over 127.0.0.x source addresses. One
+//! more connection sends numbered lines, one at a time; every member checks that it gets each
+//! line exactly once and intact, and each holder reports when its last member got it. The
+//! reach time of a line is the latest of those arrivals less its send time (both on the
+//! system-wide monotonic clock).
+//!
+//! Run:  cargo run --release --example reach -- --members 10000,100000 --workers 8
+//!       cargo run --release --example reach -- --members 2000 --workers 2 --lines 5   (a taste)
+//!
+//! Needs `redis-server` (or `nats-server` with `--engine nats`) on PATH.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use mio::net::TcpStream as MioStream;
+use mio::{Events, Interest, Poll, Token};
+use slab::Slab;
+
+mod common;
+
+/// See the module documentation.
+#[derive(Parser, Debug)]
+struct Args {
+    /// Room sizes to measure
+    #[arg(long, value_delimiter = ',', default_value = "1000,10000,100000")]
+    members: Vec<u32>,
+    /// Server worker processes
+    #[arg(long, default_value_t = 8)]
+    workers: u32,
+    /// The engine: redis or nats
+    #[arg(long, default_value = "redis")]
+    engine: String,
+    /// Lines sent per room size (one at a time)
+    #[arg(long, default_value_t = 20)]
+    lines: u32,
+    /// Members per holder process
+    #[arg(long, default_value_t = 16_000)]
+    per_holder: u32,
+    /// Internal: run as a holder of COUNT members of the room at ADDR, sender SENDER,
+    /// connecting from SOURCES (comma-separated, in turn)
+    #[arg(long, num_args = 4, value_names = ["ADDR", "COUNT", "SENDER", "SOURCES"], hide = true)]
+    hold: Option<Vec<String>>,
+}
+
+fn main() {
+    let args = Args::parse();
+    if let Some(hold) = &args.hold {
+        let sources: Vec<IpAddr> = hold[3].split(',').map(|source| source.parse().unwrap()).collect();
+        return holder(&hold[0], hold[1].parse().unwrap(), &hold[2], &sources);
+    }
+    common::build(&["--bin", "evloop-server", "--example", "reach"]);
+    println!(
+        "{} workers over {}; {} lines per room, one at a time; reach = the last member's arrival less the send time.\n",
+        args.workers, args.engine, args.lines
+    );
+    println!(
+        "| members | holders | connect s | reach p50 ms | reach p99 ms | reach max ms | deliveries verified | server RSS MiB |"
+    );
+    println!("|---|---|---|---|---|---|---|---|");
+    for &members in &args.members {
+        measure(&args, members);
+    }
+}
+
+/// Nanoseconds on CLOCK_MONOTONIC: the same clock in every process of this machine.
+fn monotonic_ns() -> u64 {
+    let mut now = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime only writes into the struct we pass, which lives for the call.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
+    now.tv_sec as u64 * 1_000_000_000 + now.tv_nsec as u64
+}
+
+struct Holder {
+    child: Child,
+    stdin: ChildStdin,
+    stdout: BufReader<ChildStdout>,
+}
+
+impl Holder {
+    /// The next line it prints.
+    fn line(&mut self) -> String {
+        let mut line = String::new();
+        self.stdout.read_line(&mut line).expect("a holder's report");
+        assert!(!line.is_empty(), "a holder died");
+        line.trim_end().to_string()
+    }
+}
+
+fn measure(args: &Args, members: u32) {
+    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port().to_string();
+    let mut engine = match args.engine.as_str() {
+        "nats" => {
+            let mut command = Command::new("nats-server");
+            command.args(["-a", "127.0.0.1", "-p", &port]);
+            command
+        }
+        _ => {
+            let mut command = Command::new("redis-server");
+            command.args(["--port", &port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]);
+            // The default pub/sub output limit (32 MiB) cuts off a subscriber that a burst
+            // of a million deliveries keeps busy; this benchmark measures the room, not that.
+            command.args(["--client-output-buffer-limit", "pubsub 0 0 0"]);
+            command
+        }
+    };
+    let mut engine = engine.stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("start the engine");
+    std::thread::sleep(Duration::from_millis(300));
+    let url = format!("{}://127.0.0.1:{port}", if args.engine == "nats" { "nats" } else { "redis" });
+    let mut server = Command::new(common::binary("evloop-server"));
+    server.args(["--listen", "broadcast=127.0.0.1:0", "--workers", &args.workers.to_string()]);
+    server.args(["--backplane", &url, "--max-output", "64M"]);
+    let (mut server, addr) = common::start_server(server);
+
+    let mut sender = TcpStream::connect(&addr).expect("connect the sender");
+    let sender_name = sender.local_addr().unwrap().to_string();
+    let started = Instant::now();
+    let holder_count = members.div_ceil(args.per_holder);
+    let mut holders: Vec<Holder> = (0..holder_count)
+        .map(|index| {
+            let count = (members - index * args.per_holder).min(args.per_holder);
+            // Two source addresses per holder, 8,000 connections each: with
+            // IP_BIND_ADDRESS_NO_PORT the kernel picks a connect port from the even half of
+            // the range first (~14,000 ports); past that, each connect scans the bind table,
+            // and at a million members connects crawled.
+            let source = |k: u32| Ipv4Addr::new(127, 0, 1 + (k / 250) as u8, 2 + (k % 250) as u8);
+            let sources = format!("{},{}", source(2 * index), source(2 * index + 1));
+            let mut child = Command::new(common::binary("examples/reach"))
+                .args(["--hold", &addr, &count.to_string(), &sender_name, &sources])
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .spawn()
+                .expect("start a holder");
+            let stdin = child.stdin.take().unwrap();
+            let stdout = BufReader::new(child.stdout.take().unwrap());
+            Holder { child, stdin, stdout }
+        })
+        .collect();
+    for holder in &mut holders {
+        let line = holder.line();
+        assert!(line.starts_with("connected"), "{line}");
+    }
+    let connect_s = started.elapsed().as_secs_f64();
+
+    // Every member is surely in the room once each has seen a sync line (the server handles
+    // a connection's lines in order, and the workers subscribe before they accept).
+    let mut synced = 0;
+    while synced < holders.len() {
+        sender.write_all(b"sync\n").unwrap();
+        std::thread::sleep(Duration::from_millis(200));
+        synced = 0;
+        for holder in &mut holders {
+            writeln!(holder.stdin, "synced?").unwrap();
+            if holder.line() == "synced" {
+                synced += 1;
+            }
+        }
+    }
+
+    let mut reach_ms = Vec::new();
+    for line in 0..args.lines {
+        let sent_ns = monotonic_ns();
+        sender.write_all(format!("L{line} {sent_ns}\n").as_bytes()).unwrap();
+        let mut last_ns = 0;
+        for holder in &mut holders {
+            // "got LINE LAST_NS": every member of that holder has line LINE.
+            let report = holder.line();
+            let mut fields = report.split(' ');
+            assert_eq!(fields.next(), Some("got"), "{report}");
+            assert_eq!(fields.next(), Some(line.to_string().as_str()), "{report}");
+            last_ns = last_ns.max(fields.next().unwrap().parse::<u64>().unwrap());
+        }
+        reach_ms.push((last_ns - sent_ns) as f64 / 1e6);
+    }
+    let mut verified = 0u64;
+    let mut failures = 0u64;
+    for holder in &mut holders {
+        writeln!(holder.stdin, "done").unwrap();
+        let report = holder.line();
+        let mut fields = report.split(' ').skip(1).map(|n| n.parse::<u64>().unwrap());
+        verified += fields.next().unwrap();
+        failures += fields.next().unwrap();
+        let _ = holder.child.wait();
+    }
+    let rss_kib: u64 = std::iter::once(server.id())
+        .chain(common::children(server.id()))
+        .map(|pid| common::status_field(pid, "VmRSS:"))
+        .sum();
+    common::stop(&mut server);
+    let _ = engine.kill();
+    let _ = engine.wait();
+    reach_ms.sort_by(f64::total_cmp);
+    let pick = |q: f64| reach_ms[((reach_ms.len() - 1) as f64 * q).round() as usize];
+    let expected = u64::from(members) * u64::from(args.lines);
+    println!(
+        "| {members} | {holder_count} | {connect_s:.1} | {:.1} | {:.1} | {:.1} | {verified} of {expected}{} | {:.0} |",
+        pick(0.5),
+        pick(0.99),
+        pick(1.0),
+        if failures > 0 { format!(", {failures} FAILED") } else { String::new() },
+        rss_kib as f64 / 1024.0
+    );
+}
+
+/// One member connection of a holder.
+struct Member {
+    stream: MioStream,
+    /// An incomplete line.
+    tail: Vec<u8>,
+    /// Which measured lines it got (bit N: line N).
+    got: u64,
+    synced: bool,
+}
+
+/// A holder process: opens `count` members, then reads the room, answering the parent's
+/// questions on stdin ("synced?", "done") and reporting each measured line once
+/// all its members have it.
+fn holder(addr: &str, count: u32, sender: &str, sources: &[IpAddr]) {
+    let target: SocketAddr = addr.parse().unwrap();
+    let mut poll = Poll::new().unwrap();
+    let mut members: Slab<Member> = Slab::with_capacity(count as usize);
+    for index in 0..count as usize {
+        let source = sources[index % sources.len()];
+        let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        // Without IP_BIND_ADDRESS_NO_PORT, bind() picks the port at once by scanning the bind
+        // table, which holds every holder's ports: at a million members that scan slowed
+        // connects to ~50 a second. With it, the port is picked at connect, per destination.
+        set_bind_address_no_port(&socket);
+        socket.bind(&SocketAddr::new(source, 0).into()).unwrap();
+        socket.connect(&target.into()).expect("connect a member");
+        socket.set_nonblocking(true).unwrap();
+        let mut stream = MioStream::from_std(socket.into());
+        let entry = members.vacant_entry();
+        poll.registry().register(&mut stream, Token(entry.key()), Interest::READABLE).unwrap();
+        entry.insert(Member { stream, tail: Vec::new(), got: 0, synced: false });
+    }
+    let mut stdout = std::io::stdout();
+    writeln!(stdout, "connected {count}").unwrap();
+    stdout.flush().unwrap();
+
+    // The parent's commands arrive on stdin, read on a thread.
+    let (commands, command) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in std::io::stdin().lock().lines().map_while(Result::ok) {
+            if commands.send(line).is_err() {
+                break;
+            }
+        }
+        // The parent is gone: so is this holder.
+        let _ = commands.send("exit".to_string());
+    });
+
+    let prefix = format!("{sender}: ");
+    let mut events = Events::with_capacity(4096);
+    let mut buffer = vec![0u8; 64 * 1024];
+    let mut synced = 0u32;
+    // Per measured line: members that have it, and the latest arrival.
+    let mut arrivals: HashMap<u64, (u32, u64)> = HashMap::new();
+    let mut next_report = 0u64;
+    let (mut verified, mut failures) = (0u64, 0u64);
+    loop {
+        poll.poll(&mut events, Some(Duration::from_millis(5))).unwrap();
+        let now = monotonic_ns();
+        for event in events.iter() {
+            let Some(member) = members.get_mut(event.token().0) else { continue };
+            loop {
+                match member.stream.read(&mut buffer) {
+                    Ok(0) => {
+                        failures += 1;
+                        break;
+                    }
+                    Ok(n) => {
+                        member.tail.extend_from_slice(&buffer[..n]);
+                        while let Some(end) = member.tail.iter().position(|&b| b == b'\n') {
+                            let line: Vec<u8> = member.tail.drain(..=end).collect();
+                            let line = &line[..line.len() - 1];
+                            let Some(text) = line.strip_prefix(prefix.as_bytes()) else {
+                                failures += 1;
+                                continue;
+                            };
+                            if text == b"sync" {
+                                if !member.synced {
+                                    member.synced = true;
+                                    synced += 1;
+                                }
+                                continue;
+                            }
+                            // "L<n> <sent_ns>": counted once per member and line.
+                            let parsed = std::str::from_utf8(text).ok().and_then(|text| {
+                                let (number, sent) = text.strip_prefix('L')?.split_once(' ')?;
+                                Some((number.parse::<u64>().ok()?, sent.parse::<u64>().ok()?))
+                            });
+                            match parsed {
+                                Some((number, _)) if number < 64 && member.got & (1 << number) == 0 => {
+                                    member.got |= 1 << number;
+                                    verified += 1;
+                                    let entry = arrivals.entry(number).or_insert((0, 0));
+                                    entry.0 += 1;
+                                    entry.1 = entry.1.max(now);
+                                }
+                                _ => failures += 1,
+                            }
+                        }
+                    }
+                    Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => break,
+                    Err(_) => {
+                        failures += 1;
+                        break;
+                    }
+                }
+            }
+        }
+        while let Some(&(have, last_ns)) = arrivals.get(&next_report) {
+            if have < count {
+                break;
+            }
+            writeln!(stdout, "got {next_report} {last_ns}").unwrap();
+            stdout.flush().unwrap();
+            next_report += 1;
+        }
+        while let Ok(command) = command.try_recv() {
+            match command.as_str() {
+                "synced?" => {
+                    writeln!(stdout, "{}", if synced == count { "synced" } else { "waiting" }).unwrap()
+                }
+                "done" => {
+                    writeln!(stdout, "done {verified} {failures}").unwrap();
+                    stdout.flush().unwrap();
+                    return;
+                }
+                "exit" => return,
+                _ => {}
+            }
+            stdout.flush().unwrap();
+        }
+    }
+}
+
+/// Sets `IP_BIND_ADDRESS_NO_PORT` (Linux 4.2+), which socket2 does not wrap.
+fn set_bind_address_no_port(socket: &socket2::Socket) {
+    use std::os::fd::AsRawFd;
+    let enable: libc::c_int = 1;
+    // SAFETY: the pointer and length describe a live c_int for the duration of the call, and
+    // the descriptor belongs to `socket`, which outlives the call.
+    unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::IPPROTO_IP,
+            libc::IP_BIND_ADDRESS_NO_PORT,
+            (&raw const enable).cast(),
+            size_of::<libc::c_int>() as libc::socklen_t,
+        );
+    }
+}
