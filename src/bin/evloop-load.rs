@@ -208,20 +208,20 @@ fn main() -> ExitCode {
             return usage_error("evloop-load", &error.to_string());
         }
         Err(error) => {
-            eprintln!("evloop-load: {error}");
+            cli::eprint_line(format_args!("evloop-load: {error}"));
             return ExitCode::from(1);
         }
     };
     if args.json {
         match serde_json::to_string(&report) {
-            Ok(json) => println!("{json}"),
+            Ok(json) => cli::print_line(&json),
             Err(error) => {
-                eprintln!("evloop-load: cannot write the report: {error}");
+                cli::eprint_line(format_args!("evloop-load: cannot write the report: {error}"));
                 return ExitCode::from(1);
             }
         }
     } else {
-        println!("{report}");
+        cli::print_line(&report);
     }
     if report.ok { ExitCode::SUCCESS } else { ExitCode::from(1) }
 }
@@ -244,13 +244,13 @@ fn run_sweep(
     };
     let show = |point: &sweep::Point| {
         if json {
-            println!("{}", serde_json::to_string(&point.report).unwrap_or_default());
+            cli::print_line(format_args!("{}", serde_json::to_string(&point.report).unwrap_or_default()));
         } else {
-            println!("{}", sweep::csv_row(point));
+            cli::print_line(sweep::csv_row(point));
         }
     };
     if !json {
-        println!("{}", sweep::CSV_HEADER);
+        cli::print_line(sweep::CSV_HEADER);
     }
     let points = sweep::run(config, counts, |config| {
         let report = run_one(config)?;
@@ -263,7 +263,7 @@ fn run_sweep(
             return usage_error("evloop-load", &error.to_string());
         }
         Err(error) => {
-            eprintln!("evloop-load: {error}");
+            cli::eprint_line(format_args!("evloop-load: {error}"));
             return ExitCode::from(1);
         }
     };
@@ -272,10 +272,14 @@ fn run_sweep(
     let written =
         sweep::write_csv(&csv, &points).and_then(|()| sweep::write_chart(&svg, &[(name, points.clone())]));
     if let Err(error) = written {
-        eprintln!("evloop-load: cannot write {} / {}: {error}", csv.display(), svg.display());
+        cli::eprint_line(format_args!(
+            "evloop-load: cannot write {} / {}: {error}",
+            csv.display(),
+            svg.display()
+        ));
         return ExitCode::from(1);
     }
-    eprintln!("evloop-load: wrote {} and {}", csv.display(), svg.display());
+    cli::eprint_line(format_args!("evloop-load: wrote {} and {}", csv.display(), svg.display()));
     if points.iter().all(|point| point.report.ok) { ExitCode::SUCCESS } else { ExitCode::from(1) }
 }
 
@@ -285,7 +289,7 @@ fn run_part(config: &LoadConfig) -> ExitCode {
     match processes::run_part(config) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("evloop-load: {error}");
+            cli::eprint_line(format_args!("evloop-load: {error}"));
             ExitCode::from(1)
         }
     }

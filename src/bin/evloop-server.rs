@@ -17,8 +17,9 @@ use evloop::{BackplaneUrl, ListenAddr, ListenSpec, Listening, Server, ServerConf
 /// A single-threaded event-loop (reactor) server: one thread serves every client.
 ///
 /// With no --listen it serves echo on 127.0.0.1:7000, uppercase on :7001, sum on :7002 and
-/// broadcast on :7003. It prints one line per listener, `<handler> listening on <addr>`, to
-/// stdout; logs go to stderr (set RUST_LOG, default info). SIGINT/SIGTERM drain and stop.
+/// broadcast on :7003 (with EVLOOP_DEFAULT_PORTS=0 in the environment, on free ports
+/// instead). It prints one line per listener, `<handler> listening on <addr>`, to stdout;
+/// logs go to stderr (set RUST_LOG, default info). SIGINT, SIGTERM and SIGHUP drain and stop.
 #[derive(Parser, Debug)]
 #[command(name = "evloop-server", version)]
 struct Args {
@@ -165,17 +166,28 @@ fn main() -> ExitCode {
     run_reactor(&args, &specs, worker.is_some(), log_file_limit)
 }
 
+/// Set to 0, the default listeners take free ports instead of 7000-7003: the tests run the
+/// defaults this way, so a server already running on the default ports does not collide.
+const DEFAULT_PORTS_ENV: &str = "EVLOOP_DEFAULT_PORTS";
+
 /// The listeners served with no `--listen`. Under `--workers N` without a backplane, each
 /// worker would hold a room of its own, so the default broadcast listener is left out (and
 /// said so) rather than refusing a command line that never asked for it.
 fn default_listeners(args: &Args, is_worker: bool) -> Vec<ListenSpec> {
     let mut specs = ListenSpec::defaults();
+    if std::env::var_os(DEFAULT_PORTS_ENV).is_some_and(|value| value == "0") {
+        for addr in specs.iter_mut().flat_map(|spec| spec.addrs.iter_mut()) {
+            if let ListenAddr::Tcp(socket_addr) | ListenAddr::Udp(socket_addr) = addr {
+                socket_addr.set_port(0);
+            }
+        }
+    }
     if args.workers > 1 && args.backplane.is_none() && args.model == Model::Reactor && !is_worker {
         specs.retain(|spec| !is_room(spec));
-        eprintln!(
+        cli::eprint_line(format_args!(
             "evloop-server: --workers {} without --backplane: not serving the default broadcast room (a room cannot span workers without a backplane)",
             args.workers
-        );
+        ));
     }
     specs
 }
@@ -224,7 +236,7 @@ fn run_reactor(
     match server.run() {
         Ok(summary) if is_worker => {
             // For the parent, which adds up its workers' summaries.
-            println!("{}", serde_json::to_string(&summary).unwrap_or_default());
+            cli::print_line(format_args!("{}", serde_json::to_string(&summary).unwrap_or_default()));
             ExitCode::SUCCESS
         }
         result => {
@@ -238,17 +250,17 @@ fn run_reactor(
 fn run_supervisor(args: &Args, specs: &[ListenSpec], log_file_limit: impl FnOnce()) -> ExitCode {
     for spec in specs {
         if is_room(spec) && args.backplane.is_none() {
-            eprintln!(
+            cli::eprint_line(format_args!(
                 "evloop-server: {} cannot run with --workers {} alone: each worker would hold its own room; add --backplane redis://HOST:PORT or nats://HOST:PORT to share it, or use --workers 1",
                 spec.handler, args.workers
-            );
+            ));
             return ExitCode::from(2);
         }
         if let Some(addr) = spec.addrs.iter().find(|addr| !matches!(addr, ListenAddr::Tcp(_))) {
-            eprintln!(
+            cli::eprint_line(format_args!(
                 "evloop-server: {addr} cannot be shared by --workers {}: use TCP addresses, or --workers 1",
                 args.workers
-            );
+            ));
             return ExitCode::from(2);
         }
     }
@@ -264,7 +276,7 @@ fn run_supervisor(args: &Args, specs: &[ListenSpec], log_file_limit: impl FnOnce
                 reservations.push(socket);
             }
             Err(error) => {
-                eprintln!("evloop-server: cannot listen on {addr}: {error}");
+                cli::eprint_line(format_args!("evloop-server: cannot listen on {addr}: {error}"));
                 return ExitCode::from(1);
             }
         }
@@ -272,7 +284,9 @@ fn run_supervisor(args: &Args, specs: &[ListenSpec], log_file_limit: impl FnOnce
     let program = match std::env::current_exe() {
         Ok(program) => program,
         Err(error) => {
-            eprintln!("evloop-server: cannot find its own binary to start workers: {error}");
+            cli::eprint_line(format_args!(
+                "evloop-server: cannot find its own binary to start workers: {error}"
+            ));
             return ExitCode::from(1);
         }
     };
@@ -291,16 +305,17 @@ fn run_supervisor(args: &Args, specs: &[ListenSpec], log_file_limit: impl FnOnce
 /// `--model iterative|threads`: the classic servers, same handlers and codecs.
 fn run_model(args: &Args, specs: &[ListenSpec], log_file_limit: impl FnOnce()) -> ExitCode {
     if args.workers > 1 {
-        eprintln!("evloop-server: --workers applies to the reactor model only");
+        cli::eprint_line(format_args!("evloop-server: --workers applies to the reactor model only"));
         return ExitCode::from(2);
     }
-    let (services, listening) = match cli::bind_model(specs, args.backlog) {
+    let config = args.server_config(false);
+    let (services, listening) = match cli::bind_model(specs, &config) {
         Ok(bound) => bound,
         Err(error) => return start_failed(&error),
     };
     log_file_limit();
     print_startup_lines(&listening);
-    finish(cli::run_model(args.model, services, &args.server_config(false)))
+    finish(cli::run_model(args.model, services, &config))
 }
 
 /// Prints the startup lines (`<handler> listening on <addr>`) and flushes: scripts and tests
@@ -316,7 +331,7 @@ fn print_startup_lines(listening: &[Listening]) {
 /// One line on stderr; exit 2 for listeners that make no sense (a usage error), 1 for an
 /// address that cannot be bound.
 fn start_failed(error: &StartError) -> ExitCode {
-    eprintln!("evloop-server: {error}");
+    cli::eprint_line(format_args!("evloop-server: {error}"));
     ExitCode::from(if matches!(error, StartError::Config(_)) { 2 } else { 1 })
 }
 
@@ -324,11 +339,11 @@ fn start_failed(error: &StartError) -> ExitCode {
 fn finish(result: std::io::Result<evloop::RunSummary>) -> ExitCode {
     match result {
         Ok(summary) => {
-            println!("{summary}");
+            cli::print_line(&summary);
             ExitCode::SUCCESS
         }
         Err(error) => {
-            eprintln!("evloop-server: {error}");
+            cli::eprint_line(format_args!("evloop-server: {error}"));
             ExitCode::from(1)
         }
     }

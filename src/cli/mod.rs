@@ -24,14 +24,36 @@ pub fn parse_args<T: clap::Parser>(program: &str) -> Result<T, ExitCode> {
             let _ = error.print();
             return ExitCode::SUCCESS;
         }
+        // clap's message, without its usage and tips (after a blank line), on one line: a
+        // value the user typed may hold a newline, which is shown escaped.
         let text = error.to_string();
-        let first_line = text.lines().next().unwrap_or("bad arguments");
-        usage_error(program, first_line.trim_start_matches("error: "))
+        let message = text.trim_start_matches("error: ");
+        let message = message.split("\n\n").next().unwrap_or(message).trim_end();
+        let one_line: String = message
+            .chars()
+            .map(|c| if c.is_control() { c.escape_default().to_string() } else { c.to_string() })
+            .collect();
+        usage_error(program, &one_line)
     })
 }
 
 /// Prints `program: message (see --help)` on stderr; returns exit code 2.
 pub fn usage_error(program: &str, message: &str) -> ExitCode {
-    eprintln!("{program}: {message} (see --help)");
+    eprint_line(format_args!("{program}: {message} (see --help)"));
     ExitCode::from(2)
+}
+
+/// Writes `line` and a newline to stdout, flushed. A stdout nobody reads any more (`| head -1`,
+/// a supervisor that died) is no reason to die: unlike `println!`, which panics there, what
+/// cannot be delivered is dropped, and the exit code stays what it would have been.
+pub fn print_line(line: impl std::fmt::Display) {
+    use std::io::Write as _;
+    let mut stdout = std::io::stdout().lock();
+    let _ = writeln!(stdout, "{line}").and_then(|()| stdout.flush());
+}
+
+/// [`print_line`] for stderr.
+pub fn eprint_line(line: impl std::fmt::Display) {
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stderr().lock(), "{line}");
 }

@@ -15,9 +15,9 @@ use std::time::{Duration, Instant};
 use crate::server::Listening;
 use crate::server::config::ListenSpec;
 use crate::server::stats::RunSummary;
-use crate::sys::process::{send_signal, signal_child_when_parent_dies};
+use crate::sys::process::{make_worker, send_signal};
 use log::{error, info, warn};
-use signal_hook::consts::{SIGCHLD, SIGINT, SIGTERM};
+use signal_hook::consts::{SIGCHLD, SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
 /// Set in a worker's environment to its index; tells `evloop-server` it is a worker.
@@ -75,7 +75,7 @@ impl WorkerCommand {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
-        signal_child_when_parent_dies(&mut command, SIGTERM);
+        make_worker(&mut command, SIGTERM);
         let mut child = command.spawn()?;
         let mut stdout = BufReader::new(child.stdout.take().expect("piped stdout"));
         for _ in 0..self.startup_lines {
@@ -94,7 +94,7 @@ impl WorkerCommand {
 /// `ready` once all of them listen. Returns the workers' summaries added up.
 pub fn supervise(command: &WorkerCommand, count: usize, ready: impl FnOnce()) -> io::Result<RunSummary> {
     // Registered before the first worker starts, so no death goes unnoticed.
-    let mut signals = Signals::new([SIGINT, SIGTERM, SIGCHLD])?;
+    let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP, SIGCHLD])?;
     let mut workers = Vec::with_capacity(count);
     for index in 0..count {
         match command.spawn(index, 0) {
@@ -111,7 +111,7 @@ pub fn supervise(command: &WorkerCommand, count: usize, ready: impl FnOnce()) ->
     let mut failure = None;
     'supervise: for signal in signals.forever() {
         match signal {
-            SIGINT | SIGTERM => {
+            SIGINT | SIGTERM | SIGHUP => {
                 info!("signal received, stopping workers; signal={signal} workers={}", workers.len());
                 stopping = true;
                 // A second signal is forwarded too: workers then end their drain at once.

@@ -96,9 +96,15 @@ impl FromStr for Codec {
             _ => match text.strip_prefix("fixed:") {
                 Some(size) => match size.parse::<u32>() {
                     Ok(size) if (1..=MAX_FIXED_SIZE).contains(&size) => Ok(Codec::Fixed(size)),
-                    _ => Err(format!("bad fixed size '{size}': expected 1..={MAX_FIXED_SIZE} bytes")),
+                    _ => Err(format!(
+                        "bad fixed size '{}': expected 1..={MAX_FIXED_SIZE} bytes",
+                        size.escape_debug()
+                    )),
                 },
-                None => Err(format!("unknown codec '{text}': expected line, length, fixed:N or raw")),
+                None => Err(format!(
+                    "unknown codec '{}': expected line, length, fixed:N or raw",
+                    text.escape_debug()
+                )),
             },
         }
     }

@@ -14,7 +14,7 @@ use std::time::Instant;
 use log::{debug, info};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
-use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 
 use super::BlockingService;
@@ -45,7 +45,7 @@ pub fn run(mut services: Vec<BlockingService>, config: &Limits) -> io::Result<Ru
     let started = Instant::now();
     let mut poll = Poll::new()?;
     let mut events = Events::with_capacity(64);
-    let signals = RefCell::new(Signals::new([SIGINT, SIGTERM])?);
+    let signals = RefCell::new(Signals::new([SIGINT, SIGTERM, SIGHUP])?);
     poll.registry().register(&mut *signals.borrow_mut(), SIGNALS, Interest::READABLE)?;
     let mut listeners = Vec::new();
     for (service, spec) in services.iter().enumerate() {

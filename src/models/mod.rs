@@ -46,7 +46,10 @@ impl FromStr for Model {
             "reactor" => Ok(Model::Reactor),
             "iterative" => Ok(Model::Iterative),
             "threads" => Ok(Model::Threads),
-            _ => Err(format!("unknown model '{text}': expected reactor, iterative or threads")),
+            _ => Err(format!(
+                "unknown model '{}': expected reactor, iterative or threads",
+                text.escape_debug()
+            )),
         }
     }
 }
@@ -76,11 +79,12 @@ pub struct BlockingService {
 /// Binds `specs` for a blocking model (TCP only). Returns the services and the startup lines.
 pub fn bind(
     specs: &[ListenSpec],
-    backlog: u32,
+    config: &ServerConfig,
 ) -> Result<(Vec<BlockingService>, Vec<Listening>), StartError> {
     let mut services = Vec::new();
     let mut listening = Vec::new();
     for spec in specs {
+        config.check_codec(spec.codec).map_err(StartError::Config)?;
         let handler = handlers::by_name(&spec.handler)
             .ok_or_else(|| StartError::Config(format!("unknown handler '{}'", spec.handler)))?;
         let mut listeners = Vec::new();
@@ -91,7 +95,7 @@ pub fn bind(
                 )));
             };
             let listener: std::net::TcpListener =
-                crate::sys::transport::listen_socket(*socket_addr, backlog, false)
+                crate::sys::transport::listen_socket(*socket_addr, config.backlog, false)
                     .map_err(|source| StartError::Bind { addr: addr.clone(), source })?
                     .into();
             let bound = ListenAddr::Tcp(listener.local_addr().map_err(StartError::Io)?);

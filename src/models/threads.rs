@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use log::{debug, info, warn};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
-use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 
 use super::BlockingService;
@@ -90,7 +90,7 @@ pub fn run(services: Vec<BlockingService>, config: &Limits) -> io::Result<RunSum
     let started = Instant::now();
     let mut poll = Poll::new()?;
     let mut events = Events::with_capacity(256);
-    let mut signals = Signals::new([SIGINT, SIGTERM])?;
+    let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP])?;
     poll.registry().register(&mut signals, SIGNALS, Interest::READABLE)?;
     let mut listeners = Vec::new();
     let mut shared = Vec::new();

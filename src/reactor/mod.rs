@@ -42,7 +42,7 @@ use std::time::{Duration, Instant};
 
 use log::{info, trace, warn};
 use mio::{Events, Interest, Poll, Token};
-use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 use slab::Slab;
 
@@ -62,7 +62,7 @@ use crate::server::config::{Limits, ServerConfig};
 use crate::server::stats::{RunSummary, Stats};
 use crate::sys::address::ListenAddr;
 use crate::sys::nonblocking::interrupted;
-use crate::sys::transport::{Listener, remove_socket_file};
+use crate::sys::transport::Listener;
 
 pub(crate) use service::Service;
 
@@ -70,7 +70,7 @@ pub(crate) use close::CloseReason;
 
 /// Wakes the poll when a [`ServerHandle`] sends a command.
 const WAKER: Token = Token(usize::MAX);
-/// SIGINT and SIGTERM, when the server handles signals.
+/// SIGINT, SIGTERM and SIGHUP, when the server handles signals: each drains and stops.
 const SIGNALS: Token = Token(usize::MAX - 1);
 /// The backplane's publishing link.
 const BACKPLANE_PUBLISHER: Token = Token(usize::MAX - 2);
@@ -111,14 +111,6 @@ pub(crate) struct ListenerSlot {
     pub paused_until: Option<Instant>,
     /// Already on the owed list.
     pub owed: bool,
-}
-
-impl Drop for ListenerSlot {
-    fn drop(&mut self) {
-        if let ListenAddr::Unix(path) = &self.addr {
-            remove_socket_file(path);
-        }
-    }
 }
 
 /// See the module documentation.
@@ -184,7 +176,7 @@ impl Reactor {
         let poll = Poll::new()?;
         let (handle, commands) = ServerHandle::new(poll.registry(), WAKER)?;
         let signals = if handle_signals {
-            let mut signals = Signals::new([SIGINT, SIGTERM])?;
+            let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP])?;
             poll.registry().register(&mut signals, SIGNALS, Interest::READABLE)?;
             Some(signals)
         } else {

@@ -98,6 +98,18 @@ impl Default for ServerConfig {
 }
 
 impl ServerConfig {
+    /// Refuses a codec that would let one connection buffer more than `max_frame`: a
+    /// `fixed:N` frame is held whole until complete, so N past the limit would bypass it.
+    pub(crate) fn check_codec(&self, codec: Codec) -> Result<(), String> {
+        match codec {
+            Codec::Fixed(size) if size as usize > self.max_frame => Err(format!(
+                "fixed:{size} frames are longer than --max-frame {}: raise --max-frame to at least {size}, or use a smaller N",
+                self.max_frame
+            )),
+            _ => Ok(()),
+        }
+    }
+
     /// Turns the configured limits into the enforced ones; `max_connections` defaults to what
     /// the open-file limit allows, and a configured value above that is warned about plainly.
     pub(crate) fn limits(&self) -> Limits {
@@ -183,7 +195,8 @@ impl FromStr for ListenSpec {
     fn from_str(text: &str) -> Result<Self, Self::Err> {
         let Some((service, addrs)) = text.split_once('=') else {
             return Err(format!(
-                "bad listener '{text}': expected HANDLER[:CODEC][@ROOM]=ADDR, e.g. echo=127.0.0.1:7000"
+                "bad listener '{}': expected HANDLER[:CODEC][@ROOM]=ADDR, e.g. echo=127.0.0.1:7000",
+                text.escape_debug()
             ));
         };
         let (service, room) = match service.split_once('@') {
@@ -199,7 +212,8 @@ impl FromStr for ListenSpec {
         };
         if !handlers::NAMES.contains(&handler) {
             return Err(format!(
-                "unknown handler '{handler}': expected one of {}",
+                "unknown handler '{}': expected one of {}",
+                handler.escape_debug(),
                 handlers::NAMES.join(", ")
             ));
         }
@@ -251,6 +265,21 @@ mod tests {
             let error = text.parse::<ListenSpec>().unwrap_err();
             assert!(error.contains("bad room name"), "{error}");
         }
+    }
+
+    /// The default listeners: echo, uppercase, sum, broadcast on 127.0.0.1:7000-7003.
+    #[test]
+    fn default_listeners_are_the_documented_ones() {
+        let specs: Vec<String> = ListenSpec::defaults().iter().map(ToString::to_string).collect();
+        assert_eq!(
+            specs,
+            [
+                "echo=127.0.0.1:7000",
+                "uppercase=127.0.0.1:7001",
+                "sum=127.0.0.1:7002",
+                "broadcast=127.0.0.1:7003"
+            ]
+        );
     }
 
     /// Unknown handlers and codecs are named in the error.

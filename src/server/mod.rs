@@ -173,6 +173,9 @@ impl ServerBuilder {
         let mut listeners = Vec::new();
         let mut datagrams = Vec::new();
         let mut listening = Vec::new();
+        for spec in &self.services {
+            self.config.check_codec(spec.codec).map_err(StartError::Config)?;
+        }
         for (index, spec) in self.services.into_iter().enumerate() {
             for addr in &spec.addrs {
                 let bound = match addr {

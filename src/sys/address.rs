@@ -30,7 +30,14 @@ impl fmt::Display for ListenAddr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ListenAddr::Tcp(addr) => write!(f, "{addr}"),
-            ListenAddr::Unix(path) => write!(f, "unix:{}", path.display()),
+            // Control characters escaped: a startup line or an error stays one line.
+            ListenAddr::Unix(path) => {
+                f.write_str("unix:")?;
+                path.display().to_string().chars().try_for_each(|c| match c.is_control() {
+                    true => write!(f, "{}", c.escape_default()),
+                    false => write!(f, "{c}"),
+                })
+            }
             ListenAddr::Udp(addr) => write!(f, "udp://{addr}"),
         }
     }
@@ -67,7 +74,8 @@ pub(crate) fn parse_socket_addr(text: &str) -> Result<SocketAddr, String> {
         }
     }
     Err(format!(
-        "bad address '{text}': expected HOST:PORT with an IPv4 or [IPv6] address, e.g. 127.0.0.1:7000"
+        "bad address '{}': expected HOST:PORT with an IPv4 or [IPv6] address, e.g. 127.0.0.1:7000",
+        text.escape_debug()
     ))
 }
 

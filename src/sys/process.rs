@@ -5,14 +5,17 @@ use std::io;
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command};
 
-/// Makes the child `command` starts receive `signal` when its parent dies, so workers never
-/// outlive their supervisor (`PR_SET_PDEATHSIG`).
-pub fn signal_child_when_parent_dies(command: &mut Command, signal: i32) {
-    // SAFETY: prctl is async-signal-safe, and the closure touches nothing but its own copy
-    // of `signal`, as code between fork and exec must.
+/// Makes the child that `command` starts a worker of this process: it gets `signal` when its
+/// parent dies (`PR_SET_PDEATHSIG`), so workers never outlive their supervisor, and it is put
+/// in a process group of its own, so the signals a terminal sends its foreground group
+/// (Ctrl-C, SIGHUP when it closes) reach the supervisor alone, which forwards exactly one
+/// stop request (a second one would cut the workers' drain short).
+pub fn make_worker(command: &mut Command, signal: i32) {
+    // SAFETY: prctl and setpgid are async-signal-safe, and the closure touches nothing but
+    // its own copy of `signal`, as code between fork and exec must.
     unsafe {
         command.pre_exec(move || {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, signal) != 0 {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, signal) != 0 || libc::setpgid(0, 0) != 0 {
                 return Err(io::Error::last_os_error());
             }
             Ok(())

@@ -6,7 +6,7 @@ use std::fs;
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, SocketAddr};
 use std::os::unix::fs::FileTypeExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use mio::net::{TcpListener, TcpStream, UdpSocket, UnixListener, UnixStream};
 use socket2::{Domain, Protocol, Socket, Type};
@@ -116,7 +116,9 @@ pub(crate) use forward_source;
 forward_source!(Stream { Tcp, Unix });
 forward_source!(Listener { Tcp, Unix });
 
-/// A listening socket.
+/// A listening socket. A Unix listener removes its socket file when dropped: on a clean
+/// stop, and just as much when a later listener of the same start fails to bind, so a failed
+/// start leaves nothing behind.
 #[derive(Debug)]
 pub enum Listener {
     /// A TCP listener.
@@ -160,6 +162,16 @@ impl Listener {
                 let (stream, _) = listener.accept()?;
                 *unix_serial += 1;
                 Ok((Stream::Unix(stream), PeerAddr::Unix { serial: *unix_serial }))
+            }
+        }
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        if let Listener::Unix(listener) = self {
+            if let Some(path) = listener.local_addr().ok().as_ref().and_then(|addr| addr.as_pathname()) {
+                remove_socket_file(path);
             }
         }
     }
@@ -216,8 +228,8 @@ fn bind_unix(path: &Path, backlog: u32) -> io::Result<UnixListener> {
     Ok(UnixListener::from_std(socket.into()))
 }
 
-/// Removes a Unix socket file this server created, on clean shutdown.
-pub fn remove_socket_file(path: &PathBuf) {
+/// Removes a Unix socket file this server created.
+fn remove_socket_file(path: &Path) {
     if let Err(error) = fs::remove_file(path) {
         log::warn!("could not remove socket file; path={} error={error}", path.display());
     }

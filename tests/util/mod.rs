@@ -192,7 +192,8 @@ impl Client {
 /// The real `evloop-server` binary as a child process; killed on drop if still running.
 pub struct ServerProcess {
     pub child: Child,
-    /// The addresses from its startup lines, in order.
+    /// The socket addresses from its startup lines, in order (a Unix listener's line has
+    /// none: see `startup_lines`).
     pub addrs: Vec<SocketAddr>,
     /// The startup lines, as printed.
     pub startup_lines: Vec<String>,
@@ -228,9 +229,20 @@ impl ServerProcess {
             let mut line = String::new();
             stdout.read_line(&mut line).expect("read a startup line");
             let line = line.trim_end().to_string();
-            let (_, addr) =
-                line.split_once(" listening on ").unwrap_or_else(|| panic!("not a startup line: {line:?}"));
-            addrs.push(addr.parse().expect("a socket address"));
+            let Some((_, addr)) = line.split_once(" listening on ") else {
+                // Say why it did not start: its stderr, not just the missing line.
+                let _ = child.kill();
+                let mut stderr = String::new();
+                if let Some(mut pipe) = child.stderr.take() {
+                    let _ = pipe.read_to_string(&mut stderr);
+                }
+                panic!(
+                    "evloop-server did not start: got {line:?} instead of a startup line; its stderr:\n{stderr}"
+                );
+            };
+            if let Ok(addr) = addr.parse() {
+                addrs.push(addr);
+            }
             startup_lines.push(line);
         }
         ServerProcess { child, addrs, startup_lines, stdout }
