@@ -37,6 +37,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!("{listener}");
     }
     let summary = server.run()?;
-    println!("{summary}");
+    println!("custom_handler {summary}");
     Ok(())
 }

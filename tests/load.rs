@@ -330,3 +330,52 @@ fn serve_raw(serve: impl Fn(TcpStream) + Send + Sync + Copy + 'static) -> Socket
     });
     addr
 }
+
+/// Against a port nobody listens on, nothing is measured: the report says 0 s, not the
+/// duration asked for.
+#[test]
+fn a_refused_run_measures_nothing() {
+    let free = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let (code, report) = load(&["--target", &free.to_string(), "-c", "5", "-d", "5s"]);
+    assert_eq!(code, Some(1), "{report:#}");
+    assert_eq!(report["connections"]["failed"], 5, "{report:#}");
+    assert_eq!(report["duration_s"], 0.0, "{report:#}");
+}
+
+/// The server stops mid-run: every connection's close is seen (also when the last reply and
+/// the end of the stream come in one event), the measured window ends there, and the loader
+/// ends without waiting out --reply-timeout.
+#[test]
+fn a_server_that_stops_mid_run_ends_the_run() {
+    let server = TestServer::start(&["echo=127.0.0.1:0"]);
+    let addr = server.addr().to_string();
+    let mut loader = Command::new(env!("CARGO_BIN_EXE_evloop-load"))
+        .args([
+            "--target",
+            &addr,
+            "-c",
+            "20",
+            "-d",
+            "60s",
+            "--reply-timeout",
+            "60s",
+            "--json",
+            "--no-progress",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    server.wait_for("traffic", |stats| stats.messages_in > 1000);
+    drop(server); // drains and stops
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while loader.try_wait().unwrap().is_none() {
+        assert!(std::time::Instant::now() < deadline, "the loader waited for replies from a stopped server");
+        thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let mut stdout = String::new();
+    std::io::Read::read_to_string(&mut loader.stdout.take().unwrap(), &mut stdout).unwrap();
+    let report: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(report["errors"]["closed"], 20, "{report:#}");
+    assert!(report["duration_s"].as_f64().unwrap() < 30.0, "{report:#}");
+}

@@ -23,11 +23,14 @@ use evloop::{BackplaneUrl, ListenAddr, ListenSpec, Listening, Server, ServerConf
 #[derive(Parser, Debug)]
 #[command(name = "evloop-server", version)]
 struct Args {
-    /// Serve HANDLER (echo, uppercase, sum, broadcast) framed by CODEC (line [default],
-    /// length, fixed:N, raw) on ADDR: HOST:PORT, [IPv6]:PORT or unix:/path; port 0 picks a
-    /// free port. Repeatable. Several ADDRs, comma-separated, share one handler (one
+    /// Serve HANDLER (echo, uppercase, sum, broadcast) framed by CODEC on ADDR: HOST:PORT,
+    /// [IPv6]:PORT, unix:/path or udp://HOST:PORT (one datagram, one message); port 0 picks
+    /// a free port. CODEC: line (default: text lines, what nc sends), length (u32 length in
+    /// network byte order, then the bytes), fixed:N (N-byte messages), raw (each read is a
+    /// message: the naive tutorial style). @ROOM names a broadcast room shared over
+    /// --backplane. Repeatable. Several ADDRs, comma-separated, share one handler (one
     /// broadcast room). Example: --listen sum:length=[::1]:0
-    #[arg(long = "listen", value_name = "HANDLER[:CODEC]=ADDR")]
+    #[arg(long = "listen", value_name = "HANDLER[:CODEC][@ROOM]=ADDR")]
     listen: Vec<ListenSpec>,
 
     /// Most clients connected at once; the next gets `ERR server full` [default: the
@@ -339,7 +342,7 @@ fn start_failed(error: &StartError) -> ExitCode {
 fn finish(result: std::io::Result<evloop::RunSummary>) -> ExitCode {
     match result {
         Ok(summary) => {
-            cli::print_line(&summary);
+            cli::print_line(format_args!("evloop-server {summary}"));
             ExitCode::SUCCESS
         }
         Err(error) => {

@@ -154,11 +154,20 @@ fn run_threads(
     Ok((total, window))
 }
 
-/// The window throughput is counted over: the set duration, or for `--messages` from the
-/// end of the warmup to the last measured reply.
+/// The window throughput is counted over, from the end of the warmup: the set duration, cut
+/// short if sending stopped early (every connection lost or refused), or for `--messages`
+/// up to the last measured reply. Nothing sent, nothing measured: zero.
 fn measured_window(config: &LoadConfig, shared: &Shared, total: &Tally) -> Duration {
+    let run_start = shared.run_start_ns.load(Ordering::Acquire);
+    if run_start == 0 || total.sent == 0 {
+        return Duration::ZERO;
+    }
     match config.stop {
-        Stop::After(duration) => duration,
+        Stop::After(duration) => {
+            let start = run_start + config.warmup.as_nanos() as u64;
+            let end = shared.run_end_ns.load(Ordering::Acquire);
+            duration.min(Duration::from_nanos(end.saturating_sub(start)))
+        }
         Stop::Messages(_) => {
             let start = shared.run_start_ns.load(Ordering::Acquire) + config.warmup.as_nanos() as u64;
             Duration::from_nanos(total.last_reply_ns.saturating_sub(start))

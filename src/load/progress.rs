@@ -3,12 +3,16 @@
 //! fine in a log.
 
 use std::io::IsTerminal;
+use std::io::Write as _;
 use std::sync::atomic::Ordering;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use super::shared::Shared;
+
+/// How often the spinner moves.
+const SPINNER_TICK: Duration = Duration::from_millis(120);
 
 /// Where progress goes.
 #[derive(Debug)]
@@ -28,6 +32,9 @@ impl Progress {
             bar.set_style(
                 ProgressStyle::with_template("{spinner} {elapsed} {msg}").expect("a valid template"),
             );
+            // The spinner moves only when ticked: a steady tick (indicatif's own thread)
+            // shows the loader alive between the once-a-second updates.
+            bar.enable_steady_tick(SPINNER_TICK);
             bar
         });
         Progress { bar, plain: enabled && !terminal, last_received: 0, last_at: Instant::now() }
@@ -57,7 +64,8 @@ impl Progress {
         );
         match &self.bar {
             Some(bar) => bar.set_message(line),
-            None => eprintln!("evloop-load: {line}"),
+            // A closed stderr loses the line, never the run.
+            None => drop(writeln!(std::io::stderr().lock(), "evloop-load: {line}")),
         }
     }
 

@@ -260,15 +260,15 @@ impl fmt::Display for Report {
         let m = &self.messages;
         writeln!(
             f,
-            "messages     sent {}  received {}  verified {}  failed {}  lost {}",
-            m.sent, m.received, m.verified, m.failed, m.lost
+            "messages     sent {}  received {}  verified {}  failed {}  lost {}  (warmup included; {} measured after it)",
+            m.sent, m.received, m.verified, m.failed, m.lost, m.measured
         )?;
         if let Some(b) = &self.broadcast {
             writeln!(f, "deliveries   expected {}  seen {}", b.deliveries_expected, b.deliveries_seen)?;
         }
         writeln!(
             f,
-            "throughput   {:.0} msgs/s  {:.2} MiB/s",
+            "throughput   {:.0} msgs/s  {:.2} MiB/s (requests and replies together)",
             self.throughput.msgs_per_s, self.throughput.mib_per_s
         )?;
         percentiles(f, "latency", &self.latency_us)?;

@@ -39,6 +39,9 @@ pub struct Shared {
     pub go: AtomicBool,
     /// Threads that finished their run and hold their connections (`--hold`).
     pub holding: AtomicUsize,
+    /// When the last thread stopped sending (its time was up, its budget spent, or all its
+    /// connections lost): the end of the measured window; 0 while sending goes on.
+    pub run_end_ns: AtomicU64,
 }
 
 impl Shared {
@@ -61,6 +64,7 @@ impl Shared {
             sender_addrs: Mutex::new(vec![None; id_space]),
             go: AtomicBool::new(go),
             holding: AtomicUsize::new(0),
+            run_end_ns: AtomicU64::new(0),
         }
     }
 
@@ -72,6 +76,11 @@ impl Shared {
     /// Whether the threads may start sending.
     pub fn may_run(&self) -> bool {
         self.go.load(Ordering::Acquire)
+    }
+
+    /// A thread stopped sending at `now_ns`.
+    pub fn note_run_end(&self, now_ns: u64) {
+        self.run_end_ns.fetch_max(now_ns, Ordering::AcqRel);
     }
 
     /// The run's start time: the first caller's `now_ns`, returned to every caller.

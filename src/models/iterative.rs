@@ -101,6 +101,7 @@ pub fn run(mut services: Vec<BlockingService>, config: &Limits) -> io::Result<Ru
         }
     }
     summary.uptime = started.elapsed();
-    info!("stopped; model=iterative {summary}");
+    info!("stopped; model=iterative");
+    log::debug!("stopped; model=iterative {summary}");
     Ok(summary)
 }

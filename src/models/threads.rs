@@ -186,6 +186,7 @@ pub fn run(services: Vec<BlockingService>, config: &Limits) -> io::Result<RunSum
         },
         cut_at_deadline: 0,
     };
-    info!("stopped; model=threads {summary}");
+    info!("stopped; model=threads");
+    log::debug!("stopped; model=threads {summary}");
     Ok(summary)
 }

@@ -40,7 +40,7 @@ use std::io;
 use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
-use log::{info, trace, warn};
+use log::{debug, info, trace, warn};
 use mio::{Events, Interest, Poll, Token};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
@@ -246,7 +246,7 @@ impl Reactor {
     pub fn run(mut self) -> io::Result<RunSummary> {
         info!(
             "started; listeners={} max_connections={} max_frame={} max_output={}",
-            self.listeners.len(),
+            self.listeners.len() + self.datagrams.len(),
             self.limits.max_connections,
             self.limits.max_frame,
             self.limits.max_output
@@ -294,7 +294,10 @@ impl Reactor {
             }
         }
         let summary = RunSummary::new(self.started.elapsed(), self.stats_snapshot(), self.cut_at_deadline);
-        info!("stopped; {summary}");
+        // The summary itself is the caller's to print (the binary prints it on stdout): on a
+        // terminal, logging it too would show it twice.
+        info!("stopped");
+        debug!("stopped; {summary}");
         Ok(summary)
     }
 

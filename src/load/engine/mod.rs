@@ -258,7 +258,7 @@ impl<'a> Engine<'a> {
             return;
         }
         if event.is_readable() || event.is_read_closed() || event.is_error() {
-            self.read(key);
+            self.read(key, event.is_read_closed() || event.is_error());
         }
         if event.is_writable() && self.conns.contains(key) {
             self.queue_flush(key);
@@ -269,6 +269,8 @@ impl<'a> Engine<'a> {
         let wake_ns = match self.phase {
             Phase::Connecting => self.next_connect_due().unwrap_or(u64::MAX).min(now + CHECK_EVERY_NS),
             Phase::Syncing => now + CHECK_EVERY_NS,
+            // No connection left: nothing will wake it, and there is nothing to wait for.
+            Phase::Running if self.up_keys.is_empty() => now,
             Phase::Running => self.stop_ns.unwrap_or(u64::MAX).min(self.next_publish_ns),
             Phase::Draining { deadline_ns } => deadline_ns.min(now + CHECK_EVERY_NS),
             Phase::Holding { until_ns } => until_ns,

@@ -31,6 +31,7 @@ impl Engine<'_> {
                 let out_of_time = self.stop_ns.is_some_and(|stop| now >= stop);
                 let out_of_budget = self.budget == Some(0);
                 if out_of_time || out_of_budget || self.up_keys.is_empty() {
+                    self.shared.note_run_end(self.stop_ns.map_or(now, |stop| now.min(stop)));
                     let deadline_ns = now + self.config.reply_timeout.as_nanos() as u64;
                     self.phase = Phase::Draining { deadline_ns };
                 }

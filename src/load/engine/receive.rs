@@ -12,7 +12,10 @@ use crate::load::workload::{self, Workload};
 use crate::sys::nonblocking::{interrupted, would_block};
 
 impl Engine<'_> {
-    pub(super) fn read(&mut self, key: usize) {
+    /// Reads what `key`'s socket holds. Like the server, it stops at a short read (later
+    /// bytes raise a new edge) unless `drain`: the event already announced the end of the
+    /// stream, and no further edge would come for it.
+    pub(super) fn read(&mut self, key: usize, drain: bool) {
         if self.conns.get(key).is_some_and(|conn| conn.stream.is_datagram()) {
             return self.read_datagrams(key);
         }
@@ -25,7 +28,7 @@ impl Engine<'_> {
                 }
                 Ok(n) => {
                     self.take_replies(key, &buffer[..n]);
-                    if n < buffer.len() {
+                    if n < buffer.len() && !drain {
                         break; // drained for now; more raises a new edge
                     }
                 }
