@@ -43,6 +43,9 @@ struct Args {
     /// Where docs/ is
     #[arg(long, default_value = "docs")]
     out: PathBuf,
+    /// Measure nothing: redraw the charts from the CSV files already under --out
+    #[arg(long)]
+    charts_only: bool,
 }
 
 /// What one run measured.
@@ -60,6 +63,13 @@ struct Measured {
 
 fn main() {
     let args = Args::parse();
+    if args.charts_only {
+        let read =
+            |name: &str| std::fs::read_to_string(args.out.join("data").join(name)).expect("a CSV file");
+        draw_models_chart(&args.out, &read("models.csv"));
+        draw_work_chart(&args.out, &read("work.csv"), args.rate);
+        return;
+    }
     common::build(&["--bin", "evloop-server", "--bin", "evloop-load"]);
     std::fs::create_dir_all(args.out.join("data")).unwrap();
     std::fs::create_dir_all(args.out.join("charts")).unwrap();
@@ -75,9 +85,7 @@ fn connections_experiment(args: &Args) {
     let mut csv = String::from(
         "model,connections,msgs_per_s,p50_ms,p99_ms,rss_mib,threads,verified,lost,connect_failed\n",
     );
-    let mut results: Vec<(String, Vec<(u32, Measured)>)> = Vec::new();
     for model in ["iterative", "threads", "reactor"] {
-        let mut points = Vec::new();
         for &count in &args.counts {
             let server = start_server(&["--model", model, "--listen", "echo=127.0.0.1:0"], true);
             let loader = [
@@ -105,39 +113,53 @@ fn connections_experiment(args: &Args) {
                 measured.lost,
                 measured.connect_failed
             ));
-            points.push((count, measured));
         }
-        results.push((model.to_string(), points));
     }
     std::fs::write(args.out.join("data/models.csv"), &csv).unwrap();
-    let series = |figure: fn(&Measured) -> f64| -> Vec<Series> {
-        results
-            .iter()
-            .map(|(model, points)| Series {
-                name: model.clone(),
-                points: points.iter().map(|(count, m)| (f64::from(*count), figure(m))).collect(),
-            })
-            .collect()
-    };
-    let panel = |title: &str, y: &str, log_y: bool, figure: fn(&Measured) -> f64| Panel {
+    draw_models_chart(&args.out, &csv);
+    print!("{csv}");
+}
+
+/// The rows of a CSV text, split into fields, without the header.
+fn rows(csv: &str) -> Vec<Vec<&str>> {
+    csv.lines().skip(1).filter(|line| !line.is_empty()).map(|line| line.split(',').collect()).collect()
+}
+
+/// One series per distinct value of column `key`, in first-seen order: (x, y) from columns
+/// `x` and `y`.
+fn series_by(rows: &[Vec<&str>], key: usize, x: usize, y: usize) -> Vec<Series> {
+    let mut series: Vec<Series> = Vec::new();
+    for row in rows {
+        let point = (row[x].parse().unwrap(), row[y].parse().unwrap());
+        match series.iter_mut().find(|series| series.name == row[key]) {
+            Some(series) => series.points.push(point),
+            None => series.push(Series { name: row[key].to_string(), points: vec![point] }),
+        }
+    }
+    series
+}
+
+/// docs/charts/models.svg from docs/data/models.csv's text.
+fn draw_models_chart(out: &std::path::Path, csv: &str) {
+    let rows = rows(csv);
+    let panel = |title: &str, y: &str, column: usize| Panel {
         title: title.to_string(),
         x_label: "connections".to_string(),
         y_label: y.to_string(),
         log_x: true,
-        log_y,
-        series: series(figure),
+        log_y: true,
+        series: series_by(&rows, 0, 1, column),
     };
     write_svg(
-        &args.out.join("charts/models.svg"),
+        &out.join("charts/models.svg"),
         &[
-            panel("Throughput (verified replies)", "msgs/s", true, |m| m.msgs_per_s),
-            panel("p99 latency of verified replies", "ms", true, |m| m.p99_ms),
-            panel("Server memory (peak RSS)", "MiB", true, |m| m.rss_mib),
-            panel("Server threads (peak)", "threads", true, |m| m.threads as f64),
+            panel("Throughput (verified replies)", "msgs/s", 2),
+            panel("p99 latency of verified replies", "ms", 4),
+            panel("Server memory (peak RSS)", "MiB", 5),
+            panel("Server threads (peak)", "threads", 6),
         ],
     )
     .unwrap();
-    print!("{csv}");
 }
 
 fn work_experiment(args: &Args, work: &[u64]) {
@@ -147,11 +169,7 @@ fn work_experiment(args: &Args, work: &[u64]) {
         ("reactor (2 workers)", &["--workers", "2", "--listen", "echo=127.0.0.1:0"]),
         ("threads", &["--model", "threads", "--listen", "echo=127.0.0.1:0"]),
     ];
-    let mut throughput = Vec::new();
-    let mut latency = Vec::new();
     for (name, server_args) in servers {
-        let mut tput = Vec::new();
-        let mut lat = Vec::new();
         for &us in work {
             let mut all_args: Vec<&str> = server_args.to_vec();
             let us_text = us.to_string();
@@ -179,35 +197,10 @@ fn work_experiment(args: &Args, work: &[u64]) {
                 "{name},{us},{:.0},{:.3},{:.3}\n",
                 saturated.msgs_per_s, saturated.p50_ms, paced.p99_ms
             ));
-            tput.push((us as f64, saturated.msgs_per_s));
-            lat.push((us as f64, paced.p99_ms));
         }
-        throughput.push(Series { name: name.to_string(), points: tput });
-        latency.push(Series { name: name.to_string(), points: lat });
     }
     std::fs::write(args.out.join("data/work.csv"), &csv).unwrap();
-    write_svg(
-        &args.out.join("charts/work.svg"),
-        &[
-            Panel {
-                title: "Throughput, 100 connections, closed loop".to_string(),
-                x_label: "work per message (us)".to_string(),
-                y_label: "msgs/s".to_string(),
-                log_x: false,
-                log_y: true,
-                series: throughput,
-            },
-            Panel {
-                title: format!("p99 latency at {} msgs/s", args.rate),
-                x_label: "work per message (us)".to_string(),
-                y_label: "ms".to_string(),
-                log_x: false,
-                log_y: true,
-                series: latency,
-            },
-        ],
-    )
-    .unwrap();
+    draw_work_chart(&args.out, &csv, args.rate);
     print!("{csv}");
 }
 
@@ -264,4 +257,25 @@ fn measure(mut server: Server, loader_args: &[String], pinned: bool) -> Measured
         lost: report["messages"]["lost"].as_u64().unwrap_or(0),
         connect_failed: report["connections"]["failed"].as_u64().unwrap_or(0),
     }
+}
+
+/// docs/charts/work.svg from docs/data/work.csv's text, whose latency runs were at `rate`.
+fn draw_work_chart(out: &std::path::Path, csv: &str, rate: u32) {
+    let rows = rows(csv);
+    let panel = |title: String, y: &str, column: usize| Panel {
+        title,
+        x_label: "work per message (µs)".to_string(),
+        y_label: y.to_string(),
+        log_x: false,
+        log_y: true,
+        series: series_by(&rows, 0, 1, column),
+    };
+    write_svg(
+        &out.join("charts/work.svg"),
+        &[
+            panel("Throughput, 100 connections, closed loop".to_string(), "msgs/s", 2),
+            panel(format!("p99 latency at {rate} msgs/s"), "ms", 4),
+        ],
+    )
+    .unwrap();
 }

@@ -277,7 +277,7 @@ fn draw_chart(csv: &std::path::Path, svg: &std::path::Path) {
     let latency = Panel {
         title: "1% busy clients at a fixed rate".to_string(),
         x_label: "connections held".to_string(),
-        y_label: "us".to_string(),
+        y_label: "µs".to_string(),
         log_x: true,
         log_y: true,
         series: vec![

@@ -38,6 +38,8 @@ pub struct Panel {
 }
 
 const PANEL_WIDTH: u32 = 560;
+/// Tick labels and axis names, in pixels: readable at the width the docs show the charts.
+const LABEL_SIZE: u32 = 15;
 const HEIGHT: u32 = 420;
 const COLORS: [RGBColor; 6] = [
     RGBColor(0x1f, 0x77, 0xb4),
@@ -76,8 +78,11 @@ fn bounds(panel: &Panel, pick: fn(&(f64, f64)) -> &f64, log: bool) -> Range<f64>
     let high = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
     match (low.is_finite(), log) {
         (false, _) => 1.0..10.0,
-        // Whole decades, so a log axis always has labelled powers of ten.
-        (true, true) => 10f64.powf(low.log10().floor())..10f64.powf(high.log10().ceil()).max(low * 10.0),
+        // Whole decades, so a log axis always has labelled powers of ten; the low end a hair
+        // below its decade, or plotters leaves that lowest decade unlabelled.
+        (true, true) => {
+            10f64.powf(low.log10().floor()) * 0.999..10f64.powf(high.log10().ceil()).max(low * 10.0)
+        }
         (true, false) => (low.min(0.0))..(high * 1.1).max(low + 1.0),
     }
 }
@@ -111,10 +116,16 @@ where
         .light_line_style(RGBColor(0xee, 0xee, 0xee))
         .x_label_formatter(&|value| short_number(*value))
         .y_label_formatter(&|value| short_number(*value))
+        .label_style(("sans-serif", LABEL_SIZE))
+        .axis_desc_style(("sans-serif", LABEL_SIZE))
         .draw()
         .map_err(to_io)?;
+    let count = panel.series.len() as u32;
     for (index, series) in panel.series.iter().enumerate() {
         let color = COLORS[index % COLORS.len()];
+        // Earlier series are drawn wider, so a later one on the same values (the reactor's
+        // one thread over the iterative server's) leaves them visible at its edges.
+        let width = 2 + 2 * (count - 1 - index as u32).min(2);
         let points: Vec<(f64, f64)> = series
             .points
             .iter()
@@ -122,16 +133,17 @@ where
             .filter(|(x, y)| (!panel.log_x || *x > 0.0) && (!panel.log_y || *y > 0.0))
             .collect();
         chart
-            .draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))
+            .draw_series(LineSeries::new(points.clone(), color.stroke_width(width)))
             .map_err(to_io)?
             .label(series.name.as_str())
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2)));
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(width)));
         chart
-            .draw_series(points.into_iter().map(|point| Circle::new(point, 3, color.filled())))
+            .draw_series(points.into_iter().map(|point| Circle::new(point, width + 1, color.filled())))
             .map_err(to_io)?;
     }
     chart
         .configure_series_labels()
+        .label_font(("sans-serif", LABEL_SIZE))
         .background_style(WHITE.mix(0.85))
         .border_style(BLACK.mix(0.3))
         .position(SeriesLabelPosition::UpperLeft)
