@@ -41,19 +41,36 @@ fn prints_one_startup_line_per_listener() {
     assert_eq!(reply, [0, 0, 0, 1, b'3']);
 }
 
-/// With no --listen: echo, uppercase, sum, broadcast on loopback, in that order (on free
-/// ports here, so a server running on the default ports 7000-7003 does not collide; the
-/// ports themselves are `ListenSpec::defaults`'s unit test).
+/// With no --listen: the line services, then the raw ones for the course's clients and the
+/// time-of-day services over TCP and UDP, all on loopback, in that order (on free ports here,
+/// so a server running on the default ports does not collide; the ports themselves are
+/// `ListenSpec::defaults`'s unit test).
 #[test]
 fn default_listeners() {
     let mut command = server_command(&[]);
     command.env("EVLOOP_DEFAULT_PORTS", "0");
-    let server = ServerProcess::start(command, 4);
-    let handlers = ["echo", "uppercase", "sum", "broadcast"];
-    assert_eq!(server.startup_lines.len(), handlers.len());
-    for ((line, addr), handler) in server.startup_lines.iter().zip(&server.addrs).zip(handlers) {
-        assert_eq!(line, &format!("{handler} listening on {addr}"));
-        assert!(addr.ip().is_loopback() && addr.port() != 0, "{line}");
+    let server = ServerProcess::start(command, 14);
+    let expected = [
+        ("echo", ""),
+        ("uppercase", ""),
+        ("sum", ""),
+        ("broadcast", ""),
+        ("echo", ""),
+        ("echo", "udp://"),
+        ("uppercase", ""),
+        ("uppercase", "udp://"),
+        ("sum", ""),
+        ("sum", "udp://"),
+        ("daytime", ""),
+        ("daytime", "udp://"),
+        ("time", ""),
+        ("time", "udp://"),
+    ];
+    assert_eq!(server.startup_lines.len(), expected.len());
+    for (line, (handler, scheme)) in server.startup_lines.iter().zip(expected) {
+        let prefix = format!("{handler} listening on {scheme}127.0.0.1:");
+        assert!(line.starts_with(&prefix), "{line:?} should start with {prefix:?}");
+        assert!(!line.ends_with(":0"), "{line}");
     }
     connect(server.addrs[2]).roundtrip("50,40", "90");
 }

@@ -17,7 +17,9 @@ use evloop::{BackplaneUrl, ListenAddr, ListenSpec, Listening, Server, ServerConf
 /// A single-threaded event-loop (reactor) server: one thread serves every client.
 ///
 /// With no --listen it serves echo on 127.0.0.1:7000, uppercase on :7001, sum on :7002 and
-/// broadcast on :7003 (with EVLOOP_DEFAULT_PORTS=0 in the environment, on free ports
+/// broadcast on :7003; for the classic course's clients (no newline, one recv), the same
+/// with raw framing on :7100-7102 over TCP and UDP; daytime on :7013 and time on :7037 over
+/// TCP and UDP (with EVLOOP_DEFAULT_PORTS=0 in the environment, all on free ports
 /// instead). It prints one line per listener, `<handler> listening on <addr>`, to stdout;
 /// logs go to stderr (set RUST_LOG, default info). SIGINT, SIGTERM and SIGHUP drain and stop.
 #[derive(Parser, Debug)]
@@ -185,12 +187,28 @@ fn default_listeners(args: &Args, is_worker: bool) -> Vec<ListenSpec> {
             }
         }
     }
-    if args.workers > 1 && args.backplane.is_none() && args.model == Model::Reactor && !is_worker {
-        specs.retain(|spec| !is_room(spec));
+    if args.workers > 1 && args.model == Model::Reactor && !is_worker {
+        if args.backplane.is_none() {
+            specs.retain(|spec| !is_room(spec));
+            cli::eprint_line(format_args!(
+                "evloop-server: --workers {} without --backplane: not serving the default broadcast room (a room cannot span workers without a backplane)",
+                args.workers
+            ));
+        }
+        for spec in &mut specs {
+            spec.addrs.retain(|addr| matches!(addr, ListenAddr::Tcp(_)));
+        }
+        specs.retain(|spec| !spec.addrs.is_empty());
         cli::eprint_line(format_args!(
-            "evloop-server: --workers {} without --backplane: not serving the default broadcast room (a room cannot span workers without a backplane)",
+            "evloop-server: --workers {}: not serving the default UDP listeners (workers share TCP ports only)",
             args.workers
         ));
+    }
+    if args.model != Model::Reactor {
+        // The blocking models serve TCP only.
+        for spec in &mut specs {
+            spec.addrs.retain(|addr| matches!(addr, ListenAddr::Tcp(_)));
+        }
     }
     specs
 }

@@ -6,19 +6,26 @@
 //! each, and [`by_name`] picks one from the command line.
 
 mod broadcast;
+mod clock;
+mod daytime;
 mod echo;
 mod handler;
 mod outbox;
 mod sum;
+mod time;
 mod uppercase;
 pub(crate) mod work;
 
 pub use broadcast::Broadcast;
+pub use daytime::Daytime;
 pub use echo::Echo;
 pub use handler::{ConnId, Handler, Peer, Recipient};
 pub use outbox::{Intent, Outbox};
 pub use sum::Sum;
+pub use time::Time;
 pub use uppercase::Uppercase;
+
+use crate::codec::Codec;
 
 #[cfg(test)]
 pub(crate) use outbox::test_support;
@@ -26,7 +33,17 @@ pub(crate) use outbox::test_support;
 pub(crate) use sum::sum;
 
 /// The names `--listen` accepts.
-pub const NAMES: [&str; 4] = ["echo", "uppercase", "sum", "broadcast"];
+pub const NAMES: [&str; 6] = ["echo", "uppercase", "sum", "broadcast", "daytime", "time"];
+
+/// The codec a listener of handler `name` uses when its spec names none: `line` for the
+/// request-reply handlers; `raw` for `daytime` and `time`, whose replies are exact bytes
+/// (a `\r\n`-ended line, a 4-byte number).
+pub fn default_codec(name: &str) -> Codec {
+    match name {
+        "daytime" | "time" => Codec::Raw,
+        _ => Codec::Line,
+    }
+}
 
 /// A fresh instance of the built-in handler called `name`.
 pub fn by_name(name: &str) -> Option<Box<dyn Handler>> {
@@ -35,6 +52,8 @@ pub fn by_name(name: &str) -> Option<Box<dyn Handler>> {
         "uppercase" => Some(Box::new(Uppercase)),
         "sum" => Some(Box::new(Sum)),
         "broadcast" => Some(Box::new(Broadcast)),
+        "daytime" => Some(Box::new(Daytime)),
+        "time" => Some(Box::new(Time)),
         _ => None,
     }
 }

@@ -287,6 +287,11 @@ impl Connection {
         self.partial_input.take()
     }
 
+    /// The length of the undecoded tail kept from earlier reads.
+    pub fn partial_input_len(&self) -> usize {
+        self.partial_input.as_ref().map_or(0, Vec::len)
+    }
+
     /// Keeps an undecoded tail for the next read, if it will read again; otherwise the
     /// buffer goes back to the pool.
     pub fn keep_partial_input(&mut self, partial: Vec<u8>, pool: &mut BufferPool) {

@@ -106,6 +106,10 @@ impl Reactor {
                 conn.set_decoder(decoder);
                 if let Some(partial) = leftover {
                     conn.keep_partial_input(partial, &mut self.pool);
+                    let kept = conn.partial_input_len();
+                    if kept > 0 {
+                        self.watch_unterminated(key, kept);
+                    }
                 }
             }
             None => leftover.into_iter().for_each(|partial| self.pool.give(partial)),

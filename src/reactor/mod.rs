@@ -25,6 +25,7 @@ mod close;
 pub(crate) mod connection;
 pub(crate) mod control;
 mod datagram;
+mod hint;
 mod idle;
 mod input;
 mod linger;
@@ -161,6 +162,8 @@ pub(crate) struct Reactor {
     trace: WakeupTrace,
     /// Rooms shared with other servers through a pub/sub engine (`reactor/backplane.rs`).
     backplane: Option<Backplane>,
+    /// The once-only hint about line framing (`hint.rs`).
+    raw_hint: hint::RawHint,
 }
 
 impl Reactor {
@@ -237,6 +240,7 @@ impl Reactor {
             started: now,
             trace: WakeupTrace::default(),
             backplane,
+            raw_hint: hint::RawHint::default(),
         };
         Ok((reactor, handle))
     }
@@ -317,6 +321,7 @@ impl Reactor {
             self.draining,
             self.lingering.front().map(|&(until_ms, _)| self.started + Duration::from_millis(until_ms)),
             backplane,
+            self.raw_hint.next_due(),
         ]
         .into_iter()
         .flatten()
@@ -419,6 +424,7 @@ impl Reactor {
             backplane.on_timers(self.poll.registry(), now);
         }
         self.resume_accepting(now);
+        self.check_unterminated(now);
         self.expire_idle(now);
         self.expire_lingering(now);
         if let Some(deadline) = self.draining {

@@ -175,17 +175,32 @@ pub fn check_room_name(name: &str) -> Result<(), String> {
 }
 
 impl ListenSpec {
-    /// The listeners `evloop-server` runs when given no `--listen`: all on loopback.
+    /// The listeners `evloop-server` runs when given no `--listen`, all on loopback: the
+    /// line-framed services on 7000-7003; for the classic course's clients (a blocking
+    /// `sendall` with no newline, then `recv(1024)`), the same services with `raw` framing
+    /// on 7100-7102 over TCP and UDP; and the time-of-day services on 7013 (daytime) and
+    /// 7037 (time), over TCP and UDP, one above the port numbers the RFCs gave them (13
+    /// and 37), which need privileges.
     pub fn defaults() -> Vec<ListenSpec> {
-        [("echo", 7000), ("uppercase", 7001), ("sum", 7002), ("broadcast", 7003)]
-            .into_iter()
-            .map(|(handler, port)| ListenSpec {
-                handler: handler.to_string(),
-                codec: Codec::Line,
-                addrs: vec![ListenAddr::Tcp(([127, 0, 0, 1], port).into())],
-                room: None,
-            })
-            .collect()
+        let tcp = |port: u16| ListenAddr::Tcp(([127, 0, 0, 1], port).into());
+        let udp = |port: u16| ListenAddr::Udp(([127, 0, 0, 1], port).into());
+        let spec = |handler: &str, codec: Codec, addrs: Vec<ListenAddr>| ListenSpec {
+            handler: handler.to_string(),
+            codec,
+            addrs,
+            room: None,
+        };
+        vec![
+            spec("echo", Codec::Line, vec![tcp(7000)]),
+            spec("uppercase", Codec::Line, vec![tcp(7001)]),
+            spec("sum", Codec::Line, vec![tcp(7002)]),
+            spec("broadcast", Codec::Line, vec![tcp(7003)]),
+            spec("echo", Codec::Raw, vec![tcp(7100), udp(7100)]),
+            spec("uppercase", Codec::Raw, vec![tcp(7101), udp(7101)]),
+            spec("sum", Codec::Raw, vec![tcp(7102), udp(7102)]),
+            spec("daytime", Codec::Raw, vec![tcp(7013), udp(7013)]),
+            spec("time", Codec::Raw, vec![tcp(7037), udp(7037)]),
+        ]
     }
 }
 
@@ -208,7 +223,7 @@ impl FromStr for ListenSpec {
         };
         let (handler, codec) = match service.split_once(':') {
             Some((handler, codec)) => (handler, codec.parse::<Codec>()?),
-            None => (service, Codec::default()),
+            None => (service, handlers::default_codec(service)),
         };
         if !handlers::NAMES.contains(&handler) {
             return Err(format!(
@@ -225,7 +240,7 @@ impl FromStr for ListenSpec {
 impl fmt::Display for ListenSpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}", self.handler)?;
-        if self.codec != Codec::Line {
+        if self.codec != handlers::default_codec(&self.handler) {
             write!(f, ":{}", self.codec)?;
         }
         if let Some(room) = &self.room {
@@ -267,7 +282,8 @@ mod tests {
         }
     }
 
-    /// The default listeners: echo, uppercase, sum, broadcast on 127.0.0.1:7000-7003.
+    /// The default listeners: line services on 7000-7003, raw ones for the course's clients on
+    /// 7100-7102 (TCP and UDP), daytime on 7013 and time on 7037 (TCP and UDP).
     #[test]
     fn default_listeners_are_the_documented_ones() {
         let specs: Vec<String> = ListenSpec::defaults().iter().map(ToString::to_string).collect();
@@ -277,7 +293,12 @@ mod tests {
                 "echo=127.0.0.1:7000",
                 "uppercase=127.0.0.1:7001",
                 "sum=127.0.0.1:7002",
-                "broadcast=127.0.0.1:7003"
+                "broadcast=127.0.0.1:7003",
+                "echo:raw=127.0.0.1:7100,udp://127.0.0.1:7100",
+                "uppercase:raw=127.0.0.1:7101,udp://127.0.0.1:7101",
+                "sum:raw=127.0.0.1:7102,udp://127.0.0.1:7102",
+                "daytime=127.0.0.1:7013,udp://127.0.0.1:7013",
+                "time=127.0.0.1:7037,udp://127.0.0.1:7037",
             ]
         );
     }

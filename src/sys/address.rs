@@ -94,6 +94,13 @@ pub enum PeerAddr {
     Udp(SocketAddr),
 }
 
+impl PeerAddr {
+    /// Whether this is a UDP sender (a handler answering a datagram, not a connection).
+    pub fn is_datagram(&self) -> bool {
+        matches!(self, PeerAddr::Udp(_))
+    }
+}
+
 impl fmt::Display for PeerAddr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

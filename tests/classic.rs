@@ -1,0 +1,185 @@
+//! The classic course's services and clients: daytime and time over TCP and UDP, and the
+//! course's own Python clients (examples/clients/) against a server started on port 0.
+
+mod util;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::process::{Command, Stdio};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use util::{ServerProcess, TestServer, server_command};
+
+const SECONDS_1900_TO_1970: u64 = 2_208_988_800;
+
+fn unix_now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
+}
+
+/// Everything a TCP server sends before it closes.
+fn read_until_closed(addr: SocketAddr) -> Vec<u8> {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(util::READ_TIMEOUT)).unwrap();
+    let mut bytes = Vec::new();
+    stream.read_to_end(&mut bytes).expect("the server closes after its reply");
+    bytes
+}
+
+/// The one datagram a UDP server answers an empty datagram with.
+fn ask_udp(addr: SocketAddr) -> Vec<u8> {
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket.set_read_timeout(Some(util::READ_TIMEOUT)).unwrap();
+    socket.send_to(b"", addr).unwrap();
+    let mut buffer = [0; 1024];
+    let (length, from) = socket.recv_from(&mut buffer).unwrap();
+    assert_eq!(from, addr);
+    buffer[..length].to_vec()
+}
+
+/// Checks a daytime line: `YYYY-MM-DDTHH:MM:SSZ\r\n`, within a few seconds of now.
+#[track_caller]
+fn assert_daytime(bytes: &[u8]) {
+    let line = std::str::from_utf8(bytes).unwrap();
+    assert_eq!(line.len(), 22, "{line:?}");
+    assert!(line.ends_with("Z\r\n"), "{line:?}");
+    let digits: String = line.chars().filter(char::is_ascii_digit).collect();
+    assert_eq!(digits.len(), 14, "{line:?}");
+    // Compare with the clock through the same civil arithmetic Python uses.
+    let output = Command::new("python3")
+        .args(["-c", "import sys,calendar,time; print(calendar.timegm(time.strptime(sys.argv[1].strip(), '%Y-%m-%dT%H:%M:%SZ')))", line])
+        .output()
+        .expect("python3");
+    let seconds: u64 = String::from_utf8_lossy(&output.stdout).trim().parse().unwrap();
+    assert!(seconds.abs_diff(unix_now()) <= 5, "{line:?} is not now");
+}
+
+/// Checks an RFC 868 reply: 4 bytes, big-endian seconds since 1900, within a few seconds.
+#[track_caller]
+fn assert_time(bytes: &[u8]) {
+    let bytes: [u8; 4] = bytes.try_into().expect("exactly four bytes");
+    let since_1900 = u64::from(u32::from_be_bytes(bytes));
+    assert!((since_1900 - SECONDS_1900_TO_1970).abs_diff(unix_now()) <= 5, "{since_1900}");
+}
+
+/// daytime (RFC 867) and time (RFC 868), each over TCP (reply on connect, then close) and
+/// UDP (any datagram answered).
+#[test]
+fn daytime_and_time_over_tcp_and_udp() {
+    let server =
+        TestServer::start(&["daytime=127.0.0.1:0,udp://127.0.0.1:0", "time=127.0.0.1:0,udp://127.0.0.1:0"]);
+    let addr = |index: usize| match server.listen_addr(index) {
+        evloop::ListenAddr::Tcp(addr) | evloop::ListenAddr::Udp(addr) => addr,
+        other => panic!("{other}"),
+    };
+    assert_daytime(&read_until_closed(addr(0)));
+    assert_daytime(&ask_udp(addr(1)));
+    assert_time(&read_until_closed(addr(2)));
+    assert_time(&ask_udp(addr(3)));
+}
+
+/// Runs a client from examples/clients with `args`; its stdout.
+fn client(script: &str, args: &[&str]) -> String {
+    let output = Command::new("python3")
+        .arg(format!("{}/examples/clients/{script}", env!("CARGO_MANIFEST_DIR")))
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("python3 (scripts/test installs it)");
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(output.status.success(), "{script}: {stdout}{}", String::from_utf8_lossy(&output.stderr));
+    stdout
+}
+
+/// The course's clients, unchanged, against the server's default listeners (on free ports
+/// here): raw framing for those that send no newline and `recv(1024)` once, TCP and UDP.
+#[test]
+fn the_course_clients_work_against_the_defaults() {
+    let mut command = server_command(&[]);
+    command.env("EVLOOP_DEFAULT_PORTS", "0");
+    let server = ServerProcess::start(command, 14);
+    let find = |handler: &str, udp: bool, nth: usize| -> String {
+        let line = server
+            .startup_lines
+            .iter()
+            .filter(|line| line.starts_with(&format!("{handler} listening on ")))
+            .filter(|line| line.contains("udp://") == udp)
+            .nth(nth)
+            .unwrap_or_else(|| panic!("no {handler} listener"));
+        line.rsplit(':').next().unwrap().to_string()
+    };
+    // The raw listeners are the second of each handler's TCP listeners (after 7000-7002).
+    assert_eq!(client("sum_client.py", &["127.0.0.1", &find("sum", false, 1)]), "Sum: 90\n");
+    assert_eq!(
+        client("uppercase_client.py", &["127.0.0.1", &find("uppercase", false, 1), "straße"]),
+        "From server: STRASSE\n"
+    );
+    assert_eq!(
+        client("uppercase_udp_client.py", &["127.0.0.1", &find("uppercase", true, 0)]),
+        "From server: HELLO WORLD\n"
+    );
+    assert_eq!(
+        client("echo_client.py", &["127.0.0.1", &find("echo", false, 1), "one", "two"]),
+        "Echo: one\nEcho: two\n"
+    );
+    for udp in [false, true] {
+        let flag: &[&str] = if udp { &["--udp"] } else { &[] };
+        let mut args = flag.to_vec();
+        let port = find("daytime", udp, 0);
+        args.extend(["127.0.0.1", &port]);
+        let daytime = client("daytime_client.py", &args);
+        let line = daytime.strip_prefix("Daytime: ").unwrap_or_else(|| panic!("{daytime}"));
+        assert_daytime(format!("{}\r\n", line.trim_end()).as_bytes());
+
+        let mut args = flag.to_vec();
+        let port = find("time", udp, 0);
+        args.extend(["127.0.0.1", &port]);
+        let time = client("time_client.py", &args);
+        let seconds: u64 = time.strip_prefix("Time: ").unwrap().split(' ').next().unwrap().parse().unwrap();
+        assert_time(&(seconds as u32).to_be_bytes());
+    }
+}
+
+/// Two chat clients (select() over stdin and the socket) in the broadcast room: a line typed
+/// into one appears at the other with the sender's address.
+#[test]
+fn chat_clients_talk_through_the_room() {
+    let server = TestServer::start(&["broadcast=127.0.0.1:0"]);
+    let port = server.addr().port().to_string();
+    let start = || {
+        let mut child = Command::new("python3")
+            .arg(format!("{}/examples/clients/chat_client.py", env!("CARGO_MANIFEST_DIR")))
+            .args(["127.0.0.1", &port])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("python3");
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut hello = String::new();
+        stdout.read_line(&mut hello).unwrap();
+        let name = hello.trim().strip_prefix("Connected as ").unwrap().to_string();
+        (child, stdout, name)
+    };
+    let (mut alice, _alice_out, alice_name) = start();
+    let (mut bob, mut bob_out, _) = start();
+    server.wait_for("both in the room", |stats| stats.connections_open == 2);
+    alice.stdin.as_mut().unwrap().write_all(b"hi bob\n").unwrap();
+    let mut line = String::new();
+    bob_out.read_line(&mut line).unwrap();
+    assert_eq!(line, format!("{alice_name}: hi bob\n"));
+    drop(alice.stdin.take()); // Ctrl-D: alice leaves
+    assert!(alice.wait().unwrap().success());
+    drop(bob.stdin.take());
+    assert!(bob.wait().unwrap().success());
+}
+
+/// A course client against a line listener sends no newline and waits: after a second the
+/// server logs, once, that such clients want the raw codec.
+#[test]
+fn a_stuck_line_client_gets_a_hint_in_the_log() {
+    let (server, log) =
+        ServerProcess::start_logged(server_command(&["--listen", "sum=127.0.0.1:0"]), 1, "info");
+    let mut client = TcpStream::connect(server.addrs[0]).unwrap();
+    client.write_all(b"50,40").unwrap();
+    let hint = util::wait_for_log(&log, "no newline");
+    assert!(hint.contains("--listen sum:raw=ADDR"), "{hint}");
+}
