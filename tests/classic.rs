@@ -183,3 +183,24 @@ fn a_stuck_line_client_gets_a_hint_in_the_log() {
     let hint = util::wait_for_log(&log, "no newline");
     assert!(hint.contains("--listen sum:raw=ADDR"), "{hint}");
 }
+
+/// The download client lists the directory and fetches a file intact.
+#[test]
+fn the_file_client_downloads() {
+    let dir = std::env::temp_dir().join(format!("evloop-classic-files-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let content: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    std::fs::write(dir.join("lesson.bin"), &content).unwrap();
+    let mut config = evloop::ServerConfig::default();
+    config.files = Some(dir.clone());
+    let server = TestServer::start_with(config, &["file=127.0.0.1:0"]);
+    let port = server.addr().port().to_string();
+    assert_eq!(client("file_client.py", &["127.0.0.1", &port]), "300000 lesson.bin\n");
+    let out = dir.with_extension("downloaded");
+    let saved = client("file_client.py", &["127.0.0.1", &port, "lesson.bin", out.to_str().unwrap()]);
+    assert_eq!(saved, format!("Saved {}: 300000 bytes\n", out.display()));
+    assert!(std::fs::read(&out).unwrap() == content);
+    std::fs::remove_dir_all(dir).unwrap();
+    std::fs::remove_file(out).unwrap();
+}

@@ -25,7 +25,7 @@ use evloop::{BackplaneUrl, ListenAddr, ListenSpec, Listening, Server, ServerConf
 #[derive(Parser, Debug)]
 #[command(name = "evloop-server", version)]
 struct Args {
-    /// Serve HANDLER (echo, uppercase, sum, broadcast) framed by CODEC on ADDR: HOST:PORT,
+    /// Serve HANDLER (echo, uppercase, sum, broadcast, daytime, time, file) framed by CODEC on ADDR: HOST:PORT,
     /// [IPv6]:PORT, unix:/path or udp://HOST:PORT (one datagram, one message); port 0 picks
     /// a free port. CODEC: line (default: text lines, what nc sends), length (u32 length in
     /// network byte order, then the bytes), fixed:N (N-byte messages), raw (each read is a
@@ -79,6 +79,15 @@ struct Args {
     #[arg(long, value_name = "URL")]
     backplane: Option<BackplaneUrl>,
 
+    /// The directory `file` listeners serve (LIST, GET NAME [OFFSET]); names are confined to
+    /// it
+    #[arg(long, value_name = "DIR")]
+    files: Option<std::path::PathBuf>,
+
+    /// Files sent at once, at most (each holds a descriptor); more downloads wait their turn
+    #[arg(long, value_name = "N", default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    max_file_sends: u64,
+
     /// How often an idle backplane link is pinged, and how long a connect or a ping may take
     /// before the link counts as dead and is retried
     #[arg(long, value_name = "SECS", default_value = "5", value_parser = positive_duration)]
@@ -111,6 +120,8 @@ impl Args {
         config.work_per_message = Duration::from_micros(self.work_us);
         config.backplane = self.backplane.clone();
         config.backplane_ping = self.backplane_ping;
+        config.files = self.files.clone();
+        config.max_file_sends = self.max_file_sends as usize;
         config
     }
 
@@ -135,6 +146,10 @@ impl Args {
         }
         if let Some(interval) = self.stats_interval {
             flag("stats-interval", interval.as_secs_f64().to_string());
+        }
+        flag("max-file-sends", self.max_file_sends.to_string());
+        if let Some(files) = &self.files {
+            flag("files", files.display().to_string());
         }
         if let Some(backplane) = &self.backplane {
             flag("backplane", backplane.to_string());
@@ -215,7 +230,7 @@ fn default_listeners(args: &Args, is_worker: bool) -> Vec<ListenSpec> {
 
 /// Whether `spec`'s handler serves a room (its members send to each other).
 fn is_room(spec: &ListenSpec) -> bool {
-    evloop::handlers::by_name(&spec.handler).is_some_and(|handler| handler.needs_connections())
+    evloop::handlers::by_name(&spec.handler).is_some_and(|handler| handler.has_room())
 }
 
 fn init_logging(worker: Option<usize>) {

@@ -24,6 +24,10 @@ impl Handler for Broadcast {
     fn needs_connections(&self) -> bool {
         true
     }
+
+    fn has_room(&self) -> bool {
+        true
+    }
 }
 
 #[cfg(test)]

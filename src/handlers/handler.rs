@@ -49,8 +49,15 @@ pub trait Handler: Send {
     fn on_disconnect(&mut self, _peer: Peer<'_>, _out: &mut Outbox) {}
 
     /// Whether this handler needs connections to work at all (a room needs members to
-    /// send to). Connectionless transports (UDP) refuse such handlers at start-up.
+    /// send to, a file a stream to flow over). Connectionless transports (UDP) refuse such
+    /// handlers at start-up.
     fn needs_connections(&self) -> bool {
+        false
+    }
+
+    /// Whether this handler's connections form a room (they send to each other, as
+    /// `broadcast`'s do): a room spans worker processes and hosts only over a backplane.
+    fn has_room(&self) -> bool {
         false
     }
 }

@@ -9,6 +9,7 @@ mod broadcast;
 mod clock;
 mod daytime;
 mod echo;
+mod file;
 mod handler;
 mod outbox;
 mod sum;
@@ -19,6 +20,7 @@ pub(crate) mod work;
 pub use broadcast::Broadcast;
 pub use daytime::Daytime;
 pub use echo::Echo;
+pub use file::FileServer;
 pub use handler::{ConnId, Handler, Peer, Recipient};
 pub use outbox::{Intent, Outbox};
 pub use sum::Sum;
@@ -33,7 +35,7 @@ pub(crate) use outbox::test_support;
 pub(crate) use sum::sum;
 
 /// The names `--listen` accepts.
-pub const NAMES: [&str; 6] = ["echo", "uppercase", "sum", "broadcast", "daytime", "time"];
+pub const NAMES: [&str; 7] = ["echo", "uppercase", "sum", "broadcast", "daytime", "time", "file"];
 
 /// The codec a listener of handler `name` uses when its spec names none: `line` for the
 /// request-reply handlers; `raw` for `daytime` and `time`, whose replies are exact bytes
@@ -45,7 +47,8 @@ pub fn default_codec(name: &str) -> Codec {
     }
 }
 
-/// A fresh instance of the built-in handler called `name`.
+/// A fresh instance of the built-in handler called `name`; `None` for an unknown name, and
+/// for `file`, which needs its directory ([`FileServer::new`]).
 pub fn by_name(name: &str) -> Option<Box<dyn Handler>> {
     match name {
         "echo" => Some(Box::new(Echo)),

@@ -10,6 +10,7 @@ use super::handler::Recipient;
 
 /// One thing a handler asked for.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Intent {
     /// Send `payload` (a range of [`Outbox::payload`]) to `to`. The reactor adds the framing.
     Send {
@@ -20,6 +21,19 @@ pub enum Intent {
     },
     /// Close the sender once its pending replies are written; its further input is ignored.
     Close,
+    /// Send the sender `length` bytes of the file at `path`, from `offset`, after its
+    /// pending replies, as the socket drains (zero-copy where the transport allows). The
+    /// sender's further requests wait until it is sent. The handler has checked the path;
+    /// if the file no longer has those bytes, the connection is closed (its reply promised
+    /// them).
+    SendFile {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Where to start.
+        offset: u64,
+        /// How many bytes.
+        length: u64,
+    },
 }
 
 /// Where a handler writes what it wants done. Payload bytes go into one reusable buffer, so
@@ -58,6 +72,12 @@ impl Outbox {
         self.intents.push(Intent::Close);
     }
 
+    /// Sends the sender `length` bytes of the file at `path` from `offset`, after the
+    /// replies before it (see [`Intent::SendFile`]).
+    pub fn send_file(&mut self, path: std::path::PathBuf, offset: u64, length: u64) {
+        self.intents.push(Intent::SendFile { path, offset, length });
+    }
+
     /// What was asked, in order.
     pub fn intents(&self) -> &[Intent] {
         &self.intents
@@ -74,12 +94,12 @@ impl Outbox {
         self.intents.clear();
     }
 
-    /// Each intent with its payload bytes (empty for `Close`), for tests and the blocking
+    /// Each intent with its payload bytes (empty for `Close` and `SendFile`), for tests and the blocking
     /// server models.
     pub fn iter(&self) -> impl Iterator<Item = (&Intent, &[u8])> {
         self.intents.iter().map(|intent| match intent {
             Intent::Send { payload, .. } => (intent, &self.payloads[payload.clone()]),
-            Intent::Close => (intent, &[][..]),
+            Intent::Close | Intent::SendFile { .. } => (intent, &[][..]),
         })
     }
 }

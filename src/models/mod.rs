@@ -85,6 +85,11 @@ pub fn bind(
     let mut listening = Vec::new();
     for spec in specs {
         config.check_codec(spec.codec).map_err(StartError::Config)?;
+        if spec.handler == "file" {
+            return Err(StartError::Config(
+                "file runs on the reactor only: it streams files as sockets drain".to_string(),
+            ));
+        }
         let handler = handlers::by_name(&spec.handler)
             .ok_or_else(|| StartError::Config(format!("unknown handler '{}'", spec.handler)))?;
         let mut listeners = Vec::new();

@@ -63,6 +63,9 @@ impl Reactor {
             self.conns[moved].moved_to(conn.member_index());
         }
         conn.release_buffers(&mut self.pool);
+        if conn.drop_file() {
+            self.release_file_slot();
+        }
         self.stats.connections_closed += 1;
         match &reason {
             CloseReason::Error(error) if client_went_away(error) => {

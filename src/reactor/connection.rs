@@ -148,6 +148,31 @@ pub struct Connection {
     last_active: u64,
     /// The idle timer slot its entry sits in.
     timer_slot: u32,
+    /// A file being sent (or waiting for its turn), after the pending output. Boxed: most
+    /// connections never send one, and the slab entry stays small.
+    file: Option<Box<FileTransfer>>,
+}
+
+/// A file a connection is sending: `Intent::SendFile`, carried out.
+#[derive(Debug)]
+pub struct FileTransfer {
+    /// The file; `None` while it waits for a free slot (see `--max-file-sends`).
+    file: Option<std::fs::File>,
+    path: std::path::PathBuf,
+    /// The next byte to send, and the end (exclusive).
+    offset: u64,
+    end: u64,
+}
+
+/// How far a connection got with its file in one go.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FileProgress {
+    /// All sent.
+    Done,
+    /// The socket is full: wait for `WRITABLE`.
+    Blocked,
+    /// This turn's share is spent; more next turn.
+    Owed,
 }
 
 /// What writing left a connection to do, decided by [`Connection::settle_output`].
@@ -193,6 +218,7 @@ impl Connection {
             closing: false,
             last_active: now_tick,
             timer_slot: 0,
+            file: None,
         }
     }
 
@@ -221,6 +247,76 @@ impl Connection {
     /// Whether the reactor should read from it now.
     pub fn wants_read(&self) -> bool {
         self.reading == Reading::Open && !self.closing
+    }
+
+    /// Whether it may read and handle requests now: reading, and not in the middle of
+    /// sending a file (later requests wait their turn, in its kept input).
+    pub fn takes_requests(&self) -> bool {
+        self.wants_read() && self.file.is_none()
+    }
+
+    // ----- files -----
+
+    /// Queues a file to send after the pending output; it opens at [`open_file`](Self::open_file).
+    pub fn queue_file(&mut self, path: std::path::PathBuf, offset: u64, length: u64) {
+        self.file = Some(Box::new(FileTransfer { file: None, path, offset, end: offset + length }));
+    }
+
+    /// Whether it has a file queued or being sent.
+    pub fn has_file(&self) -> bool {
+        self.file.is_some()
+    }
+
+    /// Whether its file is open (holds a slot of `--max-file-sends`).
+    pub fn file_is_open(&self) -> bool {
+        self.file.as_ref().is_some_and(|transfer| transfer.file.is_some())
+    }
+
+    /// Opens its queued file.
+    pub fn open_file(&mut self) -> io::Result<()> {
+        let Some(transfer) = &mut self.file else { return Ok(()) };
+        transfer.file = Some(std::fs::File::open(&transfer.path)?);
+        Ok(())
+    }
+
+    /// Drops its file (sent, or the connection is going): true if it held an open slot.
+    pub fn drop_file(&mut self) -> bool {
+        self.file.take().is_some_and(|transfer| transfer.file.is_some())
+    }
+
+    /// Sends its open file, once the pending output is all written, up to `budget` bytes;
+    /// the bytes sent go into `sent`. A file that ends before the bytes promised is an
+    /// error: its size was in the reply already.
+    pub fn send_file(&mut self, budget: usize, sent: &mut u64, now_tick: u64) -> io::Result<FileProgress> {
+        if !self.output.is_empty() {
+            return Ok(FileProgress::Blocked);
+        }
+        let Some(transfer) = &mut self.file else { return Ok(FileProgress::Done) };
+        let Some(file) = &transfer.file else { return Ok(FileProgress::Blocked) };
+        let mut left = budget;
+        while transfer.offset < transfer.end {
+            if left == 0 {
+                return Ok(FileProgress::Owed);
+            }
+            let chunk = (transfer.end - transfer.offset).min(left as u64) as usize;
+            match self.stream.send_file(file, &mut transfer.offset, chunk) {
+                Ok(0) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        format!("{} shrank while being sent", transfer.path.display()),
+                    ));
+                }
+                Ok(n) => {
+                    left -= n.min(left);
+                    *sent += n as u64;
+                    self.last_active = now_tick;
+                }
+                Err(error) if would_block(&error) => return Ok(FileProgress::Blocked),
+                Err(error) if interrupted(&error) => {}
+                Err(error) => return Err(error),
+            }
+        }
+        Ok(FileProgress::Done)
     }
 
     /// Whether it is lingering: written out and shut down, its input only discarded.
@@ -340,7 +436,8 @@ impl Connection {
                 self.reading = Reading::Open;
                 Settled::Resumed
             }
-            Reading::Stopped(reason) if pending == 0 => Settled::Finished(reason),
+            // A file still to send keeps it open, whatever stopped its reading.
+            Reading::Stopped(reason) if pending == 0 && self.file.is_none() => Settled::Finished(reason),
             _ => Settled::Unchanged,
         }
     }
@@ -361,7 +458,7 @@ impl Connection {
     pub fn wanted_interest(&self) -> Option<Interest> {
         let reading = matches!(self.reading, Reading::Open | Reading::Lingering { .. });
         let read = reading.then_some(Interest::READABLE);
-        let write = (!self.output.is_empty()).then_some(Interest::WRITABLE);
+        let write = (!self.output.is_empty() || self.file_is_open()).then_some(Interest::WRITABLE);
         match (read, write) {
             (Some(read), Some(write)) => Some(read | write),
             (read, write) => read.or(write),

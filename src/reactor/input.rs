@@ -32,7 +32,7 @@ impl Reactor {
         let mut reads = 0;
         // Looked up again on every pass: handling a message may close the connection.
         while let Some(conn) = self.conns.get_mut(key) {
-            if !conn.wants_read() {
+            if !conn.takes_requests() {
                 break;
             }
             if conn.pause_if_backed_up(self.limits.max_output) {
@@ -78,7 +78,7 @@ impl Reactor {
 
     /// Decodes `bytes` (after any incomplete tail kept from before), handles each message,
     /// and keeps what is left of an incomplete one.
-    fn handle_input(&mut self, key: usize, bytes: &[u8]) {
+    pub(super) fn handle_input(&mut self, key: usize, bytes: &[u8]) {
         let Some(conn) = self.conns.get_mut(key) else { return };
         let (service, mut decoder) = (conn.service(), conn.decoder());
         let leftover = match conn.take_partial_input() {
@@ -126,8 +126,9 @@ impl Reactor {
     ) -> usize {
         let max_frame = self.limits.max_frame;
         let mut rest = input;
-        // A handler may close the connection mid-batch; its later messages are dropped.
-        while self.conns.get(key).is_some_and(|conn| conn.wants_read()) {
+        // A handler may close the connection mid-batch (its later messages are dropped), or
+        // start a file (its later messages wait in its kept input until the file is out).
+        while self.conns.get(key).is_some_and(|conn| conn.takes_requests()) {
             match decoder.decode(&mut rest, max_frame) {
                 Ok(Some(message)) => self.handle_message(key, service, message),
                 Ok(None) => break,

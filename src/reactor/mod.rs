@@ -25,6 +25,7 @@ mod close;
 pub(crate) mod connection;
 pub(crate) mod control;
 mod datagram;
+mod files;
 mod hint;
 mod idle;
 mod input;
@@ -164,6 +165,9 @@ pub(crate) struct Reactor {
     backplane: Option<Backplane>,
     /// The once-only hint about line framing (`hint.rs`).
     raw_hint: hint::RawHint,
+    /// Files open for sending, and the connections waiting for a slot (`files.rs`).
+    files_open: usize,
+    file_waiters: files::FileWaiters,
 }
 
 impl Reactor {
@@ -241,6 +245,8 @@ impl Reactor {
             trace: WakeupTrace::default(),
             backplane,
             raw_hint: hint::RawHint::default(),
+            files_open: 0,
+            file_waiters: files::FileWaiters::new(),
         };
         Ok((reactor, handle))
     }

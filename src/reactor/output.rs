@@ -45,6 +45,9 @@ impl Reactor {
                     }
                 }
                 Intent::Close => self.stop_reading(sender, StopReason::HandlerClosed),
+                Intent::SendFile { path, offset, length } => {
+                    self.start_file(sender, path.clone(), *offset, *length)
+                }
             }
         }
         outbox.clear();
@@ -110,6 +113,15 @@ impl Reactor {
         }
     }
 
+    /// Puts `key` on the flush queue for the next turn even if it was just flushed (its
+    /// share of this turn is spent; the non-empty queue keeps the next poll from sleeping).
+    pub(super) fn queue_flush_next_turn(&mut self, key: usize) {
+        if let Some(conn) = self.conns.get_mut(key) {
+            conn.unqueue_for_flush();
+        }
+        self.queue_flush(key);
+    }
+
     /// The flush phase: writes every connection still queued this turn (those whose own
     /// replies were written right after their input are no longer queued).
     pub(super) fn flush_queued(&mut self) {
@@ -137,6 +149,14 @@ impl Reactor {
         match conn.write_pending(&mut self.pool, self.now_tick) {
             Ok(written) => self.stats.bytes_out += written as u64,
             Err(error) => return self.close_later(key, CloseReason::Error(error)),
+        }
+        if conn.file_is_open() {
+            // Behind the written output: as much of its file as the socket takes.
+            self.send_file(key);
+        }
+        let Some(conn) = self.conns.get_mut(key) else { return };
+        if conn.is_closing() {
+            return;
         }
         let settled = conn.settle_output(self.limits.max_output);
         let wanted = conn.wanted_interest();

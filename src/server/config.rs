@@ -57,6 +57,12 @@ pub struct ServerConfig {
     /// How often an idle backplane link is pinged, and how long a connect, handshake or ping
     /// may take before the link counts as dead and is retried.
     pub backplane_ping: Duration,
+    /// The directory `file` listeners serve (`--files`); a `file` listener without one is
+    /// refused at start.
+    pub files: Option<std::path::PathBuf>,
+    /// Files being sent at once, at most, over all connections (each holds a descriptor);
+    /// further downloads wait their turn.
+    pub max_file_sends: usize,
 }
 
 /// The listen backlog asked for by default: the most the kernel allows. Linux silently caps
@@ -77,6 +83,7 @@ pub(crate) struct Limits {
     pub max_output: usize,
     pub drain_timeout: Duration,
     pub work_per_message: Duration,
+    pub max_file_sends: usize,
 }
 
 impl Default for ServerConfig {
@@ -93,6 +100,8 @@ impl Default for ServerConfig {
             work_per_message: Duration::ZERO,
             backplane: None,
             backplane_ping: DEFAULT_PING,
+            files: None,
+            max_file_sends: 256,
         }
     }
 }
@@ -134,6 +143,7 @@ impl ServerConfig {
             max_output: self.max_output,
             drain_timeout: self.drain_timeout,
             work_per_message: self.work_per_message,
+            max_file_sends: self.max_file_sends.max(1),
         }
     }
 }

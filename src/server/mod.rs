@@ -116,8 +116,23 @@ impl ServerBuilder {
 
     /// Serves a built-in handler as a `--listen` spec describes.
     pub fn listen(mut self, spec: &ListenSpec) -> Result<Self, StartError> {
-        let handler = handlers::by_name(&spec.handler)
-            .ok_or_else(|| StartError::Config(format!("unknown handler '{}'", spec.handler)))?;
+        let handler: Box<dyn Handler> = if spec.handler == "file" {
+            let Some(root) = &self.config.files else {
+                return Err(StartError::Config(
+                    "a file listener needs the directory it serves: add --files DIR".to_string(),
+                ));
+            };
+            let server = handlers::FileServer::new(root).map_err(|error| {
+                StartError::Config(format!(
+                    "cannot serve files from {}: {error}",
+                    root.display().to_string().escape_debug()
+                ))
+            })?;
+            Box::new(server)
+        } else {
+            handlers::by_name(&spec.handler)
+                .ok_or_else(|| StartError::Config(format!("unknown handler '{}'", spec.handler)))?
+        };
         self.services.push(ServiceSpec {
             name: spec.handler.clone(),
             handler,
@@ -136,7 +151,7 @@ impl ServerBuilder {
     }
 
     /// With a backplane: the room each room-serving service (a handler that
-    /// [needs connections](Handler::needs_connections), such as `broadcast`) is in, as
+    /// [has a room](Handler::has_room), such as `broadcast`) is in, as
     /// (service index, room name). A room may be served by one service per server: two
     /// would be two local rooms joined only through the engine.
     fn rooms(&self) -> Result<Vec<(usize, String)>, StartError> {
@@ -145,7 +160,7 @@ impl ServerBuilder {
         }
         let mut rooms: Vec<(usize, String)> = Vec::new();
         for (index, spec) in self.services.iter().enumerate() {
-            if !spec.handler.needs_connections() {
+            if !spec.handler.has_room() {
                 continue;
             }
             let name = spec.room.clone().unwrap_or_else(|| DEFAULT_ROOM.to_string());

@@ -51,6 +51,28 @@ impl Stream {
         }
     }
 
+    /// Sends up to `count` bytes of `file` from `*offset` with `sendfile(2)`, advancing the
+    /// offset: the bytes go from the page cache to the socket without passing through user
+    /// space. Like `write`, it may send less, or fail with `WouldBlock` when the socket is
+    /// full; `Ok(0)` means the file ends before `*offset`.
+    pub fn send_file(&self, file: &fs::File, offset: &mut u64, count: usize) -> io::Result<usize> {
+        use std::os::fd::AsRawFd;
+        let socket = match self {
+            Stream::Tcp(stream) => stream.as_raw_fd(),
+            Stream::Unix(stream) => stream.as_raw_fd(),
+        };
+        let mut position =
+            libc::off_t::try_from(*offset).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+        // SAFETY: both descriptors are open for the call (the socket is owned by `self`, the
+        // file by `file`), and `position` is a live off_t the kernel updates in place.
+        let sent = unsafe { libc::sendfile(socket, file.as_raw_fd(), &mut position, count) };
+        if sent < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        *offset = position as u64;
+        Ok(sent as usize)
+    }
+
     /// Shuts down the sending side: the kernel sends what is queued, then FIN.
     pub fn shutdown_write(&self) -> io::Result<()> {
         match self {
