@@ -379,3 +379,61 @@ fn a_server_that_stops_mid_run_ends_the_run() {
     assert_eq!(report["errors"]["closed"], 20, "{report:#}");
     assert!(report["duration_s"].as_f64().unwrap() < 30.0, "{report:#}");
 }
+
+/// `--workload file`: every file of the directory downloaded in turn, every byte checked
+/// against the file's CRC-32.
+#[test]
+fn file_downloads_verify() {
+    let dir = std::env::temp_dir().join(format!("evloop-load-files-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    for (name, size) in [("a.bin", 1_000_000usize), ("b.bin", 10), ("c.bin", 0)] {
+        std::fs::write(dir.join(name), (0..size).map(|i| (i * 31 % 253) as u8).collect::<Vec<u8>>()).unwrap();
+    }
+    let mut config = evloop::ServerConfig::default();
+    config.files = Some(dir.clone());
+    let server = TestServer::start_with(config, &["file=127.0.0.1:0"]);
+    let files = dir.display().to_string();
+    let (code, report) = load(&[
+        "--target",
+        &server.addr().to_string(),
+        "--workload",
+        "file",
+        "--files",
+        &files,
+        "-c",
+        "3",
+        "-n",
+        "30",
+    ]);
+    assert_all_verified(code, &report);
+    assert_eq!(report["messages"]["verified"], 30, "{report:#}");
+
+    // A server whose files differ from the loader's copy is caught.
+    let other = dir.with_extension("other");
+    let _ = std::fs::remove_dir_all(&other);
+    std::fs::create_dir_all(&other).unwrap();
+    for name in ["a.bin", "b.bin", "c.bin"] {
+        std::fs::copy(dir.join(name), other.join(name)).unwrap();
+    }
+    let mut changed = std::fs::read(other.join("a.bin")).unwrap();
+    changed[500_000] ^= 1;
+    std::fs::write(other.join("a.bin"), changed).unwrap();
+    let others = other.display().to_string();
+    let (code, report) = load(&[
+        "--target",
+        &server.addr().to_string(),
+        "--workload",
+        "file",
+        "--files",
+        &others,
+        "-c",
+        "1",
+        "-n",
+        "3",
+    ]);
+    assert_eq!(code, Some(1), "{report:#}");
+    assert!(report["messages"]["failed"].as_u64().unwrap() >= 1, "{report:#}");
+    std::fs::remove_dir_all(dir).unwrap();
+    std::fs::remove_dir_all(other).unwrap();
+}

@@ -34,14 +34,20 @@ struct Args {
     #[arg(long = "target", value_name = "ADDR", default_value = "127.0.0.1:7000")]
     targets: Vec<ListenAddr>,
 
-    /// What to send and check: echo, uppercase, sum or broadcast (broadcast is open loop,
-    /// 1000 msgs/s unless --rate says otherwise)
+    /// What to send and check: echo, uppercase, sum, broadcast (open loop, 1000 msgs/s
+    /// unless --rate says otherwise) or file (GET every file of --files in turn, each byte
+    /// checked)
     #[arg(long, value_name = "NAME", default_value = "echo")]
     workload: Workload,
 
     /// Framing: line or length (u32 big-endian length prefix)
     #[arg(long, value_name = "CODEC", default_value = "line")]
     codec: Codec,
+
+    /// --workload file: the directory the server serves (--files there too); the loader
+    /// reads it once to know what every download must hash to
+    #[arg(long, value_name = "DIR")]
+    files: Option<std::path::PathBuf>,
 
     /// Connections to open
     #[arg(short = 'c', long, value_name = "N", default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..))]
@@ -167,6 +173,7 @@ fn main() -> ExitCode {
     config.active = args.active;
     config.first_id = args.first_id;
     config.hold = args.hold;
+    config.files = args.files.clone();
     if let Err(message) = config.validate() {
         return usage_error("evloop-load", &message);
     }

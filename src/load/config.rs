@@ -66,6 +66,9 @@ pub struct LoadConfig {
     /// After the run, keep every connection open and idle this long (to measure what idle
     /// connections cost the server).
     pub hold: Duration,
+    /// `--workload file`: the directory the server serves, read here to know what every
+    /// download must hash to.
+    pub files: Option<std::path::PathBuf>,
 }
 
 impl Default for LoadConfig {
@@ -89,6 +92,7 @@ impl Default for LoadConfig {
             active: None,
             first_id: 0,
             hold: Duration::ZERO,
+            files: None,
         }
     }
 }
@@ -118,7 +122,14 @@ impl LoadConfig {
         if !matches!(self.codec, Codec::Line | Codec::Length) {
             return Err(format!("codec {} is not supported by the loader: use line or length", self.codec));
         }
-        if self.workload != Workload::Sum && self.size < MIN_SIZE {
+        if self.workload == Workload::File {
+            if self.files.is_none() {
+                return Err("--workload file needs --files DIR: the directory the server serves".to_string());
+            }
+            if self.target.is_datagram() || self.codec != Codec::Line {
+                return Err("--workload file runs over TCP or a Unix socket, line codec".to_string());
+            }
+        } else if self.workload != Workload::Sum && self.size < MIN_SIZE {
             return Err(format!("--size must be at least {MIN_SIZE} bytes for {}", self.workload));
         }
         if self.workload == Workload::Broadcast && self.connections < 2 {
@@ -241,6 +252,9 @@ impl LoadConfig {
         flag("first-id", self.first_id.to_string());
         if !self.hold.is_zero() {
             flag("hold", self.hold.as_secs_f64().to_string());
+        }
+        if let Some(files) = &self.files {
+            flag("files", files.display().to_string());
         }
         if let Some(rate) = self.rate {
             flag("rate", rate.to_string());

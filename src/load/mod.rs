@@ -37,6 +37,7 @@
 //! - [`sweep`]: `--sweep-connections`: a run per connection count, as CSV and SVG.
 //! - [`chart`]: line charts as SVG, for sweeps and benchmarks.
 
+mod catalogue;
 pub mod chart;
 mod clock;
 mod config;
@@ -106,7 +107,10 @@ fn run_threads(
     config.validate().map_err(|message| io::Error::new(io::ErrorKind::InvalidInput, message))?;
     let plans = config.plans();
     let id_space = config.first_id as usize + config.connections as usize;
-    let shared = Shared::new(config.connections as usize, id_space, plans.len(), connected.is_none());
+    let mut shared = Shared::new(config.connections as usize, id_space, plans.len(), connected.is_none());
+    if let (Workload::File, Some(dir)) = (config.workload, &config.files) {
+        shared.catalogue = catalogue::Catalogue::read(dir)?;
+    }
     let mut progress = Progress::new(progress);
     let results = thread::scope(|scope| -> io::Result<Vec<io::Result<Tally>>> {
         let (done, finished) = mpsc::channel();

@@ -266,11 +266,19 @@ impl fmt::Display for Report {
         if let Some(b) = &self.broadcast {
             writeln!(f, "deliveries   expected {}  seen {}", b.deliveries_expected, b.deliveries_seen)?;
         }
-        writeln!(
-            f,
-            "throughput   {:.0} msgs/s  {:.2} MiB/s (requests and replies together)",
-            self.throughput.msgs_per_s, self.throughput.mib_per_s
-        )?;
+        if self.workload == "file" {
+            writeln!(
+                f,
+                "throughput   {:.0} files/s  {:.2} MiB/s (files and requests together)",
+                self.throughput.msgs_per_s, self.throughput.mib_per_s
+            )?;
+        } else {
+            writeln!(
+                f,
+                "throughput   {:.0} msgs/s  {:.2} MiB/s (requests and replies together)",
+                self.throughput.msgs_per_s, self.throughput.mib_per_s
+            )?;
+        }
         percentiles(f, "latency", &self.latency_us)?;
         if let Some(uncorrected) = &self.latency_uncorrected_us {
             percentiles(f, "uncorrected", uncorrected)?;

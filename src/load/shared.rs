@@ -39,6 +39,8 @@ pub struct Shared {
     pub go: AtomicBool,
     /// Threads that finished their run and hold their connections (`--hold`).
     pub holding: AtomicUsize,
+    /// `--workload file`: the files and their checksums (empty otherwise).
+    pub catalogue: super::catalogue::Catalogue,
     /// When the last thread stopped sending (its time was up, its budget spent, or all its
     /// connections lost): the end of the measured window; 0 while sending goes on.
     pub run_end_ns: AtomicU64,
@@ -65,6 +67,7 @@ impl Shared {
             go: AtomicBool::new(go),
             holding: AtomicUsize::new(0),
             run_end_ns: AtomicU64::new(0),
+            catalogue: super::catalogue::Catalogue::default(),
         }
     }
 

@@ -27,6 +27,9 @@ pub enum Workload {
     Sum,
     /// Each message must reach every other connection, as `<sender-addr>: <message>`.
     Broadcast,
+    /// `GET` each file of `--files` in turn from a `file` listener; every byte must match
+    /// (CRC-32 against the file).
+    File,
 }
 
 impl FromStr for Workload {
@@ -38,7 +41,8 @@ impl FromStr for Workload {
             "uppercase" => Ok(Workload::Uppercase),
             "sum" => Ok(Workload::Sum),
             "broadcast" => Ok(Workload::Broadcast),
-            _ => Err(format!("unknown workload '{text}': expected echo, uppercase, sum or broadcast")),
+            "file" => Ok(Workload::File),
+            _ => Err(format!("unknown workload '{text}': expected echo, uppercase, sum, broadcast or file")),
         }
     }
 }
@@ -50,6 +54,7 @@ impl fmt::Display for Workload {
             Workload::Uppercase => "uppercase",
             Workload::Sum => "sum",
             Workload::Broadcast => "broadcast",
+            Workload::File => "file",
         })
     }
 }
@@ -66,9 +71,11 @@ const PLAIN_LETTERS: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVW
 
 impl Workload {
     /// Writes the payload (no framing) of request `seq` of connection `conn` into `out`.
-    /// Not for broadcast, whose messages carry times: see `broadcast_message`.
+    /// Not for broadcast, whose messages carry times (see `broadcast_message`), nor for file,
+    /// whose requests name files (see `catalogue.rs`).
     pub fn request(self, conn: u32, seq: u64, size: usize, out: &mut Vec<u8>) {
         match self {
+            Workload::File => {}
             Workload::Echo | Workload::Broadcast => {
                 push_header(out, &[u64::from(conn), seq]);
                 plain_filler(out, (conn as usize) ^ (seq as usize), size);
@@ -102,6 +109,7 @@ impl Workload {
     /// Writes the reply expected for request `seq` of connection `conn` into `out`.
     pub fn expected_reply(self, conn: u32, seq: u64, size: usize, out: &mut Vec<u8>) {
         match self {
+            Workload::File => {}
             Workload::Echo | Workload::Broadcast => self.request(conn, seq, size, out),
             Workload::Uppercase => {
                 let start = out.len();

@@ -66,6 +66,7 @@ impl Engine<'_> {
                     in_flight: VecDeque::new(),
                     synced: false,
                     last_seq_from: HashMap::new(),
+                    download: None,
                     queued_datagrams: VecDeque::new(),
                 });
                 self.pending_connects += 1;

@@ -73,6 +73,15 @@ struct InFlight {
     wire_bytes: u32,
 }
 
+/// A file coming in: what is left of it, and the checksum of what came.
+#[derive(Clone, Debug)]
+struct Download {
+    /// Its index in the catalogue.
+    file: usize,
+    remaining: u64,
+    hasher: crc32fast::Hasher,
+}
+
 /// One loader connection.
 #[derive(Debug)]
 struct LoadConn {
@@ -89,6 +98,8 @@ struct LoadConn {
     queued_for_flush: bool,
     next_seq: u64,
     in_flight: VecDeque<InFlight>,
+    /// `--workload file`: the download under way (its header read, bytes still to come).
+    download: Option<Download>,
     /// Broadcast: it has seen the sync message, so it is surely in the room.
     synced: bool,
     /// Broadcast: the last sequence number it got from each sender, to check that every

@@ -5,7 +5,7 @@ use std::io::{self, Read};
 use std::mem;
 use std::sync::atomic::Ordering;
 
-use super::{DATAGRAM_CHECK_EVERY_NS, DATAGRAM_MATCH_WINDOW, Engine, InFlight, MAX_REPLY, Phase};
+use super::{DATAGRAM_CHECK_EVERY_NS, DATAGRAM_MATCH_WINDOW, Download, Engine, InFlight, MAX_REPLY, Phase};
 use crate::load::clock::now_ns;
 use crate::load::tally::Tally;
 use crate::load::workload::{self, Workload};
@@ -126,7 +126,85 @@ impl Engine<'_> {
     }
 
     /// Decodes replies from `bytes` (after any incomplete tail) and checks each.
+    /// `--workload file`: an `OK <size>` line, then exactly size bytes, whose CRC-32 must be
+    /// the file's. Body bytes are hashed as they come and never kept; only a header line
+    /// cut by a read waits in the connection's partial buffer.
+    fn take_file_replies(&mut self, key: usize, mut bytes: &[u8]) {
+        let now = now_ns();
+        while !bytes.is_empty() {
+            let Some(conn) = self.conns.get_mut(key) else { return };
+            if let Some(download) = &mut conn.download {
+                let take = (download.remaining.min(bytes.len() as u64)) as usize;
+                download.hasher.update(&bytes[..take]);
+                download.remaining -= take as u64;
+                bytes = &bytes[take..];
+                if download.remaining == 0 {
+                    let download = conn.download.take().expect("a download");
+                    self.finish_download(key, download, now);
+                }
+                continue;
+            }
+            let Some(end) = memchr::memchr(b'\n', bytes) else {
+                conn.partial.extend_from_slice(bytes);
+                if conn.partial.len() > 1024 {
+                    let id = conn.id;
+                    self.tally.mismatch(id, b"OK <size>", b"(a reply line over 1 KiB)");
+                    return self.lose(key, None);
+                }
+                return;
+            };
+            let mut header = mem::take(&mut conn.partial);
+            header.extend_from_slice(&bytes[..end]);
+            bytes = &bytes[end + 1..];
+            self.start_download(key, &header, now);
+        }
+    }
+
+    /// A header line came: the download of the file the oldest request asked for begins.
+    fn start_download(&mut self, key: usize, header: &[u8], now: u64) {
+        self.tally.received += 1;
+        let conn = &mut self.conns[key];
+        let id = conn.id;
+        let Some(flight) = conn.in_flight.front() else {
+            return self.tally.mismatch(id, b"(no reply: nothing was outstanding)", header);
+        };
+        let file = self.shared.catalogue.pick(id, flight.seq);
+        let size = self.shared.catalogue.files[file].size;
+        let expected = format!("OK {size}");
+        if header.strip_suffix(b"\r").unwrap_or(header) != expected.as_bytes() {
+            let _ = conn.in_flight.pop_front();
+            self.in_flight -= 1;
+            self.tally.mismatch(id, expected.as_bytes(), header);
+            return self.send_after_reply(key, now);
+        }
+        let download = Download { file, remaining: size, hasher: crc32fast::Hasher::new() };
+        if size == 0 {
+            self.finish_download(key, download, now);
+        } else {
+            conn.download = Some(download);
+        }
+    }
+
+    /// All of a file came: check its checksum, count it, ask for the next.
+    fn finish_download(&mut self, key: usize, download: Download, now: u64) {
+        let conn = &mut self.conns[key];
+        let id = conn.id;
+        let flight = conn.in_flight.pop_front().expect("the request being answered");
+        self.in_flight -= 1;
+        let entry = &self.shared.catalogue.files[download.file];
+        if download.hasher.finalize() == entry.crc {
+            self.count_verified(&flight, entry.size as usize, now);
+        } else {
+            let expected = format!("{} bytes of {} with CRC-32 {:08x}", entry.size, entry.name, entry.crc);
+            self.tally.mismatch(id, expected.as_bytes(), b"(bytes that differ from the file)");
+        }
+        self.send_after_reply(key, now);
+    }
+
     pub(super) fn take_replies(&mut self, key: usize, bytes: &[u8]) {
+        if self.config.workload == Workload::File {
+            return self.take_file_replies(key, bytes);
+        }
         let now = now_ns();
         let conn = &mut self.conns[key];
         let mut partial = mem::take(&mut conn.partial);

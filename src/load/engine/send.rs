@@ -66,7 +66,13 @@ impl Engine<'_> {
             let others = self.shared.established.load(Ordering::Relaxed).saturating_sub(1);
             self.tally.deliveries_expected += others as u64;
         } else {
-            self.config.workload.request(conn.id, seq, size, &mut self.scratch);
+            if self.config.workload == Workload::File {
+                let file = self.shared.catalogue.pick(conn.id, seq);
+                self.scratch.extend_from_slice(b"GET ");
+                self.scratch.extend_from_slice(self.shared.catalogue.files[file].name.as_bytes());
+            } else {
+                self.config.workload.request(conn.id, seq, size, &mut self.scratch);
+            }
         }
         let mut failed = None;
         let wire_bytes = if conn.stream.is_datagram() {
