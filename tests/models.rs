@@ -1,4 +1,4 @@
-//! The three server models (`--model reactor|iterative|threads`) with the same handlers,
+//! The server models (`--model reactor|iterative|threads|select|poll`) with the same handlers,
 //! and the instruments that make the reactor's interleaving visible.
 
 mod util;
@@ -50,7 +50,7 @@ fn load_verifies(addr: std::net::SocketAddr, workload: &str, connections: &str) 
 /// Each model serves echo, uppercase and sum correctly, one client or several.
 #[test]
 fn every_model_serves_every_handler() {
-    for model in ["reactor", "iterative", "threads"] {
+    for model in ["reactor", "iterative", "threads", "select", "poll"] {
         let server = start_model(model, &[]);
         let mut echo = connect(server.addrs[0]);
         echo.roundtrip("hello", "hello");
@@ -72,10 +72,10 @@ fn every_model_serves_every_handler() {
     }
 }
 
-/// broadcast relays among three clients in the reactor and threads models.
+/// broadcast relays among three clients in the reactor, threads, select and poll models.
 #[test]
 fn broadcast_relays_in_the_concurrent_models() {
-    for model in ["reactor", "threads"] {
+    for model in ["reactor", "threads", "select", "poll"] {
         let server = start_model(model, &[]);
         let mut clients: Vec<_> = (0..3).map(|_| connect(server.addrs[3])).collect();
         // Accepting is asynchronous: the room is complete once the others have seen one of
@@ -234,5 +234,43 @@ fn work_us_costs_time_per_message() {
             client.expect(&index.to_string());
         }
         assert!(started.elapsed() >= Duration::from_millis(200), "model {model}: {:?}", started.elapsed());
+    }
+}
+
+/// select and poll serve 300 interleaved clients, every reply verified.
+#[test]
+fn select_and_poll_serve_300_interleaved_clients() {
+    for model in ["select", "poll"] {
+        let server = start_model(model, &[]);
+        load_verifies(server.addrs[0], "echo", "300");
+    }
+}
+
+/// select cannot watch a descriptor at or past FD_SETSIZE (1024): a client that would get
+/// one is turned away with `ERR server full`, and the others are served on. poll has no such
+/// limit.
+#[test]
+fn select_turns_away_past_fd_setsize_and_poll_does_not() {
+    for (model, turned_away) in [("select", true), ("poll", false)] {
+        let server =
+            ServerProcess::start(server_command(&["--model", model, "--listen", "echo=127.0.0.1:0"]), 1);
+        let mut clients: Vec<util::Client> = (0..1100).map(|_| connect(server.addrs[0])).collect();
+        let mut full = 0;
+        for (index, client) in clients.iter_mut().enumerate() {
+            client.send_line(&format!("ping {index}"));
+            let reply = client.line();
+            if reply == "ERR server full" {
+                full += 1;
+            } else {
+                assert_eq!(reply, format!("ping {index}"), "{model}");
+            }
+        }
+        if turned_away {
+            assert!(full > 0 && full < 100, "{model}: {full} turned away");
+        } else {
+            assert_eq!(full, 0, "{model}");
+        }
+        // The first client is still served after all that.
+        clients[0].roundtrip("still here", "still here");
     }
 }

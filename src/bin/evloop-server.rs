@@ -93,9 +93,10 @@ struct Args {
     #[arg(long, value_name = "SECS", default_value = "5", value_parser = positive_duration)]
     backplane_ping: Duration,
 
-    /// How the server shares the CPU among clients: reactor (one thread, every client),
-    /// iterative (one client at a time) or threads (a thread per client). The other two are
-    /// for comparison and study; only the reactor has every limit
+    /// How the server shares the CPU among clients: reactor (one thread, epoll, every
+    /// client), iterative (one client at a time), threads (a thread per client), select or
+    /// poll (one thread scanning every socket each turn; select stops at 1024 descriptors).
+    /// The others are for comparison and study; only the reactor has every limit
     #[arg(long, value_name = "MODEL", default_value = "reactor")]
     model: Model,
 

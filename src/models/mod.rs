@@ -3,6 +3,8 @@
 //! - `iterative`: one thread; accept a client, serve it until it leaves, then the next (the
 //!   sequential server of the socket tutorials).
 //! - `threads`: one blocking thread per connection (the classic concurrent server).
+//! - `select`, `poll`: one thread, non-blocking sockets, the whole interest set handed to
+//!   the kernel and scanned every turn (the course's `select.select` loop).
 //! - `reactor`: the mio event loop this crate is about (`server`).
 //!
 //! All three run the same handlers with the same codecs (see `blocking.rs`), so what differs
@@ -13,6 +15,7 @@
 
 mod blocking;
 mod iterative;
+mod scan;
 mod threads;
 
 use std::fmt;
@@ -36,6 +39,10 @@ pub enum Model {
     Iterative,
     /// A thread per connection.
     Threads,
+    /// One thread scanning every socket with `select(2)` each turn.
+    Select,
+    /// One thread scanning every socket with `poll(2)` each turn.
+    Poll,
 }
 
 impl FromStr for Model {
@@ -46,8 +53,10 @@ impl FromStr for Model {
             "reactor" => Ok(Model::Reactor),
             "iterative" => Ok(Model::Iterative),
             "threads" => Ok(Model::Threads),
+            "select" => Ok(Model::Select),
+            "poll" => Ok(Model::Poll),
             _ => Err(format!(
-                "unknown model '{}': expected reactor, iterative or threads",
+                "unknown model '{}': expected reactor, iterative, threads, select or poll",
                 text.escape_debug()
             )),
         }
@@ -60,6 +69,8 @@ impl fmt::Display for Model {
             Model::Reactor => "reactor",
             Model::Iterative => "iterative",
             Model::Threads => "threads",
+            Model::Select => "select",
+            Model::Poll => "poll",
         })
     }
 }
@@ -119,6 +130,8 @@ pub fn run(model: Model, services: Vec<BlockingService>, config: &ServerConfig) 
     match model {
         Model::Iterative => iterative::run(services, &limits),
         Model::Threads => threads::run(services, &limits),
+        Model::Select => scan::run(scan::Scan::Select, services, &limits),
+        Model::Poll => scan::run(scan::Scan::Poll, services, &limits),
         Model::Reactor => Err(io::Error::new(io::ErrorKind::InvalidInput, "the reactor runs through Server")),
     }
 }

@@ -9,12 +9,15 @@
 //! - `nonblocking`: naming `WouldBlock`, `Interrupted` and friends.
 //! - `rlimit`: the open-file limit.
 //! - `process`: a worker dies with its parent; signals to children.
+//! - `scan`: `select(2)` and `poll(2)`, for the scanning models.
 
 pub(crate) mod address;
 pub(crate) mod nonblocking;
 #[cfg(feature = "cli")]
 pub(crate) mod process;
 pub(crate) mod rlimit;
+#[cfg(feature = "cli")]
+pub(crate) mod scan;
 pub(crate) mod transport;
 
 /// 64 random bits from the kernel (`/dev/urandom`), or, should that fail, from the clock and

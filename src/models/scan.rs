@@ -1,0 +1,315 @@
+//! The `select` and `poll` models: one thread and non-blocking sockets, as in the classic
+//! course's `select.select` loop. Every turn rebuilds the whole interest set (each listener,
+//! each connection), hands it to the kernel, and scans every entry of the answer for the few
+//! that are ready. Same handlers and codecs as the reactor; what differs is that this
+//! per-turn work grows with every connection, busy or idle, where epoll's does not.
+//!
+//! `select` cannot watch a descriptor at or past `FD_SETSIZE` (1024): writing its bit would
+//! corrupt memory, so a connection that gets such a descriptor is turned away with
+//! `ERR server full`, and the others are served on.
+
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use log::{debug, info, warn};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use slab::Slab;
+
+use super::BlockingService;
+use crate::codec::{Codec, Decoder};
+use crate::handlers::work::busy_work;
+use crate::handlers::{ConnId, Intent, Outbox, Peer, Recipient};
+use crate::server::config::Limits;
+use crate::server::stats::{RunSummary, Stats};
+use crate::sys::address::PeerAddr;
+use crate::sys::nonblocking::{interrupted, would_block};
+use crate::sys::scan::{self, FD_SETSIZE, Watch};
+
+/// How long one wait may last, so a stop request is seen.
+const WAIT: Duration = Duration::from_millis(100);
+/// The read buffer: one read per ready connection per turn.
+const READ_BUFFER: usize = 64 * 1024;
+
+/// Which readiness call scans the set.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scan {
+    /// `select(2)`: bitmaps, at most `FD_SETSIZE` descriptors.
+    Select,
+    /// `poll(2)`: an array, any number of descriptors.
+    Poll,
+}
+
+/// One client.
+struct ScanConn {
+    stream: TcpStream,
+    peer: PeerAddr,
+    service: usize,
+    decoder: Decoder,
+    /// Undecoded input.
+    input: Vec<u8>,
+    /// Output not written yet.
+    output: Vec<u8>,
+    /// Still reading: false after its end of stream or a handler's close.
+    reading: bool,
+}
+
+/// Serves `services` with `kind` until SIGINT, SIGTERM or SIGHUP.
+pub fn run(kind: Scan, services: Vec<BlockingService>, config: &Limits) -> io::Result<RunSummary> {
+    let started = Instant::now();
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [SIGINT, SIGTERM, SIGHUP] {
+        signal_hook::flag::register(signal, Arc::clone(&stop))?;
+    }
+    let mut listeners: Vec<(usize, TcpListener)> = Vec::new();
+    let mut handlers = Vec::new();
+    let mut codecs = Vec::new();
+    for (index, service) in services.into_iter().enumerate() {
+        for (listener, _) in service.listeners {
+            listener.set_nonblocking(true)?;
+            listeners.push((index, listener));
+        }
+        handlers.push(service.handler);
+        codecs.push(service.codec);
+    }
+    info!("started; model={kind:?} listeners={}", listeners.len());
+    let mut conns: Slab<ScanConn> = Slab::new();
+    let mut stats = Stats::default();
+    let mut buffer = vec![0; READ_BUFFER];
+    let mut outbox = Outbox::default();
+    let mut watches: Vec<Watch> = Vec::new();
+    let mut keys: Vec<usize> = Vec::new();
+    let mut pollfds = Vec::new();
+    while !stop.load(Ordering::Relaxed) {
+        // The whole interest set, rebuilt every turn: this is the cost the model shows.
+        watches.clear();
+        keys.clear();
+        for (_, listener) in &listeners {
+            watches.push(Watch::new(listener.as_raw_fd(), true, false));
+        }
+        for (key, conn) in &conns {
+            let read = conn.reading && conn.output.len() <= config.max_output;
+            watches.push(Watch::new(conn.stream.as_raw_fd(), read, !conn.output.is_empty()));
+            keys.push(key);
+        }
+        let waited = match kind {
+            Scan::Select => scan::select(&mut watches, WAIT),
+            Scan::Poll => scan::poll(&mut watches, &mut pollfds, WAIT),
+        };
+        match waited {
+            Ok(_) => {}
+            Err(error) if interrupted(&error) => continue,
+            Err(error) => return Err(error),
+        }
+        stats.wakeups += 1;
+        for (index, (service, listener)) in listeners.iter().enumerate() {
+            if watches[index].readable {
+                accept_all(kind, listener, *service, codecs[*service], &mut conns, config, &mut stats);
+            }
+        }
+        // Scan every connection's answer: ready or not, each is looked at.
+        for (position, &key) in keys.iter().enumerate() {
+            let watch = watches[listeners.len() + position];
+            if watch.readable {
+                read_and_handle(
+                    key,
+                    &mut conns,
+                    &mut handlers,
+                    &codecs,
+                    &mut buffer,
+                    &mut outbox,
+                    config,
+                    &mut stats,
+                );
+            }
+        }
+        let mut finished = Vec::new();
+        for (key, conn) in &mut conns {
+            if !conn.output.is_empty() {
+                if let Err(error) = write_out(conn, &mut stats) {
+                    debug!("closed on write error; conn={key} error={error}");
+                    conn.reading = false;
+                    conn.output.clear();
+                }
+            }
+            if !conn.reading && conn.output.is_empty() {
+                finished.push(key);
+            }
+        }
+        for key in finished {
+            let conn = conns.remove(key);
+            let _ = conn.stream.shutdown(Shutdown::Both);
+            stats.connections_closed += 1;
+        }
+    }
+    info!("stopped; model={kind:?}");
+    stats.connections_open = conns.len();
+    Ok(RunSummary::new(started.elapsed(), stats, conns.len() as u64))
+}
+
+/// Accepts what the listener's backlog holds. Over `select`, a descriptor at or past
+/// FD_SETSIZE cannot be watched: that client is told the server is full.
+fn accept_all(
+    kind: Scan,
+    listener: &TcpListener,
+    service: usize,
+    codec: Codec,
+    conns: &mut Slab<ScanConn>,
+    config: &Limits,
+    stats: &mut Stats,
+) {
+    loop {
+        let (stream, peer) = match listener.accept() {
+            Ok(accepted) => accepted,
+            Err(error) if would_block(&error) => return,
+            Err(error) if interrupted(&error) => continue,
+            Err(error) => {
+                warn!("accept failed; error={error}");
+                return;
+            }
+        };
+        let unwatchable = kind == Scan::Select && stream.as_raw_fd() as usize >= FD_SETSIZE;
+        if unwatchable || conns.len() >= config.max_connections {
+            stats.connections_rejected += 1;
+            let mut reply = Vec::new();
+            codec.encode(b"ERR server full", &mut reply);
+            let mut stream = stream;
+            let _ = stream.write_all(&reply);
+            let _ = stream.shutdown(Shutdown::Write);
+            continue;
+        }
+        if stream.set_nonblocking(true).and_then(|()| stream.set_nodelay(true)).is_err() {
+            continue;
+        }
+        stats.connections_accepted += 1;
+        conns.insert(ScanConn {
+            stream,
+            peer: PeerAddr::Tcp(peer),
+            service,
+            decoder: codec.decoder(),
+            input: Vec::new(),
+            output: Vec::new(),
+            reading: true,
+        });
+    }
+}
+
+/// One read from a ready connection; its complete messages handled, their intents carried
+/// out (replies, the room, close).
+#[allow(clippy::too_many_arguments)]
+fn read_and_handle(
+    key: usize,
+    conns: &mut Slab<ScanConn>,
+    handlers: &mut [Box<dyn crate::handlers::Handler>],
+    codecs: &[Codec],
+    buffer: &mut [u8],
+    outbox: &mut Outbox,
+    config: &Limits,
+    stats: &mut Stats,
+) {
+    let Some(conn) = conns.get_mut(key) else { return };
+    let at_end = match conn.stream.read(buffer) {
+        Ok(0) => true,
+        Ok(n) => {
+            stats.bytes_in += n as u64;
+            conn.input.extend_from_slice(&buffer[..n]);
+            false
+        }
+        Err(error) if would_block(&error) || interrupted(&error) => return,
+        Err(_) => true,
+    };
+    let (service, mut decoder) = (conn.service, conn.decoder);
+    let input = std::mem::take(&mut conn.input);
+    let mut rest = &input[..];
+    // Decoded first, handled after: handling touches other connections (the room). A copy
+    // per message, which the reactor avoids; this model is for study, not speed.
+    let mut messages: Vec<Result<Vec<u8>, String>> = Vec::new();
+    loop {
+        match decoder.decode(&mut rest, config.max_frame) {
+            Ok(Some(message)) => messages.push(Ok(message.to_vec())),
+            Ok(None) => break,
+            Err(error) => messages.push(Err(format!("ERR {error}"))),
+        }
+    }
+    if at_end {
+        match decoder.finish(rest, config.max_frame) {
+            Ok(Some(message)) => messages.push(Ok(message.to_vec())),
+            Ok(None) => {}
+            Err(error) => messages.push(Err(format!("ERR {error}"))),
+        }
+        rest = &[];
+    }
+    let conn = &mut conns[key];
+    conn.decoder = decoder;
+    conn.input = rest.to_vec();
+    if at_end {
+        conn.reading = false;
+    }
+    for message in messages {
+        if !conns.get(key).is_some_and(|conn| conn.reading || at_end) {
+            break;
+        }
+        let message = match message {
+            Ok(message) => message,
+            Err(error) => {
+                // A frame error: answered, the connection carries on.
+                stats.frame_errors += 1;
+                codecs[service].encode(error.as_bytes(), &mut conns[key].output);
+                stats.messages_out += 1;
+                continue;
+            }
+        };
+        stats.messages_in += 1;
+        busy_work(config.work_per_message);
+        let peer = conns[key].peer.clone();
+        handlers[service].on_message(Peer { id: ConnId(key), addr: &peer }, &message, outbox);
+        for (intent, payload) in outbox.iter() {
+            match intent {
+                Intent::Send { to: Recipient::Sender, .. } => deliver(conns, key, payload, codecs, stats),
+                Intent::Send { to: Recipient::Conn(ConnId(to)), .. } => {
+                    deliver(conns, *to, payload, codecs, stats)
+                }
+                Intent::Send { to: Recipient::AllExcept(ConnId(except)), .. } => {
+                    let room: Vec<usize> = conns
+                        .iter()
+                        .filter(|(other, conn)| *other != *except && conn.service == service)
+                        .map(|(other, _)| other)
+                        .collect();
+                    for other in room {
+                        deliver(conns, other, payload, codecs, stats);
+                    }
+                }
+                Intent::Close => conns[key].reading = false,
+                _ => {}
+            }
+        }
+        outbox.clear();
+    }
+}
+
+fn deliver(conns: &mut Slab<ScanConn>, key: usize, payload: &[u8], codecs: &[Codec], stats: &mut Stats) {
+    if let Some(conn) = conns.get_mut(key) {
+        codecs[conn.service].encode(payload, &mut conn.output);
+        stats.messages_out += 1;
+    }
+}
+
+/// Writes what the socket takes of a connection's output.
+fn write_out(conn: &mut ScanConn, stats: &mut Stats) -> io::Result<()> {
+    let mut written = 0;
+    while written < conn.output.len() {
+        match conn.stream.write(&conn.output[written..]) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => written += n,
+            Err(error) if would_block(&error) => break,
+            Err(error) if interrupted(&error) => {}
+            Err(error) => return Err(error),
+        }
+    }
+    stats.bytes_out += written as u64;
+    conn.output.drain(..written);
+    Ok(())
+}
