@@ -46,6 +46,13 @@ struct Args {
     /// Measure nothing: redraw the charts from the CSV files already under --out
     #[arg(long)]
     charts_only: bool,
+    /// Idle connections beside 100 busy ones, for experiment 3 (reactor, poll, select);
+    /// empty to skip it
+    #[arg(long, value_delimiter = ',', default_value = "0,100,1000,5000,10000")]
+    idle: Vec<String>,
+    /// Run only experiment 3
+    #[arg(long)]
+    idle_only: bool,
 }
 
 /// What one run measured.
@@ -59,6 +66,10 @@ struct Measured {
     verified: u64,
     lost: u64,
     connect_failed: u64,
+    /// Replies that were wrong (for select past FD_SETSIZE: `ERR server full`).
+    failed: u64,
+    /// Server CPU (user + system, all its processes) per verified message, µs.
+    cpu_us_per_msg: f64,
 }
 
 fn main() {
@@ -68,12 +79,21 @@ fn main() {
             |name: &str| std::fs::read_to_string(args.out.join("data").join(name)).expect("a CSV file");
         draw_models_chart(&args.out, &read("models.csv"));
         draw_work_chart(&args.out, &read("work.csv"), args.rate);
+        draw_idle_chart(&args.out, &read("idle.csv"));
         return;
     }
     common::build(&["--bin", "evloop-server", "--bin", "evloop-load"]);
     std::fs::create_dir_all(args.out.join("data")).unwrap();
     std::fs::create_dir_all(args.out.join("charts")).unwrap();
+    let idle: Vec<u32> =
+        args.idle.iter().filter(|n| !n.is_empty()).map(|n| n.parse().expect("a count")).collect();
+    if args.idle_only {
+        return idle_experiment(&args, &idle);
+    }
     connections_experiment(&args);
+    if !idle.is_empty() {
+        idle_experiment(&args, &idle);
+    }
     let work: Vec<u64> =
         args.work.iter().filter(|w| !w.is_empty()).map(|w| w.parse().expect("work in us")).collect();
     if !work.is_empty() {
@@ -83,9 +103,9 @@ fn main() {
 
 fn connections_experiment(args: &Args) {
     let mut csv = String::from(
-        "model,connections,msgs_per_s,p50_ms,p99_ms,rss_mib,threads,verified,lost,connect_failed\n",
+        "model,connections,msgs_per_s,p50_ms,p99_ms,rss_mib,threads,verified,lost,connect_failed,cpu_us_per_msg\n",
     );
-    for model in ["iterative", "threads", "reactor"] {
+    for model in ["iterative", "threads", "reactor", "select", "poll"] {
         for &count in &args.counts {
             let server = start_server(&["--model", model, "--listen", "echo=127.0.0.1:0"], true);
             let loader = [
@@ -103,7 +123,7 @@ fn connections_experiment(args: &Args) {
             let measured = measure(server, &loader, true);
             eprintln!("{model} {count}: {measured:?}");
             csv.push_str(&format!(
-                "{model},{count},{:.0},{:.3},{:.3},{:.1},{},{},{},{}\n",
+                "{model},{count},{:.0},{:.3},{:.3},{:.1},{},{},{},{},{:.3}\n",
                 measured.msgs_per_s,
                 measured.p50_ms,
                 measured.p99_ms,
@@ -111,7 +131,8 @@ fn connections_experiment(args: &Args) {
                 measured.threads,
                 measured.verified,
                 measured.lost,
-                measured.connect_failed
+                measured.connect_failed,
+                measured.cpu_us_per_msg
             ));
         }
     }
@@ -157,6 +178,7 @@ fn draw_models_chart(out: &std::path::Path, csv: &str) {
             panel("p99 latency of verified replies", "ms", 4),
             panel("Server memory (peak RSS)", "MiB", 5),
             panel("Server threads (peak)", "threads", 6),
+            panel("Server CPU per verified message", "µs", 10),
         ],
     )
     .unwrap();
@@ -237,11 +259,15 @@ fn measure(mut server: Server, loader_args: &[String], pinned: bool) -> Measured
             }
         })
     };
+    let server_pids: Vec<u32> = std::iter::once(pid).chain(common::children(pid)).collect();
+    let cpu_ticks = |pids: &[u32]| pids.iter().map(|&p| common::cpu_ticks(p)).sum::<u64>();
+    let cpu_before = cpu_ticks(&server_pids);
     let output = common::on_cpu(pinned.then_some(1), &common::binary("evloop-load"))
         .args(["--target", &server.addr, "--json", "--no-progress"])
         .args(loader_args)
         .output()
         .expect("run evloop-load");
+    let cpu_after = cpu_ticks(&server_pids);
     done.store(true, Ordering::Relaxed);
     sampler.join().unwrap();
     common::stop(&mut server.child);
@@ -256,6 +282,10 @@ fn measure(mut server: Server, loader_args: &[String], pinned: bool) -> Measured
         verified: report["messages"]["verified"].as_u64().unwrap_or(0),
         lost: report["messages"]["lost"].as_u64().unwrap_or(0),
         connect_failed: report["connections"]["failed"].as_u64().unwrap_or(0),
+        failed: report["messages"]["failed"].as_u64().unwrap_or(0),
+        // The whole run, warmup included, over every verified message (10 ms ticks).
+        cpu_us_per_msg: (cpu_after - cpu_before) as f64 * 10_000.0
+            / report["messages"]["verified"].as_f64().unwrap_or(0.0).max(1.0),
     }
 }
 
@@ -276,6 +306,62 @@ fn draw_work_chart(out: &std::path::Path, csv: &str, rate: u32) {
             panel("Throughput, 100 connections, closed loop".to_string(), "msgs/s", 2),
             panel(format!("p99 latency at {rate} msgs/s"), "ms", 4),
         ],
+    )
+    .unwrap();
+}
+
+/// Experiment 3: 100 busy clients (ping-pong) among idle ones. The scanning models pay for
+/// every connection every turn, busy or idle; epoll only for the ready ones.
+fn idle_experiment(args: &Args, idle: &[u32]) {
+    let mut csv = String::from("model,idle,msgs_per_s,p50_ms,cpu_us_per_msg,verified,failed\n");
+    for model in ["reactor", "poll", "select"] {
+        for &count in idle {
+            let server = start_server(&["--model", model, "--listen", "echo=127.0.0.1:0"], true);
+            let total = (100 + count).to_string();
+            let loader =
+                ["-c", &total, "--active", "100", "-d", &format!("{}s", args.seconds), "--warmup", "1s"]
+                    .map(String::from);
+            let loader = [&loader[..], &["--connect-timeout".to_string(), "5s".to_string()]].concat();
+            let measured = measure(server, &loader, true);
+            eprintln!("{model} idle={count}: {measured:?}");
+            csv.push_str(&format!(
+                "{model},{count},{:.0},{:.3},{:.3},{},{}\n",
+                measured.msgs_per_s,
+                measured.p50_ms,
+                measured.cpu_us_per_msg,
+                measured.verified,
+                measured.failed
+            ));
+        }
+    }
+    std::fs::write(args.out.join("data/idle.csv"), &csv).unwrap();
+    draw_idle_chart(&args.out, &csv);
+    print!("{csv}");
+}
+
+/// docs/charts/idle.svg from docs/data/idle.csv's text.
+fn draw_idle_chart(out: &std::path::Path, csv: &str) {
+    let rows: Vec<Vec<&str>> = rows(csv)
+        .into_iter()
+        .map(|mut row| {
+            // Zero idle connections has no place on a log axis: it is drawn at 1.
+            if row[1] == "0" {
+                row[1] = "1";
+            }
+            row
+        })
+        .collect();
+    let panel = |title: &str, y: &str, column: usize| Panel {
+        title: title.to_string(),
+        x_label: "idle connections beside 100 busy (none: drawn at 1)".to_string(),
+        y_label: y.to_string(),
+        log_x: true,
+        log_y: false,
+        series: series_by(&rows, 0, 1, column),
+    };
+    write_svg(
+        &out.join("charts/idle.svg"),
+        &[panel("Throughput of the 100 busy clients", "msgs/s", 2), panel("Server CPU per message", "µs", 4)],
     )
     .unwrap();
 }
