@@ -274,3 +274,47 @@ fn select_turns_away_past_fd_setsize_and_poll_does_not() {
         clients[0].roundtrip("still here", "still here");
     }
 }
+
+/// The children of `pid` now, with their states (`Z` for a zombie).
+fn children_states(pid: u32) -> Vec<char> {
+    let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+    children
+        .split_whitespace()
+        .filter_map(|child| std::fs::read_to_string(format!("/proc/{child}/stat")).ok())
+        .filter_map(|stat| stat.rsplit(')').next().and_then(|rest| rest.trim_start().chars().next()))
+        .collect()
+}
+
+/// A process per client: 300 interleaved clients verified, each served by a child process;
+/// once they have left, every child is reaped (none left, no zombie), and broadcast is
+/// refused (processes share no room).
+#[test]
+fn fork_serves_300_clients_and_leaves_no_zombies() {
+    let server = ServerProcess::start(
+        server_command(&["--model", "fork", "--listen", "echo=127.0.0.1:0", "--listen", "sum=127.0.0.1:0"]),
+        2,
+    );
+    load_verifies(server.addrs[0], "echo", "300");
+    load_verifies(server.addrs[1], "sum", "8");
+    let mut client = connect(server.addrs[0]);
+    client.roundtrip("hello", "hello");
+    let pid = server.child.id();
+    let states = children_states(pid);
+    assert!(
+        states.len() == 1 && states[0] != 'Z',
+        "one live child serves the one client still connected: {states:?}"
+    );
+    drop(client);
+    // The process table is the readiness signal: wait until the last child is reaped.
+    let deadline = Instant::now() + util::READ_TIMEOUT;
+    loop {
+        let states = children_states(pid);
+        if states.is_empty() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "children left: {states:?}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let output = server_command(&["--model", "fork", "--listen", "broadcast=127.0.0.1:0"]).output().unwrap();
+    assert_eq!(output.status.code(), Some(2), "{}", String::from_utf8_lossy(&output.stderr));
+}

@@ -94,7 +94,8 @@ struct Args {
     backplane_ping: Duration,
 
     /// How the server shares the CPU among clients: reactor (one thread, epoll, every
-    /// client), iterative (one client at a time), threads (a thread per client), select or
+    /// client), iterative (one client at a time), threads (a thread per client), fork (a
+    /// process per client; no broadcast), select or
     /// poll (one thread scanning every socket each turn; select stops at 1024 descriptors).
     /// The others are for comparison and study; only the reactor has every limit
     #[arg(long, value_name = "MODEL", default_value = "reactor")]
@@ -226,6 +227,12 @@ fn default_listeners(args: &Args, is_worker: bool) -> Vec<ListenSpec> {
             spec.addrs.retain(|addr| matches!(addr, ListenAddr::Tcp(_)));
         }
     }
+    if args.model == Model::Fork {
+        specs.retain(|spec| !is_room(spec));
+        cli::eprint_line(
+            "evloop-server: --model fork: not serving the default broadcast room (processes share no room)",
+        );
+    }
     specs
 }
 
@@ -344,6 +351,17 @@ fn run_model(args: &Args, specs: &[ListenSpec], log_file_limit: impl FnOnce()) -
     if args.workers > 1 {
         cli::eprint_line(format_args!("evloop-server: --workers applies to the reactor model only"));
         return ExitCode::from(2);
+    }
+    if args.model == Model::Fork {
+        if let Some(spec) = specs.iter().find(|spec| is_room(spec)) {
+            return cli::usage_error(
+                "evloop-server",
+                &format!(
+                    "{} cannot run with --model fork: each process would hold a room of its own",
+                    spec.handler
+                ),
+            );
+        }
     }
     let config = args.server_config(false);
     let (services, listening) = match cli::bind_model(specs, &config) {

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use crate::codec::{Codec, FrameError};
 use crate::handlers::work::busy_work;
-use crate::handlers::{ConnId, Intent, Outbox, Peer, Recipient};
+use crate::handlers::{ConnId, Handler, Intent, Outbox, Peer, Recipient};
 use crate::server::config::Limits;
 use crate::sys::address::PeerAddr;
 
@@ -27,6 +27,23 @@ pub trait Room {
     fn handle(&mut self, from: Peer<'_>, message: &[u8], out: &mut Outbox);
     /// Delivers `payload` (not yet framed) to `to`, a recipient other than the sender.
     fn deliver(&mut self, sender: ConnId, to: Recipient, payload: &[u8]);
+}
+
+/// The one client's room, when it is alone with its handler (the iterative server, a
+/// process per client): nobody else to deliver to.
+pub struct Alone<'a> {
+    /// The client's handler.
+    pub handler: &'a mut dyn Handler,
+}
+
+impl Room for Alone<'_> {
+    fn handle(&mut self, from: Peer<'_>, message: &[u8], out: &mut Outbox) {
+        self.handler.on_message(from, message, out);
+    }
+
+    fn deliver(&mut self, _sender: ConnId, _to: Recipient, _payload: &[u8]) {
+        // No other client is reachable from here.
+    }
 }
 
 /// Messages one connection handled and sent.

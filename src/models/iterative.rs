@@ -18,27 +18,12 @@ use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 
 use super::BlockingService;
-use super::blocking::{self, Client, Room};
-use crate::handlers::{ConnId, Handler, Outbox, Peer, Recipient};
+use super::blocking::{self, Alone, Client};
+use crate::handlers::ConnId;
 use crate::server::config::Limits;
 use crate::server::stats::RunSummary;
 
 const SIGNALS: Token = Token(usize::MAX);
-
-/// The one client's room: its handler, and nobody else to deliver to.
-struct Alone<'a> {
-    handler: &'a mut dyn Handler,
-}
-
-impl Room for Alone<'_> {
-    fn handle(&mut self, from: Peer<'_>, message: &[u8], out: &mut Outbox) {
-        self.handler.on_message(from, message, out);
-    }
-
-    fn deliver(&mut self, _sender: ConnId, _to: Recipient, _payload: &[u8]) {
-        // No other client is connected while this one is served.
-    }
-}
 
 /// Serves `services` one client at a time until SIGINT/SIGTERM.
 pub fn run(mut services: Vec<BlockingService>, config: &Limits) -> io::Result<RunSummary> {

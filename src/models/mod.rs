@@ -3,6 +3,7 @@
 //! - `iterative`: one thread; accept a client, serve it until it leaves, then the next (the
 //!   sequential server of the socket tutorials).
 //! - `threads`: one blocking thread per connection (the classic concurrent server).
+//! - `fork`: a process per connection (inetd's `nowait` services).
 //! - `select`, `poll`: one thread, non-blocking sockets, the whole interest set handed to
 //!   the kernel and scanned every turn (the course's `select.select` loop).
 //! - `reactor`: the mio event loop this crate is about (`server`).
@@ -14,6 +15,7 @@
 //! `--max-connections` and `--work-us`).
 
 mod blocking;
+mod fork;
 mod iterative;
 mod scan;
 mod threads;
@@ -43,6 +45,8 @@ pub enum Model {
     Select,
     /// One thread scanning every socket with `poll(2)` each turn.
     Poll,
+    /// A process per connection, forked for it.
+    Fork,
 }
 
 impl FromStr for Model {
@@ -55,8 +59,9 @@ impl FromStr for Model {
             "threads" => Ok(Model::Threads),
             "select" => Ok(Model::Select),
             "poll" => Ok(Model::Poll),
+            "fork" => Ok(Model::Fork),
             _ => Err(format!(
-                "unknown model '{}': expected reactor, iterative, threads, select or poll",
+                "unknown model '{}': expected reactor, iterative, threads, fork, select or poll",
                 text.escape_debug()
             )),
         }
@@ -71,6 +76,7 @@ impl fmt::Display for Model {
             Model::Threads => "threads",
             Model::Select => "select",
             Model::Poll => "poll",
+            Model::Fork => "fork",
         })
     }
 }
@@ -132,6 +138,7 @@ pub fn run(model: Model, services: Vec<BlockingService>, config: &ServerConfig) 
         Model::Threads => threads::run(services, &limits),
         Model::Select => scan::run(scan::Scan::Select, services, &limits),
         Model::Poll => scan::run(scan::Scan::Poll, services, &limits),
+        Model::Fork => fork::run(services, &limits),
         Model::Reactor => Err(io::Error::new(io::ErrorKind::InvalidInput, "the reactor runs through Server")),
     }
 }
