@@ -88,6 +88,17 @@ struct Args {
     #[arg(long, value_name = "N", default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..=100_000))]
     max_file_sends: u64,
 
+    /// Write a timeline of the run to PATH when the server stops, in the Trace Event Format
+    /// (open it in Perfetto or chrome://tracing): a track per client, a slice per message,
+    /// and for the reactor a track of wakeups. For short runs: recording stops past
+    /// --trace-limit events. Not for --model fork or the select and poll models
+    #[arg(long, value_name = "PATH")]
+    trace_file: Option<std::path::PathBuf>,
+
+    /// Events a --trace-file keeps at most (about 100 bytes each in memory until the stop)
+    #[arg(long, value_name = "N", default_value_t = 200_000, value_parser = clap::value_parser!(u64).range(1..))]
+    trace_limit: u64,
+
     /// How often an idle backplane link is pinged, and how long a connect or a ping may take
     /// before the link counts as dead and is retried
     #[arg(long, value_name = "SECS", default_value = "5", value_parser = positive_duration)]
@@ -123,6 +134,8 @@ impl Args {
         config.backplane = self.backplane.clone();
         config.backplane_ping = self.backplane_ping;
         config.files = self.files.clone();
+        config.trace_file = self.trace_file.clone();
+        config.trace_limit = self.trace_limit as usize;
         config.max_file_sends = self.max_file_sends as usize;
         config
     }

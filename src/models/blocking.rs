@@ -6,12 +6,14 @@
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use crate::codec::{Codec, FrameError};
 use crate::handlers::work::busy_work;
 use crate::handlers::{ConnId, Handler, Intent, Outbox, Peer, Recipient};
 use crate::server::config::Limits;
+use crate::server::timeline::Timeline;
 use crate::sys::address::PeerAddr;
 
 /// How often a blocked read wakes up to check whether the server is stopping.
@@ -20,6 +22,11 @@ pub const STOP_CHECK: Duration = Duration::from_millis(100);
 const LINGER: Duration = Duration::from_secs(2);
 /// The read buffer of one blocking connection.
 const READ_BUFFER: usize = 16 * 1024;
+
+/// Locks a mutex; one that a panicking thread left poisoned holds plain data: carry on.
+pub fn lock<T: ?Sized>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
 
 /// What a connection needs from its model: the handler, and the way to reach other clients.
 pub trait Room {
@@ -76,9 +83,15 @@ pub fn serve(
     room: &mut dyn Room,
     write_own: &mut dyn FnMut(&[u8]) -> io::Result<()>,
     stop: &dyn Fn() -> bool,
+    timeline: Option<&Mutex<Timeline>>,
 ) -> io::Result<Served> {
     let Client { mut stream, id, peer } = client;
     let peer = &peer;
+    // With --trace-file: this client's track, numbered by its id.
+    let track = id.0 as u64;
+    if let Some(timeline) = timeline {
+        lock(timeline).name_track(track, &format!("conn {id} {peer}"));
+    }
     stream.set_read_timeout(Some(STOP_CHECK))?;
     let mut served = Served::default();
     let mut decoder = codec.decoder();
@@ -121,8 +134,12 @@ pub fn serve(
                 }
             };
             served.messages_in += 1;
+            let started = timeline.is_some().then(Instant::now);
             busy_work(config.work_per_message);
             room.handle(Peer { id, addr: peer }, message, &mut outbox);
+            if let (Some(timeline), Some(started)) = (timeline, started) {
+                lock(timeline).message(track, started, Instant::now(), message.len());
+            }
             for (intent, payload) in outbox.iter() {
                 match intent {
                     Intent::Send { to: Recipient::Sender, .. } => {

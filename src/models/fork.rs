@@ -86,7 +86,15 @@ pub fn run(mut services: Vec<BlockingService>, config: &Limits) -> io::Result<Ru
                             let mut room = Alone { handler: spec.handler.as_mut() };
                             let mut write_own = |bytes: &[u8]| writer.write_all(bytes);
                             let client = Client { stream, id, peer };
-                            blocking::serve(client, spec.codec, config, &mut room, &mut write_own, &|| false)
+                            blocking::serve(
+                                client,
+                                spec.codec,
+                                config,
+                                &mut room,
+                                &mut write_own,
+                                &|| false,
+                                None,
+                            )
                         }));
                         let code = match served {
                             Ok(Ok(_)) => 0,

@@ -9,6 +9,7 @@
 use std::cell::{Cell, RefCell};
 use std::io;
 use std::os::fd::AsRawFd;
+use std::sync::Mutex;
 use std::time::Instant;
 
 use log::{debug, info};
@@ -22,6 +23,7 @@ use super::blocking::{self, Alone, Client};
 use crate::handlers::ConnId;
 use crate::server::config::Limits;
 use crate::server::stats::RunSummary;
+use crate::server::timeline::Timeline;
 
 const SIGNALS: Token = Token(usize::MAX);
 
@@ -50,6 +52,7 @@ pub fn run(mut services: Vec<BlockingService>, config: &Limits) -> io::Result<Ru
         stopping.get()
     };
     let mut summary = RunSummary { workers: 1, ..RunSummary::default() };
+    let timeline = config.trace_file.clone().map(|path| Mutex::new(Timeline::new(path, config.trace_limit)));
     let mut next_id = 0;
     while !stop() {
         if let Err(error) = poll.poll(&mut events, None) {
@@ -74,7 +77,15 @@ pub fn run(mut services: Vec<BlockingService>, config: &Limits) -> io::Result<Ru
                 let mut room = Alone { handler: spec.handler.as_mut() };
                 let mut write_own = |bytes: &[u8]| io::Write::write_all(&mut writer, bytes);
                 let client = Client { stream, id, peer };
-                match blocking::serve(client, spec.codec, config, &mut room, &mut write_own, &stop) {
+                match blocking::serve(
+                    client,
+                    spec.codec,
+                    config,
+                    &mut room,
+                    &mut write_own,
+                    &stop,
+                    timeline.as_ref(),
+                ) {
                     Ok(served) => {
                         summary.stats.messages_in += served.messages_in;
                         summary.stats.messages_out += served.messages_out;
@@ -86,6 +97,11 @@ pub fn run(mut services: Vec<BlockingService>, config: &Limits) -> io::Result<Ru
         }
     }
     summary.uptime = started.elapsed();
+    if let Some(timeline) = timeline {
+        if let Err(error) = blocking::lock(&timeline).write() {
+            log::warn!("cannot write the timeline; error={error}");
+        }
+    }
     info!("stopped; model=iterative");
     log::debug!("stopped; model=iterative {summary}");
     Ok(summary)

@@ -11,7 +11,7 @@ use std::io::{self, Write};
 use std::net::{Shutdown, TcpStream};
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -22,11 +22,12 @@ use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 
 use super::BlockingService;
-use super::blocking::{self, Client, Room};
+use super::blocking::{self, Client, Room, lock};
 use crate::codec::Codec;
 use crate::handlers::{ConnId, Handler, Outbox, Peer, Recipient};
 use crate::server::config::Limits;
 use crate::server::stats::RunSummary;
+use crate::server::timeline::Timeline;
 
 const SIGNALS: Token = Token(usize::MAX);
 /// Stack of a connection thread: enough for a handler and a codec, small enough for
@@ -41,11 +42,6 @@ struct Shared {
     handler: Mutex<Box<dyn Handler>>,
     /// Each connected client's socket, for writing to it; the mutex keeps writes whole.
     members: Mutex<HashMap<ConnId, Arc<Mutex<TcpStream>>>>,
-}
-
-fn lock<T: ?Sized>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    // A thread that panicked while holding a lock leaves plain data behind; carry on.
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl Room for Arc<Shared> {
@@ -114,6 +110,8 @@ pub fn run(services: Vec<BlockingService>, config: &Limits) -> io::Result<RunSum
     info!("started; model=threads listeners={}", listeners.len());
     let stop = Arc::new(AtomicBool::new(false));
     let counters = Arc::new(Counters::default());
+    let timeline =
+        config.trace_file.clone().map(|path| Arc::new(Mutex::new(Timeline::new(path, config.trace_limit))));
     let mut threads: Vec<JoinHandle<()>> = Vec::new();
     let mut next_id = 0;
     'serve: loop {
@@ -144,8 +142,8 @@ pub fn run(services: Vec<BlockingService>, config: &Limits) -> io::Result<RunSum
                 lock(&state.members).insert(id, writer.clone());
                 counters.open.fetch_add(1, Ordering::AcqRel);
                 counters.accepted.fetch_add(1, Ordering::Relaxed);
-                let (mut room, stop, counters, config) =
-                    (state.clone(), stop.clone(), counters.clone(), config.clone());
+                let (mut room, stop, counters, config, timeline) =
+                    (state.clone(), stop.clone(), counters.clone(), config.clone(), timeline.clone());
                 let thread = std::thread::Builder::new()
                     .name(format!("conn-{id}"))
                     .stack_size(STACK_SIZE)
@@ -154,8 +152,16 @@ pub fn run(services: Vec<BlockingService>, config: &Limits) -> io::Result<RunSum
                         let should_stop = || stop.load(Ordering::Acquire);
                         let codec = room.codec;
                         let client = Client { stream, id, peer };
-                        match blocking::serve(client, codec, &config, &mut room, &mut write_own, &should_stop)
-                        {
+                        let timeline = timeline.as_deref();
+                        match blocking::serve(
+                            client,
+                            codec,
+                            &config,
+                            &mut room,
+                            &mut write_own,
+                            &should_stop,
+                            timeline,
+                        ) {
                             Ok(served) => {
                                 counters.messages_in.fetch_add(served.messages_in, Ordering::Relaxed);
                                 counters.messages_out.fetch_add(served.messages_out, Ordering::Relaxed);
@@ -174,6 +180,11 @@ pub fn run(services: Vec<BlockingService>, config: &Limits) -> io::Result<RunSum
     stop.store(true, Ordering::Release);
     for thread in threads {
         let _ = thread.join();
+    }
+    if let Some(timeline) = timeline {
+        if let Err(error) = lock(&timeline).write() {
+            warn!("cannot write the timeline; error={error}");
+        }
     }
     let summary = RunSummary {
         uptime: started.elapsed(),

@@ -94,6 +94,9 @@ impl Reactor {
         }
         let conn = entry.insert(conn);
         self.stats.connections_accepted += 1;
+        if let Some(recording) = &mut self.recording {
+            recording.opened(key, conn.peer());
+        }
         debug!("opened; conn={key} peer={} service={}", conn.peer(), self.services[service].name);
         let from = Peer { id: ConnId(key), addr: conn.peer() };
         self.services[service].handler.on_connect(from, &mut self.outbox);

@@ -67,6 +67,9 @@ impl Reactor {
             self.release_file_slot();
         }
         self.stats.connections_closed += 1;
+        if let Some(recording) = &mut self.recording {
+            recording.closed(key);
+        }
         match &reason {
             CloseReason::Error(error) if client_went_away(error) => {
                 debug!("closed; conn={key} peer={} reason=\"{error}\"", conn.peer());

@@ -143,9 +143,14 @@ impl Reactor {
         self.stats.messages_in += 1;
         let Some(conn) = self.conns.get(key) else { return };
         let from = Peer { id: ConnId(key), addr: conn.peer() };
+        // Only while recording a timeline: otherwise this is one branch per message.
+        let started = self.recording.is_some().then(std::time::Instant::now);
         crate::handlers::work::busy_work(self.limits.work_per_message);
         self.services[service].handler.on_message(from, message, &mut self.outbox);
         self.carry_out(key, service);
+        if let (Some(recording), Some(started)) = (&mut self.recording, started) {
+            recording.message(key, started, message.len());
+        }
     }
 
     /// Answers malformed input with `ERR ...`; the connection carries on.

@@ -32,6 +32,7 @@ mod input;
 mod linger;
 mod log_throttle;
 mod output;
+mod recording;
 mod reporter;
 mod service;
 mod timer_wheel;
@@ -168,6 +169,8 @@ pub(crate) struct Reactor {
     /// Files open for sending, and the connections waiting for a slot (`files.rs`).
     files_open: usize,
     file_waiters: files::FileWaiters,
+    /// `--trace-file`: the timeline being recorded (`recording.rs`); `None`, the usual.
+    recording: Option<recording::Recording>,
 }
 
 impl Reactor {
@@ -215,6 +218,9 @@ impl Reactor {
             }
             None => None,
         };
+        let recording = limits.trace_file.clone().map(|path| {
+            recording::Recording::new(crate::server::timeline::Timeline::new(path, limits.trace_limit))
+        });
         let reactor = Reactor {
             poll,
             listeners: slots,
@@ -247,6 +253,7 @@ impl Reactor {
             raw_hint: hint::RawHint::default(),
             files_open: 0,
             file_waiters: files::FileWaiters::new(),
+            recording,
         };
         Ok((reactor, handle))
     }
@@ -280,6 +287,9 @@ impl Reactor {
                 event_count += 1;
                 self.dispatch(event, woke);
             }
+            if let Some(recording) = &mut self.recording {
+                recording.wakeup(woke, event_count);
+            }
             self.serve_owed();
             self.run_timers(woke);
             self.flush_queued();
@@ -304,6 +314,9 @@ impl Reactor {
             }
         }
         let summary = RunSummary::new(self.started.elapsed(), self.stats_snapshot(), self.cut_at_deadline);
+        if let Some(recording) = self.recording.take() {
+            recording.finish();
+        }
         // The summary itself is the caller's to print (the binary prints it on stdout): on a
         // terminal, logging it too would show it twice.
         info!("stopped");

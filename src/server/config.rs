@@ -63,6 +63,11 @@ pub struct ServerConfig {
     /// Files being sent at once, at most, over all connections (each holds a descriptor);
     /// further downloads wait their turn.
     pub max_file_sends: usize,
+    /// Write a timeline of the run here, in the Trace Event Format (Perfetto,
+    /// chrome://tracing), when the server stops. Off by default.
+    pub trace_file: Option<std::path::PathBuf>,
+    /// Events the timeline keeps at most; past it, recording stops and the file says so.
+    pub trace_limit: usize,
 }
 
 /// The listen backlog asked for by default: the most the kernel allows. Linux silently caps
@@ -84,6 +89,8 @@ pub(crate) struct Limits {
     pub drain_timeout: Duration,
     pub work_per_message: Duration,
     pub max_file_sends: usize,
+    pub trace_file: Option<std::path::PathBuf>,
+    pub trace_limit: usize,
 }
 
 impl Default for ServerConfig {
@@ -102,6 +109,8 @@ impl Default for ServerConfig {
             backplane_ping: DEFAULT_PING,
             files: None,
             max_file_sends: 256,
+            trace_file: None,
+            trace_limit: super::timeline::DEFAULT_LIMIT,
         }
     }
 }
@@ -144,6 +153,8 @@ impl ServerConfig {
             drain_timeout: self.drain_timeout,
             work_per_message: self.work_per_message,
             max_file_sends: self.max_file_sends.max(1),
+            trace_file: self.trace_file.clone(),
+            trace_limit: self.trace_limit,
         }
     }
 }

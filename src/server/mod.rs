@@ -11,6 +11,7 @@
 
 pub(crate) mod config;
 pub(crate) mod stats;
+pub(crate) mod timeline;
 
 use std::fmt;
 use std::io;

@@ -1,0 +1,58 @@
+//! The reactor's side of `--trace-file`: which track each connection is (a new one per
+//! connection, even when its slab key is reused), and the hooks the phases call. See
+//! `server/timeline.rs` for the format.
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use log::{info, warn};
+
+use crate::server::timeline::{LOOP_TRACK, Timeline};
+use crate::sys::address::PeerAddr;
+
+/// See the module documentation.
+#[derive(Debug)]
+pub(super) struct Recording {
+    timeline: Timeline,
+    /// The track of each open connection, by slab key.
+    tracks: HashMap<usize, u64>,
+    next_track: u64,
+}
+
+impl Recording {
+    pub fn new(timeline: Timeline) -> Recording {
+        let mut timeline = timeline;
+        timeline.name_track(LOOP_TRACK, "event loop (wakeups)");
+        Recording { timeline, tracks: HashMap::new(), next_track: 1 }
+    }
+
+    /// Connection `key` opened: a track of its own.
+    pub fn opened(&mut self, key: usize, peer: &PeerAddr) {
+        let track = self.next_track;
+        self.next_track += 1;
+        self.tracks.insert(key, track);
+        self.timeline.name_track(track, &format!("conn {track} {peer}"));
+    }
+
+    pub fn closed(&mut self, key: usize) {
+        self.tracks.remove(&key);
+    }
+
+    pub fn message(&mut self, key: usize, start: Instant, bytes: usize) {
+        if let Some(&track) = self.tracks.get(&key) {
+            self.timeline.message(track, start, Instant::now(), bytes);
+        }
+    }
+
+    pub fn wakeup(&mut self, at: Instant, events: usize) {
+        self.timeline.wakeup(at, events);
+    }
+
+    /// Writes the file; a failure is logged, not fatal (the run itself went fine).
+    pub fn finish(self) {
+        match self.timeline.write() {
+            Ok(()) => info!("timeline written"),
+            Err(error) => warn!("cannot write the timeline; error={error}"),
+        }
+    }
+}

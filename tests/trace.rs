@@ -1,0 +1,92 @@
+//! `--trace-file`: a timeline in the Trace Event Format, for the reactor and the blocking
+//! models: valid JSON with the fields Perfetto needs, events in time order per track, and
+//! the size bound.
+
+mod util;
+
+use std::collections::HashMap;
+use std::process::Command;
+
+use serde_json::Value;
+use util::{ServerProcess, server_command};
+
+/// Runs `model` with a trace file, loads it with `connections` clients sending `messages`
+/// in all, stops it; the parsed file.
+fn traced_run(model: &str, connections: &str, messages: &str, extra: &[&str]) -> Value {
+    let path = std::env::temp_dir().join(format!("evloop-trace-{}-{model}.json", std::process::id()));
+    let path_text = path.display().to_string();
+    let mut args = vec!["--model", model, "--listen", "echo=127.0.0.1:0", "--trace-file", &path_text];
+    args.extend(extra);
+    let server = ServerProcess::start(server_command(&args), 1);
+    let output = Command::new(env!("CARGO_BIN_EXE_evloop-load"))
+        .args(["--target", &server.addrs[0].to_string(), "-c", connections, "-n", messages, "--no-progress"])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stdout));
+    server.signal(libc::SIGTERM);
+    let (code, _) = server.wait();
+    assert_eq!(code, Some(0));
+    let text = std::fs::read_to_string(&path).expect("the trace file is written at the stop");
+    std::fs::remove_file(&path).unwrap();
+    serde_json::from_str(&text).expect("the trace file is JSON")
+}
+
+/// Every event has what a Trace Event Format viewer needs; each track's events come in time
+/// order; each client's messages are slices on its own track.
+#[track_caller]
+fn assert_valid_timeline(trace: &Value, clients: usize, messages: u64, loop_track: bool) {
+    let events = trace["traceEvents"].as_array().expect("traceEvents");
+    let mut last_ts: HashMap<u64, f64> = HashMap::new();
+    let mut slices: HashMap<u64, u64> = HashMap::new();
+    let mut wakeups = 0;
+    for event in events {
+        for field in ["ph", "ts", "pid", "tid", "name"] {
+            assert!(event.get(field).is_some(), "{field} missing in {event}");
+        }
+        let (tid, ts) = (event["tid"].as_u64().unwrap(), event["ts"].as_f64().unwrap());
+        match event["ph"].as_str().unwrap() {
+            "M" => continue,
+            "X" => {
+                assert!(event["dur"].as_f64().unwrap() >= 0.0, "{event}");
+                assert!(event["args"]["bytes"].as_u64().unwrap() > 0, "{event}");
+                *slices.entry(tid).or_default() += 1;
+            }
+            "i" => {
+                assert_eq!(tid, 0, "wakeups are on the loop's track");
+                wakeups += 1;
+            }
+            other => panic!("unexpected phase {other}"),
+        }
+        let last = last_ts.insert(tid, ts).unwrap_or(0.0);
+        assert!(ts >= last, "track {tid} goes back in time: {last} then {ts}");
+    }
+    assert_eq!(slices.len(), clients, "a track per client: {slices:?}");
+    assert_eq!(slices.values().sum::<u64>(), messages, "a slice per message");
+    assert_eq!(wakeups > 0, loop_track, "wakeups only for the reactor");
+    assert_eq!(trace["otherData"]["truncated"], false);
+}
+
+/// The reactor's timeline: a track per client, a slice per message, and its wakeups.
+#[test]
+fn the_reactor_writes_a_timeline() {
+    let trace = traced_run("reactor", "4", "40", &[]);
+    assert_valid_timeline(&trace, 4, 40, true);
+}
+
+/// The threads and iterative models write the same kind of timeline (no loop track).
+#[test]
+fn the_blocking_models_write_timelines() {
+    let trace = traced_run("threads", "4", "40", &[]);
+    assert_valid_timeline(&trace, 4, 40, false);
+    let trace = traced_run("iterative", "1", "10", &[]);
+    assert_valid_timeline(&trace, 1, 10, false);
+}
+
+/// Past --trace-limit, recording stops and the file says so.
+#[test]
+fn the_timeline_is_bounded() {
+    let trace = traced_run("reactor", "4", "400", &["--trace-limit", "50"]);
+    assert_eq!(trace["traceEvents"].as_array().unwrap().len(), 50);
+    assert_eq!(trace["otherData"]["truncated"], true);
+    assert_eq!(trace["otherData"]["limit"], 50);
+}
