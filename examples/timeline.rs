@@ -1,0 +1,151 @@
+//! Timelines of apparent concurrency, for docs/apparent-concurrency.md: who was served when,
+//! one row per client, one mark per handled message. It runs the server four ways with
+//! `--trace-file` (the reactor; a thread per client; the iterative server; the reactor with
+//! `--work-us 200`), puts 8 clients on each for a short bounded run, and draws each trace as
+//! an SVG with plotters. It can also draw any trace file the server wrote.
+//!
+//! Run:  cargo run --release --example timeline                     (the four, into docs/charts)
+//!       cargo run --release --example timeline -- --draw TRACE.json OUT.svg
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use clap::Parser;
+use plotters::prelude::*;
+use serde_json::Value;
+
+mod common;
+
+/// See the module documentation.
+#[derive(Parser, Debug)]
+struct Args {
+    /// Only draw TRACE (a --trace-file) into OUT
+    #[arg(long, num_args = 2, value_names = ["TRACE", "OUT"])]
+    draw: Option<Vec<PathBuf>>,
+    /// Where docs/ is
+    #[arg(long, default_value = "docs")]
+    out: PathBuf,
+    /// How much of each run to draw, from its first message, in milliseconds
+    #[arg(long, default_value_t = 20.0)]
+    window_ms: f64,
+}
+
+fn main() {
+    let args = Args::parse();
+    if let Some(paths) = &args.draw {
+        return draw(&paths[0], &paths[1], "timeline", f64::INFINITY);
+    }
+    common::build(&["--bin", "evloop-server", "--bin", "evloop-load"]);
+    let runs: [(&str, &[&str]); 4] = [
+        ("reactor", &["--model", "reactor"]),
+        ("threads", &["--model", "threads"]),
+        ("iterative", &["--model", "iterative"]),
+        ("reactor-work200", &["--model", "reactor", "--work-us", "200"]),
+    ];
+    for (name, model_args) in runs {
+        let trace = std::env::temp_dir().join(format!("evloop-timeline-{name}.json"));
+        let mut server = Command::new(common::binary("evloop-server"));
+        server.args(model_args).args(["--listen", "echo=127.0.0.1:0", "--trace-file", trace.to_str().unwrap()]);
+        let (mut server, addr) = common::start_server(server);
+        // 8 clients, closed loop; the iterative server serves one of them, the others wait.
+        let status = Command::new(common::binary("evloop-load"))
+            .args(["--target", &addr, "-c", "8", "-d", "0.2s", "--no-progress", "--reply-timeout", "0.5s"])
+            .output()
+            .expect("run evloop-load");
+        drop(status);
+        common::stop(&mut server);
+        let out = args.out.join(format!("charts/timeline-{name}.svg"));
+        let title = match name {
+            "reactor" => "reactor: one thread, 8 clients, messages interleaved".to_string(),
+            "threads" => "threads: a thread per client, overlapping on 2 cores".to_string(),
+            "iterative" => "iterative: one client at a time".to_string(),
+            _ => "reactor, --work-us 200: one slow message delays everyone".to_string(),
+        };
+        draw(&trace, &out, &title, args.window_ms);
+        eprintln!("wrote {}", out.display());
+    }
+}
+
+/// One handled message: its track, start and duration (µs).
+struct Slice {
+    track: u64,
+    start: f64,
+    duration: f64,
+}
+
+/// Draws the message slices of `trace` within `window_ms` of the first one.
+fn draw(trace: &Path, out: &Path, title: &str, window_ms: f64) {
+    let text = std::fs::read_to_string(trace).expect("a trace file");
+    let trace: Value = serde_json::from_str(&text).expect("Trace Event Format JSON");
+    let events = trace["traceEvents"].as_array().expect("traceEvents");
+    let mut names: BTreeMap<u64, String> = BTreeMap::new();
+    let mut slices = Vec::new();
+    for event in events {
+        let track = event["tid"].as_u64().unwrap_or(0);
+        match event["ph"].as_str() {
+            Some("M") => {
+                names.insert(track, event["args"]["name"].as_str().unwrap_or("").to_string());
+            }
+            Some("X") => slices.push(Slice {
+                track,
+                start: event["ts"].as_f64().unwrap_or(0.0),
+                duration: event["dur"].as_f64().unwrap_or(0.0),
+            }),
+            _ => {}
+        }
+    }
+    let first = slices.iter().map(|slice| slice.start).fold(f64::INFINITY, f64::min);
+    let end = first + window_ms * 1000.0;
+    slices.retain(|slice| slice.start < end);
+    // Rows: the client tracks, in order (a client the server never served has none).
+    let rows: Vec<u64> = names.keys().copied().filter(|&track| track != 0).collect();
+    let row_of = |track: u64| rows.iter().position(|&row| row == track).unwrap_or(0);
+    let last = slices.iter().map(|slice| slice.start + slice.duration).fold(first, f64::max);
+    let span_ms = ((last.min(end) - first) / 1000.0).max(0.001);
+
+    let root = SVGBackend::new(out, (1000, 120 + 34 * rows.len() as u32)).into_drawing_area();
+    root.fill(&WHITE).unwrap();
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, ("sans-serif", 20))
+        .margin(14)
+        .x_label_area_size(44)
+        .y_label_area_size(200)
+        .build_cartesian_2d(0.0..span_ms, -0.5..(rows.len() as f64 - 0.5))
+        .unwrap();
+    chart
+        .configure_mesh()
+        .x_desc("time (ms)")
+        .y_labels(rows.len())
+        .y_label_formatter(&|value| {
+            let index = value.round() as usize;
+            rows.get(index).and_then(|track| names.get(track)).cloned().unwrap_or_default()
+        })
+        .label_style(("sans-serif", 14))
+        .axis_desc_style(("sans-serif", 15))
+        .disable_y_mesh()
+        .draw()
+        .unwrap();
+    let colors = [
+        RGBColor(0x1f, 0x77, 0xb4),
+        RGBColor(0xd6, 0x27, 0x28),
+        RGBColor(0x2c, 0xa0, 0x2c),
+        RGBColor(0xff, 0x7f, 0x0e),
+        RGBColor(0x94, 0x67, 0xbd),
+        RGBColor(0x8c, 0x56, 0x4b),
+        RGBColor(0xe3, 0x77, 0xc2),
+        RGBColor(0x17, 0xbe, 0xcf),
+    ];
+    // A message too short to see is drawn about a pixel wide: a mark, whatever it took.
+    let min_width = span_ms * 0.0012;
+    chart
+        .draw_series(slices.iter().map(|slice| {
+            let row = row_of(slice.track) as f64;
+            let x0 = (slice.start - first) / 1000.0;
+            let x1 = x0 + (slice.duration / 1000.0).max(min_width);
+            let color = colors[row_of(slice.track) % colors.len()];
+            Rectangle::new([(x0, row - 0.35), (x1, row + 0.35)], color.filled())
+        }))
+        .unwrap();
+    root.present().unwrap();
+}
