@@ -105,7 +105,7 @@ fn connections_experiment(args: &Args) {
     let mut csv = String::from(
         "model,connections,msgs_per_s,p50_ms,p99_ms,rss_mib,threads,verified,lost,connect_failed,cpu_us_per_msg\n",
     );
-    for model in ["iterative", "threads", "reactor", "select", "poll"] {
+    for model in ["iterative", "threads", "fork", "reactor", "select", "poll"] {
         for &count in &args.counts {
             let server = start_server(&["--model", model, "--listen", "echo=127.0.0.1:0"], true);
             let loader = [
@@ -177,7 +177,7 @@ fn draw_models_chart(out: &std::path::Path, csv: &str) {
             panel("Throughput (verified replies)", "msgs/s", 2),
             panel("p99 latency of verified replies", "ms", 4),
             panel("Server memory (peak RSS)", "MiB", 5),
-            panel("Server threads (peak)", "threads", 6),
+            panel("Server threads and processes (peak)", "threads", 6),
             panel("Server CPU per verified message", "µs", 10),
         ],
     )
