@@ -46,7 +46,12 @@ fn main() {
     for (name, model_args) in runs {
         let trace = std::env::temp_dir().join(format!("evloop-timeline-{name}.json"));
         let mut server = Command::new(common::binary("evloop-server"));
-        server.args(model_args).args(["--listen", "echo=127.0.0.1:0", "--trace-file", trace.to_str().unwrap()]);
+        server.args(model_args).args([
+            "--listen",
+            "echo=127.0.0.1:0",
+            "--trace-file",
+            trace.to_str().unwrap(),
+        ]);
         let (mut server, addr) = common::start_server(server);
         // 8 clients, closed loop; the iterative server serves one of them, the others wait.
         let status = Command::new(common::binary("evloop-load"))
