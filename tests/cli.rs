@@ -235,3 +235,40 @@ fn cpu_ticks(pid: i32) -> u64 {
     // Fields 14 and 15 of the full line (utime, stime) are 11 and 12 after the name.
     fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
 }
+
+/// `--workers auto` starts one worker per core.
+#[test]
+fn workers_auto_is_one_per_core() {
+    let cores = thread::available_parallelism().unwrap().get();
+    let server =
+        ServerProcess::start(server_command(&["--workers", "auto", "--listen", "echo=127.0.0.1:0"]), 1);
+    connect(server.addrs[0]).roundtrip("hi", "hi");
+    server.signal(libc::SIGTERM);
+    let (code, stdout) = server.wait();
+    assert_eq!(code, Some(0));
+    if cores > 1 {
+        assert!(stdout.contains(&format!("({cores} workers)")), "{stdout}");
+    } else {
+        assert!(!stdout.contains("workers)"), "{stdout}");
+    }
+}
+
+/// Shell completions and a man page, generated from the flags on request, for both binaries.
+#[test]
+fn completions_and_man_pages() {
+    for binary in [env!("CARGO_BIN_EXE_evloop-server"), env!("CARGO_BIN_EXE_evloop-load")] {
+        let completions =
+            std::process::Command::new(binary).args(["--completions", "bash"]).output().unwrap();
+        assert!(completions.status.success());
+        let script = String::from_utf8_lossy(&completions.stdout);
+        assert!(script.contains("complete -F"), "{binary}: {script}");
+        assert!(
+            script.contains("--max-frame") || script.contains("--target"),
+            "{binary}: the flags are in it"
+        );
+        let man = std::process::Command::new(binary).arg("--man").output().unwrap();
+        assert!(man.status.success());
+        let page = String::from_utf8_lossy(&man.stdout);
+        assert!(page.starts_with(".ie") && page.contains(".SH NAME"), "{binary}: {page}");
+    }
+}

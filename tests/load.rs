@@ -437,3 +437,30 @@ fn file_downloads_verify() {
     std::fs::remove_dir_all(dir).unwrap();
     std::fs::remove_dir_all(other).unwrap();
 }
+
+/// What users of wrk and redis-benchmark expect: -t, -R and -P, a host name in --target,
+/// p99.99, the full spectrum with --latency, and a schema version in the JSON.
+#[test]
+fn wrk_style_flags_host_names_and_the_spectrum() {
+    let server = TestServer::start(&["echo=127.0.0.1:0"]);
+    let target = format!("localhost:{}", server.addr().port());
+    let (code, report) =
+        load(&["--target", &target, "-c", "4", "-t", "2", "-P", "4", "-n", "2000", "--latency"]);
+    assert_all_verified(code, &report);
+    assert_eq!(report["schema"], 1);
+    assert_eq!(report["threads"], 2);
+    assert_eq!(report["mode"], "closed loop, pipeline 4");
+    assert_eq!(report["target"], server.addr().to_string(), "the host name resolved");
+    let latency = &report["latency_us"];
+    assert!(latency["p99_99"].as_f64().unwrap() >= latency["p99_9"].as_f64().unwrap(), "{latency}");
+    let spectrum = report["latency_spectrum"].as_array().expect("--latency adds the spectrum");
+    assert!(spectrum.len() > 5);
+    assert_eq!(spectrum.last().unwrap()["percentile"], 100.0);
+    let total: u64 = spectrum.iter().map(|step| step["count"].as_u64().unwrap()).sum();
+    assert_eq!(total, report["messages"]["measured"].as_u64().unwrap());
+
+    let (code, report) = load(&["--target", &target, "-c", "2", "-R", "500", "-n", "100"]);
+    assert_all_verified(code, &report);
+    assert_eq!(report["mode"], "open loop at 500 msgs/s");
+    assert!(report["latency_spectrum"].is_null(), "no spectrum unless asked");
+}

@@ -28,10 +28,10 @@ const RESERVED_DESCRIPTORS: u64 = 32;
 #[derive(Parser, Debug)]
 #[command(name = "evloop-load", version)]
 struct Args {
-    /// The server: HOST:PORT, [IPv6]:PORT, unix:/path or udp://HOST:PORT. Repeatable: with
-    /// several (a room spread over servers sharing a backplane), connections go to each in
-    /// turn
-    #[arg(long = "target", value_name = "ADDR", default_value = "127.0.0.1:7000")]
+    /// The server: HOST:PORT (an IP address or a host name), [IPv6]:PORT, unix:/path or
+    /// udp://HOST:PORT. Repeatable: with several (a room spread over servers sharing a
+    /// backplane), connections go to each in turn
+    #[arg(long = "target", value_name = "ADDR", default_value = "127.0.0.1:7000", value_parser = target)]
     targets: Vec<ListenAddr>,
 
     /// What to send and check: echo, uppercase, sum, broadcast (open loop, 1000 msgs/s
@@ -66,11 +66,11 @@ struct Args {
     warmup: Duration,
 
     /// Closed loop: messages in flight per connection (1 = ping-pong)
-    #[arg(long, value_name = "K", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(short = 'P', long, value_name = "K", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
     pipeline: u32,
 
     /// Open loop: messages per second in total, sent on schedule whatever the replies do
-    #[arg(long, value_name = "R", value_parser = positive_rate)]
+    #[arg(short = 'R', long, value_name = "R", value_parser = positive_rate)]
     rate: Option<f64>,
 
     /// Payload bytes per message (at least 32, except for sum)
@@ -95,8 +95,13 @@ struct Args {
     sources: Option<Sources>,
 
     /// Reactor threads (per process), each with its share of connections and messages
-    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(short = 't', long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
     threads: u32,
+
+    /// Print the full latency percentile spectrum (as wrk2 does), in the text report and
+    /// the JSON (`latency_spectrum`)
+    #[arg(long)]
+    latency: bool,
 
     /// Loader processes, each with its share (threads share one file table, processes do
     /// not: use this past the open-file limit, ~20,000 connections a process here)
@@ -136,10 +141,37 @@ struct Args {
     /// No live progress line on stderr
     #[arg(long)]
     no_progress: bool,
+
+    /// Print the completion script for SHELL (bash, zsh, fish, elvish, powershell) and exit,
+    /// e.g. `evloop-load --completions bash > /etc/bash_completion.d/evloop-load`
+    #[arg(long, value_name = "SHELL")]
+    completions: Option<clap_complete::Shell>,
+
+    /// Print the man page (roff) and exit, e.g. `evloop-load --man > evloop-load.1`
+    #[arg(long)]
+    man: bool,
 }
 
 #[derive(Clone, Debug)]
 struct Sources(Vec<IpAddr>);
+
+/// A target as typed: an address as the server prints them, or HOST:PORT with a host name,
+/// resolved once here (its first address; the run then uses that address).
+fn target(text: &str) -> Result<ListenAddr, String> {
+    match text.parse::<ListenAddr>() {
+        Ok(addr) => Ok(addr),
+        Err(error) => {
+            let (scheme, host_port) = match text.strip_prefix("udp://") {
+                Some(rest) => ("udp", rest),
+                None => ("tcp", text),
+            };
+            use std::net::ToSocketAddrs as _;
+            let resolved =
+                host_port.to_socket_addrs().ok().and_then(|mut addrs| addrs.next()).ok_or(error)?;
+            Ok(if scheme == "udp" { ListenAddr::Udp(resolved) } else { ListenAddr::Tcp(resolved) })
+        }
+    }
+}
 
 fn sources(text: &str) -> Result<Sources, String> {
     parse_sources(text).map(Sources)
@@ -150,6 +182,13 @@ fn main() -> ExitCode {
         Ok(args) => args,
         Err(code) => return code,
     };
+    if let Some(shell) = args.completions {
+        cli::print_completions::<Args>(shell, "evloop-load");
+        return ExitCode::SUCCESS;
+    }
+    if args.man {
+        return if cli::print_man::<Args>().is_ok() { ExitCode::SUCCESS } else { ExitCode::from(1) };
+    }
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     let mut config = LoadConfig::default();
     config.target = args.targets[0].clone();
@@ -174,6 +213,7 @@ fn main() -> ExitCode {
     config.first_id = args.first_id;
     config.hold = args.hold;
     config.files = args.files.clone();
+    config.latency_spectrum = args.latency;
     if let Err(message) = config.validate() {
         return usage_error("evloop-load", &message);
     }

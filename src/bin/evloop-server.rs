@@ -68,8 +68,9 @@ struct Args {
 
     /// Worker processes, each a single-threaded reactor, all accepting on the same ports
     /// (SO_REUSEPORT). More workers hold more connections (each process may open only so
-    /// many files) and use more cores. TCP listeners only; broadcast only with --backplane
-    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    /// many files) and use more cores. `auto`: one per core. TCP listeners only; broadcast
+    /// only with --backplane
+    #[arg(long, value_name = "N|auto", default_value = "1", value_parser = workers_count)]
     workers: u32,
 
     /// Share rooms (broadcast) with other workers and servers through a pub/sub engine:
@@ -116,6 +117,15 @@ struct Args {
     /// slow handler costs everyone else
     #[arg(long, value_name = "US", default_value_t = 0)]
     work_us: u64,
+
+    /// Print the completion script for SHELL (bash, zsh, fish, elvish, powershell) and exit,
+    /// e.g. `evloop-server --completions bash > /etc/bash_completion.d/evloop-server`
+    #[arg(long, value_name = "SHELL")]
+    completions: Option<clap_complete::Shell>,
+
+    /// Print the man page (roff) and exit, e.g. `evloop-server --man > evloop-server.1`
+    #[arg(long)]
+    man: bool,
 }
 
 impl Args {
@@ -179,6 +189,13 @@ fn main() -> ExitCode {
         Ok(args) => args,
         Err(code) => return code,
     };
+    if let Some(shell) = args.completions {
+        cli::print_completions::<Args>(shell, "evloop-server");
+        return ExitCode::SUCCESS;
+    }
+    if args.man {
+        return if cli::print_man::<Args>().is_ok() { ExitCode::SUCCESS } else { ExitCode::from(1) };
+    }
     let worker = workers::worker_index();
     init_logging(worker);
     // Raised before binding (the default --max-connections follows it), logged after, so a
@@ -199,6 +216,17 @@ fn main() -> ExitCode {
         return run_supervisor(&args, &specs, log_file_limit);
     }
     run_reactor(&args, &specs, worker.is_some(), log_file_limit)
+}
+
+/// `--workers N` (1 to 1024) or `auto`: one worker per core the process may run on.
+fn workers_count(text: &str) -> Result<u32, String> {
+    if text == "auto" {
+        return Ok(std::thread::available_parallelism().map_or(1, |cores| cores.get() as u32));
+    }
+    match text.parse::<u32>() {
+        Ok(count) if (1..=1024).contains(&count) => Ok(count),
+        _ => Err(format!("bad worker count '{}': expected 1 to 1024, or auto", text.escape_debug())),
+    }
 }
 
 /// Set to 0, the default listeners take free ports instead of 7000-7003: the tests run the

@@ -37,6 +37,16 @@ pub fn parse_args<T: clap::Parser>(program: &str) -> Result<T, ExitCode> {
     })
 }
 
+/// Prints the completion script of `T` for `shell` on stdout.
+pub fn print_completions<T: clap::CommandFactory>(shell: clap_complete::Shell, program: &str) {
+    clap_complete::generate(shell, &mut T::command(), program, &mut std::io::stdout());
+}
+
+/// Prints the man page of `T` (roff) on stdout.
+pub fn print_man<T: clap::CommandFactory>() -> std::io::Result<()> {
+    clap_mangen::Man::new(T::command()).render(&mut std::io::stdout())
+}
+
 /// Prints `program: message (see --help)` on stderr; returns exit code 2.
 pub fn usage_error(program: &str, message: &str) -> ExitCode {
     eprint_line(format_args!("{program}: {message} (see --help)"));

@@ -69,6 +69,8 @@ pub struct LoadConfig {
     /// `--workload file`: the directory the server serves, read here to know what every
     /// download must hash to.
     pub files: Option<std::path::PathBuf>,
+    /// Report the full latency percentile spectrum too (`--latency`).
+    pub latency_spectrum: bool,
 }
 
 impl Default for LoadConfig {
@@ -93,6 +95,7 @@ impl Default for LoadConfig {
             first_id: 0,
             hold: Duration::ZERO,
             files: None,
+            latency_spectrum: false,
         }
     }
 }
@@ -256,6 +259,7 @@ impl LoadConfig {
         if let Some(files) = &self.files {
             flag("files", files.display().to_string());
         }
+
         if let Some(rate) = self.rate {
             flag("rate", rate.to_string());
         }
@@ -268,6 +272,9 @@ impl LoadConfig {
         if !self.sources.is_empty() {
             let sources: Vec<String> = self.sources.iter().map(ToString::to_string).collect();
             flag("sources", sources.join(","));
+        }
+        if self.latency_spectrum {
+            args.push("--latency".to_string());
         }
         args
     }

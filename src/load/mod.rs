@@ -61,7 +61,9 @@ use std::thread;
 use std::time::Duration;
 
 pub use config::{LoadConfig, Stop};
-pub use report::{Broadcast, Connections, Errors, Messages, Percentiles, Report, Throughput};
+pub use report::{
+    Broadcast, Connections, Errors, Messages, Percentiles, Report, SCHEMA, SpectrumPoint, Throughput,
+};
 pub use sources::parse_sources;
 pub use tally::{Failures, Mismatch};
 pub use workload::Workload;

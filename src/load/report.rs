@@ -23,6 +23,8 @@ pub struct Percentiles {
     pub p99: f64,
     /// 99.9th percentile.
     pub p99_9: f64,
+    /// 99.99th percentile.
+    pub p99_99: f64,
     /// Largest seen.
     pub max: f64,
     /// Mean.
@@ -39,12 +41,41 @@ impl Percentiles {
             p90: us(histogram.value_at_quantile(0.90)),
             p99: us(histogram.value_at_quantile(0.99)),
             p99_9: us(histogram.value_at_quantile(0.999)),
+            p99_99: us(histogram.value_at_quantile(0.9999)),
             max: us(histogram.max()),
             mean: histogram.mean() / 1000.0,
             count: histogram.len(),
         }
     }
 }
+
+/// One step of the latency spectrum: the value at a percentile.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct SpectrumPoint {
+    /// The percentile, 0 to 100.
+    pub percentile: f64,
+    /// The latency at it, in microseconds.
+    pub value_us: f64,
+    /// Values at or below it.
+    pub count: u64,
+}
+
+/// The latency spectrum, as wrk2 prints it: steps that halve the distance to 100% (50, 75,
+/// 87.5, ...), so the tail gets as many rows as the body.
+fn spectrum(histogram: &Histogram<u64>) -> Vec<SpectrumPoint> {
+    histogram
+        .iter_quantiles(1)
+        .map(|step| SpectrumPoint {
+            percentile: step.quantile_iterated_to() * 100.0,
+            value_us: step.value_iterated_to() as f64 / 1000.0,
+            count: step.count_since_last_iteration(),
+        })
+        .collect()
+}
+
+/// The version of the JSON report's shape: raised when a field changes meaning or goes.
+pub const SCHEMA: u32 = 1;
 
 /// Connection counts.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -120,6 +151,8 @@ pub struct Errors {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct Report {
+    /// The version of this shape ([`SCHEMA`]); fields are only ever added within one.
+    pub schema: u32,
     /// The server loaded.
     pub target: String,
     /// The workload.
@@ -147,6 +180,8 @@ pub struct Report {
     pub latency_uncorrected_us: Option<Percentiles>,
     /// Open loop only: how late the loader itself sent against its schedule.
     pub schedule_lag_us: Option<Percentiles>,
+    /// With `--latency`: the full percentile spectrum of `latency_us`.
+    pub latency_spectrum: Option<Vec<SpectrumPoint>>,
     /// Broadcast only.
     pub broadcast: Option<Broadcast>,
     /// Failures by class.
@@ -172,6 +207,7 @@ impl Report {
         connections.closed += run.closed;
         connections.other += run.other;
         Report {
+            schema: SCHEMA,
             target: config.targets_text(),
             workload: config.workload.to_string(),
             codec: config.codec.to_string(),
@@ -202,6 +238,7 @@ impl Report {
             latency_us: Percentiles::of(&tally.latency),
             latency_uncorrected_us: open_loop.then(|| Percentiles::of(&tally.uncorrected)),
             schedule_lag_us: open_loop.then(|| Percentiles::of(&tally.schedule_lag)),
+            latency_spectrum: config.latency_spectrum.then(|| spectrum(&tally.latency)),
             broadcast: (config.workload == Workload::Broadcast).then_some(Broadcast {
                 deliveries_expected: tally.deliveries_expected,
                 deliveries_seen: tally.deliveries_seen,
@@ -229,11 +266,12 @@ impl fmt::Display for Micros {
 fn percentiles(f: &mut fmt::Formatter<'_>, label: &str, p: &Percentiles) -> fmt::Result {
     writeln!(
         f,
-        "{label:<13}p50 {}  p90 {}  p99 {}  p99.9 {}  max {}",
+        "{label:<13}p50 {}  p90 {}  p99 {}  p99.9 {}  p99.99 {}  max {}",
         Micros(p.p50),
         Micros(p.p90),
         Micros(p.p99),
         Micros(p.p99_9),
+        Micros(p.p99_99),
         Micros(p.max)
     )
 }
@@ -285,6 +323,14 @@ impl fmt::Display for Report {
         }
         if let Some(lag) = &self.schedule_lag_us {
             percentiles(f, "loader lag", lag)?;
+        }
+        if let Some(steps) = &self.latency_spectrum {
+            writeln!(f, "latency spectrum (µs at percentile, count up to it):")?;
+            let mut total = 0;
+            for step in steps {
+                total += step.count;
+                writeln!(f, "  {:>12.3}  {:>10.5}%  {total:>10}", step.value_us, step.percentile)?;
+            }
         }
         let e = &self.errors;
         let k = &e.connections;
