@@ -26,8 +26,8 @@ use evloop::{BackplaneUrl, ListenAddr, ListenSpec, Listening, Server, ServerConf
 #[command(name = "evloop-server", version)]
 struct Args {
     /// Serve HANDLER (echo, uppercase, sum, broadcast, daytime, time, file) framed by CODEC on ADDR: HOST:PORT,
-    /// [IPv6]:PORT, unix:/path or udp://HOST:PORT (one datagram, one message); port 0 picks
-    /// a free port. CODEC: line (default: text lines, what nc sends), length (u32 length in
+    /// [IPv6]:PORT, unix:/path, udp://HOST:PORT (one datagram, one message), or fd:N (a socket
+    /// inherited already bound: systemd socket activation, inetd); port 0 picks a free port. CODEC: line (default: text lines, what nc sends), length (u32 length in
     /// network byte order, then the bytes), fixed:N (N-byte messages), raw (each read is a
     /// message: the naive tutorial style). @ROOM names a broadcast room shared over
     /// --backplane. Repeatable. Several ADDRs, comma-separated, share one handler (one
@@ -198,11 +198,26 @@ fn main() -> ExitCode {
     }
     let worker = workers::worker_index();
     init_logging(worker);
+    let passed_fds = cli::listen_fds();
     // Raised before binding (the default --max-connections follows it), logged after, so a
     // start-up error stays the only line on stderr.
     let file_limit = evloop::raise_file_limit();
     let specs =
         if args.listen.is_empty() { default_listeners(&args, worker.is_some()) } else { args.listen.clone() };
+    if let Some(passed) = &passed_fds {
+        let named = specs.iter().flat_map(|spec| &spec.addrs).filter_map(|addr| match addr {
+            ListenAddr::Fd(fd) => Some(*fd),
+            _ => None,
+        });
+        for fd in named {
+            if !passed.contains(&fd) {
+                return cli::usage_error(
+                    "evloop-server",
+                    &format!("fd:{fd} was not passed: LISTEN_FDS gives {}..{}", passed.start, passed.end - 1),
+                );
+            }
+        }
+    }
     let log_file_limit = move || match file_limit {
         Ok((before, after)) => {
             log::info!("open-file limit; soft={} hard={} was={}", after.soft, after.hard, before.soft)
@@ -318,6 +333,9 @@ fn run_reactor(
     };
     log_file_limit();
     print_startup_lines(server.listening());
+    if !is_worker {
+        cli::notify("READY=1");
+    }
     match server.run() {
         Ok(summary) if is_worker => {
             // For the parent, which adds up its workers' summaries.
@@ -382,7 +400,10 @@ fn run_supervisor(args: &Args, specs: &[ListenSpec], log_file_limit: impl FnOnce
     };
     log_file_limit();
     let listening = workers::startup_lines(&resolved);
-    let result = workers::supervise(&command, args.workers as usize, || print_startup_lines(&listening));
+    let result = workers::supervise(&command, args.workers as usize, || {
+        print_startup_lines(&listening);
+        cli::notify("READY=1");
+    });
     drop(reservations);
     finish(result)
 }
@@ -411,6 +432,7 @@ fn run_model(args: &Args, specs: &[ListenSpec], log_file_limit: impl FnOnce()) -
     };
     log_file_limit();
     print_startup_lines(&listening);
+    cli::notify("READY=1");
     finish(cli::run_model(args.model, services, &config))
 }
 

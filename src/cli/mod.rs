@@ -12,6 +12,7 @@ use std::process::ExitCode;
 
 pub use crate::models::{BlockingService, Model, bind as bind_model, run as run_model};
 pub use crate::server::config::DEFAULT_BACKLOG;
+pub use crate::sys::notify::notify;
 pub use crate::sys::rlimit::file_limit;
 pub use crate::sys::transport::reserve_port;
 
@@ -35,6 +36,22 @@ pub fn parse_args<T: clap::Parser>(program: &str) -> Result<T, ExitCode> {
             .collect();
         usage_error(program, &one_line)
     })
+}
+
+/// Sockets passed by systemd socket activation: `LISTEN_FDS` descriptors from 3 on, if
+/// `LISTEN_PID` is this process. The variables are removed, so no child (a worker) takes
+/// them for its own. `None`: none were passed.
+pub fn listen_fds() -> Option<std::ops::Range<i32>> {
+    let for_us = std::env::var("LISTEN_PID").ok()?.parse::<u32>().ok()? == std::process::id();
+    let count = std::env::var("LISTEN_FDS").ok()?.parse::<i32>().ok()?;
+    // SAFETY: called at start, before any thread is spawned: nothing reads the environment
+    // while it changes.
+    unsafe {
+        std::env::remove_var("LISTEN_PID");
+        std::env::remove_var("LISTEN_FDS");
+        std::env::remove_var("LISTEN_FDNAMES");
+    }
+    for_us.then_some(3..3 + count)
 }
 
 /// Prints the completion script of `T` for `shell` on stdout.

@@ -72,6 +72,8 @@ impl WorkerCommand {
         command
             .args(&self.args)
             .env(WORKER_ENV, index.to_string())
+            // The supervisor speaks to systemd for all of them.
+            .env_remove(crate::sys::notify::NOTIFY_SOCKET)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
@@ -113,6 +115,7 @@ pub fn supervise(command: &WorkerCommand, count: usize, ready: impl FnOnce()) ->
         match signal {
             SIGINT | SIGTERM | SIGHUP => {
                 info!("signal received, stopping workers; signal={signal} workers={}", workers.len());
+                crate::sys::notify::notify("STOPPING=1");
                 stopping = true;
                 // A second signal is forwarded too: workers then end their drain at once.
                 for worker in workers.iter().filter(|worker| !worker.exited) {

@@ -117,6 +117,7 @@ impl LoadConfig {
             ListenAddr::Udp(_) if self.codec != Codec::Line => {
                 return Err("UDP carries one message per datagram: --codec does not apply".to_string());
             }
+            ListenAddr::Fd(_) => return Err("fd: is a listening address, not a target".to_string()),
             ListenAddr::Unix(_) if !self.sources.is_empty() => {
                 return Err("--sources applies to TCP and UDP targets, not Unix sockets".to_string());
             }
@@ -174,7 +175,7 @@ impl LoadConfig {
     pub fn target_ip(&self) -> Option<IpAddr> {
         match &self.target {
             ListenAddr::Tcp(addr) | ListenAddr::Udp(addr) => Some(addr.ip()),
-            ListenAddr::Unix(_) => None,
+            _ => None,
         }
     }
 

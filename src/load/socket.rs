@@ -35,6 +35,7 @@ impl LoadSocket {
                 socket.connect(*addr)?;
                 Ok(LoadSocket::Datagram(socket))
             }
+            other => Err(io::Error::new(io::ErrorKind::InvalidInput, format!("{other} is not a target"))),
         }
     }
 

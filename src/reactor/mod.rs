@@ -491,6 +491,10 @@ impl Reactor {
             self.limits.drain_timeout.as_millis()
         );
         self.draining = Some(deadline);
+        if self.signals.is_some() {
+            // Run as a program (it handles the signals): tell a systemd supervisor.
+            crate::sys::notify::notify("STOPPING=1");
+        }
         for mut slot in self.listeners.drain(..) {
             let _ = self.poll.registry().deregister(&mut slot.listener);
         }

@@ -25,7 +25,7 @@ use crate::handlers::{self, Handler};
 use crate::reactor::control::ServerHandle;
 use crate::reactor::{MAX_LISTENERS, Reactor, Service};
 use crate::sys::address::ListenAddr;
-use crate::sys::transport::{Listener, bind_udp};
+use crate::sys::transport::{Inherited, Listener, bind_udp, inherited};
 
 /// Why a server could not start.
 #[derive(Debug)]
@@ -189,21 +189,46 @@ impl ServerBuilder {
         let mut listeners = Vec::new();
         let mut datagrams = Vec::new();
         let mut listening = Vec::new();
+        let mut fds = Vec::new();
         for spec in &self.services {
             self.config.check_codec(spec.codec).map_err(StartError::Config)?;
+            for addr in &spec.addrs {
+                if let ListenAddr::Fd(fd) = addr {
+                    if fds.contains(fd) {
+                        return Err(StartError::Config(format!(
+                            "fd:{fd} is named twice: a socket serves one listener"
+                        )));
+                    }
+                    fds.push(*fd);
+                }
+            }
         }
         for (index, spec) in self.services.into_iter().enumerate() {
+            let no_udp = |addr: &ListenAddr| match spec.handler.needs_connections() {
+                true => Err(StartError::Config(format!(
+                    "{} cannot run over UDP ({addr}): there are no connections to send to; use TCP or a Unix socket",
+                    spec.name
+                ))),
+                false => Ok(()),
+            };
             for addr in &spec.addrs {
+                let failed = |source| StartError::Bind { addr: addr.clone(), source };
                 let bound = match addr {
-                    ListenAddr::Udp(socket_addr) => {
-                        if spec.handler.needs_connections() {
-                            return Err(StartError::Config(format!(
-                                "{} cannot run over UDP ({addr}): there are no connections to send to; use TCP or a Unix socket",
-                                spec.name
-                            )));
+                    ListenAddr::Fd(fd) => match inherited(*fd).map_err(failed)? {
+                        Inherited::Stream(listener, bound) => {
+                            listeners.push((listener, bound.clone(), index));
+                            bound
                         }
-                        let (socket, bound) = bind_udp(*socket_addr)
-                            .map_err(|source| StartError::Bind { addr: addr.clone(), source })?;
+                        Inherited::Datagram(socket, local) => {
+                            no_udp(addr)?;
+                            let bound = ListenAddr::Udp(local);
+                            datagrams.push((socket, bound.clone(), index));
+                            bound
+                        }
+                    },
+                    ListenAddr::Udp(socket_addr) => {
+                        no_udp(addr)?;
+                        let (socket, bound) = bind_udp(*socket_addr).map_err(failed)?;
                         let bound = ListenAddr::Udp(bound);
                         datagrams.push((socket, bound.clone(), index));
                         bound
@@ -211,7 +236,7 @@ impl ServerBuilder {
                     _ => {
                         let (listener, bound) =
                             Listener::bind(addr, self.config.backlog, self.config.reuse_port)
-                                .map_err(|source| StartError::Bind { addr: addr.clone(), source })?;
+                                .map_err(failed)?;
                         listeners.push((listener, bound.clone(), index));
                         bound
                     }

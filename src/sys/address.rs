@@ -10,6 +10,7 @@ use std::str::FromStr;
 
 /// Where a listener listens.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum ListenAddr {
     /// A TCP address, `HOST:PORT` (IPv4 or `[IPv6]`); port 0 picks a free port.
     Tcp(SocketAddr),
@@ -17,6 +18,9 @@ pub enum ListenAddr {
     Unix(PathBuf),
     /// A UDP socket, `udp://HOST:PORT`.
     Udp(SocketAddr),
+    /// A socket inherited already bound, `fd:N` (systemd socket activation, inetd): TCP,
+    /// Unix stream or UDP, as the socket itself says.
+    Fd(i32),
 }
 
 impl ListenAddr {
@@ -39,6 +43,7 @@ impl fmt::Display for ListenAddr {
                 })
             }
             ListenAddr::Udp(addr) => write!(f, "udp://{addr}"),
+            ListenAddr::Fd(fd) => write!(f, "fd:{fd}"),
         }
     }
 }
@@ -52,6 +57,15 @@ impl FromStr for ListenAddr {
                 return Err("bad address 'unix:': expected unix:/path/to.sock".to_string());
             }
             return Ok(ListenAddr::Unix(PathBuf::from(path)));
+        }
+        if let Some(fd) = text.strip_prefix("fd:") {
+            return match fd.parse::<i32>() {
+                Ok(fd) if fd >= 0 => Ok(ListenAddr::Fd(fd)),
+                _ => Err(format!(
+                    "bad address 'fd:{}': expected fd:N, an inherited descriptor",
+                    fd.escape_debug()
+                )),
+            };
         }
         if let Some(host_port) = text.strip_prefix("udp://") {
             return parse_socket_addr(host_port).map(ListenAddr::Udp);
@@ -118,7 +132,7 @@ mod tests {
     /// Listen addresses parse from what users type and print back the same way.
     #[test]
     fn listen_addresses_round_trip() {
-        for text in ["127.0.0.1:7000", "[::1]:0", "unix:/tmp/x.sock", "udp://127.0.0.1:9"] {
+        for text in ["127.0.0.1:7000", "[::1]:0", "unix:/tmp/x.sock", "udp://127.0.0.1:9", "fd:3"] {
             let addr: ListenAddr = text.parse().unwrap();
             assert_eq!(addr.to_string(), text);
         }

@@ -13,6 +13,7 @@
 
 pub(crate) mod address;
 pub(crate) mod nonblocking;
+pub(crate) mod notify;
 #[cfg(feature = "cli")]
 pub(crate) mod process;
 pub(crate) mod rlimit;

@@ -136,17 +136,66 @@ macro_rules! forward_source {
 pub(crate) use forward_source;
 
 forward_source!(Stream { Tcp, Unix });
-forward_source!(Listener { Tcp, Unix });
+forward_source!(Listener { Tcp, Unix, InheritedUnix });
 
-/// A listening socket. A Unix listener removes its socket file when dropped: on a clean
-/// stop, and just as much when a later listener of the same start fails to bind, so a failed
-/// start leaves nothing behind.
+/// A socket inherited already bound (`fd:N`), as its type and family say it is.
+#[derive(Debug)]
+pub enum Inherited {
+    /// A listening stream socket (TCP or Unix), and the address it listens on.
+    Stream(Listener, ListenAddr),
+    /// A UDP socket, and its address.
+    Datagram(UdpSocket, SocketAddr),
+}
+
+/// Takes over descriptor `fd`, inherited from whoever started this process (systemd socket
+/// activation, inetd): a listening TCP or Unix stream socket, or a UDP socket. The kind is
+/// read from the socket itself. The descriptor must be one this process was given and no
+/// one else here owns (the caller checks each `fd:N` is named once).
+pub fn inherited(fd: i32) -> io::Result<Inherited> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: the descriptor was handed to this process to serve on, and is named once in
+    // the configuration, so this is its only owner from here on. An invalid descriptor
+    // makes the first call on it fail, and the Socket then closes nothing valid.
+    if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: as above: the descriptor is open (checked) and owned by nobody else here.
+    let socket = unsafe { Socket::from_raw_fd(fd) };
+    let kind = socket.r#type()?;
+    let local = socket.local_addr()?;
+    socket.set_nonblocking(true)?;
+    if kind == Type::DGRAM {
+        let addr = local.as_socket().ok_or_else(|| io::Error::other("a datagram socket that is not UDP"))?;
+        return Ok(Inherited::Datagram(UdpSocket::from_std(socket.into()), addr));
+    }
+    if kind != Type::STREAM {
+        return Err(io::Error::other("not a stream or datagram socket"));
+    }
+    match local.as_socket() {
+        Some(addr) => {
+            Ok(Inherited::Stream(Listener::Tcp(TcpListener::from_std(socket.into())), ListenAddr::Tcp(addr)))
+        }
+        None => {
+            let path = local.as_pathname().map(Path::to_path_buf).unwrap_or_default();
+            // Not ours to remove when we stop: whoever bound it keeps it.
+            let listener = UnixListener::from_std(socket.into());
+            Ok(Inherited::Stream(Listener::InheritedUnix(listener), ListenAddr::Unix(path)))
+        }
+    }
+}
+
+/// A listening socket. A Unix listener this process bound removes its socket file when
+/// dropped: on a clean stop, and just as much when a later listener of the same start fails
+/// to bind, so a failed start leaves nothing behind. An inherited one leaves it: it is not
+/// ours.
 #[derive(Debug)]
 pub enum Listener {
     /// A TCP listener.
     Tcp(TcpListener),
     /// A Unix-domain stream listener.
     Unix(UnixListener),
+    /// A Unix-domain stream listener inherited already bound (`fd:N`).
+    InheritedUnix(UnixListener),
 }
 
 impl Listener {
@@ -164,9 +213,10 @@ impl Listener {
                 let listener = bind_unix(path, backlog)?;
                 Ok((Listener::Unix(listener), ListenAddr::Unix(path.clone())))
             }
-            ListenAddr::Udp(_) => {
-                Err(io::Error::new(io::ErrorKind::InvalidInput, "a UDP address is not a stream listener"))
-            }
+            ListenAddr::Udp(_) | ListenAddr::Fd(_) => Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "not an address to bind a stream listener on",
+            )),
         }
     }
 
@@ -180,7 +230,7 @@ impl Listener {
                 stream.set_nodelay(true)?;
                 Ok((Stream::Tcp(stream), PeerAddr::Tcp(peer)))
             }
-            Listener::Unix(listener) => {
+            Listener::Unix(listener) | Listener::InheritedUnix(listener) => {
                 let (stream, _) = listener.accept()?;
                 *unix_serial += 1;
                 Ok((Stream::Unix(stream), PeerAddr::Unix { serial: *unix_serial }))
