@@ -100,6 +100,12 @@ struct Args {
     #[arg(long, value_name = "N", default_value_t = 200_000, value_parser = clap::value_parser!(u64).range(1..))]
     trace_limit: u64,
 
+    /// Every TCP listener is behind a balancer sending the PROXY protocol (HAProxy
+    /// send-proxy or send-proxy-v2): the real client's address replaces the balancer's
+    /// (logs, the broadcast prefix); a connection without a valid header is closed
+    #[arg(long)]
+    proxy_protocol: bool,
+
     /// How often an idle backplane link is pinged, and how long a connect or a ping may take
     /// before the link counts as dead and is retried
     #[arg(long, value_name = "SECS", default_value = "5", value_parser = positive_duration)]
@@ -146,6 +152,7 @@ impl Args {
         config.files = self.files.clone();
         config.trace_file = self.trace_file.clone();
         config.trace_limit = self.trace_limit as usize;
+        config.proxy_protocol = self.proxy_protocol;
         config.max_file_sends = self.max_file_sends as usize;
         config
     }
@@ -179,6 +186,9 @@ impl Args {
         if let Some(backplane) = &self.backplane {
             flag("backplane", backplane.to_string());
             flag("backplane-ping", self.backplane_ping.as_secs_f64().to_string());
+        }
+        if self.proxy_protocol {
+            args.push("--proxy-protocol".to_string());
         }
         args
     }

@@ -12,6 +12,7 @@
 mod fixed;
 mod length;
 mod line;
+pub(crate) mod proxy;
 mod raw;
 
 use std::fmt;

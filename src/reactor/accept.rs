@@ -27,9 +27,9 @@ impl Reactor {
             if slot.paused_until.is_some() {
                 return;
             }
-            let service = slot.service;
+            let (service, proxy) = (slot.service, slot.proxy);
             match slot.listener.accept(&mut self.unix_serial) {
-                Ok((stream, peer)) => self.admit(stream, peer, service),
+                Ok((stream, peer)) => self.admit(stream, peer, service, proxy),
                 Err(error) if would_block(&error) => return,
                 Err(error) if interrupted(&error) || client_gave_up(&error) => continue,
                 Err(error) => {
@@ -74,7 +74,7 @@ impl Reactor {
     }
 
     /// Makes an accepted socket a connection of `service`, or turns it away if full.
-    fn admit(&mut self, mut stream: Stream, peer: PeerAddr, service: usize) {
+    fn admit(&mut self, mut stream: Stream, peer: PeerAddr, service: usize, proxy: bool) {
         if self.conns.len() >= self.limits.max_connections {
             self.turn_away(stream, &peer, service);
             return;
@@ -92,12 +92,25 @@ impl Reactor {
         if let Some(wheel) = &mut self.idle {
             conn.set_timer_slot(wheel.schedule(key, wheel.deadline(self.now_tick)));
         }
+        if proxy {
+            conn.expect_proxy_header();
+        }
         let conn = entry.insert(conn);
         self.stats.connections_accepted += 1;
         if let Some(recording) = &mut self.recording {
             recording.opened(key, conn.peer());
         }
         debug!("opened; conn={key} peer={} service={}", conn.peer(), self.services[service].name);
+        if !proxy {
+            self.greet(key);
+        }
+    }
+
+    /// Tells the handler a client connected, once its address is known (behind a balancer,
+    /// after the PROXY header).
+    pub(super) fn greet(&mut self, key: usize) {
+        let Some(conn) = self.conns.get(key) else { return };
+        let service = conn.service();
         let from = Peer { id: ConnId(key), addr: conn.peer() };
         self.services[service].handler.on_connect(from, &mut self.outbox);
         self.carry_out(key, service);

@@ -144,6 +144,9 @@ pub struct Connection {
     owed_read: bool,
     /// Scheduled to close at the end of this wakeup; ignore it until then.
     closing: bool,
+    /// Behind a balancer (`--proxy-protocol`): its first bytes are a PROXY header naming the
+    /// real client, and nothing is served until it has come.
+    awaits_proxy_header: bool,
     /// The idle-timer tick of its last activity (bytes in or out).
     last_active: u64,
     /// The idle timer slot its entry sits in.
@@ -216,6 +219,7 @@ impl Connection {
             queued_for_flush: false,
             owed_read: false,
             closing: false,
+            awaits_proxy_header: false,
             last_active: now_tick,
             timer_slot: 0,
             file: None,
@@ -235,6 +239,25 @@ impl Connection {
     /// Where it sits in its service's member list.
     pub fn member_index(&self) -> usize {
         self.member_index
+    }
+
+    /// Expects a PROXY header before anything else (see `awaits_proxy_header`).
+    pub fn expect_proxy_header(&mut self) {
+        self.awaits_proxy_header = true;
+    }
+
+    /// Whether its PROXY header has still to come.
+    pub fn awaits_proxy_header(&self) -> bool {
+        self.awaits_proxy_header
+    }
+
+    /// The PROXY header came: the client is `source` (the balancer's own connection, a health
+    /// check, names none: the address stays the balancer's).
+    pub fn proxy_header_received(&mut self, source: Option<std::net::SocketAddr>) {
+        self.awaits_proxy_header = false;
+        if let Some(source) = source {
+            self.peer = PeerAddr::Tcp(source);
+        }
     }
 
     /// Another member left and this one took its place in the list.

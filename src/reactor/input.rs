@@ -80,6 +80,9 @@ impl Reactor {
     /// and keeps what is left of an incomplete one.
     pub(super) fn handle_input(&mut self, key: usize, bytes: &[u8]) {
         let Some(conn) = self.conns.get_mut(key) else { return };
+        if conn.awaits_proxy_header() {
+            return self.take_proxy_header(key, bytes);
+        }
         let (service, mut decoder) = (conn.service(), conn.decoder());
         let leftover = match conn.take_partial_input() {
             None => {
@@ -113,6 +116,38 @@ impl Reactor {
                 }
             }
             None => leftover.into_iter().for_each(|partial| self.pool.give(partial)),
+        }
+    }
+
+    /// Behind a balancer: the connection's first bytes are a PROXY header. Until it is all
+    /// there they wait in the connection's input; then the real client's address replaces
+    /// the balancer's, the handler hears of the connection, and what followed the header is
+    /// handled as usual. A connection without a valid header is closed, never served with
+    /// the wrong address.
+    fn take_proxy_header(&mut self, key: usize, bytes: &[u8]) {
+        let Some(conn) = self.conns.get_mut(key) else { return };
+        let mut input = conn.take_partial_input().unwrap_or_else(|| self.pool.take());
+        input.extend_from_slice(bytes);
+        match crate::codec::proxy::parse(&input) {
+            Ok(None) => conn.keep_partial_input(input, &mut self.pool),
+            Ok(Some(header)) => {
+                conn.proxy_header_received(header.source);
+                input.drain(..header.length);
+                conn.keep_partial_input(input, &mut self.pool);
+                self.greet(key);
+                // What the client sent after the header is in the kept input.
+                self.handle_input(key, &[]);
+            }
+            Err(error) => {
+                self.pool.give(input);
+                if let Some(held_back) = self.misbehaving_log.allow(std::time::Instant::now()) {
+                    warn!(
+                        "closing a connection without a valid PROXY header; conn={key} peer={} error={error} repeats={held_back}",
+                        conn.peer()
+                    );
+                }
+                self.close_later(key, CloseReason::Error(std::io::Error::other(error.to_string())));
+            }
         }
     }
 

@@ -114,6 +114,8 @@ pub(crate) struct ListenerSlot {
     pub paused_until: Option<Instant>,
     /// Already on the owed list.
     pub owed: bool,
+    /// Its connections start with a PROXY header (`--proxy-protocol`, TCP listeners).
+    pub proxy: bool,
 }
 
 /// See the module documentation.
@@ -195,7 +197,8 @@ impl Reactor {
         let mut slots = Vec::with_capacity(listeners.len());
         for (index, (mut listener, addr, service)) in listeners.into_iter().enumerate() {
             poll.registry().register(&mut listener, Token(FIRST_LISTENER + index), Interest::READABLE)?;
-            slots.push(ListenerSlot { listener, addr, service, paused_until: None, owed: false });
+            let proxy = config.proxy_protocol && matches!(listener, Listener::Tcp(_));
+            slots.push(ListenerSlot { listener, addr, service, paused_until: None, owed: false, proxy });
         }
         let mut endpoints = Vec::with_capacity(datagrams.len());
         for (index, (mut socket, addr, service)) in datagrams.into_iter().enumerate() {

@@ -68,6 +68,10 @@ pub struct ServerConfig {
     pub trace_file: Option<std::path::PathBuf>,
     /// Events the timeline keeps at most; past it, recording stops and the file says so.
     pub trace_limit: usize,
+    /// Every TCP listener is behind a balancer that sends the PROXY protocol (v1 or v2):
+    /// each connection's first bytes name the real client, which then replaces the
+    /// balancer's address everywhere; a connection without a valid header is closed.
+    pub proxy_protocol: bool,
 }
 
 /// The listen backlog asked for by default: the most the kernel allows. Linux silently caps
@@ -111,6 +115,7 @@ impl Default for ServerConfig {
             max_file_sends: 256,
             trace_file: None,
             trace_limit: super::timeline::DEFAULT_LIMIT,
+            proxy_protocol: false,
         }
     }
 }

@@ -1,0 +1,132 @@
+//! Behind a real HAProxy (`send-proxy-v2`, installed by scripts/test): the clients' own
+//! addresses reach the server (the broadcast prefix names them, not the balancer), echo is
+//! spread over two servers, and a connection without a PROXY header is closed unserved.
+
+mod util;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+
+use util::{ServerProcess, connect, server_command};
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// HAProxy in front of `backends`, on a port of its own; killed on drop.
+struct Haproxy {
+    child: Child,
+    port: u16,
+    config: std::path::PathBuf,
+}
+
+impl Haproxy {
+    fn start(name: &str, backends: &[SocketAddr]) -> Haproxy {
+        let port = free_port();
+        let servers: String = backends
+            .iter()
+            .enumerate()
+            .map(|(index, addr)| format!("    server s{index} {addr} send-proxy-v2\n"))
+            .collect();
+        let text = format!(
+            "global\n    maxconn 1000\ndefaults\n    mode tcp\n    timeout connect 5s\n    timeout client 30s\n    timeout server 30s\n\
+             frontend front\n    bind 127.0.0.1:{port}\n    default_backend back\n\
+             backend back\n    balance roundrobin\n{servers}"
+        );
+        let config = std::env::temp_dir().join(format!("evloop-haproxy-{}-{name}.cfg", std::process::id()));
+        std::fs::write(&config, text).unwrap();
+        let child = Command::new("haproxy")
+            .args(["-db", "-f", config.to_str().unwrap()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("haproxy (scripts/test installs it)");
+        // Ready once it accepts connections.
+        let deadline = std::time::Instant::now() + util::READ_TIMEOUT;
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(std::time::Instant::now() < deadline, "haproxy did not start");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        Haproxy { child, port, config }
+    }
+
+    fn addr(&self) -> SocketAddr {
+        ([127, 0, 0, 1], self.port).into()
+    }
+}
+
+impl Drop for Haproxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.config);
+    }
+}
+
+/// Broadcast through HAProxy: each line carries its sender's own address.
+#[test]
+fn broadcast_lines_carry_the_clients_addresses() {
+    let server =
+        ServerProcess::start(server_command(&["--proxy-protocol", "--listen", "broadcast=127.0.0.1:0"]), 1);
+    let haproxy = Haproxy::start("broadcast", &server.addrs);
+    let (mut alice, mut bob) = (connect(haproxy.addr()), connect(haproxy.addr()));
+    // Until both are in the room, lines may reach nobody: alice repeats until bob hears.
+    let alice_name = alice.local_addr();
+    let mut heard = String::new();
+    for attempt in 0..200 {
+        alice.send_line(&format!("hello {attempt}"));
+        if bob.has_data_within(std::time::Duration::from_millis(50)) {
+            heard = bob.line();
+            break;
+        }
+    }
+    assert!(heard.starts_with(&format!("{alice_name}: hello ")), "{heard:?} should name {alice_name}");
+}
+
+/// Echo through HAProxy over two servers: every reply right, and both servers used.
+#[test]
+fn echo_is_spread_over_two_servers() {
+    let servers: Vec<ServerProcess> = (0..2)
+        .map(|_| {
+            ServerProcess::start(server_command(&["--proxy-protocol", "--listen", "echo=127.0.0.1:0"]), 1)
+        })
+        .collect();
+    let backends: Vec<SocketAddr> = servers.iter().map(|server| server.addrs[0]).collect();
+    let haproxy = Haproxy::start("echo", &backends);
+    for index in 0..20 {
+        connect(haproxy.addr()).roundtrip(&format!("ping {index}"), &format!("ping {index}"));
+    }
+    let mut served = Vec::new();
+    for server in servers {
+        server.signal(libc::SIGTERM);
+        let (code, stdout) = server.wait();
+        assert_eq!(code, Some(0));
+        let messages: u64 =
+            stdout.split(" messages in").next().unwrap().rsplit(' ').next().unwrap().parse().unwrap();
+        served.push(messages);
+    }
+    assert!(served.iter().all(|&count| count >= 5), "both servers served: {served:?}");
+    assert_eq!(served.iter().sum::<u64>(), 20);
+}
+
+/// A client that connects straight to a --proxy-protocol server (no header) is closed
+/// without an answer; a header names the client for the rest of the connection.
+#[test]
+fn no_header_no_service() {
+    let server =
+        ServerProcess::start(server_command(&["--proxy-protocol", "--listen", "echo=127.0.0.1:0"]), 1);
+    let mut direct = TcpStream::connect(server.addrs[0]).unwrap();
+    direct.set_read_timeout(Some(util::READ_TIMEOUT)).unwrap();
+    direct.write_all(b"hello\n").unwrap();
+    let mut reply = Vec::new();
+    let _ = direct.read_to_end(&mut reply);
+    assert!(reply.is_empty(), "answered without a header: {reply:?}");
+
+    let mut proxied = TcpStream::connect(server.addrs[0]).unwrap();
+    proxied.set_read_timeout(Some(util::READ_TIMEOUT)).unwrap();
+    proxied.write_all(b"PROXY TCP4 192.0.2.7 127.0.0.1 51234 7000\r\nhello\n").unwrap();
+    let mut line = String::new();
+    BufReader::new(proxied).read_line(&mut line).unwrap();
+    assert_eq!(line, "hello\n");
+}
