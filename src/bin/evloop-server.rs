@@ -25,7 +25,7 @@ use evloop::{BackplaneUrl, ListenAddr, ListenSpec, Listening, Server, ServerConf
 #[derive(Parser, Debug)]
 #[command(name = "evloop-server", version)]
 struct Args {
-    /// Serve HANDLER (echo, uppercase, sum, broadcast, daytime, time, file) framed by CODEC on ADDR: HOST:PORT,
+    /// Serve HANDLER (echo, uppercase, sum, broadcast, daytime, time, file, metrics) framed by CODEC on ADDR: HOST:PORT,
     /// [IPv6]:PORT, unix:/path, udp://HOST:PORT (one datagram, one message), or fd:N (a socket
     /// inherited already bound: systemd socket activation, inetd); port 0 picks a free port. CODEC: line (default: text lines, what nc sends), length (u32 length in
     /// network byte order, then the bytes), fixed:N (N-byte messages), raw (each read is a
@@ -366,6 +366,13 @@ fn run_supervisor(args: &Args, specs: &[ListenSpec], log_file_limit: impl FnOnce
             cli::eprint_line(format_args!(
                 "evloop-server: {} cannot run with --workers {} alone: each worker would hold its own room; add --backplane redis://HOST:PORT or nats://HOST:PORT to share it, or use --workers 1",
                 spec.handler, args.workers
+            ));
+            return ExitCode::from(2);
+        }
+        if spec.handler == "metrics" {
+            cli::eprint_line(format_args!(
+                "evloop-server: metrics cannot be served by --workers {} yet: each worker knows only its own counters, and a scrape would reach one at random; run it without --workers",
+                args.workers
             ));
             return ExitCode::from(2);
         }

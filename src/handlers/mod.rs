@@ -11,6 +11,7 @@ mod daytime;
 mod echo;
 mod file;
 mod handler;
+mod metrics;
 mod outbox;
 mod sum;
 mod time;
@@ -22,6 +23,7 @@ pub use daytime::Daytime;
 pub use echo::Echo;
 pub use file::FileServer;
 pub use handler::{ConnId, Handler, Peer, Recipient};
+pub use metrics::Metrics;
 pub use outbox::{Intent, Outbox};
 pub use sum::Sum;
 pub use time::Time;
@@ -35,14 +37,14 @@ pub(crate) use outbox::test_support;
 pub(crate) use sum::sum;
 
 /// The names `--listen` accepts.
-pub const NAMES: [&str; 7] = ["echo", "uppercase", "sum", "broadcast", "daytime", "time", "file"];
+pub const NAMES: [&str; 8] = ["echo", "uppercase", "sum", "broadcast", "daytime", "time", "file", "metrics"];
 
 /// The codec a listener of handler `name` uses when its spec names none: `line` for the
 /// request-reply handlers; `raw` for `daytime` and `time`, whose replies are exact bytes
 /// (a `\r\n`-ended line, a 4-byte number).
 pub fn default_codec(name: &str) -> Codec {
     match name {
-        "daytime" | "time" => Codec::Raw,
+        "daytime" | "time" | "metrics" => Codec::Raw,
         _ => Codec::Line,
     }
 }
@@ -57,6 +59,7 @@ pub fn by_name(name: &str) -> Option<Box<dyn Handler>> {
         "broadcast" => Some(Box::new(Broadcast)),
         "daytime" => Some(Box::new(Daytime)),
         "time" => Some(Box::new(Time)),
+        "metrics" => Some(Box::new(Metrics::default())),
         _ => None,
     }
 }

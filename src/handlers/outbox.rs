@@ -21,6 +21,9 @@ pub enum Intent {
     },
     /// Close the sender once its pending replies are written; its further input is ignored.
     Close,
+    /// Reply to the sender with the server's metrics, in the Prometheus text format, as an
+    /// HTTP/1.1 200 response: the handler cannot see the counters, the reactor renders them.
+    Metrics,
     /// Send the sender `length` bytes of the file at `path`, from `offset`, after its
     /// pending replies, as the socket drains (zero-copy where the transport allows). The
     /// sender's further requests wait until it is sent. The handler has checked the path;
@@ -72,6 +75,11 @@ impl Outbox {
         self.intents.push(Intent::Close);
     }
 
+    /// Replies with the server's metrics (see [`Intent::Metrics`]).
+    pub fn reply_metrics(&mut self) {
+        self.intents.push(Intent::Metrics);
+    }
+
     /// Sends the sender `length` bytes of the file at `path` from `offset`, after the
     /// replies before it (see [`Intent::SendFile`]).
     pub fn send_file(&mut self, path: std::path::PathBuf, offset: u64, length: u64) {
@@ -99,7 +107,7 @@ impl Outbox {
     pub fn iter(&self) -> impl Iterator<Item = (&Intent, &[u8])> {
         self.intents.iter().map(|intent| match intent {
             Intent::Send { payload, .. } => (intent, &self.payloads[payload.clone()]),
-            Intent::Close | Intent::SendFile { .. } => (intent, &[][..]),
+            Intent::Close | Intent::SendFile { .. } | Intent::Metrics => (intent, &[][..]),
         })
     }
 }

@@ -153,7 +153,7 @@ pub fn serve(
                     Intent::Send { to, .. } => room.deliver(id, *to, payload),
                     Intent::Close => closing = true,
                     // Refused at start: the file handler runs on the reactor only.
-                    Intent::SendFile { .. } => closing = true,
+                    Intent::SendFile { .. } | Intent::Metrics => closing = true,
                 }
             }
             outbox.clear();

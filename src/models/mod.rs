@@ -102,10 +102,11 @@ pub fn bind(
     let mut listening = Vec::new();
     for spec in specs {
         config.check_codec(spec.codec).map_err(StartError::Config)?;
-        if spec.handler == "file" {
-            return Err(StartError::Config(
-                "file runs on the reactor only: it streams files as sockets drain".to_string(),
-            ));
+        if spec.handler == "file" || spec.handler == "metrics" {
+            return Err(StartError::Config(format!(
+                "{} runs on the reactor only (it needs the reactor's sockets or counters)",
+                spec.handler
+            )));
         }
         let handler = handlers::by_name(&spec.handler)
             .ok_or_else(|| StartError::Config(format!("unknown handler '{}'", spec.handler)))?;

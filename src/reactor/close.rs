@@ -72,9 +72,11 @@ impl Reactor {
         }
         match &reason {
             CloseReason::Error(error) if client_went_away(error) => {
+                self.stats.closed_by_client += 1;
                 debug!("closed; conn={key} peer={} reason=\"{error}\"", conn.peer());
             }
             CloseReason::Error(error) => {
+                self.stats.closed_error += 1;
                 error!("closed on error; conn={key} peer={} error={error}", conn.peer())
             }
             CloseReason::SlowConsumer => {
@@ -89,13 +91,20 @@ impl Reactor {
                 self.stats.closed_idle += 1;
                 debug!("closed; conn={key} peer={} reason=idle", conn.peer());
             }
+            CloseReason::Finished(StopReason::PeerClosed) => {
+                self.stats.closed_by_client += 1;
+                debug!("closed; conn={key} peer={} reason=PeerClosed", conn.peer())
+            }
             CloseReason::Finished(why) => {
+                self.stats.closed_other += 1;
                 debug!("closed; conn={key} peer={} reason={why:?}", conn.peer())
             }
             CloseReason::DrainDeadline => {
+                self.stats.closed_other += 1;
                 debug!("closed; conn={key} peer={} reason=drain_deadline", conn.peer())
             }
             CloseReason::LingerTimeout => {
+                self.stats.closed_other += 1;
                 debug!("closed; conn={key} peer={} reason=linger_timeout", conn.peer())
             }
         }

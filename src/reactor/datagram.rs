@@ -111,7 +111,7 @@ impl Reactor {
                     self.send_datagram(index, from, payload);
                 }
                 // No connections over UDP: nothing else to send to, and nothing to close.
-                Intent::Send { .. } | Intent::Close | Intent::SendFile { .. } => {}
+                Intent::Send { .. } | Intent::Close | Intent::SendFile { .. } | Intent::Metrics => {}
             }
         }
         self.outbox = outbox;

@@ -31,6 +31,7 @@ mod idle;
 mod input;
 mod linger;
 mod log_throttle;
+mod metrics;
 mod output;
 mod recording;
 mod reporter;

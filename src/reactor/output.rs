@@ -45,6 +45,15 @@ impl Reactor {
                     }
                 }
                 Intent::Close => self.stop_reading(sender, StopReason::HandlerClosed),
+                Intent::Metrics => {
+                    let response = self.metrics_response();
+                    if let Some(conn) = self.conns.get_mut(sender) {
+                        // The whole HTTP response as is: it is not a message of the codec.
+                        conn.push_output(crate::codec::Codec::Raw, &response, false, &mut self.pool);
+                        self.stats.messages_out += 1;
+                        self.queue_flush(sender);
+                    }
+                }
                 Intent::SendFile { path, offset, length } => {
                     self.start_file(sender, path.clone(), *offset, *length)
                 }

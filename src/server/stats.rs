@@ -29,6 +29,13 @@ pub struct Stats {
     pub closed_idle: u64,
     /// Connections closed because they did not read what other clients sent them.
     pub closed_slow: u64,
+    /// Connections the client ended (it closed, or reset).
+    pub closed_by_client: u64,
+    /// Connections closed on an I/O error.
+    pub closed_error: u64,
+    /// Connections the server ended otherwise: a handler's close, shutdown, the drain or
+    /// linger deadline.
+    pub closed_other: u64,
     /// Times a connection's poll interest changed (an `epoll_ctl` call each). Writing first
     /// keeps this at zero while every write completes: `WRITABLE` is asked for only when
     /// output is left over.
@@ -88,6 +95,9 @@ impl Stats {
         self.connections_rejected += other.connections_rejected;
         self.closed_idle += other.closed_idle;
         self.closed_slow += other.closed_slow;
+        self.closed_by_client += other.closed_by_client;
+        self.closed_error += other.closed_error;
+        self.closed_other += other.closed_other;
         self.reading_paused += other.reading_paused;
         self.interest_changes += other.interest_changes;
         self.accept_pauses += other.accept_pauses;
