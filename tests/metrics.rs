@@ -107,3 +107,35 @@ fn everything_else_gets_a_proper_answer() {
     stream.read_to_string(&mut response).unwrap();
     assert!(response.starts_with("HTTP/1.1 200 OK"), "{response}");
 }
+
+/// Under --workers, whichever worker a scrape reaches shows totals over all of them (the
+/// others' at most a second old): 40 clients spread over two workers are all counted.
+#[test]
+fn workers_scrape_totals_over_all_workers() {
+    let server = util::ServerProcess::start(
+        util::server_command(&[
+            "--workers",
+            "2",
+            "--listen",
+            "echo=127.0.0.1:0",
+            "--listen",
+            "metrics=127.0.0.1:0",
+        ]),
+        2,
+    );
+    let (echo, metrics) = (server.addrs[0], server.addrs[1]);
+    for index in 0..40 {
+        connect(echo).roundtrip(&format!("hello {index}"), &format!("hello {index}"));
+    }
+    let deadline = std::time::Instant::now() + util::READ_TIMEOUT;
+    loop {
+        let text = scrape(metrics);
+        let closed = sample(&text, "evloop_connections_closed_total{reason=\"client\"}");
+        assert!(closed <= 40.0, "counted twice: {closed}");
+        if closed == 40.0 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "totals stuck at {closed} of 40");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}

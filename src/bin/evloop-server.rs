@@ -332,7 +332,10 @@ fn run_reactor(
     is_worker: bool,
     log_file_limit: impl FnOnce(),
 ) -> ExitCode {
-    let config = args.server_config(is_worker);
+    let mut config = args.server_config(is_worker);
+    if let (Some(index), Some(dir)) = (workers::worker_index(), workers::shared_metrics_dir()) {
+        config.shared_metrics = Some((dir, index));
+    }
     let server = specs
         .iter()
         .try_fold(Server::builder(config).handle_signals(true), |builder, spec| builder.listen(spec))
@@ -366,13 +369,6 @@ fn run_supervisor(args: &Args, specs: &[ListenSpec], log_file_limit: impl FnOnce
             cli::eprint_line(format_args!(
                 "evloop-server: {} cannot run with --workers {} alone: each worker would hold its own room; add --backplane redis://HOST:PORT or nats://HOST:PORT to share it, or use --workers 1",
                 spec.handler, args.workers
-            ));
-            return ExitCode::from(2);
-        }
-        if spec.handler == "metrics" {
-            cli::eprint_line(format_args!(
-                "evloop-server: metrics cannot be served by --workers {} yet: each worker knows only its own counters, and a scrape would reach one at random; run it without --workers",
-                args.workers
             ));
             return ExitCode::from(2);
         }
@@ -414,6 +410,7 @@ fn run_supervisor(args: &Args, specs: &[ListenSpec], log_file_limit: impl FnOnce
         program,
         args: args.worker_args(&resolved),
         startup_lines: resolved.iter().map(|spec| spec.addrs.len()).sum(),
+        metrics_dir: None,
     };
     log_file_limit();
     let listening = workers::startup_lines(&resolved);

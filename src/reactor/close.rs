@@ -28,6 +28,8 @@ pub(crate) enum CloseReason {
     DrainDeadline,
     /// Lingering after its last reply, the client neither closed nor stopped sending.
     LingerTimeout,
+    /// The server ended it, and after lingering the client closed too (a clean end).
+    Lingered,
 }
 
 impl Reactor {
@@ -106,6 +108,10 @@ impl Reactor {
             CloseReason::LingerTimeout => {
                 self.stats.closed_other += 1;
                 debug!("closed; conn={key} peer={} reason=linger_timeout", conn.peer())
+            }
+            CloseReason::Lingered => {
+                self.stats.closed_other += 1;
+                debug!("closed; conn={key} peer={} reason=lingered", conn.peer())
             }
         }
         let peer = Peer { id: ConnId(key), addr: conn.peer() };

@@ -59,7 +59,7 @@ impl Reactor {
             }
             match conn.read(&mut buffer, self.now_tick) {
                 Ok(0) => {
-                    self.close_later(key, CloseReason::Finished(StopReason::PeerClosed));
+                    self.close_later(key, CloseReason::Lingered);
                     break;
                 }
                 Ok(n) => {

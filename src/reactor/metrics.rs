@@ -3,11 +3,51 @@
 //! units in the names, and a `handler`/`listen` label per listener for what is counted per
 //! listener. Rendered on request, from the counters the reactor keeps anyway: a scrape costs
 //! the loop one pass over the services, nothing per message.
+//!
+//! Under `--workers`, each worker also writes its samples once a second to a file in a
+//! directory the supervisor made (on tmpfs where there is one), and whichever worker a
+//! scrape reaches adds up its own live samples and the others' latest: every scrape shows
+//! totals over all workers, at most a second old for the others.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use super::Reactor;
 use crate::server::stats::EVENT_BUCKETS;
+
+/// How often a worker shares its samples with the others.
+pub(super) const SHARE_EVERY: Duration = Duration::from_secs(1);
+
+/// Sharing samples between workers: this worker's file, and the directory of all of them.
+#[derive(Debug)]
+pub(super) struct SharedSamples {
+    dir: PathBuf,
+    own: PathBuf,
+    pub next: Instant,
+}
+
+impl SharedSamples {
+    pub fn new(dir: PathBuf, worker: usize, now: Instant) -> SharedSamples {
+        let own = dir.join(format!("worker-{worker}"));
+        SharedSamples { dir, own, next: now }
+    }
+}
+
+/// One metric: its help, its type, and its samples (labels, value).
+struct Family {
+    name: &'static str,
+    kind: &'static str,
+    help: &'static str,
+    samples: Vec<(String, f64)>,
+}
+
+/// How samples of one name combine over workers: sums, but the longest wakeup is the
+/// longest of any.
+fn combine(name: &str, a: f64, b: f64) -> f64 {
+    if name == "evloop_longest_wakeup_seconds" { a.max(b) } else { a + b }
+}
 
 impl Reactor {
     /// A whole HTTP/1.1 200 response carrying the metrics.
@@ -23,15 +63,55 @@ impl Reactor {
     }
 
     fn metrics_text(&self) -> String {
-        let stats = self.stats_snapshot();
+        let mut families = self.families();
+        if let Some(shared) = &self.shared_samples {
+            add_others(&mut families, &shared.dir, &shared.own);
+        }
         let mut text = String::new();
-        let mut metric = |name: &str, kind: &str, help: &str, samples: &[(String, String)]| {
-            let _ = writeln!(text, "# HELP {name} {help}");
-            let _ = writeln!(text, "# TYPE {name} {kind}");
-            for (labels, value) in samples {
-                let _ = writeln!(text, "{name}{labels} {value}");
+        for family in &families {
+            let _ = writeln!(text, "# HELP {} {}", family.name, family.help);
+            let _ = writeln!(text, "# TYPE {} {}", family.name, family.kind);
+            for (labels, value) in &family.samples {
+                let _ = writeln!(text, "{}{labels} {value}", family.name);
             }
-        };
+        }
+        text
+    }
+
+    /// Writes this worker's samples for the others (once a second, atomically: a new file
+    /// renamed over the old, so a reader never sees half of one).
+    pub(super) fn share_samples(&mut self, now: Instant) {
+        let Some(shared) = &self.shared_samples else { return };
+        if now < shared.next {
+            return;
+        }
+        let mut text = String::new();
+        for family in self.families() {
+            for (labels, value) in family.samples {
+                let _ = writeln!(text, "{}{labels} {value}", family.name);
+            }
+        }
+        let shared = self.shared_samples.as_mut().expect("checked above");
+        shared.next = now + SHARE_EVERY;
+        let temporary = shared.own.with_extension("new");
+        if let Err(error) =
+            std::fs::write(&temporary, text).and_then(|()| std::fs::rename(&temporary, &shared.own))
+        {
+            log::warn!("cannot share metrics with the other workers; error={error}");
+        }
+    }
+
+    fn families(&self) -> Vec<Family> {
+        let stats = self.stats_snapshot();
+        let mut families = Vec::new();
+        let mut metric =
+            |name: &'static str, kind: &'static str, help: &'static str, samples: &[(String, String)]| {
+                let samples = samples
+                    .iter()
+                    .map(|(labels, value)| (labels.clone(), value.parse().unwrap_or(0.0)))
+                    .collect();
+                families.push(Family { name, kind, help, samples });
+            };
         let one = |value: u64| vec![(String::new(), value.to_string())];
         metric(
             "evloop_connections_open",
@@ -190,7 +270,35 @@ impl Reactor {
                 &one(stats.backplane_reconnects),
             );
         }
-        text
+        families
+    }
+}
+
+/// Adds the other workers' latest samples (the files in `dir` but `own`) into `families`.
+fn add_others(families: &mut [Family], dir: &Path, own: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    let mut others: BTreeMap<String, f64> = BTreeMap::new();
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path == own || path.extension().is_some() {
+            continue;
+        }
+        let Ok(text) = std::fs::read_to_string(&path) else { continue };
+        for line in text.lines() {
+            let Some((series, value)) = line.rsplit_once(' ') else { continue };
+            let Ok(value) = value.parse::<f64>() else { continue };
+            let name = series.split('{').next().unwrap_or(series);
+            let entry = others.entry(series.to_string()).or_insert(0.0);
+            *entry = combine(name, *entry, value);
+        }
+    }
+    for family in families.iter_mut() {
+        for (labels, value) in &mut family.samples {
+            let series = format!("{}{labels}", family.name);
+            if let Some(other) = others.remove(&series) {
+                *value = combine(family.name, *value, other);
+            }
+        }
     }
 }
 

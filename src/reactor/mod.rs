@@ -174,6 +174,8 @@ pub(crate) struct Reactor {
     file_waiters: files::FileWaiters,
     /// `--trace-file`: the timeline being recorded (`recording.rs`); `None`, the usual.
     recording: Option<recording::Recording>,
+    /// Under `--workers`: metrics shared with the other workers (`metrics.rs`).
+    shared_samples: Option<metrics::SharedSamples>,
 }
 
 impl Reactor {
@@ -258,6 +260,10 @@ impl Reactor {
             files_open: 0,
             file_waiters: files::FileWaiters::new(),
             recording,
+            shared_samples: config
+                .shared_metrics
+                .clone()
+                .map(|(dir, worker)| metrics::SharedSamples::new(dir, worker, now)),
         };
         Ok((reactor, handle))
     }
@@ -345,6 +351,7 @@ impl Reactor {
             self.lingering.front().map(|&(until_ms, _)| self.started + Duration::from_millis(until_ms)),
             backplane,
             self.raw_hint.next_due(),
+            self.shared_samples.as_ref().map(|shared| shared.next),
         ]
         .into_iter()
         .flatten()
@@ -447,6 +454,7 @@ impl Reactor {
             backplane.on_timers(self.poll.registry(), now);
         }
         self.resume_accepting(now);
+        self.share_samples(now);
         self.check_unterminated(now);
         self.expire_idle(now);
         self.expire_lingering(now);

@@ -72,6 +72,10 @@ pub struct ServerConfig {
     /// each connection's first bytes name the real client, which then replaces the
     /// balancer's address everywhere; a connection without a valid header is closed.
     pub proxy_protocol: bool,
+    /// Under `--workers`: (a directory all workers share, this worker's index). Each worker
+    /// writes its metrics there once a second, so a scrape that reaches any of them shows
+    /// totals over all.
+    pub shared_metrics: Option<(std::path::PathBuf, usize)>,
 }
 
 /// The listen backlog asked for by default: the most the kernel allows. Linux silently caps
@@ -116,6 +120,7 @@ impl Default for ServerConfig {
             trace_file: None,
             trace_limit: super::timeline::DEFAULT_LIMIT,
             proxy_protocol: false,
+            shared_metrics: None,
         }
     }
 }
