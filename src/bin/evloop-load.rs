@@ -182,12 +182,8 @@ fn main() -> ExitCode {
         Ok(args) => args,
         Err(code) => return code,
     };
-    if let Some(shell) = args.completions {
-        cli::print_completions::<Args>(shell, "evloop-load");
-        return ExitCode::SUCCESS;
-    }
-    if args.man {
-        return if cli::print_man::<Args>().is_ok() { ExitCode::SUCCESS } else { ExitCode::from(1) };
+    if let Some(code) = cli::generate_if_asked::<Args>(args.completions, args.man, "evloop-load") {
+        return code;
     }
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     let mut config = LoadConfig::default();

@@ -199,12 +199,8 @@ fn main() -> ExitCode {
         Ok(args) => args,
         Err(code) => return code,
     };
-    if let Some(shell) = args.completions {
-        cli::print_completions::<Args>(shell, "evloop-server");
-        return ExitCode::SUCCESS;
-    }
-    if args.man {
-        return if cli::print_man::<Args>().is_ok() { ExitCode::SUCCESS } else { ExitCode::from(1) };
+    if let Some(code) = cli::generate_if_asked::<Args>(args.completions, args.man, "evloop-server") {
+        return code;
     }
     let worker = workers::worker_index();
     init_logging(worker);

@@ -54,6 +54,19 @@ pub fn listen_fds() -> Option<std::ops::Range<i32>> {
     for_us.then_some(3..3 + count)
 }
 
+/// `--completions SHELL` or `--man`, if asked: prints it and says how to exit.
+pub fn generate_if_asked<T: clap::CommandFactory>(
+    completions: Option<clap_complete::Shell>,
+    man: bool,
+    program: &str,
+) -> Option<ExitCode> {
+    if let Some(shell) = completions {
+        print_completions::<T>(shell, program);
+        return Some(ExitCode::SUCCESS);
+    }
+    man.then(|| if print_man::<T>().is_ok() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
 /// Prints the completion script of `T` for `shell` on stdout.
 pub fn print_completions<T: clap::CommandFactory>(shell: clap_complete::Shell, program: &str) {
     clap_complete::generate(shell, &mut T::command(), program, &mut std::io::stdout());

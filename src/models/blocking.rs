@@ -23,6 +23,29 @@ const LINGER: Duration = Duration::from_secs(2);
 /// The read buffer of one blocking connection.
 const READ_BUFFER: usize = 16 * 1024;
 
+/// Registers every listener of `services` on `poll` for reading, non-blocking, with token
+/// `Token(i)` for the `i`th; returns each with the index of its service.
+pub fn register_listeners(
+    poll: &mio::Poll,
+    services: &[super::BlockingService],
+) -> io::Result<Vec<(usize, TcpListener)>> {
+    use std::os::fd::AsRawFd;
+    let mut listeners = Vec::new();
+    for (service, spec) in services.iter().enumerate() {
+        for (listener, _) in &spec.listeners {
+            listener.set_nonblocking(true)?;
+            let token = mio::Token(listeners.len());
+            poll.registry().register(
+                &mut mio::unix::SourceFd(&listener.as_raw_fd()),
+                token,
+                mio::Interest::READABLE,
+            )?;
+            listeners.push((service, listener.try_clone()?));
+        }
+    }
+    Ok(listeners)
+}
+
 /// Locks a mutex; one that a panicking thread left poisoned holds plain data: carry on.
 pub fn lock<T: ?Sized>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())

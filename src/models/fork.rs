@@ -10,11 +10,9 @@
 
 use std::collections::HashSet;
 use std::io::{self, Write};
-use std::os::fd::AsRawFd;
 use std::time::Instant;
 
 use log::{debug, info, warn};
-use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 use signal_hook::consts::{SIGCHLD, SIGHUP, SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
@@ -36,15 +34,7 @@ pub fn run(mut services: Vec<BlockingService>, config: &Limits) -> io::Result<Ru
     let mut events = Events::with_capacity(64);
     let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP, SIGCHLD])?;
     poll.registry().register(&mut signals, SIGNALS, Interest::READABLE)?;
-    let mut listeners = Vec::new();
-    for (service, spec) in services.iter().enumerate() {
-        for (listener, _) in &spec.listeners {
-            listener.set_nonblocking(true)?;
-            let token = Token(listeners.len());
-            poll.registry().register(&mut SourceFd(&listener.as_raw_fd()), token, Interest::READABLE)?;
-            listeners.push((service, listener.try_clone()?));
-        }
-    }
+    let listeners = blocking::register_listeners(&poll, &services)?;
     info!("started; model=fork listeners={}", listeners.len());
     let mut children: HashSet<i32> = HashSet::new();
     let mut summary = RunSummary { workers: 1, ..RunSummary::default() };

@@ -8,12 +8,10 @@
 
 use std::cell::{Cell, RefCell};
 use std::io;
-use std::os::fd::AsRawFd;
 use std::sync::Mutex;
 use std::time::Instant;
 
 use log::{debug, info};
-use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
@@ -34,15 +32,7 @@ pub fn run(mut services: Vec<BlockingService>, config: &Limits) -> io::Result<Ru
     let mut events = Events::with_capacity(64);
     let signals = RefCell::new(Signals::new([SIGINT, SIGTERM, SIGHUP])?);
     poll.registry().register(&mut *signals.borrow_mut(), SIGNALS, Interest::READABLE)?;
-    let mut listeners = Vec::new();
-    for (service, spec) in services.iter().enumerate() {
-        for (listener, _) in &spec.listeners {
-            listener.set_nonblocking(true)?;
-            let token = Token(listeners.len());
-            poll.registry().register(&mut SourceFd(&listener.as_raw_fd()), token, Interest::READABLE)?;
-            listeners.push((service, listener.try_clone()?));
-        }
-    }
+    let listeners = blocking::register_listeners(&poll, &services)?;
     info!("started; model=iterative listeners={}", listeners.len());
     let stopping = Cell::new(false);
     let stop = || {
