@@ -1,11 +1,27 @@
-//! The benchmark driver behind docs/benchmarks.md: evloop-server against the tokio baseline
-//! (examples/tokio_echo.rs) under the same loader, interleaved A B B A so drift on a shared
-//! machine hits both, server pinned to one core and loader to the other, medians of rounds.
+//! The benchmark driver behind docs/benchmarks.md ("Speed"): evloop-server against its
+//! baselines under the same loader, in one interleaved run (A B C, then C B A, ...) so that
+//! drift on a shared machine hits every server alike; server pinned to cpu 0, loader to cpu 1.
 //!
-//! Run:  cargo run --release --example bench                       (the full table, ~10 min)
-//!       cargo run --release --example bench -- --counts 100 --rounds 1 --seconds 3   (a taste)
+//! - **echo**: 64-byte lines, ping-pong and pipelined, at each connection count. Baselines:
+//!   `c`, a raw edge-triggered epoll server (examples/baselines/epoll_echo.c, built here with
+//!   `cc`), and `tokio` (examples/tokio_echo.rs). Neither frames messages: they echo each read
+//!   up to its last newline. evloop decodes every line, calls the handler and encodes the reply.
+//! - **fan-out**: one room, one sender keeping 8 lines in flight (a line is answered once every
+//!   other member has it), every member reading. Baseline: `mio` (examples/mio_fanout.rs).
+//! - **latency**: echo at a fixed open-loop rate.
 //!
-//! It builds the binaries it needs, and prints Markdown tables to paste into the docs.
+//! For each cell: throughput, latency, and the CPU time per message (echo: per reply; fan-out:
+//! per delivery) of the server (`/proc/PID/stat`) and of the loader (`getrusage`), user and
+//! system apart, over the whole run; each figure is the median of the rounds. CPU time per
+//! message is the steady figure here: throughput swings 10-15% from run to run.
+//!
+//! Run:  cargo run --release --example bench                     (everything, ~20 min)
+//!       cargo run --release --example bench -- --counts 100 --pipelines 16 --members 1000 \
+//!           --rounds 1 --seconds 3                              (a taste)
+//!       cargo run --release --example bench -- --servers bin:/tmp/before,evloop --workloads echo
+//!                                                               (an A/B test of a change)
+//!
+//! It builds what it needs and prints Markdown tables to paste into the docs.
 
 use std::process::Command;
 use std::time::Duration;
@@ -15,26 +31,39 @@ use serde_json::Value;
 
 mod common;
 
+use common::CpuTime;
+
 /// Compares servers under evloop-load; see the module documentation.
 #[derive(Parser, Debug)]
 struct Args {
-    /// Connection counts to measure
-    #[arg(long, value_delimiter = ',', default_value = "1,100,1000,10000")]
+    /// What to measure: echo, fanout, latency
+    #[arg(long, value_delimiter = ',', default_value = "echo,fanout,latency")]
+    workloads: Vec<String>,
+    /// Echo: connection counts
+    #[arg(long, value_delimiter = ',', default_value = "100,1000,5000")]
     counts: Vec<u32>,
-    /// Pipeline depths to measure (1 = ping-pong)
+    /// Echo: pipeline depths (1 = ping-pong)
     #[arg(long, value_delimiter = ',', default_value = "1,16")]
     pipelines: Vec<u32>,
-    /// Servers to compare: evloop, tokio, or bin:PATH (another evloop-server build, for A/B
-    /// tests of a change)
-    #[arg(long, value_delimiter = ',', default_value = "evloop,tokio")]
+    /// Echo servers: evloop, c, tokio, or bin:PATH (another evloop-server build)
+    #[arg(long, value_delimiter = ',', default_value = "evloop,c,tokio")]
     servers: Vec<String>,
-    /// Rounds per cell (the median is reported)
+    /// Fan-out: room sizes (members, all of them loader connections)
+    #[arg(long, value_delimiter = ',', default_value = "100,1000,10000")]
+    members: Vec<u32>,
+    /// Fan-out: lines the sender keeps in flight
+    #[arg(long, default_value_t = 8)]
+    in_flight: u32,
+    /// Fan-out servers: evloop, mio, or bin:PATH (another evloop-server build)
+    #[arg(long, value_delimiter = ',', default_value = "evloop,mio")]
+    fanout_servers: Vec<String>,
+    /// Rounds per cell (medians are reported)
     #[arg(long, default_value_t = 3)]
     rounds: usize,
     /// Measured seconds per run (after a 1 s warmup)
     #[arg(long, default_value_t = 10)]
     seconds: u32,
-    /// Also measure latency at this fixed open-loop rate (msgs/s, 100 connections); 0: skip
+    /// Latency: the fixed open-loop rate (msgs/s, over 100 connections)
     #[arg(long, default_value_t = 50_000)]
     rate: u32,
     /// Extra arguments for evloop-server (e.g. --idle-timeout 60)
@@ -42,8 +71,15 @@ struct Args {
     evloop_args: String,
 }
 
+/// What a run serves.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Serves {
+    Echo,
+    Room,
+}
+
 /// One measured run.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 struct Run {
     msgs_per_s: f64,
     p50_us: f64,
@@ -51,178 +87,262 @@ struct Run {
     p99_us: f64,
     uncorrected_p50_us: f64,
     uncorrected_p99_us: f64,
-    server_cpu_us_per_msg: f64,
-    loader_cpu_us_per_msg: f64,
+    /// CPU time per verified message (per delivery, fan-out).
+    server: CpuTime,
+    loader: CpuTime,
 }
 
 fn main() {
     let args = Args::parse();
-    common::build(&["--bin", "evloop-server", "--bin", "evloop-load", "--example", "tokio_echo"]);
+    common::build(&[
+        "--bin",
+        "evloop-server",
+        "--bin",
+        "evloop-load",
+        "--example",
+        "tokio_echo",
+        "--example",
+        "mio_fanout",
+    ]);
+    build_c_baseline();
     let pinned = Command::new("taskset").arg("-V").output().is_ok();
     if !pinned {
         eprintln!("bench: taskset not found; running unpinned (results are noisier)");
     }
     println!(
-        "Servers on cpu 0, loader on cpu 1; {} s measured after 1 s warmup; median of {} rounds.\n",
+        "Servers on cpu 0, loader on cpu 1; {} s measured after 1 s warmup; medians of {} rounds, interleaved.",
         args.seconds, args.rounds
     );
-    println!(
-        "| connections | mode | {} | ratio | runs (msgs/s) |",
-        args.servers.iter().map(|s| format!("{s} msgs/s (p50 / p99 us)")).collect::<Vec<_>>().join(" | ")
-    );
-    println!("|---|---|{}---|---|", "---|".repeat(args.servers.len()));
-    for &pipeline in &args.pipelines {
-        for &count in &args.counts {
-            let loader = [
-                "-c".to_string(),
-                count.to_string(),
-                "--pipeline".to_string(),
-                pipeline.to_string(),
-                "-d".to_string(),
-                format!("{}s", args.seconds),
-                "--warmup".to_string(),
-                "1s".to_string(),
-            ];
-            let runs = interleaved(&args, &loader, pinned);
-            let medians: Vec<Run> = runs.iter().map(|runs| median(runs)).collect();
-            let cells: Vec<String> = medians
-                .iter()
-                .map(|run| format!("{:.0} ({:.0} / {:.0})", run.msgs_per_s, run.p50_us, run.p99_us))
-                .collect();
-            for (name, run) in args.servers.iter().zip(&medians) {
-                eprintln!(
-                    "cpu per message, {name}, {count} connections, pipeline {pipeline}: server {:.2} us, loader {:.2} us",
-                    run.server_cpu_us_per_msg, run.loader_cpu_us_per_msg
-                );
-            }
-            let ratio = if medians.len() >= 2 {
-                format!("{:.2}", medians[0].msgs_per_s / medians[1].msgs_per_s)
-            } else {
-                "-".to_string()
-            };
-            let all: Vec<String> = runs
-                .iter()
-                .zip(&args.servers)
-                .map(|(runs, name)| {
-                    format!(
-                        "{name}: {}",
-                        runs.iter()
-                            .map(|run| format!("{:.0}", run.msgs_per_s))
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    )
-                })
-                .collect();
-            let mode = if pipeline == 1 { "ping-pong".to_string() } else { format!("pipeline {pipeline}") };
-            println!("| {count} | {mode} | {} | {ratio} | {} |", cells.join(" | "), all.join("; "));
-        }
+    println!("CPU: µs per message (echo: per reply; fan-out: per delivery), whole run, user + system.\n");
+    let bench = Bench { args: &args, pinned };
+    if args.workloads.iter().any(|w| w == "echo") {
+        bench.echo();
     }
-    if args.rate > 0 {
+    if args.workloads.iter().any(|w| w == "fanout") {
+        bench.fanout();
+    }
+    if args.workloads.iter().any(|w| w == "latency") {
+        bench.latency();
+    }
+}
+
+struct Bench<'a> {
+    args: &'a Args,
+    pinned: bool,
+}
+
+impl Bench<'_> {
+    fn echo(&self) {
+        println!("Echo, 64-byte lines:\n");
         println!(
-            "\nLatency at a fixed rate of {} msgs/s (open loop, 100 connections), median of {} rounds:\n",
-            args.rate, args.rounds
+            "| connections | mode | server | msgs/s | p50 / p99 µs | server user | server system | server CPU | loader CPU |"
+        );
+        println!("|---|---|---|---|---|---|---|---|---|");
+        for &pipeline in &self.args.pipelines {
+            for &count in &self.args.counts {
+                let loader = self.loader_args(&["-c", &count.to_string(), "--pipeline", &pipeline.to_string()]);
+                let runs = self.interleaved(&self.args.servers, Serves::Echo, &loader);
+                let mode = if pipeline == 1 { "ping-pong".to_string() } else { format!("pipeline {pipeline}") };
+                self.print_rows(&format!("{} | {mode}", thousands(count as f64)), &self.args.servers, &runs);
+            }
+        }
+        println!();
+    }
+
+    fn fanout(&self) {
+        println!(
+            "Fan-out: one room, one sender keeping {} lines in flight, every member reading; per delivery:\n",
+            self.args.in_flight
         );
         println!(
-            "| server | p50 us | p90 us | p99 us | uncorrected p50 us | uncorrected p99 us | server CPU us/msg | loader CPU us/msg |"
+            "| members | server | deliveries/s | p50 / p99 µs | server user | server system | server CPU | loader CPU |"
         );
         println!("|---|---|---|---|---|---|---|---|");
-        let loader = [
-            "-c",
-            "100",
-            "--rate",
-            &args.rate.to_string(),
-            "-d",
-            &format!("{}s", args.seconds),
-            "--warmup",
-            "1s",
-        ]
-        .map(String::from);
-        let runs = interleaved(&args, &loader, pinned);
-        for (name, runs) in args.servers.iter().zip(&runs) {
-            let run = median(runs);
+        for &members in &self.args.members {
+            let loader = self.loader_args(&[
+                "--workload",
+                "broadcast",
+                "-c",
+                &members.to_string(),
+                "--active",
+                "1",
+                "--pipeline",
+                &self.args.in_flight.to_string(),
+                "--reply-timeout",
+                "10s",
+            ]);
+            let runs = self.interleaved(&self.args.fanout_servers, Serves::Room, &loader);
+            self.print_rows(&thousands(members as f64), &self.args.fanout_servers, &runs);
+        }
+        println!();
+    }
+
+    fn latency(&self) {
+        println!("Echo latency at a fixed rate of {} msgs/s (open loop, 100 connections):\n", self.args.rate);
+        println!(
+            "| server | p50 µs | p90 µs | p99 µs | uncorrected p50 µs | uncorrected p99 µs | server CPU | loader CPU |"
+        );
+        println!("|---|---|---|---|---|---|---|---|");
+        let loader = self.loader_args(&["-c", "100", "--rate", &self.args.rate.to_string()]);
+        let runs = self.interleaved(&self.args.servers, Serves::Echo, &loader);
+        for (name, runs) in self.args.servers.iter().zip(&runs) {
+            let run = medians(runs);
             println!(
-                "| {name} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.2} | {:.2} |",
+                "| {name} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.3} | {:.3} |",
                 run.p50_us,
                 run.p90_us,
                 run.p99_us,
                 run.uncorrected_p50_us,
                 run.uncorrected_p99_us,
-                run.server_cpu_us_per_msg,
-                run.loader_cpu_us_per_msg
+                run.server.total_us(),
+                run.loader.total_us()
             );
         }
+        println!();
     }
-}
 
-/// `args.rounds` runs of `loader_args` against each server, interleaved A B, then B A:
-/// whatever drifts during a round hits every server alike. Runs by server.
-fn interleaved(args: &Args, loader_args: &[String], pinned: bool) -> Vec<Vec<Run>> {
-    let mut runs: Vec<Vec<Run>> = vec![Vec::new(); args.servers.len()];
-    for round in 0..args.rounds {
-        let mut order: Vec<usize> = (0..args.servers.len()).collect();
-        if round % 2 == 1 {
-            order.reverse();
-        }
-        for index in order {
-            runs[index].push(measure(&args.servers[index], &args.evloop_args, loader_args, pinned));
+    /// The loader's arguments: `specific`, then the run's length.
+    fn loader_args(&self, specific: &[&str]) -> Vec<String> {
+        let length = ["-d".to_string(), format!("{}s", self.args.seconds), "--warmup".into(), "1s".into()];
+        specific.iter().map(|arg| arg.to_string()).chain(length).collect()
+    }
+
+    /// One row per server: the medians of its runs, then each run's throughput on stderr.
+    fn print_rows(&self, cell: &str, servers: &[String], runs: &[Vec<Run>]) {
+        for (name, runs) in servers.iter().zip(runs) {
+            let run = medians(runs);
+            println!(
+                "| {cell} | {name} | {} | {:.0} / {:.0} | {:.3} | {:.3} | {:.3} | {:.3} ({:.3} user) |",
+                thousands(run.msgs_per_s),
+                run.p50_us,
+                run.p99_us,
+                run.server.user_us,
+                run.server.system_us,
+                run.server.total_us(),
+                run.loader.total_us(),
+                run.loader.user_us
+            );
+            let each: Vec<String> = runs.iter().map(|run| thousands(run.msgs_per_s)).collect();
+            eprintln!("bench: {cell} | {name}: runs {}", each.join(", "));
         }
     }
-    runs
-}
 
-/// Starts `server`, runs the loader against it with `loader_args`, stops the server.
-fn measure(server: &str, evloop_args: &str, loader_args: &[String], pinned: bool) -> Run {
-    let cpu = |cpu: u32| pinned.then_some(cpu);
-    let command = match server {
-        "tokio" => {
-            let mut command = common::on_cpu(cpu(0), &common::binary("examples/tokio_echo"));
+    /// `rounds` runs of the loader with `loader_args` against each server, interleaved:
+    /// A B C, then C B A, and so on. Runs by server.
+    fn interleaved(&self, servers: &[String], serves: Serves, loader_args: &[String]) -> Vec<Vec<Run>> {
+        let mut runs: Vec<Vec<Run>> = vec![Vec::new(); servers.len()];
+        for round in 0..self.args.rounds {
+            let mut order: Vec<usize> = (0..servers.len()).collect();
+            if round % 2 == 1 {
+                order.reverse();
+            }
+            for index in order {
+                runs[index].push(self.measure(&servers[index], serves, loader_args));
+            }
+        }
+        runs
+    }
+
+    /// Starts `server`, runs the loader against it, stops the server.
+    fn measure(&self, server: &str, serves: Serves, loader_args: &[String]) -> Run {
+        let cpu = |cpu: u32| self.pinned.then_some(cpu);
+        let baseline = |name: &str| {
+            let mut command = common::on_cpu(cpu(0), &common::binary(name));
             command.arg("127.0.0.1:0");
             command
+        };
+        let command = match (server, serves) {
+            ("tokio", Serves::Echo) => baseline("examples/tokio_echo"),
+            ("c", Serves::Echo) => baseline("epoll_echo"),
+            ("mio", Serves::Room) => baseline("examples/mio_fanout"),
+            (evloop, _) => {
+                let program = match evloop {
+                    "evloop" => common::binary("evloop-server"),
+                    other => other
+                        .strip_prefix("bin:")
+                        .unwrap_or_else(|| panic!("no server {other} for this workload"))
+                        .to_string(),
+                };
+                let listen = match serves {
+                    Serves::Echo => "echo=127.0.0.1:0",
+                    Serves::Room => "broadcast=127.0.0.1:0",
+                };
+                let mut command = common::on_cpu(cpu(0), &program);
+                command.args(["--listen", listen]).args(self.args.evloop_args.split_whitespace());
+                command
+            }
+        };
+        let (mut child, addr) = common::start_server(command);
+        let (server_before, loader_before) = (common::cpu_time(child.id()), common::children_cpu_time());
+        let output = common::on_cpu(cpu(1), &common::binary("evloop-load"))
+            .args(["--target", &addr, "--json", "--no-progress"])
+            .args(loader_args)
+            .output()
+            .expect("run evloop-load");
+        let loader = common::children_cpu_time().since(loader_before);
+        let server_cpu = common::cpu_time(child.id()).since(server_before);
+        common::stop(&mut child);
+        std::thread::sleep(Duration::from_millis(200)); // let the sockets' TIME_WAIT churn settle
+        let report: Value = serde_json::from_slice(&output.stdout).unwrap_or_else(|_| {
+            panic!("no report from the loader: {}", String::from_utf8_lossy(&output.stderr))
+        });
+        assert_eq!(report["ok"], true, "a run against {server} failed verification: {report}");
+        let latency = |key: &str, field: &str| report[key][field].as_f64().unwrap_or(0.0);
+        // Every verified reply or delivery, warmup included, like the CPU time.
+        let verified = report["messages"]["verified"].as_f64().unwrap_or(1.0).max(1.0);
+        let per_message =
+            |cpu: CpuTime| CpuTime { user_us: cpu.user_us / verified, system_us: cpu.system_us / verified };
+        Run {
+            msgs_per_s: report["throughput"]["msgs_per_s"].as_f64().unwrap_or(0.0),
+            p50_us: latency("latency_us", "p50"),
+            p90_us: latency("latency_us", "p90"),
+            p99_us: latency("latency_us", "p99"),
+            uncorrected_p50_us: latency("latency_uncorrected_us", "p50"),
+            uncorrected_p99_us: latency("latency_uncorrected_us", "p99"),
+            server: per_message(server_cpu),
+            loader: per_message(loader),
         }
-        evloop => {
-            let program = match evloop {
-                "evloop" => common::binary("evloop-server"),
-                other => {
-                    other.strip_prefix("bin:").unwrap_or_else(|| panic!("unknown server {other}")).to_string()
-                }
-            };
-            let mut command = common::on_cpu(cpu(0), &program);
-            command.args(["--listen", "echo=127.0.0.1:0"]).args(evloop_args.split_whitespace());
-            command
-        }
-    };
-    let (mut child, addr) = common::start_server(command);
-    let cpu_before = common::cpu_ticks(child.id());
-    let loader_before = common::children_cpu_us();
-    let output = common::on_cpu(cpu(1), &common::binary("evloop-load"))
-        .args(["--target", &addr, "--json", "--no-progress"])
-        .args(loader_args)
-        .output()
-        .expect("run evloop-load");
-    let loader_cpu_us = common::children_cpu_us() - loader_before;
-    let cpu_used = common::cpu_ticks(child.id()) - cpu_before;
-    common::stop(&mut child);
-    std::thread::sleep(Duration::from_millis(200)); // let the sockets' TIME_WAIT churn settle
-    let report: Value = serde_json::from_slice(&output.stdout).expect("a JSON report");
-    assert_eq!(report["ok"], true, "a run failed verification: {report}");
-    let latency = |key: &str, field: &str| report[key][field].as_f64().unwrap_or(0.0);
-    let verified = report["messages"]["verified"].as_f64().unwrap_or(1.0).max(1.0);
-    Run {
-        msgs_per_s: report["throughput"]["msgs_per_s"].as_f64().unwrap_or(0.0),
-        p50_us: latency("latency_us", "p50"),
-        p90_us: latency("latency_us", "p90"),
-        p99_us: latency("latency_us", "p99"),
-        uncorrected_p50_us: latency("latency_uncorrected_us", "p50"),
-        uncorrected_p99_us: latency("latency_uncorrected_us", "p99"),
-        // Clock ticks are 10 ms; the whole run (warmup and connects included) over every
-        // verified message: an upper bound, comparable between servers.
-        server_cpu_us_per_msg: cpu_used as f64 * 10_000.0 / verified,
-        loader_cpu_us_per_msg: loader_cpu_us as f64 / verified,
     }
 }
 
-fn median(runs: &[Run]) -> Run {
-    let mut sorted = runs.to_vec();
-    sorted.sort_by(|a, b| a.msgs_per_s.total_cmp(&b.msgs_per_s));
-    sorted[sorted.len() / 2].clone()
+/// Builds the C baseline next to the release binaries.
+fn build_c_baseline() {
+    let status = Command::new("cc")
+        .args(["-O2", "-o", &common::binary("epoll_echo"), "examples/baselines/epoll_echo.c"])
+        .status()
+        .expect("run cc (the C baseline needs a C compiler)");
+    assert!(status.success(), "building examples/baselines/epoll_echo.c failed");
+}
+
+/// Each figure's median over the runs (not one run's figures: CPU and throughput need not
+/// peak together).
+fn medians(runs: &[Run]) -> Run {
+    let median = |figure: fn(&Run) -> f64| {
+        let mut values: Vec<f64> = runs.iter().map(figure).collect();
+        values.sort_by(f64::total_cmp);
+        values[values.len() / 2]
+    };
+    Run {
+        msgs_per_s: median(|run| run.msgs_per_s),
+        p50_us: median(|run| run.p50_us),
+        p90_us: median(|run| run.p90_us),
+        p99_us: median(|run| run.p99_us),
+        uncorrected_p50_us: median(|run| run.uncorrected_p50_us),
+        uncorrected_p99_us: median(|run| run.uncorrected_p99_us),
+        server: CpuTime { user_us: median(|run| run.server.user_us), system_us: median(|run| run.server.system_us) },
+        loader: CpuTime { user_us: median(|run| run.loader.user_us), system_us: median(|run| run.loader.system_us) },
+    }
+}
+
+/// `1234567.8` as `1,234,568`.
+fn thousands(value: f64) -> String {
+    let digits = format!("{:.0}", value);
+    let mut out = String::new();
+    for (index, digit) in digits.chars().enumerate() {
+        if index > 0 && (digits.len() - index) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(digit);
+    }
+    out
 }

@@ -119,6 +119,37 @@ fn broadcast_run_counts_deliveries() {
     assert_eq!(broadcast["deliveries_seen"].as_u64().unwrap(), sent * 5, "each message reached the 5 others");
 }
 
+/// Closed-loop broadcast (`--pipeline`): each sender keeps its lines in flight, and a line
+/// is answered once every other member, on either thread, has it; the senders go on past
+/// their first window only because lines are answered.
+#[test]
+fn closed_loop_broadcast_answers_lines_when_every_member_has_them() {
+    let server = TestServer::start(&["broadcast=127.0.0.1:0"]);
+    let target = server.addr().to_string();
+    let (code, report) = load(&[
+        "--target",
+        &target,
+        "--workload",
+        "broadcast",
+        "-c",
+        "6",
+        "--active",
+        "2",
+        "--pipeline",
+        "4",
+        "-d",
+        "500ms",
+        "--threads",
+        "2",
+    ]);
+    assert_all_verified(code, &report);
+    assert_eq!(report["mode"], "closed loop, pipeline 4", "{report:#}");
+    let sent = report["messages"]["sent"].as_u64().unwrap();
+    assert!(sent > 2 * 4, "only the first window went out: {report:#}");
+    let broadcast = &report["broadcast"];
+    assert_eq!(broadcast["deliveries_seen"].as_u64().unwrap(), sent * 5, "{report:#}");
+}
+
 /// Open loop: messages go out on schedule and both latency figures are reported.
 #[test]
 fn open_loop_reports_corrected_and_uncorrected_latency() {

@@ -69,24 +69,54 @@ pub fn status_field(pid: u32, field: &str) -> u64 {
         .unwrap_or(0)
 }
 
-/// User plus system CPU time of `pid`, in clock ticks (10 ms).
-pub fn cpu_ticks(pid: u32) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let Some(end) = stat.rfind(')') else { return 0 };
-    let fields: Vec<&str> = stat[end + 2..].split(' ').collect();
-    let field = |index: usize| fields.get(index).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
-    field(11) + field(12)
+/// CPU time a process spent in user space and in the kernel, in microseconds.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct CpuTime {
+    pub user_us: f64,
+    pub system_us: f64,
 }
 
-/// CPU time (user + system, microseconds) of this process's children that have been waited
-/// for: after a loader run, the loader's own cost.
-pub fn children_cpu_us() -> u64 {
+impl CpuTime {
+    /// What was spent between `earlier` and this.
+    pub fn since(self, earlier: CpuTime) -> CpuTime {
+        CpuTime { user_us: self.user_us - earlier.user_us, system_us: self.system_us - earlier.system_us }
+    }
+
+    /// Both together.
+    pub fn total_us(self) -> f64 {
+        self.user_us + self.system_us
+    }
+}
+
+/// The CPU time `pid` used so far, from `/proc/PID/stat` (clock ticks of 10 ms).
+pub fn cpu_time(pid: u32) -> CpuTime {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let Some(end) = stat.rfind(')') else { return CpuTime::default() };
+    let fields: Vec<&str> = stat[end + 2..].split(' ').collect();
+    let ticks = |index: usize| fields.get(index).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0) as f64;
+    CpuTime { user_us: ticks(11) * 10_000.0, system_us: ticks(12) * 10_000.0 }
+}
+
+/// User plus system CPU time of `pid`, in clock ticks (10 ms).
+pub fn cpu_ticks(pid: u32) -> u64 {
+    (cpu_time(pid).total_us() / 10_000.0) as u64
+}
+
+/// CPU time of this process's children that have been waited for: after a loader run, the
+/// loader's own cost.
+pub fn children_cpu_time() -> CpuTime {
     // SAFETY: getrusage only writes into the struct we pass, which lives for the call.
     let usage = unsafe {
         let mut usage = std::mem::zeroed::<libc::rusage>();
         libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage);
         usage
     };
-    let micros = |time: libc::timeval| time.tv_sec as u64 * 1_000_000 + time.tv_usec as u64;
-    micros(usage.ru_utime) + micros(usage.ru_stime)
+    let micros = |time: libc::timeval| time.tv_sec as f64 * 1e6 + time.tv_usec as f64;
+    CpuTime { user_us: micros(usage.ru_utime), system_us: micros(usage.ru_stime) }
+}
+
+/// User plus system CPU time of this process's children that have been waited for, in
+/// microseconds.
+pub fn children_cpu_us() -> u64 {
+    children_cpu_time().total_us() as u64
 }

@@ -35,7 +35,7 @@ struct Args {
     targets: Vec<ListenAddr>,
 
     /// What to send and check: echo, uppercase, sum, broadcast (open loop, 1000 msgs/s
-    /// unless --rate says otherwise) or file (GET every file of --files in turn, each byte
+    /// unless --rate or --pipeline says otherwise) or file (GET every file of --files in turn, each byte
     /// checked)
     #[arg(long, value_name = "NAME", default_value = "echo")]
     workload: Workload,
@@ -65,9 +65,11 @@ struct Args {
     #[arg(long, value_name = "DURATION", default_value = "0", value_parser = parse_duration)]
     warmup: Duration,
 
-    /// Closed loop: messages in flight per connection (1 = ping-pong)
-    #[arg(short = 'P', long, value_name = "K", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
-    pipeline: u32,
+    /// Closed loop: messages in flight per connection (1 = ping-pong) [default: 1]. With
+    /// broadcast (and no --rate): lines in flight per sender, each answered once every
+    /// other member has it
+    #[arg(short = 'P', long, value_name = "K", value_parser = clap::value_parser!(u32).range(1..))]
+    pipeline: Option<u32>,
 
     /// Open loop: messages per second in total, sent on schedule whatever the replies do
     #[arg(short = 'R', long, value_name = "R", value_parser = positive_rate)]
@@ -197,7 +199,9 @@ fn main() -> ExitCode {
         None => Stop::After(args.duration.unwrap_or(Duration::from_secs(10))),
     };
     config.warmup = args.warmup;
-    config.pipeline = args.pipeline;
+    config.pipeline = args.pipeline.unwrap_or(1);
+    config.broadcast_closed_loop =
+        args.workload == Workload::Broadcast && args.pipeline.is_some() && args.rate.is_none();
     config.rate = args.rate;
     config.size = args.size;
     config.connect_rate = args.connect_rate;

@@ -8,8 +8,7 @@ use super::workload::{MIN_SIZE, Workload};
 use crate::codec::Codec;
 use crate::sys::address::ListenAddr;
 
-/// The open-loop rate of a broadcast run when `--rate` is not given: each message fans out
-/// to every other connection, so a closed loop would have no natural pace.
+/// The open-loop rate of a broadcast run when neither `--rate` nor `--pipeline` is given.
 pub const DEFAULT_BROADCAST_RATE: f64 = 1000.0;
 
 /// When the run stops sending.
@@ -71,6 +70,11 @@ pub struct LoadConfig {
     pub files: Option<std::path::PathBuf>,
     /// Report the full latency percentile spectrum too (`--latency`).
     pub latency_spectrum: bool,
+    /// Broadcast in a closed loop (`--pipeline` without `--rate`): each sender keeps
+    /// `pipeline` lines in flight, and a line counts as answered once every other member
+    /// has it, so the run goes as fast as the room can fan out. Otherwise broadcast is open
+    /// loop, at `rate` or [`DEFAULT_BROADCAST_RATE`].
+    pub broadcast_closed_loop: bool,
 }
 
 impl Default for LoadConfig {
@@ -96,6 +100,7 @@ impl Default for LoadConfig {
             hold: Duration::ZERO,
             files: None,
             latency_spectrum: false,
+            broadcast_closed_loop: false,
         }
     }
 }
@@ -166,7 +171,7 @@ impl LoadConfig {
     pub fn open_loop_rate(&self) -> Option<f64> {
         match (self.rate, self.workload) {
             (Some(rate), _) => Some(rate),
-            (None, Workload::Broadcast) => Some(DEFAULT_BROADCAST_RATE),
+            (None, Workload::Broadcast) if !self.broadcast_closed_loop => Some(DEFAULT_BROADCAST_RATE),
             (None, _) => None,
         }
     }

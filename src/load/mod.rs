@@ -27,7 +27,8 @@
 //! - `workload`: requests and the exact replies expected, for each handler ([`Workload`]).
 //! - `tally`: what a thread counted and measured; tallies merge.
 //! - `report`: the final [`Report`], human and JSON.
-//! - `shared`: the few counters threads share.
+//! - `shared`: the few counters threads share; `acks`: closed-loop broadcast, which lines
+//!   every member has.
 //! - `socket`: the loader's end of a connection: TCP, Unix stream or UDP.
 //! - [`processes`]: `--processes N`: loader processes, each a part, merged exactly.
 //! - `progress`: the live progress line.
@@ -37,6 +38,7 @@
 //! - [`sweep`]: `--sweep-connections`: a run per connection count, as CSV and SVG.
 //! - [`chart`]: line charts as SVG, for sweeps and benchmarks.
 
+mod acks;
 mod catalogue;
 pub mod chart;
 mod clock;
@@ -112,6 +114,9 @@ fn run_threads(
     let mut shared = Shared::new(config.connections as usize, id_space, plans.len(), connected.is_none());
     if let (Workload::File, Some(dir)) = (config.workload, &config.files) {
         shared.catalogue = catalogue::Catalogue::read(dir)?;
+    }
+    if config.workload == Workload::Broadcast && config.open_loop_rate().is_none() {
+        shared.acks = Some(acks::LineAcks::new(config.pipeline, id_space, &plans));
     }
     let mut progress = Progress::new(progress);
     let results = thread::scope(|scope| -> io::Result<Vec<io::Result<Tally>>> {

@@ -41,6 +41,8 @@ pub struct Shared {
     pub holding: AtomicUsize,
     /// `--workload file`: the files and their checksums (empty otherwise).
     pub catalogue: super::catalogue::Catalogue,
+    /// Closed-loop broadcast: which lines every member has (`acks.rs`).
+    pub acks: Option<super::acks::LineAcks>,
     /// When the last thread stopped sending (its time was up, its budget spent, or all its
     /// connections lost): the end of the measured window; 0 while sending goes on.
     pub run_end_ns: AtomicU64,
@@ -68,6 +70,7 @@ impl Shared {
             holding: AtomicUsize::new(0),
             run_end_ns: AtomicU64::new(0),
             catalogue: super::catalogue::Catalogue::default(),
+            acks: None,
         }
     }
 

@@ -65,6 +65,7 @@ impl Engine<'_> {
                     next_seq: 0,
                     in_flight: VecDeque::new(),
                     synced: false,
+                    answered: 0,
                     last_seq_from: HashMap::new(),
                     download: None,
                     queued_datagrams: VecDeque::new(),

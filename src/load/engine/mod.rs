@@ -46,6 +46,8 @@ use crate::sys::nonblocking::interrupted;
 
 /// The pacer's token; connection tokens are slab keys, far below it.
 const PACER: Token = Token(usize::MAX);
+/// Closed-loop broadcast: another thread saw a line of ours reach its last member.
+const WAKER: Token = Token(usize::MAX - 1);
 const EVENTS_PER_POLL: usize = 1024;
 const READ_BUFFER_SIZE: usize = 64 * 1024;
 /// Connects in progress at once when no `--connect-rate` is given: as fast as the server
@@ -102,6 +104,8 @@ struct LoadConn {
     download: Option<Download>,
     /// Broadcast: it has seen the sync message, so it is surely in the room.
     synced: bool,
+    /// Closed-loop broadcast: its lines before this one have reached every member.
+    answered: u64,
     /// Broadcast: the last sequence number it got from each sender, to check that every
     /// line arrives once and in the order sent (empty until the first delivery).
     last_seq_from: HashMap<u32, u64>,
@@ -175,6 +179,9 @@ impl<'a> Engine<'a> {
             Some(_) => Some(Pacer::new(poll.registry(), PACER)?),
             None => None,
         };
+        if let Some(acks) = &shared.acks {
+            acks.set_waker(plan.index, mio::Waker::new(poll.registry(), WAKER)?);
+        }
         let budget = plan.messages;
         // No rate share (no active connection here): an endless interval, nothing is due.
         let interval_ns = match plan.rate {
@@ -257,6 +264,9 @@ impl<'a> Engine<'a> {
                 pacer.clear();
             }
             return;
+        }
+        if event.token() == WAKER {
+            return; // the answered lines are collected in the running phase
         }
         let key = event.token().0;
         let Some(conn) = self.conns.get(key) else {

@@ -27,6 +27,8 @@ impl Engine<'_> {
                 self.expire_datagrams(now);
                 if self.pacer.is_some() {
                     self.send_due(now);
+                } else {
+                    self.send_after_answered(now);
                 }
                 let out_of_time = self.stop_ns.is_some_and(|stop| now >= stop);
                 let out_of_budget = self.budget == Some(0);

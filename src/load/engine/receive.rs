@@ -296,6 +296,9 @@ impl Engine<'_> {
                 }
                 self.tally.verified += 1;
                 self.tally.deliveries_seen += 1;
+                if let Some(acks) = &self.shared.acks {
+                    acks.delivered(delivery.sender, delivery.seq, self.broadcast_members(), self.plan.index);
+                }
                 if delivery.intended_ns >= self.warmup_end_ns {
                     self.count_measured(delivery.intended_ns, delivery.sent_ns, now, line.len() as u64);
                 }

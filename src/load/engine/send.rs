@@ -34,6 +34,29 @@ impl Engine<'_> {
         }
     }
 
+    /// Closed-loop broadcast: each line that has reached every other member makes room
+    /// for its sender's next one.
+    pub(super) fn send_after_answered(&mut self, now: u64) {
+        let Some(acks) = &self.shared.acks else { return };
+        let members = self.broadcast_members();
+        for index in 0..self.sending_keys().len() {
+            let key = self.sending_keys()[index];
+            loop {
+                let conn = &mut self.conns[key];
+                if conn.answered == conn.next_seq || !acks.take_answered(conn.id, conn.answered, members) {
+                    break;
+                }
+                conn.answered += 1;
+                self.send_after_reply(key, now);
+            }
+        }
+    }
+
+    /// Broadcast: how many members each line goes to (every connection but its sender).
+    pub(super) fn broadcast_members(&self) -> u32 {
+        self.shared.established.load(Ordering::Relaxed).saturating_sub(1) as u32
+    }
+
     /// The connections that send: the first `--active` of those up.
     pub(super) fn sending_keys(&self) -> &[usize] {
         &self.up_keys[..self.up_keys.len().min(self.plan.active as usize)]
@@ -63,8 +86,8 @@ impl Engine<'_> {
         let size = self.config.size;
         if self.config.workload == Workload::Broadcast {
             workload::broadcast_message(conn.id, seq, intended_ns, now, size, &mut self.scratch);
-            let others = self.shared.established.load(Ordering::Relaxed).saturating_sub(1);
-            self.tally.deliveries_expected += others as u64;
+            let members = self.shared.established.load(Ordering::Relaxed).saturating_sub(1);
+            self.tally.deliveries_expected += members as u64;
         } else {
             if self.config.workload == Workload::File {
                 let file = self.shared.catalogue.pick(conn.id, seq);
