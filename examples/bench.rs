@@ -140,9 +140,11 @@ impl Bench<'_> {
         println!("|---|---|---|---|---|---|---|---|---|");
         for &pipeline in &self.args.pipelines {
             for &count in &self.args.counts {
-                let loader = self.loader_args(&["-c", &count.to_string(), "--pipeline", &pipeline.to_string()]);
+                let loader =
+                    self.loader_args(&["-c", &count.to_string(), "--pipeline", &pipeline.to_string()]);
                 let runs = self.interleaved(&self.args.servers, Serves::Echo, &loader);
-                let mode = if pipeline == 1 { "ping-pong".to_string() } else { format!("pipeline {pipeline}") };
+                let mode =
+                    if pipeline == 1 { "ping-pong".to_string() } else { format!("pipeline {pipeline}") };
                 self.print_rows(&format!("{} | {mode}", thousands(count as f64)), &self.args.servers, &runs);
             }
         }
@@ -329,8 +331,14 @@ fn medians(runs: &[Run]) -> Run {
         p99_us: median(|run| run.p99_us),
         uncorrected_p50_us: median(|run| run.uncorrected_p50_us),
         uncorrected_p99_us: median(|run| run.uncorrected_p99_us),
-        server: CpuTime { user_us: median(|run| run.server.user_us), system_us: median(|run| run.server.system_us) },
-        loader: CpuTime { user_us: median(|run| run.loader.user_us), system_us: median(|run| run.loader.system_us) },
+        server: CpuTime {
+            user_us: median(|run| run.server.user_us),
+            system_us: median(|run| run.server.system_us),
+        },
+        loader: CpuTime {
+            user_us: median(|run| run.loader.user_us),
+            system_us: median(|run| run.loader.system_us),
+        },
     }
 }
 

@@ -41,7 +41,11 @@ fn main() -> io::Result<()> {
             if event.token() == LISTENER {
                 while let Ok((mut stream, peer)) = listener.accept() {
                     let entry = members.vacant_entry();
-                    poll.registry().register(&mut stream, Token(entry.key()), Interest::READABLE | Interest::WRITABLE)?;
+                    poll.registry().register(
+                        &mut stream,
+                        Token(entry.key()),
+                        Interest::READABLE | Interest::WRITABLE,
+                    )?;
                     stream.set_nodelay(true)?;
                     let prefix = format!("{peer}: ").into_bytes();
                     entry.insert(Member { stream, prefix, input: Vec::new(), backlog: Vec::new() });
@@ -50,7 +54,8 @@ fn main() -> io::Result<()> {
             }
             let key = event.token().0;
             let Some(member) = members.get_mut(key) else { continue };
-            let mut gone = event.is_writable() && write_some(&mut member.stream, &mut member.backlog).is_err();
+            let mut gone =
+                event.is_writable() && write_some(&mut member.stream, &mut member.backlog).is_err();
             lines.clear();
             while !gone {
                 match member.stream.read(&mut buffer) {
@@ -72,9 +77,12 @@ fn main() -> io::Result<()> {
                 }
             }
             let mut dropped = Vec::new();
-            for (other, member) in members.iter_mut().filter(|(other, _)| *other != key && !lines.is_empty()) {
+            for (other, member) in members.iter_mut().filter(|(other, _)| *other != key && !lines.is_empty())
+            {
                 if member.backlog.is_empty() {
-                    member.backlog.extend_from_slice(&lines[write_from(&mut member.stream, &lines).unwrap_or(0)..]);
+                    member
+                        .backlog
+                        .extend_from_slice(&lines[write_from(&mut member.stream, &lines).unwrap_or(0)..]);
                 } else {
                     member.backlog.extend_from_slice(&lines);
                 }

@@ -28,12 +28,10 @@ impl FixedDecoder {
     }
 }
 
-/// Appends `payload` padded with spaces, or cut, to exactly `size` bytes.
-pub fn encode(size: u32, payload: &[u8], out: &mut Vec<u8>) {
-    let size = size as usize;
-    let kept = &payload[..payload.len().min(size)];
-    out.extend_from_slice(kept);
-    out.resize(out.len() + (size - kept.len()), b' ');
+/// Ends a frame written in place from `start`: pads it with spaces, or cuts it, to exactly
+/// `size` bytes.
+pub fn end_frame(size: u32, out: &mut Vec<u8>, start: usize) {
+    out.resize(start + size as usize, b' ');
 }
 
 #[cfg(test)]
@@ -46,8 +44,8 @@ mod tests {
     #[test]
     fn encode_pads_and_cuts() {
         let mut out = Vec::new();
-        super::encode(4, b"ab", &mut out);
-        super::encode(4, b"abcdef", &mut out);
+        Codec::Fixed(4).encode(b"ab", &mut out);
+        Codec::Fixed(4).encode(b"abcdef", &mut out);
         assert_eq!(out, b"ab  abcd");
     }
 

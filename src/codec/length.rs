@@ -54,15 +54,18 @@ impl LengthDecoder {
     }
 }
 
-/// Appends the length prefix and `payload`.
+/// Starts a frame written in place: room for its length prefix, filled in by [`end_frame`].
+pub fn begin_frame(out: &mut Vec<u8>) {
+    out.extend_from_slice(&[0; HEADER]);
+}
+
+/// Ends a frame begun at `start` by [`begin_frame`]: writes its length.
 ///
 /// # Panics
-/// If `payload` is over 4 GiB, which no reply here comes near.
-pub fn encode(payload: &[u8], out: &mut Vec<u8>) {
-    let length = u32::try_from(payload.len()).expect("a frame is under 4 GiB");
-    out.reserve(HEADER + payload.len());
-    out.extend_from_slice(&length.to_be_bytes());
-    out.extend_from_slice(payload);
+/// If the payload is over 4 GiB, which no reply here comes near.
+pub fn end_frame(out: &mut [u8], start: usize) {
+    let length = u32::try_from(out.len() - start - HEADER).expect("a frame is under 4 GiB");
+    out[start..start + HEADER].copy_from_slice(&length.to_be_bytes());
 }
 
 #[cfg(test)]
@@ -73,7 +76,7 @@ mod tests {
 
     fn frame(payload: &[u8]) -> Vec<u8> {
         let mut out = Vec::new();
-        super::encode(payload, &mut out);
+        Codec::Length.encode(payload, &mut out);
         out
     }
 

@@ -5,6 +5,7 @@
 //! more than `max_frame` bytes by never sending a newline.
 
 use super::FrameError;
+use super::newlines::Newlines;
 
 /// Per-connection state of the line decoder.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -24,9 +25,28 @@ impl LineDecoder {
         input: &mut &'a [u8],
         max_frame: usize,
     ) -> Result<Option<&'a [u8]>, FrameError> {
+        self.decode_with(input, max_frame, &mut Newlines::new(input))
+    }
+
+    /// [`decode`](Self::decode), finding newlines with `newlines`: a cursor over a stretch
+    /// of input that ends where `input` does, past every newline before `input` starts. It
+    /// keeps what it found for the next call (see [`super::Frames`]).
+    #[inline]
+    pub(super) fn decode_with<'a>(
+        &mut self,
+        input: &mut &'a [u8],
+        max_frame: usize,
+        newlines: &mut Newlines<'a>,
+    ) -> Result<Option<&'a [u8]>, FrameError> {
+        // Where `input` starts in the stretch `newlines` searches; `newlines` has passed
+        // every newline before it.
+        let offset = newlines.len() - input.len();
+        if self.scanned > 0 {
+            newlines.skip_to(offset + (self.scanned as usize).min(input.len()));
+        }
         loop {
-            let already_scanned = (self.scanned as usize).min(input.len());
-            let newline = memchr::memchr(b'\n', &input[already_scanned..]).map(|i| i + already_scanned);
+            let offset = newlines.len() - input.len();
+            let newline = newlines.next().map(|at| at - offset);
             let Some(end) = newline else {
                 if self.discarding {
                     *input = &input[input.len()..];
@@ -77,10 +97,9 @@ fn strip_cr(line: &[u8]) -> &[u8] {
     line.strip_suffix(b"\r").unwrap_or(line)
 }
 
-/// Appends `payload` and its `\n`.
-pub fn encode(payload: &[u8], out: &mut Vec<u8>) {
-    out.reserve(payload.len() + 1);
-    out.extend_from_slice(payload);
+/// Ends a line written in place: its `\n`.
+#[inline]
+pub fn end_frame(out: &mut Vec<u8>) {
     out.push(b'\n');
 }
 
@@ -147,7 +166,7 @@ mod tests {
         ) {
             let mut stream = Vec::new();
             for message in &messages {
-                super::encode(message.as_bytes(), &mut stream);
+                Codec::Line.encode(message.as_bytes(), &mut stream);
             }
             let expected: Vec<_> = messages.iter().map(|m| Ok(m.as_bytes().to_vec())).collect();
             prop_assert_eq!(lines(&stream, &cuts, 200), expected);

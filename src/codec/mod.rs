@@ -12,6 +12,7 @@
 mod fixed;
 mod length;
 mod line;
+mod newlines;
 pub(crate) mod proxy;
 mod raw;
 
@@ -21,6 +22,7 @@ use std::str::FromStr;
 pub use fixed::FixedDecoder;
 pub use length::LengthDecoder;
 pub use line::LineDecoder;
+use newlines::Newlines;
 
 /// How a listener frames its messages, chosen with `HANDLER:CODEC` on the command line.
 ///
@@ -65,15 +67,41 @@ impl Codec {
     }
 
     /// Appends `payload`, framed by this codec, to `out`.
+    #[inline]
     pub fn encode(self, payload: &[u8], out: &mut Vec<u8>) {
+        let start = self.begin_frame(out);
+        out.extend_from_slice(payload);
+        self.end_frame(out, start);
+    }
+
+    /// Starts a frame at the end of `out` whose payload the caller then writes in place,
+    /// and [`end_frame`](Self::end_frame) finishes. The reactor builds replies this way,
+    /// straight into the buffer they are written from, instead of building each payload
+    /// somewhere and copying it in.
+    #[inline]
+    pub fn begin_frame(self, out: &mut Vec<u8>) -> FrameStart {
+        let start = FrameStart(out.len());
+        if self == Codec::Length {
+            length::begin_frame(out);
+        }
+        start
+    }
+
+    /// Finishes the frame begun at `start`: everything written to `out` since is its payload.
+    #[inline]
+    pub fn end_frame(self, out: &mut Vec<u8>, start: FrameStart) {
         match self {
-            Codec::Line => line::encode(payload, out),
-            Codec::Length => length::encode(payload, out),
-            Codec::Fixed(size) => fixed::encode(size, payload, out),
-            Codec::Raw => out.extend_from_slice(payload),
+            Codec::Line => line::end_frame(out),
+            Codec::Length => length::end_frame(out, start.0),
+            Codec::Fixed(size) => fixed::end_frame(size, out, start.0),
+            Codec::Raw => {}
         }
     }
 }
+
+/// Where a frame being written in place begins (see [`Codec::begin_frame`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FrameStart(usize);
 
 impl fmt::Display for Codec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -172,6 +200,14 @@ impl Decoder {
         }
     }
 
+    /// The messages at the front of one read's `input`, in order: what calling
+    /// [`decode`](Self::decode) until `Ok(None)` gives, with what can be done once per read
+    /// done once (the line codec scans for newlines 64 bytes at a time and keeps what it
+    /// found for the following lines). [`Frames::rest`] is what is left undecoded.
+    pub fn frames<'d, 'a>(&'d mut self, input: &'a [u8], max_frame: usize) -> Frames<'d, 'a> {
+        Frames { decoder: self, rest: input, max_frame, newlines: Newlines::new(input) }
+    }
+
     /// The peer closed its side: what is left in `input` (the undecoded tail) becomes a last
     /// message if the codec allows it, or an error if it is a cut-off frame.
     pub fn finish<'a>(&mut self, input: &'a [u8], max_frame: usize) -> Result<Option<&'a [u8]>, FrameError> {
@@ -184,12 +220,46 @@ impl Decoder {
     }
 }
 
+/// The messages of one read, from [`Decoder::frames`]: each item is a message or a
+/// [`FrameError`] (after which decoding carries on), until the input holds no complete one.
+#[derive(Debug)]
+pub struct Frames<'d, 'a> {
+    decoder: &'d mut Decoder,
+    rest: &'a [u8],
+    max_frame: usize,
+    /// The line codec's newlines in the input (unused by the others).
+    newlines: Newlines<'a>,
+}
+
+impl<'a> Frames<'_, 'a> {
+    /// The bytes not decoded yet: the start of an incomplete message, to be presented again
+    /// with the next read's bytes after it.
+    pub fn rest(&self) -> &'a [u8] {
+        self.rest
+    }
+}
+
+impl<'a> Iterator for Frames<'_, 'a> {
+    type Item = Result<&'a [u8], FrameError>;
+
+    #[inline]
+    fn next(&mut self) -> Option<Self::Item> {
+        let decoded = match &mut *self.decoder {
+            Decoder::Line(line) => line.decode_with(&mut self.rest, self.max_frame, &mut self.newlines),
+            other => other.decode(&mut self.rest, self.max_frame),
+        };
+        decoded.transpose()
+    }
+}
+
 #[cfg(test)]
 pub(crate) mod test_support {
     use super::*;
 
     /// Feeds `stream` to a fresh decoder in the pieces given by `cuts`, following the decoder
     /// contract (the undecoded tail is presented again before the next piece), then finishes.
+    /// Each piece is decoded twice, message by message with `decode` and per read with
+    /// `frames`, and the two must agree.
     pub fn decode_in_pieces(
         codec: Codec,
         stream: &[u8],
@@ -209,16 +279,23 @@ pub(crate) mod test_support {
             }
             tail.extend_from_slice(&stream[start..end]);
             start = end;
+            let mut one_by_one = decoder;
             let mut input: &[u8] = &tail;
+            let mut each = Vec::new();
             loop {
-                match decoder.decode(&mut input, max_frame) {
-                    Ok(Some(message)) => results.push(Ok(message.to_vec())),
+                match one_by_one.decode(&mut input, max_frame) {
+                    Ok(Some(message)) => each.push(Ok(message.to_vec())),
                     Ok(None) => break,
-                    Err(error) => results.push(Err(error)),
+                    Err(error) => each.push(Err(error)),
                 }
             }
-            let consumed = tail.len() - input.len();
-            tail.drain(..consumed);
+            let mut frames = decoder.frames(&tail, max_frame);
+            let per_read: Vec<_> = frames.by_ref().map(|frame| frame.map(<[u8]>::to_vec)).collect();
+            let rest = frames.rest().len();
+            assert_eq!((&each, input.len()), (&per_read, rest), "decode and frames disagree");
+            assert_eq!(one_by_one, decoder, "decode and frames leave different states");
+            results.extend(each);
+            tail.drain(..tail.len() - rest);
         }
         if let Some(last) = decoder.finish(&tail, max_frame).transpose() {
             results.push(last.map(<[u8]>::to_vec));

@@ -7,6 +7,7 @@
 use std::ops::Range;
 
 use super::handler::Recipient;
+use crate::codec::Codec;
 
 /// One thing a handler asked for.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -41,32 +42,63 @@ pub enum Intent {
 
 /// Where a handler writes what it wants done. Payload bytes go into one reusable buffer, so
 /// a reply costs no allocation of its own.
+///
+/// While the reactor hands a stream connection's messages to its handler, replies to the
+/// sender skip the intent list: they are framed straight into a buffer of replies that
+/// becomes the connection's output (see [`frame_replies`](Self::frame_replies)), so a reply
+/// is built once, where it is written from. Everything else, and any reply asked for after
+/// something else, is an intent, so that the order of what a handler asked is kept.
 #[derive(Debug, Default)]
 pub struct Outbox {
     payloads: Vec<u8>,
     intents: Vec<Intent>,
+    /// The codec replies are framed with straight into `replies`; `None`: replies are
+    /// intents like the rest.
+    framing: Option<Codec>,
+    /// Framed replies to the sender, in order, before every intent.
+    replies: Vec<u8>,
+    /// How many replies `replies` holds.
+    reply_count: u64,
 }
 
 impl Outbox {
     /// Replies `payload` to the sender.
+    #[inline]
     pub fn reply(&mut self, payload: &[u8]) {
         self.send_with(Recipient::Sender, |buf| buf.extend_from_slice(payload));
     }
 
     /// Replies to the sender with a payload written in place by `write`.
+    #[inline]
     pub fn reply_with(&mut self, write: impl FnOnce(&mut Vec<u8>)) {
         self.send_with(Recipient::Sender, write);
     }
 
     /// Sends `payload` to `to`.
+    #[inline]
     pub fn send(&mut self, to: Recipient, payload: &[u8]) {
         self.send_with(to, |buf| buf.extend_from_slice(payload));
     }
 
     /// Sends to `to` a payload written in place by `write`.
+    #[inline]
     pub fn send_with(&mut self, to: Recipient, write: impl FnOnce(&mut Vec<u8>)) {
+        if let (Recipient::Sender, Some(codec), true) = (to, self.framing, self.intents.is_empty()) {
+            let start = codec.begin_frame(&mut self.replies);
+            write(&mut self.replies);
+            codec.end_frame(&mut self.replies, start);
+            self.reply_count += 1;
+            return;
+        }
         let start = self.payloads.len();
         write(&mut self.payloads);
+        self.push_send(to, start);
+    }
+
+    /// Records a send of the payload written from `start` (apart, so that the framed reply
+    /// above stays small enough to inline into each handler).
+    #[inline(never)]
+    fn push_send(&mut self, to: Recipient, start: usize) {
         self.intents.push(Intent::Send { to, payload: start..self.payloads.len() });
     }
 
@@ -96,10 +128,45 @@ impl Outbox {
         &self.payloads[range]
     }
 
-    /// Empties the outbox, keeping its memory for the next message.
+    /// Empties the outbox of intents, keeping its memory for the next message (framed
+    /// replies stay until they are taken).
     pub fn clear(&mut self) {
         self.payloads.clear();
         self.intents.clear();
+    }
+
+    /// Whether the handler asked for anything but framed replies.
+    pub(crate) fn has_intents(&self) -> bool {
+        !self.intents.is_empty()
+    }
+
+    /// From now on, replies to the sender are framed with `codec` straight into the buffer
+    /// of replies, until [`take_replies`](Self::take_replies). `None` turns that off.
+    pub(crate) fn frame_replies(&mut self, codec: Option<Codec>) {
+        self.framing = codec;
+    }
+
+    /// Whether framed replies are waiting to be taken.
+    pub(crate) fn has_replies(&self) -> bool {
+        !self.replies.is_empty()
+    }
+
+    /// Takes the framed replies and their count, leaving `empty` (a spare buffer) in their
+    /// place: the buffer of replies changes hands rather than being copied.
+    pub(crate) fn take_replies(&mut self, empty: Vec<u8>) -> (Vec<u8>, u64) {
+        (std::mem::replace(&mut self.replies, empty), std::mem::take(&mut self.reply_count))
+    }
+
+    /// Appends the framed replies to `out` and empties them; returns their count.
+    pub(crate) fn move_replies_to(&mut self, out: &mut Vec<u8>) -> u64 {
+        out.extend_from_slice(&self.replies);
+        self.discard_replies()
+    }
+
+    /// Drops the framed replies (their connection is gone); returns their count.
+    pub(crate) fn discard_replies(&mut self) -> u64 {
+        self.replies.clear();
+        std::mem::take(&mut self.reply_count)
     }
 
     /// Each intent with its payload bytes (empty for `Close` and `SendFile`), for tests and the blocking

@@ -10,6 +10,7 @@ use mio::{Interest, Registry, Token};
 
 use super::buffer_pool::BufferPool;
 use crate::codec::{Codec, Decoder};
+use crate::handlers::Outbox;
 use crate::sys::address::PeerAddr;
 use crate::sys::nonblocking::{interrupted, would_block};
 use crate::sys::transport::Stream;
@@ -427,6 +428,19 @@ impl Connection {
     pub fn push_output(&mut self, codec: Codec, payload: &[u8], pushed: bool, pool: &mut BufferPool) {
         codec.encode(payload, self.output.buffer(pool));
         self.holds_pushed_output |= pushed;
+    }
+
+    /// Appends the replies its handler framed in `outbox` to its output; returns how many.
+    /// With nothing pending (the usual case) the outbox's buffer itself becomes its output,
+    /// and the outbox gets a spare from the pool: the replies are written from where the
+    /// handler built them.
+    pub fn take_replies(&mut self, outbox: &mut Outbox, pool: &mut BufferPool) -> u64 {
+        if self.output.buffer.is_none() {
+            let (replies, count) = outbox.take_replies(pool.take());
+            self.output.buffer = Some(replies);
+            return count;
+        }
+        outbox.move_replies_to(self.output.buffer(pool))
     }
 
     /// Writes what is pending until all is written or the socket is full; returns the bytes

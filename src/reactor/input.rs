@@ -12,6 +12,15 @@ use super::connection::StopReason;
 use super::{CloseReason, READS_PER_TURN, Reactor};
 use crate::codec::{Decoder, FrameError};
 use crate::handlers::{ConnId, Peer};
+
+/// Why the handler loop stopped short of the end of the input.
+enum Asked {
+    /// The handler asked for more than replies: carry it out. `started`: when handling the
+    /// message began, while recording a timeline.
+    More { started: Option<std::time::Instant>, len: usize },
+    /// The input is malformed: answer `ERR ...` and carry on.
+    BadInput(FrameError),
+}
 use crate::sys::nonblocking::{interrupted, would_block};
 
 impl Reactor {
@@ -159,33 +168,68 @@ impl Reactor {
         decoder: &mut Decoder,
         input: &[u8],
     ) -> usize {
-        let max_frame = self.limits.max_frame;
-        let mut rest = input;
-        // A handler may close the connection mid-batch (its later messages are dropped), or
-        // start a file (its later messages wait in its kept input until the file is out).
-        while self.conns.get(key).is_some_and(|conn| conn.takes_requests()) {
-            match decoder.decode(&mut rest, max_frame) {
-                Ok(Some(message)) => self.handle_message(key, service, message),
-                Ok(None) => break,
-                Err(error) => self.reply_frame_error(key, service, &error),
-            }
-        }
-        input.len() - rest.len()
+        let mut frames = decoder.frames(input, self.limits.max_frame);
+        self.handle_messages(key, service, || frames.next());
+        input.len() - frames.rest().len()
     }
 
-    /// Gives one message to the service's handler and carries out what it asks.
-    fn handle_message(&mut self, key: usize, service: usize, message: &[u8]) {
-        self.stats.messages_in += 1;
-        let Some(conn) = self.conns.get(key) else { return };
-        let from = Peer { id: ConnId(key), addr: conn.peer() };
-        // Only while recording a timeline: otherwise this is one branch per message.
-        let started = self.recording.is_some().then(std::time::Instant::now);
-        crate::handlers::work::busy_work(self.limits.work_per_message);
-        self.services[service].handler.on_message(from, message, &mut self.outbox);
-        self.carry_out(key, service);
-        if let (Some(recording), Some(started)) = (&mut self.recording, started) {
-            recording.message(key, started, message.len());
+    /// Gives each message `next` yields to the service's handler, until `next` runs out or
+    /// the connection stops taking requests: the handler closed it (its later messages are
+    /// dropped) or started a file (they wait in its kept input until the file is out).
+    ///
+    /// This is the server's hottest loop, so per message it does only what must be done per
+    /// message: decode, and call the handler. The handler's replies to the sender are framed
+    /// by the outbox straight into a buffer that becomes the connection's output, once, when
+    /// the loop ends (`commit_replies`), and are written from there. Anything else it asks
+    /// for (a broadcast, a close, a file) is carried out at once, after the replies before it.
+    fn handle_messages<'m>(
+        &mut self,
+        key: usize,
+        service: usize,
+        mut next: impl FnMut() -> Option<Result<&'m [u8], FrameError>>,
+    ) {
+        self.outbox.frame_replies(Some(self.services[service].codec));
+        // Looked at once, not per message.
+        let (timing, work) = (self.recording.is_some(), self.limits.work_per_message);
+        let busy = !work.is_zero();
+        'messages: while let Some(conn) = self.conns.get(key).filter(|conn| conn.takes_requests()) {
+            let from = Peer { id: ConnId(key), addr: conn.peer() };
+            let handler = &mut self.services[service].handler;
+            // As long as the handler only replies, nothing else is touched.
+            let asked = loop {
+                let message = match next() {
+                    Some(Ok(message)) => message,
+                    None => break 'messages,
+                    Some(Err(error)) => break Asked::BadInput(error),
+                };
+                self.stats.messages_in += 1;
+                // Only while recording a timeline: otherwise one branch per message.
+                let started = timing.then(std::time::Instant::now);
+                if busy {
+                    crate::handlers::work::busy_work(work);
+                }
+                handler.on_message(from, message, &mut self.outbox);
+                if self.outbox.has_intents() {
+                    break Asked::More { started, len: message.len() };
+                }
+                if let Some(started) = started {
+                    if let Some(recording) = &mut self.recording {
+                        recording.message(key, started, message.len());
+                    }
+                }
+            };
+            match asked {
+                Asked::More { started, len } => {
+                    self.carry_out(key, service);
+                    if let (Some(recording), Some(started)) = (&mut self.recording, started) {
+                        recording.message(key, started, len);
+                    }
+                }
+                Asked::BadInput(error) => self.reply_frame_error(key, service, &error),
+            }
         }
+        self.outbox.frame_replies(None);
+        self.commit_replies(key);
     }
 
     /// Answers malformed input with `ERR ...`; the connection carries on.
@@ -210,11 +254,8 @@ impl Reactor {
         let partial = conn.take_partial_input();
         let (service, mut decoder) = (conn.service(), conn.decoder());
         let tail = partial.as_deref().unwrap_or_default();
-        match decoder.finish(tail, self.limits.max_frame) {
-            Ok(Some(message)) => self.handle_message(key, service, message),
-            Ok(None) => {}
-            Err(error) => self.reply_frame_error(key, service, &error),
-        }
+        let mut last = Some(decoder.finish(tail, self.limits.max_frame));
+        self.handle_messages(key, service, || last.take().and_then(Result::transpose));
         if let Some(partial) = partial {
             self.pool.give(partial);
         }

@@ -26,8 +26,13 @@ pub(super) enum Origin {
 }
 
 impl Reactor {
-    /// Carries out, in order, what the handler put in the outbox for a message of `sender`.
+    /// Carries out, in order, what the handler put in the outbox for a message of `sender`,
+    /// after the replies it framed before that.
     pub(super) fn carry_out(&mut self, sender: usize, service: usize) {
+        if !self.outbox.has_intents() {
+            return;
+        }
+        self.commit_replies(sender);
         let mut outbox = std::mem::take(&mut self.outbox);
         for intent in outbox.intents() {
             match intent {
@@ -61,6 +66,23 @@ impl Reactor {
         }
         outbox.clear();
         self.outbox = outbox;
+    }
+
+    /// Moves the replies the handler framed in the outbox to `key`'s output and queues it
+    /// for writing (see [`Connection::take_replies`](super::connection::Connection::take_replies)).
+    pub(super) fn commit_replies(&mut self, key: usize) {
+        if !self.outbox.has_replies() {
+            return;
+        }
+        match self.conns.get_mut(key) {
+            Some(conn) if !conn.is_closing() => {
+                self.stats.messages_out += conn.take_replies(&mut self.outbox, &mut self.pool);
+                self.queue_flush(key);
+            }
+            _ => {
+                self.outbox.discard_replies();
+            }
+        }
     }
 
     /// Sends `payload` to every member of `service` but `except`, here first, then through

@@ -10,8 +10,11 @@
 //! - `rlimit`: the open-file limit.
 //! - `process`: a worker dies with its parent; signals to children.
 //! - `scan`: `select(2)` and `poll(2)`, for the scanning models.
+//! - `bytes`: where a byte occurs in a block, with the CPU's vector instructions (the one
+//!   `unsafe` outside system calls).
 
 pub(crate) mod address;
+pub(crate) mod bytes;
 pub(crate) mod nonblocking;
 pub(crate) mod notify;
 #[cfg(feature = "cli")]
