@@ -133,9 +133,10 @@ mod tests {
     use crate::handlers::Intent;
     use crate::handlers::test_support::handle;
 
-    /// A directory with two files, a subdirectory with one, and a link that leads out.
-    fn fixture() -> (PathBuf, FileServer) {
-        let dir = std::env::temp_dir().join(format!("evloop-file-unit-{}", std::process::id()));
+    /// A directory with two files, a subdirectory with one, and a link that leads out; one
+    /// per test (`name`), as tests run in parallel.
+    fn fixture(name: &str) -> (PathBuf, FileServer) {
+        let dir = std::env::temp_dir().join(format!("evloop-file-unit-{name}-{}", std::process::id()));
         let _ = fs::remove_dir_all(&dir);
         fs::create_dir_all(dir.join("sub")).unwrap();
         fs::write(dir.join("b.txt"), b"hello").unwrap();
@@ -162,7 +163,7 @@ mod tests {
     /// LIST: the regular files at the top, sorted, with sizes (no directories, no link out).
     #[test]
     fn lists_regular_files() {
-        let (dir, mut server) = fixture();
+        let (dir, mut server) = fixture("lists_regular_files");
         let (lines, _) = replies(&mut server, "LIST");
         assert_eq!(lines, ["OK 2", "10 a.bin", "5 b.txt"]);
         fs::remove_dir_all(dir).unwrap();
@@ -171,7 +172,7 @@ mod tests {
     /// GET: the size, then the file to send; with an offset, what remains.
     #[test]
     fn gets_files_and_resumes() {
-        let (dir, mut server) = fixture();
+        let (dir, mut server) = fixture("gets_files_and_resumes");
         let root = fs::canonicalize(&dir).unwrap();
         let (lines, files) = replies(&mut server, "GET b.txt");
         assert_eq!(lines, ["OK 5"]);
@@ -187,7 +188,7 @@ mod tests {
     /// Every way out of the directory, and every bad request, is an ERR.
     #[test]
     fn refuses_escapes_and_bad_requests() {
-        let (dir, mut server) = fixture();
+        let (dir, mut server) = fixture("refuses_escapes_and_bad_requests");
         for request in [
             "GET ../etc/passwd",
             "GET /etc/passwd",
