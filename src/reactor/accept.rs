@@ -79,6 +79,8 @@ impl Reactor {
             self.turn_away(stream, &peer, service);
             return;
         }
+        // Lines sent before it joined are not for it.
+        self.release_room(service);
         let entry = self.conns.vacant_entry();
         let key = entry.key();
         debug_assert!(key < FIRST_DATAGRAM, "connection keys stay below the fixed tokens");

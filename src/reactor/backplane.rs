@@ -2,13 +2,12 @@
 //! in the events phase like any socket; a room line is published right after its local
 //! delivery (`output.rs`), and the turn's publishes leave in one write in the flush phase.
 //!
-//! A line from another server is delivered here to every local member of its room, as
-//! output pushed by someone else: a member that cannot keep up is dropped as a slow
-//! consumer, exactly as for a line from a local sender.
+//! A line from another server joins its room's lines of the turn (`room.rs`) and reaches
+//! every local member with them, as output pushed by someone else: a member that cannot
+//! keep up is dropped as a slow consumer, exactly as for a line from a local sender.
 
 use std::time::Instant;
 
-use super::output::Origin;
 use super::{BACKPLANE_PUBLISHER, BACKPLANE_SUBSCRIBER, Reactor};
 use crate::backplane::Role;
 
@@ -36,12 +35,7 @@ impl Reactor {
             if self.services[service].room != Some(room) {
                 continue;
             }
-            // Borrowed out for the loop; delivering never changes membership.
-            let members = std::mem::take(&mut self.services[service].members);
-            for &member in &members {
-                self.deliver(member, line, Origin::Pushed);
-            }
-            self.services[service].members = members;
+            self.send_to_room(service, None, line);
         }
     }
 }

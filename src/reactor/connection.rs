@@ -4,7 +4,7 @@
 //! An idle connection holds no buffer at all (both are `None`/empty and went back to the
 //! pool), which is what lets one reactor hold many thousands of them in little memory.
 
-use std::io::{self, Read, Write};
+use std::io::{self, IoSlice, Read, Write};
 
 use mio::{Interest, Registry, Token};
 
@@ -428,6 +428,50 @@ impl Connection {
     pub fn push_output(&mut self, codec: Codec, payload: &[u8], pushed: bool, pool: &mut BufferPool) {
         codec.encode(payload, self.output.buffer(pool));
         self.holds_pushed_output |= pushed;
+    }
+
+    /// Whether output waits to be written before anything new: bytes, or a file.
+    pub fn has_output_waiting(&self) -> bool {
+        !self.output.is_empty() || self.file.is_some()
+    }
+
+    /// Room lines for it, in `slices` of a buffer the room's members share (`room.rs`):
+    /// written straight from there when nothing else waits to be written before them, so
+    /// that only what the socket does not take is copied, into its pending output (as output
+    /// others caused: see [`Settled::SlowConsumer`]). Returns the bytes written.
+    pub fn write_shared(
+        &mut self,
+        slices: &mut [IoSlice<'_>],
+        pool: &mut BufferPool,
+        now_tick: u64,
+    ) -> io::Result<usize> {
+        let mut written = 0;
+        let mut slices = slices;
+        if self.output.is_empty() && self.file.is_none() {
+            while !slices.is_empty() {
+                match self.stream.write_vectored(slices) {
+                    Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                    Ok(n) => {
+                        written += n;
+                        IoSlice::advance_slices(&mut slices, n);
+                    }
+                    Err(error) if would_block(&error) => break,
+                    Err(error) if interrupted(&error) => {}
+                    Err(error) => return Err(error),
+                }
+            }
+            if written > 0 {
+                self.last_active = now_tick;
+            }
+        }
+        if !slices.is_empty() {
+            let buffer = self.output.buffer(pool);
+            for slice in slices.iter() {
+                buffer.extend_from_slice(slice);
+            }
+            self.holds_pushed_output = true;
+        }
+        Ok(written)
     }
 
     /// Appends the replies its handler framed in `outbox` to its output; returns how many.

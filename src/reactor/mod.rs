@@ -8,8 +8,9 @@
 //!    connections that can take more output;
 //! 2. **owed**: serve again what an earlier pass cut short (a budget ran out, reading resumed);
 //! 3. **timers**: resume paused accepting, expire idle connections (`idle.rs`), end the drain;
-//! 4. **flush**: write every connection that still has new output (a broadcast from someone
-//!    else, a socket that became writable), in one `write` each (`output.rs`);
+//! 4. **flush**: write each room's lines of the turn to its members, straight from one
+//!    buffer (`room.rs`); write every connection that still has new output (a socket that
+//!    became writable, say), in one `write` each (`output.rs`);
 //! 5. **close**: remove the connections marked for closing (`close.rs`), after a lingering
 //!    close where replies could otherwise be lost (`linger.rs`).
 //!
@@ -35,6 +36,7 @@ mod metrics;
 mod output;
 mod recording;
 mod reporter;
+mod room;
 mod service;
 mod timer_wheel;
 mod trace;
@@ -302,6 +304,7 @@ impl Reactor {
             }
             self.serve_owed();
             self.run_timers(woke);
+            self.release_rooms();
             self.flush_queued();
             if let Some(backplane) = &mut self.backplane {
                 backplane.flush(woke);
@@ -338,7 +341,11 @@ impl Reactor {
     /// With nothing to do and no timers, it sleeps until a socket is ready: an idle server
     /// uses no CPU.
     fn poll_timeout(&self, now: Instant) -> Option<Duration> {
-        if !self.owed.is_empty() || !self.flush_queue.is_empty() || !self.close_queue.is_empty() {
+        if !self.owed.is_empty()
+            || !self.flush_queue.is_empty()
+            || !self.close_queue.is_empty()
+            || self.rooms_waiting()
+        {
             return Some(Duration::ZERO);
         }
         let backplane = self.backplane.as_ref().map(Backplane::next_deadline);

@@ -1,11 +1,12 @@
 //! Output: carry out the handler's intents, then write.
 //!
-//! Delivering only appends to a connection's pending output and queues it. A connection's own
-//! replies are written as soon as its input has been handled (`input.rs`); output pushed to
-//! others (a broadcast) is written in the flush phase at the end of the turn. Either way each
-//! connection gets one `write` for everything queued, so the replies to sixteen pipelined
-//! requests, or a burst of broadcast lines, leave together. Write first, and ask the poller
-//! for `WRITABLE` only when the socket did not take everything.
+//! A connection's own replies are framed straight into its output (`input.rs`) and written
+//! as soon as its input has been handled; lines to a room wait in the room's buffer until the
+//! flush phase (`room.rs`); anything else sent to a connection is appended to its output and
+//! written in the flush phase. Either way each connection gets one `write` for everything
+//! queued, so the replies to sixteen pipelined requests, or a burst of room lines, leave
+//! together. Write first, and ask the poller for `WRITABLE` only when the socket did not
+//! take everything.
 
 use log::error;
 use mio::{Interest, Token};
@@ -51,6 +52,7 @@ impl Reactor {
                 }
                 Intent::Close => self.stop_reading(sender, StopReason::HandlerClosed),
                 Intent::Metrics => {
+                    self.release_room_of(sender);
                     let response = self.metrics_response();
                     if let Some(conn) = self.conns.get_mut(sender) {
                         // The whole HTTP response as is: it is not a message of the codec.
@@ -74,6 +76,7 @@ impl Reactor {
         if !self.outbox.has_replies() {
             return;
         }
+        self.release_room_of(key);
         match self.conns.get_mut(key) {
             Some(conn) if !conn.is_closing() => {
                 self.stats.messages_out += conn.take_replies(&mut self.outbox, &mut self.pool);
@@ -85,17 +88,11 @@ impl Reactor {
         }
     }
 
-    /// Sends `payload` to every member of `service` but `except`, here first, then through
-    /// the backplane (if the service's room is on one) to the members on other servers.
+    /// Sends `payload` to every member of `service` but `except`, here (with the room's
+    /// other lines of the turn, `room.rs`), and through the backplane (if the service's room
+    /// is on one) to the members on other servers.
     fn deliver_to_room(&mut self, service: usize, except: usize, payload: &[u8]) {
-        // Borrowed out for the loop; delivering never changes membership (closing is deferred).
-        let members = std::mem::take(&mut self.services[service].members);
-        for &member in &members {
-            if member != except {
-                self.deliver(member, payload, Origin::Pushed);
-            }
-        }
-        self.services[service].members = members;
+        self.send_to_room(service, Some(except), payload);
         if let (Some(room), Some(backplane)) = (self.services[service].room, &mut self.backplane) {
             backplane.publish(room, payload);
         }
@@ -103,6 +100,7 @@ impl Reactor {
 
     /// Frames `payload` with `key`'s codec onto its pending output and queues it for the flush.
     pub(super) fn deliver(&mut self, key: usize, payload: &[u8], origin: Origin) {
+        self.release_room_of(key);
         let Some(conn) = self.conns.get_mut(key) else { return };
         if conn.is_closing() {
             return;
@@ -168,9 +166,8 @@ impl Reactor {
         }
     }
 
-    /// Writes what `key` has pending, then brings its state and poll interest up to date:
-    /// pause or resume reading around `max_output`, close it if it is finished and flushed,
-    /// and re-register only if the interest changed (each change is an `epoll_ctl` call).
+    /// Writes what `key` has pending, then brings its state and poll interest up to date
+    /// ([`settle`](Self::settle)).
     pub(super) fn flush(&mut self, key: usize) {
         let Some(conn) = self.conns.get_mut(key) else { return };
         conn.unqueue_for_flush();
@@ -185,6 +182,13 @@ impl Reactor {
             // Behind the written output: as much of its file as the socket takes.
             self.send_file(key);
         }
+        self.settle(key);
+    }
+
+    /// After a write to `key`: pauses or resumes its reading around `max_output`, closes it
+    /// if it is finished and written out (or a slow consumer), and re-registers it only if
+    /// its interest changed (each change is an `epoll_ctl` call).
+    pub(super) fn settle(&mut self, key: usize) {
         let Some(conn) = self.conns.get_mut(key) else { return };
         if conn.is_closing() {
             return;

@@ -4,6 +4,7 @@
 //! addresses is still one room. The member list lets `Recipient::AllExcept` reach the room
 //! without scanning every connection of the server.
 
+use super::room::RoomLines;
 use crate::codec::Codec;
 use crate::handlers::Handler;
 
@@ -20,12 +21,14 @@ pub struct Service {
     /// Its room on the backplane, if it has one: lines sent to the room are published, and
     /// lines other servers publish there are delivered to its members.
     pub room: Option<usize>,
+    /// Lines for its members this turn, not written yet (`room.rs`).
+    pub lines: RoomLines,
 }
 
 impl Service {
     /// A service with no members yet.
     pub fn new(name: String, handler: Box<dyn Handler>, codec: Codec) -> Service {
-        Service { name, handler, codec, members: Vec::new(), room: None }
+        Service { name, handler, codec, members: Vec::new(), room: None, lines: RoomLines::default() }
     }
 
     /// Adds a connection; returns its index in `members`, to keep beside the connection.
