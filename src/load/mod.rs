@@ -32,7 +32,7 @@
 //! - `socket`: the loader's end of a connection: TCP, Unix stream or UDP.
 //! - [`processes`]: `--processes N`: loader processes, each a part, merged exactly.
 //! - `progress`: the live progress line.
-//! - `pacer`: open-loop pacing with a `timerfd`.
+//! - `timer`: exact wakeups with a `timerfd`: open-loop pacing, the loader's deadlines.
 //! - `clock`: the monotonic clock in nanoseconds.
 //! - `sources`: `--sources` address lists ([`parse_sources`]).
 //! - [`sweep`]: `--sweep-connections`: a run per connection count, as CSV and SVG.
@@ -44,7 +44,6 @@ pub mod chart;
 mod clock;
 mod config;
 mod engine;
-mod pacer;
 mod plan;
 pub mod processes;
 mod progress;
@@ -54,6 +53,7 @@ mod socket;
 mod sources;
 pub mod sweep;
 mod tally;
+mod timer;
 mod workload;
 
 use std::io;

@@ -70,15 +70,16 @@ const MIXED_LETTERS: &[char] = &[
 const PLAIN_LETTERS: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
 
 impl Workload {
-    /// Writes the payload (no framing) of request `seq` of connection `conn` into `out`.
+    /// Appends the payload (no framing) of request `seq` of connection `conn` to `out`.
     /// Not for broadcast, whose messages carry times (see `broadcast_message`), nor for file,
     /// whose requests name files (see `catalogue.rs`).
     pub fn request(self, conn: u32, seq: u64, size: usize, out: &mut Vec<u8>) {
+        let end = out.len() + size;
         match self {
             Workload::File => {}
             Workload::Echo | Workload::Broadcast => {
                 push_header(out, &[u64::from(conn), seq]);
-                plain_filler(out, (conn as usize) ^ (seq as usize), size);
+                plain_filler(out, (conn as usize) ^ (seq as usize), end);
             }
             Workload::Uppercase => {
                 push_header(out, &[u64::from(conn), seq]);
@@ -86,13 +87,13 @@ impl Workload {
                 let mut utf8 = [0; 4];
                 loop {
                     let letter = MIXED_LETTERS[index % MIXED_LETTERS.len()];
-                    if out.len() + letter.len_utf8() > size {
+                    if out.len() + letter.len_utf8() > end {
                         break;
                     }
                     out.extend_from_slice(letter.encode_utf8(&mut utf8).as_bytes());
                     index += 1;
                 }
-                out.resize(size.max(out.len()), b'a');
+                out.resize(end.max(out.len()), b'a');
             }
             Workload::Sum => {
                 let (numbers, _) = sum_terms(conn, seq, size);
@@ -104,6 +105,31 @@ impl Workload {
                 }
             }
         }
+    }
+
+    /// Whether `reply` is the reply expected for request `seq` of connection `conn`. An echo
+    /// reply is checked in place, its header read and its filler compared, with nothing
+    /// built: this runs for every reply. Other workloads build the expected reply in
+    /// `scratch`.
+    pub fn reply_matches(
+        self,
+        conn: u32,
+        seq: u64,
+        size: usize,
+        reply: &[u8],
+        scratch: &mut Vec<u8>,
+    ) -> bool {
+        if self == Workload::Echo {
+            let mut rest = reply;
+            let header_matches =
+                take_hex(&mut rest) == Some(u64::from(conn)) && take_hex(&mut rest) == Some(seq);
+            let header = reply.len() - rest.len();
+            let filler_start = (conn as usize) ^ (seq as usize);
+            return header_matches && reply.len() == size.max(header) && is_plain_filler(rest, filler_start);
+        }
+        scratch.clear();
+        self.expected_reply(conn, seq, size, scratch);
+        reply == scratch.as_slice()
     }
 
     /// Writes the reply expected for request `seq` of connection `conn` into `out`.
@@ -146,8 +172,8 @@ fn splitmix64(seed: u64) -> u64 {
 }
 
 /// Appends filler from [`PLAIN_LETTERS`], starting at `start` in the alphabet, until `out`
-/// is `size` bytes long. Copies slices: the loader builds every request twice (to send it and
-/// to check its reply), so this is on its hot path.
+/// is `size` bytes long. Copies slices: the loader builds every request it sends, so this is
+/// on its hot path.
 fn plain_filler(out: &mut Vec<u8>, start: usize, size: usize) {
     let mut index = start % PLAIN_LETTERS.len();
     while out.len() < size {
@@ -157,16 +183,39 @@ fn plain_filler(out: &mut Vec<u8>, start: usize, size: usize) {
     }
 }
 
+/// Whether `bytes` is the filler [`plain_filler`] writes from `start`: compared in place,
+/// slice by slice, with nothing built.
+fn is_plain_filler(mut bytes: &[u8], start: usize) -> bool {
+    let mut index = start % PLAIN_LETTERS.len();
+    while !bytes.is_empty() {
+        let take = bytes.len().min(PLAIN_LETTERS.len() - index);
+        if bytes[..take] != PLAIN_LETTERS[index..index + take] {
+            return false;
+        }
+        bytes = &bytes[take..];
+        index = 0;
+    }
+    true
+}
+
 /// Appends each value in lower-case hex followed by a `.`: the header that makes every
 /// request unique and lets a reply be traced back to its request.
 fn push_header(out: &mut Vec<u8>, values: &[u64]) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     for &value in values {
-        let digits = ((u64::BITS - value.leading_zeros()).div_ceil(4)).max(1);
-        for digit in (0..digits).rev() {
-            out.push(HEX[((value >> (digit * 4)) & 0xf) as usize]);
+        // Digits from the last, into a small buffer that already ends with the `.`.
+        let mut digits = [b'.'; 17];
+        let mut first = 16;
+        let mut rest = value;
+        loop {
+            first -= 1;
+            digits[first] = HEX[(rest & 0xf) as usize];
+            rest >>= 4;
+            if rest == 0 {
+                break;
+            }
         }
-        out.push(b'.');
+        out.extend_from_slice(&digits[first..]);
     }
 }
 
@@ -202,27 +251,55 @@ pub struct Delivery {
 /// Checks a line a broadcast receiver got: `<sender-addr>: <message>`, where the address
 /// must be the sender's (`sender_addr(sender)`) and the message exactly what that sender
 /// sent. `None` for anything else.
+///
+/// It reads the header and compares the rest with the filler in place, rather than
+/// rebuilding the message: this runs once per delivery, and the loader must stay cheaper per
+/// message than the server it measures.
 pub fn verify_broadcast<'a>(
     line: &[u8],
     size: usize,
     sender_addr: impl Fn(u32) -> Option<&'a str>,
-    scratch: &mut Vec<u8>,
 ) -> Option<Delivery> {
-    let split = line.windows(2).position(|pair| pair == b": ")?;
-    let (addr, message) = (&line[..split], &line[split + 2..]);
-    let mut fields = message.split(|&byte| byte == b'.');
-    let mut hex =
-        || -> Option<u64> { u64::from_str_radix(std::str::from_utf8(fields.next()?).ok()?, 16).ok() };
-    let (sender, seq, intended_ns, sent_ns) = (u32::try_from(hex()?).ok()?, hex()?, hex()?, hex()?);
+    // The address has no spaces; the message follows its ": ".
+    let space = memchr::memchr(b' ', line)?;
+    let addr = line[..space].strip_suffix(b":")?;
+    let message = &line[space + 1..];
+    let mut rest = message;
+    let sender = u32::try_from(take_hex(&mut rest)?).ok()?;
+    let (seq, intended_ns, sent_ns) = (take_hex(&mut rest)?, take_hex(&mut rest)?, take_hex(&mut rest)?);
     // Unix clients have no address the loader could know (the server numbers them by
     // accept order, `unix#3`): for them the name is empty and only the message is checked.
     let expected_addr = sender_addr(sender)?;
     if !expected_addr.is_empty() && expected_addr.as_bytes() != addr {
         return None;
     }
-    scratch.clear();
-    broadcast_message(sender, seq, intended_ns, sent_ns, size, scratch);
-    (scratch.as_slice() == message).then_some(Delivery { sender, seq, intended_ns, sent_ns })
+    let header = message.len() - rest.len();
+    let filler_start = (sender as usize) ^ (seq as usize);
+    (message.len() == size.max(header) && is_plain_filler(rest, filler_start)).then_some(Delivery {
+        sender,
+        seq,
+        intended_ns,
+        sent_ns,
+    })
+}
+
+/// Takes one header field from the front of `input`: lower-case hex as [`push_header`]
+/// writes it (no leading zeros), then a `.`. One pass, as this runs several times per reply.
+fn take_hex(input: &mut &[u8]) -> Option<u64> {
+    let mut value = 0u64;
+    for (index, &byte) in input.iter().enumerate().take(17) {
+        let nibble = match byte {
+            b'0'..=b'9' => byte - b'0',
+            b'a'..=b'f' => byte - b'a' + 10,
+            b'.' if index > 0 && (index == 1 || input[0] != b'0') => {
+                *input = &input[index + 1..];
+                return Some(value);
+            }
+            _ => return None,
+        };
+        value = (value << 4) | u64::from(nibble);
+    }
+    None
 }
 
 #[cfg(test)]
@@ -290,17 +367,62 @@ mod tests {
         let addrs = |sender: u32| (sender == 5).then_some("127.0.0.1:4000");
         let mut line = b"127.0.0.1:4000: ".to_vec();
         line.extend_from_slice(&message);
-        let mut scratch = Vec::new();
         assert_eq!(
-            verify_broadcast(&line, 64, addrs, &mut scratch),
+            verify_broadcast(&line, 64, addrs),
             Some(Delivery { sender: 5, seq: 9, intended_ns: 1000, sent_ns: 1200 })
         );
         let mut wrong_addr = b"127.0.0.1:4001: ".to_vec();
         wrong_addr.extend_from_slice(&message);
-        assert_eq!(verify_broadcast(&wrong_addr, 64, addrs, &mut scratch), None);
-        let mut damaged = line.clone();
-        *damaged.last_mut().unwrap() ^= 1;
-        assert_eq!(verify_broadcast(&damaged, 64, addrs, &mut scratch), None);
-        assert_eq!(verify_broadcast(b"127.0.0.1:4000: sync", 64, addrs, &mut scratch), None);
+        assert_eq!(verify_broadcast(&wrong_addr, 64, addrs), None);
+        assert_eq!(verify_broadcast(b"127.0.0.1:4000: sync", 64, addrs), None);
+        // Any byte changed, dropped or added is caught, except in the two times, which
+        // the receiver has nothing to check against (it measures with them).
+        let times = "127.0.0.1:4000: 5.9.".len().."127.0.0.1:4000: 5.9.3e8.4b0".len();
+        for at in 0..line.len() {
+            let mut damaged = line.clone();
+            damaged[at] ^= 1;
+            if !times.contains(&at) {
+                assert_eq!(verify_broadcast(&damaged, 64, addrs), None, "byte {at} changed");
+            }
+            let mut short = line.clone();
+            short.remove(at);
+            assert_eq!(verify_broadcast(&short, 64, addrs), None, "byte {at} dropped");
+        }
+        let mut long = line.clone();
+        long.push(b'x');
+        assert_eq!(verify_broadcast(&long, 64, addrs), None);
+        // A header with a leading zero is not what was sent.
+        let mut padded = b"127.0.0.1:4000: 05".to_vec();
+        padded.extend_from_slice(&message[1..]);
+        assert_eq!(verify_broadcast(&padded, 65, addrs), None);
+        // A header longer than --size: the message is the header alone.
+        let mut long_header = Vec::new();
+        broadcast_message(5, u64::MAX, u64::MAX, u64::MAX, 32, &mut long_header);
+        let mut line = b"127.0.0.1:4000: ".to_vec();
+        line.extend_from_slice(&long_header);
+        assert!(long_header.len() > 32 && verify_broadcast(&line, 32, addrs).is_some());
+    }
+
+    /// An echo reply matches only the exact request, checked in place; other workloads'
+    /// replies are checked against the reply built in full.
+    #[test]
+    fn replies_match_only_what_is_expected() {
+        let mut scratch = Vec::new();
+        for (workload, size) in
+            [(Workload::Echo, 64), (Workload::Echo, 32), (Workload::Uppercase, 64), (Workload::Sum, 64)]
+        {
+            let reply = expected(workload, 7, 300, size).into_bytes();
+            assert!(workload.reply_matches(7, 300, size, &reply, &mut scratch), "{workload}");
+            assert!(!workload.reply_matches(7, 301, size, &reply, &mut scratch), "{workload}");
+            for at in 0..reply.len() {
+                let mut damaged = reply.clone();
+                damaged[at] ^= 1;
+                assert!(
+                    !workload.reply_matches(7, 300, size, &damaged, &mut scratch),
+                    "{workload} byte {at}"
+                );
+            }
+            assert!(!workload.reply_matches(7, 300, size, &reply[1..], &mut scratch), "{workload}");
+        }
     }
 }

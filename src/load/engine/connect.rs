@@ -66,7 +66,7 @@ impl Engine<'_> {
                     in_flight: VecDeque::new(),
                     synced: false,
                     answered: 0,
-                    last_seq_from: HashMap::new(),
+                    last_seq_from: HashMap::default(),
                     download: None,
                     queued_datagrams: VecDeque::new(),
                 });

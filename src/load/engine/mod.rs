@@ -25,6 +25,7 @@ mod receive;
 mod send;
 
 use std::collections::{HashMap, VecDeque};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::io;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -35,11 +36,11 @@ use slab::Slab;
 
 use super::clock::now_ns;
 use super::config::LoadConfig;
-use super::pacer::Pacer;
 use super::plan::Plan;
 use super::shared::Shared;
 use super::socket::LoadSocket;
 use super::tally::Tally;
+use super::timer::Timer;
 use super::workload::Workload;
 use crate::codec::Decoder;
 use crate::sys::nonblocking::interrupted;
@@ -48,6 +49,8 @@ use crate::sys::nonblocking::interrupted;
 const PACER: Token = Token(usize::MAX);
 /// Closed-loop broadcast: another thread saw a line of ours reach its last member.
 const WAKER: Token = Token(usize::MAX - 1);
+/// The alarm: a deadline of the run came.
+const ALARM: Token = Token(usize::MAX - 2);
 const EVENTS_PER_POLL: usize = 1024;
 const READ_BUFFER_SIZE: usize = 64 * 1024;
 /// Connects in progress at once when no `--connect-rate` is given: as fast as the server
@@ -65,6 +68,33 @@ const CHECK_EVERY_NS: u64 = 5_000_000;
 const DATAGRAM_MATCH_WINDOW: usize = 64;
 /// UDP: how often requests are checked against `--reply-timeout`.
 const DATAGRAM_CHECK_EVERY_NS: u64 = 20_000_000;
+
+/// Hashes the connection ids the loader keys its maps with: one multiplication. The
+/// default (SipHash, built against hash flooding, which ids chosen here cannot do) costs
+/// more than the lookup it serves, once per broadcast delivery.
+#[derive(Clone, Copy, Debug, Default)]
+struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &byte in bytes {
+            self.write_u64((self.0 << 8) | u64::from(byte));
+        }
+    }
+
+    fn write_u32(&mut self, id: u32) {
+        self.write_u64(u64::from(id));
+    }
+
+    fn write_u64(&mut self, value: u64) {
+        // Fibonacci hashing: the golden ratio spreads consecutive ids over the high bits.
+        self.0 = value.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+}
 
 /// A request sent and not yet answered.
 #[derive(Clone, Copy, Debug)]
@@ -108,7 +138,7 @@ struct LoadConn {
     answered: u64,
     /// Broadcast: the last sequence number it got from each sender, to check that every
     /// line arrives once and in the order sent (empty until the first delivery).
-    last_seq_from: HashMap<u32, u64>,
+    last_seq_from: HashMap<u32, u64, BuildHasherDefault<IdHasher>>,
     /// UDP: requests the socket would not take yet, one datagram each.
     queued_datagrams: VecDeque<Vec<u8>>,
 }
@@ -138,7 +168,11 @@ struct Engine<'a> {
     plan: Plan,
     shared: &'a Shared,
     poll: Poll,
-    pacer: Option<Pacer>,
+    /// Open loop: when the next message is due.
+    pacer: Option<Timer>,
+    /// The next deadline of the run itself (see `timer.rs`), armed at `alarm_ns`.
+    alarm: Timer,
+    alarm_ns: u64,
     conns: Slab<LoadConn>,
     /// Keys of connections that are up, for open-loop round robin.
     up_keys: Vec<usize>,
@@ -176,12 +210,13 @@ impl<'a> Engine<'a> {
     fn new(config: &'a LoadConfig, plan: Plan, shared: &'a Shared) -> io::Result<Engine<'a>> {
         let poll = Poll::new()?;
         let pacer = match config.open_loop_rate() {
-            Some(_) => Some(Pacer::new(poll.registry(), PACER)?),
+            Some(_) => Some(Timer::new(poll.registry(), PACER)?),
             None => None,
         };
         if let Some(acks) = &shared.acks {
             acks.set_waker(plan.index, mio::Waker::new(poll.registry(), WAKER)?);
         }
+        let alarm = Timer::new(poll.registry(), ALARM)?;
         let budget = plan.messages;
         // No rate share (no active connection here): an endless interval, nothing is due.
         let interval_ns = match plan.rate {
@@ -195,6 +230,8 @@ impl<'a> Engine<'a> {
             shared,
             poll,
             pacer,
+            alarm,
+            alarm_ns: 0,
             conns: Slab::new(),
             up_keys: Vec::new(),
             phase: Phase::Connecting,
@@ -232,7 +269,7 @@ impl<'a> Engine<'a> {
             if self.phase == Phase::Done {
                 break;
             }
-            let timeout = self.poll_timeout(now_ns());
+            let timeout = self.poll_timeout(now_ns())?;
             if let Err(error) = self.poll.poll(&mut events, timeout) {
                 if interrupted(&error) {
                     continue;
@@ -268,6 +305,11 @@ impl<'a> Engine<'a> {
         if event.token() == WAKER {
             return; // the answered lines are collected in the running phase
         }
+        if event.token() == ALARM {
+            self.alarm.clear();
+            self.alarm_ns = 0;
+            return;
+        }
         let key = event.token().0;
         let Some(conn) = self.conns.get(key) else {
             return;
@@ -286,8 +328,24 @@ impl<'a> Engine<'a> {
         }
     }
 
-    fn poll_timeout(&self, now: u64) -> Option<Duration> {
-        let wake_ns = match self.phase {
+    /// How long `poll` may wait: not at all if a deadline has come; otherwise until an
+    /// event, with the alarm armed for the next deadline (re-armed only when that moves
+    /// earlier, or the alarm has gone off).
+    fn poll_timeout(&mut self, now: u64) -> io::Result<Option<Duration>> {
+        let wake_ns = self.next_deadline(now);
+        if wake_ns <= now {
+            return Ok(Some(Duration::ZERO));
+        }
+        if wake_ns != u64::MAX && (self.alarm_ns <= now || wake_ns < self.alarm_ns) {
+            self.alarm.arm_at(wake_ns)?;
+            self.alarm_ns = wake_ns;
+        }
+        Ok(None)
+    }
+
+    /// When the run must look at the time again (`u64::MAX`: only when something happens).
+    fn next_deadline(&self, now: u64) -> u64 {
+        match self.phase {
             Phase::Connecting => self.next_connect_due().unwrap_or(u64::MAX).min(now + CHECK_EVERY_NS),
             Phase::Syncing => now + CHECK_EVERY_NS,
             // No connection left: nothing will wake it, and there is nothing to wait for.
@@ -296,7 +354,6 @@ impl<'a> Engine<'a> {
             Phase::Draining { deadline_ns } => deadline_ns.min(now + CHECK_EVERY_NS),
             Phase::Holding { until_ns } => until_ns,
             Phase::Done => now,
-        };
-        Some(Duration::from_nanos(wake_ns.saturating_sub(now)))
+        }
     }
 }

@@ -215,18 +215,17 @@ impl Engine<'_> {
             partial.extend_from_slice(bytes);
             &partial
         };
-        let mut rest = input;
-        loop {
-            match decoder.decode(&mut rest, MAX_REPLY) {
-                Ok(Some(reply)) => self.on_reply(key, reply, now),
-                Ok(None) => break,
+        let mut frames = decoder.frames(input, MAX_REPLY);
+        for frame in frames.by_ref() {
+            match frame {
+                Ok(reply) => self.on_reply(key, reply, now),
                 Err(error) => {
                     let id = self.conns[key].id;
                     self.tally.mismatch(id, b"(a reply)", error.to_string().as_bytes());
                 }
             }
         }
-        let used = input.len() - rest.len();
+        let used = input.len() - frames.rest().len();
         let tail_in_bytes = partial.is_empty();
         if let Some(conn) = self.conns.get_mut(key) {
             conn.decoder = decoder;
@@ -251,14 +250,15 @@ impl Engine<'_> {
             return;
         };
         self.in_flight -= 1;
-        self.expected.clear();
-        self.config.workload.expected_reply(id, flight.seq, self.config.size, &mut self.expected);
-        if reply != self.expected.as_slice() {
-            let expected = mem::take(&mut self.expected);
+        let (workload, size) = (self.config.workload, self.config.size);
+        if workload.reply_matches(id, flight.seq, size, reply, &mut self.expected) {
+            self.count_verified(&flight, reply.len(), now);
+        } else {
+            let mut expected = mem::take(&mut self.expected);
+            expected.clear();
+            workload.expected_reply(id, flight.seq, size, &mut expected);
             self.tally.mismatch(id, &expected, reply);
             self.expected = expected;
-        } else {
-            self.count_verified(&flight, reply.len(), now);
         }
         self.send_after_reply(key, now);
     }
@@ -284,7 +284,7 @@ impl Engine<'_> {
         let id = conn.id;
         let addrs = &self.sender_addrs;
         let sender_addr = |sender: u32| addrs.get(sender as usize).and_then(Option::as_deref);
-        match workload::verify_broadcast(line, self.config.size, sender_addr, &mut self.expected) {
+        match workload::verify_broadcast(line, self.config.size, sender_addr) {
             Some(delivery) => {
                 // Each sender's lines come once each, in the order sent: a sequence number
                 // that does not move forward is a duplicate or a reordering.

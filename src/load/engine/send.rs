@@ -82,23 +82,25 @@ impl Engine<'_> {
         let conn = &mut self.conns[key];
         let seq = conn.next_seq;
         conn.next_seq += 1;
-        self.scratch.clear();
-        let size = self.config.size;
         if self.config.workload == Workload::Broadcast {
-            workload::broadcast_message(conn.id, seq, intended_ns, now, size, &mut self.scratch);
             let members = self.shared.established.load(Ordering::Relaxed).saturating_sub(1);
             self.tally.deliveries_expected += members as u64;
-        } else {
-            if self.config.workload == Workload::File {
-                let file = self.shared.catalogue.pick(conn.id, seq);
-                self.scratch.extend_from_slice(b"GET ");
-                self.scratch.extend_from_slice(self.shared.catalogue.files[file].name.as_bytes());
-            } else {
-                self.config.workload.request(conn.id, seq, size, &mut self.scratch);
-            }
         }
+        // The payload of this request, appended to `out`.
+        let (config, catalogue) = (self.config, &self.shared.catalogue);
+        let (id, size) = (conn.id, config.size);
+        let write_payload = |out: &mut Vec<u8>| match config.workload {
+            Workload::Broadcast => workload::broadcast_message(id, seq, intended_ns, now, size, out),
+            Workload::File => {
+                out.extend_from_slice(b"GET ");
+                out.extend_from_slice(catalogue.files[catalogue.pick(id, seq)].name.as_bytes());
+            }
+            workload => workload.request(id, seq, size, out),
+        };
         let mut failed = None;
         let wire_bytes = if conn.stream.is_datagram() {
+            self.scratch.clear();
+            write_payload(&mut self.scratch);
             // One message, one datagram: UDP has nothing to batch, so it goes now, and is
             // copied into the queue only if the socket is full.
             if conn.queued_datagrams.is_empty() {
@@ -112,8 +114,11 @@ impl Engine<'_> {
             }
             self.scratch.len()
         } else {
+            // Framed in place, in the buffer it is written from.
             let before = conn.output.len();
-            self.config.codec.encode(&self.scratch, &mut conn.output);
+            let frame = config.codec.begin_frame(&mut conn.output);
+            write_payload(&mut conn.output);
+            config.codec.end_frame(&mut conn.output, frame);
             conn.output.len() - before
         };
         if self.config.workload != Workload::Broadcast {
