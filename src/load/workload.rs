@@ -172,14 +172,15 @@ fn splitmix64(seed: u64) -> u64 {
 }
 
 /// Appends filler from [`PLAIN_LETTERS`], starting at `start` in the alphabet, until `out`
-/// is `size` bytes long. Copies slices: the loader builds every request it sends, so this is
-/// on its hot path.
+/// is `size` bytes long. Copies slices of the alphabet written out twice, so that a filler
+/// shorter than the alphabet (the usual case) is one copy: the loader builds every request
+/// it sends, so this is on its hot path.
 fn plain_filler(out: &mut Vec<u8>, start: usize, size: usize) {
     let mut index = start % PLAIN_LETTERS.len();
     while out.len() < size {
-        let take = (size - out.len()).min(PLAIN_LETTERS.len() - index);
-        out.extend_from_slice(&PLAIN_LETTERS[index..index + take]);
-        index = 0;
+        let take = (size - out.len()).min(PLAIN_LETTERS.len());
+        out.extend_from_slice(&PLAIN_LETTERS_TWICE[index..index + take]);
+        index = (index + take) % PLAIN_LETTERS.len();
     }
 }
 
@@ -188,50 +189,56 @@ fn plain_filler(out: &mut Vec<u8>, start: usize, size: usize) {
 fn is_plain_filler(mut bytes: &[u8], start: usize) -> bool {
     let mut index = start % PLAIN_LETTERS.len();
     while !bytes.is_empty() {
-        let take = bytes.len().min(PLAIN_LETTERS.len() - index);
-        if bytes[..take] != PLAIN_LETTERS[index..index + take] {
+        let take = bytes.len().min(PLAIN_LETTERS.len());
+        if bytes[..take] != PLAIN_LETTERS_TWICE[index..index + take] {
             return false;
         }
         bytes = &bytes[take..];
-        index = 0;
+        index = (index + take) % PLAIN_LETTERS.len();
     }
     true
 }
+
+/// [`PLAIN_LETTERS`] twice: any stretch of it, from any start, is one slice.
+const PLAIN_LETTERS_TWICE: [u8; 2 * PLAIN_LETTERS.len()] = {
+    let mut twice = [0u8; 2 * PLAIN_LETTERS.len()];
+    let mut index = 0;
+    while index < twice.len() {
+        twice[index] = PLAIN_LETTERS[index % PLAIN_LETTERS.len()];
+        index += 1;
+    }
+    twice
+};
 
 /// Appends each value in lower-case hex followed by a `.`: the header that makes every
 /// request unique and lets a reply be traced back to its request.
 fn push_header(out: &mut Vec<u8>, values: &[u64]) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     for &value in values {
-        // Digits from the last, into a small buffer that already ends with the `.`.
-        let mut digits = [b'.'; 17];
-        let mut first = 16;
-        let mut rest = value;
-        loop {
-            first -= 1;
-            digits[first] = HEX[(rest & 0xf) as usize];
-            rest >>= 4;
-            if rest == 0 {
-                break;
-            }
+        let digits = (u64::BITS - value.leading_zeros()).div_ceil(4).max(1);
+        out.reserve(digits as usize + 1);
+        for digit in (0..digits).rev() {
+            out.push(HEX[((value >> (digit * 4)) & 0xf) as usize]);
         }
-        out.extend_from_slice(&digits[first..]);
+        out.push(b'.');
     }
 }
 
-/// A broadcast message: sender, sequence, scheduled and actual send times (nanoseconds on
-/// the monotonic clock) in hex, then filler to `size`. The times travel with the message so
-/// any receiving connection, in any loader thread, can measure its delivery latency.
+/// A broadcast message: sender, sequence, and the times it was scheduled and sent, in hex,
+/// then filler to `size`. The times travel with the message so any receiving connection, in
+/// any loader thread, can measure its delivery latency; they are written as the schedule
+/// since `epoch_ns` (the run's start, which every thread knows) and the lateness of the send
+/// after it, a dozen hex digits rather than thirty: every delivery reads them.
 pub fn broadcast_message(
     sender: u32,
     seq: u64,
-    intended_ns: u64,
-    sent_ns: u64,
+    (intended_ns, sent_ns, epoch_ns): (u64, u64, u64),
     size: usize,
     out: &mut Vec<u8>,
 ) {
     let start = out.len();
-    push_header(out, &[u64::from(sender), seq, intended_ns, sent_ns]);
+    let (scheduled, lateness) = (intended_ns.saturating_sub(epoch_ns), sent_ns.saturating_sub(intended_ns));
+    push_header(out, &[u64::from(sender), seq, scheduled, lateness]);
     plain_filler(out, (sender as usize) ^ (seq as usize), start + size);
 }
 
@@ -258,6 +265,7 @@ pub struct Delivery {
 pub fn verify_broadcast<'a>(
     line: &[u8],
     size: usize,
+    epoch_ns: u64,
     sender_addr: impl Fn(u32) -> Option<&'a str>,
 ) -> Option<Delivery> {
     // The address has no spaces; the message follows its ": ".
@@ -266,7 +274,9 @@ pub fn verify_broadcast<'a>(
     let message = &line[space + 1..];
     let mut rest = message;
     let sender = u32::try_from(take_hex(&mut rest)?).ok()?;
-    let (seq, intended_ns, sent_ns) = (take_hex(&mut rest)?, take_hex(&mut rest)?, take_hex(&mut rest)?);
+    let (seq, scheduled, lateness) = (take_hex(&mut rest)?, take_hex(&mut rest)?, take_hex(&mut rest)?);
+    let intended_ns = epoch_ns.saturating_add(scheduled);
+    let sent_ns = intended_ns.saturating_add(lateness);
     // Unix clients have no address the loader could know (the server numbers them by
     // accept order, `unix#3`): for them the name is empty and only the message is checked.
     let expected_addr = sender_addr(sender)?;
@@ -284,23 +294,37 @@ pub fn verify_broadcast<'a>(
 }
 
 /// Takes one header field from the front of `input`: lower-case hex as [`push_header`]
-/// writes it (no leading zeros), then a `.`. One pass, as this runs several times per reply.
+/// writes it (1 to 16 digits, no leading zeros), then a `.`. One pass with a table, as this
+/// runs several times per reply.
 fn take_hex(input: &mut &[u8]) -> Option<u64> {
+    let bytes = *input;
     let mut value = 0u64;
-    for (index, &byte) in input.iter().enumerate().take(17) {
-        let nibble = match byte {
-            b'0'..=b'9' => byte - b'0',
-            b'a'..=b'f' => byte - b'a' + 10,
-            b'.' if index > 0 && (index == 1 || input[0] != b'0') => {
-                *input = &input[index + 1..];
-                return Some(value);
-            }
-            _ => return None,
-        };
+    let mut digits = 0;
+    while let Some(&nibble) = bytes.get(digits).map(|&byte| &HEX_VALUES[byte as usize]) {
+        if nibble > 15 || digits == 16 {
+            break;
+        }
         value = (value << 4) | u64::from(nibble);
+        digits += 1;
     }
-    None
+    let canonical = digits == 1 || (digits > 1 && bytes[0] != b'0');
+    if !canonical || bytes.get(digits) != Some(&b'.') {
+        return None;
+    }
+    *input = &bytes[digits + 1..];
+    Some(value)
 }
+
+/// The value of each lower-case hex digit; 255 for every other byte.
+const HEX_VALUES: [u8; 256] = {
+    let mut values = [255u8; 256];
+    let mut digit = 0;
+    while digit < 16 {
+        values[b"0123456789abcdef"[digit] as usize] = digit as u8;
+        digit += 1;
+    }
+    values
+};
 
 #[cfg(test)]
 mod tests {
@@ -324,6 +348,22 @@ mod tests {
         let mut out = Vec::new();
         push_header(&mut out, &[0, 15, 16, u64::MAX]);
         assert_eq!(out, b"0.f.10.ffffffffffffffff.");
+    }
+
+    /// The filler is the alphabet over and over from its start, and checks as such.
+    #[test]
+    fn filler_cycles_through_the_alphabet() {
+        for start in [0, 1, 61, 62, 100] {
+            for size in [0, 1, 61, 62, 63, 200] {
+                let mut out = b"head".to_vec();
+                plain_filler(&mut out, start, 4 + size);
+                let cycle: Vec<u8> =
+                    (0..size).map(|i| PLAIN_LETTERS[(start + i) % PLAIN_LETTERS.len()]).collect();
+                assert_eq!(&out[4..], cycle.as_slice(), "start {start} size {size}");
+                assert!(is_plain_filler(&out[4..], start));
+                assert!(size == 0 || !is_plain_filler(&out[4..], start + 1));
+            }
+        }
     }
 
     /// Echo and uppercase requests are exactly --size bytes, distinct, and line-safe.
@@ -362,45 +402,45 @@ mod tests {
     #[test]
     fn broadcast_lines_verify() {
         let mut message = Vec::new();
-        broadcast_message(5, 9, 1000, 1200, 64, &mut message);
+        broadcast_message(5, 9, (1000, 1200, 100), 64, &mut message);
         assert_eq!(message.len(), 64);
         let addrs = |sender: u32| (sender == 5).then_some("127.0.0.1:4000");
         let mut line = b"127.0.0.1:4000: ".to_vec();
         line.extend_from_slice(&message);
         assert_eq!(
-            verify_broadcast(&line, 64, addrs),
+            verify_broadcast(&line, 64, 100, addrs),
             Some(Delivery { sender: 5, seq: 9, intended_ns: 1000, sent_ns: 1200 })
         );
         let mut wrong_addr = b"127.0.0.1:4001: ".to_vec();
         wrong_addr.extend_from_slice(&message);
-        assert_eq!(verify_broadcast(&wrong_addr, 64, addrs), None);
-        assert_eq!(verify_broadcast(b"127.0.0.1:4000: sync", 64, addrs), None);
+        assert_eq!(verify_broadcast(&wrong_addr, 64, 100, addrs), None);
+        assert_eq!(verify_broadcast(b"127.0.0.1:4000: sync", 64, 100, addrs), None);
         // Any byte changed, dropped or added is caught, except in the two times, which
         // the receiver has nothing to check against (it measures with them).
-        let times = "127.0.0.1:4000: 5.9.".len().."127.0.0.1:4000: 5.9.3e8.4b0".len();
+        let times = "127.0.0.1:4000: 5.9.".len().."127.0.0.1:4000: 5.9.384.c8".len();
         for at in 0..line.len() {
             let mut damaged = line.clone();
             damaged[at] ^= 1;
             if !times.contains(&at) {
-                assert_eq!(verify_broadcast(&damaged, 64, addrs), None, "byte {at} changed");
+                assert_eq!(verify_broadcast(&damaged, 64, 100, addrs), None, "byte {at} changed");
             }
             let mut short = line.clone();
             short.remove(at);
-            assert_eq!(verify_broadcast(&short, 64, addrs), None, "byte {at} dropped");
+            assert_eq!(verify_broadcast(&short, 64, 100, addrs), None, "byte {at} dropped");
         }
         let mut long = line.clone();
         long.push(b'x');
-        assert_eq!(verify_broadcast(&long, 64, addrs), None);
+        assert_eq!(verify_broadcast(&long, 64, 100, addrs), None);
         // A header with a leading zero is not what was sent.
         let mut padded = b"127.0.0.1:4000: 05".to_vec();
         padded.extend_from_slice(&message[1..]);
-        assert_eq!(verify_broadcast(&padded, 65, addrs), None);
+        assert_eq!(verify_broadcast(&padded, 65, 100, addrs), None);
         // A header longer than --size: the message is the header alone.
         let mut long_header = Vec::new();
-        broadcast_message(5, u64::MAX, u64::MAX, u64::MAX, 32, &mut long_header);
+        broadcast_message(5, u64::MAX, (u64::MAX, u64::MAX, 0), 32, &mut long_header);
         let mut line = b"127.0.0.1:4000: ".to_vec();
         line.extend_from_slice(&long_header);
-        assert!(long_header.len() > 32 && verify_broadcast(&line, 32, addrs).is_some());
+        assert!(long_header.len() > 32 && verify_broadcast(&line, 32, 0, addrs).is_some());
     }
 
     /// An echo reply matches only the exact request, checked in place; other workloads'

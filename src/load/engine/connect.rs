@@ -1,7 +1,7 @@
 //! Connecting: open this thread's connections (paced by `--connect-rate` if given), find
 //! out which succeeded, and time out the ones that take too long.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 
 use mio::{Interest, Token};
@@ -66,7 +66,7 @@ impl Engine<'_> {
                     in_flight: VecDeque::new(),
                     synced: false,
                     answered: 0,
-                    last_seq_from: HashMap::default(),
+                    last_seq_from: Default::default(),
                     download: None,
                     queued_datagrams: VecDeque::new(),
                 });

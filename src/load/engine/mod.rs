@@ -96,6 +96,30 @@ impl Hasher for IdHasher {
     }
 }
 
+/// The last sequence number a receiver got from each sender. Lines come in runs from one
+/// sender (a room's lines of a turn are grouped by sender), so the current sender's is kept
+/// aside and the map is touched only when the sender changes.
+#[derive(Debug, Default)]
+struct LastSeqs {
+    current: Option<(u32, u64)>,
+    others: HashMap<u32, u64, BuildHasherDefault<IdHasher>>,
+}
+
+impl LastSeqs {
+    /// Notes line `seq` of `sender`; returns the one before it from that sender, if any.
+    fn advance(&mut self, sender: u32, seq: u64) -> Option<u64> {
+        if let Some((current, last)) = &mut self.current {
+            if *current == sender {
+                return Some(std::mem::replace(last, seq));
+            }
+        }
+        if let Some((previous, last)) = self.current.replace((sender, seq)) {
+            self.others.insert(previous, last);
+        }
+        self.others.remove(&sender)
+    }
+}
+
 /// A request sent and not yet answered.
 #[derive(Clone, Copy, Debug)]
 struct InFlight {
@@ -137,8 +161,8 @@ struct LoadConn {
     /// Closed-loop broadcast: its lines before this one have reached every member.
     answered: u64,
     /// Broadcast: the last sequence number it got from each sender, to check that every
-    /// line arrives once and in the order sent (empty until the first delivery).
-    last_seq_from: HashMap<u32, u64, BuildHasherDefault<IdHasher>>,
+    /// line arrives once and in the order sent.
+    last_seq_from: LastSeqs,
     /// UDP: requests the socket would not take yet, one datagram each.
     queued_datagrams: VecDeque<Vec<u8>>,
 }
@@ -355,5 +379,25 @@ impl<'a> Engine<'a> {
             Phase::Holding { until_ns } => until_ns,
             Phase::Done => now,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::LastSeqs;
+
+    /// Each sender's previous line is remembered, whichever senders come between.
+    #[test]
+    fn last_seqs_follow_each_sender() {
+        let mut seqs = LastSeqs::default();
+        assert_eq!(seqs.advance(1, 0), None);
+        assert_eq!(seqs.advance(1, 1), Some(0));
+        assert_eq!(seqs.advance(2, 0), None);
+        assert_eq!(seqs.advance(1, 2), Some(1));
+        assert_eq!(seqs.advance(3, 7), None);
+        assert_eq!(seqs.advance(2, 1), Some(0));
+        assert_eq!(seqs.advance(2, 2), Some(1));
+        assert_eq!(seqs.advance(1, 3), Some(2));
+        assert_eq!(seqs.advance(3, 8), Some(7));
     }
 }

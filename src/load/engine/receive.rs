@@ -284,11 +284,11 @@ impl Engine<'_> {
         let id = conn.id;
         let addrs = &self.sender_addrs;
         let sender_addr = |sender: u32| addrs.get(sender as usize).and_then(Option::as_deref);
-        match workload::verify_broadcast(line, self.config.size, sender_addr) {
+        match workload::verify_broadcast(line, self.config.size, self.run_start_ns, sender_addr) {
             Some(delivery) => {
                 // Each sender's lines come once each, in the order sent: a sequence number
                 // that does not move forward is a duplicate or a reordering.
-                let last = self.conns[key].last_seq_from.insert(delivery.sender, delivery.seq);
+                let last = self.conns[key].last_seq_from.advance(delivery.sender, delivery.seq);
                 if last.is_some_and(|last| delivery.seq <= last) {
                     let expected =
                         format!("(sender {}'s line after #{})", delivery.sender, last.unwrap_or(0));

@@ -88,9 +88,11 @@ impl Engine<'_> {
         }
         // The payload of this request, appended to `out`.
         let (config, catalogue) = (self.config, &self.shared.catalogue);
-        let (id, size) = (conn.id, config.size);
+        let (id, size, run_start_ns) = (conn.id, config.size, self.run_start_ns);
         let write_payload = |out: &mut Vec<u8>| match config.workload {
-            Workload::Broadcast => workload::broadcast_message(id, seq, intended_ns, now, size, out),
+            Workload::Broadcast => {
+                workload::broadcast_message(id, seq, (intended_ns, now, run_start_ns), size, out)
+            }
             Workload::File => {
                 out.extend_from_slice(b"GET ");
                 out.extend_from_slice(catalogue.files[catalogue.pick(id, seq)].name.as_bytes());
