@@ -436,7 +436,8 @@ impl Connection {
     }
 
     /// Room lines for it, in `slices` of a buffer the room's members share (`room.rs`):
-    /// written straight from there when nothing else waits to be written before them, so
+    /// sent straight from there (one `send`, or `sendmsg` for several slices) when nothing
+    /// else waits to be written before them, so
     /// that only what the socket does not take is copied, into its pending output (as output
     /// others caused: see [`Settled::SlowConsumer`]). Returns the bytes written.
     pub fn write_shared(
@@ -449,7 +450,7 @@ impl Connection {
         let mut slices = slices;
         if self.output.is_empty() && self.file.is_none() {
             while !slices.is_empty() {
-                match self.stream.write_vectored(slices) {
+                match self.stream.send_slices(slices) {
                     Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                     Ok(n) => {
                         written += n;
