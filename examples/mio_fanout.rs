@@ -29,6 +29,7 @@ struct Member {
 
 fn main() -> io::Result<()> {
     let addr = std::env::args().nth(1).unwrap_or_else(|| "127.0.0.1:7200".to_string());
+    evloop::raise_file_limit()?; // the soft limit (often 1,024) up to the hard one
     let mut listener = TcpListener::bind(addr.parse().map_err(io::Error::other)?)?;
     println!("broadcast listening on {}", listener.local_addr()?);
     let mut poll = Poll::new()?;
@@ -77,17 +78,17 @@ fn main() -> io::Result<()> {
                 }
             }
             let mut dropped = Vec::new();
-            for (other, member) in members.iter_mut().filter(|(other, _)| *other != key && !lines.is_empty())
-            {
-                if member.backlog.is_empty() {
-                    member
-                        .backlog
-                        .extend_from_slice(&lines[write_from(&mut member.stream, &lines).unwrap_or(0)..]);
-                } else {
-                    member.backlog.extend_from_slice(&lines);
-                }
-                if member.backlog.len() > MAX_BACKLOG {
-                    dropped.push(other);
+            if !lines.is_empty() {
+                for (other, member) in members.iter_mut().filter(|(other, _)| *other != key) {
+                    if member.backlog.is_empty() {
+                        let written = write_from(&mut member.stream, &lines).unwrap_or(0);
+                        member.backlog.extend_from_slice(&lines[written..]);
+                    } else {
+                        member.backlog.extend_from_slice(&lines);
+                    }
+                    if member.backlog.len() > MAX_BACKLOG {
+                        dropped.push(other);
+                    }
                 }
             }
             dropped.extend(gone.then_some(key));

@@ -55,13 +55,14 @@
 //! # Layout
 //! - [`server`](Server): build, bind, run or spawn a server; its configuration, stats and
 //!   run summary.
-//! - `reactor`: the event loop, one phase per file (accept, input, output, idle, linger,
-//!   close, datagrams), and what it owns: connections, services, the buffer pool, the timer
-//!   wheel.
+//! - `reactor`: the event loop, one phase per file (accept, input, output, rooms, idle,
+//!   linger, close, datagrams), and what it owns: connections, services, the buffer pool, the
+//!   timer wheel.
 //! - [`handlers`]: the [`Handler`] trait, the [`Outbox`], and the built-in handlers.
 //! - [`codec`]: framing, `line`, `length`, `fixed:N`, `raw`; pure, bytes in, messages out.
 //! - `backplane`: rooms across processes and hosts over Redis or NATS pub/sub.
-//! - `sys`: addresses, sockets and every system call, shared by the server and the loader.
+//! - `sys`: addresses, sockets and every system call, shared by the server and the loader;
+//!   the vector search for newlines.
 //! - `models`: the iterative and thread-per-connection servers, for comparison (`--model`,
 //!   feature `cli`).
 //! - `load`: the load generator, its own module tree (feature `load`).

@@ -411,6 +411,43 @@ fn a_server_that_stops_mid_run_ends_the_run() {
     assert!(report["duration_s"].as_f64().unwrap() < 30.0, "{report:#}");
 }
 
+/// A "room" that accepts its members but relays nothing: the loader stops waiting for them
+/// to be in the room after --connect-timeout, runs, counts every line as lost, and ends.
+#[test]
+fn a_room_that_never_fills_still_ends() {
+    let silent = serve_raw(|stream| {
+        let _ = std::io::copy(&mut &stream, &mut std::io::sink());
+    });
+    let mut loader = Command::new(env!("CARGO_BIN_EXE_evloop-load"))
+        .args(["--target", &silent.to_string(), "--workload", "broadcast", "-c", "3", "--rate", "100"])
+        .args([
+            "-d",
+            "300ms",
+            "--connect-timeout",
+            "500ms",
+            "--reply-timeout",
+            "200ms",
+            "--json",
+            "--no-progress",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while loader.try_wait().unwrap().is_none() {
+        assert!(std::time::Instant::now() < deadline, "the loader waited for the room for ever");
+        thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let mut stdout = String::new();
+    std::io::Read::read_to_string(&mut loader.stdout.take().unwrap(), &mut stdout).unwrap();
+    let report: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(loader.wait().unwrap().code(), Some(1), "{report:#}");
+    assert!(report["messages"]["sent"].as_u64().unwrap() > 0, "{report:#}");
+    assert_eq!(report["broadcast"]["deliveries_seen"], 0, "{report:#}");
+    assert!(report["messages"]["lost"].as_u64().unwrap() > 0, "{report:#}");
+}
+
 /// `--workload file`: every file of the directory downloaded in turn, every byte checked
 /// against the file's CRC-32.
 #[test]

@@ -225,6 +225,8 @@ struct Engine<'a> {
     /// Broadcast: each connection's address as the server prints it, by id.
     sender_addrs: Vec<Option<String>>,
     next_sync_ns: u64,
+    /// Broadcast: when to stop waiting for every member to be in the room.
+    sync_deadline_ns: u64,
     next_datagram_check_ns: u64,
     published: Published,
     next_publish_ns: u64,
@@ -277,6 +279,7 @@ impl<'a> Engine<'a> {
             in_flight: 0,
             sender_addrs: Vec::new(),
             next_sync_ns: 0,
+            sync_deadline_ns: u64::MAX,
             next_datagram_check_ns: 0,
             published: Published::default(),
             next_publish_ns: now,
