@@ -45,7 +45,7 @@ pub enum Intent {
 ///
 /// While the reactor hands a stream connection's messages to its handler, replies to the
 /// sender skip the intent list: they are framed straight into a buffer of replies that
-/// becomes the connection's output (see [`frame_replies`](Self::frame_replies)), so a reply
+/// becomes the connection's output (see `Outbox::frame_replies`), so a reply
 /// is built once, where it is written from. Everything else, and any reply asked for after
 /// something else, is an intent, so that the order of what a handler asked is kept.
 #[derive(Debug, Default)]

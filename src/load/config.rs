@@ -73,7 +73,7 @@ pub struct LoadConfig {
     /// Broadcast in a closed loop (`--pipeline` without `--rate`): each sender keeps
     /// `pipeline` lines in flight, and a line counts as answered once every other member
     /// has it, so the run goes as fast as the room can fan out. Otherwise broadcast is open
-    /// loop, at `rate` or [`DEFAULT_BROADCAST_RATE`].
+    /// loop, at `rate` or `DEFAULT_BROADCAST_RATE` (1,000 lines/s).
     pub broadcast_closed_loop: bool,
 }
 
