@@ -46,6 +46,9 @@ pub struct Shared {
     /// When the last thread stopped sending (its time was up, its budget spent, or all its
     /// connections lost): the end of the measured window; 0 while sending goes on.
     pub run_end_ns: AtomicU64,
+    /// Threads that stopped sending and published their final totals: until every thread
+    /// has, `deliveries_expected` may still grow, so no thread's broadcast drain may settle.
+    pub stopped_sending: AtomicUsize,
 }
 
 impl Shared {
@@ -69,6 +72,7 @@ impl Shared {
             go: AtomicBool::new(go),
             holding: AtomicUsize::new(0),
             run_end_ns: AtomicU64::new(0),
+            stopped_sending: AtomicUsize::new(0),
             catalogue: super::catalogue::Catalogue::default(),
             acks: None,
         }
@@ -85,8 +89,15 @@ impl Shared {
     }
 
     /// A thread stopped sending at `now_ns`.
+    /// Call after publishing the thread's final totals.
     pub fn note_run_end(&self, now_ns: u64) {
         self.run_end_ns.fetch_max(now_ns, Ordering::AcqRel);
+        self.stopped_sending.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Whether every thread has stopped sending, so the expected totals are final.
+    pub fn all_stopped_sending(&self) -> bool {
+        self.stopped_sending.load(Ordering::Acquire) >= self.p99_ns.len()
     }
 
     /// The run's start time: the first caller's `now_ns`, returned to every caller.

@@ -34,6 +34,7 @@ impl Engine<'_> {
                 let out_of_time = self.stop_ns.is_some_and(|stop| now >= stop);
                 let out_of_budget = self.budget == Some(0);
                 if out_of_time || out_of_budget || self.up_keys.is_empty() {
+                    self.publish(now, true);
                     self.shared.note_run_end(self.stop_ns.map_or(now, |stop| now.min(stop)));
                     let deadline_ns = now + self.config.reply_timeout.as_nanos() as u64;
                     self.phase = Phase::Draining { deadline_ns };
@@ -43,8 +44,10 @@ impl Engine<'_> {
                 self.expire_datagrams(now);
                 let settled = if self.config.workload == Workload::Broadcast {
                     self.publish(now, true);
-                    self.shared.deliveries_seen.load(Ordering::Acquire)
-                        >= self.shared.deliveries_expected.load(Ordering::Acquire)
+                    // Another thread may still be sending: its lines are not expected yet.
+                    self.shared.all_stopped_sending()
+                        && self.shared.deliveries_seen.load(Ordering::Acquire)
+                            >= self.shared.deliveries_expected.load(Ordering::Acquire)
                 } else {
                     self.in_flight == 0
                 };
