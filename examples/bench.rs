@@ -20,6 +20,8 @@
 //!           --rounds 1 --seconds 3                              (a taste)
 //!       cargo run --release --example bench -- --servers bin:/tmp/before,evloop --workloads echo
 //!                                                               (an A/B test of a change)
+//!       cargo run --release --example bench -- --loader /tmp/load-before --workloads echo
+//!                                                               (the same for the loader)
 //!
 //! It builds what it needs and prints Markdown tables to paste into the docs.
 
@@ -69,6 +71,10 @@ struct Args {
     /// Extra arguments for evloop-server (e.g. --idle-timeout 60)
     #[arg(long, allow_hyphen_values = true, default_value = "")]
     evloop_args: String,
+    /// The loader binary (default: this build's evloop-load); an older build gives a
+    /// before/after of the loader itself
+    #[arg(long)]
+    loader: Option<String>,
 }
 
 /// What a run serves.
@@ -276,7 +282,8 @@ impl Bench<'_> {
         };
         let (mut child, addr) = common::start_server(command);
         let (server_before, loader_before) = (common::cpu_time(child.id()), common::children_cpu_time());
-        let output = common::on_cpu(cpu(1), &common::binary("evloop-load"))
+        let loader_program = self.args.loader.clone().unwrap_or_else(|| common::binary("evloop-load"));
+        let output = common::on_cpu(cpu(1), &loader_program)
             .args(["--target", &addr, "--json", "--no-progress"])
             .args(loader_args)
             .output()
