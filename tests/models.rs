@@ -285,6 +285,20 @@ fn children_states(pid: u32) -> Vec<char> {
         .collect()
 }
 
+/// Waits until the states of `pid`'s children satisfy `done`; fails with `what` and the
+/// states seen last if they do not within the read timeout.
+fn await_children(pid: u32, done: impl Fn(&[char]) -> bool, what: &str) {
+    let deadline = Instant::now() + util::READ_TIMEOUT;
+    loop {
+        let states = children_states(pid);
+        if done(&states) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{what}: {states:?}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 /// A process per client: 300 interleaved clients verified, each served by a child process;
 /// once they have left, every child is reaped (none left, no zombie), and broadcast is
 /// refused (processes share no room).
@@ -299,22 +313,15 @@ fn fork_serves_300_clients_and_leaves_no_zombies() {
     let mut client = connect(server.addrs[0]);
     client.roundtrip("hello", "hello");
     let pid = server.child.id();
-    let states = children_states(pid);
-    assert!(
-        states.len() == 1 && states[0] != 'Z',
-        "one live child serves the one client still connected: {states:?}"
+    // The process table is the readiness signal: the children of the clients that left
+    // exit and are reaped on SIGCHLD, a moment after their clients close.
+    await_children(
+        pid,
+        |states| states.len() == 1 && states[0] != 'Z',
+        "one live child serves the one client still connected",
     );
     drop(client);
-    // The process table is the readiness signal: wait until the last child is reaped.
-    let deadline = Instant::now() + util::READ_TIMEOUT;
-    loop {
-        let states = children_states(pid);
-        if states.is_empty() {
-            break;
-        }
-        assert!(Instant::now() < deadline, "children left: {states:?}");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    await_children(pid, |states| states.is_empty(), "every child reaped once the last client left");
     let output = server_command(&["--model", "fork", "--listen", "broadcast=127.0.0.1:0"]).output().unwrap();
     assert_eq!(output.status.code(), Some(2), "{}", String::from_utf8_lossy(&output.stderr));
 }
