@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use clap::Parser;
+use evloop::load::chart::PALETTE;
 use plotters::prelude::*;
 use serde_json::Value;
 
@@ -131,16 +132,6 @@ fn draw(trace: &Path, out: &Path, title: &str, window_ms: f64) {
         .disable_y_mesh()
         .draw()
         .unwrap();
-    let colors = [
-        RGBColor(0x1f, 0x77, 0xb4),
-        RGBColor(0xd6, 0x27, 0x28),
-        RGBColor(0x2c, 0xa0, 0x2c),
-        RGBColor(0xff, 0x7f, 0x0e),
-        RGBColor(0x94, 0x67, 0xbd),
-        RGBColor(0x8c, 0x56, 0x4b),
-        RGBColor(0xe3, 0x77, 0xc2),
-        RGBColor(0x17, 0xbe, 0xcf),
-    ];
     // A message too short to see is drawn about a pixel wide: a mark, whatever it took.
     let min_width = span_ms * 0.0012;
     chart
@@ -148,7 +139,7 @@ fn draw(trace: &Path, out: &Path, title: &str, window_ms: f64) {
             let row = row_of(slice.track) as f64;
             let x0 = (slice.start - first) / 1000.0;
             let x1 = x0 + (slice.duration / 1000.0).max(min_width);
-            let color = colors[row_of(slice.track) % colors.len()];
+            let color = PALETTE[row_of(slice.track) % PALETTE.len()];
             Rectangle::new([(x0, row - 0.35), (x1, row + 0.35)], color.filled())
         }))
         .unwrap();

@@ -41,13 +41,17 @@ const PANEL_WIDTH: u32 = 560;
 /// Tick labels and axis names, in pixels: readable at the width the docs show the charts.
 const LABEL_SIZE: u32 = 15;
 const HEIGHT: u32 = 420;
-const COLORS: [RGBColor; 6] = [
+/// The charts' colours, in the order series take them (the first eight of the common
+/// "category10" palette); the timeline example draws its tracks with them too.
+pub const PALETTE: [RGBColor; 8] = [
     RGBColor(0x1f, 0x77, 0xb4),
     RGBColor(0xd6, 0x27, 0x28),
     RGBColor(0x2c, 0xa0, 0x2c),
     RGBColor(0xff, 0x7f, 0x0e),
     RGBColor(0x94, 0x67, 0xbd),
     RGBColor(0x8c, 0x56, 0x4b),
+    RGBColor(0xe3, 0x77, 0xc2),
+    RGBColor(0x17, 0xbe, 0xcf),
 ];
 
 /// Writes `panels` into an SVG file at `path`, two to a row.
@@ -122,7 +126,7 @@ where
         .map_err(to_io)?;
     let count = panel.series.len() as u32;
     for (index, series) in panel.series.iter().enumerate() {
-        let color = COLORS[index % COLORS.len()];
+        let color = PALETTE[index % PALETTE.len()];
         // Earlier series are drawn wider, so a later one on the same values (the reactor's
         // one thread over the iterative server's) leaves them visible at its edges.
         let width = 2 + 2 * (count - 1 - index as u32).min(2);
