@@ -1,9 +1,9 @@
 //! What a timer costs on this machine: the CPU time of arming a `timerfd` at a deadline a
-//! given time ahead, again and again. Far ahead, each call only re-programs the timer; close
-//! ahead, the timer also fires before the next call, so the figure is the price of one
-//! timer interrupt. It explains the loader's CPU per message at a fixed rate
-//! (docs/benchmarks.md, "At a fixed rate"): its pacer is such a timer, armed for the next
-//! message due.
+//! given time ahead, again and again. Far ahead a call costs little, and the nearer the
+//! deadline the more it costs; with no lead the timer fires before the next call, so that
+//! figure is the price of one firing. It explains the loader's CPU per message at a fixed
+//! rate (docs/benchmarks.md, "How low the loader can go"): its pacer is such a timer, armed
+//! for the next message due.
 //!
 //! Run: taskset -c 1 cargo run --release --example timer_cost
 
