@@ -108,8 +108,8 @@ fn everything_else_gets_a_proper_answer() {
     assert!(response.starts_with("HTTP/1.1 200 OK"), "{response}");
 }
 
-/// Under --workers, whichever worker a scrape reaches shows totals over all of them (the
-/// others' at most a second old): 40 clients spread over two workers are all counted.
+/// Under --workers, whichever worker a scrape reaches shows totals over all of them: 40
+/// clients spread over two workers are all counted.
 #[test]
 fn workers_scrape_totals_over_all_workers() {
     let server = util::ServerProcess::start(
@@ -138,4 +138,88 @@ fn workers_scrape_totals_over_all_workers() {
         assert!(std::time::Instant::now() < deadline, "totals stuck at {closed} of 40");
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
+}
+
+/// Under --workers 2 with 20 clients echoing flat out, 60 scrapes 50 ms apart never see a
+/// counter go down, whichever worker answers, not even when a worker is killed and replaced
+/// halfway (its counts stay in the totals); and once the clients stop, a scrape counts every
+/// message they had an answer to.
+#[test]
+fn worker_totals_only_grow_and_are_current() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+    let (server, logs) = util::ServerProcess::start_logged(
+        util::server_command(&[
+            "--workers",
+            "2",
+            "--listen",
+            "echo=127.0.0.1:0",
+            "--listen",
+            "metrics=127.0.0.1:0",
+        ]),
+        2,
+        "info",
+    );
+    let (echo, metrics) = (server.addrs[0], server.addrs[1]);
+    let mut worker_zero = None;
+    while worker_zero.is_none() {
+        let line = util::wait_for_log(&logs, "worker started; ");
+        if line.contains("index=0 ") {
+            let pid = line.split("pid=").nth(1).unwrap().trim().parse::<i32>().unwrap();
+            worker_zero = Some(pid);
+        }
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let answered = Arc::new(AtomicU64::new(0));
+    let clients: Vec<_> = (0..20)
+        .map(|index| {
+            let (stop, answered) = (stop.clone(), answered.clone());
+            std::thread::spawn(move || {
+                // A killed worker takes its clients' connections along: connect again.
+                while !stop.load(Ordering::Relaxed) {
+                    let Ok(stream) = TcpStream::connect(echo) else { continue };
+                    stream.set_read_timeout(Some(util::READ_TIMEOUT)).unwrap();
+                    let mut reader = std::io::BufReader::new(stream.try_clone().unwrap());
+                    let mut writer = stream;
+                    let mut line = String::new();
+                    while !stop.load(Ordering::Relaxed) {
+                        line.clear();
+                        let sent = writer.write_all(format!("client {index}\n").as_bytes());
+                        let read = sent.and_then(|()| std::io::BufRead::read_line(&mut reader, &mut line));
+                        match read {
+                            Ok(n) if n > 0 => {
+                                assert_eq!(line, format!("client {index}\n"));
+                                answered.fetch_add(1, Ordering::Relaxed);
+                            }
+                            _ => break,
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+    let total = |text: &str| sample(text, "evloop_messages_received_total");
+    let mut last = 0.0;
+    for round in 0..60 {
+        if round == 30 {
+            // SAFETY: kill() on a worker of the server this test started.
+            assert_eq!(unsafe { libc::kill(worker_zero.unwrap(), libc::SIGKILL) }, 0);
+            util::wait_for_log(&logs, "worker restarted; index=0");
+        }
+        let now = total(&scrape(metrics));
+        assert!(now >= last, "scrape {round}: messages received went down from {last} to {now}");
+        last = now;
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    stop.store(true, Ordering::Relaxed);
+    for client in clients {
+        client.join().unwrap();
+    }
+    let answered = answered.load(Ordering::Relaxed) as f64;
+    assert!(answered > 1000.0, "the clients kept the workers busy: {answered} answers");
+    let now = total(&scrape(metrics));
+    assert!(now >= last, "the last scrape went down from {last} to {now}");
+    // Every message answered is counted (the scrapes themselves are messages too).
+    assert!(now >= answered, "a scrape right after the traffic counts {now} of {answered} answered");
 }

@@ -329,8 +329,8 @@ fn run_reactor(
     log_file_limit: impl FnOnce(),
 ) -> ExitCode {
     let mut config = args.server_config(is_worker);
-    if let (Some(index), Some(dir)) = (workers::worker_index(), workers::shared_metrics_dir()) {
-        config.shared_metrics = Some((dir, index));
+    if let (Some(index), Some(fd)) = (workers::worker_index(), workers::shared_metrics_fd()) {
+        config.shared_metrics = Some((fd, index));
     }
     let server = specs
         .iter()
@@ -406,7 +406,7 @@ fn run_supervisor(args: &Args, specs: &[ListenSpec], log_file_limit: impl FnOnce
         program,
         args: args.worker_args(&resolved),
         startup_lines: resolved.iter().map(|spec| spec.addrs.len()).sum(),
-        metrics_dir: None,
+        metrics_fd: None,
     };
     log_file_limit();
     let listening = workers::startup_lines(&resolved);

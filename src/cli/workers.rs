@@ -22,23 +22,14 @@ use signal_hook::iterator::Signals;
 
 /// Set in a worker's environment to its index; tells `evloop-server` it is a worker.
 pub const WORKER_ENV: &str = "EVLOOP_WORKER";
-/// Set in a worker's environment to the directory where the workers share their metrics.
-pub const METRICS_DIR_ENV: &str = "EVLOOP_METRICS_DIR";
+/// Set in a worker's environment to the descriptor of the memory the workers share their
+/// metrics in (inherited from the supervisor).
+pub const METRICS_FD_ENV: &str = "EVLOOP_METRICS_FD";
 
-/// The directory this worker shares its metrics in, if it is a worker with one.
-pub fn shared_metrics_dir() -> Option<std::path::PathBuf> {
-    std::env::var_os(METRICS_DIR_ENV).map(Into::into)
-}
-
-/// A fresh directory for the workers' shared metrics: on tmpfs (`/dev/shm`) where there is
-/// one, so the once-a-second writes never touch a disk. Removed by [`supervise`] at the end.
-fn metrics_dir() -> io::Result<std::path::PathBuf> {
-    let base = std::path::Path::new("/dev/shm");
-    let base = if base.is_dir() { base.to_path_buf() } else { std::env::temp_dir() };
-    let dir = base.join(format!("evloop-metrics-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir)?;
-    Ok(dir)
+/// The descriptor of the memory this worker shares its metrics in, if it is a worker with
+/// one.
+pub fn shared_metrics_fd() -> Option<i32> {
+    std::env::var(METRICS_FD_ENV).ok()?.parse().ok()
 }
 
 /// A worker that dies sooner than this after starting counts as crashing at start-up.
@@ -72,8 +63,9 @@ pub struct WorkerCommand {
     pub args: Vec<String>,
     /// Startup lines to wait for.
     pub startup_lines: usize,
-    /// Where the workers share their metrics (set by [`supervise`]).
-    pub metrics_dir: Option<std::path::PathBuf>,
+    /// The memory the workers share their metrics in (set by [`supervise`]): a slot per
+    /// worker, which a worker restarted in its place takes over.
+    pub metrics_fd: Option<i32>,
 }
 
 struct Worker {
@@ -92,7 +84,7 @@ impl WorkerCommand {
         command
             .args(&self.args)
             .env(WORKER_ENV, index.to_string())
-            .envs(self.metrics_dir.iter().map(|dir| (METRICS_DIR_ENV, dir.as_os_str())))
+            .envs(self.metrics_fd.iter().map(|fd| (METRICS_FD_ENV, fd.to_string())))
             // The supervisor speaks to systemd for all of them.
             .env_remove(crate::sys::notify::NOTIFY_SOCKET)
             .stdin(Stdio::null())
@@ -116,13 +108,14 @@ impl WorkerCommand {
 /// Starts `count` workers, then supervises them until SIGINT/SIGTERM and their exit. Calls
 /// `ready` once all of them listen. Returns the workers' summaries added up.
 pub fn supervise(command: &WorkerCommand, count: usize, ready: impl FnOnce()) -> io::Result<RunSummary> {
+    use std::os::fd::AsRawFd as _;
     let mut command = command.clone();
-    command.metrics_dir = Some(metrics_dir()?);
-    let result = supervise_workers(&command, count, ready);
-    if let Some(dir) = &command.metrics_dir {
-        let _ = std::fs::remove_dir_all(dir);
-    }
-    result
+    // Made before any worker and kept open (inheritable) for the workers restarted later;
+    // anonymous, so nothing is left behind however this process ends.
+    let shared =
+        crate::sys::shared_memory::SharedWords::create_file(count * crate::reactor::METRICS_SLOT_WORDS)?;
+    command.metrics_fd = Some(shared.as_raw_fd());
+    supervise_workers(&command, count, ready)
 }
 
 fn supervise_workers(command: &WorkerCommand, count: usize, ready: impl FnOnce()) -> io::Result<RunSummary> {

@@ -4,54 +4,330 @@
 //! listener. Rendered on request, from the counters the reactor keeps anyway: a scrape costs
 //! the loop one pass over the services, nothing per message.
 //!
-//! Under `--workers`, each worker also writes its samples once a second to a file in a
-//! directory the supervisor made (on tmpfs where there is one), and whichever worker a
-//! scrape reaches adds up its own live samples and the others' latest: every scrape shows
-//! totals over all workers, at most a second old for the others.
+//! Under `--workers`, whichever worker a scrape reaches must answer for all of them, and a
+//! counter must never go down from one scrape to the next (Prometheus reads a decrease as a
+//! restart and adds the whole value to `rate()`). So the supervisor makes one block of
+//! shared memory with a slot per worker (`sys/shared_memory.rs`), the model of the
+//! Prometheus Python client's multiprocess mode; each worker stores its samples in its own
+//! slot before any reply leaves it (at the start of each flush) and at the end of each turn,
+//! and the worker answering a scrape adds up every slot. Each stored word only grows, so
+//! every sum only grows, whichever worker answers, and it includes everything a client has
+//! seen an answer to. A worker that replaces a dead one starts its counters from the dead
+//! one's last values, which stay in the slot: the totals do not drop.
 
-use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::sync::atomic::Ordering;
 
 use super::Reactor;
-use crate::server::stats::EVENT_BUCKETS;
+use crate::server::stats::{EVENT_BUCKETS, Stats};
+use crate::sys::shared_memory::SharedWords;
 
-/// How often a worker shares its samples with the others.
-pub(super) const SHARE_EVERY: Duration = Duration::from_secs(1);
+/// Words per worker slot: a header (the layout's hash, the number of samples) and the
+/// samples, each an `f64` stored as its bits. Far more than any layout needs (about 50
+/// samples and one per listener); a layout that does not fit is not shared (logged).
+pub(crate) const SLOT_WORDS: usize = 4096;
+/// The header of a slot: the layout's hash, then the number of samples.
+const HEADER_WORDS: usize = 2;
 
-/// Sharing samples between workers: this worker's file, and the directory of all of them.
-#[derive(Debug)]
-pub(super) struct SharedSamples {
-    dir: PathBuf,
-    own: PathBuf,
-    pub next: Instant,
+/// How a family's samples behave.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    Counter,
+    Gauge,
+    Histogram,
 }
 
-impl SharedSamples {
-    pub fn new(dir: PathBuf, worker: usize, now: Instant) -> SharedSamples {
-        let own = dir.join(format!("worker-{worker}"));
-        SharedSamples { dir, own, next: now }
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Counter => "counter",
+            Kind::Gauge => "gauge",
+            Kind::Histogram => "histogram",
+        }
     }
 }
 
-/// One metric: its help, its type, and its samples (labels, value).
+/// One metric family.
+#[derive(Debug)]
 struct Family {
     name: &'static str,
-    kind: &'static str,
+    kind: Kind,
     help: &'static str,
-    samples: Vec<(String, f64)>,
 }
 
-/// How samples of one name combine over workers: sums, but the longest wakeup is the
+/// Which sample of its family a value is: rendered into labels only when a scrape is
+/// answered, so storing the samples costs no formatting.
+#[derive(Clone, Copy, Debug)]
+enum Label {
+    None,
+    /// `{handler=..,listen=..}` of service `i`.
+    Listener(usize),
+    /// `{reason=..}`.
+    Reason(&'static str),
+    /// `_bucket{le=..}` number `i` of a histogram.
+    Bucket(usize),
+    /// `_sum` of a histogram.
+    Sum,
+    /// `_count` of a histogram.
+    Count,
+}
+
+macro_rules! family {
+    ($name:literal, $kind:ident, $help:literal) => {
+        &Family { name: $name, kind: Kind::$kind, help: $help }
+    };
+}
+
+/// The samples this worker shares, and the slots of all workers.
+#[derive(Debug)]
+pub(crate) struct SharedMetrics {
+    region: SharedWords,
+    /// This worker's slot.
+    own: usize,
+    /// Where this worker's counters start: the last values of the worker it replaced (0
+    /// for gauges, which are its own only).
+    base: Vec<f64>,
+    /// The hash of this worker's layout: a slot with another layout is not added.
+    layout: u64,
+}
+
+impl SharedMetrics {
+    /// Worker `worker`'s view of the shared block `region`.
+    pub fn new(region: SharedWords, worker: usize) -> SharedMetrics {
+        SharedMetrics { region, own: worker, base: Vec::new(), layout: 0 }
+    }
+
+    fn slots(&self) -> impl Iterator<Item = &[std::sync::atomic::AtomicU64]> {
+        self.region.words().chunks_exact(SLOT_WORDS)
+    }
+
+    fn own_slot(&self) -> Option<&[std::sync::atomic::AtomicU64]> {
+        self.region.words().chunks_exact(SLOT_WORDS).nth(self.own)
+    }
+}
+
+/// The samples of one slot, if it holds `count` samples of the layout `hash`.
+fn slot_samples(slot: &[std::sync::atomic::AtomicU64], hash: u64, count: usize) -> Option<Vec<f64>> {
+    if slot[0].load(Ordering::Acquire) != hash || slot[1].load(Ordering::Acquire) != count as u64 {
+        return None;
+    }
+    Some(
+        slot[HEADER_WORDS..HEADER_WORDS + count]
+            .iter()
+            .map(|word| f64::from_bits(word.load(Ordering::Relaxed)))
+            .collect(),
+    )
+}
+
+/// How samples of one family combine over workers: sums, but the longest wakeup is the
 /// longest of any.
-fn combine(name: &str, a: f64, b: f64) -> f64 {
-    if name == "evloop_longest_wakeup_seconds" { a.max(b) } else { a + b }
+fn combine(family: &Family, a: f64, b: f64) -> f64 {
+    if family.name == "evloop_longest_wakeup_seconds" { a.max(b) } else { a + b }
 }
 
 impl Reactor {
+    /// Calls `emit` for each sample, in one fixed order (the layout every worker of one
+    /// command line shares).
+    fn visit_samples(&self, stats: &Stats, mut emit: impl FnMut(&'static Family, Label, f64)) {
+        let mut one = |family: &'static Family, value: u64| emit(family, Label::None, value as f64);
+        one(
+            family!("evloop_connections_open", Gauge, "Client connections open now."),
+            self.conns.len() as u64,
+        );
+        let listeners = family!(
+            "evloop_listener_connections_open",
+            Gauge,
+            "Client connections open now, per listener (handler and its addresses)."
+        );
+        for (index, service) in self.services.iter().enumerate() {
+            emit(listeners, Label::Listener(index), service.members.len() as f64);
+        }
+        let mut one = |family: &'static Family, value: u64| emit(family, Label::None, value as f64);
+        one(
+            family!("evloop_connections_accepted_total", Counter, "Connections accepted."),
+            stats.connections_accepted,
+        );
+        one(
+            family!(
+                "evloop_connections_rejected_total",
+                Counter,
+                "Connections turned away with ERR server full."
+            ),
+            stats.connections_rejected,
+        );
+        let closed = family!("evloop_connections_closed_total", Counter, "Connections closed, by reason.");
+        for (reason, count) in [
+            ("client", stats.closed_by_client),
+            ("idle_timeout", stats.closed_idle),
+            ("slow_consumer", stats.closed_slow),
+            ("error", stats.closed_error),
+            ("other", stats.closed_other),
+        ] {
+            emit(closed, Label::Reason(reason), count as f64);
+        }
+        let mut one = |family: &'static Family, value: u64| emit(family, Label::None, value as f64);
+        one(
+            family!("evloop_messages_received_total", Counter, "Messages decoded and handled."),
+            stats.messages_in,
+        );
+        one(
+            family!("evloop_messages_sent_total", Counter, "Messages queued to clients."),
+            stats.messages_out,
+        );
+        one(family!("evloop_received_bytes_total", Counter, "Bytes read from clients."), stats.bytes_in);
+        one(family!("evloop_sent_bytes_total", Counter, "Bytes written to clients."), stats.bytes_out);
+        one(
+            family!("evloop_frame_errors_total", Counter, "Malformed input answered with ERR."),
+            stats.frame_errors,
+        );
+        one(
+            family!(
+                "evloop_backpressure_pauses_total",
+                Counter,
+                "Times a connection's reading paused because its replies backed up."
+            ),
+            stats.reading_paused,
+        );
+        one(
+            family!(
+                "evloop_accept_pauses_total",
+                Counter,
+                "Times accepting paused because descriptors or socket memory ran out."
+            ),
+            stats.accept_pauses,
+        );
+        one(
+            family!(
+                "evloop_datagrams_dropped_total",
+                Counter,
+                "UDP replies dropped because the socket and its queue were full."
+            ),
+            stats.datagrams_dropped,
+        );
+        one(family!("evloop_wakeups_total", Counter, "Times the poll returned."), stats.wakeups);
+        let histogram = family!(
+            "evloop_events_per_wakeup",
+            Histogram,
+            "Readiness events handled per wakeup: how many clients share one turn."
+        );
+        let mut cumulative = 0;
+        for (index, count) in stats.events_per_wakeup.iter().enumerate() {
+            cumulative += count;
+            emit(histogram, Label::Bucket(index), cumulative as f64);
+        }
+        emit(histogram, Label::Sum, stats.events as f64);
+        emit(histogram, Label::Count, stats.wakeups as f64);
+        emit(
+            family!(
+                "evloop_longest_wakeup_seconds",
+                Gauge,
+                "The longest time one wakeup took: how long every other client waited."
+            ),
+            Label::None,
+            stats.longest_wakeup.as_secs_f64(),
+        );
+        if self.backplane.is_some() {
+            let mut one = |family: &'static Family, value: u64| emit(family, Label::None, value as f64);
+            one(
+                family!("evloop_backplane_links_up", Gauge, "Backplane links up (of 2)."),
+                stats.backplane_links_up as u64,
+            );
+            one(
+                family!("evloop_backplane_published_total", Counter, "Room lines published."),
+                stats.backplane_published,
+            );
+            one(
+                family!(
+                    "evloop_backplane_publish_dropped_total",
+                    Counter,
+                    "Room lines not published (link down, engine behind)."
+                ),
+                stats.backplane_publish_dropped,
+            );
+            one(
+                family!("evloop_backplane_received_total", Counter, "Room lines received."),
+                stats.backplane_received,
+            );
+            one(
+                family!("evloop_backplane_gaps_total", Counter, "Room lines known missed."),
+                stats.backplane_gaps,
+            );
+            one(
+                family!("evloop_backplane_reconnects_total", Counter, "Times a backplane link came back."),
+                stats.backplane_reconnects,
+            );
+        }
+    }
+
+    /// Brings what is kept beside `self.stats` (open connections, the backplane's
+    /// counters) into it.
+    fn current_stats(&mut self) {
+        self.stats.connections_open = self.conns.len();
+        if let Some(backplane) = &self.backplane {
+            self.stats.set_backplane(backplane.counters());
+        }
+    }
+
+    /// Under `--workers`: takes this worker's slot, continuing from the counters a dead
+    /// predecessor left there. Called once, before the first turn.
+    pub(super) fn claim_metrics_slot(&mut self) {
+        let Some(mut shared) = self.shared_metrics.take() else { return };
+        let mut layout = Vec::new();
+        self.visit_samples(&self.stats, |family, label, _| layout.push((family, label)));
+        let hash = layout_hash(&layout, self);
+        let count = layout.len();
+        if HEADER_WORDS + count > SLOT_WORDS {
+            log::warn!("too many metrics to share with the other workers; samples={count}");
+            return;
+        }
+        let Some(slot) = shared.own_slot() else {
+            log::warn!("no metrics slot for this worker; worker={}", shared.own);
+            return;
+        };
+        let left = slot_samples(slot, hash, count).unwrap_or_else(|| vec![0.0; count]);
+        let base: Vec<f64> = layout
+            .iter()
+            .zip(left)
+            .map(|((family, _), value)| if family.kind == Kind::Gauge { 0.0 } else { value })
+            .collect();
+        // The values first, then the header that says whose they are.
+        for (word, value) in slot[HEADER_WORDS..].iter().zip(&base) {
+            word.store(value.to_bits(), Ordering::Relaxed);
+        }
+        slot[1].store(count as u64, Ordering::Release);
+        slot[0].store(hash, Ordering::Release);
+        shared.base = base;
+        shared.layout = hash;
+        self.shared_metrics = Some(shared);
+        self.publish_metrics();
+    }
+
+    /// Under `--workers`: stores this worker's samples in its slot, so that a scrape any
+    /// worker answers includes them. Called before any reply leaves (a flush) and at the end
+    /// of each turn; without workers, one branch.
+    #[inline]
+    pub(super) fn publish_metrics(&mut self) {
+        if self.shared_metrics.is_some() {
+            self.store_samples();
+        }
+    }
+
+    fn store_samples(&mut self) {
+        let Some(shared) = self.shared_metrics.take() else { return };
+        self.current_stats();
+        if let Some(slot) = shared.own_slot() {
+            let mut index = 0;
+            self.visit_samples(&self.stats, |_, _, value| {
+                let value = value + shared.base.get(index).copied().unwrap_or(0.0);
+                slot[HEADER_WORDS + index].store(value.to_bits(), Ordering::Relaxed);
+                index += 1;
+            });
+        }
+        self.shared_metrics = Some(shared);
+    }
+
     /// A whole HTTP/1.1 200 response carrying the metrics.
-    pub(super) fn metrics_response(&self) -> Vec<u8> {
+    pub(super) fn metrics_response(&mut self) -> Vec<u8> {
         let body = self.metrics_text();
         let mut response = format!(
             "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
@@ -62,244 +338,83 @@ impl Reactor {
         response
     }
 
-    fn metrics_text(&self) -> String {
-        let mut families = self.families();
-        if let Some(shared) = &self.shared_samples {
-            add_others(&mut families, &shared.dir, &shared.own);
+    fn metrics_text(&mut self) -> String {
+        self.publish_metrics();
+        self.current_stats();
+        let mut samples: Vec<(&'static Family, Label, f64)> = Vec::new();
+        self.visit_samples(&self.stats, |family, label, value| samples.push((family, label, value)));
+        if let Some(shared) = &self.shared_metrics {
+            // Every slot, this worker's included (it holds the base and the values just
+            // stored), in place of the live values.
+            let mut sums: Option<Vec<f64>> = None;
+            for slot in shared.slots() {
+                let Some(values) = slot_samples(slot, shared.layout, samples.len()) else { continue };
+                sums = Some(match sums {
+                    None => values,
+                    Some(sums) => sums
+                        .into_iter()
+                        .zip(values)
+                        .zip(&samples)
+                        .map(|((sum, value), (family, _, _))| combine(family, sum, value))
+                        .collect(),
+                });
+            }
+            if let Some(sums) = sums {
+                for ((_, _, value), sum) in samples.iter_mut().zip(sums) {
+                    *value = sum;
+                }
+            }
         }
         let mut text = String::new();
-        for family in &families {
-            let _ = writeln!(text, "# HELP {} {}", family.name, family.help);
-            let _ = writeln!(text, "# TYPE {} {}", family.name, family.kind);
-            for (labels, value) in &family.samples {
-                let _ = writeln!(text, "{}{labels} {value}", family.name);
+        let mut last: Option<&'static str> = None;
+        for (family, label, value) in samples {
+            if last != Some(family.name) {
+                let _ = writeln!(text, "# HELP {} {}", family.name, family.help);
+                let _ = writeln!(text, "# TYPE {} {}", family.name, family.kind.name());
+                last = Some(family.name);
             }
+            let _ = writeln!(text, "{}{} {}", family.name, self.render_label(label), value);
         }
         text
     }
 
-    /// Writes this worker's samples for the others (once a second, atomically: a new file
-    /// renamed over the old, so a reader never sees half of one).
-    pub(super) fn share_samples(&mut self, now: Instant) {
-        let Some(shared) = &self.shared_samples else { return };
-        if now < shared.next {
-            return;
-        }
-        let mut text = String::new();
-        for family in self.families() {
-            for (labels, value) in family.samples {
-                let _ = writeln!(text, "{}{labels} {value}", family.name);
-            }
-        }
-        let shared = self.shared_samples.as_mut().expect("checked above");
-        shared.next = now + SHARE_EVERY;
-        let temporary = shared.own.with_extension("new");
-        if let Err(error) =
-            std::fs::write(&temporary, text).and_then(|()| std::fs::rename(&temporary, &shared.own))
-        {
-            log::warn!("cannot share metrics with the other workers; error={error}");
-        }
-    }
-
-    fn families(&self) -> Vec<Family> {
-        let stats = self.stats_snapshot();
-        let mut families = Vec::new();
-        let mut metric =
-            |name: &'static str, kind: &'static str, help: &'static str, samples: &[(String, String)]| {
-                let samples = samples
-                    .iter()
-                    .map(|(labels, value)| (labels.clone(), value.parse().unwrap_or(0.0)))
-                    .collect();
-                families.push(Family { name, kind, help, samples });
-            };
-        let one = |value: u64| vec![(String::new(), value.to_string())];
-        metric(
-            "evloop_connections_open",
-            "gauge",
-            "Client connections open now.",
-            &one(stats.connections_open as u64),
-        );
-        let per_listener: Vec<(String, String)> = self
-            .services
-            .iter()
-            .enumerate()
-            .map(|(index, service)| {
+    /// A sample's labels, as the text format writes them.
+    fn render_label(&self, label: Label) -> String {
+        match label {
+            Label::None => String::new(),
+            Label::Listener(index) => {
                 let listen: Vec<String> = self
                     .listeners
                     .iter()
                     .filter(|slot| slot.service == index)
                     .map(|slot| slot.addr.to_string())
                     .collect();
-                let labels = format!(
+                format!(
                     "{{handler=\"{}\",listen=\"{}\"}}",
-                    escape(&service.name),
+                    escape(&self.services[index].name),
                     escape(&listen.join(","))
-                );
-                (labels, service.members.len().to_string())
-            })
-            .collect();
-        metric(
-            "evloop_listener_connections_open",
-            "gauge",
-            "Client connections open now, per listener (handler and its addresses).",
-            &per_listener,
-        );
-        metric(
-            "evloop_connections_accepted_total",
-            "counter",
-            "Connections accepted.",
-            &one(stats.connections_accepted),
-        );
-        metric(
-            "evloop_connections_rejected_total",
-            "counter",
-            "Connections turned away with ERR server full.",
-            &one(stats.connections_rejected),
-        );
-        let closed = [
-            ("client", stats.closed_by_client),
-            ("idle_timeout", stats.closed_idle),
-            ("slow_consumer", stats.closed_slow),
-            ("error", stats.closed_error),
-            ("other", stats.closed_other),
-        ];
-        let closed: Vec<(String, String)> = closed
-            .iter()
-            .map(|(reason, count)| (format!("{{reason=\"{reason}\"}}"), count.to_string()))
-            .collect();
-        metric("evloop_connections_closed_total", "counter", "Connections closed, by reason.", &closed);
-        metric(
-            "evloop_messages_received_total",
-            "counter",
-            "Messages decoded and handled.",
-            &one(stats.messages_in),
-        );
-        metric(
-            "evloop_messages_sent_total",
-            "counter",
-            "Messages queued to clients.",
-            &one(stats.messages_out),
-        );
-        metric("evloop_received_bytes_total", "counter", "Bytes read from clients.", &one(stats.bytes_in));
-        metric("evloop_sent_bytes_total", "counter", "Bytes written to clients.", &one(stats.bytes_out));
-        metric(
-            "evloop_frame_errors_total",
-            "counter",
-            "Malformed input answered with ERR.",
-            &one(stats.frame_errors),
-        );
-        metric(
-            "evloop_backpressure_pauses_total",
-            "counter",
-            "Times a connection's reading paused because its replies backed up.",
-            &one(stats.reading_paused),
-        );
-        metric(
-            "evloop_accept_pauses_total",
-            "counter",
-            "Times accepting paused because descriptors or socket memory ran out.",
-            &one(stats.accept_pauses),
-        );
-        metric(
-            "evloop_datagrams_dropped_total",
-            "counter",
-            "UDP replies dropped because the socket and its queue were full.",
-            &one(stats.datagrams_dropped),
-        );
-        metric("evloop_wakeups_total", "counter", "Times the poll returned.", &one(stats.wakeups));
-        let mut buckets = Vec::new();
-        let mut cumulative = 0;
-        for (index, count) in stats.events_per_wakeup.iter().enumerate() {
-            cumulative += count;
-            let le = if index + 1 == EVENT_BUCKETS {
-                "+Inf".to_string()
-            } else {
-                ((1u64 << index) - 1).to_string()
-            };
-            buckets.push((format!("_bucket{{le=\"{le}\"}}"), cumulative.to_string()));
+                )
+            }
+            Label::Reason(reason) => format!("{{reason=\"{reason}\"}}"),
+            Label::Bucket(index) if index + 1 == EVENT_BUCKETS => "_bucket{le=\"+Inf\"}".to_string(),
+            Label::Bucket(index) => format!("_bucket{{le=\"{}\"}}", (1u64 << index) - 1),
+            Label::Sum => "_sum".to_string(),
+            Label::Count => "_count".to_string(),
         }
-        buckets.push(("_sum".to_string(), stats.events.to_string()));
-        buckets.push(("_count".to_string(), stats.wakeups.to_string()));
-        metric(
-            "evloop_events_per_wakeup",
-            "histogram",
-            "Readiness events handled per wakeup: how many clients share one turn.",
-            &buckets,
-        );
-        metric(
-            "evloop_longest_wakeup_seconds",
-            "gauge",
-            "The longest time one wakeup took: how long every other client waited.",
-            &[(String::new(), format!("{:.6}", stats.longest_wakeup.as_secs_f64()))],
-        );
-        if stats.backplane_links > 0 {
-            metric(
-                "evloop_backplane_links_up",
-                "gauge",
-                "Backplane links up (of 2).",
-                &one(stats.backplane_links_up as u64),
-            );
-            metric(
-                "evloop_backplane_published_total",
-                "counter",
-                "Room lines published.",
-                &one(stats.backplane_published),
-            );
-            metric(
-                "evloop_backplane_publish_dropped_total",
-                "counter",
-                "Room lines not published (link down, engine behind).",
-                &one(stats.backplane_publish_dropped),
-            );
-            metric(
-                "evloop_backplane_received_total",
-                "counter",
-                "Room lines received.",
-                &one(stats.backplane_received),
-            );
-            metric(
-                "evloop_backplane_gaps_total",
-                "counter",
-                "Room lines known missed.",
-                &one(stats.backplane_gaps),
-            );
-            metric(
-                "evloop_backplane_reconnects_total",
-                "counter",
-                "Times a backplane link came back.",
-                &one(stats.backplane_reconnects),
-            );
-        }
-        families
     }
 }
 
-/// Adds the other workers' latest samples (the files in `dir` but `own`) into `families`.
-fn add_others(families: &mut [Family], dir: &Path, own: &Path) {
-    let Ok(entries) = std::fs::read_dir(dir) else { return };
-    let mut others: BTreeMap<String, f64> = BTreeMap::new();
-    for entry in entries.flatten() {
-        let path = entry.path();
-        if path == own || path.extension().is_some() {
-            continue;
-        }
-        let Ok(text) = std::fs::read_to_string(&path) else { continue };
-        for line in text.lines() {
-            let Some((series, value)) = line.rsplit_once(' ') else { continue };
-            let Ok(value) = value.parse::<f64>() else { continue };
-            let name = series.split('{').next().unwrap_or(series);
-            let entry = others.entry(series.to_string()).or_insert(0.0);
-            *entry = combine(name, *entry, value);
+/// A hash (FNV-1a) of the series in `layout`, names and labels: workers of one command line
+/// share it, so their slots add up sample by sample.
+fn layout_hash(layout: &[(&'static Family, Label)], reactor: &Reactor) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for (family, label) in layout {
+        for byte in family.name.bytes().chain(reactor.render_label(*label).into_bytes()).chain([0]) {
+            hash = (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3);
         }
     }
-    for family in families.iter_mut() {
-        for (labels, value) in &mut family.samples {
-            let series = format!("{}{labels}", family.name);
-            if let Some(other) = others.remove(&series) {
-                *value = combine(family.name, *value, other);
-            }
-        }
-    }
+    // Never 0, which an unused slot holds.
+    hash | 1
 }
 
 /// A label value, escaped as the text format wants (backslash, quote, newline).

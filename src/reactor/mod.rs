@@ -73,6 +73,7 @@ use crate::sys::transport::Listener;
 pub(crate) use service::Service;
 
 pub(crate) use close::CloseReason;
+pub(crate) use metrics::SLOT_WORDS as METRICS_SLOT_WORDS;
 
 /// Wakes the poll when a [`ServerHandle`] sends a command.
 const WAKER: Token = Token(usize::MAX);
@@ -177,7 +178,7 @@ pub(crate) struct Reactor {
     /// `--trace-file`: the timeline being recorded (`recording.rs`); `None`, the usual.
     recording: Option<recording::Recording>,
     /// Under `--workers`: metrics shared with the other workers (`metrics.rs`).
-    shared_samples: Option<metrics::SharedSamples>,
+    shared_metrics: Option<metrics::SharedMetrics>,
 }
 
 impl Reactor {
@@ -262,10 +263,7 @@ impl Reactor {
             files_open: 0,
             file_waiters: files::FileWaiters::new(),
             recording,
-            shared_samples: config
-                .shared_metrics
-                .clone()
-                .map(|(dir, worker)| metrics::SharedSamples::new(dir, worker, now)),
+            shared_metrics: shared_metrics(config),
         };
         Ok((reactor, handle))
     }
@@ -280,6 +278,7 @@ impl Reactor {
             self.limits.max_frame,
             self.limits.max_output
         );
+        self.claim_metrics_slot();
         let mut events = Events::with_capacity(EVENTS_PER_POLL);
         loop {
             let timeout = self.poll_timeout(Instant::now());
@@ -310,6 +309,7 @@ impl Reactor {
                 backplane.flush(woke);
             }
             self.close_queued();
+            self.publish_metrics();
             let busy = woke.elapsed();
             self.stats.record_wakeup(event_count, busy);
             self.trace.finish(self.stats.wakeups, event_count, busy, &self.stats);
@@ -358,7 +358,6 @@ impl Reactor {
             self.lingering.front().map(|&(until_ms, _)| self.started + Duration::from_millis(until_ms)),
             backplane,
             self.raw_hint.next_due(),
-            self.shared_samples.as_ref().map(|shared| shared.next),
         ]
         .into_iter()
         .flatten()
@@ -461,7 +460,6 @@ impl Reactor {
             backplane.on_timers(self.poll.registry(), now);
         }
         self.resume_accepting(now);
-        self.share_samples(now);
         self.check_unterminated(now);
         self.expire_idle(now);
         self.expire_lingering(now);
@@ -557,5 +555,17 @@ impl Reactor {
             stats.set_backplane(backplane.counters());
         }
         stats
+    }
+}
+
+/// Under `--workers`: the block of metrics shared with the other workers, mapped.
+fn shared_metrics(config: &ServerConfig) -> Option<metrics::SharedMetrics> {
+    let (fd, worker) = config.shared_metrics?;
+    match crate::sys::shared_memory::SharedWords::map_inherited(fd) {
+        Ok(region) => Some(metrics::SharedMetrics::new(region, worker)),
+        Err(error) => {
+            warn!("cannot share metrics with the other workers; error={error}");
+            None
+        }
     }
 }

@@ -169,6 +169,9 @@ impl Reactor {
     /// Writes what `key` has pending, then brings its state and poll interest up to date
     /// ([`settle`](Self::settle)).
     pub(super) fn flush(&mut self, key: usize) {
+        // Under --workers, a scrape another worker answers must count what this reply
+        // answers.
+        self.publish_metrics();
         let Some(conn) = self.conns.get_mut(key) else { return };
         conn.unqueue_for_flush();
         if conn.is_closing() {

@@ -63,6 +63,7 @@ impl Reactor {
         if self.services[service].lines.is_empty() {
             return;
         }
+        self.publish_metrics();
         // Borrowed out for the loop: writing changes no membership (closing is deferred).
         let lines = std::mem::take(&mut self.services[service].lines);
         let members = std::mem::take(&mut self.services[service].members);

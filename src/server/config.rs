@@ -72,10 +72,10 @@ pub struct ServerConfig {
     /// each connection's first bytes name the real client, which then replaces the
     /// balancer's address everywhere; a connection without a valid header is closed.
     pub proxy_protocol: bool,
-    /// Under `--workers`: (a directory all workers share, this worker's index). Each worker
-    /// writes its metrics there once a second, so a scrape that reaches any of them shows
-    /// totals over all.
-    pub shared_metrics: Option<(std::path::PathBuf, usize)>,
+    /// Under `--workers`: (the descriptor of the shared memory the supervisor made for the
+    /// workers' metrics, this worker's index). Each worker keeps its counters in its slot
+    /// there, so a scrape that reaches any of them shows totals over all.
+    pub shared_metrics: Option<(i32, usize)>,
 }
 
 /// The listen backlog asked for by default: the most the kernel allows. Linux silently caps

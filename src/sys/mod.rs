@@ -10,6 +10,7 @@
 //! - `rlimit`: the open-file limit.
 //! - `process`: a worker dies with its parent; signals to children.
 //! - `scan`: `select(2)` and `poll(2)`, for the scanning models.
+//! - `shared_memory`: memory a parent shares with its worker processes (their metrics).
 //! - `bytes`: where a byte occurs in a block, with the CPU's vector instructions (the one
 //!   `unsafe` outside system calls).
 
@@ -22,6 +23,7 @@ pub(crate) mod process;
 pub(crate) mod rlimit;
 #[cfg(feature = "cli")]
 pub(crate) mod scan;
+pub(crate) mod shared_memory;
 pub(crate) mod transport;
 
 /// 64 random bits from the kernel (`/dev/urandom`), or, should that fail, from the clock and
