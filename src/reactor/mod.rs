@@ -73,6 +73,7 @@ use crate::sys::transport::Listener;
 pub(crate) use service::Service;
 
 pub(crate) use close::CloseReason;
+#[cfg(feature = "cli")]
 pub(crate) use metrics::SLOT_WORDS as METRICS_SLOT_WORDS;
 
 /// Wakes the poll when a [`ServerHandle`] sends a command.

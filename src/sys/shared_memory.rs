@@ -26,6 +26,7 @@ impl SharedWords {
     /// A new anonymous file of `len` zeroed words, to be inherited by child processes: its
     /// descriptor is not closed on `exec`. Nothing is mapped here: the parent only hands it
     /// on (tmpfs allocates pages only where a child writes).
+    #[cfg(any(feature = "cli", test))]
     pub fn create_file(len: usize) -> io::Result<OwnedFd> {
         let name = c"evloop-shared";
         // SAFETY: `name` is a valid C string; flags 0 keeps the descriptor across exec.
