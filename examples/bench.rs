@@ -6,6 +6,11 @@
 //!   `c`, a raw edge-triggered epoll server (examples/baselines/epoll_echo.c, built here with
 //!   `cc`), and `tokio` (examples/tokio_echo.rs). Neither frames messages: they echo each read
 //!   up to its last newline. evloop decodes every line, calls the handler and encodes the reply.
+//! - **each** (the per-read cost): echo again, but the loader writes each line in a `write`
+//!   of its own and refills a connection as each reply comes back (`evloop-load
+//!   --write-each`), the way most clients write: the server finds a few lines per read
+//!   instead of a batch of 16, so what it spends per read, not per message, shows. At 1, 4
+//!   and 16 lines in flight (`--depths`) over 100 connections (`--each-connections`).
 //! - **fan-out**: one room, one sender keeping 8 lines in flight (a line is answered once every
 //!   other member has it), every member reading. Baseline: `mio` (examples/mio_fanout.rs).
 //! - **latency**: echo at a fixed open-loop rate.
@@ -15,7 +20,7 @@
 //! system apart, over the whole run; each figure is the median of the rounds. CPU time per
 //! message is the steady figure here: throughput swings 10-15% from run to run.
 //!
-//! Run:  cargo run --release --example bench                     (everything, ~20 min)
+//! Run:  cargo run --release --example bench                     (everything, ~25 min)
 //!       cargo run --release --example bench -- --counts 100 --pipelines 16 --members 1000 \
 //!           --rounds 1 --seconds 3                              (a taste)
 //!       cargo run --release --example bench -- --servers bin:/tmp/before,evloop --workloads echo
@@ -38,9 +43,15 @@ use common::CpuTime;
 /// Compares servers under evloop-load; see the module documentation.
 #[derive(Parser, Debug)]
 struct Args {
-    /// What to measure: echo, fanout, latency
-    #[arg(long, value_delimiter = ',', default_value = "echo,fanout,latency")]
+    /// What to measure: echo, each, fanout, latency
+    #[arg(long, value_delimiter = ',', default_value = "echo,each,fanout,latency")]
     workloads: Vec<String>,
+    /// Each: lines in flight per connection, each written on its own
+    #[arg(long, value_delimiter = ',', default_value = "1,4,16")]
+    depths: Vec<u32>,
+    /// Each: connections
+    #[arg(long, default_value_t = 100)]
+    each_connections: u32,
     /// Echo: connection counts
     #[arg(long, value_delimiter = ',', default_value = "100,1000,5000")]
     counts: Vec<u32>,
@@ -124,6 +135,9 @@ fn main() {
     if args.workloads.iter().any(|w| w == "echo") {
         bench.echo();
     }
+    if args.workloads.iter().any(|w| w == "each") {
+        bench.each();
+    }
     if args.workloads.iter().any(|w| w == "fanout") {
         bench.fanout();
     }
@@ -153,6 +167,27 @@ impl Bench<'_> {
                     if pipeline == 1 { "ping-pong".to_string() } else { format!("pipeline {pipeline}") };
                 self.print_rows(&format!("{} | {mode}", thousands(count as f64)), &self.args.servers, &runs);
             }
+        }
+        println!();
+    }
+
+    fn each(&self) {
+        let count = self.args.each_connections;
+        println!("Echo, 64-byte lines, each written on its own as replies come back, {count} connections:\n");
+        println!(
+            "| in flight | server | msgs/s | p50 / p99 µs | server user | server system | server CPU | loader CPU |"
+        );
+        println!("|---|---|---|---|---|---|---|---|");
+        for &depth in &self.args.depths {
+            let loader = self.loader_args(&[
+                "-c",
+                &count.to_string(),
+                "--pipeline",
+                &depth.to_string(),
+                "--write-each",
+            ]);
+            let runs = self.interleaved(&self.args.servers, Serves::Echo, &loader);
+            self.print_rows(&depth.to_string(), &self.args.servers, &runs);
         }
         println!();
     }

@@ -71,6 +71,12 @@ struct Args {
     #[arg(short = 'P', long, value_name = "K", value_parser = clap::value_parser!(u32).range(1..))]
     pipeline: Option<u32>,
 
+    /// Write each message on its own, at once (one write call per message), as most clients
+    /// do, instead of every message of a turn in one write: the server then reads a few
+    /// messages at a time, not a whole --pipeline batch
+    #[arg(long)]
+    write_each: bool,
+
     /// Open loop: messages per second in total, sent on schedule whatever the replies do
     #[arg(short = 'R', long, value_name = "R", value_parser = positive_rate)]
     rate: Option<f64>,
@@ -203,6 +209,7 @@ fn main() -> ExitCode {
     config.broadcast_closed_loop =
         args.workload == Workload::Broadcast && args.pipeline.is_some() && args.rate.is_none();
     config.rate = args.rate;
+    config.write_each = args.write_each;
     config.size = args.size;
     config.connect_rate = args.connect_rate;
     config.connect_timeout = args.connect_timeout;

@@ -75,6 +75,10 @@ pub struct LoadConfig {
     /// has it, so the run goes as fast as the room can fan out. Otherwise broadcast is open
     /// loop, at `rate` or `DEFAULT_BROADCAST_RATE` (1,000 lines/s).
     pub broadcast_closed_loop: bool,
+    /// Each message in a `write` of its own, at once, as most clients write (a chat client,
+    /// a request per call): the server then finds a few messages per read, not a batch of
+    /// `pipeline` of them (`--write-each`).
+    pub write_each: bool,
 }
 
 impl Default for LoadConfig {
@@ -101,6 +105,7 @@ impl Default for LoadConfig {
             files: None,
             latency_spectrum: false,
             broadcast_closed_loop: false,
+            write_each: false,
         }
     }
 }
@@ -282,6 +287,9 @@ impl LoadConfig {
         if self.latency_spectrum {
             args.push("--latency".to_string());
         }
+        if self.write_each {
+            args.push("--write-each".to_string());
+        }
         args
     }
 
@@ -289,6 +297,9 @@ impl LoadConfig {
     pub fn mode(&self) -> String {
         match self.open_loop_rate() {
             Some(rate) => format!("open loop at {rate} msgs/s"),
+            None if self.write_each => {
+                format!("closed loop, pipeline {}, a write per message", self.pipeline)
+            }
             None => format!("closed loop, pipeline {}", self.pipeline),
         }
     }

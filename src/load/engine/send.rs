@@ -141,7 +141,12 @@ impl Engine<'_> {
         }
         let conn = &self.conns[key];
         if !conn.output.is_empty() || !conn.queued_datagrams.is_empty() {
-            self.queue_flush(key);
+            if self.config.write_each && !conn.queued_for_flush {
+                // Now, in a write of its own (unless output is already waiting).
+                self.flush(key);
+            } else {
+                self.queue_flush(key);
+            }
         }
     }
 
