@@ -72,12 +72,16 @@
 
 mod backplane;
 pub mod codec;
+mod config;
 pub mod handlers;
 #[cfg(feature = "cli")]
 mod models;
+mod preamble;
 mod reactor;
 mod server;
+mod stats;
 mod sys;
+mod timeline;
 
 #[cfg(feature = "cli")]
 pub mod cli;
@@ -86,10 +90,10 @@ pub mod load;
 
 pub use backplane::BackplaneUrl;
 pub use codec::Codec;
+pub use config::{ListenSpec, ServerConfig};
 pub use handlers::{ConnId, Handler, Outbox, Peer, Recipient};
 pub use reactor::control::ServerHandle;
-pub use server::config::{ListenSpec, ServerConfig};
-pub use server::stats::{PoolStats, RunSummary, Stats};
 pub use server::{Listening, RunningServer, Server, ServerBuilder, StartError};
+pub use stats::{PoolStats, RunSummary, Stats};
 pub use sys::address::{ListenAddr, PeerAddr};
 pub use sys::rlimit::{FileLimit, raise_file_limit};

@@ -15,7 +15,7 @@ use mio::{Interest, Registry, Token};
 
 use super::BackplaneUrl;
 use crate::sys::nonblocking::{interrupted, would_block};
-use crate::sys::transport::Stream;
+use crate::sys::socket::Stream;
 
 /// The first retry after a failure.
 pub const FIRST_RETRY: Duration = Duration::from_millis(100);

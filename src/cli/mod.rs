@@ -10,11 +10,11 @@ pub mod workers;
 
 use std::process::ExitCode;
 
+pub use crate::config::DEFAULT_BACKLOG;
 pub use crate::models::{BlockingService, Model, bind as bind_model, run as run_model};
-pub use crate::server::config::DEFAULT_BACKLOG;
 pub use crate::sys::notify::notify;
 pub use crate::sys::rlimit::file_limit;
-pub use crate::sys::transport::reserve_port;
+pub use crate::sys::socket::reserve_port;
 
 /// Parses the command line of `program`. `--help` and `--version` print and exit 0; a usage
 /// error is one line on stderr and exit code 2, as both binaries document.

@@ -12,9 +12,9 @@ use std::io::{self, BufRead, BufReader, Read};
 use std::process::{Child, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::config::ListenSpec;
 use crate::server::Listening;
-use crate::server::config::ListenSpec;
-use crate::server::stats::RunSummary;
+use crate::stats::RunSummary;
 use crate::sys::process::{make_worker, send_signal};
 use log::{error, info, warn};
 use signal_hook::consts::{SIGCHLD, SIGHUP, SIGINT, SIGTERM};

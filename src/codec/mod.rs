@@ -13,8 +13,8 @@ mod fixed;
 mod length;
 mod line;
 mod newlines;
-pub(crate) mod proxy;
 mod raw;
+mod simd;
 
 use std::fmt;
 use std::str::FromStr;

@@ -4,7 +4,7 @@
 //! line with `memchr` instead costs a call and a vector loop per line, which for short lines
 //! was a third of the server's own time per message (docs/benchmarks.md, "Speed").
 
-use crate::sys::bytes::positions_of;
+use super::simd::positions_of;
 
 /// The size of a block scanned at once.
 const BLOCK: usize = 64;

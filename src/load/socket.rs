@@ -10,7 +10,7 @@ use std::net::{IpAddr, SocketAddr};
 use mio::net::UdpSocket;
 
 use crate::sys::address::ListenAddr;
-use crate::sys::transport::{Stream, forward_source};
+use crate::sys::socket::{Stream, forward_source};
 
 /// See the module documentation.
 #[derive(Debug)]

@@ -10,11 +10,11 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use crate::codec::{Codec, FrameError};
+use crate::config::Limits;
 use crate::handlers::work::busy_work;
 use crate::handlers::{ConnId, Handler, Intent, Outbox, Peer, Recipient};
-use crate::server::config::Limits;
-use crate::server::timeline::Timeline;
 use crate::sys::address::PeerAddr;
+use crate::timeline::Timeline;
 
 /// How often a blocked read wakes up to check whether the server is stopping.
 pub const STOP_CHECK: Duration = Duration::from_millis(100);

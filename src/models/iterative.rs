@@ -18,10 +18,10 @@ use signal_hook_mio::v1_0::Signals;
 
 use super::BlockingService;
 use super::blocking::{self, Alone, Client};
+use crate::config::Limits;
 use crate::handlers::ConnId;
-use crate::server::config::Limits;
-use crate::server::stats::RunSummary;
-use crate::server::timeline::Timeline;
+use crate::stats::RunSummary;
+use crate::timeline::Timeline;
 
 const SIGNALS: Token = Token(usize::MAX);
 

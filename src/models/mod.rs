@@ -25,10 +25,10 @@ use std::io;
 use std::str::FromStr;
 
 use crate::codec::Codec;
+use crate::config::{ListenSpec, ServerConfig};
 use crate::handlers::{self, Handler};
-use crate::server::config::{ListenSpec, ServerConfig};
-use crate::server::stats::RunSummary;
 use crate::server::{Listening, StartError};
+use crate::stats::RunSummary;
 use crate::sys::address::ListenAddr;
 
 /// How the server shares its CPUs among clients.
@@ -118,7 +118,7 @@ pub fn bind(
                 )));
             };
             let listener: std::net::TcpListener =
-                crate::sys::transport::listen_socket(*socket_addr, config.backlog, false)
+                crate::sys::socket::listen_socket(*socket_addr, config.backlog, false)
                     .map_err(|source| StartError::Bind { addr: addr.clone(), source })?
                     .into();
             let bound = ListenAddr::Tcp(listener.local_addr().map_err(StartError::Io)?);

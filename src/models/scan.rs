@@ -21,10 +21,10 @@ use slab::Slab;
 
 use super::BlockingService;
 use crate::codec::{Codec, Decoder};
+use crate::config::Limits;
 use crate::handlers::work::busy_work;
 use crate::handlers::{ConnId, Intent, Outbox, Peer, Recipient};
-use crate::server::config::Limits;
-use crate::server::stats::{RunSummary, Stats};
+use crate::stats::{RunSummary, Stats};
 use crate::sys::address::PeerAddr;
 use crate::sys::nonblocking::{interrupted, would_block};
 use crate::sys::scan::{self, FD_SETSIZE, Watch};

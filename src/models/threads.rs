@@ -24,10 +24,10 @@ use signal_hook_mio::v1_0::Signals;
 use super::BlockingService;
 use super::blocking::{self, Client, Room, lock};
 use crate::codec::Codec;
+use crate::config::Limits;
 use crate::handlers::{ConnId, Handler, Outbox, Peer, Recipient};
-use crate::server::config::Limits;
-use crate::server::stats::RunSummary;
-use crate::server::timeline::Timeline;
+use crate::stats::RunSummary;
+use crate::timeline::Timeline;
 
 const SIGNALS: Token = Token(usize::MAX);
 /// Stack of a connection thread: enough for a handler and a codec, small enough for
@@ -189,7 +189,7 @@ pub fn run(services: Vec<BlockingService>, config: &Limits) -> io::Result<RunSum
     let summary = RunSummary {
         uptime: started.elapsed(),
         workers: 1,
-        stats: crate::server::stats::Stats {
+        stats: crate::stats::Stats {
             connections_accepted: counters.accepted.load(Ordering::Acquire),
             messages_in: counters.messages_in.load(Ordering::Acquire),
             messages_out: counters.messages_out.load(Ordering::Acquire),

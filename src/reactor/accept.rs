@@ -15,7 +15,7 @@ use super::{ACCEPT_BACKOFF, ACCEPTS_PER_TURN, FIRST_DATAGRAM, Reactor};
 use crate::handlers::{ConnId, Peer};
 use crate::sys::address::PeerAddr;
 use crate::sys::nonblocking::{client_gave_up, interrupted, out_of_resources, would_block};
-use crate::sys::transport::Stream;
+use crate::sys::socket::Stream;
 
 impl Reactor {
     /// Accepts from listener `index` until its backlog is empty or the turn's budget is spent.

@@ -5,7 +5,7 @@
 //! back when it ends, so a million idle connections hold no buffers at all, and a busy
 //! server reuses the same few instead of going to the allocator for each.
 
-use crate::server::stats::PoolStats;
+use crate::stats::PoolStats;
 
 /// Capacity of a fresh buffer: a few replies, or a partial message of typical size.
 const FRESH_CAPACITY: usize = 4 * 1024;

@@ -13,7 +13,7 @@ use crate::codec::{Codec, Decoder};
 use crate::handlers::Outbox;
 use crate::sys::address::PeerAddr;
 use crate::sys::nonblocking::{interrupted, would_block};
-use crate::sys::transport::Stream;
+use crate::sys::socket::Stream;
 
 /// Whether the reactor reads from a connection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

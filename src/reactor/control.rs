@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use mio::{Registry, Token, Waker};
 
-use crate::server::stats::Stats;
+use crate::stats::Stats;
 
 /// How long [`ServerHandle::stats`] waits for the reactor before giving up.
 const STATS_REPLY_TIMEOUT: Duration = Duration::from_secs(10);

@@ -137,7 +137,7 @@ impl Reactor {
         let Some(conn) = self.conns.get_mut(key) else { return };
         let mut input = conn.take_partial_input().unwrap_or_else(|| self.pool.take());
         input.extend_from_slice(bytes);
-        match crate::codec::proxy::parse(&input) {
+        match crate::preamble::parse(&input) {
             Ok(None) => conn.keep_partial_input(input, &mut self.pool),
             Ok(Some(header)) => {
                 conn.proxy_header_received(header.source);

@@ -19,7 +19,7 @@ use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
 
 use super::Reactor;
-use crate::server::stats::{EVENT_BUCKETS, Stats};
+use crate::stats::{EVENT_BUCKETS, Stats};
 use crate::sys::shared_memory::SharedWords;
 
 /// Words per worker slot: a header (the layout's hash, the number of samples) and the

@@ -63,12 +63,12 @@ use reporter::Reporter;
 use timer_wheel::{Entry, TimerWheel};
 use trace::WakeupTrace;
 
+use crate::config::{Limits, ServerConfig};
 use crate::handlers::Outbox;
-use crate::server::config::{Limits, ServerConfig};
-use crate::server::stats::{RunSummary, Stats};
+use crate::stats::{RunSummary, Stats};
 use crate::sys::address::ListenAddr;
 use crate::sys::nonblocking::interrupted;
-use crate::sys::transport::Listener;
+use crate::sys::socket::Listener;
 
 pub(crate) use service::Service;
 
@@ -228,9 +228,10 @@ impl Reactor {
             }
             None => None,
         };
-        let recording = limits.trace_file.clone().map(|path| {
-            recording::Recording::new(crate::server::timeline::Timeline::new(path, limits.trace_limit))
-        });
+        let recording = limits
+            .trace_file
+            .clone()
+            .map(|path| recording::Recording::new(crate::timeline::Timeline::new(path, limits.trace_limit)));
         let reactor = Reactor {
             poll,
             listeners: slots,

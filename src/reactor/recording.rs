@@ -7,8 +7,8 @@ use std::time::Instant;
 
 use log::{info, warn};
 
-use crate::server::timeline::{LOOP_TRACK, Timeline};
 use crate::sys::address::PeerAddr;
+use crate::timeline::{LOOP_TRACK, Timeline};
 
 /// See the module documentation.
 #[derive(Debug)]

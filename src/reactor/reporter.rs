@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::server::stats::Stats;
+use crate::stats::Stats;
 
 /// Writes one log line per interval with rates since the last line.
 #[derive(Debug)]

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use log::{Level, log_enabled, trace};
 
-use crate::server::stats::Stats;
+use crate::stats::Stats;
 use crate::sys::address::PeerAddr;
 
 /// Counters at a point in the wakeup.

@@ -9,23 +9,19 @@
 //! nothing from the reactor, so the reactor, the blocking models and the worker supervisor
 //! can all share them.
 
-pub(crate) mod config;
-pub(crate) mod stats;
-pub(crate) mod timeline;
-
 use std::fmt;
 use std::io;
 use std::thread::JoinHandle;
 
-use config::{DEFAULT_ROOM, ListenSpec, ServerConfig};
-use stats::{RunSummary, Stats};
+use crate::config::{DEFAULT_ROOM, ListenSpec, ServerConfig};
+use crate::stats::{RunSummary, Stats};
 
 use crate::codec::Codec;
 use crate::handlers::{self, Handler};
 use crate::reactor::control::ServerHandle;
 use crate::reactor::{MAX_LISTENERS, Reactor, Service};
 use crate::sys::address::ListenAddr;
-use crate::sys::transport::{Inherited, Listener, bind_udp, inherited};
+use crate::sys::socket::{Inherited, Listener, bind_udp, inherited};
 
 /// Why a server could not start.
 #[derive(Debug)]

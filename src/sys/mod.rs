@@ -4,18 +4,15 @@
 //! nothing else in the crate calls `libc` or builds a socket by hand.
 //!
 //! - [`address`]: listen and peer addresses, parsed and printed as users type them.
-//! - `transport`: TCP and Unix listeners and streams behind one type each; UDP and
+//! - `socket`: TCP and Unix listeners and streams behind one type each; UDP and
 //!   `SO_REUSEPORT` binds.
 //! - `nonblocking`: naming `WouldBlock`, `Interrupted` and friends.
 //! - `rlimit`: the open-file limit.
 //! - `process`: a worker dies with its parent; signals to children.
 //! - `scan`: `select(2)` and `poll(2)`, for the scanning models.
 //! - `shared_memory`: memory a parent shares with its worker processes (their metrics).
-//! - `bytes`: where a byte occurs in a block, with the CPU's vector instructions (the one
-//!   `unsafe` outside system calls).
 
 pub(crate) mod address;
-pub(crate) mod bytes;
 pub(crate) mod nonblocking;
 pub(crate) mod notify;
 #[cfg(feature = "cli")]
@@ -24,7 +21,7 @@ pub(crate) mod rlimit;
 #[cfg(feature = "cli")]
 pub(crate) mod scan;
 pub(crate) mod shared_memory;
-pub(crate) mod transport;
+pub(crate) mod socket;
 
 /// 64 random bits from the kernel (`/dev/urandom`), or, should that fail, from the clock and
 /// the process id: enough to tell server processes apart, not for secrets.

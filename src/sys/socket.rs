@@ -1,4 +1,4 @@
-//! Transports: TCP and Unix-domain sockets behind one type each for listeners and
+//! Sockets: TCP and Unix-domain sockets behind one type each for listeners and
 //! connections, so the reactor serves both with the same code; and the binds that need more
 //! than `mio` offers (a real backlog, `SO_REUSEPORT`, a port reserved without listening).
 

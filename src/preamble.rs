@@ -1,4 +1,7 @@
-//! The PROXY protocol header (HAProxy's, v1 and v2), sans I/O: what a balancer sends before
+//! The preamble layer of a connection: the PROXY protocol header (HAProxy's, v1 and v2),
+//! sans I/O. It is the first thing on the wire, before a TLS handshake if there is one (a
+//! balancer in TCP mode passes TLS through untouched and puts the header in front), and
+//! nothing above it hears of the connection until it has come. It is: what a balancer sends before
 //! the client's own bytes so the server learns the client's real address. Without it, every
 //! peer a server behind a balancer sees is the balancer.
 //!
