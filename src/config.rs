@@ -72,6 +72,10 @@ pub struct ServerConfig {
     /// each connection's first bytes name the real client, which then replaces the
     /// balancer's address everywhere; a connection without a valid header is closed.
     pub proxy_protocol: bool,
+    /// How long a new connection may take to be ready to serve: its PROXY header, a TLS or
+    /// WebSocket handshake. A connection that is not ready by then is closed; until it is,
+    /// its handler has not heard of it and it is in no room.
+    pub handshake_timeout: Duration,
     /// Under `--workers`: (the descriptor of the shared memory the supervisor made for the
     /// workers' metrics, this worker's index). Each worker keeps its counters in its slot
     /// there, so a scrape that reaches any of them shows totals over all.
@@ -95,6 +99,7 @@ pub(crate) struct Limits {
     pub max_frame: usize,
     pub max_output: usize,
     pub drain_timeout: Duration,
+    pub handshake_timeout: Duration,
     pub work_per_message: Duration,
     pub max_file_sends: usize,
     pub trace_file: Option<std::path::PathBuf>,
@@ -120,6 +125,7 @@ impl Default for ServerConfig {
             trace_file: None,
             trace_limit: super::timeline::DEFAULT_LIMIT,
             proxy_protocol: false,
+            handshake_timeout: Duration::from_secs(10),
             shared_metrics: None,
         }
     }
@@ -161,6 +167,7 @@ impl ServerConfig {
             max_frame: self.max_frame,
             max_output: self.max_output,
             drain_timeout: self.drain_timeout,
+            handshake_timeout: self.handshake_timeout,
             work_per_message: self.work_per_message,
             max_file_sends: self.max_file_sends.max(1),
             trace_file: self.trace_file.clone(),

@@ -78,10 +78,12 @@ pub mod handlers;
 mod models;
 mod preamble;
 mod reactor;
+mod serve;
 mod server;
 mod stats;
 mod sys;
 mod timeline;
+mod transport;
 
 #[cfg(feature = "cli")]
 pub mod cli;

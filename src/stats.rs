@@ -17,8 +17,11 @@ pub const EVENT_BUCKETS: usize = 17;
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[non_exhaustive]
 pub struct Stats {
-    /// Client connections open now.
+    /// Client connections open now (served, or preparing).
     pub connections_open: usize,
+    /// Of those, the connections not served yet: some layer below the handler (a PROXY
+    /// header, a TLS or WebSocket handshake) is not done.
+    pub connections_preparing: usize,
     /// Connections accepted (and served).
     pub connections_accepted: u64,
     /// Connections closed, for any reason.
@@ -27,6 +30,9 @@ pub struct Stats {
     pub connections_rejected: u64,
     /// Connections closed by the idle timeout.
     pub closed_idle: u64,
+    /// Connections closed because they were not ready (PROXY header, handshakes) within
+    /// `--handshake-timeout`.
+    pub closed_handshake_timeout: u64,
     /// Connections closed because they did not read what other clients sent them.
     pub closed_slow: u64,
     /// Connections the client ended (it closed, or reset).
@@ -90,10 +96,12 @@ impl Stats {
     /// Adds `other` (another worker's stats) into these.
     pub fn merge(&mut self, other: &Stats) {
         self.connections_open += other.connections_open;
+        self.connections_preparing += other.connections_preparing;
         self.connections_accepted += other.connections_accepted;
         self.connections_closed += other.connections_closed;
         self.connections_rejected += other.connections_rejected;
         self.closed_idle += other.closed_idle;
+        self.closed_handshake_timeout += other.closed_handshake_timeout;
         self.closed_slow += other.closed_slow;
         self.closed_by_client += other.closed_by_client;
         self.closed_error += other.closed_error;

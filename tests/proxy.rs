@@ -130,3 +130,52 @@ fn no_header_no_service() {
     BufReader::new(proxied).read_line(&mut line).unwrap();
     assert_eq!(line, "hello\n");
 }
+
+/// A connection whose PROXY header has not come is not served: it hears no room line (it
+/// used to hear every one, with the real senders' addresses), it is counted as preparing,
+/// not served, and once its header comes it is served like the others.
+#[test]
+fn a_connection_without_its_header_hears_nothing() {
+    let mut config = evloop::ServerConfig::default();
+    config.proxy_protocol = true;
+    let server = util::TestServer::start_with(config, &["broadcast=127.0.0.1:0"]);
+    let addr = server.addr();
+    let mut silent = connect(addr);
+    let mut listener = connect(addr);
+    listener.send(b"PROXY TCP4 10.0.0.9 10.0.0.2 9999 2222\r\n");
+    let mut sender = connect(addr);
+    sender.send(b"PROXY TCP4 10.0.0.1 10.0.0.2 1111 2222\r\n");
+    let stats = server.wait_for("two served, one preparing", |stats| {
+        stats.connections_open == 3 && stats.connections_preparing == 1
+    });
+    assert_eq!(stats.connections_accepted, 3);
+    sender.send_line("secret room line");
+    // Written to every member in one pass: by the time the listener has it, a member
+    // that was going to get it has it too.
+    listener.expect("10.0.0.1:1111: secret room line");
+    assert!(
+        !silent.has_data_within(std::time::Duration::from_millis(100)),
+        "a connection without its header heard the room"
+    );
+    silent.send(b"PROXY TCP4 10.0.0.3 10.0.0.2 3333 2222\r\n");
+    server.wait_for("all three served", |stats| stats.connections_preparing == 0);
+    sender.send_line("second line");
+    listener.expect("10.0.0.1:1111: second line");
+    silent.expect("10.0.0.1:1111: second line");
+}
+
+/// A connection that never sends its PROXY header is closed at --handshake-timeout, and
+/// counted apart.
+#[test]
+fn a_connection_that_never_gets_ready_is_cut_off() {
+    let mut config = evloop::ServerConfig::default();
+    config.proxy_protocol = true;
+    config.handshake_timeout = std::time::Duration::from_millis(200);
+    let server = util::TestServer::start_with(config, &["echo=127.0.0.1:0"]);
+    let started = std::time::Instant::now();
+    let mut silent = connect(server.addr());
+    silent.expect_closed();
+    assert!(started.elapsed() >= std::time::Duration::from_millis(200), "closed before its time");
+    let stats = server.wait_for("the close counted", |stats| stats.closed_handshake_timeout == 1);
+    assert_eq!((stats.connections_preparing, stats.messages_in), (0, 0));
+}

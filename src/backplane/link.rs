@@ -14,7 +14,7 @@ use log::{info, warn};
 use mio::{Interest, Registry, Token};
 
 use super::BackplaneUrl;
-use crate::sys::nonblocking::{interrupted, would_block};
+use crate::sys::nonblocking::{gate, write_until_full};
 use crate::sys::socket::Stream;
 
 /// The first retry after a failure.
@@ -177,9 +177,9 @@ impl Link {
             return Ok(false);
         }
         for _ in 0..READS_PER_TURN {
-            match stream.read(buffer) {
-                Ok(0) => return Err(self.fail("the engine closed the connection", now)),
-                Ok(n) => {
+            match gate(|| stream.read(buffer)) {
+                Ok(Some(0)) => return Err(self.fail("the engine closed the connection", now)),
+                Ok(Some(n)) => {
                     self.last_heard = now;
                     self.ping_sent = None;
                     self.input.extend_from_slice(&buffer[..n]);
@@ -187,8 +187,7 @@ impl Link {
                         return Ok(false);
                     }
                 }
-                Err(error) if would_block(&error) => return Ok(false),
-                Err(error) if interrupted(&error) => {}
+                Ok(None) => return Ok(false),
                 Err(error) => return Err(self.fail(&error.to_string(), now)),
             }
         }
@@ -201,17 +200,14 @@ impl Link {
         if matches!(self.state, State::Connecting { .. } | State::Down { .. }) {
             return Change::None;
         }
-        while self.written < self.output.len() {
-            match stream.write(&self.output[self.written..]) {
-                Ok(0) => return self.fail("the engine took no bytes", now),
-                Ok(n) => self.written += n,
-                Err(error) if would_block(&error) => return Change::None,
-                Err(error) if interrupted(&error) => {}
-                Err(error) => return self.fail(&error.to_string(), now),
-            }
+        match write_until_full(&self.output[self.written..], |bytes| stream.write(bytes)) {
+            Ok(written) => self.written += written,
+            Err(error) => return self.fail(&error.to_string(), now),
         }
-        self.output.clear();
-        self.written = 0;
+        if self.written == self.output.len() {
+            self.output.clear();
+            self.written = 0;
+        }
         Change::None
     }
 

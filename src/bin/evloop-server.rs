@@ -62,6 +62,12 @@ struct Args {
     #[arg(long, value_name = "SECS", value_parser = positive_duration)]
     stats_interval: Option<Duration>,
 
+    /// How long a new connection may take to be ready to serve (its PROXY header; a TLS or
+    /// WebSocket handshake) before it is closed; until then it is in no room and its handler
+    /// has not heard of it
+    #[arg(long, value_name = "SECS", default_value = "10", value_parser = positive_duration)]
+    handshake_timeout: Duration,
+
     /// On SIGINT/SIGTERM, how long to keep flushing replies before closing anyway
     #[arg(long, value_name = "SECS", default_value = "5", value_parser = parse_duration)]
     drain_timeout: Duration,
@@ -145,6 +151,7 @@ impl Args {
         config.backlog = self.backlog;
         config.stats_interval = self.stats_interval;
         config.drain_timeout = self.drain_timeout;
+        config.handshake_timeout = self.handshake_timeout;
         config.reuse_port = reuse_port;
         config.work_per_message = Duration::from_micros(self.work_us);
         config.backplane = self.backplane.clone();
@@ -169,6 +176,7 @@ impl Args {
         flag("max-output", self.max_output.to_string());
         flag("backlog", self.backlog.to_string());
         flag("drain-timeout", self.drain_timeout.as_secs_f64().to_string());
+        flag("handshake-timeout", self.handshake_timeout.as_secs_f64().to_string());
         flag("work-us", self.work_us.to_string());
         if let Some(max) = self.max_connections {
             flag("max-connections", max.to_string());

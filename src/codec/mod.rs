@@ -8,12 +8,18 @@
 //! The contract with the caller: bytes that `decode` leaves unconsumed must be presented again,
 //! at the front, followed by whatever arrives next. The reactor keeps that undecoded tail in a
 //! per-connection buffer only while a message is incomplete.
+//!
+//! This is the protocol layer of a connection's stack (transport, preamble, protocol,
+//! handler). Protocols that need more state per connection than a few bytes (a handshake,
+//! fragments, bytes of their own to send) implement [`Session`] (`session.rs`), and a
+//! connection holds either kind as a [`Protocol`].
 
 mod fixed;
 mod length;
 mod line;
 mod newlines;
 mod raw;
+mod session;
 mod simd;
 
 use std::fmt;
@@ -23,6 +29,7 @@ pub use fixed::FixedDecoder;
 pub use length::LengthDecoder;
 pub use line::LineDecoder;
 use newlines::Newlines;
+pub use session::{Event, Notice, Protocol, Session, SessionEvents};
 
 /// How a listener frames its messages, chosen with `HANDLER:CODEC` on the command line.
 ///
@@ -53,6 +60,23 @@ impl Codec {
             Codec::Length => Decoder::Length(LengthDecoder::default()),
             Codec::Fixed(size) => Decoder::Fixed(FixedDecoder::new(size)),
             Codec::Raw => Decoder::Raw,
+        }
+    }
+
+    /// A fresh per-connection protocol layer for this codec.
+    pub fn protocol(self) -> Protocol {
+        Protocol::Frames(self.decoder())
+    }
+
+    /// Writes `notice` to `out` as a message of this codec (`ERR server full`, framed);
+    /// false if a client of this codec is closed without a word.
+    pub fn notice(self, notice: Notice, out: &mut Vec<u8>) -> bool {
+        match notice.text() {
+            Some(text) => {
+                self.encode(text.as_bytes(), out);
+                true
+            }
+            None => false,
         }
     }
 

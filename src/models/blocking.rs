@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 use crate::codec::{Codec, FrameError};
 use crate::config::Limits;
 use crate::handlers::work::busy_work;
-use crate::handlers::{ConnId, Handler, Intent, Outbox, Peer, Recipient};
+use crate::handlers::{ConnId, Handler, Outbox, Peer, Recipient};
+use crate::serve::{self, Carrier, Flow};
 use crate::sys::address::PeerAddr;
 use crate::timeline::Timeline;
 
@@ -136,24 +137,14 @@ pub fn serve(
         };
         let at_end = read == 0;
         input.extend_from_slice(&buffer[..read]);
-        let mut rest: &[u8] = &input;
         let mut closing = false;
-        loop {
-            let decoded = if at_end && !rest.is_empty() {
-                // End of stream: an incomplete tail is a last message (or a cut-off frame).
-                let tail = rest;
-                rest = &[];
-                decoder.finish(tail, config.max_frame)
-            } else {
-                decoder.decode(&mut rest, config.max_frame)
-            };
+        let used = serve::messages(&mut decoder, &input, at_end, config.max_frame, |decoded| {
             let message = match decoded {
-                Ok(Some(message)) => message,
-                Ok(None) => break,
+                Ok(message) => message,
                 Err(error) => {
                     encode_error(codec, &error, &mut replies);
                     served.messages_out += 1;
-                    continue;
+                    return Flow::Next;
                 }
             };
             served.messages_in += 1;
@@ -163,28 +154,14 @@ pub fn serve(
             if let (Some(timeline), Some(started)) = (timeline, started) {
                 lock(timeline).message(track, started, Instant::now(), message.len());
             }
-            for (intent, payload) in outbox.iter() {
-                match intent {
-                    Intent::Send { to: Recipient::Sender, .. } => {
-                        codec.encode(payload, &mut replies);
-                        served.messages_out += 1;
-                    }
-                    Intent::Send { to: Recipient::Conn(target), .. } if *target == id => {
-                        codec.encode(payload, &mut replies);
-                        served.messages_out += 1;
-                    }
-                    Intent::Send { to, .. } => room.deliver(id, *to, payload),
-                    Intent::Close => closing = true,
-                    // Refused at start: the file handler runs on the reactor only.
-                    Intent::SendFile { .. } | Intent::Metrics => closing = true,
-                }
-            }
+            let mut carrier =
+                Own { codec, replies: &mut replies, room: &mut *room, sender: id, closing: false, sent: 0 };
+            serve::carry_out(&outbox, id, &mut carrier);
+            served.messages_out += carrier.sent;
+            closing = carrier.closing;
             outbox.clear();
-            if closing {
-                break;
-            }
-        }
-        let used = input.len() - rest.len();
+            if closing { Flow::Stop } else { Flow::Next }
+        });
         input.drain(..used);
         if !replies.is_empty() {
             write_own(&replies)?;
@@ -197,6 +174,37 @@ pub fn serve(
         if at_end {
             return Ok(served);
         }
+    }
+}
+
+/// What a handler's intents mean for one blocking connection: its replies gather in one
+/// buffer, written once per read; anything for others goes through its room. The file
+/// handler and metrics need the reactor (refused at start), so those intents close.
+struct Own<'a> {
+    codec: Codec,
+    replies: &'a mut Vec<u8>,
+    room: &'a mut dyn Room,
+    sender: ConnId,
+    closing: bool,
+    sent: u64,
+}
+
+impl Carrier for Own<'_> {
+    fn reply(&mut self, payload: &[u8]) {
+        self.codec.encode(payload, self.replies);
+        self.sent += 1;
+    }
+
+    fn send_to(&mut self, to: ConnId, payload: &[u8]) {
+        self.room.deliver(self.sender, Recipient::Conn(to), payload);
+    }
+
+    fn send_to_room(&mut self, except: ConnId, payload: &[u8]) {
+        self.room.deliver(self.sender, Recipient::AllExcept(except), payload);
+    }
+
+    fn close(&mut self) {
+        self.closing = true;
     }
 }
 

@@ -20,13 +20,14 @@ use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use slab::Slab;
 
 use super::BlockingService;
-use crate::codec::{Codec, Decoder};
+use crate::codec::{Codec, Decoder, FrameError};
 use crate::config::Limits;
 use crate::handlers::work::busy_work;
-use crate::handlers::{ConnId, Intent, Outbox, Peer, Recipient};
+use crate::handlers::{ConnId, Outbox, Peer};
+use crate::serve::{self, Carrier, Flow};
 use crate::stats::{RunSummary, Stats};
 use crate::sys::address::PeerAddr;
-use crate::sys::nonblocking::{interrupted, would_block};
+use crate::sys::nonblocking::{gate, interrupted, write_until_full};
 use crate::sys::scan::{self, FD_SETSIZE, Watch};
 
 /// How long one wait may last, so a stop request is seen.
@@ -162,10 +163,9 @@ fn accept_all(
     stats: &mut Stats,
 ) {
     loop {
-        let (stream, peer) = match listener.accept() {
-            Ok(accepted) => accepted,
-            Err(error) if would_block(&error) => return,
-            Err(error) if interrupted(&error) => continue,
+        let (stream, peer) = match gate(|| listener.accept()) {
+            Ok(Some(accepted)) => accepted,
+            Ok(None) => return,
             Err(error) => {
                 warn!("accept failed; error={error}");
                 return;
@@ -211,40 +211,28 @@ fn read_and_handle(
     stats: &mut Stats,
 ) {
     let Some(conn) = conns.get_mut(key) else { return };
-    let at_end = match conn.stream.read(buffer) {
-        Ok(0) => true,
-        Ok(n) => {
+    let at_end = match gate(|| conn.stream.read(buffer)) {
+        Ok(Some(0)) => true,
+        Ok(Some(n)) => {
             stats.bytes_in += n as u64;
             conn.input.extend_from_slice(&buffer[..n]);
             false
         }
-        Err(error) if would_block(&error) || interrupted(&error) => return,
+        Ok(None) => return,
         Err(_) => true,
     };
     let (service, mut decoder) = (conn.service, conn.decoder);
     let input = std::mem::take(&mut conn.input);
-    let mut rest = &input[..];
     // Decoded first, handled after: handling touches other connections (the room). A copy
     // per message, which the reactor avoids; this model is for study, not speed.
-    let mut messages: Vec<Result<Vec<u8>, String>> = Vec::new();
-    loop {
-        match decoder.decode(&mut rest, config.max_frame) {
-            Ok(Some(message)) => messages.push(Ok(message.to_vec())),
-            Ok(None) => break,
-            Err(error) => messages.push(Err(format!("ERR {error}"))),
-        }
-    }
-    if at_end {
-        match decoder.finish(rest, config.max_frame) {
-            Ok(Some(message)) => messages.push(Ok(message.to_vec())),
-            Ok(None) => {}
-            Err(error) => messages.push(Err(format!("ERR {error}"))),
-        }
-        rest = &[];
-    }
+    let mut messages: Vec<Result<Vec<u8>, FrameError>> = Vec::new();
+    let used = serve::messages(&mut decoder, &input, at_end, config.max_frame, |decoded| {
+        messages.push(decoded.map(<[u8]>::to_vec));
+        Flow::Next
+    });
     let conn = &mut conns[key];
     conn.decoder = decoder;
-    conn.input = rest.to_vec();
+    conn.input = input[used..].to_vec();
     if at_end {
         conn.reading = false;
     }
@@ -257,7 +245,7 @@ fn read_and_handle(
             Err(error) => {
                 // A frame error: answered, the connection carries on.
                 stats.frame_errors += 1;
-                codecs[service].encode(error.as_bytes(), &mut conns[key].output);
+                codecs[service].encode(format!("ERR {error}").as_bytes(), &mut conns[key].output);
                 stats.messages_out += 1;
                 continue;
             }
@@ -266,27 +254,45 @@ fn read_and_handle(
         busy_work(config.work_per_message);
         let peer = conns[key].peer.clone();
         handlers[service].on_message(Peer { id: ConnId(key), addr: &peer }, &message, outbox);
-        for (intent, payload) in outbox.iter() {
-            match intent {
-                Intent::Send { to: Recipient::Sender, .. } => deliver(conns, key, payload, codecs, stats),
-                Intent::Send { to: Recipient::Conn(ConnId(to)), .. } => {
-                    deliver(conns, *to, payload, codecs, stats)
-                }
-                Intent::Send { to: Recipient::AllExcept(ConnId(except)), .. } => {
-                    let room: Vec<usize> = conns
-                        .iter()
-                        .filter(|(other, conn)| *other != *except && conn.service == service)
-                        .map(|(other, _)| other)
-                        .collect();
-                    for other in room {
-                        deliver(conns, other, payload, codecs, stats);
-                    }
-                }
-                Intent::Close => conns[key].reading = false,
-                _ => {}
-            }
-        }
+        serve::carry_out(outbox, ConnId(key), &mut ScanCarrier { conns, key, service, codecs, stats });
         outbox.clear();
+    }
+}
+
+/// What a handler's intents mean in the scanning models: output appended to connections,
+/// written when the scan finds them writable.
+struct ScanCarrier<'a> {
+    conns: &'a mut Slab<ScanConn>,
+    key: usize,
+    service: usize,
+    codecs: &'a [Codec],
+    stats: &'a mut Stats,
+}
+
+impl Carrier for ScanCarrier<'_> {
+    fn reply(&mut self, payload: &[u8]) {
+        deliver(self.conns, self.key, payload, self.codecs, self.stats);
+    }
+
+    fn send_to(&mut self, ConnId(to): ConnId, payload: &[u8]) {
+        deliver(self.conns, to, payload, self.codecs, self.stats);
+    }
+
+    fn send_to_room(&mut self, ConnId(except): ConnId, payload: &[u8]) {
+        let service = self.service;
+        let room: Vec<usize> = self
+            .conns
+            .iter()
+            .filter(|(other, conn)| *other != except && conn.service == service)
+            .map(|(other, _)| other)
+            .collect();
+        for other in room {
+            deliver(self.conns, other, payload, self.codecs, self.stats);
+        }
+    }
+
+    fn close(&mut self) {
+        self.conns[self.key].reading = false;
     }
 }
 
@@ -299,16 +305,8 @@ fn deliver(conns: &mut Slab<ScanConn>, key: usize, payload: &[u8], codecs: &[Cod
 
 /// Writes what the socket takes of a connection's output.
 fn write_out(conn: &mut ScanConn, stats: &mut Stats) -> io::Result<()> {
-    let mut written = 0;
-    while written < conn.output.len() {
-        match conn.stream.write(&conn.output[written..]) {
-            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(n) => written += n,
-            Err(error) if would_block(&error) => break,
-            Err(error) if interrupted(&error) => {}
-            Err(error) => return Err(error),
-        }
-    }
+    let stream = &mut conn.stream;
+    let written = write_until_full(&conn.output, |bytes| stream.write(bytes))?;
     stats.bytes_out += written as u64;
     conn.output.drain(..written);
     Ok(())

@@ -8,34 +8,28 @@
 
 use std::time::Instant;
 
-use super::{BACKPLANE_PUBLISHER, BACKPLANE_SUBSCRIBER, Reactor};
+use super::Reactor;
 use crate::backplane::Role;
 
 impl Reactor {
     /// A backplane link is ready (or was owed a turn): connect, read, deliver.
     pub(super) fn on_backplane(&mut self, role: Role, now: Instant) {
-        let Some(mut backplane) = self.backplane.take() else { return };
-        let mut buffer = std::mem::take(&mut self.read_buf);
+        let Some(mut backplane) = self.sources.backplane.take() else { return };
+        let mut buffer = std::mem::take(&mut self.scratch.read);
         let owed =
             backplane.on_ready(role, now, &mut buffer, |room, line| self.deliver_from_backplane(room, line));
-        self.read_buf = buffer;
-        self.backplane = Some(backplane);
+        self.scratch.read = buffer;
+        self.sources.backplane = Some(backplane);
         if owed {
             // Its budget ran out with bytes perhaps still waiting: no new edge will say so.
-            let token = if role == Role::Publisher { BACKPLANE_PUBLISHER } else { BACKPLANE_SUBSCRIBER };
-            if !self.owed.contains(&token) {
-                self.owed.push(token);
-            }
+            self.owe_backplane(role);
         }
     }
 
     /// Delivers `line`, published by another server in `room`, to every local member.
-    fn deliver_from_backplane(&mut self, room: usize, line: &[u8]) {
-        for service in 0..self.services.len() {
-            if self.services[service].room != Some(room) {
-                continue;
-            }
-            self.send_to_room(service, None, line);
+    fn deliver_from_backplane(&mut self, shared: usize, line: &[u8]) {
+        if let Some(room) = self.rooms.iter().position(|room| room.backplane == Some(shared)) {
+            self.send_to_room(room, None, line);
         }
     }
 }

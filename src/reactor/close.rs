@@ -9,8 +9,9 @@ use std::io;
 
 use log::{debug, error, warn};
 
+use super::Reactor;
 use super::connection::StopReason;
-use super::{FIRST_DATAGRAM, Reactor};
+use super::source::Source;
 use crate::handlers::{ConnId, Peer};
 
 /// Why a connection is closed.
@@ -30,30 +31,33 @@ pub(crate) enum CloseReason {
     LingerTimeout,
     /// The server ended it, and after lingering the client closed too (a clean end).
     Lingered,
+    /// It was not ready (preamble, handshakes) within `--handshake-timeout`.
+    HandshakeTimeout,
 }
 
 impl Reactor {
     /// Marks `key` to be removed at the end of the turn (once, whatever the callers).
     pub(super) fn close_later(&mut self, key: usize, reason: CloseReason) {
         if self.conns.get_mut(key).is_some_and(|conn| conn.mark_closing()) {
-            self.close_queue.push((key, reason));
+            self.queues.close.push((key, reason));
         }
     }
 
     /// The close phase: removes every marked connection, and tells its handler.
     pub(super) fn close_queued(&mut self) {
-        if self.close_queue.is_empty() {
+        if self.queues.close.is_empty() {
             return;
         }
         // A handler's goodbye can mark more connections (a slow room member); keep going
         // until none are left, so no key outlives its turn.
-        while !self.close_queue.is_empty() {
-            let queue = std::mem::take(&mut self.close_queue);
+        while !self.queues.close.is_empty() {
+            let queue = std::mem::take(&mut self.queues.close);
             for (key, reason) in queue {
                 self.remove(key, reason);
             }
         }
-        self.owed.retain(|token| token.0 >= FIRST_DATAGRAM || self.conns.contains(token.0));
+        let conns = &self.conns;
+        self.queues.owed.retain(|source| !matches!(source, Source::Conn(key) if !conns.contains(*key)));
     }
 
     fn remove(&mut self, key: usize, reason: CloseReason) {
@@ -61,28 +65,36 @@ impl Reactor {
             return;
         };
         let service = conn.service();
-        if let Some(moved) = self.services[service].leave(conn.member_index()) {
-            self.conns[moved].moved_to(conn.member_index());
+        let served = conn.is_ready();
+        if served {
+            let room = self.services[service].room;
+            if let Some(moved) = self.rooms[room].leave(conn.member_index()) {
+                self.conns[moved].moved_to(conn.member_index());
+            }
+            self.services[service].connections -= 1;
+        } else {
+            self.telemetry.preparing -= 1;
         }
-        conn.release_buffers(&mut self.pool);
+        conn.release_buffers(&mut self.scratch.pool);
         if conn.drop_file() {
             self.release_file_slot();
         }
-        self.stats.connections_closed += 1;
-        if let Some(recording) = &mut self.recording {
+        let stats = &mut self.telemetry.stats;
+        stats.connections_closed += 1;
+        if let Some(recording) = &mut self.telemetry.recording {
             recording.closed(key);
         }
         match &reason {
             CloseReason::Error(error) if client_went_away(error) => {
-                self.stats.closed_by_client += 1;
+                stats.closed_by_client += 1;
                 debug!("closed; conn={key} peer={} reason=\"{error}\"", conn.peer());
             }
             CloseReason::Error(error) => {
-                self.stats.closed_error += 1;
+                stats.closed_error += 1;
                 error!("closed on error; conn={key} peer={} error={error}", conn.peer())
             }
             CloseReason::SlowConsumer => {
-                self.stats.closed_slow += 1;
+                stats.closed_slow += 1;
                 warn!(
                     "closed slow consumer; conn={key} peer={} max_output={}",
                     conn.peer(),
@@ -90,33 +102,40 @@ impl Reactor {
                 );
             }
             CloseReason::IdleTimeout => {
-                self.stats.closed_idle += 1;
+                stats.closed_idle += 1;
                 debug!("closed; conn={key} peer={} reason=idle", conn.peer());
             }
             CloseReason::Finished(StopReason::PeerClosed) => {
-                self.stats.closed_by_client += 1;
+                stats.closed_by_client += 1;
                 debug!("closed; conn={key} peer={} reason=PeerClosed", conn.peer())
             }
             CloseReason::Finished(why) => {
-                self.stats.closed_other += 1;
+                stats.closed_other += 1;
                 debug!("closed; conn={key} peer={} reason={why:?}", conn.peer())
             }
             CloseReason::DrainDeadline => {
-                self.stats.closed_other += 1;
+                stats.closed_other += 1;
                 debug!("closed; conn={key} peer={} reason=drain_deadline", conn.peer())
             }
             CloseReason::LingerTimeout => {
-                self.stats.closed_other += 1;
+                stats.closed_other += 1;
                 debug!("closed; conn={key} peer={} reason=linger_timeout", conn.peer())
             }
             CloseReason::Lingered => {
-                self.stats.closed_other += 1;
+                stats.closed_other += 1;
                 debug!("closed; conn={key} peer={} reason=lingered", conn.peer())
             }
+            CloseReason::HandshakeTimeout => {
+                stats.closed_handshake_timeout += 1;
+                debug!("closed; conn={key} peer={} reason=handshake_timeout", conn.peer())
+            }
         }
-        let peer = Peer { id: ConnId(key), addr: conn.peer() };
-        self.services[service].handler.on_disconnect(peer, &mut self.outbox);
-        self.carry_out(key, service);
+        if served {
+            // Only a connection its handler heard of is said goodbye to.
+            let peer = Peer { id: ConnId(key), addr: conn.peer() };
+            self.services[service].handler.on_disconnect(peer, &mut self.scratch.outbox);
+            self.carry_out(key, service);
+        }
         // Dropping the socket closes it, which also takes it out of the epoll set: no
         // `deregister` syscall needed.
         drop(conn);

@@ -1,19 +1,26 @@
-//! One client connection's state: its socket, the undecoded tail of its input, its pending
-//! output, and a few flags the reactor derives its poll interest from.
+//! One client connection: its stack of layers (socket, transport, protocol; the preamble is a
+//! flag until it has come), the undecoded tail of its input, its pending output, and the
+//! few flags the reactor derives its poll interest from.
 //!
 //! An idle connection holds no buffer at all (both are `None`/empty and went back to the
 //! pool), which is what lets one reactor hold many thousands of them in little memory.
+//!
+//! Every read and write of its socket goes through the transport and the one I/O gate
+//! (`sys::nonblocking::gate`): `WouldBlock` and `Interrupted` are turned into control flow in
+//! one place.
 
-use std::io::{self, IoSlice, Read, Write};
+use std::io::{self, IoSlice, Read as _};
+use std::os::unix::fs::FileExt as _;
 
 use mio::{Interest, Registry, Token};
 
 use super::buffer_pool::BufferPool;
-use crate::codec::{Codec, Decoder};
+use crate::codec::{Codec, Decoder, Notice, Protocol, Session};
 use crate::handlers::Outbox;
 use crate::sys::address::PeerAddr;
-use crate::sys::nonblocking::{interrupted, would_block};
+use crate::sys::nonblocking::{gate, write_until_full};
 use crate::sys::socket::Stream;
+use crate::transport::Transport;
 
 /// Whether the reactor reads from a connection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -31,8 +38,35 @@ enum Reading {
     /// replies it had not delivered yet (see `reactor/linger.rs`).
     Lingering {
         /// When to give up and close anyway.
-        until_ms: u64,
+        until: Stamp,
     },
+}
+
+/// A deadline's low 32 bits (in ms since the reactor started): kept in the connection only to
+/// tell its own entry on a deadline queue from a later connection's with the same key. The
+/// two could match only if 49 days apart, and every entry comes due within seconds. Four
+/// bytes rather than eight keep the slab entry at 192 bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Stamp(u32);
+
+impl Stamp {
+    fn of(until_ms: u64) -> Stamp {
+        Stamp(until_ms as u32)
+    }
+}
+
+/// Whether the layers below the handler are all done.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Stage {
+    /// Some layer is not done yet (the PROXY header has not come; a handshake is under
+    /// way): the handler has not heard of it, it is in no room, and it is cut off if it is
+    /// not ready by `until_ms` (ms since the reactor started, `--handshake-timeout`).
+    Preparing {
+        /// The deadline.
+        until: Stamp,
+    },
+    /// Served: its handler knows it, and it is a member of its room.
+    Ready,
 }
 
 /// Why a connection stopped reading (and will close once flushed).
@@ -42,6 +76,8 @@ pub enum StopReason {
     PeerClosed,
     /// The handler asked to close it.
     HandlerClosed,
+    /// Its protocol ended it (a WebSocket close, a handshake refused).
+    ProtocolClosed,
     /// The server is shutting down.
     Shutdown,
 }
@@ -57,17 +93,17 @@ struct PendingOutput {
 
 impl PendingOutput {
     /// Bytes not written yet.
-    pub fn len(&self) -> usize {
+    fn len(&self) -> usize {
         self.buffer.as_ref().map_or(0, |buffer| buffer.len() - self.written)
     }
 
     /// Whether nothing is waiting.
-    pub fn is_empty(&self) -> bool {
+    fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
     /// The buffer to append new output to, taken from the pool if there is none.
-    pub fn buffer(&mut self, pool: &mut BufferPool) -> &mut Vec<u8> {
+    fn buffer(&mut self, pool: &mut BufferPool) -> &mut Vec<u8> {
         let buffer = self.buffer.get_or_insert_with(|| pool.take());
         // Drop the written front now and then, so a connection that always has some output
         // pending does not grow its buffer forever.
@@ -78,31 +114,25 @@ impl PendingOutput {
         buffer
     }
 
-    /// Writes until all is written or the socket is full; returns the bytes written. Writing
-    /// on to `WouldBlock` (rather than stopping at a short write) costs a syscall only when
-    /// the socket is really full, and then the caller asks for `WRITABLE`.
-    pub fn write_to(&mut self, stream: &mut Stream, pool: &mut BufferPool) -> io::Result<usize> {
-        let mut total = 0;
-        while let Some(buffer) = &self.buffer {
-            match stream.write(&buffer[self.written..]) {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => {
-                    total += n;
-                    self.written += n;
-                    if self.written == buffer.len() {
-                        self.release(pool);
-                    }
-                }
-                Err(error) if would_block(&error) => break,
-                Err(error) if interrupted(&error) => continue,
-                Err(error) => return Err(error),
-            }
+    /// Writes with `send` until all is written or the socket is full; returns the bytes
+    /// written. Writing on to `WouldBlock` (rather than stopping at a short write) costs a
+    /// syscall only when the socket is really full, and then the caller asks for `WRITABLE`.
+    fn write_with(
+        &mut self,
+        pool: &mut BufferPool,
+        send: impl FnMut(&[u8]) -> io::Result<usize>,
+    ) -> io::Result<usize> {
+        let Some(buffer) = &self.buffer else { return Ok(0) };
+        let written = write_until_full(&buffer[self.written..], send)?;
+        self.written += written;
+        if self.written == buffer.len() {
+            self.release(pool);
         }
-        Ok(total)
+        Ok(written)
     }
 
     /// Gives the buffer back to the pool, dropping anything unwritten.
-    pub fn release(&mut self, pool: &mut BufferPool) {
+    fn release(&mut self, pool: &mut BufferPool) {
         if let Some(buffer) = self.buffer.take() {
             pool.give(buffer);
         }
@@ -112,22 +142,27 @@ impl PendingOutput {
 
 /// One client connection, stored in the reactor's slab; its key is its `mio::Token`.
 ///
-/// Its fields are private: every rule about its state (when reading pauses and resumes, how
-/// it stops, lingers and closes, when it counts as a slow consumer) is a method here, so the
-/// reactor's phases ask and tell rather than flip flags.
+/// Its fields are private: every rule about its state (when it is ready, when reading pauses
+/// and resumes, how it stops, lingers and closes, when it counts as a slow consumer) is a
+/// method here, so the reactor's phases ask and tell rather than flip flags.
 #[derive(Debug)]
 pub struct Connection {
     /// The socket.
     stream: Stream,
+    /// What turns the socket's bytes into plaintext and back.
+    transport: Transport,
+    /// The codec's state between reads: a few bytes, or a session (boxed).
+    protocol: Protocol,
     /// Who the client is.
     peer: PeerAddr,
-    /// Which service (handler and codec) it belongs to.
-    service: usize,
-    /// Where it sits in its service's member list, so leaving the room is O(1).
-    member_index: usize,
-    /// Decoding state between reads (a few bytes).
-    decoder: Decoder,
-    /// The undecoded tail of an incomplete message, if there is one.
+    /// Which service (handler and codec) it belongs to (at most `MAX_LISTENERS`).
+    service: u32,
+    /// Where it sits in its room's member list once ready, so leaving the room is O(1).
+    /// (Both u32: a slab entry of 192 bytes, not 200.)
+    member_index: u32,
+    /// Whether every layer below the handler is done.
+    stage: Stage,
+    /// The undecoded tail of an incomplete message (or of a PROXY header), if there is one.
     partial_input: Option<Vec<u8>>,
     /// Replies and messages not written yet.
     output: PendingOutput,
@@ -146,8 +181,9 @@ pub struct Connection {
     /// Scheduled to close at the end of this wakeup; ignore it until then.
     closing: bool,
     /// Behind a balancer (`--proxy-protocol`): its first bytes are a PROXY header naming the
-    /// real client, and nothing is served until it has come.
-    awaits_proxy_header: bool,
+    /// real client (the preamble layer, `preamble.rs`), and nothing above it is served until
+    /// it has come.
+    awaits_preamble: bool,
     /// The idle-timer tick of its last activity (bytes in or out).
     last_active: u64,
     /// The idle timer slot its entry sits in.
@@ -196,22 +232,26 @@ pub enum Settled {
 }
 
 impl Connection {
-    /// A freshly accepted connection, registered for reading, member `member_index` of
-    /// `service`, active at idle-wheel tick `now_tick`.
+    /// A freshly accepted connection of `service`, registered for reading, with the layers
+    /// `transport` and `protocol`, active at idle-wheel tick `now_tick`. It starts
+    /// preparing until `until_ms`; [`is_ready_to_serve`](Self::is_ready_to_serve) says when
+    /// every layer is done.
     pub fn new(
         stream: Stream,
         peer: PeerAddr,
         service: usize,
-        decoder: Decoder,
-        member_index: usize,
-        now_tick: u64,
+        (transport, protocol): (Transport, Protocol),
+        awaits_preamble: bool,
+        (now_tick, until_ms): (u64, u64),
     ) -> Connection {
         Connection {
             stream,
+            transport,
+            protocol,
             peer,
-            service,
-            member_index,
-            decoder,
+            service: service as u32,
+            member_index: 0,
+            stage: Stage::Preparing { until: Stamp::of(until_ms) },
             partial_input: None,
             output: PendingOutput::default(),
             reading: Reading::Open,
@@ -220,7 +260,7 @@ impl Connection {
             queued_for_flush: false,
             owed_read: false,
             closing: false,
-            awaits_proxy_header: false,
+            awaits_preamble,
             last_active: now_tick,
             timer_slot: 0,
             file: None,
@@ -234,36 +274,96 @@ impl Connection {
 
     /// Which service it belongs to.
     pub fn service(&self) -> usize {
-        self.service
+        self.service as usize
     }
 
-    /// Where it sits in its service's member list.
+    /// Where it sits in its room's member list.
     pub fn member_index(&self) -> usize {
-        self.member_index
+        self.member_index as usize
     }
 
-    /// Expects a PROXY header before anything else (see `awaits_proxy_header`).
-    pub fn expect_proxy_header(&mut self) {
-        self.awaits_proxy_header = true;
+    /// Another member left and this one took its place in the list.
+    pub fn moved_to(&mut self, member_index: usize) {
+        self.member_index = member_index as u32;
+    }
+
+    // ----- the stack: ready when every layer below the handler is -----
+
+    /// Whether it is served: its handler knows it and it is in its room.
+    #[inline]
+    pub fn is_ready(&self) -> bool {
+        self.stage == Stage::Ready
+    }
+
+    /// Whether it is still preparing with the deadline `until_ms` (not served, not closed
+    /// and reused since).
+    pub fn prepares_until(&self, until_ms: u64) -> bool {
+        self.stage == Stage::Preparing { until: Stamp::of(until_ms) }
+    }
+
+    /// Whether every layer below the handler is done, so that it may now be served.
+    pub fn is_ready_to_serve(&self) -> bool {
+        !self.is_ready() && !self.awaits_preamble && self.transport.is_ready() && self.protocol.is_ready()
+    }
+
+    /// It is served from now on, as member `member_index` of its room.
+    pub fn serve(&mut self, member_index: usize) {
+        self.stage = Stage::Ready;
+        self.member_index = member_index as u32;
     }
 
     /// Whether its PROXY header has still to come.
-    pub fn awaits_proxy_header(&self) -> bool {
-        self.awaits_proxy_header
+    pub fn awaits_preamble(&self) -> bool {
+        self.awaits_preamble
     }
 
     /// The PROXY header came: the client is `source` (the balancer's own connection, a health
     /// check, names none: the address stays the balancer's).
-    pub fn proxy_header_received(&mut self, source: Option<std::net::SocketAddr>) {
-        self.awaits_proxy_header = false;
+    pub fn preamble_received(&mut self, source: Option<std::net::SocketAddr>) {
+        self.awaits_preamble = false;
         if let Some(source) = source {
             self.peer = PeerAddr::Tcp(source);
         }
     }
 
-    /// Another member left and this one took its place in the list.
-    pub fn moved_to(&mut self, member_index: usize) {
-        self.member_index = member_index;
+    /// The transport and protocol layers, to read through.
+    pub fn layers(&mut self) -> (&mut Transport, &mut Protocol) {
+        (&mut self.transport, &mut self.protocol)
+    }
+
+    /// Its session, if its protocol has one.
+    pub fn session(&mut self) -> Option<&mut dyn Session> {
+        match &mut self.protocol {
+            Protocol::Session(session) => Some(session.as_mut().as_mut()),
+            Protocol::Frames(_) => None,
+        }
+    }
+
+    /// Its stateless decoder, copied out (the fast path); `None` for a session.
+    #[inline]
+    pub fn decoder(&self) -> Option<Decoder> {
+        match self.protocol {
+            Protocol::Frames(decoder) => Some(decoder),
+            Protocol::Session(_) => None,
+        }
+    }
+
+    /// Keeps the stateless decoder's state for the next read.
+    #[inline]
+    pub fn set_decoder(&mut self, decoder: Decoder) {
+        self.protocol = Protocol::Frames(decoder);
+    }
+
+    /// Writes `notice` in its protocol (framed with `codec`) onto its output; false if the
+    /// protocol has nothing to say, or it is not served yet (a client still in its
+    /// handshake hears nothing but what its protocol says before the handshake).
+    pub fn push_notice(&mut self, codec: Codec, notice: Notice, pool: &mut BufferPool) -> bool {
+        let mut bytes = Vec::new();
+        if !self.protocol.notice(codec, notice, &mut bytes) {
+            return false;
+        }
+        self.output.buffer(pool).extend_from_slice(&bytes);
+        true
     }
 
     // ----- reading: open, paused, stopped, lingering -----
@@ -277,6 +377,11 @@ impl Connection {
     /// sending a file (later requests wait their turn, in its kept input).
     pub fn takes_requests(&self) -> bool {
         self.wants_read() && self.file.is_none()
+    }
+
+    /// Whether its transport holds plaintext not read yet, which no event will announce.
+    pub fn has_plaintext_waiting(&self) -> bool {
+        self.transport.has_plaintext_waiting()
     }
 
     // ----- files -----
@@ -309,35 +414,65 @@ impl Connection {
     }
 
     /// Sends its open file, once the pending output is all written, up to `budget` bytes;
-    /// the bytes sent go into `sent`. A file that ends before the bytes promised is an
+    /// the bytes sent go into `sent`. A transport that passes bytes through gets them from
+    /// the page cache (`sendfile`); another gets a chunk at a time copied into the pending
+    /// output, written through it, and the next chunk only once that is out (the same
+    /// backpressure as any output). A file that ends before the bytes promised is an
     /// error: its size was in the reply already.
-    pub fn send_file(&mut self, budget: usize, sent: &mut u64, now_tick: u64) -> io::Result<FileProgress> {
-        if !self.output.is_empty() {
+    pub fn send_file(
+        &mut self,
+        budget: usize,
+        sent: &mut u64,
+        pool: &mut BufferPool,
+        now_tick: u64,
+    ) -> io::Result<FileProgress> {
+        if !self.output.is_empty() || self.transport.waiting() > 0 {
             return Ok(FileProgress::Blocked);
         }
         let Some(transfer) = &mut self.file else { return Ok(FileProgress::Done) };
         let Some(file) = &transfer.file else { return Ok(FileProgress::Blocked) };
+        let shrank = || {
+            io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!("{} shrank while being sent", transfer.path.display()),
+            )
+        };
         let mut left = budget;
         while transfer.offset < transfer.end {
             if left == 0 {
                 return Ok(FileProgress::Owed);
             }
             let chunk = (transfer.end - transfer.offset).min(left as u64) as usize;
-            match self.stream.send_file(file, &mut transfer.offset, chunk) {
-                Ok(0) => {
-                    return Err(io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        format!("{} shrank while being sent", transfer.path.display()),
-                    ));
+            if self.transport.passes_bytes_through() {
+                match gate(|| self.stream.send_file(file, &mut transfer.offset, chunk))? {
+                    Some(0) => return Err(shrank()),
+                    Some(n) => {
+                        left -= n.min(left);
+                        *sent += n as u64;
+                        self.last_active = now_tick;
+                    }
+                    None => return Ok(FileProgress::Blocked),
                 }
-                Ok(n) => {
-                    left -= n.min(left);
-                    *sent += n as u64;
-                    self.last_active = now_tick;
-                }
-                Err(error) if would_block(&error) => return Ok(FileProgress::Blocked),
-                Err(error) if interrupted(&error) => {}
-                Err(error) => return Err(error),
+                continue;
+            }
+            // The copying path: a chunk into the output, written through the transport.
+            let chunk = chunk.min(COPY_CHUNK);
+            let buffer = self.output.buffer(pool);
+            let start = buffer.len();
+            buffer.resize(start + chunk, 0);
+            let read = file.read_at(&mut buffer[start..], transfer.offset)?;
+            buffer.truncate(start + read);
+            if read == 0 {
+                return Err(shrank());
+            }
+            transfer.offset += read as u64;
+            left -= read.min(left);
+            let (stream, transport) = (&mut self.stream, &mut self.transport);
+            let written = self.output.write_with(pool, |bytes| transport.send(stream, bytes))?;
+            *sent += written as u64;
+            self.last_active = now_tick;
+            if !self.output.is_empty() || !self.transport.flush(&mut self.stream)? {
+                return Ok(FileProgress::Blocked);
             }
         }
         Ok(FileProgress::Done)
@@ -351,13 +486,13 @@ impl Connection {
     /// Whether it is still the lingering that was to end at `until_ms` (not closed, not
     /// stopped again since).
     pub fn lingers_until(&self, until_ms: u64) -> bool {
-        self.reading == Reading::Lingering { until_ms }
+        self.reading == Reading::Lingering { until: Stamp::of(until_ms) }
     }
 
     /// Stops reading its requests if its replies are over `max_output` (it is not reading
     /// them); true if it paused. Reading resumes in [`settle_output`](Self::settle_output).
     pub fn pause_if_backed_up(&mut self, max_output: usize) -> bool {
-        if self.reading == Reading::Open && self.output.len() > max_output {
+        if self.reading == Reading::Open && self.pending_len() > max_output {
             self.reading = Reading::Paused;
             return true;
         }
@@ -372,35 +507,27 @@ impl Connection {
         }
     }
 
-    /// Everything is written: shuts down the sending side (the kernel delivers what is
-    /// queued, then FIN) and reads on only to discard, until the client closes or
-    /// `until_ms` (see `linger.rs`).
+    /// Everything is written: shuts down the sending side (the transport's goodbye, then
+    /// FIN, which the kernel sends after what is queued) and reads on only to discard,
+    /// until the client closes or `until_ms` (see `linger.rs`).
     pub fn linger(&mut self, until_ms: u64) -> io::Result<()> {
-        self.stream.shutdown_write()?;
-        self.reading = Reading::Lingering { until_ms };
+        self.transport.shutdown(&mut self.stream)?;
+        self.reading = Reading::Lingering { until: Stamp::of(until_ms) };
         Ok(())
     }
 
-    /// Reads from its socket; counts as activity.
-    pub fn read(&mut self, buffer: &mut [u8], now_tick: u64) -> io::Result<usize> {
-        let read = self.stream.read(buffer)?;
-        if read > 0 {
+    /// Reads from its socket (raw bytes: the preamble and the transport come next);
+    /// `Ok(None)`: nothing there now. Counts as activity.
+    #[inline]
+    pub fn read(&mut self, buffer: &mut [u8], now_tick: u64) -> io::Result<Option<usize>> {
+        let read = gate(|| self.stream.read(buffer))?;
+        if read.is_some_and(|read| read > 0) {
             self.last_active = now_tick;
         }
         Ok(read)
     }
 
     // ----- input between reads -----
-
-    /// Its decoding state.
-    pub fn decoder(&self) -> Decoder {
-        self.decoder
-    }
-
-    /// Keeps the decoding state for the next read.
-    pub fn set_decoder(&mut self, decoder: Decoder) {
-        self.decoder = decoder;
-    }
 
     /// Takes the undecoded tail kept from earlier reads, if any.
     pub fn take_partial_input(&mut self) -> Option<Vec<u8>> {
@@ -430,16 +557,22 @@ impl Connection {
         self.holds_pushed_output |= pushed;
     }
 
+    /// Appends `bytes` as they are (its protocol's own: a handshake's answer, a pong).
+    pub fn push_raw(&mut self, bytes: &[u8], pool: &mut BufferPool) {
+        self.output.buffer(pool).extend_from_slice(bytes);
+    }
+
     /// Whether output waits to be written before anything new: bytes, or a file.
     pub fn has_output_waiting(&self) -> bool {
-        !self.output.is_empty() || self.file.is_some()
+        !self.output.is_empty() || self.file.is_some() || self.transport.waiting() > 0
     }
 
     /// Room lines for it, in `slices` of a buffer the room's members share (`room.rs`):
     /// sent straight from there (one `send`, or `sendmsg` for several slices) when nothing
-    /// else waits to be written before them, so
-    /// that only what the socket does not take is copied, into its pending output (as output
-    /// others caused: see [`Settled::SlowConsumer`]). Returns the bytes written.
+    /// else waits to be written before them and the transport passes bytes through, so that
+    /// only what the socket does not take is copied, into its pending output (as output
+    /// others caused: see [`Settled::SlowConsumer`]). Returns the bytes written; what was
+    /// copied goes out in the flush.
     pub fn write_shared(
         &mut self,
         slices: &mut [IoSlice<'_>],
@@ -448,17 +581,15 @@ impl Connection {
     ) -> io::Result<usize> {
         let mut written = 0;
         let mut slices = slices;
-        if self.output.is_empty() && self.file.is_none() {
+        if !self.has_output_waiting() && self.transport.passes_bytes_through() {
             while !slices.is_empty() {
-                match self.stream.send_slices(slices) {
-                    Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                    Ok(n) => {
+                match gate(|| self.stream.send_slices(slices))? {
+                    Some(0) => return Err(io::ErrorKind::WriteZero.into()),
+                    Some(n) => {
                         written += n;
                         IoSlice::advance_slices(&mut slices, n);
                     }
-                    Err(error) if would_block(&error) => break,
-                    Err(error) if interrupted(&error) => {}
-                    Err(error) => return Err(error),
+                    None => break,
                 }
             }
             if written > 0 {
@@ -479,6 +610,7 @@ impl Connection {
     /// With nothing pending (the usual case) the outbox's buffer itself becomes its output,
     /// and the outbox gets a spare from the pool: the replies are written from where the
     /// handler built them.
+    #[inline]
     pub fn take_replies(&mut self, outbox: &mut Outbox, pool: &mut BufferPool) -> u64 {
         if self.output.buffer.is_none() {
             let (replies, count) = outbox.take_replies(pool.take());
@@ -488,20 +620,28 @@ impl Connection {
         outbox.move_replies_to(self.output.buffer(pool))
     }
 
-    /// Writes what is pending until all is written or the socket is full; returns the bytes
-    /// written, which count as activity.
+    /// Writes what is pending, through its transport, until all is written or the socket is
+    /// full; returns the plaintext bytes written, which count as activity.
+    #[inline]
     pub fn write_pending(&mut self, pool: &mut BufferPool, now_tick: u64) -> io::Result<usize> {
-        let written = self.output.write_to(&mut self.stream, pool)?;
+        let (stream, transport) = (&mut self.stream, &mut self.transport);
+        let written = self.output.write_with(pool, |bytes| transport.send(stream, bytes))?;
+        self.transport.flush(&mut self.stream)?;
         if written > 0 {
             self.last_active = now_tick;
         }
         Ok(written)
     }
 
+    /// Bytes waiting to be written: its pending output and what waits inside its transport.
+    fn pending_len(&self) -> usize {
+        self.output.len() + self.transport.waiting()
+    }
+
     /// After a write: applies the water marks around `max_output` and says what the reactor
     /// must do next.
     pub fn settle_output(&mut self, max_output: usize) -> Settled {
-        let pending = self.output.len();
+        let pending = self.pending_len();
         if pending == 0 {
             self.holds_pushed_output = false;
         } else if pending > max_output && self.holds_pushed_output {
@@ -535,12 +675,13 @@ impl Connection {
     // ----- poll interest -----
 
     /// The poll interest its state calls for: readable while reading (or lingering),
-    /// writable while output is pending. `None` when it wants neither, which means it is
-    /// about to close.
+    /// writable while output is pending (its own or its transport's). `None` when it wants
+    /// neither, which means it is about to close.
     pub fn wanted_interest(&self) -> Option<Interest> {
         let reading = matches!(self.reading, Reading::Open | Reading::Lingering { .. });
         let read = reading.then_some(Interest::READABLE);
-        let write = (!self.output.is_empty() || self.file_is_open()).then_some(Interest::WRITABLE);
+        let writing = !self.output.is_empty() || self.file_is_open() || self.transport.wants_write();
+        let write = writing.then_some(Interest::WRITABLE);
         match (read, write) {
             (Some(read), Some(write)) => Some(read | write),
             (read, write) => read.or(write),
@@ -612,6 +753,10 @@ impl Connection {
         self.timer_slot = slot;
     }
 }
+
+/// File bytes copied at a time on the copying path (a transport that transforms bytes): a
+/// few TLS records' worth, so a download costs one buffer, not the file.
+const COPY_CHUNK: usize = 64 * 1024;
 
 #[cfg(test)]
 mod tests {

@@ -12,13 +12,14 @@ use std::collections::VecDeque;
 use std::net::SocketAddr;
 
 use log::{debug, warn};
+use mio::Interest;
 use mio::net::UdpSocket;
-use mio::{Interest, Token};
 
-use super::{FIRST_DATAGRAM, Reactor};
-use crate::handlers::{ConnId, Intent, Peer, Recipient};
+use super::Reactor;
+use super::source::Source;
+use crate::handlers::{ConnId, Peer};
 use crate::sys::address::{ListenAddr, PeerAddr};
-use crate::sys::nonblocking::{interrupted, would_block};
+use crate::sys::nonblocking::gate;
 
 /// Datagrams one endpoint reads per turn before the others get theirs.
 const DATAGRAMS_PER_TURN: usize = 256;
@@ -62,30 +63,29 @@ impl DatagramEndpoint {
 impl Reactor {
     /// Reads and answers datagrams on endpoint `index`, up to the turn's budget.
     pub(super) fn receive_datagrams(&mut self, index: usize) {
-        let mut buffer = std::mem::take(&mut self.read_buf);
+        let mut buffer = std::mem::take(&mut self.scratch.read);
         let mut budget_spent = true;
         for _ in 0..DATAGRAMS_PER_TURN {
-            let Some(endpoint) = self.datagrams.get(index) else {
+            let Some(endpoint) = self.sources.datagrams.get(index) else {
                 budget_spent = false;
                 break;
             };
-            match endpoint.socket.recv_from(&mut buffer) {
-                Ok((length, from)) => {
-                    self.stats.bytes_in += length as u64;
+            match gate(|| endpoint.socket.recv_from(&mut buffer)) {
+                Ok(Some((length, from))) => {
+                    self.telemetry.stats.bytes_in += length as u64;
                     self.answer_datagram(index, from, &buffer[..length]);
                 }
-                Err(error) if would_block(&error) => {
+                Ok(None) => {
                     budget_spent = false;
                     break;
                 }
-                Err(error) if interrupted(&error) => {}
                 Err(error) => {
                     // An ICMP error for an earlier reply, say: that client, not this socket.
                     debug!("datagram receive failed; endpoint={} error={error}", endpoint.addr);
                 }
             }
         }
-        self.read_buf = buffer;
+        self.scratch.read = buffer;
         if budget_spent {
             self.owe_datagrams(index);
         }
@@ -93,46 +93,42 @@ impl Reactor {
 
     /// Runs the handler on one datagram from `from` and sends what it replies.
     fn answer_datagram(&mut self, index: usize, from: SocketAddr, datagram: &[u8]) {
-        let service = self.datagrams[index].service;
+        let service = self.sources.datagrams[index].service;
         if datagram.len() > self.limits.max_frame {
-            self.stats.frame_errors += 1;
+            self.telemetry.stats.frame_errors += 1;
             let error = format!("ERR datagram too long (max {} bytes)", self.limits.max_frame);
             return self.send_datagram(index, from, error.as_bytes());
         }
-        self.stats.messages_in += 1;
+        self.telemetry.stats.messages_in += 1;
         crate::handlers::work::busy_work(self.limits.work_per_message);
         let peer = PeerAddr::Udp(from);
         let sender = Peer { id: DATAGRAM_SENDER, addr: &peer };
-        self.services[service].handler.on_message(sender, datagram, &mut self.outbox);
-        let outbox = std::mem::take(&mut self.outbox);
-        for (intent, payload) in outbox.iter() {
-            match intent {
-                Intent::Send { to: Recipient::Sender | Recipient::Conn(DATAGRAM_SENDER), .. } => {
-                    self.send_datagram(index, from, payload);
-                }
-                // No connections over UDP: nothing else to send to, and nothing to close.
-                Intent::Send { .. } | Intent::Close | Intent::SendFile { .. } | Intent::Metrics => {}
-            }
-        }
-        self.outbox = outbox;
-        self.outbox.clear();
+        self.services[service].handler.on_message(sender, datagram, &mut self.scratch.outbox);
+        let outbox = std::mem::take(&mut self.scratch.outbox);
+        crate::serve::carry_out(
+            &outbox,
+            DATAGRAM_SENDER,
+            &mut Datagram { reactor: self, endpoint: index, to: from },
+        );
+        self.scratch.outbox = outbox;
+        self.scratch.outbox.clear();
     }
 
     /// Sends one reply datagram now, or queues it if the socket is full (dropping it if the
     /// queue is full too).
     fn send_datagram(&mut self, index: usize, to: SocketAddr, payload: &[u8]) {
-        self.stats.messages_out += 1;
-        let endpoint = &mut self.datagrams[index];
+        self.telemetry.stats.messages_out += 1;
+        let endpoint = &mut self.sources.datagrams[index];
         if endpoint.queued.is_empty() {
-            match endpoint.socket.send_to(payload, to) {
-                Ok(sent) => {
-                    self.stats.bytes_out += sent as u64;
+            match gate(|| endpoint.socket.send_to(payload, to)) {
+                Ok(Some(sent)) => {
+                    self.telemetry.stats.bytes_out += sent as u64;
                     return;
                 }
-                Err(error) if would_block(&error) => {}
+                Ok(None) => {}
                 Err(error) => {
                     debug!("datagram send failed; to={to} error={error}");
-                    self.stats.datagrams_dropped += 1;
+                    self.telemetry.stats.datagrams_dropped += 1;
                     return;
                 }
             }
@@ -140,8 +136,8 @@ impl Reactor {
         if endpoint.queued.len() >= MAX_QUEUED_REPLIES
             || endpoint.queued_bytes + payload.len() > self.limits.max_output
         {
-            self.stats.datagrams_dropped += 1;
-            if let Some(held_back) = self.misbehaving_log.allow(std::time::Instant::now()) {
+            self.telemetry.stats.datagrams_dropped += 1;
+            if let Some(held_back) = self.telemetry.misbehaving_log.allow(std::time::Instant::now()) {
                 warn!("reply queue full, dropping; endpoint={} to={to} repeats={held_back}", endpoint.addr);
             }
             return;
@@ -153,15 +149,14 @@ impl Reactor {
 
     /// The socket can take more: sends queued replies.
     pub(super) fn flush_datagrams(&mut self, index: usize) {
-        let Some(endpoint) = self.datagrams.get_mut(index) else { return };
+        let Some(endpoint) = self.sources.datagrams.get_mut(index) else { return };
         while let Some((to, payload)) = endpoint.queued.front() {
-            match endpoint.socket.send_to(payload, *to) {
-                Ok(sent) => self.stats.bytes_out += sent as u64,
-                Err(error) if would_block(&error) => return,
-                Err(error) if interrupted(&error) => continue,
+            match gate(|| endpoint.socket.send_to(payload, *to)) {
+                Ok(Some(sent)) => self.telemetry.stats.bytes_out += sent as u64,
+                Ok(None) => return,
                 Err(error) => {
                     debug!("datagram send failed; to={to} error={error}");
-                    self.stats.datagrams_dropped += 1;
+                    self.telemetry.stats.datagrams_dropped += 1;
                 }
             }
             let (_, payload) = endpoint.queued.pop_front().expect("a queued reply");
@@ -172,25 +167,39 @@ impl Reactor {
 
     /// Asks for `WRITABLE` while replies are queued, and stops asking once they are sent.
     fn want_writable(&mut self, index: usize, wanted: bool) {
-        let endpoint = &mut self.datagrams[index];
+        let endpoint = &mut self.sources.datagrams[index];
         if endpoint.writable_wanted == wanted {
             return;
         }
         let interest = if wanted { Interest::READABLE | Interest::WRITABLE } else { Interest::READABLE };
-        let token = Token(FIRST_DATAGRAM + index);
+        let token = Source::Datagram(index).token();
         match self.poll.registry().reregister(&mut endpoint.socket, token, interest) {
             Ok(()) => endpoint.writable_wanted = wanted,
             Err(error) => warn!("reregister failed; endpoint={} error={error}", endpoint.addr),
         }
     }
+}
 
-    /// Notes that endpoint `index` may have datagrams waiting that no event will announce.
-    fn owe_datagrams(&mut self, index: usize) {
-        if let Some(endpoint) = self.datagrams.get_mut(index) {
-            if !endpoint.owed {
-                endpoint.owed = true;
-                self.owed.push(Token(FIRST_DATAGRAM + index));
-            }
-        }
+/// What a handler's intents mean for a datagram: replies go back to its sender, one datagram
+/// each. There are no connections: nothing else to send to, and nothing to close.
+struct Datagram<'r> {
+    reactor: &'r mut Reactor,
+    endpoint: usize,
+    to: SocketAddr,
+}
+
+impl crate::serve::Carrier for Datagram<'_> {
+    fn reply(&mut self, payload: &[u8]) {
+        self.reactor.send_datagram(self.endpoint, self.to, payload);
     }
+
+    fn send_to(&mut self, _to: ConnId, _payload: &[u8]) {}
+
+    fn send_to_room(&mut self, _except: ConnId, _payload: &[u8]) {}
+
+    fn close(&mut self) {}
+
+    fn send_file(&mut self, _path: &std::path::Path, _offset: u64, _length: u64) {}
+
+    fn send_metrics(&mut self) {}
 }

@@ -2,7 +2,9 @@
 //! the size; here the file is opened and streamed behind that reply with `sendfile(2)` as the
 //! socket drains, under the same rules as every other output: written first, `WRITABLE` asked
 //! for only when the socket is full, a bounded share per turn. Nothing of the file passes
-//! through user space, so a client that stops reading costs a descriptor, not memory.
+//! through user space, so a client that stops reading costs a descriptor, not memory. Over a
+//! transport that transforms bytes (TLS), the file is copied a chunk at a time instead, the
+//! next chunk only once the last is written (`Connection::send_file`).
 //!
 //! At most `--max-file-sends` files are open at once (each holds a descriptor); a download
 //! past that waits, in order, for one to finish. While a connection sends a file, its later
@@ -19,8 +21,14 @@ use super::{CloseReason, Reactor};
 /// bounded per turn): a big download must not hold the only thread.
 const FILE_BYTES_PER_TURN: usize = 1024 * 1024;
 
-/// Connections waiting for a free file slot, in order.
-pub(super) type FileWaiters = VecDeque<usize>;
+/// Files being sent, and the connections waiting for a slot.
+#[derive(Debug, Default)]
+pub(super) struct Files {
+    /// Files open for sending (at most `--max-file-sends`).
+    pub open: usize,
+    /// Connections waiting for a free file slot, in order.
+    pub waiters: VecDeque<usize>,
+}
 
 impl Reactor {
     /// The handler asked to send `key` a file: queue it behind the pending output, and open
@@ -31,10 +39,10 @@ impl Reactor {
             return;
         }
         conn.queue_file(path, offset, length);
-        if self.files_open < self.limits.max_file_sends {
+        if self.files.open < self.limits.max_file_sends {
             self.open_file(key);
         } else {
-            self.file_waiters.push_back(key);
+            self.files.waiters.push_back(key);
         }
         self.queue_flush(key);
     }
@@ -42,7 +50,7 @@ impl Reactor {
     fn open_file(&mut self, key: usize) {
         let Some(conn) = self.conns.get_mut(key) else { return };
         match conn.open_file() {
-            Ok(()) => self.files_open += 1,
+            Ok(()) => self.files.open += 1,
             Err(error) => {
                 // Its reply promised the bytes: without them the connection cannot go on.
                 warn!("cannot open a file to send; conn={key} error={error}");
@@ -59,8 +67,9 @@ impl Reactor {
             return;
         }
         let mut sent = 0;
-        let progress = conn.send_file(FILE_BYTES_PER_TURN, &mut sent, self.now_tick);
-        self.stats.bytes_out += sent;
+        let progress =
+            conn.send_file(FILE_BYTES_PER_TURN, &mut sent, &mut self.scratch.pool, self.clocks.now_tick);
+        self.telemetry.stats.bytes_out += sent;
         match progress {
             Ok(FileProgress::Done) => self.finish_file(key),
             Ok(FileProgress::Blocked) => {}
@@ -89,8 +98,8 @@ impl Reactor {
 
     /// A file slot is free: the first connection still waiting gets it.
     pub(super) fn release_file_slot(&mut self) {
-        self.files_open -= 1;
-        while let Some(key) = self.file_waiters.pop_front() {
+        self.files.open -= 1;
+        while let Some(key) = self.files.waiters.pop_front() {
             let waiting = self.conns.get(key).is_some_and(|conn| conn.has_file() && !conn.file_is_open());
             if waiting {
                 self.open_file(key);

@@ -39,7 +39,7 @@ impl Reactor {
     /// `key` keeps an unterminated tail of `length` bytes: watch it, if it is a line
     /// listener's and the hint has not been given.
     pub(super) fn watch_unterminated(&mut self, key: usize, length: usize) {
-        let hint = &mut self.raw_hint;
+        let hint = &mut self.telemetry.raw_hint;
         if hint.given || hint.watched.len() >= MAX_WATCHED {
             return;
         }
@@ -52,13 +52,13 @@ impl Reactor {
 
     /// Gives the hint if a watched tail sat unchanged for [`HINT_AFTER`].
     pub(super) fn check_unterminated(&mut self, now: Instant) {
-        if self.raw_hint.watched.is_empty() {
+        if self.telemetry.raw_hint.watched.is_empty() {
             return;
         }
-        let watched = std::mem::take(&mut self.raw_hint.watched);
+        let watched = std::mem::take(&mut self.telemetry.raw_hint.watched);
         for (key, due, length) in watched {
             if due > now {
-                self.raw_hint.watched.push((key, due, length));
+                self.telemetry.raw_hint.watched.push((key, due, length));
                 continue;
             }
             let Some(conn) = self.conns.get(key) else { continue };
@@ -72,8 +72,8 @@ impl Reactor {
                 service.name,
                 service.name
             );
-            self.raw_hint.given = true;
-            self.raw_hint.watched.clear();
+            self.telemetry.raw_hint.given = true;
+            self.telemetry.raw_hint.watched.clear();
             return;
         }
     }

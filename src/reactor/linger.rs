@@ -16,7 +16,6 @@ use mio::Interest;
 
 use super::connection::StopReason;
 use super::{CloseReason, READS_PER_TURN, Reactor};
-use crate::sys::nonblocking::{interrupted, would_block};
 
 /// How long a closing connection waits for its client to close.
 const LINGER_TIMEOUT: Duration = Duration::from_secs(2);
@@ -28,7 +27,7 @@ impl Reactor {
         if reason == StopReason::PeerClosed {
             return self.close_later(key, CloseReason::Finished(reason));
         }
-        let until_ms = (self.started.elapsed() + LINGER_TIMEOUT).as_millis() as u64;
+        let until_ms = (self.clocks.started.elapsed() + LINGER_TIMEOUT).as_millis() as u64;
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
@@ -39,7 +38,7 @@ impl Reactor {
             return;
         }
         debug!("lingering; conn={key} reason={reason:?}");
-        self.lingering.push_back((until_ms, key));
+        self.queues.lingering.push_back((until_ms, key));
         // Input may be waiting already, and its edge came while reading was stopped.
         self.owe_read(key);
     }
@@ -47,7 +46,7 @@ impl Reactor {
     /// Reads and drops what a lingering connection's client sends; its end of stream
     /// closes the connection.
     pub(super) fn discard_input(&mut self, key: usize) {
-        let mut buffer = std::mem::take(&mut self.read_buf);
+        let mut buffer = std::mem::take(&mut self.scratch.read);
         let mut reads = 0;
         while let Some(conn) = self.conns.get_mut(key) {
             if conn.is_closing() {
@@ -57,34 +56,33 @@ impl Reactor {
                 self.owe_read(key);
                 break;
             }
-            match conn.read(&mut buffer, self.now_tick) {
-                Ok(0) => {
+            match conn.read(&mut buffer, self.clocks.now_tick) {
+                Ok(Some(0)) => {
                     self.close_later(key, CloseReason::Lingered);
                     break;
                 }
-                Ok(n) => {
+                Ok(Some(n)) => {
                     reads += 1;
-                    self.stats.bytes_in += n as u64;
+                    self.telemetry.stats.bytes_in += n as u64;
                 }
-                Err(error) if would_block(&error) => break,
-                Err(error) if interrupted(&error) => continue,
+                Ok(None) => break,
                 Err(error) => {
                     self.close_later(key, CloseReason::Error(error));
                     break;
                 }
             }
         }
-        self.read_buf = buffer;
+        self.scratch.read = buffer;
     }
 
     /// Closes lingering connections whose time is up.
     pub(super) fn expire_lingering(&mut self, now: Instant) {
-        let now_ms = now.saturating_duration_since(self.started).as_millis() as u64;
-        while let Some(&(until_ms, key)) = self.lingering.front() {
+        let now_ms = now.saturating_duration_since(self.clocks.started).as_millis() as u64;
+        while let Some(&(until_ms, key)) = self.queues.lingering.front() {
             if until_ms > now_ms {
                 break;
             }
-            self.lingering.pop_front();
+            self.queues.lingering.pop_front();
             let still_lingering = self.conns.get(key).is_some_and(|conn| conn.lingers_until(until_ms));
             if still_lingering {
                 self.close_later(key, CloseReason::LingerTimeout);

@@ -134,13 +134,21 @@ impl Reactor {
             family!("evloop_connections_open", Gauge, "Client connections open now."),
             self.conns.len() as u64,
         );
+        one(
+            family!(
+                "evloop_connections_preparing",
+                Gauge,
+                "Of those, connections not served yet: a PROXY header or a handshake is not done."
+            ),
+            self.telemetry.preparing as u64,
+        );
         let listeners = family!(
             "evloop_listener_connections_open",
             Gauge,
-            "Client connections open now, per listener (handler and its addresses)."
+            "Client connections served now, per listener (handler and its addresses)."
         );
         for (index, service) in self.services.iter().enumerate() {
-            emit(listeners, Label::Listener(index), service.members.len() as f64);
+            emit(listeners, Label::Listener(index), service.connections as f64);
         }
         let mut one = |family: &'static Family, value: u64| emit(family, Label::None, value as f64);
         one(
@@ -159,6 +167,7 @@ impl Reactor {
         for (reason, count) in [
             ("client", stats.closed_by_client),
             ("idle_timeout", stats.closed_idle),
+            ("handshake_timeout", stats.closed_handshake_timeout),
             ("slow_consumer", stats.closed_slow),
             ("error", stats.closed_error),
             ("other", stats.closed_other),
@@ -226,7 +235,7 @@ impl Reactor {
             Label::None,
             stats.longest_wakeup.as_secs_f64(),
         );
-        if self.backplane.is_some() {
+        if self.sources.backplane.is_some() {
             let mut one = |family: &'static Family, value: u64| emit(family, Label::None, value as f64);
             one(
                 family!("evloop_backplane_links_up", Gauge, "Backplane links up (of 2)."),
@@ -259,21 +268,21 @@ impl Reactor {
         }
     }
 
-    /// Brings what is kept beside `self.stats` (open connections, the backplane's
+    /// Brings what is kept beside `self.telemetry.stats` (open connections, the backplane's
     /// counters) into it.
     fn current_stats(&mut self) {
-        self.stats.connections_open = self.conns.len();
-        if let Some(backplane) = &self.backplane {
-            self.stats.set_backplane(backplane.counters());
+        self.telemetry.stats.connections_open = self.conns.len();
+        if let Some(backplane) = &self.sources.backplane {
+            self.telemetry.stats.set_backplane(backplane.counters());
         }
     }
 
     /// Under `--workers`: takes this worker's slot, continuing from the counters a dead
     /// predecessor left there. Called once, before the first turn.
     pub(super) fn claim_metrics_slot(&mut self) {
-        let Some(mut shared) = self.shared_metrics.take() else { return };
+        let Some(mut shared) = self.telemetry.shared_metrics.take() else { return };
         let mut layout = Vec::new();
-        self.visit_samples(&self.stats, |family, label, _| layout.push((family, label)));
+        self.visit_samples(&self.telemetry.stats, |family, label, _| layout.push((family, label)));
         let hash = layout_hash(&layout, self);
         let count = layout.len();
         if HEADER_WORDS + count > SLOT_WORDS {
@@ -298,7 +307,7 @@ impl Reactor {
         slot[0].store(hash, Ordering::Release);
         shared.base = base;
         shared.layout = hash;
-        self.shared_metrics = Some(shared);
+        self.telemetry.shared_metrics = Some(shared);
         self.publish_metrics();
     }
 
@@ -307,23 +316,23 @@ impl Reactor {
     /// of each turn; without workers, one branch.
     #[inline]
     pub(super) fn publish_metrics(&mut self) {
-        if self.shared_metrics.is_some() {
+        if self.telemetry.shared_metrics.is_some() {
             self.store_samples();
         }
     }
 
     fn store_samples(&mut self) {
-        let Some(shared) = self.shared_metrics.take() else { return };
+        let Some(shared) = self.telemetry.shared_metrics.take() else { return };
         self.current_stats();
         if let Some(slot) = shared.own_slot() {
             let mut index = 0;
-            self.visit_samples(&self.stats, |_, _, value| {
+            self.visit_samples(&self.telemetry.stats, |_, _, value| {
                 let value = value + shared.base.get(index).copied().unwrap_or(0.0);
                 slot[HEADER_WORDS + index].store(value.to_bits(), Ordering::Relaxed);
                 index += 1;
             });
         }
-        self.shared_metrics = Some(shared);
+        self.telemetry.shared_metrics = Some(shared);
     }
 
     /// A whole HTTP/1.1 200 response carrying the metrics.
@@ -342,8 +351,10 @@ impl Reactor {
         self.publish_metrics();
         self.current_stats();
         let mut samples: Vec<(&'static Family, Label, f64)> = Vec::new();
-        self.visit_samples(&self.stats, |family, label, value| samples.push((family, label, value)));
-        if let Some(shared) = &self.shared_metrics {
+        self.visit_samples(&self.telemetry.stats, |family, label, value| {
+            samples.push((family, label, value))
+        });
+        if let Some(shared) = &self.telemetry.shared_metrics {
             // Every slot, this worker's included (it holds the base and the values just
             // stored), in place of the live values.
             let mut sums: Option<Vec<f64>> = None;
@@ -384,6 +395,7 @@ impl Reactor {
             Label::None => String::new(),
             Label::Listener(index) => {
                 let listen: Vec<String> = self
+                    .sources
                     .listeners
                     .iter()
                     .filter(|slot| slot.service == index)

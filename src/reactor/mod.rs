@@ -3,14 +3,17 @@
 //! Each turn of the loop waits in `poll` until some socket is ready (or a timer is due), then
 //! works through phases, each in its own file:
 //!
-//! 1. **events**: accept on ready listeners (`accept.rs`); read and handle messages from ready
-//!    connections, then write their replies at once, in one `write` (`input.rs`); note
-//!    connections that can take more output;
-//! 2. **owed**: serve again what an earlier pass cut short (a budget ran out, reading resumed);
-//! 3. **timers**: resume paused accepting, expire idle connections (`idle.rs`), end the drain;
+//! 1. **events**: each readiness event goes to its source (`source.rs`): accept on ready
+//!    listeners (`accept.rs`); read ready connections through their layers (preamble,
+//!    transport, protocol: `input.rs`), hand each message to the handler, and write the
+//!    replies at once, in one `write`; note connections that can take more output;
+//! 2. **owed**: serve again what an earlier pass cut short (a budget ran out, reading resumed,
+//!    plaintext waiting inside a transport);
+//! 3. **timers**: resume paused accepting, expire idle connections (`idle.rs`) and those that
+//!    never got ready (`ready.rs`), end the drain;
 //! 4. **flush**: write each room's lines of the turn to its members, straight from one
-//!    buffer (`room.rs`); write every connection that still has new output (a socket that
-//!    became writable, say), in one `write` each (`output.rs`);
+//!    buffer per codec (`room.rs`); write every connection that still has new output (a
+//!    socket that became writable, say), in one `write` each (`output.rs`);
 //! 5. **close**: remove the connections marked for closing (`close.rs`), after a lingering
 //!    close where replies could otherwise be lost (`linger.rs`).
 //!
@@ -18,6 +21,12 @@
 //! thread serves thousands of clients "at once": by taking turns at message granularity.
 //! Closing is deferred to the end of a turn so no step ever holds a connection that another
 //! step has removed. docs/architecture.md draws the picture.
+//!
+//! The reactor's state is grouped by who uses it: the connections and what they are served
+//! by (services, rooms), the other sources the poll watches ([`Sources`]), the work queued
+//! for later ([`Queues`]), the buffers every connection borrows in turn ([`Scratch`]), the
+//! clocks ([`Clocks`]), what it reports about itself ([`Telemetry`]), and the files it sends
+//! ([`files::Files`]).
 
 mod accept;
 mod backplane;
@@ -34,10 +43,12 @@ mod linger;
 mod log_throttle;
 mod metrics;
 mod output;
+mod ready;
 mod recording;
 mod reporter;
 mod room;
 mod service;
+mod source;
 mod timer_wheel;
 mod trace;
 
@@ -46,13 +57,13 @@ use std::io;
 use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
-use log::{debug, info, trace, warn};
-use mio::{Events, Interest, Poll, Token};
+use log::{debug, info, warn};
+use mio::{Events, Interest, Poll};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 use slab::Slab;
 
-use crate::backplane::{Backplane, Role};
+use crate::backplane::Backplane;
 use buffer_pool::BufferPool;
 use connection::{Connection, StopReason};
 use control::{Command, ServerHandle};
@@ -60,9 +71,12 @@ use datagram::DatagramEndpoint;
 use log_throttle::LogThrottle;
 use mio::net::UdpSocket;
 use reporter::Reporter;
+use room::Room;
+use source::Source;
 use timer_wheel::{Entry, TimerWheel};
 use trace::WakeupTrace;
 
+use crate::codec::SessionEvents;
 use crate::config::{Limits, ServerConfig};
 use crate::handlers::Outbox;
 use crate::stats::{RunSummary, Stats};
@@ -75,23 +89,7 @@ pub(crate) use service::Service;
 pub(crate) use close::CloseReason;
 #[cfg(feature = "cli")]
 pub(crate) use metrics::SLOT_WORDS as METRICS_SLOT_WORDS;
-
-/// Wakes the poll when a [`ServerHandle`] sends a command.
-const WAKER: Token = Token(usize::MAX);
-/// SIGINT, SIGTERM and SIGHUP, when the server handles signals: each drains and stops.
-const SIGNALS: Token = Token(usize::MAX - 1);
-/// The backplane's publishing link.
-const BACKPLANE_PUBLISHER: Token = Token(usize::MAX - 2);
-/// The backplane's subscribing link.
-const BACKPLANE_SUBSCRIBER: Token = Token(usize::MAX - 3);
-/// Most listeners one reactor serves.
-pub(crate) const MAX_LISTENERS: usize = 1024;
-/// Listener `i` has token `FIRST_LISTENER + i`, and UDP endpoint `j` token
-/// `FIRST_DATAGRAM + j`. Connection tokens are slab keys, which stay below
-/// `max_connections`, far below these ranges.
-const FIRST_LISTENER: usize = usize::MAX - 4 - MAX_LISTENERS;
-/// See [`FIRST_LISTENER`].
-const FIRST_DATAGRAM: usize = FIRST_LISTENER - MAX_LISTENERS;
+pub(crate) use source::MAX_LISTENERS;
 
 /// Readiness events taken from the kernel per `poll`.
 const EVENTS_PER_POLL: usize = 1024;
@@ -123,63 +121,110 @@ pub(crate) struct ListenerSlot {
     pub proxy: bool,
 }
 
-/// See the module documentation.
-pub(crate) struct Reactor {
-    poll: Poll,
+/// What the poll watches besides connections, each with its own token (`source.rs`).
+struct Sources {
     listeners: Vec<ListenerSlot>,
     /// UDP sockets (`datagram.rs`).
     datagrams: Vec<DatagramEndpoint>,
-    services: Vec<Service>,
-    /// Every client connection; the key is its token.
-    conns: Slab<Connection>,
-    limits: Limits,
+    /// SIGINT, SIGTERM and SIGHUP, when the server handles signals.
+    signals: Option<Signals>,
+    /// Commands from [`ServerHandle`]s, announced by the waker.
+    commands: Receiver<Command>,
+    /// Rooms shared with other servers through a pub/sub engine (`backplane.rs`).
+    backplane: Option<Backplane>,
+    /// Numbers Unix-socket clients, which have no address.
+    unix_serial: u64,
+}
+
+/// Work a turn leaves for later in the turn, or for the next one.
+#[derive(Default)]
+struct Queues {
+    /// Sources served short of `WouldBlock` earlier: edge-triggered polling will not report
+    /// them again for bytes already waiting, so the reactor must come back by itself.
+    owed: Vec<Source>,
+    /// Connections with new output this turn, written in the flush phase.
+    flush: Vec<usize>,
+    /// Connections to remove at the end of this turn, and why.
+    close: Vec<(usize, CloseReason)>,
+    /// Connections lingering after their last reply, by deadline (ms since the start); all
+    /// share one timeout, so this is in deadline order. Entries of connections that closed
+    /// earlier are skipped when they come up.
+    lingering: VecDeque<(u64, usize)>,
+    /// Connections not ready yet, by deadline (`--handshake-timeout`), likewise in order.
+    preparing: VecDeque<(u64, usize)>,
+}
+
+/// Buffers every connection borrows in turn: one of each per reactor, not per connection.
+#[derive(Default)]
+struct Scratch {
     /// See [`READ_BUFFER_SIZE`].
-    read_buf: Vec<u8>,
+    read: Vec<u8>,
+    /// Plaintext from a transport that decrypts (the plain one reads straight into `read`).
+    plain: Vec<u8>,
     /// Reused for every handler call.
     outbox: Outbox,
+    /// What a stateful protocol found in one read.
+    session: SessionEvents,
+    /// Buffers a connection holds only while it needs them.
     pool: BufferPool,
-    /// Tokens served short of `WouldBlock` earlier: edge-triggered polling will not report
-    /// them again for bytes already waiting, so the reactor must come back by itself.
-    owed: Vec<Token>,
-    /// Connections with new output this turn, written in the flush phase.
-    flush_queue: Vec<usize>,
-    /// Connections to remove at the end of this turn, and why.
-    close_queue: Vec<(usize, CloseReason)>,
+}
+
+/// Time: the idle wheel, the drain, and the start every deadline is counted from.
+struct Clocks {
     /// Idle timeouts, if configured.
     idle: Option<TimerWheel>,
     /// Scratch space for entries coming due on the wheel.
     due: Vec<Entry>,
     /// The idle-wheel tick of the current turn; connections record it as their last activity.
     now_tick: u64,
-    stats: Stats,
-    reporter: Option<Reporter>,
-    commands: Receiver<Command>,
-    signals: Option<Signals>,
-    /// Connections lingering after their last reply, by deadline (ms since `started`); all
-    /// share one timeout, so this is in deadline order. Entries of connections that closed
-    /// earlier are skipped when they come up.
-    lingering: VecDeque<(u64, usize)>,
+    started: Instant,
     /// Set once shutdown starts: the drain deadline.
     draining: Option<Instant>,
+}
+
+impl Clocks {
+    /// Milliseconds since the reactor started, at `now`.
+    fn ms(&self, now: Instant) -> u64 {
+        now.saturating_duration_since(self.started).as_millis() as u64
+    }
+}
+
+/// What the reactor reports about itself: counters, logs, the timeline.
+struct Telemetry {
+    stats: Stats,
+    /// Connections not ready yet (the `preparing` gauge).
+    preparing: usize,
     /// Connections closed unflushed at the drain deadline.
     cut_at_deadline: u64,
-    unix_serial: u64,
-    accept_log: LogThrottle,
-    misbehaving_log: LogThrottle,
-    started: Instant,
+    reporter: Option<Reporter>,
     /// Which clients each wakeup served, for `trace` logging.
     trace: WakeupTrace,
-    /// Rooms shared with other servers through a pub/sub engine (`reactor/backplane.rs`).
-    backplane: Option<Backplane>,
-    /// The once-only hint about line framing (`hint.rs`).
-    raw_hint: hint::RawHint,
-    /// Files open for sending, and the connections waiting for a slot (`files.rs`).
-    files_open: usize,
-    file_waiters: files::FileWaiters,
     /// `--trace-file`: the timeline being recorded (`recording.rs`); `None`, the usual.
     recording: Option<recording::Recording>,
     /// Under `--workers`: metrics shared with the other workers (`metrics.rs`).
     shared_metrics: Option<metrics::SharedMetrics>,
+    accept_log: LogThrottle,
+    misbehaving_log: LogThrottle,
+    /// The once-only hint about line framing (`hint.rs`).
+    raw_hint: hint::RawHint,
+}
+
+/// See the module documentation.
+pub(crate) struct Reactor {
+    poll: Poll,
+    /// Every client connection; the key is its token.
+    conns: Slab<Connection>,
+    /// What serves each listener: a handler and its codec.
+    services: Vec<Service>,
+    /// Who hears whose lines.
+    rooms: Vec<Room>,
+    limits: Limits,
+    sources: Sources,
+    queues: Queues,
+    scratch: Scratch,
+    clocks: Clocks,
+    telemetry: Telemetry,
+    files: files::Files,
 }
 
 impl Reactor {
@@ -188,39 +233,52 @@ impl Reactor {
         services: Vec<Service>,
         listeners: Vec<(Listener, ListenAddr, usize)>,
         datagrams: Vec<(UdpSocket, ListenAddr, usize)>,
-        rooms: &[String],
         config: &ServerConfig,
         handle_signals: bool,
     ) -> io::Result<(Reactor, ServerHandle)> {
         let poll = Poll::new()?;
-        let (handle, commands) = ServerHandle::new(poll.registry(), WAKER)?;
+        let (handle, commands) = ServerHandle::new(poll.registry(), Source::Waker.token())?;
         let signals = if handle_signals {
             let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP])?;
-            poll.registry().register(&mut signals, SIGNALS, Interest::READABLE)?;
+            poll.registry().register(&mut signals, Source::Signals.token(), Interest::READABLE)?;
             Some(signals)
         } else {
             None
         };
         let mut slots = Vec::with_capacity(listeners.len());
         for (index, (mut listener, addr, service)) in listeners.into_iter().enumerate() {
-            poll.registry().register(&mut listener, Token(FIRST_LISTENER + index), Interest::READABLE)?;
+            poll.registry().register(&mut listener, Source::Listener(index).token(), Interest::READABLE)?;
             let proxy = config.proxy_protocol && matches!(listener, Listener::Tcp(_));
             slots.push(ListenerSlot { listener, addr, service, paused_until: None, owed: false, proxy });
         }
         let mut endpoints = Vec::with_capacity(datagrams.len());
         for (index, (mut socket, addr, service)) in datagrams.into_iter().enumerate() {
-            poll.registry().register(&mut socket, Token(FIRST_DATAGRAM + index), Interest::READABLE)?;
+            poll.registry().register(&mut socket, Source::Datagram(index).token(), Interest::READABLE)?;
             endpoints.push(DatagramEndpoint::new(socket, addr, service));
         }
         let mut limits = config.limits();
-        limits.max_connections = limits.max_connections.min(FIRST_DATAGRAM);
+        limits.max_connections = limits.max_connections.min(source::MAX_CONNECTIONS);
         let now = Instant::now();
+        let mut services = services;
+        let rooms = room::rooms_of(&mut services);
+        let shared_rooms: Vec<String> =
+            rooms.iter().filter_map(|room| room.shared_name().map(String::from)).collect();
         let backplane = match &config.backplane {
-            Some(url) if !rooms.is_empty() => {
+            Some(url) if !shared_rooms.is_empty() => {
                 // A room line is a sender's address, ": " and a message of up to max_frame.
                 let max_message = limits.max_frame + 1024;
-                let tokens = (BACKPLANE_PUBLISHER, BACKPLANE_SUBSCRIBER);
-                Some(Backplane::new(url.clone(), rooms, tokens, config.backplane_ping, max_message, now))
+                let tokens = (
+                    Source::Backplane(crate::backplane::Role::Publisher).token(),
+                    Source::Backplane(crate::backplane::Role::Subscriber).token(),
+                );
+                Some(Backplane::new(
+                    url.clone(),
+                    &shared_rooms,
+                    tokens,
+                    config.backplane_ping,
+                    max_message,
+                    now,
+                ))
             }
             Some(url) => {
                 info!("backplane unused: no listener serves a room; backplane={url}");
@@ -234,38 +292,40 @@ impl Reactor {
             .map(|path| recording::Recording::new(crate::timeline::Timeline::new(path, limits.trace_limit)));
         let reactor = Reactor {
             poll,
-            listeners: slots,
-            datagrams: endpoints,
-            services,
             conns: Slab::new(),
+            services,
+            rooms,
+            sources: Sources {
+                listeners: slots,
+                datagrams: endpoints,
+                signals,
+                commands,
+                backplane,
+                unix_serial: 0,
+            },
+            queues: Queues::default(),
+            scratch: Scratch { read: vec![0; READ_BUFFER_SIZE], ..Scratch::default() },
+            clocks: Clocks {
+                idle: config.idle_timeout.map(|timeout| TimerWheel::new(timeout, now)),
+                due: Vec::new(),
+                now_tick: 0,
+                started: now,
+                draining: None,
+            },
+            telemetry: Telemetry {
+                stats: Stats::default(),
+                preparing: 0,
+                cut_at_deadline: 0,
+                reporter: config.stats_interval.map(|interval| Reporter::new(interval, now)),
+                trace: WakeupTrace::default(),
+                recording,
+                shared_metrics: shared_metrics(config),
+                accept_log: LogThrottle::new(Duration::from_secs(1)),
+                misbehaving_log: LogThrottle::new(Duration::from_secs(1)),
+                raw_hint: hint::RawHint::default(),
+            },
+            files: files::Files::default(),
             limits,
-            read_buf: vec![0; READ_BUFFER_SIZE],
-            outbox: Outbox::default(),
-            pool: BufferPool::default(),
-            owed: Vec::new(),
-            flush_queue: Vec::new(),
-            close_queue: Vec::new(),
-            idle: config.idle_timeout.map(|timeout| TimerWheel::new(timeout, now)),
-            due: Vec::new(),
-            now_tick: 0,
-            stats: Stats::default(),
-            reporter: config.stats_interval.map(|interval| Reporter::new(interval, now)),
-            commands,
-            signals,
-            lingering: VecDeque::new(),
-            draining: None,
-            cut_at_deadline: 0,
-            unix_serial: 0,
-            accept_log: LogThrottle::new(Duration::from_secs(1)),
-            misbehaving_log: LogThrottle::new(Duration::from_secs(1)),
-            started: now,
-            trace: WakeupTrace::default(),
-            backplane,
-            raw_hint: hint::RawHint::default(),
-            files_open: 0,
-            file_waiters: files::FileWaiters::new(),
-            recording,
-            shared_metrics: shared_metrics(config),
         };
         Ok((reactor, handle))
     }
@@ -275,7 +335,7 @@ impl Reactor {
     pub fn run(mut self) -> io::Result<RunSummary> {
         info!(
             "started; listeners={} max_connections={} max_frame={} max_output={}",
-            self.listeners.len() + self.datagrams.len(),
+            self.sources.listeners.len() + self.sources.datagrams.len(),
             self.limits.max_connections,
             self.limits.max_frame,
             self.limits.max_output
@@ -291,45 +351,48 @@ impl Reactor {
                 return Err(error);
             }
             let woke = Instant::now();
-            if let Some(wheel) = &self.idle {
-                self.now_tick = wheel.now_tick(woke);
+            if let Some(wheel) = &self.clocks.idle {
+                self.clocks.now_tick = wheel.now_tick(woke);
             }
-            self.trace.begin(&self.stats);
+            self.telemetry.trace.begin(&self.telemetry.stats);
             let mut event_count = 0;
             for event in events.iter() {
                 event_count += 1;
-                self.dispatch(event, woke);
+                self.serve_source(Source::of(event.token()), source::Readiness::of(event), woke);
             }
-            if let Some(recording) = &mut self.recording {
+            if let Some(recording) = &mut self.telemetry.recording {
                 recording.wakeup(woke, event_count);
             }
             self.serve_owed();
             self.run_timers(woke);
             self.release_rooms();
             self.flush_queued();
-            if let Some(backplane) = &mut self.backplane {
+            if let Some(backplane) = &mut self.sources.backplane {
                 backplane.flush(woke);
             }
             self.close_queued();
             self.publish_metrics();
             let busy = woke.elapsed();
-            self.stats.record_wakeup(event_count, busy);
-            self.trace.finish(self.stats.wakeups, event_count, busy, &self.stats);
-            if let Some(reporter) = &mut self.reporter {
-                reporter.note_wakeup(busy);
-                self.stats.connections_open = self.conns.len();
-                self.stats.buffers = self.pool.stats();
-                if let Some(backplane) = &self.backplane {
-                    self.stats.set_backplane(backplane.counters());
+            let telemetry = &mut self.telemetry;
+            telemetry.stats.record_wakeup(event_count, busy);
+            telemetry.trace.finish(telemetry.stats.wakeups, event_count, busy, &telemetry.stats);
+            if telemetry.reporter.is_some() {
+                let stats = self.stats_snapshot();
+                if let Some(reporter) = &mut self.telemetry.reporter {
+                    reporter.note_wakeup(busy);
+                    reporter.maybe_report(woke, &stats);
                 }
-                reporter.maybe_report(woke, &self.stats);
             }
-            if self.draining.is_some() && self.conns.is_empty() {
+            if self.clocks.draining.is_some() && self.conns.is_empty() {
                 break;
             }
         }
-        let summary = RunSummary::new(self.started.elapsed(), self.stats_snapshot(), self.cut_at_deadline);
-        if let Some(recording) = self.recording.take() {
+        let summary = RunSummary::new(
+            self.clocks.started.elapsed(),
+            self.stats_snapshot(),
+            self.telemetry.cut_at_deadline,
+        );
+        if let Some(recording) = self.telemetry.recording.take() {
             recording.finish();
         }
         // The summary itself is the caller's to print (the binary prints it on stdout): on a
@@ -343,23 +406,24 @@ impl Reactor {
     /// With nothing to do and no timers, it sleeps until a socket is ready: an idle server
     /// uses no CPU.
     fn poll_timeout(&self, now: Instant) -> Option<Duration> {
-        if !self.owed.is_empty()
-            || !self.flush_queue.is_empty()
-            || !self.close_queue.is_empty()
+        if !self.queues.owed.is_empty()
+            || !self.queues.flush.is_empty()
+            || !self.queues.close.is_empty()
             || self.rooms_waiting()
         {
             return Some(Duration::ZERO);
         }
-        let backplane = self.backplane.as_ref().map(Backplane::next_deadline);
-        let accept_resume = self.listeners.iter().filter_map(|slot| slot.paused_until).min();
+        let started = self.clocks.started;
+        let at_ms = |&(until_ms, _): &(u64, usize)| started + Duration::from_millis(until_ms);
         [
-            self.idle.as_ref().and_then(TimerWheel::next_due),
-            self.reporter.as_ref().map(Reporter::next_due),
-            accept_resume,
-            self.draining,
-            self.lingering.front().map(|&(until_ms, _)| self.started + Duration::from_millis(until_ms)),
-            backplane,
-            self.raw_hint.next_due(),
+            self.clocks.idle.as_ref().and_then(TimerWheel::next_due),
+            self.telemetry.reporter.as_ref().map(Reporter::next_due),
+            self.sources.listeners.iter().filter_map(|slot| slot.paused_until).min(),
+            self.clocks.draining,
+            self.queues.lingering.front().map(at_ms),
+            self.queues.preparing.front().map(at_ms),
+            self.sources.backplane.as_ref().map(Backplane::next_deadline),
+            self.telemetry.raw_hint.next_due(),
         ]
         .into_iter()
         .flatten()
@@ -367,105 +431,16 @@ impl Reactor {
         .map(|deadline| deadline.saturating_duration_since(now))
     }
 
-    /// Routes one readiness event.
-    fn dispatch(&mut self, event: &mio::event::Event, now: Instant) {
-        match event.token() {
-            WAKER => self.run_commands(now),
-            SIGNALS => self.on_signals(now),
-            BACKPLANE_PUBLISHER => self.on_backplane(Role::Publisher, now),
-            BACKPLANE_SUBSCRIBER => self.on_backplane(Role::Subscriber, now),
-            Token(token) if token >= FIRST_LISTENER => self.accept_from(token - FIRST_LISTENER),
-            Token(token) if token >= FIRST_DATAGRAM => {
-                if event.is_writable() {
-                    self.flush_datagrams(token - FIRST_DATAGRAM);
-                }
-                if event.is_readable() {
-                    self.receive_datagrams(token - FIRST_DATAGRAM);
-                }
-            }
-            Token(key) => {
-                trace!(
-                    "event; conn={key} readable={} writable={} closed={}",
-                    event.is_readable(),
-                    event.is_writable(),
-                    event.is_read_closed() || event.is_write_closed()
-                );
-                if event.is_writable() || event.is_write_closed() || event.is_error() {
-                    self.queue_flush(key);
-                }
-                if event.is_readable() || event.is_read_closed() || event.is_error() {
-                    let mark = self.trace.mark(&self.stats);
-                    // Stopping at a short read is safe only when the event did not already
-                    // announce the end of the stream: no new edge would come for it.
-                    let drain = event.is_read_closed() || event.is_error();
-                    self.read_from(key, drain);
-                    if let Some(mark) = mark {
-                        let peer = self.conns.get(key).map(|conn| conn.peer().clone());
-                        self.trace.served(key, peer, mark, &self.stats);
-                    }
-                }
-            }
-        }
-    }
-
-    /// Serves what earlier passes cut short. A pass can owe again; that waits for the next
-    /// turn (with a zero poll timeout), so new events get their turn in between.
-    fn serve_owed(&mut self) {
-        let mut owed = std::mem::take(&mut self.owed);
-        for &Token(token) in &owed {
-            if Token(token) == BACKPLANE_PUBLISHER {
-                self.on_backplane(Role::Publisher, Instant::now());
-            } else if Token(token) == BACKPLANE_SUBSCRIBER {
-                self.on_backplane(Role::Subscriber, Instant::now());
-            } else if token >= FIRST_LISTENER {
-                let index = token - FIRST_LISTENER;
-                if let Some(slot) = self.listeners.get_mut(index) {
-                    slot.owed = false;
-                    self.accept_from(index);
-                }
-            } else if token >= FIRST_DATAGRAM {
-                let index = token - FIRST_DATAGRAM;
-                if let Some(endpoint) = self.datagrams.get_mut(index) {
-                    endpoint.owed = false;
-                    self.receive_datagrams(index);
-                }
-            } else if let Some(conn) = self.conns.get_mut(token) {
-                conn.clear_owed_read();
-                self.read_from(token, true);
-            }
-        }
-        owed.clear();
-        if self.owed.is_empty() {
-            self.owed = owed;
-        }
-    }
-
-    /// Notes that `key` has bytes waiting that no event will announce again.
-    fn owe_read(&mut self, key: usize) {
-        if self.conns.get_mut(key).is_some_and(|conn| conn.owe_read()) {
-            self.owed.push(Token(key));
-        }
-    }
-
-    /// Notes that listener `index` may have connections waiting in its backlog.
-    fn owe_accept(&mut self, index: usize) {
-        if let Some(slot) = self.listeners.get_mut(index) {
-            if !slot.owed {
-                slot.owed = true;
-                self.owed.push(Token(FIRST_LISTENER + index));
-            }
-        }
-    }
-
     fn run_timers(&mut self, now: Instant) {
-        if let Some(backplane) = &mut self.backplane {
+        if let Some(backplane) = &mut self.sources.backplane {
             backplane.on_timers(self.poll.registry(), now);
         }
         self.resume_accepting(now);
         self.check_unterminated(now);
         self.expire_idle(now);
+        self.expire_preparing(now);
         self.expire_lingering(now);
-        if let Some(deadline) = self.draining {
+        if let Some(deadline) = self.clocks.draining {
             if now >= deadline {
                 self.cut_off_at_deadline();
             }
@@ -473,7 +448,7 @@ impl Reactor {
     }
 
     fn run_commands(&mut self, now: Instant) {
-        while let Ok(command) = self.commands.try_recv() {
+        while let Ok(command) = self.sources.commands.try_recv() {
             match command {
                 Command::Shutdown => self.begin_shutdown(now),
                 Command::Stats(reply) => {
@@ -484,7 +459,7 @@ impl Reactor {
     }
 
     fn on_signals(&mut self, now: Instant) {
-        let Some(signals) = &mut self.signals else {
+        let Some(signals) = &mut self.sources.signals else {
             return;
         };
         let received: Vec<i32> = signals.pending().collect();
@@ -495,12 +470,13 @@ impl Reactor {
     }
 
     /// Stops accepting and starts draining: no more reading, pending output is flushed, each
-    /// connection closes once written, and the rest are cut at the deadline. A second stop
+    /// connection closes once written (told the server is going away, in its protocol, where
+    /// the protocol has a way to say it), and the rest are cut at the deadline. A second stop
     /// request while draining ends the drain at once.
     fn begin_shutdown(&mut self, now: Instant) {
-        if self.draining.is_some() {
+        if self.clocks.draining.is_some() {
             info!("second stop request; closing now");
-            self.draining = Some(now);
+            self.clocks.draining = Some(now);
             return;
         }
         let deadline = now + self.limits.drain_timeout;
@@ -509,22 +485,23 @@ impl Reactor {
             self.conns.len(),
             self.limits.drain_timeout.as_millis()
         );
-        self.draining = Some(deadline);
-        if self.signals.is_some() {
+        self.clocks.draining = Some(deadline);
+        if self.sources.signals.is_some() {
             // Run as a program (it handles the signals): tell a systemd supervisor.
             crate::sys::notify::notify("STOPPING=1");
         }
-        for mut slot in self.listeners.drain(..) {
+        for mut slot in self.sources.listeners.drain(..) {
             let _ = self.poll.registry().deregister(&mut slot.listener);
         }
         // UDP has no connections to drain: send what is queued if the socket takes it, and
         // stop serving datagrams.
-        for index in 0..self.datagrams.len() {
+        for index in 0..self.sources.datagrams.len() {
             self.flush_datagrams(index);
         }
-        self.datagrams.clear();
+        self.sources.datagrams.clear();
         let keys: Vec<usize> = self.conns.iter().map(|(key, _)| key).collect();
         for key in keys {
+            self.notify(key, crate::codec::Notice::GoingAway);
             self.stop_reading(key, StopReason::Shutdown);
         }
     }
@@ -536,7 +513,7 @@ impl Reactor {
         if !keys.is_empty() {
             warn!("drain deadline reached; cutting off conns={}", keys.len());
         }
-        self.cut_at_deadline += keys.len() as u64;
+        self.telemetry.cut_at_deadline += keys.len() as u64;
         for key in keys {
             self.close_later(key, CloseReason::DrainDeadline);
         }
@@ -551,9 +528,13 @@ impl Reactor {
     }
 
     fn stats_snapshot(&self) -> Stats {
-        let mut stats =
-            Stats { connections_open: self.conns.len(), buffers: self.pool.stats(), ..self.stats.clone() };
-        if let Some(backplane) = &self.backplane {
+        let mut stats = Stats {
+            connections_open: self.conns.len(),
+            connections_preparing: self.telemetry.preparing,
+            buffers: self.scratch.pool.stats(),
+            ..self.telemetry.stats.clone()
+        };
+        if let Some(backplane) = &self.sources.backplane {
             stats.set_backplane(backplane.counters());
         }
         stats

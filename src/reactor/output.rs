@@ -13,7 +13,8 @@ use mio::{Interest, Token};
 
 use super::connection::{Settled, StopReason};
 use super::{CloseReason, Reactor};
-use crate::handlers::{ConnId, Intent, Recipient};
+use crate::handlers::ConnId;
+use crate::serve::Carrier;
 
 /// Whose message an output is: it decides what happens when a client stops reading.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -30,60 +31,31 @@ impl Reactor {
     /// Carries out, in order, what the handler put in the outbox for a message of `sender`,
     /// after the replies it framed before that.
     pub(super) fn carry_out(&mut self, sender: usize, service: usize) {
-        if !self.outbox.has_intents() {
+        if !self.scratch.outbox.has_intents() {
             return;
         }
         self.commit_replies(sender);
-        let mut outbox = std::mem::take(&mut self.outbox);
-        for intent in outbox.intents() {
-            match intent {
-                Intent::Send { to, payload } => {
-                    let payload = outbox.payload(payload.clone());
-                    match *to {
-                        Recipient::Sender => self.deliver(sender, payload, Origin::Own),
-                        Recipient::Conn(ConnId(key)) if key == sender => {
-                            self.deliver(key, payload, Origin::Own)
-                        }
-                        Recipient::Conn(ConnId(key)) => self.deliver(key, payload, Origin::Pushed),
-                        Recipient::AllExcept(ConnId(except)) => {
-                            self.deliver_to_room(service, except, payload)
-                        }
-                    }
-                }
-                Intent::Close => self.stop_reading(sender, StopReason::HandlerClosed),
-                Intent::Metrics => {
-                    self.release_room_of(sender);
-                    let response = self.metrics_response();
-                    if let Some(conn) = self.conns.get_mut(sender) {
-                        // The whole HTTP response as is: it is not a message of the codec.
-                        conn.push_output(crate::codec::Codec::Raw, &response, false, &mut self.pool);
-                        self.stats.messages_out += 1;
-                        self.queue_flush(sender);
-                    }
-                }
-                Intent::SendFile { path, offset, length } => {
-                    self.start_file(sender, path.clone(), *offset, *length)
-                }
-            }
-        }
+        let mut outbox = std::mem::take(&mut self.scratch.outbox);
+        crate::serve::carry_out(&outbox, ConnId(sender), &mut Carried { reactor: self, sender, service });
         outbox.clear();
-        self.outbox = outbox;
+        self.scratch.outbox = outbox;
     }
 
     /// Moves the replies the handler framed in the outbox to `key`'s output and queues it
     /// for writing (see [`Connection::take_replies`](super::connection::Connection::take_replies)).
     pub(super) fn commit_replies(&mut self, key: usize) {
-        if !self.outbox.has_replies() {
+        if !self.scratch.outbox.has_replies() {
             return;
         }
         self.release_room_of(key);
         match self.conns.get_mut(key) {
             Some(conn) if !conn.is_closing() => {
-                self.stats.messages_out += conn.take_replies(&mut self.outbox, &mut self.pool);
+                self.telemetry.stats.messages_out +=
+                    conn.take_replies(&mut self.scratch.outbox, &mut self.scratch.pool);
                 self.queue_flush(key);
             }
             _ => {
-                self.outbox.discard_replies();
+                self.scratch.outbox.discard_replies();
             }
         }
     }
@@ -92,22 +64,24 @@ impl Reactor {
     /// other lines of the turn, `room.rs`), and through the backplane (if the service's room
     /// is on one) to the members on other servers.
     fn deliver_to_room(&mut self, service: usize, except: usize, payload: &[u8]) {
-        self.send_to_room(service, Some(except), payload);
-        if let (Some(room), Some(backplane)) = (self.services[service].room, &mut self.backplane) {
-            backplane.publish(room, payload);
+        let room = self.services[service].room;
+        self.send_to_room(room, Some(except), payload);
+        if let (Some(shared), Some(backplane)) = (self.rooms[room].backplane, &mut self.sources.backplane) {
+            backplane.publish(shared, payload);
         }
     }
 
-    /// Frames `payload` with `key`'s codec onto its pending output and queues it for the flush.
+    /// Frames `payload` with `key`'s codec onto its pending output and queues it for the
+    /// flush (a connection not served yet gets nothing: its handler cannot know it).
     pub(super) fn deliver(&mut self, key: usize, payload: &[u8], origin: Origin) {
         self.release_room_of(key);
         let Some(conn) = self.conns.get_mut(key) else { return };
-        if conn.is_closing() {
+        if conn.is_closing() || !conn.is_ready() {
             return;
         }
         let codec = self.services[conn.service()].codec;
-        conn.push_output(codec, payload, origin == Origin::Pushed, &mut self.pool);
-        self.stats.messages_out += 1;
+        conn.push_output(codec, payload, origin == Origin::Pushed, &mut self.scratch.pool);
+        self.telemetry.stats.messages_out += 1;
         self.queue_flush(key);
     }
 
@@ -118,7 +92,7 @@ impl Reactor {
         let Some(conn) = self.conns.get_mut(key) else { return false };
         match conn.reregister(self.poll.registry(), Token(key), wanted) {
             Ok(changed) => {
-                self.stats.interest_changes += u64::from(changed);
+                self.telemetry.stats.interest_changes += u64::from(changed);
                 true
             }
             Err(error) => {
@@ -129,16 +103,10 @@ impl Reactor {
         }
     }
 
-    /// Sends `payload` to `key` and writes it at once: a last word before closing it.
-    pub(super) fn deliver_now(&mut self, key: usize, payload: &[u8]) {
-        self.deliver(key, payload, Origin::Own);
-        self.flush(key);
-    }
-
     /// Puts `key` on the flush queue (once per turn).
     pub(super) fn queue_flush(&mut self, key: usize) {
         if self.conns.get_mut(key).is_some_and(|conn| conn.queue_for_flush()) {
-            self.flush_queue.push(key);
+            self.queues.flush.push(key);
         }
     }
 
@@ -154,15 +122,15 @@ impl Reactor {
     /// The flush phase: writes every connection still queued this turn (those whose own
     /// replies were written right after their input are no longer queued).
     pub(super) fn flush_queued(&mut self) {
-        let mut queue = std::mem::take(&mut self.flush_queue);
+        let mut queue = std::mem::take(&mut self.queues.flush);
         for &key in &queue {
             if self.conns.get(key).is_some_and(|conn| conn.is_queued_for_flush()) {
                 self.flush(key);
             }
         }
         queue.clear();
-        if self.flush_queue.is_empty() {
-            self.flush_queue = queue;
+        if self.queues.flush.is_empty() {
+            self.queues.flush = queue;
         }
     }
 
@@ -177,8 +145,8 @@ impl Reactor {
         if conn.is_closing() {
             return;
         }
-        match conn.write_pending(&mut self.pool, self.now_tick) {
-            Ok(written) => self.stats.bytes_out += written as u64,
+        match conn.write_pending(&mut self.scratch.pool, self.clocks.now_tick) {
+            Ok(written) => self.telemetry.stats.bytes_out += written as u64,
             Err(error) => return self.close_later(key, CloseReason::Error(error)),
         }
         if conn.file_is_open() {
@@ -201,7 +169,7 @@ impl Reactor {
         match settled {
             Settled::SlowConsumer => return self.close_later(key, CloseReason::SlowConsumer),
             Settled::Finished(reason) => return self.finish_stopped(key, reason),
-            Settled::Paused => self.stats.reading_paused += 1,
+            Settled::Paused => self.telemetry.stats.reading_paused += 1,
             Settled::Resumed | Settled::Unchanged => {}
         }
         if let Some(wanted) = wanted {
@@ -212,6 +180,47 @@ impl Reactor {
         if settled == Settled::Resumed {
             // Bytes it sent while paused raised their edge long ago: read them now.
             self.owe_read(key);
+        }
+    }
+}
+
+/// What a handler's intents mean on the reactor, for a message of `sender`.
+struct Carried<'r> {
+    reactor: &'r mut Reactor,
+    sender: usize,
+    service: usize,
+}
+
+impl Carrier for Carried<'_> {
+    fn reply(&mut self, payload: &[u8]) {
+        self.reactor.deliver(self.sender, payload, Origin::Own);
+    }
+
+    fn send_to(&mut self, ConnId(key): ConnId, payload: &[u8]) {
+        self.reactor.deliver(key, payload, Origin::Pushed);
+    }
+
+    fn send_to_room(&mut self, ConnId(except): ConnId, payload: &[u8]) {
+        self.reactor.deliver_to_room(self.service, except, payload);
+    }
+
+    fn close(&mut self) {
+        self.reactor.stop_reading(self.sender, StopReason::HandlerClosed);
+    }
+
+    fn send_file(&mut self, path: &std::path::Path, offset: u64, length: u64) {
+        self.reactor.start_file(self.sender, path.to_path_buf(), offset, length);
+    }
+
+    fn send_metrics(&mut self) {
+        let reactor = &mut *self.reactor;
+        reactor.release_room_of(self.sender);
+        let response = reactor.metrics_response();
+        if let Some(conn) = reactor.conns.get_mut(self.sender) {
+            // The whole HTTP response as is: it is not a message of the codec.
+            conn.push_raw(&response, &mut reactor.scratch.pool);
+            reactor.telemetry.stats.messages_out += 1;
+            reactor.queue_flush(self.sender);
         }
     }
 }

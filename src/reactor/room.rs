@@ -1,12 +1,20 @@
-//! A room's lines of one turn, framed once into one buffer and written from it to every
-//! member.
+//! Rooms: who hears whose lines, and a room's lines of one turn, framed once per codec into
+//! one buffer each and written from there to every member.
+//!
+//! Every listener's connections form a room (`Recipient::AllExcept` reaches it). A handler
+//! that [has a room](crate::Handler::has_room), such as `broadcast`, shares it by name: every
+//! listener naming the same room (`broadcast@NAME`; unnamed: `default`) feeds one room, and
+//! over a backplane the servers naming it share it too. So its members may speak different
+//! codecs (a line client beside a browser): the room frames each line once per codec among
+//! its listeners, and each member gets the lines framed for its own.
 //!
 //! A chat line goes to every member but its sender. Copying it into each member's output
 //! would cost a copy per member, and writing it at once would cost a `write` per member per
-//! line. Instead the line is framed once, here, and at the end of the turn (`release_room`)
-//! each member gets every line of the turn but its own in one `writev`, straight from this
-//! buffer; only what a member's socket does not take is copied, into that member's output.
-//! The kernel's copy into each socket is all that is left per member.
+//! line. Instead the line is framed once per codec, here, and at the end of the turn
+//! (`release_room`) each member gets every line of the turn but its own in one `sendmsg`,
+//! straight from its codec's buffer; only what a member's socket does not take is copied,
+//! into that member's output. The kernel's copy into each socket is all that is left per
+//! member. (A transport that transforms bytes, TLS, takes the copy instead.)
 //!
 //! Lines wait here only until something else would reach a member (its own reply, a line
 //! addressed to it, a new member joining): the room's lines are released first, so every
@@ -14,96 +22,177 @@
 
 use std::io::IoSlice;
 
-use super::{CloseReason, Reactor};
+use super::{CloseReason, Reactor, Service};
 use crate::codec::Codec;
+use crate::config::DEFAULT_ROOM;
 
 /// A room's lines are released early once they hold this much, so a busy turn cannot grow
 /// the buffer without bound.
 const RELEASE_AT_BYTES: usize = 256 * 1024;
 
+/// See the module documentation.
+#[derive(Debug)]
+pub(crate) struct Room {
+    /// Its name, if it is shared by name (a handler with a room); `None`: one listener's own.
+    name: Option<String>,
+    /// Slab keys of its members (ready connections only), in no particular order.
+    members: Vec<usize>,
+    /// The codecs its listeners frame with, each with this turn's lines framed for it.
+    framings: Vec<(Codec, RoomLines)>,
+    /// Its index among the backplane's rooms, if it is shared over one.
+    pub backplane: Option<usize>,
+}
+
+impl Room {
+    /// Its name, if other listeners and servers may share it.
+    pub fn shared_name(&self) -> Option<&str> {
+        self.name.as_deref()
+    }
+
+    /// Adds a connection; returns its index in the member list, to keep beside it.
+    pub fn join(&mut self, key: usize) -> usize {
+        self.members.push(key);
+        self.members.len() - 1
+    }
+
+    /// Removes the member at `index` by moving the last one into its place; returns the key
+    /// of the member that moved (its stored index must be updated to `index`).
+    pub fn leave(&mut self, index: usize) -> Option<usize> {
+        self.members.swap_remove(index);
+        self.members.get(index).copied()
+    }
+
+    fn lines_waiting(&self) -> bool {
+        self.framings.first().is_some_and(|(_, lines)| !lines.is_empty())
+    }
+}
+
+/// The rooms `services` form, each service told its room and the slot of its codec there:
+/// a room per service, except that services whose handler has a room share one by name.
+/// Rooms shared by name come first, in the order of their first service: the backplane
+/// numbers them so.
+pub(crate) fn rooms_of(services: &mut [Service]) -> Vec<Room> {
+    let mut rooms: Vec<Room> = Vec::new();
+    let shared = |service: &Service| {
+        service
+            .handler
+            .has_room()
+            .then(|| service.room_name.clone().unwrap_or_else(|| DEFAULT_ROOM.to_string()))
+    };
+    let place = |rooms: &mut Vec<Room>, name: Option<String>, codec: Codec| {
+        let existing =
+            name.as_ref().and_then(|name| rooms.iter().position(|room| room.name.as_ref() == Some(name)));
+        let room = existing.unwrap_or_else(|| {
+            rooms.push(Room { name, members: Vec::new(), framings: Vec::new(), backplane: None });
+            rooms.len() - 1
+        });
+        let framings = &mut rooms[room].framings;
+        let framing = framings.iter().position(|(of, _)| *of == codec).unwrap_or_else(|| {
+            framings.push((codec, RoomLines::default()));
+            framings.len() - 1
+        });
+        (room, framing)
+    };
+    for service in services.iter_mut().filter(|service| service.handler.has_room()) {
+        (service.room, service.framing) = place(&mut rooms, shared(service), service.codec);
+    }
+    for (index, room) in rooms.iter_mut().enumerate() {
+        room.backplane = Some(index);
+    }
+    for service in services.iter_mut().filter(|service| !service.handler.has_room()) {
+        (service.room, service.framing) = place(&mut rooms, None, service.codec);
+    }
+    rooms
+}
+
 impl Reactor {
-    /// Sends `payload` from `sender` (`None`: another server) to every member of `service`
-    /// but the sender: framed once into the room's lines, written at the end of the turn.
-    pub(super) fn send_to_room(&mut self, service: usize, sender: Option<usize>, payload: &[u8]) {
-        let codec = self.services[service].codec;
-        let lines = &mut self.services[service].lines;
-        lines.push(sender, codec, payload);
-        if lines.len() >= RELEASE_AT_BYTES {
-            self.release_room(service);
+    /// Sends `payload` from `sender` (`None`: another server) to every member of `room` but
+    /// the sender: framed once per codec into the room's lines, written at the end of the
+    /// turn.
+    pub(super) fn send_to_room(&mut self, room: usize, sender: Option<usize>, payload: &[u8]) {
+        let framings = &mut self.rooms[room].framings;
+        for (codec, lines) in framings.iter_mut() {
+            lines.push(sender, *codec, payload);
+        }
+        if framings.iter().any(|(_, lines)| lines.len() >= RELEASE_AT_BYTES) {
+            self.release_room(room);
         }
     }
 
     /// Releases the lines waiting for `key`'s room, if any: something else is about to
     /// reach `key`, and must come after them.
+    #[inline]
     pub(super) fn release_room_of(&mut self, key: usize) {
         if let Some(conn) = self.conns.get(key) {
-            let service = conn.service();
-            if !self.services[service].lines.is_empty() {
-                self.release_room(service);
+            let room = self.services[conn.service()].room;
+            if self.rooms[room].lines_waiting() {
+                self.release_room(room);
             }
         }
     }
 
     /// Releases every room's lines: the flush phase.
     pub(super) fn release_rooms(&mut self) {
-        for service in 0..self.services.len() {
-            self.release_room(service);
+        for room in 0..self.rooms.len() {
+            self.release_room(room);
         }
     }
 
     /// Whether some room has lines waiting (the next poll must not sleep).
     pub(super) fn rooms_waiting(&self) -> bool {
-        self.services.iter().any(|service| !service.lines.is_empty())
+        self.rooms.iter().any(Room::lines_waiting)
     }
 
-    /// Writes the lines waiting in `service`'s room to each member, everything but its own
-    /// in one `writev` straight from the room's buffer. A member with output already waiting
-    /// gets them copied after it, to go out in the flush.
-    pub(super) fn release_room(&mut self, service: usize) {
-        if self.services[service].lines.is_empty() {
+    /// Writes the lines waiting in `room` to each member, everything but its own in one
+    /// `sendmsg` straight from its codec's buffer. A member with output already waiting (or
+    /// a transport that must take a copy) gets them copied after it, to go out in the flush.
+    pub(super) fn release_room(&mut self, room: usize) {
+        if !self.rooms[room].lines_waiting() {
             return;
         }
         self.publish_metrics();
         // Borrowed out for the loop: writing changes no membership (closing is deferred).
-        let lines = std::mem::take(&mut self.services[service].lines);
-        let members = std::mem::take(&mut self.services[service].members);
+        let framings = std::mem::take(&mut self.rooms[room].framings);
+        let members = std::mem::take(&mut self.rooms[room].members);
         let mut slices = Vec::new();
         for &member in &members {
             let Some(conn) = self.conns.get_mut(member) else { continue };
             if conn.is_closing() {
                 continue;
             }
+            let lines = &framings[self.services[conn.service()].framing].1;
             let count = lines.slices_for(member, &mut slices);
             if count == 0 {
                 continue;
             }
-            self.stats.messages_out += count;
-            let waiting = conn.has_output_waiting();
-            match conn.write_shared(&mut slices, &mut self.pool, self.now_tick) {
-                Ok(written) => self.stats.bytes_out += written as u64,
+            self.telemetry.stats.messages_out += count;
+            match conn.write_shared(&mut slices, &mut self.scratch.pool, self.clocks.now_tick) {
+                Ok(written) => self.telemetry.stats.bytes_out += written as u64,
                 Err(error) => {
                     self.close_later(member, CloseReason::Error(error));
                     continue;
                 }
             }
-            if waiting {
+            if conn.has_output_waiting() {
                 self.queue_flush(member);
             } else {
                 self.settle(member);
             }
         }
         drop(slices);
-        let service = &mut self.services[service];
-        service.members = members;
-        service.lines = lines;
-        service.lines.clear();
+        let room = &mut self.rooms[room];
+        room.members = members;
+        room.framings = framings;
+        for (_, lines) in &mut room.framings {
+            lines.clear();
+        }
     }
 }
 
-/// The lines of one turn. Empty between turns.
+/// The lines of one turn, framed with one codec. Empty between turns.
 #[derive(Debug, Default)]
 pub(crate) struct RoomLines {
-    /// The lines, framed with the room's codec, in the order sent.
+    /// The lines, framed, in the order sent.
     bytes: Vec<u8>,
     /// Who sent them: runs of consecutive lines of one sender, so that each member can be
     /// given everything but its own.
@@ -215,5 +304,30 @@ mod tests {
         assert_eq!(slices_of(&lines, 2), ["a\nb\n", "d\ne\n"]);
         lines.clear();
         assert!(lines.is_empty() && slices_of(&lines, 9).is_empty());
+    }
+
+    /// Listeners of a handler with a room share it by name, each codec framed apart; other
+    /// listeners get a room each; shared rooms come first, numbered for the backplane.
+    #[test]
+    fn listeners_share_rooms_by_name() {
+        let service = |name: &str, codec: Codec, room: Option<&str>| {
+            let mut service = Service::new(name.to_string(), crate::handlers::by_name(name).unwrap(), codec);
+            service.room_name = room.map(String::from);
+            service
+        };
+        let mut services = vec![
+            service("echo", Codec::Line, None),
+            service("broadcast", Codec::Line, None),
+            service("broadcast", Codec::Length, None),
+            service("broadcast", Codec::Line, Some("lobby")),
+            service("echo", Codec::Line, None),
+        ];
+        let rooms = rooms_of(&mut services);
+        let placed: Vec<(usize, usize)> =
+            services.iter().map(|service| (service.room, service.framing)).collect();
+        assert_eq!(placed, [(2, 0), (0, 0), (0, 1), (1, 0), (3, 0)]);
+        assert_eq!(rooms[0].shared_name(), Some("default"));
+        assert_eq!(rooms[1].shared_name(), Some("lobby"));
+        assert_eq!((rooms[0].backplane, rooms[1].backplane, rooms[2].backplane), (Some(0), Some(1), None));
     }
 }

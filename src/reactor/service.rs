@@ -1,10 +1,9 @@
-//! A service: one handler, its codec, and the connections it serves (its room).
+//! A service: one handler, its codec, and where its connections belong.
 //!
 //! Every address of one `--listen` spec feeds the same service, so `broadcast` offered on two
-//! addresses is still one room. The member list lets `Recipient::AllExcept` reach the room
-//! without scanning every connection of the server.
+//! addresses is still one room; a handler with a room also shares it with other services
+//! naming the same room (`room.rs`).
 
-use super::room::RoomLines;
 use crate::codec::Codec;
 use crate::handlers::Handler;
 
@@ -16,32 +15,20 @@ pub struct Service {
     pub handler: Box<dyn Handler>,
     /// How its messages are framed, both ways.
     pub codec: Codec,
-    /// Slab keys of its connections, in no particular order.
-    pub members: Vec<usize>,
-    /// Its room on the backplane, if it has one: lines sent to the room are published, and
-    /// lines other servers publish there are delivered to its members.
-    pub room: Option<usize>,
-    /// Lines for its members this turn, not written yet (`room.rs`).
-    pub lines: RoomLines,
+    /// The room it names (`broadcast@NAME`), for a handler with a room; `None`: `default`.
+    pub room_name: Option<String>,
+    /// The room its connections join once ready (`room.rs`).
+    pub room: usize,
+    /// The slot of its codec among the room's framings.
+    pub framing: usize,
+    /// Its connections being served (ready), for the per-listener gauge.
+    pub connections: usize,
 }
 
 impl Service {
-    /// A service with no members yet.
+    /// A service with no connections yet; its room is set when the reactor forms the rooms.
     pub fn new(name: String, handler: Box<dyn Handler>, codec: Codec) -> Service {
-        Service { name, handler, codec, members: Vec::new(), room: None, lines: RoomLines::default() }
-    }
-
-    /// Adds a connection; returns its index in `members`, to keep beside the connection.
-    pub fn join(&mut self, key: usize) -> usize {
-        self.members.push(key);
-        self.members.len() - 1
-    }
-
-    /// Removes the member at `index` by moving the last one into its place; returns the key
-    /// of the member that moved (its stored index must be updated to `index`).
-    pub fn leave(&mut self, index: usize) -> Option<usize> {
-        self.members.swap_remove(index);
-        self.members.get(index).copied()
+        Service { name, handler, codec, room_name: None, room: 0, framing: 0, connections: 0 }
     }
 }
 
@@ -50,7 +37,8 @@ impl std::fmt::Debug for Service {
         f.debug_struct("Service")
             .field("name", &self.name)
             .field("codec", &self.codec)
-            .field("members", &self.members.len())
+            .field("room", &self.room)
+            .field("connections", &self.connections)
             .finish()
     }
 }

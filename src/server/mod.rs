@@ -13,7 +13,7 @@ use std::fmt;
 use std::io;
 use std::thread::JoinHandle;
 
-use crate::config::{DEFAULT_ROOM, ListenSpec, ServerConfig};
+use crate::config::{ListenSpec, ServerConfig};
 use crate::stats::{RunSummary, Stats};
 
 use crate::codec::Codec;
@@ -147,30 +147,6 @@ impl ServerBuilder {
         self
     }
 
-    /// With a backplane: the room each room-serving service (a handler that
-    /// [has a room](Handler::has_room), such as `broadcast`) is in, as
-    /// (service index, room name). A room may be served by one service per server: two
-    /// would be two local rooms joined only through the engine.
-    fn rooms(&self) -> Result<Vec<(usize, String)>, StartError> {
-        if self.config.backplane.is_none() {
-            return Ok(Vec::new());
-        }
-        let mut rooms: Vec<(usize, String)> = Vec::new();
-        for (index, spec) in self.services.iter().enumerate() {
-            if !spec.handler.has_room() {
-                continue;
-            }
-            let name = spec.room.clone().unwrap_or_else(|| DEFAULT_ROOM.to_string());
-            if rooms.iter().any(|(_, taken)| *taken == name) {
-                return Err(StartError::Config(format!(
-                    "two listeners serve the room {name:?}: give them different names (broadcast@NAME=ADDR), or put their addresses in one --listen"
-                )));
-            }
-            rooms.push((index, name));
-        }
-        Ok(rooms)
-    }
-
     /// Binds every listener. Nothing is served until [`Server::run`] or [`Server::spawn`].
     pub fn bind(self) -> Result<Server, StartError> {
         let listener_count: usize = self.services.iter().map(|spec| spec.addrs.len()).sum();
@@ -180,7 +156,6 @@ impl ServerBuilder {
         if listener_count > MAX_LISTENERS {
             return Err(StartError::Config(format!("too many listeners (max {MAX_LISTENERS})")));
         }
-        let rooms = self.rooms()?;
         let mut services = Vec::new();
         let mut listeners = Vec::new();
         let mut datagrams = Vec::new();
@@ -240,12 +215,11 @@ impl ServerBuilder {
                 listening.push(Listening { handler: spec.name.clone(), addr: bound });
             }
             let mut service = Service::new(spec.name, spec.handler, spec.codec);
-            service.room = rooms.iter().position(|(of, _)| *of == index);
+            service.room_name = spec.room;
             services.push(service);
         }
-        let room_names: Vec<String> = rooms.into_iter().map(|(_, name)| name).collect();
         let (reactor, handle) =
-            Reactor::new(services, listeners, datagrams, &room_names, &self.config, self.handle_signals)
+            Reactor::new(services, listeners, datagrams, &self.config, self.handle_signals)
                 .map_err(StartError::Io)?;
         Ok(Server { reactor, handle, listening })
     }

@@ -25,3 +25,36 @@ pub fn out_of_resources(error: &io::Error) -> bool {
 pub fn client_gave_up(error: &io::Error) -> bool {
     matches!(error.raw_os_error(), Some(libc::ECONNABORTED | libc::EPROTO | libc::ECONNRESET | libc::EPERM))
 }
+
+/// The one gate every non-blocking read and write goes through, in the spirit of mio's
+/// `IoSource::do_io`: runs `op`, again if a signal interrupted it, and turns `WouldBlock`
+/// into `Ok(None)`, "not now", so that callers see only results and real errors.
+#[inline]
+pub fn gate<T>(mut op: impl FnMut() -> io::Result<T>) -> io::Result<Option<T>> {
+    loop {
+        match op() {
+            Ok(done) => return Ok(Some(done)),
+            Err(error) if would_block(&error) => return Ok(None),
+            Err(error) if interrupted(&error) => {}
+            Err(error) => return Err(error),
+        }
+    }
+}
+
+/// Writes with `write` (given the bytes not written yet) until all of `bytes` is written or
+/// the socket is full; returns how many were written. A write of zero bytes is an error:
+/// the socket will take nothing more, ever.
+pub fn write_until_full(
+    bytes: &[u8],
+    mut write: impl FnMut(&[u8]) -> io::Result<usize>,
+) -> io::Result<usize> {
+    let mut written = 0;
+    while written < bytes.len() {
+        match gate(|| write(&bytes[written..]))? {
+            Some(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Some(n) => written += n,
+            None => break,
+        }
+    }
+    Ok(written)
+}

@@ -1,0 +1,177 @@
+//! Protocols with a state of their own per connection (WebSocket): a handshake before the
+//! first message, messages joined from fragments, bytes they send on their own (the
+//! handshake's answer, a pong, a close frame), and a close with a reason.
+//!
+//! They stay sans I/O, like the stateless codecs: a [`Session`] takes bytes and reports what
+//! it found as [`SessionEvents`], in order; the reactor carries them out. Messages are owned
+//! (copied into the events' buffer): a message joined from fragments, or unmasked, cannot be
+//! a slice of what was read. The stateless codecs keep the faster path (`Decoder`).
+//!
+//! The connection holds its protocol as a [`Protocol`]: a stateless decoder (a few bytes,
+//! copied) or a boxed session.
+
+use std::fmt;
+use std::ops::Range;
+
+use super::{Codec, Decoder};
+
+/// What the server itself has to tell a client, in the client's own protocol (a line client
+/// gets `ERR ...`; a WebSocket client a close frame with its code).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Notice {
+    /// The server is full; the connection is closed.
+    ServerFull,
+    /// The connection moved nothing for `--idle-timeout`; it is closed.
+    IdleTimeout,
+    /// The server is stopping (the drain); the connection is closed.
+    GoingAway,
+    /// The connection did not read what others sent it (a slow consumer); it is closed.
+    TooSlow,
+}
+
+impl Notice {
+    /// The notice as the text of an `ERR` line, for protocols that say it in a message; `None`
+    /// where a line client has always been closed without a word.
+    pub fn text(self) -> Option<&'static str> {
+        match self {
+            Notice::ServerFull => Some("ERR server full"),
+            Notice::IdleTimeout => Some("ERR idle timeout"),
+            Notice::GoingAway | Notice::TooSlow => None,
+        }
+    }
+}
+
+/// One thing a session found, in the order found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// Its handshake is done: the connection may be served.
+    Ready,
+    /// A whole message for the handler (a range of [`SessionEvents::bytes`]).
+    Message(Range<usize>),
+    /// Bytes it sends on its own, as they are (a range of [`SessionEvents::bytes`]).
+    Send(Range<usize>),
+    /// It is done: close the connection once what is queued is written. `reason` is for
+    /// the log.
+    Close {
+        /// Why, in a few words.
+        reason: &'static str,
+    },
+}
+
+/// What one call of a session found: events, and the bytes they refer to. Reused from call
+/// to call (the reactor keeps one), so a busy connection allocates nothing.
+#[derive(Debug, Default)]
+pub struct SessionEvents {
+    events: Vec<Event>,
+    bytes: Vec<u8>,
+}
+
+impl SessionEvents {
+    /// Reports a whole message, written into [`buffer`](Self::buffer) since `start`.
+    pub fn message_from(&mut self, start: usize) {
+        self.events.push(Event::Message(start..self.bytes.len()));
+    }
+
+    /// Reports bytes to send, written into [`buffer`](Self::buffer) since `start`.
+    pub fn send_from(&mut self, start: usize) {
+        self.events.push(Event::Send(start..self.bytes.len()));
+    }
+
+    /// Reports bytes to send.
+    pub fn send(&mut self, bytes: &[u8]) {
+        let start = self.bytes.len();
+        self.bytes.extend_from_slice(bytes);
+        self.send_from(start);
+    }
+
+    /// Reports that the handshake is done.
+    pub fn ready(&mut self) {
+        self.events.push(Event::Ready);
+    }
+
+    /// Reports that the connection is to close.
+    pub fn close(&mut self, reason: &'static str) {
+        self.events.push(Event::Close { reason });
+    }
+
+    /// The buffer messages and bytes to send are written into; the position of its end
+    /// marks where the next one starts.
+    pub fn buffer(&mut self) -> &mut Vec<u8> {
+        &mut self.bytes
+    }
+
+    /// The events found, in order.
+    pub fn events(&self) -> &[Event] {
+        &self.events
+    }
+
+    /// The bytes of a message or a send.
+    pub fn bytes(&self, range: Range<usize>) -> &[u8] {
+        &self.bytes[range]
+    }
+
+    /// Empties it for the next call, keeping its memory (up to a bound).
+    pub fn clear(&mut self) {
+        self.events.clear();
+        self.bytes.clear();
+        if self.bytes.capacity() > 1 << 20 {
+            self.bytes = Vec::new();
+        }
+    }
+
+    /// Whether nothing was found.
+    pub fn is_empty(&self) -> bool {
+        self.events.is_empty()
+    }
+}
+
+/// A protocol's state for one connection, when it needs more than a few bytes of it.
+pub trait Session: Send + fmt::Debug {
+    /// Whether its handshake is done (the connection is served from then on).
+    fn is_ready(&self) -> bool;
+
+    /// Takes what it can use from the front of `input` and reports what it found; returns
+    /// how many bytes it used. Bytes it leaves (a frame not complete yet) are presented
+    /// again, at the front, with whatever arrives next.
+    fn receive(&mut self, input: &[u8], max_frame: usize, events: &mut SessionEvents) -> usize;
+
+    /// The peer closed its side; `input` is what was left unused.
+    fn finish(&mut self, input: &[u8], events: &mut SessionEvents) {
+        let _ = (input, events);
+    }
+
+    /// Writes `notice` to `out` as this protocol says it, in its current state; false if it
+    /// has nothing to say (the connection is then closed without a word).
+    fn notice(&self, notice: Notice, out: &mut Vec<u8>) -> bool;
+}
+
+/// A connection's protocol layer: a stateless decoder (a few bytes, the fast path), or a
+/// session.
+#[derive(Debug)]
+pub enum Protocol {
+    /// A stateless codec's decoder; messages are slices of what was read.
+    Frames(Decoder),
+    /// A protocol with a state of its own. Boxed twice: a thin pointer keeps a
+    /// connection's entry (`Frames` is the usual case) at 16 bytes here, not 24.
+    Session(Box<Box<dyn Session>>),
+}
+
+impl Protocol {
+    /// Whether the protocol's handshake, if it has one, is done.
+    pub fn is_ready(&self) -> bool {
+        match self {
+            Protocol::Frames(_) => true,
+            Protocol::Session(session) => session.is_ready(),
+        }
+    }
+
+    /// Writes `notice` to `out` for this connection, whose replies `codec` frames; false if
+    /// there is nothing to say.
+    pub fn notice(&self, codec: Codec, notice: Notice, out: &mut Vec<u8>) -> bool {
+        match self {
+            Protocol::Frames(_) => codec.notice(notice, out),
+            Protocol::Session(session) => session.notice(notice, out),
+        }
+    }
+}

@@ -1,0 +1,112 @@
+//! The transport layer of a connection: what turns the socket's bytes into the plaintext the
+//! codec reads, and the plaintext the server writes into the socket's bytes.
+//!
+//! A connection is a stack, bottom up: the socket, the preamble (a PROXY header, read from
+//! the socket's first bytes: `preamble.rs`), the transport (here), the protocol (the codec,
+//! `codec/`), the handler. The reactor never asks which transport it holds: it asks what the
+//! transport can do.
+//!
+//! - **Plain** passes bytes through: what the socket reads is the plaintext, and room lines
+//!   and files may go to the socket straight from a shared buffer (`sendmsg`) or from the
+//!   page cache (`sendfile`).
+//!
+//! A transport that transforms bytes (TLS) has a handshake, keeps bytes of its own (records
+//! not complete yet, plaintext not read yet, ciphertext not written yet), and gets the copying
+//! path: room lines and file chunks go through its `send` like any reply, under the same
+//! backpressure, and what waits inside it counts towards `--max-output`.
+
+use std::io::{self, Write as _};
+
+use crate::sys::socket::Stream;
+
+/// A connection's transport. Plain costs nothing: a unit variant, and one branch per call.
+#[derive(Debug, Default)]
+pub(crate) enum Transport {
+    /// Bytes as they are.
+    #[default]
+    Plain,
+}
+
+impl Transport {
+    /// Whether its handshake, if it has one, is done: nothing above it is served before.
+    #[inline]
+    pub fn is_ready(&self) -> bool {
+        match self {
+            Transport::Plain => true,
+        }
+    }
+
+    /// Whether bytes may go to the socket as they are, from a buffer shared by a room's
+    /// members or from a file (`sendmsg`, `sendfile`); otherwise they go through
+    /// [`send`](Self::send), one connection at a time.
+    #[inline]
+    pub fn passes_bytes_through(&self) -> bool {
+        match self {
+            Transport::Plain => true,
+        }
+    }
+
+    /// The plaintext in `raw`, bytes just read from the socket (after the preamble): `raw`
+    /// itself for a plain transport; a transport that decrypts writes into `plain` and
+    /// returns that. Bytes of a record not complete yet stay inside the transport.
+    #[inline]
+    pub fn receive<'a>(&mut self, raw: &'a [u8], _plain: &'a mut Vec<u8>) -> io::Result<&'a [u8]> {
+        match self {
+            Transport::Plain => Ok(raw),
+        }
+    }
+
+    /// Whether plaintext it decoded earlier still waits to be read: no readiness event will
+    /// announce it (the socket has nothing new), so the reactor must come back by itself.
+    #[inline]
+    pub fn has_plaintext_waiting(&self) -> bool {
+        match self {
+            Transport::Plain => false,
+        }
+    }
+
+    /// Sends plaintext: returns how much of `bytes` it took (what it took but could not write
+    /// yet waits inside it, see [`waiting`](Self::waiting)); `WouldBlock` when it takes
+    /// nothing now.
+    #[inline]
+    pub fn send(&mut self, stream: &mut Stream, bytes: &[u8]) -> io::Result<usize> {
+        match self {
+            Transport::Plain => stream.write(bytes),
+        }
+    }
+
+    /// Writes what waits inside it (records built but not written); `Ok(true)` when nothing
+    /// is left.
+    #[inline]
+    pub fn flush(&mut self, _stream: &mut Stream) -> io::Result<bool> {
+        match self {
+            Transport::Plain => Ok(true),
+        }
+    }
+
+    /// Bytes waiting inside it to be written: they count towards `--max-output` like the
+    /// connection's own pending output.
+    #[inline]
+    pub fn waiting(&self) -> usize {
+        match self {
+            Transport::Plain => 0,
+        }
+    }
+
+    /// Whether it needs the socket to turn writable (its handshake, or bytes waiting
+    /// inside it), whatever the connection's own output.
+    #[inline]
+    pub fn wants_write(&self) -> bool {
+        match self {
+            Transport::Plain => false,
+        }
+    }
+
+    /// Ends the sending side: the transport's own goodbye if it has one (TLS's
+    /// close_notify), then FIN.
+    pub fn shutdown(&mut self, stream: &mut Stream) -> io::Result<()> {
+        match self {
+            Transport::Plain => stream.shutdown_write(),
+        }
+    }
+}
