@@ -20,7 +20,6 @@ mod line;
 mod newlines;
 mod raw;
 mod session;
-mod simd;
 
 use std::fmt;
 use std::str::FromStr;

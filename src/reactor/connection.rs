@@ -117,6 +117,7 @@ impl PendingOutput {
     /// Writes with `send` until all is written or the socket is full; returns the bytes
     /// written. Writing on to `WouldBlock` (rather than stopping at a short write) costs a
     /// syscall only when the socket is really full, and then the caller asks for `WRITABLE`.
+    #[inline]
     fn write_with(
         &mut self,
         pool: &mut BufferPool,
@@ -686,6 +687,12 @@ impl Connection {
             (Some(read), Some(write)) => Some(read | write),
             (read, write) => read.or(write),
         }
+    }
+
+    /// Whether it is registered for `wanted` already.
+    #[inline]
+    pub fn is_registered_for(&self, wanted: Interest) -> bool {
+        self.registered == wanted
     }
 
     /// Registers it for `wanted` under `token` unless it already is (each change is an

@@ -16,6 +16,7 @@ use super::connection::StopReason;
 use super::{CloseReason, READS_PER_TURN, Reactor};
 use crate::codec::{Decoder, Event, FrameError, SessionEvents};
 use crate::handlers::{ConnId, Peer};
+use crate::transport::Received;
 
 /// Why the handler loop stopped short of the end of the input.
 enum Asked {
@@ -95,26 +96,29 @@ impl Reactor {
 
     /// Bytes just read from `key`'s socket, up the stack: the preamble while it has not come,
     /// then the transport, whose plaintext goes to the protocol.
+    #[inline]
     fn receive(&mut self, key: usize, raw: &[u8]) {
         let Some(conn) = self.conns.get_mut(key) else { return };
         if conn.awaits_preamble() {
             return self.take_preamble(key, raw);
         }
-        let mut plain = mem::take(&mut self.scratch.plain);
         let (transport, _) = conn.layers();
-        match transport.receive(raw, &mut plain) {
-            Ok(text) => {
-                if !conn.is_ready() {
-                    self.promote_if_ready(key);
+        let received = transport.receive(raw, &mut self.scratch.plain);
+        if !conn.is_ready() {
+            self.promote_if_ready(key);
+        }
+        match received {
+            Ok(Received::AsIs) => self.handle_input(key, raw),
+            Ok(Received::Decoded) => {
+                let plain = mem::take(&mut self.scratch.plain);
+                if !plain.is_empty() {
+                    self.handle_input(key, &plain);
                 }
-                if !text.is_empty() {
-                    self.handle_input(key, text);
-                }
+                self.scratch.plain = plain;
+                self.scratch.plain.clear();
             }
             Err(error) => self.close_later(key, CloseReason::Error(error)),
         }
-        plain.clear();
-        self.scratch.plain = plain;
     }
 
     /// Behind a balancer: the connection's first bytes are a PROXY header. Until it is all

@@ -172,7 +172,9 @@ impl Reactor {
             Settled::Paused => self.telemetry.stats.reading_paused += 1,
             Settled::Resumed | Settled::Unchanged => {}
         }
-        if let Some(wanted) = wanted {
+        // Asked here first: most writes leave the interest as it was, and then there is
+        // nothing more to do.
+        if let Some(wanted) = wanted.filter(|&wanted| !conn.is_registered_for(wanted)) {
             if !self.update_interest(key, wanted) {
                 return;
             }

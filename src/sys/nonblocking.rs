@@ -44,6 +44,7 @@ pub fn gate<T>(mut op: impl FnMut() -> io::Result<T>) -> io::Result<Option<T>> {
 /// Writes with `write` (given the bytes not written yet) until all of `bytes` is written or
 /// the socket is full; returns how many were written. A write of zero bytes is an error:
 /// the socket will take nothing more, ever.
+#[inline]
 pub fn write_until_full(
     bytes: &[u8],
     mut write: impl FnMut(&[u8]) -> io::Result<usize>,

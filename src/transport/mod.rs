@@ -19,6 +19,16 @@ use std::io::{self, Write as _};
 
 use crate::sys::socket::Stream;
 
+/// Where the plaintext of bytes read from the socket is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Received {
+    /// The bytes read are the plaintext.
+    AsIs,
+    /// The plaintext was appended to the buffer given (perhaps nothing yet).
+    #[allow(dead_code)] // the TLS transport's (issue 21)
+    Decoded,
+}
+
 /// A connection's transport. Plain costs nothing: a unit variant, and one branch per call.
 #[derive(Debug, Default)]
 pub(crate) enum Transport {
@@ -46,13 +56,13 @@ impl Transport {
         }
     }
 
-    /// The plaintext in `raw`, bytes just read from the socket (after the preamble): `raw`
-    /// itself for a plain transport; a transport that decrypts writes into `plain` and
-    /// returns that. Bytes of a record not complete yet stay inside the transport.
+    /// Takes `raw`, bytes just read from the socket (after the preamble), and says where
+    /// their plaintext is: `raw` itself for a plain transport; a transport that decrypts
+    /// appends it to `plain`. Bytes of a record not complete yet stay inside the transport.
     #[inline]
-    pub fn receive<'a>(&mut self, raw: &'a [u8], _plain: &'a mut Vec<u8>) -> io::Result<&'a [u8]> {
+    pub fn receive(&mut self, _raw: &[u8], _plain: &mut Vec<u8>) -> io::Result<Received> {
         match self {
-            Transport::Plain => Ok(raw),
+            Transport::Plain => Ok(Received::AsIs),
         }
     }
 
