@@ -72,6 +72,13 @@ pub struct ServerConfig {
     /// each connection's first bytes name the real client, which then replaces the
     /// balancer's address everywhere; a connection without a valid header is closed.
     pub proxy_protocol: bool,
+    /// `ws` listeners: which pages may open a WebSocket (browsers send their page's
+    /// origin); by default pages of the same host and port, and clients that send no
+    /// Origin (not browsers).
+    pub ws_origins: crate::codec::ws::Origins,
+    /// `ws` listeners: ping a client that sent nothing for this long, and close it if it
+    /// has not answered by the next interval. `None`: never.
+    pub ws_ping: Option<Duration>,
     /// How long a new connection may take to be ready to serve: its PROXY header, a TLS or
     /// WebSocket handshake. A connection that is not ready by then is closed; until it is,
     /// its handler has not heard of it and it is in no room.
@@ -126,6 +133,8 @@ impl Default for ServerConfig {
             trace_limit: super::timeline::DEFAULT_LIMIT,
             proxy_protocol: false,
             handshake_timeout: Duration::from_secs(10),
+            ws_origins: crate::codec::ws::Origins::SameHost,
+            ws_ping: Some(Duration::from_secs(30)),
             shared_metrics: None,
         }
     }
@@ -214,7 +223,8 @@ pub fn check_room_name(name: &str) -> Result<(), String> {
 
 impl ListenSpec {
     /// The listeners `evloop-server` runs when given no `--listen`, all on loopback: the
-    /// line-framed services on 7000-7003; for the classic course's clients (a blocking
+    /// line-framed services on 7000-7003; the broadcast room again over WebSocket on 7080
+    /// (one room with 7003: `GET /` there is a chat page, so a browser chats with `nc`); for the classic course's clients (a blocking
     /// `sendall` with no newline, then `recv(1024)`), the same services with `raw` framing
     /// on 7100-7102 over TCP and UDP; and the time-of-day services on 7013 (daytime) and
     /// 7037 (time), over TCP and UDP, one above the port numbers the RFCs gave them (13
@@ -233,6 +243,7 @@ impl ListenSpec {
             spec("uppercase", Codec::Line, vec![tcp(7001)]),
             spec("sum", Codec::Line, vec![tcp(7002)]),
             spec("broadcast", Codec::Line, vec![tcp(7003)]),
+            spec("broadcast", Codec::Ws, vec![tcp(7080)]),
             spec("echo", Codec::Raw, vec![tcp(7100), udp(7100)]),
             spec("uppercase", Codec::Raw, vec![tcp(7101), udp(7101)]),
             spec("sum", Codec::Raw, vec![tcp(7102), udp(7102)]),
@@ -320,8 +331,9 @@ mod tests {
         }
     }
 
-    /// The default listeners: line services on 7000-7003, raw ones for the course's clients on
-    /// 7100-7102 (TCP and UDP), daytime on 7013 and time on 7037 (TCP and UDP).
+    /// The default listeners: line services on 7000-7003, the room over WebSocket on 7080,
+    /// raw ones for the course's clients on 7100-7102 (TCP and UDP), daytime on 7013 and time
+    /// on 7037 (TCP and UDP).
     #[test]
     fn default_listeners_are_the_documented_ones() {
         let specs: Vec<String> = ListenSpec::defaults().iter().map(ToString::to_string).collect();
@@ -332,6 +344,7 @@ mod tests {
                 "uppercase=127.0.0.1:7001",
                 "sum=127.0.0.1:7002",
                 "broadcast=127.0.0.1:7003",
+                "broadcast:ws=127.0.0.1:7080",
                 "echo:raw=127.0.0.1:7100,udp://127.0.0.1:7100",
                 "uppercase:raw=127.0.0.1:7101,udp://127.0.0.1:7101",
                 "sum:raw=127.0.0.1:7102,udp://127.0.0.1:7102",

@@ -33,8 +33,14 @@ pub struct Stats {
     /// Connections closed because they were not ready (PROXY header, handshakes) within
     /// `--handshake-timeout`.
     pub closed_handshake_timeout: u64,
+    /// Connections closed because they did not answer a keepalive ping (`--ws-ping`).
+    pub closed_ping_timeout: u64,
     /// Connections closed because they did not read what other clients sent them.
     pub closed_slow: u64,
+    /// Room members found too slow to read what others sent them: cut at once, or (where
+    /// their protocol can say it: a WebSocket close 1008) told so, then closed. Counted when
+    /// found; `closed_slow` counts them when they are gone.
+    pub slow_consumers: u64,
     /// Connections the client ended (it closed, or reset).
     pub closed_by_client: u64,
     /// Connections closed on an I/O error.
@@ -102,7 +108,9 @@ impl Stats {
         self.connections_rejected += other.connections_rejected;
         self.closed_idle += other.closed_idle;
         self.closed_handshake_timeout += other.closed_handshake_timeout;
+        self.closed_ping_timeout += other.closed_ping_timeout;
         self.closed_slow += other.closed_slow;
+        self.slow_consumers += other.slow_consumers;
         self.closed_by_client += other.closed_by_client;
         self.closed_error += other.closed_error;
         self.closed_other += other.closed_other;

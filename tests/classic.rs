@@ -96,7 +96,7 @@ fn client(script: &str, args: &[&str]) -> String {
 fn the_course_clients_work_against_the_defaults() {
     let mut command = server_command(&[]);
     command.env("EVLOOP_DEFAULT_PORTS", "0");
-    let server = ServerProcess::start(command, 14);
+    let server = ServerProcess::start(command, 15);
     let find = |handler: &str, udp: bool, nth: usize| -> String {
         let line = server
             .startup_lines

@@ -41,19 +41,21 @@ fn prints_one_startup_line_per_listener() {
     assert_eq!(reply, [0, 0, 0, 1, b'3']);
 }
 
-/// With no --listen: the line services, then the raw ones for the course's clients and the
-/// time-of-day services over TCP and UDP, all on loopback, in that order (on free ports here,
+/// With no --listen: the line services, the room again over WebSocket, then the raw ones for
+/// the course's clients and the time-of-day services over TCP and UDP, all on loopback, in
+/// that order (on free ports here,
 /// so a server running on the default ports does not collide; the ports themselves are
 /// `ListenSpec::defaults`'s unit test).
 #[test]
 fn default_listeners() {
     let mut command = server_command(&[]);
     command.env("EVLOOP_DEFAULT_PORTS", "0");
-    let server = ServerProcess::start(command, 14);
+    let server = ServerProcess::start(command, 15);
     let expected = [
         ("echo", ""),
         ("uppercase", ""),
         ("sum", ""),
+        ("broadcast", ""),
         ("broadcast", ""),
         ("echo", ""),
         ("echo", "udp://"),

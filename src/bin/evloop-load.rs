@@ -28,11 +28,16 @@ const RESERVED_DESCRIPTORS: u64 = 32;
 #[derive(Parser, Debug)]
 #[command(name = "evloop-load", version)]
 struct Args {
-    /// The server: HOST:PORT (an IP address or a host name), [IPv6]:PORT, unix:/path or
-    /// udp://HOST:PORT. Repeatable: with several (a room spread over servers sharing a
-    /// backplane), connections go to each in turn
+    /// The server: HOST:PORT (an IP address or a host name), [IPv6]:PORT, unix:/path,
+    /// udp://HOST:PORT, or ws://HOST:PORT[/PATH] (a WebSocket server: --codec ws, the
+    /// opening request asks for PATH). Repeatable: with several (a room spread over
+    /// servers sharing a backplane), connections go to each in turn
     #[arg(long = "target", value_name = "ADDR", default_value = "127.0.0.1:7000", value_parser = target)]
-    targets: Vec<ListenAddr>,
+    targets: Vec<Target>,
+
+    /// --codec ws: the path the opening request asks for (a ws:// target's path sets it)
+    #[arg(long, value_name = "PATH", hide = true)]
+    ws_path: Option<String>,
 
     /// What to send and check: echo, uppercase, sum, broadcast (open loop, 1000 msgs/s
     /// unless --rate or --pipeline says otherwise) or file (GET every file of --files in turn, each byte
@@ -40,9 +45,10 @@ struct Args {
     #[arg(long, value_name = "NAME", default_value = "echo")]
     workload: Workload,
 
-    /// Framing: line or length (u32 big-endian length prefix)
-    #[arg(long, value_name = "CODEC", default_value = "line")]
-    codec: Codec,
+    /// Framing: line, length (u32 big-endian length prefix) or ws (WebSocket: an HTTP
+    /// upgrade, then masked frames; a ws:// target sets it)
+    #[arg(long, value_name = "CODEC")]
+    codec: Option<Codec>,
 
     /// --workload file: the directory the server serves (--files there too); the loader
     /// reads it once to know what every download must hash to
@@ -163,9 +169,29 @@ struct Args {
 #[derive(Clone, Debug)]
 struct Sources(Vec<IpAddr>);
 
+/// A target as typed, and the WebSocket path a `ws://` target names.
+#[derive(Clone, Debug)]
+struct Target {
+    addr: ListenAddr,
+    ws_path: Option<String>,
+}
+
 /// A target as typed: an address as the server prints them, or HOST:PORT with a host name,
-/// resolved once here (its first address; the run then uses that address).
-fn target(text: &str) -> Result<ListenAddr, String> {
+/// resolved once here (its first address; the run then uses that address); `ws://` in
+/// front (with a path or not) is a WebSocket server.
+fn target(text: &str) -> Result<Target, String> {
+    if let Some(rest) = text.strip_prefix("ws://") {
+        let (host_port, path) = match rest.find('/') {
+            Some(at) => (&rest[..at], &rest[at..]),
+            None => (rest, "/"),
+        };
+        return Ok(Target { addr: address(host_port)?, ws_path: Some(path.to_string()) });
+    }
+    Ok(Target { addr: address(text)?, ws_path: None })
+}
+
+/// An address as the server prints them, or HOST:PORT with a host name (see [`target`]).
+fn address(text: &str) -> Result<ListenAddr, String> {
     match text.parse::<ListenAddr>() {
         Ok(addr) => Ok(addr),
         Err(error) => {
@@ -195,10 +221,22 @@ fn main() -> ExitCode {
     }
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     let mut config = LoadConfig::default();
-    config.target = args.targets[0].clone();
-    config.more_targets = args.targets[1..].to_vec();
+    config.target = args.targets[0].addr.clone();
+    config.more_targets = args.targets[1..].iter().map(|target| target.addr.clone()).collect();
+    let ws_target = args.targets.iter().find_map(|target| target.ws_path.clone());
+    if ws_target.is_some() && args.codec.is_some_and(|codec| codec != Codec::Ws) {
+        return usage_error(
+            "evloop-load",
+            "a ws:// target speaks WebSocket: leave out --codec, or use --codec ws",
+        );
+    }
+    config.ws_path = args.ws_path.clone().or(ws_target.clone()).unwrap_or_else(|| "/".to_string());
     config.workload = args.workload;
-    config.codec = args.codec;
+    config.codec = match (args.codec, &ws_target) {
+        (Some(codec), _) => codec,
+        (None, Some(_)) => Codec::Ws,
+        (None, None) => Codec::Line,
+    };
     config.connections = args.connections;
     config.stop = match args.messages {
         Some(messages) => Stop::Messages(messages),

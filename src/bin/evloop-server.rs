@@ -62,6 +62,16 @@ struct Args {
     #[arg(long, value_name = "SECS", value_parser = positive_duration)]
     stats_interval: Option<Duration>,
 
+    /// ws listeners: ping a client that sent nothing for this long, and close it (1001) if
+    /// it has not answered by the next interval; 0: never ping
+    #[arg(long, value_name = "SECS", default_value = "30", value_parser = parse_duration)]
+    ws_ping: Duration,
+
+    /// ws listeners: the origins (scheme://host[:port]) whose pages may open a WebSocket
+    /// besides the server's own host, comma-separated, or * for any. Refused: 403
+    #[arg(long, value_name = "LIST|*")]
+    ws_origin: Option<evloop::codec::ws::Origins>,
+
     /// How long a new connection may take to be ready to serve (its PROXY header; a TLS or
     /// WebSocket handshake) before it is closed; until then it is in no room and its handler
     /// has not heard of it
@@ -152,6 +162,8 @@ impl Args {
         config.stats_interval = self.stats_interval;
         config.drain_timeout = self.drain_timeout;
         config.handshake_timeout = self.handshake_timeout;
+        config.ws_ping = (!self.ws_ping.is_zero()).then_some(self.ws_ping);
+        config.ws_origins = self.ws_origin.clone().unwrap_or_default();
         config.reuse_port = reuse_port;
         config.work_per_message = Duration::from_micros(self.work_us);
         config.backplane = self.backplane.clone();
@@ -177,6 +189,10 @@ impl Args {
         flag("backlog", self.backlog.to_string());
         flag("drain-timeout", self.drain_timeout.as_secs_f64().to_string());
         flag("handshake-timeout", self.handshake_timeout.as_secs_f64().to_string());
+        flag("ws-ping", self.ws_ping.as_secs_f64().to_string());
+        if let Some(origins) = &self.ws_origin {
+            flag("ws-origin", origins.to_arg());
+        }
         flag("work-us", self.work_us.to_string());
         if let Some(max) = self.max_connections {
             flag("max-connections", max.to_string());
@@ -292,10 +308,15 @@ fn default_listeners(args: &Args, is_worker: bool) -> Vec<ListenSpec> {
         ));
     }
     if args.model != Model::Reactor {
-        // The blocking models serve TCP only.
+        // The blocking models serve TCP only, and no codec with a handshake.
         for spec in &mut specs {
             spec.addrs.retain(|addr| matches!(addr, ListenAddr::Tcp(_)));
         }
+        specs.retain(|spec| !spec.codec.has_session());
+        cli::eprint_line(format_args!(
+            "evloop-server: --model {}: not serving the default UDP and WebSocket listeners (this model serves TCP lines only)",
+            args.model
+        ));
     }
     if args.model == Model::Fork {
         specs.retain(|spec| !is_room(spec));
@@ -444,7 +465,7 @@ fn run_model(args: &Args, specs: &[ListenSpec], log_file_limit: impl FnOnce()) -
         }
     }
     let config = args.server_config(false);
-    let (services, listening) = match cli::bind_model(specs, &config) {
+    let (services, listening) = match cli::bind_model(args.model, specs, &config) {
         Ok(bound) => bound,
         Err(error) => return start_failed(&error),
     };

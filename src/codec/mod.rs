@@ -20,6 +20,7 @@ mod line;
 mod newlines;
 mod raw;
 mod session;
+pub mod ws;
 
 use std::fmt;
 use std::str::FromStr;
@@ -45,6 +46,16 @@ pub enum Codec {
     /// Each read is one message, and a reply goes out as is: the naive style of the classic
     /// socket tutorials, kept so people can see why framing matters.
     Raw,
+    /// WebSocket (RFC 6455): an HTTP upgrade, then one message per WebSocket message;
+    /// replies are text frames (binary when not UTF-8). Browsers speak it. See [`ws`].
+    Ws,
+}
+
+/// What protocols with a session are told by the server's configuration.
+#[derive(Clone, Debug, Default)]
+pub struct ProtocolOptions {
+    /// For `ws`: which origins may connect, whether to compress.
+    pub ws: std::sync::Arc<ws::Options>,
 }
 
 /// The largest `fixed:N` accepted: a frame is decoded in one piece, so it must fit in memory
@@ -52,24 +63,40 @@ pub enum Codec {
 pub const MAX_FIXED_SIZE: u32 = 16 * 1024 * 1024;
 
 impl Codec {
-    /// A fresh per-connection decoder for this codec.
+    /// A fresh stateless decoder for this codec. For `ws`, it reads frames as a server
+    /// sends them (what a client reads: the load generator's side); a server reads `ws`
+    /// through a session ([`protocol`](Self::protocol)).
     pub fn decoder(self) -> Decoder {
         match self {
             Codec::Line => Decoder::Line(LineDecoder::default()),
             Codec::Length => Decoder::Length(LengthDecoder::default()),
             Codec::Fixed(size) => Decoder::Fixed(FixedDecoder::new(size)),
             Codec::Raw => Decoder::Raw,
+            Codec::Ws => Decoder::Ws(ws::client::ClientDecoder),
         }
     }
 
-    /// A fresh per-connection protocol layer for this codec.
-    pub fn protocol(self) -> Protocol {
-        Protocol::Frames(self.decoder())
+    /// A fresh per-connection protocol layer for a server's side of this codec.
+    pub fn protocol(self, options: &ProtocolOptions) -> Protocol {
+        match self {
+            Codec::Ws => Protocol::Session(Box::new(Box::new(ws::WsSession::new(options.ws.clone())))),
+            stateless => Protocol::Frames(stateless.decoder()),
+        }
     }
 
-    /// Writes `notice` to `out` as a message of this codec (`ERR server full`, framed);
-    /// false if a client of this codec is closed without a word.
+    /// Whether a connection of this codec has a handshake before its first message (and
+    /// so cannot be served by the blocking models, which have no sessions).
+    pub fn has_session(self) -> bool {
+        self == Codec::Ws
+    }
+
+    /// Writes `notice` to `out` as a message of this codec (`ERR server full`, framed; a
+    /// `ws` client, turned away before its handshake, gets an HTTP 503); false if a client
+    /// of this codec is closed without a word.
     pub fn notice(self, notice: Notice, out: &mut Vec<u8>) -> bool {
+        if self == Codec::Ws {
+            return ws::refusal(notice, out);
+        }
         match notice.text() {
             Some(text) => {
                 self.encode(text.as_bytes(), out);
@@ -104,8 +131,10 @@ impl Codec {
     #[inline]
     pub fn begin_frame(self, out: &mut Vec<u8>) -> FrameStart {
         let start = FrameStart(out.len());
-        if self == Codec::Length {
-            length::begin_frame(out);
+        match self {
+            Codec::Length => length::begin_frame(out),
+            Codec::Ws => ws::begin_frame(out),
+            _ => {}
         }
         start
     }
@@ -118,7 +147,41 @@ impl Codec {
             Codec::Length => length::end_frame(out, start.0),
             Codec::Fixed(size) => fixed::end_frame(size, out, start.0),
             Codec::Raw => {}
+            Codec::Ws => ws::end_frame(out, start.0, false),
         }
+    }
+}
+
+/// How replies are framed in place: their codec, and (for `ws`) whether they answer a binary
+/// message, so that they are binary frames whatever their bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Framing {
+    /// The codec.
+    pub codec: Codec,
+    /// A reply to a binary message (WebSocket); other codecs have one kind of message.
+    pub binary: bool,
+}
+
+impl Framing {
+    /// See [`Codec::begin_frame`].
+    #[inline]
+    pub fn begin_frame(self, out: &mut Vec<u8>) -> FrameStart {
+        self.codec.begin_frame(out)
+    }
+
+    /// See [`Codec::end_frame`].
+    #[inline]
+    pub fn end_frame(self, out: &mut Vec<u8>, start: FrameStart) {
+        match self.codec {
+            Codec::Ws => ws::end_frame(out, start.0, self.binary),
+            codec => codec.end_frame(out, start),
+        }
+    }
+}
+
+impl From<Codec> for Framing {
+    fn from(codec: Codec) -> Framing {
+        Framing { codec, binary: false }
     }
 }
 
@@ -133,6 +196,7 @@ impl fmt::Display for Codec {
             Codec::Length => f.write_str("length"),
             Codec::Fixed(size) => write!(f, "fixed:{size}"),
             Codec::Raw => f.write_str("raw"),
+            Codec::Ws => f.write_str("ws"),
         }
     }
 }
@@ -145,6 +209,7 @@ impl FromStr for Codec {
             "line" => Ok(Codec::Line),
             "length" => Ok(Codec::Length),
             "raw" => Ok(Codec::Raw),
+            "ws" => Ok(Codec::Ws),
             _ => match text.strip_prefix("fixed:") {
                 Some(size) => match size.parse::<u32>() {
                     Ok(size) if (1..=MAX_FIXED_SIZE).contains(&size) => Ok(Codec::Fixed(size)),
@@ -154,7 +219,7 @@ impl FromStr for Codec {
                     )),
                 },
                 None => Err(format!(
-                    "unknown codec '{}': expected line, length, fixed:N or raw",
+                    "unknown codec '{}': expected line, length, fixed:N, raw or ws",
                     text.escape_debug()
                 )),
             },
@@ -177,6 +242,8 @@ pub enum FrameError {
     },
     /// The stream ended in the middle of a frame.
     Truncated,
+    /// Bytes the codec's protocol does not allow (a WebSocket frame a client cannot read).
+    Protocol(&'static str),
 }
 
 impl fmt::Display for FrameError {
@@ -185,6 +252,7 @@ impl fmt::Display for FrameError {
             FrameError::LineTooLong { max } => write!(f, "line too long (max {max} bytes)"),
             FrameError::FrameTooLong { max } => write!(f, "frame too long (max {max} bytes)"),
             FrameError::Truncated => f.write_str("truncated message at end of stream"),
+            FrameError::Protocol(what) => f.write_str(what),
         }
     }
 }
@@ -202,6 +270,8 @@ pub enum Decoder {
     Fixed(FixedDecoder),
     /// See [`Codec::Raw`].
     Raw,
+    /// See [`Codec::Ws`]: a server's frames, as a client reads them.
+    Ws(ws::client::ClientDecoder),
 }
 
 impl Decoder {
@@ -220,6 +290,7 @@ impl Decoder {
             Decoder::Length(length) => length.decode(input, max_frame),
             Decoder::Fixed(fixed) => Ok(fixed.decode(input)),
             Decoder::Raw => Ok(raw::decode(input, max_frame)),
+            Decoder::Ws(ws) => ws.decode(input, max_frame),
         }
     }
 
@@ -237,8 +308,8 @@ impl Decoder {
         match self {
             Decoder::Line(line) => line.finish(input, max_frame),
             Decoder::Length(length) => length.finish(input),
-            Decoder::Fixed(_) if !input.is_empty() => Err(FrameError::Truncated),
-            Decoder::Fixed(_) | Decoder::Raw => Ok(None),
+            Decoder::Fixed(_) | Decoder::Ws(_) if !input.is_empty() => Err(FrameError::Truncated),
+            Decoder::Fixed(_) | Decoder::Raw | Decoder::Ws(_) => Ok(None),
         }
     }
 }

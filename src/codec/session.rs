@@ -47,8 +47,15 @@ impl Notice {
 pub enum Event {
     /// Its handshake is done: the connection may be served.
     Ready,
-    /// A whole message for the handler (a range of [`SessionEvents::bytes`]).
-    Message(Range<usize>),
+    /// A whole message for the handler (a range of [`SessionEvents::bytes`]); `binary`: a
+    /// protocol with kinds of messages (WebSocket) got a binary one, and replies to it are
+    /// binary too.
+    Message {
+        /// Its bytes.
+        bytes: Range<usize>,
+        /// Whether it is binary.
+        binary: bool,
+    },
     /// Bytes it sends on its own, as they are (a range of [`SessionEvents::bytes`]).
     Send(Range<usize>),
     /// It is done: close the connection once what is queued is written. `reason` is for
@@ -69,8 +76,8 @@ pub struct SessionEvents {
 
 impl SessionEvents {
     /// Reports a whole message, written into [`buffer`](Self::buffer) since `start`.
-    pub fn message_from(&mut self, start: usize) {
-        self.events.push(Event::Message(start..self.bytes.len()));
+    pub fn message_from(&mut self, start: usize, binary: bool) {
+        self.events.push(Event::Message { bytes: start..self.bytes.len(), binary });
     }
 
     /// Reports bytes to send, written into [`buffer`](Self::buffer) since `start`.
@@ -141,9 +148,25 @@ pub trait Session: Send + fmt::Debug {
         let _ = (input, events);
     }
 
+    /// Whether messages may still be sent to it (a protocol that has sent its close takes
+    /// nothing more).
+    fn accepts_messages(&self) -> bool {
+        self.is_ready()
+    }
+
     /// Writes `notice` to `out` as this protocol says it, in its current state; false if it
-    /// has nothing to say (the connection is then closed without a word).
-    fn notice(&self, notice: Notice, out: &mut Vec<u8>) -> bool;
+    /// has nothing to say (the connection is then closed without a word). A notice that
+    /// closes the protocol (a close frame) means no message follows it.
+    fn notice(&mut self, notice: Notice, out: &mut Vec<u8>) -> bool;
+
+    /// Called once per keepalive interval (`--ws-ping`) while the connection is served:
+    /// a protocol that pings quiet peers sends a ping into `events` if nothing came since
+    /// the last call, and returns false if its last ping went unanswered (the connection
+    /// is then closed, with what it put in `events`). The default: always alive.
+    fn keepalive(&mut self, events: &mut SessionEvents) -> bool {
+        let _ = events;
+        true
+    }
 }
 
 /// A connection's protocol layer: a stateless decoder (a few bytes, the fast path), or a
@@ -168,10 +191,19 @@ impl Protocol {
 
     /// Writes `notice` to `out` for this connection, whose replies `codec` frames; false if
     /// there is nothing to say.
-    pub fn notice(&self, codec: Codec, notice: Notice, out: &mut Vec<u8>) -> bool {
+    pub fn notice(&mut self, codec: Codec, notice: Notice, out: &mut Vec<u8>) -> bool {
         match self {
             Protocol::Frames(_) => codec.notice(notice, out),
             Protocol::Session(session) => session.notice(notice, out),
+        }
+    }
+
+    /// Whether messages may still be sent to it.
+    #[inline]
+    pub fn accepts_messages(&self) -> bool {
+        match self {
+            Protocol::Frames(_) => true,
+            Protocol::Session(session) => session.accepts_messages(),
         }
     }
 }

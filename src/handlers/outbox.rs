@@ -7,7 +7,7 @@
 use std::ops::Range;
 
 use super::handler::Recipient;
-use crate::codec::Codec;
+use crate::codec::Framing;
 
 /// One thing a handler asked for.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -52,9 +52,9 @@ pub enum Intent {
 pub struct Outbox {
     payloads: Vec<u8>,
     intents: Vec<Intent>,
-    /// The codec replies are framed with straight into `replies`; `None`: replies are
-    /// intents like the rest.
-    framing: Option<Codec>,
+    /// How replies are framed straight into `replies`; `None`: replies are intents like
+    /// the rest.
+    framing: Option<Framing>,
     /// Framed replies to the sender, in order, before every intent.
     replies: Vec<u8>,
     /// How many replies `replies` holds.
@@ -83,10 +83,10 @@ impl Outbox {
     /// Sends to `to` a payload written in place by `write`.
     #[inline]
     pub fn send_with(&mut self, to: Recipient, write: impl FnOnce(&mut Vec<u8>)) {
-        if let (Recipient::Sender, Some(codec), true) = (to, self.framing, self.intents.is_empty()) {
-            let start = codec.begin_frame(&mut self.replies);
+        if let (Recipient::Sender, Some(framing), true) = (to, self.framing, self.intents.is_empty()) {
+            let start = framing.begin_frame(&mut self.replies);
             write(&mut self.replies);
-            codec.end_frame(&mut self.replies, start);
+            framing.end_frame(&mut self.replies, start);
             self.reply_count += 1;
             return;
         }
@@ -140,10 +140,10 @@ impl Outbox {
         !self.intents.is_empty()
     }
 
-    /// From now on, replies to the sender are framed with `codec` straight into the buffer
-    /// of replies, until [`take_replies`](Self::take_replies). `None` turns that off.
-    pub(crate) fn frame_replies(&mut self, codec: Option<Codec>) {
-        self.framing = codec;
+    /// From now on, replies to the sender are framed as `framing` says straight into the
+    /// buffer of replies, until [`take_replies`](Self::take_replies). `None` turns that off.
+    pub(crate) fn frame_replies(&mut self, framing: Option<Framing>) {
+        self.framing = framing;
     }
 
     /// Whether framed replies are waiting to be taken.

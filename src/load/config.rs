@@ -79,6 +79,8 @@ pub struct LoadConfig {
     /// a request per call): the server then finds a few messages per read, not a batch of
     /// `pipeline` of them (`--write-each`).
     pub write_each: bool,
+    /// `--codec ws`: the path the opening request asks for (`--target ws://HOST:PORT/PATH`).
+    pub ws_path: String,
 }
 
 impl Default for LoadConfig {
@@ -106,6 +108,7 @@ impl Default for LoadConfig {
             latency_spectrum: false,
             broadcast_closed_loop: false,
             write_each: false,
+            ws_path: "/".to_string(),
         }
     }
 }
@@ -133,8 +136,14 @@ impl LoadConfig {
             }
             _ => {}
         }
-        if !matches!(self.codec, Codec::Line | Codec::Length) {
-            return Err(format!("codec {} is not supported by the loader: use line or length", self.codec));
+        if !matches!(self.codec, Codec::Line | Codec::Length | Codec::Ws) {
+            return Err(format!(
+                "codec {} is not supported by the loader: use line, length or ws",
+                self.codec
+            ));
+        }
+        if self.codec == Codec::Ws && !matches!(self.target, ListenAddr::Tcp(_)) {
+            return Err("--codec ws runs over TCP".to_string());
         }
         if self.workload == Workload::File {
             if self.files.is_none() {
@@ -289,6 +298,9 @@ impl LoadConfig {
         }
         if self.write_each {
             args.push("--write-each".to_string());
+        }
+        if self.codec == Codec::Ws && self.ws_path != "/" {
+            args.extend(["--ws-path".to_string(), self.ws_path.clone()]);
         }
         args
     }

@@ -93,19 +93,34 @@ pub struct BlockingService {
     pub listeners: Vec<(std::net::TcpListener, ListenAddr)>,
 }
 
-/// Binds `specs` for a blocking model (TCP only). Returns the services and the startup lines.
+/// Binds `specs` for blocking model `model` (TCP only). Returns the services and the
+/// startup lines. What a blocking model cannot do is refused here by what it needs, with
+/// one line naming the model: a handler that needs the reactor's sockets or counters, a
+/// codec with a handshake (a session per connection), a PROXY header.
 pub fn bind(
+    model: Model,
     specs: &[ListenSpec],
     config: &ServerConfig,
 ) -> Result<(Vec<BlockingService>, Vec<Listening>), StartError> {
     let mut services = Vec::new();
     let mut listening = Vec::new();
+    if config.proxy_protocol {
+        return Err(StartError::Config(format!(
+            "--proxy-protocol needs the reactor (a connection is served only after its header): --model {model} cannot read it"
+        )));
+    }
     for spec in specs {
         config.check_codec(spec.codec).map_err(StartError::Config)?;
         if spec.handler == "file" || spec.handler == "metrics" {
             return Err(StartError::Config(format!(
-                "{} runs on the reactor only (it needs the reactor's sockets or counters)",
+                "{} runs on the reactor only (it needs the reactor's sockets or counters), not --model {model}",
                 spec.handler
+            )));
+        }
+        if spec.codec.has_session() {
+            return Err(StartError::Config(format!(
+                "{}:{} needs the reactor (a handshake and a session per connection), not --model {model}",
+                spec.handler, spec.codec
             )));
         }
         let handler = handlers::by_name(&spec.handler)
@@ -114,7 +129,7 @@ pub fn bind(
         for addr in &spec.addrs {
             let ListenAddr::Tcp(socket_addr) = addr else {
                 return Err(StartError::Config(format!(
-                    "cannot listen on {addr}: the iterative and threads models serve TCP only"
+                    "cannot listen on {addr}: --model {model} serves TCP only"
                 )));
             };
             let listener: std::net::TcpListener =

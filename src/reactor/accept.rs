@@ -91,7 +91,7 @@ impl Reactor {
             error!("register failed; peer={peer} error={error}");
             return;
         }
-        let layers = (Transport::Plain, self.services[service].codec.protocol());
+        let layers = (Transport::Plain, self.services[service].codec.protocol(&self.protocols));
         let until_ms = self.clocks.ms(Instant::now()) + self.limits.handshake_timeout.as_millis() as u64;
         let mut conn =
             Connection::new(stream, peer, service, layers, proxy, (self.clocks.now_tick, until_ms));

@@ -7,7 +7,7 @@
 
 use std::io;
 
-use log::{debug, error, warn};
+use log::{debug, error};
 
 use super::Reactor;
 use super::connection::StopReason;
@@ -27,10 +27,12 @@ pub(crate) enum CloseReason {
     SlowConsumer,
     /// Still holding unwritten output when the drain deadline came.
     DrainDeadline,
-    /// Lingering after its last reply, the client neither closed nor stopped sending.
-    LingerTimeout,
-    /// The server ended it, and after lingering the client closed too (a clean end).
-    Lingered,
+    /// Lingering after its last reply (it stopped for this reason), the client neither
+    /// closed nor stopped sending.
+    LingerTimeout(StopReason),
+    /// The server ended it (for this reason), and after lingering the client closed too (a
+    /// clean end).
+    Lingered(StopReason),
     /// It was not ready (preamble, handshakes) within `--handshake-timeout`.
     HandshakeTimeout,
 }
@@ -94,12 +96,9 @@ impl Reactor {
                 error!("closed on error; conn={key} peer={} error={error}", conn.peer())
             }
             CloseReason::SlowConsumer => {
+                // Warned about when it was found slow (`linger.rs`).
                 stats.closed_slow += 1;
-                warn!(
-                    "closed slow consumer; conn={key} peer={} max_output={}",
-                    conn.peer(),
-                    self.limits.max_output
-                );
+                debug!("closed; conn={key} peer={} reason=slow_consumer", conn.peer());
             }
             CloseReason::IdleTimeout => {
                 stats.closed_idle += 1;
@@ -117,13 +116,22 @@ impl Reactor {
                 stats.closed_other += 1;
                 debug!("closed; conn={key} peer={} reason=drain_deadline", conn.peer())
             }
-            CloseReason::LingerTimeout => {
-                stats.closed_other += 1;
-                debug!("closed; conn={key} peer={} reason=linger_timeout", conn.peer())
+            CloseReason::Lingered(StopReason::TooSlow) | CloseReason::LingerTimeout(StopReason::TooSlow) => {
+                stats.closed_slow += 1;
+                debug!("closed; conn={key} peer={} reason=slow_consumer_told", conn.peer())
             }
-            CloseReason::Lingered => {
+            CloseReason::Lingered(StopReason::PingTimeout)
+            | CloseReason::LingerTimeout(StopReason::PingTimeout) => {
+                stats.closed_ping_timeout += 1;
+                debug!("closed; conn={key} peer={} reason=ping_timeout", conn.peer())
+            }
+            CloseReason::LingerTimeout(why) => {
                 stats.closed_other += 1;
-                debug!("closed; conn={key} peer={} reason=lingered", conn.peer())
+                debug!("closed; conn={key} peer={} reason=linger_timeout stopped={why:?}", conn.peer())
+            }
+            CloseReason::Lingered(why) => {
+                stats.closed_other += 1;
+                debug!("closed; conn={key} peer={} reason=lingered stopped={why:?}", conn.peer())
             }
             CloseReason::HandshakeTimeout => {
                 stats.closed_handshake_timeout += 1;

@@ -39,6 +39,15 @@ enum Reading {
     Lingering {
         /// When to give up and close anyway.
         until: Stamp,
+        /// Why it stopped, for the count of closes by reason.
+        reason: StopReason,
+    },
+    /// Told, in its protocol, that it is too slow (a WebSocket close 1008) after what is
+    /// queued for it: nothing more is read or sent, and it is cut at `until` if it has not
+    /// read that by then.
+    Told {
+        /// When to cut it.
+        until: Stamp,
     },
 }
 
@@ -78,6 +87,10 @@ pub enum StopReason {
     HandlerClosed,
     /// Its protocol ended it (a WebSocket close, a handshake refused).
     ProtocolClosed,
+    /// It did not answer its protocol's ping (`--ws-ping`).
+    PingTimeout,
+    /// It did not read what others sent it, and was told so (`Reading::Told`).
+    TooSlow,
     /// The server is shutting down.
     Shutdown,
 }
@@ -189,6 +202,8 @@ pub struct Connection {
     last_active: u64,
     /// The idle timer slot its entry sits in.
     timer_slot: u32,
+    /// The keepalive timer slot its entry sits in (`keepalive.rs`; a session's only).
+    keepalive_slot: u32,
     /// A file being sent (or waiting for its turn), after the pending output. Boxed: most
     /// connections never send one, and the slab entry stays small.
     file: Option<Box<FileTransfer>>,
@@ -264,6 +279,7 @@ impl Connection {
             awaits_preamble,
             last_active: now_tick,
             timer_slot: 0,
+            keepalive_slot: 0,
             file: None,
         }
     }
@@ -311,6 +327,16 @@ impl Connection {
     pub fn serve(&mut self, member_index: usize) {
         self.stage = Stage::Ready;
         self.member_index = member_index as u32;
+    }
+
+    /// Whether messages may be sent to it: served, not closing, not told it is too slow,
+    /// and its protocol not closed (after a WebSocket close frame, nothing more).
+    #[inline]
+    pub fn accepts_messages(&self) -> bool {
+        self.is_ready()
+            && !self.closing
+            && !matches!(self.reading, Reading::Told { .. })
+            && self.protocol.accepts_messages()
     }
 
     /// Whether its PROXY header has still to come.
@@ -484,10 +510,32 @@ impl Connection {
         matches!(self.reading, Reading::Lingering { .. })
     }
 
-    /// Whether it is still the lingering that was to end at `until_ms` (not closed, not
-    /// stopped again since).
-    pub fn lingers_until(&self, until_ms: u64) -> bool {
-        self.reading == Reading::Lingering { until: Stamp::of(until_ms) }
+    /// Why it lingers, if it is still the lingering that was to end at `until_ms` (not
+    /// closed, not stopped again since).
+    pub fn lingers_until(&self, until_ms: u64) -> Option<StopReason> {
+        match self.reading {
+            Reading::Lingering { until, reason } if until == Stamp::of(until_ms) => Some(reason),
+            _ => None,
+        }
+    }
+
+    /// Why it lingers, if it does.
+    pub fn lingering_reason(&self) -> Option<StopReason> {
+        match self.reading {
+            Reading::Lingering { reason, .. } => Some(reason),
+            _ => None,
+        }
+    }
+
+    /// Whether it is still the slow consumer told at `until_ms` (`tell_too_slow`).
+    pub fn told_until(&self, until_ms: u64) -> bool {
+        self.reading == Reading::Told { until: Stamp::of(until_ms) }
+    }
+
+    /// It was told it is too slow (its notice is queued): it reads nothing more, gets
+    /// nothing more, and is cut at `until_ms` unless it reads what is queued first.
+    pub fn tell_too_slow(&mut self, until_ms: u64) {
+        self.reading = Reading::Told { until: Stamp::of(until_ms) };
     }
 
     /// Stops reading its requests if its replies are over `max_output` (it is not reading
@@ -511,9 +559,9 @@ impl Connection {
     /// Everything is written: shuts down the sending side (the transport's goodbye, then
     /// FIN, which the kernel sends after what is queued) and reads on only to discard,
     /// until the client closes or `until_ms` (see `linger.rs`).
-    pub fn linger(&mut self, until_ms: u64) -> io::Result<()> {
+    pub fn linger(&mut self, until_ms: u64, reason: StopReason) -> io::Result<()> {
         self.transport.shutdown(&mut self.stream)?;
-        self.reading = Reading::Lingering { until: Stamp::of(until_ms) };
+        self.reading = Reading::Lingering { until: Stamp::of(until_ms), reason };
         Ok(())
     }
 
@@ -643,6 +691,10 @@ impl Connection {
     /// must do next.
     pub fn settle_output(&mut self, max_output: usize) -> Settled {
         let pending = self.pending_len();
+        if let Reading::Told { .. } = self.reading {
+            // Its last word is queued: done once it has read it.
+            return if pending == 0 { Settled::Finished(StopReason::TooSlow) } else { Settled::Unchanged };
+        }
         if pending == 0 {
             self.holds_pushed_output = false;
         } else if pending > max_output && self.holds_pushed_output {
@@ -758,6 +810,16 @@ impl Connection {
     /// Notes the slot its idle-wheel entry now sits in.
     pub fn set_timer_slot(&mut self, slot: u32) {
         self.timer_slot = slot;
+    }
+
+    /// The keepalive-wheel slot its entry sits in.
+    pub fn keepalive_slot(&self) -> u32 {
+        self.keepalive_slot
+    }
+
+    /// Notes the slot its keepalive-wheel entry now sits in.
+    pub fn set_keepalive_slot(&mut self, slot: u32) {
+        self.keepalive_slot = slot;
     }
 }
 

@@ -14,7 +14,7 @@ use log::{debug, warn};
 
 use super::connection::StopReason;
 use super::{CloseReason, READS_PER_TURN, Reactor};
-use crate::codec::{Decoder, Event, FrameError, SessionEvents};
+use crate::codec::{Decoder, Event, FrameError, Framing, SessionEvents};
 use crate::handlers::{ConnId, Peer};
 use crate::transport::Received;
 
@@ -239,15 +239,21 @@ impl Reactor {
         while index < found.len() {
             match &found[index] {
                 Event::Ready => self.promote_if_ready(key),
-                Event::Message(_) => {
-                    let run =
-                        found[index..].iter().take_while(|event| matches!(event, Event::Message(_))).count();
+                &Event::Message { binary, .. } => {
+                    // A run of messages of one kind, handled in one go.
+                    let run = found[index..]
+                        .iter()
+                        .take_while(
+                            |event| matches!(event, Event::Message { binary: kind, .. } if *kind == binary),
+                        )
+                        .count();
                     let Some(service) = self.conns.get(key).map(|conn| conn.service()) else { return };
                     let mut messages = found[index..index + run].iter().map(|event| match event {
-                        Event::Message(range) => Ok(events.bytes(range.clone())),
+                        Event::Message { bytes, .. } => Ok(events.bytes(bytes.clone())),
                         _ => unreachable!("a run of messages"),
                     });
-                    self.handle_messages(key, service, || messages.next());
+                    let framing = Framing { codec: self.services[service].codec, binary };
+                    self.handle_messages(key, service, framing, || messages.next());
                     index += run;
                     continue;
                 }
@@ -276,7 +282,7 @@ impl Reactor {
         input: &[u8],
     ) -> usize {
         let mut frames = decoder.frames(input, self.limits.max_frame);
-        self.handle_messages(key, service, || frames.next());
+        self.handle_messages(key, service, self.services[service].codec.into(), || frames.next());
         input.len() - frames.rest().len()
     }
 
@@ -293,9 +299,10 @@ impl Reactor {
         &mut self,
         key: usize,
         service: usize,
+        framing: Framing,
         mut next: impl FnMut() -> Option<Result<&'m [u8], FrameError>>,
     ) {
-        self.scratch.outbox.frame_replies(Some(self.services[service].codec));
+        self.scratch.outbox.frame_replies(Some(framing));
         // Looked at once, not per message.
         let (timing, work) = (self.telemetry.recording.is_some(), self.limits.work_per_message);
         let busy = !work.is_zero();
@@ -366,7 +373,8 @@ impl Reactor {
         } else if let Some(mut decoder) = conn.decoder() {
             let service = conn.service();
             let mut last = Some(decoder.finish(tail, self.limits.max_frame));
-            self.handle_messages(key, service, || last.take().and_then(Result::transpose));
+            let framing = self.services[service].codec.into();
+            self.handle_messages(key, service, framing, || last.take().and_then(Result::transpose));
             if let Some(conn) = self.conns.get_mut(key) {
                 conn.set_decoder(decoder);
             }

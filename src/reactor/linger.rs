@@ -11,11 +11,12 @@
 
 use std::time::{Duration, Instant};
 
-use log::debug;
+use log::{debug, warn};
 use mio::Interest;
 
 use super::connection::StopReason;
 use super::{CloseReason, READS_PER_TURN, Reactor};
+use crate::codec::Notice;
 
 /// How long a closing connection waits for its client to close.
 const LINGER_TIMEOUT: Duration = Duration::from_secs(2);
@@ -31,7 +32,7 @@ impl Reactor {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
-        if let Err(error) = conn.linger(until_ms) {
+        if let Err(error) = conn.linger(until_ms, reason) {
             return self.close_later(key, CloseReason::Error(error));
         }
         if !self.update_interest(key, Interest::READABLE) {
@@ -58,7 +59,8 @@ impl Reactor {
             }
             match conn.read(&mut buffer, self.clocks.now_tick) {
                 Ok(Some(0)) => {
-                    self.close_later(key, CloseReason::Lingered);
+                    let reason = conn.lingering_reason().unwrap_or(StopReason::HandlerClosed);
+                    self.close_later(key, CloseReason::Lingered(reason));
                     break;
                 }
                 Ok(Some(n)) => {
@@ -75,6 +77,25 @@ impl Reactor {
         self.scratch.read = buffer;
     }
 
+    /// A member that does not read what others send it: told so in its protocol where the
+    /// protocol has words for it (a WebSocket close 1008, after what is queued), then given
+    /// [`LINGER_TIMEOUT`] to read it before it is cut; cut at once where it has none (a line
+    /// client has always been closed without a word).
+    pub(super) fn drop_slow_consumer(&mut self, key: usize) {
+        let until_ms = (self.clocks.started.elapsed() + LINGER_TIMEOUT).as_millis() as u64;
+        let Some(conn) = self.conns.get_mut(key) else { return };
+        self.telemetry.stats.slow_consumers += 1;
+        warn!("slow consumer; conn={key} peer={} max_output={}", conn.peer(), self.limits.max_output);
+        let codec = self.services[conn.service()].codec;
+        if conn.push_notice(codec, Notice::TooSlow, &mut self.scratch.pool) {
+            conn.tell_too_slow(until_ms);
+            self.queues.lingering.push_back((until_ms, key));
+            self.queue_flush(key);
+        } else {
+            self.close_later(key, CloseReason::SlowConsumer);
+        }
+    }
+
     /// Closes lingering connections whose time is up.
     pub(super) fn expire_lingering(&mut self, now: Instant) {
         let now_ms = now.saturating_duration_since(self.clocks.started).as_millis() as u64;
@@ -83,9 +104,12 @@ impl Reactor {
                 break;
             }
             self.queues.lingering.pop_front();
-            let still_lingering = self.conns.get(key).is_some_and(|conn| conn.lingers_until(until_ms));
-            if still_lingering {
-                self.close_later(key, CloseReason::LingerTimeout);
+            let Some(conn) = self.conns.get(key) else { continue };
+            if let Some(reason) = conn.lingers_until(until_ms) {
+                self.close_later(key, CloseReason::LingerTimeout(reason));
+            } else if conn.told_until(until_ms) {
+                // Told it is too slow, and it still has not read it.
+                self.close_later(key, CloseReason::SlowConsumer);
             }
         }
     }

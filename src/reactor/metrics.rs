@@ -168,6 +168,7 @@ impl Reactor {
             ("client", stats.closed_by_client),
             ("idle_timeout", stats.closed_idle),
             ("handshake_timeout", stats.closed_handshake_timeout),
+            ("ping_timeout", stats.closed_ping_timeout),
             ("slow_consumer", stats.closed_slow),
             ("error", stats.closed_error),
             ("other", stats.closed_other),

@@ -39,6 +39,7 @@ mod files;
 mod hint;
 mod idle;
 mod input;
+mod keepalive;
 mod linger;
 mod log_throttle;
 mod metrics;
@@ -76,7 +77,7 @@ use source::Source;
 use timer_wheel::{Entry, TimerWheel};
 use trace::WakeupTrace;
 
-use crate::codec::SessionEvents;
+use crate::codec::{ProtocolOptions, SessionEvents};
 use crate::config::{Limits, ServerConfig};
 use crate::handlers::Outbox;
 use crate::stats::{RunSummary, Stats};
@@ -173,6 +174,8 @@ struct Scratch {
 struct Clocks {
     /// Idle timeouts, if configured.
     idle: Option<TimerWheel>,
+    /// Keepalive pings for protocols that have them (`--ws-ping`), if configured.
+    keepalive: Option<TimerWheel>,
     /// Scratch space for entries coming due on the wheel.
     due: Vec<Entry>,
     /// The idle-wheel tick of the current turn; connections record it as their last activity.
@@ -219,6 +222,8 @@ pub(crate) struct Reactor {
     /// Who hears whose lines.
     rooms: Vec<Room>,
     limits: Limits,
+    /// What protocols with a session are told (`ws`: allowed origins).
+    protocols: ProtocolOptions,
     sources: Sources,
     queues: Queues,
     scratch: Scratch,
@@ -307,6 +312,7 @@ impl Reactor {
             scratch: Scratch { read: vec![0; READ_BUFFER_SIZE], ..Scratch::default() },
             clocks: Clocks {
                 idle: config.idle_timeout.map(|timeout| TimerWheel::new(timeout, now)),
+                keepalive: keepalive::wheel(config.ws_ping, now),
                 due: Vec::new(),
                 now_tick: 0,
                 started: now,
@@ -325,6 +331,12 @@ impl Reactor {
                 raw_hint: hint::RawHint::default(),
             },
             files: files::Files::default(),
+            protocols: ProtocolOptions {
+                ws: std::sync::Arc::new(crate::codec::ws::Options {
+                    origins: config.ws_origins.clone(),
+                    deflate: false,
+                }),
+            },
             limits,
         };
         Ok((reactor, handle))
@@ -417,6 +429,7 @@ impl Reactor {
         let at_ms = |&(until_ms, _): &(u64, usize)| started + Duration::from_millis(until_ms);
         [
             self.clocks.idle.as_ref().and_then(TimerWheel::next_due),
+            self.clocks.keepalive.as_ref().and_then(TimerWheel::next_due),
             self.telemetry.reporter.as_ref().map(Reporter::next_due),
             self.sources.listeners.iter().filter_map(|slot| slot.paused_until).min(),
             self.clocks.draining,
@@ -438,6 +451,7 @@ impl Reactor {
         self.resume_accepting(now);
         self.check_unterminated(now);
         self.expire_idle(now);
+        self.check_keepalive(now);
         self.expire_preparing(now);
         self.expire_lingering(now);
         if let Some(deadline) = self.clocks.draining {

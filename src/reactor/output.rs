@@ -48,8 +48,10 @@ impl Reactor {
             return;
         }
         self.release_room_of(key);
+        // Replies answer messages it sent before any close of its protocol, so they go
+        // out even if the protocol has closed since (its close follows them).
         match self.conns.get_mut(key) {
-            Some(conn) if !conn.is_closing() => {
+            Some(conn) if conn.is_ready() && !conn.is_closing() => {
                 self.telemetry.stats.messages_out +=
                     conn.take_replies(&mut self.scratch.outbox, &mut self.scratch.pool);
                 self.queue_flush(key);
@@ -72,11 +74,17 @@ impl Reactor {
     }
 
     /// Frames `payload` with `key`'s codec onto its pending output and queues it for the
-    /// flush (a connection not served yet gets nothing: its handler cannot know it).
+    /// flush. A connection not served yet gets nothing (its handler cannot know it), nor one
+    /// whose protocol has closed, unless it is a reply to its own message (sent before the
+    /// close, so it goes before it).
     pub(super) fn deliver(&mut self, key: usize, payload: &[u8], origin: Origin) {
         self.release_room_of(key);
         let Some(conn) = self.conns.get_mut(key) else { return };
-        if conn.is_closing() || !conn.is_ready() {
+        let takes = match origin {
+            Origin::Own => conn.is_ready() && !conn.is_closing(),
+            Origin::Pushed => conn.accepts_messages(),
+        };
+        if !takes {
             return;
         }
         let codec = self.services[conn.service()].codec;
@@ -167,7 +175,7 @@ impl Reactor {
         let settled = conn.settle_output(self.limits.max_output);
         let wanted = conn.wanted_interest();
         match settled {
-            Settled::SlowConsumer => return self.close_later(key, CloseReason::SlowConsumer),
+            Settled::SlowConsumer => return self.drop_slow_consumer(key),
             Settled::Finished(reason) => return self.finish_stopped(key, reason),
             Settled::Paused => self.telemetry.stats.reading_paused += 1,
             Settled::Resumed | Settled::Unchanged => {}

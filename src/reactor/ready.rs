@@ -35,6 +35,7 @@ impl Reactor {
         }
         self.services[service].connections += 1;
         self.telemetry.preparing -= 1;
+        self.watch_keepalive(key);
         self.greet(key);
     }
 

@@ -157,7 +157,7 @@ impl Reactor {
         let mut slices = Vec::new();
         for &member in &members {
             let Some(conn) = self.conns.get_mut(member) else { continue };
-            if conn.is_closing() {
+            if !conn.accepts_messages() {
                 continue;
             }
             let lines = &framings[self.services[conn.service()].framing].1;

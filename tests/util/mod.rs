@@ -298,3 +298,11 @@ impl Drop for ServerProcess {
         }
     }
 }
+
+pub mod ws;
+
+/// The Python of the virtual environment scripts/test makes under target/ (with the
+/// `websockets` client library).
+pub fn venv_python() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/venv/bin/python")
+}

@@ -7,10 +7,13 @@ use std::sync::atomic::Ordering;
 use mio::{Interest, Token};
 
 use super::{Engine, LoadConn, MAX_PENDING_CONNECTS};
+use crate::codec::{Codec, ws};
 use crate::load::clock::now_ns;
 use crate::load::socket::LoadSocket;
 use crate::load::tally::Tally;
 use crate::load::workload::Workload;
+use crate::sys::nonblocking::gate;
+use std::io::Read as _;
 
 impl Engine<'_> {
     pub(super) fn start_connects(&mut self, now: u64) {
@@ -56,6 +59,7 @@ impl Engine<'_> {
                     id,
                     stream,
                     up: false,
+                    ws_pending: false,
                     connect_started_ns: now,
                     decoder: self.config.codec.decoder(),
                     partial: Vec::new(),
@@ -83,14 +87,76 @@ impl Engine<'_> {
         }
     }
 
-    /// A connecting socket became writable (or failed): find out which.
+    /// A connecting socket became writable (or failed): find out which. Over WebSocket, a
+    /// connected socket sends its opening request, and is up once the server switches.
     pub(super) fn finish_connect(&mut self, key: usize) {
         let conn = &mut self.conns[key];
+        if conn.ws_pending {
+            return self.read_ws_answer(key);
+        }
         let outcome = match conn.stream.connect_result() {
             Ok(true) => Ok(()),
             Ok(false) => return, // not yet
             Err(error) => Err(error),
         };
+        if outcome.is_ok() && self.config.codec == Codec::Ws {
+            conn.ws_pending = true;
+            let host = self.config.target_for(conn.id).to_string();
+            let key_text = ws::base64(&u128::from(conn.id).to_be_bytes());
+            conn.output.extend_from_slice(&ws::client::request(&host, &self.config.ws_path, &key_text));
+            self.flush(key);
+            // The answer may be there already: its edge may have come with this one.
+            return self.read_ws_answer(key);
+        }
+        self.connected(key, outcome);
+    }
+
+    /// Reads the server's answer to the opening request: a switch makes the connection
+    /// up (and what came after the answer is its first reply bytes); anything else fails it.
+    fn read_ws_answer(&mut self, key: usize) {
+        let mut buffer = [0u8; 4096];
+        let Some(conn) = self.conns.get_mut(key) else { return };
+        loop {
+            match gate(|| conn.stream.read(&mut buffer)) {
+                Ok(Some(0)) => {
+                    let error =
+                        std::io::Error::new(std::io::ErrorKind::ConnectionReset, "closed before switching");
+                    return self.connected(key, Err(error));
+                }
+                Ok(Some(n)) => conn.partial.extend_from_slice(&buffer[..n]),
+                Ok(None) => break,
+                Err(error) => return self.connected(key, Err(error)),
+            }
+            if conn.partial.len() > 16 * 1024 {
+                break;
+            }
+        }
+        let Some((status, length)) = ws::client::response_head(&conn.partial) else {
+            if conn.partial.len() > 16 * 1024 {
+                let error = std::io::Error::other("an answer to the WebSocket request over 16 KiB");
+                return self.connected(key, Err(error));
+            }
+            return;
+        };
+        if !ws::client::switched(status) {
+            let error = std::io::Error::other(format!(
+                "the server did not switch to WebSocket: {}",
+                String::from_utf8_lossy(status)
+            ));
+            return self.connected(key, Err(error));
+        }
+        conn.partial.drain(..length);
+        conn.ws_pending = false;
+        self.connected(key, Ok(()));
+        if self.conns.get(key).is_some_and(|conn| !conn.partial.is_empty()) {
+            self.take_replies(key, &[]);
+        }
+    }
+
+    /// A connect finished (a WebSocket's once switched): the connection is up, or counted
+    /// as failed and dropped.
+    fn connected(&mut self, key: usize, outcome: std::io::Result<()>) {
+        let conn = &mut self.conns[key];
         self.pending_connects -= 1;
         self.shared.connects_finished.fetch_add(1, Ordering::AcqRel);
         let now = now_ns();

@@ -144,6 +144,9 @@ struct LoadConn {
     id: u32,
     stream: LoadSocket,
     up: bool,
+    /// `--codec ws`: connected, its opening request sent, the server's answer awaited (the
+    /// connection is up once the server switches).
+    ws_pending: bool,
     connect_started_ns: u64,
     decoder: Decoder,
     /// The undecoded tail of an incomplete reply.

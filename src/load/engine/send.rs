@@ -6,6 +6,7 @@ use std::mem;
 use std::sync::atomic::Ordering;
 
 use super::{Engine, InFlight};
+use crate::codec::{Codec, ws};
 use crate::load::socket::LoadSocket;
 use crate::load::tally::Tally;
 use crate::load::workload::{self, Workload};
@@ -121,6 +122,11 @@ impl Engine<'_> {
             let frame = config.codec.begin_frame(&mut conn.output);
             write_payload(&mut conn.output);
             config.codec.end_frame(&mut conn.output, frame);
+            if config.codec == Codec::Ws {
+                // A client masks every frame; a key that changes from frame to frame.
+                let mask = (u64::from(id).wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ seq) as u32;
+                ws::client::mask_frame(&mut conn.output, before, mask.to_ne_bytes());
+            }
             conn.output.len() - before
         };
         if self.config.workload != Workload::Broadcast {

@@ -1,0 +1,57 @@
+//! A real browser in a room: Debian's Chromium, driven by Playwright (`playwright-core` under
+//! target/node; scripts/test installs both), opens the chat page twice, and the two pages
+//! and a line client chat (tests/browser/chat.mjs does the clicking). Once on one server,
+//! once over two workers and a Redis backplane.
+
+mod util;
+
+use std::process::Command;
+
+use util::engines::Engine;
+use util::{ServerProcess, TestServer, server_command};
+
+/// Runs the browser script against a page URL and a line listener; asserts every check.
+#[track_caller]
+fn chat(page: &str, line: &str, screenshot: Option<&str>) {
+    let mut command = Command::new("node");
+    command.arg("tests/browser/chat.mjs").arg(page).arg(line);
+    command.args(screenshot);
+    let output = command.output().expect("node (scripts/test installs it with npm's packages)");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+    for check in [
+        "a page sees another page's line ok",
+        "the line client sees a page's line ok",
+        "the pages see the line client's line ok",
+    ] {
+        assert!(stdout.lines().any(|line| line == check), "missing {check:?} in:\n{stdout}");
+    }
+}
+
+/// Two pages and a line client in one room on one server.
+#[test]
+fn browsers_and_a_line_client_share_a_room() {
+    let server = TestServer::start(&["broadcast=127.0.0.1:0", "broadcast:ws=127.0.0.1:0"]);
+    let screenshot = std::env::var("EVLOOP_SCREENSHOT").ok();
+    chat(&format!("http://{}/", server.addr_of(1)), &server.addr_of(0).to_string(), screenshot.as_deref());
+}
+
+/// The same over two worker processes sharing the room through a real Redis.
+#[test]
+fn browsers_over_workers_and_redis() {
+    let redis = Engine::redis_tcp(&[]);
+    let server = ServerProcess::start(
+        server_command(&[
+            "--workers",
+            "2",
+            "--backplane",
+            &redis.url(),
+            "--listen",
+            "broadcast=127.0.0.1:0",
+            "--listen",
+            "broadcast:ws=127.0.0.1:0",
+        ]),
+        2,
+    );
+    chat(&format!("http://{}/", server.addrs[1]), &server.addrs[0].to_string(), None);
+}
