@@ -532,3 +532,35 @@ fn wrk_style_flags_host_names_and_the_spectrum() {
     assert_eq!(report["mode"], "open loop at 500 msgs/s");
     assert!(report["latency_spectrum"].is_null(), "no spectrum unless asked");
 }
+
+/// The loader speaks WebSocket: echo and broadcast over `ws`, every reply verified, against
+/// evloop and against Node's `ws` package (a server no one here wrote, under target/node).
+#[test]
+fn websocket_runs_verify_against_evloop_and_node() {
+    let server = TestServer::start(&["echo:ws=127.0.0.1:0", "broadcast:ws=127.0.0.1:0"]);
+    let echo = format!("ws://{}/", server.addr_of(0));
+    let (code, report) = load(&["--target", &echo, "-c", "10", "-n", "2000", "--pipeline", "4"]);
+    assert_all_verified(code, &report);
+    assert_eq!(report["codec"], "ws");
+    let room = format!("ws://{}/chat", server.addr_of(1));
+    let (code, report) = load(&["--target", &room, "--workload", "broadcast", "-c", "5", "-n", "200"]);
+    assert_all_verified(code, &report);
+    assert_eq!(report["broadcast"]["deliveries_seen"], 200 * 4);
+
+    for mode in ["echo", "broadcast"] {
+        let mut node = Command::new("node")
+            .args(["examples/baselines/ws_server.js", mode, "127.0.0.1:0"])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("node (scripts/test installs it, and ws under target/node)");
+        let mut line = String::new();
+        BufReader::new(node.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        let addr = line.trim().rsplit(' ').next().unwrap().to_string();
+        let workload: &[&str] = if mode == "echo" { &[] } else { &["--workload", "broadcast"] };
+        let (code, report) =
+            load(&[&["--target", &format!("ws://{addr}/"), "-c", "5", "-n", "500"], workload].concat());
+        let _ = node.kill();
+        let _ = node.wait();
+        assert_all_verified(code, &report);
+    }
+}

@@ -132,7 +132,10 @@ impl Engine<'_> {
         self.next_sync_ns = now + SYNC_EVERY_NS;
         if let Some(key) = self.up_keys.iter().copied().find(|&key| self.conns[key].id == sync_id) {
             let conn = &mut self.conns[key];
-            self.config.codec.encode(SYNC, &mut conn.output);
+            let request = (conn.id, u64::MAX);
+            super::send::frame_request(self.config.codec, &mut conn.output, request, |out| {
+                out.extend_from_slice(SYNC)
+            });
             self.queue_flush(key);
         }
     }

@@ -118,16 +118,7 @@ impl Engine<'_> {
             self.scratch.len()
         } else {
             // Framed in place, in the buffer it is written from.
-            let before = conn.output.len();
-            let frame = config.codec.begin_frame(&mut conn.output);
-            write_payload(&mut conn.output);
-            config.codec.end_frame(&mut conn.output, frame);
-            if config.codec == Codec::Ws {
-                // A client masks every frame; a key that changes from frame to frame.
-                let mask = (u64::from(id).wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ seq) as u32;
-                ws::client::mask_frame(&mut conn.output, before, mask.to_ne_bytes());
-            }
-            conn.output.len() - before
+            frame_request(config.codec, &mut conn.output, (id, seq), write_payload)
         };
         if self.config.workload != Workload::Broadcast {
             conn.in_flight.push_back(InFlight {
@@ -211,4 +202,24 @@ fn send_datagram(socket: &mut LoadSocket, datagram: &[u8]) -> io::Result<bool> {
             Err(error) => return Err(error),
         }
     }
+}
+
+/// Frames a request written in place by `write` onto `out` with `codec`, as a client sends
+/// it (over WebSocket, masked with a key that changes from frame to frame, from `id` and
+/// `seq`); returns its length on the wire.
+pub(super) fn frame_request(
+    codec: Codec,
+    out: &mut Vec<u8>,
+    (id, seq): (u32, u64),
+    write: impl FnOnce(&mut Vec<u8>),
+) -> usize {
+    let before = out.len();
+    let frame = codec.begin_frame(out);
+    write(out);
+    codec.end_frame(out, frame);
+    if codec == Codec::Ws {
+        let mask = (u64::from(id).wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ seq) as u32;
+        ws::client::mask_frame(out, before, mask.to_ne_bytes());
+    }
+    out.len() - before
 }
