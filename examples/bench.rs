@@ -14,6 +14,10 @@
 //! - **fan-out**: one room, one sender keeping 8 lines in flight (a line is answered once every
 //!   other member has it), every member reading. Baseline: `mio` (examples/mio_fanout.rs).
 //! - **latency**: echo at a fixed open-loop rate.
+//! - **ws**: the same over WebSocket (`--codec ws`), evloop's `ws` codec against Node's `ws`
+//!   package (examples/baselines/ws_server.js, installed by scripts/test): echo ping-pong
+//!   and pipelined at `--ws-counts` connections, fan-out per delivery at `--ws-members`,
+//!   and the server's memory per idle WebSocket connection (10,000 held idle).
 //!
 //! For each cell: throughput, latency, and the CPU time per message (echo: per reply; fan-out:
 //! per delivery) of the server (`/proc/PID/stat`) and of the loader (`getrusage`), user and
@@ -43,9 +47,18 @@ use common::CpuTime;
 /// Compares servers under evloop-load; see the module documentation.
 #[derive(Parser, Debug)]
 struct Args {
-    /// What to measure: echo, each, fanout, latency
-    #[arg(long, value_delimiter = ',', default_value = "echo,each,fanout,latency")]
+    /// What to measure: echo, each, fanout, latency, ws
+    #[arg(long, value_delimiter = ',', default_value = "echo,each,fanout,latency,ws")]
     workloads: Vec<String>,
+    /// ws: connection counts for echo
+    #[arg(long, value_delimiter = ',', default_value = "100,10000")]
+    ws_counts: Vec<u32>,
+    /// ws: room sizes
+    #[arg(long, value_delimiter = ',', default_value = "100,1000")]
+    ws_members: Vec<u32>,
+    /// ws: servers, evloop and node (or bin:PATH)
+    #[arg(long, value_delimiter = ',', default_value = "evloop,node")]
+    ws_servers: Vec<String>,
     /// Each: lines in flight per connection, each written on its own
     #[arg(long, value_delimiter = ',', default_value = "1,4,16")]
     depths: Vec<u32>,
@@ -93,6 +106,16 @@ struct Args {
 enum Serves {
     Echo,
     Room,
+    /// Echo over WebSocket.
+    WsEcho,
+    /// A room over WebSocket.
+    WsRoom,
+}
+
+impl Serves {
+    fn websocket(self) -> bool {
+        matches!(self, Serves::WsEcho | Serves::WsRoom)
+    }
 }
 
 /// One measured run.
@@ -143,6 +166,9 @@ fn main() {
     }
     if args.workloads.iter().any(|w| w == "latency") {
         bench.latency();
+    }
+    if args.workloads.iter().any(|w| w == "ws") {
+        bench.websocket();
     }
 }
 
@@ -244,6 +270,87 @@ impl Bench<'_> {
         println!();
     }
 
+    fn websocket(&self) {
+        let servers = &self.args.ws_servers;
+        println!("WebSocket echo, 64-byte text messages:\n");
+        println!(
+            "| connections | mode | server | msgs/s | p50 / p99 µs | server user | server system | server CPU | loader CPU |"
+        );
+        println!("|---|---|---|---|---|---|---|---|---|");
+        for &pipeline in &self.args.pipelines {
+            for &count in &self.args.ws_counts {
+                let loader =
+                    self.loader_args(&["-c", &count.to_string(), "--pipeline", &pipeline.to_string()]);
+                let runs = self.interleaved(servers, Serves::WsEcho, &loader);
+                let mode =
+                    if pipeline == 1 { "ping-pong".to_string() } else { format!("pipeline {pipeline}") };
+                self.print_rows(&format!("{} | {mode}", thousands(count as f64)), servers, &runs);
+            }
+        }
+        println!(
+            "\nWebSocket fan-out: one room, one sender keeping {} lines in flight; per delivery:\n",
+            self.args.in_flight
+        );
+        println!(
+            "| members | server | deliveries/s | p50 / p99 µs | server user | server system | server CPU | loader CPU |"
+        );
+        println!("|---|---|---|---|---|---|---|---|");
+        for &members in &self.args.ws_members {
+            let loader = self.loader_args(&[
+                "--workload",
+                "broadcast",
+                "-c",
+                &members.to_string(),
+                "--active",
+                "1",
+                "--pipeline",
+                &self.args.in_flight.to_string(),
+                "--reply-timeout",
+                "10s",
+            ]);
+            let runs = self.interleaved(servers, Serves::WsRoom, &loader);
+            self.print_rows(&thousands(members as f64), servers, &runs);
+        }
+        println!(
+            "\nWebSocket memory: 10,000 connections, each through its handshake and one echo, held idle:\n"
+        );
+        println!("| server | RSS before | RSS with 10,000 idle | per connection |");
+        println!("|---|---|---|---|");
+        for server in servers {
+            let (before, held) = self.idle_memory(server, 10_000);
+            println!(
+                "| {server} | {:.1} MiB | {:.1} MiB | {:.0} B |",
+                before as f64 / 1024.0,
+                held as f64 / 1024.0,
+                (held.saturating_sub(before)) as f64 * 1024.0 / 10_000.0
+            );
+        }
+        println!();
+    }
+
+    /// A server's RSS (KiB) before and while `count` WebSocket connections are held idle.
+    fn idle_memory(&self, server: &str, count: u32) -> (u64, u64) {
+        let (mut child, addr) = common::start_server(self.server_command(server, Serves::WsEcho));
+        let before = common::status_field(child.id(), "VmRSS:");
+        let loader_program = self.args.loader.clone().unwrap_or_else(|| common::binary("evloop-load"));
+        let mut loader = Command::new(loader_program)
+            .args(["--target", &format!("ws://{addr}/"), "-c", &count.to_string(), "-n", &count.to_string()])
+            .args(["--hold", "8s", "--connect-timeout", "60s", "--json", "--no-progress"])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("run evloop-load");
+        // Held from when every reply is in until the loader exits: look in the middle.
+        std::thread::sleep(Duration::from_secs(2));
+        let mut held = 0;
+        for _ in 0..40 {
+            held = held.max(common::status_field(child.id(), "VmRSS:"));
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = loader.wait();
+        common::stop(&mut child);
+        (before, held)
+    }
+
     /// The loader's arguments: `specific`, then the run's length.
     fn loader_args(&self, specific: &[&str]) -> Vec<String> {
         let length = ["-d".to_string(), format!("{}s", self.args.seconds), "--warmup".into(), "1s".into()];
@@ -286,18 +393,24 @@ impl Bench<'_> {
         runs
     }
 
-    /// Starts `server`, runs the loader against it, stops the server.
-    fn measure(&self, server: &str, serves: Serves, loader_args: &[String]) -> Run {
+    /// The command that starts `server` serving `serves`.
+    fn server_command(&self, server: &str, serves: Serves) -> Command {
         let cpu = |cpu: u32| self.pinned.then_some(cpu);
         let baseline = |name: &str| {
             let mut command = common::on_cpu(cpu(0), &common::binary(name));
             command.arg("127.0.0.1:0");
             command
         };
-        let command = match (server, serves) {
+        match (server, serves) {
             ("tokio", Serves::Echo) => baseline("examples/tokio_echo"),
             ("c", Serves::Echo) => baseline("epoll_echo"),
             ("mio", Serves::Room) => baseline("examples/mio_fanout"),
+            ("node", Serves::WsEcho | Serves::WsRoom) => {
+                let mut command = common::on_cpu(cpu(0), "node");
+                let mode = if serves == Serves::WsEcho { "echo" } else { "broadcast" };
+                command.args(["examples/baselines/ws_server.js", mode, "127.0.0.1:0"]);
+                command
+            }
             (evloop, _) => {
                 let program = match evloop {
                     "evloop" => common::binary("evloop-server"),
@@ -309,17 +422,26 @@ impl Bench<'_> {
                 let listen = match serves {
                     Serves::Echo => "echo=127.0.0.1:0",
                     Serves::Room => "broadcast=127.0.0.1:0",
+                    Serves::WsEcho => "echo:ws=127.0.0.1:0",
+                    Serves::WsRoom => "broadcast:ws=127.0.0.1:0",
                 };
                 let mut command = common::on_cpu(cpu(0), &program);
                 command.args(["--listen", listen]).args(self.args.evloop_args.split_whitespace());
                 command
             }
-        };
+        }
+    }
+
+    /// Starts `server`, runs the loader against it, stops the server.
+    fn measure(&self, server: &str, serves: Serves, loader_args: &[String]) -> Run {
+        let cpu = |cpu: u32| self.pinned.then_some(cpu);
+        let command = self.server_command(server, serves);
         let (mut child, addr) = common::start_server(command);
         let (server_before, loader_before) = (common::cpu_time(child.id()), common::children_cpu_time());
         let loader_program = self.args.loader.clone().unwrap_or_else(|| common::binary("evloop-load"));
+        let target = if serves.websocket() { format!("ws://{addr}/") } else { addr };
         let output = common::on_cpu(cpu(1), &loader_program)
-            .args(["--target", &addr, "--json", "--no-progress"])
+            .args(["--target", &target, "--json", "--no-progress"])
             .args(loader_args)
             .output()
             .expect("run evloop-load");

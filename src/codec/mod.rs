@@ -147,7 +147,7 @@ impl Codec {
             Codec::Length => length::end_frame(out, start.0),
             Codec::Fixed(size) => fixed::end_frame(size, out, start.0),
             Codec::Raw => {}
-            Codec::Ws => ws::end_frame(out, start.0, false),
+            Codec::Ws => ws::end_frame(out, start.0, false, None),
         }
     }
 }
@@ -160,6 +160,8 @@ pub struct Framing {
     pub codec: Codec,
     /// A reply to a binary message (WebSocket); other codecs have one kind of message.
     pub binary: bool,
+    /// Compressed with this window, in bits (WebSocket's permessage-deflate).
+    pub deflate: Option<u8>,
 }
 
 impl Framing {
@@ -173,15 +175,23 @@ impl Framing {
     #[inline]
     pub fn end_frame(self, out: &mut Vec<u8>, start: FrameStart) {
         match self.codec {
-            Codec::Ws => ws::end_frame(out, start.0, self.binary),
+            Codec::Ws => ws::end_frame(out, start.0, self.binary, self.deflate),
             codec => codec.end_frame(out, start),
         }
+    }
+
+    /// Appends `payload`, framed so, to `out`.
+    #[inline]
+    pub fn encode(self, payload: &[u8], out: &mut Vec<u8>) {
+        let start = self.begin_frame(out);
+        out.extend_from_slice(payload);
+        self.end_frame(out, start);
     }
 }
 
 impl From<Codec> for Framing {
     fn from(codec: Codec) -> Framing {
-        Framing { codec, binary: false }
+        Framing { codec, binary: false, deflate: None }
     }
 }
 

@@ -154,6 +154,12 @@ pub trait Session: Send + fmt::Debug {
         self.is_ready()
     }
 
+    /// Whether messages to it are compressed, and with what window (in bits): its replies
+    /// and room lines are framed apart from uncompressed members' (`Framing::deflate`).
+    fn compression(&self) -> Option<u8> {
+        None
+    }
+
     /// Writes `notice` to `out` as this protocol says it, in its current state; false if it
     /// has nothing to say (the connection is then closed without a word). A notice that
     /// closes the protocol (a close frame) means no message follows it.
@@ -195,6 +201,17 @@ impl Protocol {
         match self {
             Protocol::Frames(_) => codec.notice(notice, out),
             Protocol::Session(session) => session.notice(notice, out),
+        }
+    }
+
+    /// How messages to it are framed, `codec` being its listener's.
+    #[inline]
+    pub fn framing(&self, codec: Codec) -> super::Framing {
+        match self {
+            Protocol::Frames(_) => codec.into(),
+            Protocol::Session(session) => {
+                super::Framing { codec, binary: false, deflate: session.compression() }
+            }
         }
     }
 

@@ -15,7 +15,7 @@ use std::os::unix::fs::FileExt as _;
 use mio::{Interest, Registry, Token};
 
 use super::buffer_pool::BufferPool;
-use crate::codec::{Codec, Decoder, Notice, Protocol, Session};
+use crate::codec::{Codec, Decoder, Framing, Notice, Protocol, Session};
 use crate::handlers::Outbox;
 use crate::sys::address::PeerAddr;
 use crate::sys::nonblocking::{gate, write_until_full};
@@ -339,6 +339,19 @@ impl Connection {
             && self.protocol.accepts_messages()
     }
 
+    /// How messages to it are framed, its listener framing with `codec` (a WebSocket member
+    /// that agreed to compression gets compressed frames).
+    #[inline]
+    pub fn framing(&self, codec: Codec) -> Framing {
+        self.protocol.framing(codec)
+    }
+
+    /// Whether its protocol compresses what is sent to it (so it needs frames of its own).
+    #[inline]
+    pub fn compresses(&self) -> bool {
+        matches!(&self.protocol, Protocol::Session(session) if session.compression().is_some())
+    }
+
     /// Whether its PROXY header has still to come.
     pub fn awaits_preamble(&self) -> bool {
         self.awaits_preamble
@@ -599,10 +612,11 @@ impl Connection {
 
     // ----- output -----
 
-    /// Frames `payload` with `codec` onto its pending output. `pushed`: another client
-    /// caused it (see [`Settled::SlowConsumer`]).
+    /// Frames `payload` as its listener's `codec` does for it onto its pending output.
+    /// `pushed`: another client caused it (see [`Settled::SlowConsumer`]).
     pub fn push_output(&mut self, codec: Codec, payload: &[u8], pushed: bool, pool: &mut BufferPool) {
-        codec.encode(payload, self.output.buffer(pool));
+        let framing = self.framing(codec);
+        framing.encode(payload, self.output.buffer(pool));
         self.holds_pushed_output |= pushed;
     }
 

@@ -252,7 +252,8 @@ impl Reactor {
                         Event::Message { bytes, .. } => Ok(events.bytes(bytes.clone())),
                         _ => unreachable!("a run of messages"),
                     });
-                    let framing = Framing { codec: self.services[service].codec, binary };
+                    let Some(conn) = self.conns.get(key) else { return };
+                    let framing = Framing { binary, ..conn.framing(self.services[service].codec) };
                     self.handle_messages(key, service, framing, || messages.next());
                     index += run;
                     continue;

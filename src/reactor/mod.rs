@@ -334,7 +334,7 @@ impl Reactor {
             protocols: ProtocolOptions {
                 ws: std::sync::Arc::new(crate::codec::ws::Options {
                     origins: config.ws_origins.clone(),
-                    deflate: false,
+                    deflate: cfg!(feature = "deflate"),
                 }),
             },
             limits,

@@ -30,6 +30,11 @@ impl Reactor {
         // Lines sent before it joined are not for it.
         self.release_room(room);
         let member_index = self.rooms[room].join(key);
+        if conn_compresses(self, key) {
+            // Lines framed for its compression from now on.
+            let framing = self.conns[key].framing(self.services[service].codec);
+            self.rooms[room].slot_for(framing);
+        }
         if let Some(conn) = self.conns.get_mut(key) {
             conn.serve(member_index);
         }
@@ -78,4 +83,9 @@ impl Reactor {
             self.queue_flush(key);
         }
     }
+}
+
+/// Whether `key`'s protocol compresses what it is sent.
+fn conn_compresses(reactor: &Reactor, key: usize) -> bool {
+    reactor.conns.get(key).is_some_and(|conn| conn.compresses())
 }

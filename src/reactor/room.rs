@@ -23,7 +23,7 @@
 use std::io::IoSlice;
 
 use super::{CloseReason, Reactor, Service};
-use crate::codec::Codec;
+use crate::codec::{Codec, Framing};
 use crate::config::DEFAULT_ROOM;
 
 /// A room's lines are released early once they hold this much, so a busy turn cannot grow
@@ -37,8 +37,9 @@ pub(crate) struct Room {
     name: Option<String>,
     /// Slab keys of its members (ready connections only), in no particular order.
     members: Vec<usize>,
-    /// The codecs its listeners frame with, each with this turn's lines framed for it.
-    framings: Vec<(Codec, RoomLines)>,
+    /// The framings its members need (a codec each of its listeners', and compressed
+    /// WebSocket framings as members agree to them), each with this turn's lines framed so.
+    framings: Vec<(Framing, RoomLines)>,
     /// Its index among the backplane's rooms, if it is shared over one.
     pub backplane: Option<usize>,
 }
@@ -65,6 +66,15 @@ impl Room {
     fn lines_waiting(&self) -> bool {
         self.framings.first().is_some_and(|(_, lines)| !lines.is_empty())
     }
+
+    /// The slot of `framing` among its framings, added if it is new (a member compressing
+    /// with a window no other member uses); its lines are framed so from the next line on.
+    pub fn slot_for(&mut self, framing: Framing) -> usize {
+        self.framings.iter().position(|(of, _)| *of == framing).unwrap_or_else(|| {
+            self.framings.push((framing, RoomLines::default()));
+            self.framings.len() - 1
+        })
+    }
 }
 
 /// The rooms `services` form, each service told its room and the slot of its codec there:
@@ -86,11 +96,7 @@ pub(crate) fn rooms_of(services: &mut [Service]) -> Vec<Room> {
             rooms.push(Room { name, members: Vec::new(), framings: Vec::new(), backplane: None });
             rooms.len() - 1
         });
-        let framings = &mut rooms[room].framings;
-        let framing = framings.iter().position(|(of, _)| *of == codec).unwrap_or_else(|| {
-            framings.push((codec, RoomLines::default()));
-            framings.len() - 1
-        });
+        let framing = rooms[room].slot_for(codec.into());
         (room, framing)
     };
     for service in services.iter_mut().filter(|service| service.handler.has_room()) {
@@ -111,8 +117,8 @@ impl Reactor {
     /// turn.
     pub(super) fn send_to_room(&mut self, room: usize, sender: Option<usize>, payload: &[u8]) {
         let framings = &mut self.rooms[room].framings;
-        for (codec, lines) in framings.iter_mut() {
-            lines.push(sender, *codec, payload);
+        for (framing, lines) in framings.iter_mut() {
+            lines.push(sender, *framing, payload);
         }
         if framings.iter().any(|(_, lines)| lines.len() >= RELEASE_AT_BYTES) {
             self.release_room(room);
@@ -160,7 +166,15 @@ impl Reactor {
             if !conn.accepts_messages() {
                 continue;
             }
-            let lines = &framings[self.services[conn.service()].framing].1;
+            let slot = match conn.compresses() {
+                // Rare, and a short list: found where the member's framing is.
+                true => {
+                    let framing = conn.framing(self.services[conn.service()].codec);
+                    framings.iter().position(|(of, _)| *of == framing).unwrap_or(0)
+                }
+                false => self.services[conn.service()].framing,
+            };
+            let lines = &framings[slot].1;
             let count = lines.slices_for(member, &mut slices);
             if count == 0 {
                 continue;
@@ -212,9 +226,9 @@ struct Run {
 }
 
 impl RoomLines {
-    /// Frames `payload` with `codec` after the lines so far, as sent by `sender`.
-    pub(crate) fn push(&mut self, sender: Option<usize>, codec: Codec, payload: &[u8]) {
-        codec.encode(payload, &mut self.bytes);
+    /// Frames `payload` as `framing` says after the lines so far, as sent by `sender`.
+    pub(crate) fn push(&mut self, sender: Option<usize>, framing: impl Into<Framing>, payload: &[u8]) {
+        framing.into().encode(payload, &mut self.bytes);
         let end = self.bytes.len();
         match self.runs.last_mut() {
             Some(run) if run.sender == sender => {

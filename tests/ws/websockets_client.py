@@ -1,7 +1,8 @@
-"""Python's `websockets` library against evloop's `ws` echo: what a library user sees.
+"""Python's `websockets` library against evloop's `ws` codec: what a library user sees.
 
 Run by tests/websocket.rs with target/venv/bin/python (scripts/test installs the library):
-    python tests/ws/websockets_client.py ws://127.0.0.1:PORT/
+    python tests/ws/websockets_client.py echo ws://127.0.0.1:PORT/   (an echo listener)
+    python tests/ws/websockets_client.py room ws://127.0.0.1:PORT/   (a broadcast listener)
 Prints one line per check that passed; exits non-zero at the first that fails.
 """
 
@@ -10,7 +11,7 @@ import sys
 from websockets.sync.client import connect
 
 
-def main(url):
+def echo(url):
     with connect(url, max_size=4 * 1024 * 1024, compression=None) as ws:
         ws.send("hello")
         assert ws.recv(timeout=10) == "hello"
@@ -31,6 +32,38 @@ def main(url):
         assert received is not None and received.code == 1000, received
         print("close 1000 ok", flush=True)
 
+    # permessage-deflate, as browsers and this library offer it by default.
+    with connect(url, max_size=4 * 1024 * 1024) as ws:
+        extensions = ws.response.headers.get("Sec-WebSocket-Extensions", "")
+        assert "permessage-deflate" in extensions, extensions
+        text = "compress me, " * 5000
+        ws.send(text)
+        assert ws.recv(timeout=10) == text
+        ws.send(b"\x00" * 100000)
+        assert ws.recv(timeout=10) == b"\x00" * 100000
+        print("deflate ok", flush=True)
+
+
+def room(url):
+    """A member that compresses and one that does not, in one room: each gets the other's
+    lines (the room frames a line once for each)."""
+    with connect(url, compression="deflate") as squeezed, connect(url, compression=None) as plain:
+        assert "permessage-deflate" in squeezed.response.headers.get("Sec-WebSocket-Extensions", "")
+        # Until both are in the room a line may reach nobody: repeat until it arrives.
+        for attempt in range(50):
+            plain.send("hello %d" % attempt)
+            try:
+                line = squeezed.recv(timeout=0.1)
+                break
+            except TimeoutError:
+                continue
+        assert line.endswith(": hello %d" % attempt), line
+        squeezed.send("and back")
+        line = plain.recv(timeout=10)
+        while not line.endswith(": and back"):
+            line = plain.recv(timeout=10)
+        print("room of compressed and plain members ok", flush=True)
+
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    {"echo": echo, "room": room}[sys.argv[1]](sys.argv[2])

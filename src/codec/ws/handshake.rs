@@ -24,8 +24,9 @@ pub enum Answer {
     Upgrade {
         /// The 101 response.
         response: Vec<u8>,
-        /// Whether messages may be compressed (permessage-deflate, no context takeover).
-        deflate: bool,
+        /// permessage-deflate agreed (no context takeover either way): the window the
+        /// server compresses with, in bits (15 unless the client asked for less).
+        deflate: Option<u8>,
     },
     /// An HTTP answer, after which the connection closes (`reason` is for the log).
     Respond {
@@ -112,19 +113,34 @@ pub fn answer(head: &[u8], options: &Options) -> Answer {
             );
         }
     }
-    let deflate = options.deflate
-        && header_values(&request, "sec-websocket-extensions").iter().any(|offer| offers_deflate(offer));
+    // The first offer it can honour, in the client's order of preference.
+    let deflate = if options.deflate {
+        header_values(&request, "sec-websocket-extensions").iter().find_map(|offer| deflate_window(offer))
+    } else {
+        None
+    };
     let mut response = format!(
         "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {}\r\n",
         accept_key(&key)
     );
-    if deflate {
-        response.push_str(
-            "Sec-WebSocket-Extensions: permessage-deflate; server_no_context_takeover; client_no_context_takeover\r\n",
-        );
+    if let Some(window) = &deflate {
+        response.push_str("Sec-WebSocket-Extensions: permessage-deflate; server_no_context_takeover; client_no_context_takeover");
+        if let Some(bits) = window.asked {
+            response.push_str(&format!("; server_max_window_bits={bits}"));
+        }
+        response.push_str("\r\n");
     }
     response.push_str("\r\n");
-    Answer::Upgrade { response: response.into_bytes(), deflate }
+    Answer::Upgrade {
+        response: response.into_bytes(),
+        deflate: deflate.map(|window| window.asked.unwrap_or(15)),
+    }
+}
+
+/// The server's window under an agreed permessage-deflate.
+struct Window {
+    /// The bits the client asked for (`server_max_window_bits=N`), if it asked.
+    asked: Option<u8>,
 }
 
 /// Every value of header `name` (it may be repeated).
@@ -142,27 +158,46 @@ fn header_values(request: &httparse::Request<'_, '_>, name: &str) -> Vec<String>
         .collect()
 }
 
-/// Whether `offer` (one extension offer) is permessage-deflate with parameters this server
-/// can honour: it compresses without context takeover and with the full window, so an offer
-/// that limits the server's window (`server_max_window_bits` under 15) is declined.
-fn offers_deflate(offer: &str) -> bool {
+/// The server's window if `offer` (one extension offer) is permessage-deflate with
+/// parameters this server can honour: it compresses each message on its own (no context
+/// takeover) with the window the client asks for, down to 512 bytes (9 bits: zlib has no
+/// smaller), and inflates any window.
+fn deflate_window(offer: &str) -> Option<Window> {
     let mut parts = offer.split(';').map(str::trim);
     if !parts.next().is_some_and(|name| name.eq_ignore_ascii_case("permessage-deflate")) {
-        return false;
+        return None;
     }
-    parts.all(|parameter| {
-        let (name, value) = parameter
-            .split_once('=')
-            .map_or((parameter, None), |(name, value)| (name.trim(), Some(value.trim().trim_matches('"'))));
-        match name.to_ascii_lowercase().as_str() {
-            "server_no_context_takeover" | "client_no_context_takeover" => value.is_none(),
-            "client_max_window_bits" => {
-                value.is_none_or(|bits| bits.parse::<u8>().is_ok_and(|bits| (8..=15).contains(&bits)))
-            }
-            "server_max_window_bits" => value.and_then(|bits| bits.parse::<u8>().ok()) == Some(15),
-            _ => false,
+    let mut window = Window { asked: None };
+    let mut seen = Vec::new();
+    for parameter in parts {
+        let (name, value) = match parameter.split_once('=') {
+            Some((name, value)) => (name.trim().to_ascii_lowercase(), Some(value.trim().trim_matches('"'))),
+            None => (parameter.to_ascii_lowercase(), None),
+        };
+        if seen.contains(&name) {
+            return None; // a parameter twice: the offer is invalid (RFC 7692 7.1)
         }
-    })
+        let bits = |value: Option<&str>| {
+            value.and_then(|bits| bits.parse::<u8>().ok()).filter(|bits| (8..=15).contains(bits))
+        };
+        match (name.as_str(), value) {
+            ("server_no_context_takeover" | "client_no_context_takeover", None) => {}
+            ("client_max_window_bits", None) => {}
+            ("client_max_window_bits", value) => {
+                bits(value)?;
+            }
+            ("server_max_window_bits", value) => {
+                let asked = bits(value)?;
+                if !super::deflate_windows().contains(&asked) {
+                    return None;
+                }
+                window.asked = Some(asked);
+            }
+            _ => return None,
+        }
+        seen.push(name);
+    }
+    Some(window)
 }
 
 /// The chat page (`head_only`: its headers alone, for HEAD).
@@ -258,7 +293,7 @@ mod tests {
     fn answers_each_kind_of_request() {
         let answer = answer(&upgrade(""), &options());
         assert_eq!(status(&answer), "HTTP/1.1 101 Switching Protocols");
-        let Answer::Upgrade { response, deflate: false } = answer else { panic!("{answer:?}") };
+        let Answer::Upgrade { response, deflate: None } = answer else { panic!("{answer:?}") };
         assert!(
             String::from_utf8(response)
                 .unwrap()
@@ -302,24 +337,28 @@ mod tests {
         assert_eq!(status(&answer(&upgrade("Origin: null\r\n"), &wide)), "HTTP/1.1 101 Switching Protocols");
     }
 
-    /// permessage-deflate is agreed when offered with parameters the server can honour.
+    /// permessage-deflate is agreed when offered with parameters the server can honour, at
+    /// the window the client asks for.
     #[test]
     fn agrees_deflate_when_it_can() {
         let mut options = options();
         options.deflate = true;
         for (offer, agreed) in [
-            ("permessage-deflate; client_max_window_bits", true),
-            ("permessage-deflate", true),
-            ("x-webkit-deflate-frame, permessage-deflate; server_no_context_takeover", true),
-            ("permessage-deflate; server_max_window_bits=10", false),
-            ("permessage-deflate; bogus", false),
+            ("permessage-deflate; client_max_window_bits", Some(15)),
+            ("permessage-deflate", Some(15)),
+            ("x-webkit-deflate-frame, permessage-deflate; server_no_context_takeover", Some(15)),
+            ("permessage-deflate; server_max_window_bits=10", Some(10)),
+            ("permessage-deflate; server_max_window_bits=8, permessage-deflate", Some(15)),
+            ("permessage-deflate; bogus", None),
+            ("permessage-deflate; client_max_window_bits=16", None),
         ] {
-            let Answer::Upgrade { deflate, .. } =
+            let Answer::Upgrade { deflate, response } =
                 answer(&upgrade(&format!("Sec-WebSocket-Extensions: {offer}\r\n")), &options)
             else {
                 panic!("{offer}")
             };
             assert_eq!(deflate, agreed, "{offer}");
+            assert_eq!(String::from_utf8(response).unwrap().contains("permessage-deflate"), agreed.is_some());
         }
     }
 }

@@ -18,6 +18,8 @@
 //! slow to read what the room sends it. docs/protocol.md lists them.
 
 pub(crate) mod client;
+#[cfg(feature = "deflate")]
+mod deflate;
 mod frame;
 mod handshake;
 mod utf8;
@@ -66,12 +68,23 @@ impl std::str::FromStr for Origins {
     }
 }
 
+/// The windows (in bits) a compressor here can keep to, for permessage-deflate: none
+/// without the `deflate` feature.
+fn deflate_windows() -> std::ops::RangeInclusive<u8> {
+    #[cfg(feature = "deflate")]
+    return deflate::WINDOW_BITS;
+    #[cfg(not(feature = "deflate"))]
+    #[allow(clippy::reversed_empty_ranges)]
+    return 1..=0;
+}
+
 /// What a WebSocket connection is told by the server's configuration.
 #[derive(Clone, Debug, Default)]
 pub struct Options {
     /// Which origins may connect.
     pub origins: Origins,
-    /// Whether permessage-deflate is offered back when a client asks for it.
+    /// Whether permessage-deflate is agreed when a client offers it (with the `deflate`
+    /// feature).
     pub deflate: bool,
 }
 
@@ -110,17 +123,34 @@ pub fn begin_frame(out: &mut Vec<u8>) {
 
 /// Ends a frame begun at `start`: everything written since its header is its payload.
 /// Binary if `binary` (a reply to a binary message) or if the payload is not UTF-8, text
-/// otherwise; a payload of 126 bytes or more moves along for the longer header.
-pub fn end_frame(out: &mut Vec<u8>, start: usize, binary: bool) {
+/// otherwise; compressed (RSV1) with a window of `deflate` bits if permessage-deflate was
+/// agreed; a payload of 126 bytes or more moves along for the longer header.
+pub fn end_frame(out: &mut Vec<u8>, start: usize, binary: bool, deflate: Option<u8>) {
     let payload = start + 2;
-    let length = out.len() - payload;
     let opcode = if !binary && std::str::from_utf8(&out[payload..]).is_ok() { TEXT } else { BINARY };
+    let first = 0x80 | opcode | compress(out, payload, deflate);
+    let length = out.len() - payload;
     let mut header = Vec::with_capacity(10);
-    frame::write_header(0x80 | opcode, length, &mut header);
+    frame::write_header(first, length, &mut header);
     if header.len() > 2 {
         out.splice(payload..payload, header[2..].iter().copied());
     }
     out[start..start + 2].copy_from_slice(&header[..2]);
+}
+
+/// Compresses the payload from `payload` to the end of `out` in place, if `deflate` says
+/// so; returns the header bit that says it was (RSV1), or 0.
+fn compress(out: &mut Vec<u8>, payload: usize, deflate: Option<u8>) -> u8 {
+    #[cfg(feature = "deflate")]
+    if let Some(bits) = deflate {
+        let mut compressed = Vec::with_capacity(out.len() - payload);
+        deflate::compress(&out[payload..], bits, &mut compressed);
+        out.truncate(payload);
+        out.extend_from_slice(&compressed);
+        return frame::RSV1;
+    }
+    let _ = (out, payload, deflate);
+    0
 }
 
 /// What a `ws` client that the server turns away at once (it is full) is told: an HTTP 503,
@@ -163,6 +193,8 @@ struct Incoming {
 #[derive(Debug)]
 struct Assembling {
     text: bool,
+    /// Compressed (permessage-deflate): inflated, and its UTF-8 checked, once whole.
+    compressed: bool,
     /// Its payload so far, unmasked.
     bytes: Vec<u8>,
     utf8: Utf8,
@@ -177,6 +209,8 @@ pub struct WsSession {
     message: Option<Assembling>,
     /// A control frame's payload as it arrives (at most 125 bytes).
     control: Vec<u8>,
+    /// permessage-deflate agreed: the server's window, in bits.
+    deflate: Option<u8>,
     /// Whether any bytes came since the last keepalive check.
     heard: bool,
     /// A ping went out at the last check, with nothing heard since.
@@ -192,6 +226,7 @@ impl WsSession {
             frame: None,
             message: None,
             control: Vec::new(),
+            deflate: None,
             heard: true,
             pinged: false,
         }
@@ -228,9 +263,10 @@ impl WsSession {
         };
         let head = end + 4;
         match handshake::answer(&input[..head], &self.options) {
-            handshake::Answer::Upgrade { response, deflate: _ } => {
+            handshake::Answer::Upgrade { response, deflate } => {
                 events.send(&response);
                 self.state = State::Open;
+                self.deflate = deflate;
                 events.ready();
                 head + self.frames(&input[head..], max_frame, events)
             }
@@ -262,9 +298,13 @@ impl WsSession {
                             break;
                         }
                         if !header.is_control() && header.opcode != CONTINUATION {
-                            let text = header.opcode == TEXT;
-                            self.message =
-                                Some(Assembling { text, bytes: Vec::new(), utf8: Utf8::default() });
+                            let (text, compressed) = (header.opcode == TEXT, header.rsv1);
+                            self.message = Some(Assembling {
+                                text,
+                                compressed,
+                                bytes: Vec::new(),
+                                utf8: Utf8::default(),
+                            });
                         }
                         Incoming { header, remaining: header.length, taken: 0 }
                     }
@@ -282,7 +322,7 @@ impl WsSession {
                 let start = message.bytes.len();
                 message.bytes.extend_from_slice(payload);
                 frame::apply_mask(&mut message.bytes[start..], mask, incoming.taken);
-                if message.text && !message.utf8.feed(&message.bytes[start..]) {
+                if message.text && !message.compressed && !message.utf8.feed(&message.bytes[start..]) {
                     self.fail(code::INVALID_DATA, "text that is not UTF-8", events);
                     break;
                 }
@@ -293,7 +333,7 @@ impl WsSession {
                 self.frame = Some(incoming);
                 break;
             }
-            self.complete(incoming.header, events);
+            self.complete(incoming.header, max_frame, events);
         }
         if self.state == State::Closed {
             return input.len();
@@ -306,7 +346,10 @@ impl WsSession {
         if header.mask.is_none() {
             return Err((code::PROTOCOL_ERROR, "an unmasked frame from a client"));
         }
-        if header.rsv1 || header.rsv2_3 {
+        // RSV1 marks the first frame of a compressed message, under permessage-deflate only.
+        let compressed_start =
+            header.rsv1 && self.deflate.is_some() && matches!(header.opcode, TEXT | BINARY);
+        if (header.rsv1 && !compressed_start) || header.rsv2_3 {
             return Err((code::PROTOCOL_ERROR, "reserved bits set"));
         }
         match header.opcode {
@@ -337,7 +380,7 @@ impl WsSession {
     }
 
     /// A frame is all in: a control frame is answered, a final data frame ends its message.
-    fn complete(&mut self, header: Header, events: &mut SessionEvents) {
+    fn complete(&mut self, header: Header, max_frame: usize, events: &mut SessionEvents) {
         match header.opcode {
             PING => {
                 let start = events.buffer().len();
@@ -346,7 +389,7 @@ impl WsSession {
             }
             PONG => {}
             CLOSE => return self.closed_by_client(events),
-            _ if header.fin => return self.message_done(events),
+            _ if header.fin => return self.message_done(events, max_frame),
             _ => {}
         }
         // Dropped, not kept: control frames are rare, idle connections many.
@@ -355,13 +398,38 @@ impl WsSession {
 
     /// The message being assembled is whole: checked, then handed on. Its buffer goes: an
     /// idle connection holds none.
-    fn message_done(&mut self, events: &mut SessionEvents) {
+    fn message_done(&mut self, events: &mut SessionEvents, max_frame: usize) {
         let Some(message) = self.message.take() else { return };
-        if message.text && !message.utf8.is_complete() {
-            return self.fail(code::INVALID_DATA, "text that is not UTF-8", events);
-        }
         let start = events.buffer().len();
-        events.buffer().extend_from_slice(&message.bytes);
+        if message.compressed {
+            #[cfg(feature = "deflate")]
+            match deflate::decompress(&message.bytes, max_frame, events.buffer()) {
+                Ok(()) => {}
+                Err(deflate::InflateError::TooBig) => {
+                    events.buffer().truncate(start);
+                    return self.fail(code::TOO_BIG, "a message that inflates over --max-frame", events);
+                }
+                Err(deflate::InflateError::Invalid) => {
+                    events.buffer().truncate(start);
+                    return self.fail(
+                        code::INVALID_DATA,
+                        "a compressed message that does not inflate",
+                        events,
+                    );
+                }
+            }
+            let end = events.buffer().len();
+            if message.text && std::str::from_utf8(events.bytes(start..end)).is_err() {
+                events.buffer().truncate(start);
+                return self.fail(code::INVALID_DATA, "text that is not UTF-8", events);
+            }
+        } else {
+            if message.text && !message.utf8.is_complete() {
+                return self.fail(code::INVALID_DATA, "text that is not UTF-8", events);
+            }
+            events.buffer().extend_from_slice(&message.bytes);
+        }
+        let _ = max_frame;
         events.message_from(start, !message.text);
     }
 
@@ -396,6 +464,10 @@ impl Session for WsSession {
 
     fn accepts_messages(&self) -> bool {
         self.state == State::Open
+    }
+
+    fn compression(&self) -> Option<u8> {
+        self.deflate
     }
 
     fn receive(&mut self, input: &[u8], max_frame: usize, events: &mut SessionEvents) -> usize {
