@@ -72,6 +72,11 @@ pub struct ServerConfig {
     /// each connection's first bytes name the real client, which then replaces the
     /// balancer's address everywhere; a connection without a valid header is closed.
     pub proxy_protocol: bool,
+    /// `tls://` listeners: the certificate chain (PEM) and its private key (PEM); a
+    /// `tls://` listener without both is refused at start. `SIGUSR1` reads them again.
+    pub tls_cert: Option<std::path::PathBuf>,
+    /// See [`tls_cert`](Self::tls_cert).
+    pub tls_key: Option<std::path::PathBuf>,
     /// `ws` listeners: which pages may open a WebSocket (browsers send their page's
     /// origin); by default pages of the same host and port, and clients that send no
     /// Origin (not browsers).
@@ -133,6 +138,8 @@ impl Default for ServerConfig {
             trace_limit: super::timeline::DEFAULT_LIMIT,
             proxy_protocol: false,
             handshake_timeout: Duration::from_secs(10),
+            tls_cert: None,
+            tls_key: None,
             ws_origins: crate::codec::ws::Origins::SameHost,
             ws_ping: Some(Duration::from_secs(30)),
             shared_metrics: None,

@@ -52,6 +52,13 @@ pub struct Stats {
     /// keeps this at zero while every write completes: `WRITABLE` is asked for only when
     /// output is left over.
     pub interest_changes: u64,
+    /// TLS handshakes completed.
+    pub tls_handshakes: u64,
+    /// TLS connections closed for a TLS error: not TLS at all (plaintext on a TLS port),
+    /// a truncated or garbled ClientHello, a failed handshake.
+    pub tls_failures: u64,
+    /// Times the TLS certificate and key were reloaded (`SIGUSR1`).
+    pub tls_reloads: u64,
     /// Times a connection's reading paused because its output backed up (backpressure).
     pub reading_paused: u64,
     /// Times accepting paused because descriptors or socket memory ran out.
@@ -117,6 +124,9 @@ impl Stats {
         self.reading_paused += other.reading_paused;
         self.interest_changes += other.interest_changes;
         self.accept_pauses += other.accept_pauses;
+        self.tls_handshakes += other.tls_handshakes;
+        self.tls_failures += other.tls_failures;
+        self.tls_reloads += other.tls_reloads;
         self.messages_in += other.messages_in;
         self.messages_out += other.messages_out;
         self.frame_errors += other.frame_errors;

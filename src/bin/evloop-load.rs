@@ -35,6 +35,25 @@ struct Args {
     #[arg(long = "target", value_name = "ADDR", default_value = "127.0.0.1:7000", value_parser = target)]
     targets: Vec<Target>,
 
+    /// Speak TLS to the server (every workload and codec; with --codec ws, wss://). Trust it
+    /// with --tls-ca, or --insecure for a self-signed test server
+    #[arg(long)]
+    tls: bool,
+
+    /// --tls: the CA certificate (or the server's own self-signed one), a PEM file, that
+    /// the server's certificate must be signed by
+    #[arg(long, value_name = "PEM", requires = "tls")]
+    tls_ca: Option<std::path::PathBuf>,
+
+    /// --tls: accept any certificate (a self-signed test server; never in production)
+    #[arg(long, requires = "tls", conflicts_with = "tls_ca")]
+    insecure: bool,
+
+    /// --tls: the name the server's certificate must carry, also sent as SNI [default: the
+    /// target's address]
+    #[arg(long, value_name = "NAME", requires = "tls")]
+    tls_name: Option<String>,
+
     /// --codec ws: the path the opening request asks for (a ws:// target's path sets it)
     #[arg(long, value_name = "PATH", hide = true)]
     ws_path: Option<String>,
@@ -231,6 +250,15 @@ fn main() -> ExitCode {
         );
     }
     config.ws_path = args.ws_path.clone().or(ws_target.clone()).unwrap_or_else(|| "/".to_string());
+    config.tls = match (args.tls, &args.tls_ca, args.insecure) {
+        (false, _, _) => None,
+        (true, Some(ca), _) => Some(evloop::load::tls::Trust::Ca(ca.clone())),
+        (true, None, true) => Some(evloop::load::tls::Trust::Anything),
+        (true, None, false) => {
+            return usage_error("evloop-load", "--tls needs --tls-ca PEM (the server's CA) or --insecure");
+        }
+    };
+    config.tls_name = args.tls_name.clone();
     config.workload = args.workload;
     config.codec = match (args.codec, &ws_target) {
         (Some(codec), _) => codec,

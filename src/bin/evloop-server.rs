@@ -26,10 +26,12 @@ use evloop::{BackplaneUrl, ListenAddr, ListenSpec, Listening, Server, ServerConf
 #[command(name = "evloop-server", version)]
 struct Args {
     /// Serve HANDLER (echo, uppercase, sum, broadcast, daytime, time, file, metrics) framed by CODEC on ADDR: HOST:PORT,
-    /// [IPv6]:PORT, unix:/path, udp://HOST:PORT (one datagram, one message), or fd:N (a socket
-    /// inherited already bound: systemd socket activation, inetd); port 0 picks a free port. CODEC: line (default: text lines, what nc sends), length (u32 length in
-    /// network byte order, then the bytes), fixed:N (N-byte messages), raw (each read is a
-    /// message: the naive tutorial style). @ROOM names a broadcast room shared over
+    /// [IPv6]:PORT, tls://HOST:PORT (TLS: needs --tls-cert and --tls-key), unix:/path,
+    /// udp://HOST:PORT (one datagram, one message), or fd:N (a socket inherited already
+    /// bound: systemd socket activation, inetd); port 0 picks a free port. CODEC: line
+    /// (default: text lines, what nc sends), length (u32 length in network byte order, then
+    /// the bytes), fixed:N (N-byte messages), raw (each read is a message: the naive
+    /// tutorial style), ws (WebSocket: browsers; GET / is a chat page). @ROOM names a broadcast room shared over
     /// --backplane. Repeatable. Several ADDRs, comma-separated, share one handler (one
     /// broadcast room). Example: --listen sum:length=[::1]:0
     #[arg(long = "listen", value_name = "HANDLER[:CODEC][@ROOM]=ADDR")]
@@ -61,6 +63,15 @@ struct Args {
     /// Log a stats line this often [default: off]
     #[arg(long, value_name = "SECS", value_parser = positive_duration)]
     stats_interval: Option<Duration>,
+
+    /// tls:// listeners: the certificate chain, a PEM file (SIGUSR1 reads it again)
+    #[arg(long, value_name = "PEM")]
+    tls_cert: Option<std::path::PathBuf>,
+
+    /// tls:// listeners: the certificate's private key, a PEM file (PKCS#8, PKCS#1 or SEC1;
+    /// ECDSA, Ed25519 or RSA)
+    #[arg(long, value_name = "PEM")]
+    tls_key: Option<std::path::PathBuf>,
 
     /// ws listeners: ping a client that sent nothing for this long, and close it (1001) if
     /// it has not answered by the next interval; 0: never ping
@@ -163,6 +174,8 @@ impl Args {
         config.drain_timeout = self.drain_timeout;
         config.handshake_timeout = self.handshake_timeout;
         config.ws_ping = (!self.ws_ping.is_zero()).then_some(self.ws_ping);
+        config.tls_cert = self.tls_cert.clone();
+        config.tls_key = self.tls_key.clone();
         config.ws_origins = self.ws_origin.clone().unwrap_or_default();
         config.reuse_port = reuse_port;
         config.work_per_message = Duration::from_micros(self.work_us);
@@ -213,6 +226,12 @@ impl Args {
         }
         if self.proxy_protocol {
             args.push("--proxy-protocol".to_string());
+        }
+        if let Some(cert) = &self.tls_cert {
+            args.extend(["--tls-cert".to_string(), cert.display().to_string()]);
+        }
+        if let Some(key) = &self.tls_key {
+            args.extend(["--tls-key".to_string(), key.display().to_string()]);
         }
         args
     }
@@ -397,18 +416,23 @@ fn run_supervisor(args: &Args, specs: &[ListenSpec], log_file_limit: impl FnOnce
             ));
             return ExitCode::from(2);
         }
-        if let Some(addr) = spec.addrs.iter().find(|addr| !matches!(addr, ListenAddr::Tcp(_))) {
+        if let Some(addr) = spec.addrs.iter().find(|addr| addr.tcp().is_none()) {
             cli::eprint_line(format_args!(
-                "evloop-server: {addr} cannot be shared by --workers {}: use TCP addresses, or --workers 1",
+                "evloop-server: {addr} cannot be shared by --workers {}: use TCP (or tls://) addresses, or --workers 1",
                 args.workers
             ));
             return ExitCode::from(2);
         }
     }
+    if specs.iter().flat_map(|spec| &spec.addrs).any(|addr| matches!(addr, ListenAddr::Tls(_))) {
+        if let Err(reason) = cli::check_tls(args.tls_cert.as_deref(), args.tls_key.as_deref()) {
+            return cli::usage_error("evloop-server", &reason);
+        }
+    }
     let mut resolved = specs.to_vec();
     let mut reservations = Vec::new();
     for addr in resolved.iter_mut().flat_map(|spec| spec.addrs.iter_mut()) {
-        let ListenAddr::Tcp(socket_addr) = addr else {
+        let (ListenAddr::Tcp(socket_addr) | ListenAddr::Tls(socket_addr)) = addr else {
             continue;
         };
         match cli::reserve_port(*socket_addr) {

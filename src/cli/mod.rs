@@ -16,6 +16,13 @@ pub use crate::sys::notify::notify;
 pub use crate::sys::rlimit::file_limit;
 pub use crate::sys::socket::reserve_port;
 
+/// Checks that TLS can be served with this certificate chain and key (PEM files): the
+/// supervisor of `--workers` asks before starting any worker, so a bad pair is one line
+/// and exit 2, not workers dying one after the other.
+pub fn check_tls(cert: Option<&std::path::Path>, key: Option<&std::path::Path>) -> Result<(), String> {
+    crate::transport::load_tls(cert, key).map(drop)
+}
+
 /// Parses the command line of `program`. `--help` and `--version` print and exit 0; a usage
 /// error is one line on stderr and exit code 2, as both binaries document.
 pub fn parse_args<T: clap::Parser>(program: &str) -> Result<T, ExitCode> {

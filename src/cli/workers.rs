@@ -6,7 +6,8 @@
 //! The parent binds every address first with `SO_REUSEPORT` but never listens on it: that
 //! resolves port 0 and keeps the port reserved across worker restarts, while the kernel only
 //! hands connections to sockets that listen (the workers'). Workers share nothing; the parent
-//! forwards SIGINT/SIGTERM, restarts a worker that dies, and adds up their summaries.
+//! forwards SIGINT/SIGTERM (and SIGUSR1, which reloads TLS certificates), restarts a worker
+//! that dies, and adds up their summaries.
 
 use std::io::{self, BufRead, BufReader, Read};
 use std::process::{Child, ChildStdout, Command, Stdio};
@@ -17,7 +18,7 @@ use crate::server::Listening;
 use crate::stats::RunSummary;
 use crate::sys::process::{make_worker, send_signal};
 use log::{error, info, warn};
-use signal_hook::consts::{SIGCHLD, SIGHUP, SIGINT, SIGTERM};
+use signal_hook::consts::{SIGCHLD, SIGHUP, SIGINT, SIGTERM, SIGUSR1};
 use signal_hook::iterator::Signals;
 
 /// Set in a worker's environment to its index; tells `evloop-server` it is a worker.
@@ -120,7 +121,7 @@ pub fn supervise(command: &WorkerCommand, count: usize, ready: impl FnOnce()) ->
 
 fn supervise_workers(command: &WorkerCommand, count: usize, ready: impl FnOnce()) -> io::Result<RunSummary> {
     // Registered before the first worker starts, so no death goes unnoticed.
-    let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP, SIGCHLD])?;
+    let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP, SIGCHLD, SIGUSR1])?;
     let mut workers = Vec::with_capacity(count);
     for index in 0..count {
         match command.spawn(index, 0) {
@@ -137,6 +138,12 @@ fn supervise_workers(command: &WorkerCommand, count: usize, ready: impl FnOnce()
     let mut failure = None;
     'supervise: for signal in signals.forever() {
         match signal {
+            SIGUSR1 => {
+                // Certificate renewal: each worker reads the pair again.
+                for worker in workers.iter().filter(|worker| !worker.exited) {
+                    send_signal(&worker.child, SIGUSR1);
+                }
+            }
             SIGINT | SIGTERM | SIGHUP => {
                 info!("signal received, stopping workers; signal={signal} workers={}", workers.len());
                 crate::sys::notify::notify("STOPPING=1");

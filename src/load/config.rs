@@ -81,6 +81,11 @@ pub struct LoadConfig {
     pub write_each: bool,
     /// `--codec ws`: the path the opening request asks for (`--target ws://HOST:PORT/PATH`).
     pub ws_path: String,
+    /// `--tls`: speak TLS to the server, trusting it as this says.
+    pub tls: Option<crate::load::tls::Trust>,
+    /// `--tls-name`: the name the server's certificate is checked against (and sent as SNI);
+    /// `None`: the target's address.
+    pub tls_name: Option<String>,
 }
 
 impl Default for LoadConfig {
@@ -109,6 +114,8 @@ impl Default for LoadConfig {
             broadcast_closed_loop: false,
             write_each: false,
             ws_path: "/".to_string(),
+            tls: None,
+            tls_name: None,
         }
     }
 }
@@ -144,6 +151,9 @@ impl LoadConfig {
         }
         if self.codec == Codec::Ws && !matches!(self.target, ListenAddr::Tcp(_)) {
             return Err("--codec ws runs over TCP".to_string());
+        }
+        if self.tls.is_some() && !matches!(self.target, ListenAddr::Tcp(_)) {
+            return Err("--tls runs over TCP".to_string());
         }
         if self.workload == Workload::File {
             if self.files.is_none() {
@@ -203,6 +213,15 @@ impl LoadConfig {
         match id as usize % (1 + self.more_targets.len()) {
             0 => &self.target,
             other => &self.more_targets[other - 1],
+        }
+    }
+
+    /// The name connection `id`'s server certificate is checked against.
+    pub fn tls_name_for(&self, id: u32) -> String {
+        match (&self.tls_name, self.target_for(id)) {
+            (Some(name), _) => name.clone(),
+            (None, ListenAddr::Tcp(addr)) => addr.ip().to_string(),
+            (None, other) => other.to_string(),
         }
     }
 
@@ -301,6 +320,18 @@ impl LoadConfig {
         }
         if self.codec == Codec::Ws && self.ws_path != "/" {
             args.extend(["--ws-path".to_string(), self.ws_path.clone()]);
+        }
+        match &self.tls {
+            Some(crate::load::tls::Trust::Ca(path)) => {
+                args.extend(["--tls".to_string(), "--tls-ca".to_string(), path.display().to_string()])
+            }
+            Some(crate::load::tls::Trust::Anything) => {
+                args.extend(["--tls".to_string(), "--insecure".to_string()])
+            }
+            None => {}
+        }
+        if let Some(name) = &self.tls_name {
+            args.extend(["--tls-name".to_string(), name.clone()]);
         }
         args
     }

@@ -54,6 +54,7 @@ mod sources;
 pub mod sweep;
 mod tally;
 mod timer;
+pub mod tls;
 mod workload;
 
 use std::io;

@@ -19,13 +19,31 @@ pub enum LoadSocket {
     Stream(Stream),
     /// A UDP socket connected to the target.
     Datagram(UdpSocket),
+    /// A TCP stream with a TLS session (`--tls`).
+    Tls(Box<super::tls::TlsStream>),
 }
 
 impl LoadSocket {
     /// Starts connecting to `target`, from `source` if given (IP targets only). Streams
     /// finish connecting later (see [`connect_result`](Self::connect_result)); UDP is ready
     /// at once.
-    pub fn open(target: &ListenAddr, source: Option<IpAddr>) -> io::Result<LoadSocket> {
+    pub fn open(
+        target: &ListenAddr,
+        source: Option<IpAddr>,
+        tls: Option<(&std::sync::Arc<rustls::ClientConfig>, String)>,
+    ) -> io::Result<LoadSocket> {
+        match (target, tls) {
+            (ListenAddr::Tcp(addr), Some((config, name))) => {
+                let stream = Stream::connect_tcp(*addr, source)?;
+                let session = Box::new(super::tls::session(config, &name)?);
+                Ok(LoadSocket::Tls(Box::new(super::tls::TlsStream { stream, session })))
+            }
+            (_, Some(_)) => Err(io::Error::new(io::ErrorKind::InvalidInput, "--tls runs over TCP")),
+            (target, None) => LoadSocket::open_plain(target, source),
+        }
+    }
+
+    fn open_plain(target: &ListenAddr, source: Option<IpAddr>) -> io::Result<LoadSocket> {
         match target {
             ListenAddr::Tcp(addr) => Stream::connect_tcp(*addr, source).map(LoadSocket::Stream),
             ListenAddr::Unix(path) => Stream::connect_unix(path).map(LoadSocket::Stream),
@@ -48,7 +66,29 @@ impl LoadSocket {
     pub fn connect_result(&self) -> io::Result<bool> {
         match self {
             LoadSocket::Stream(stream) => stream.connect_result(),
+            LoadSocket::Tls(tls) => tls.stream.connect_result(),
             LoadSocket::Datagram(_) => Ok(true),
+        }
+    }
+
+    /// Whether it has a TLS session.
+    pub fn is_tls(&self) -> bool {
+        matches!(self, LoadSocket::Tls(_))
+    }
+
+    /// Moves its TLS handshake on (see `TlsStream::drive`); `Ok(false)`: the server closed.
+    pub fn drive_tls(&mut self) -> io::Result<bool> {
+        match self {
+            LoadSocket::Tls(tls) => tls.drive(),
+            _ => Ok(true),
+        }
+    }
+
+    /// Whether its TLS handshake is done (true without TLS).
+    pub fn tls_ready(&self) -> bool {
+        match self {
+            LoadSocket::Tls(tls) => tls.is_ready(),
+            _ => true,
         }
     }
 
@@ -56,6 +96,10 @@ impl LoadSocket {
     pub fn local_name(&self) -> Option<String> {
         match self {
             LoadSocket::Stream(Stream::Tcp(stream)) => stream.local_addr().ok().map(|addr| addr.to_string()),
+            LoadSocket::Tls(tls) => match &tls.stream {
+                Stream::Tcp(stream) => stream.local_addr().ok().map(|addr| addr.to_string()),
+                Stream::Unix(_) => None,
+            },
             _ => None,
         }
     }
@@ -66,6 +110,7 @@ impl Read for LoadSocket {
         match self {
             LoadSocket::Stream(stream) => stream.read(buf),
             LoadSocket::Datagram(socket) => socket.recv(buf),
+            LoadSocket::Tls(tls) => tls.read(buf),
         }
     }
 }
@@ -76,6 +121,7 @@ impl Write for LoadSocket {
         match self {
             LoadSocket::Stream(stream) => stream.write(buf),
             LoadSocket::Datagram(socket) => socket.send(buf),
+            LoadSocket::Tls(tls) => tls.write(buf),
         }
     }
 
@@ -84,7 +130,7 @@ impl Write for LoadSocket {
     }
 }
 
-forward_source!(LoadSocket { Stream, Datagram });
+forward_source!(LoadSocket { Stream, Datagram, Tls });
 
 fn unspecified(target: &SocketAddr) -> IpAddr {
     match target {

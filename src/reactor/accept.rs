@@ -15,7 +15,7 @@ use super::connection::Connection;
 use super::source::MAX_CONNECTIONS;
 use super::{ACCEPT_BACKOFF, ACCEPTS_PER_TURN, Reactor};
 use crate::codec::Notice;
-use crate::sys::address::PeerAddr;
+use crate::sys::address::{ListenAddr, PeerAddr};
 use crate::sys::nonblocking::{client_gave_up, gate, out_of_resources};
 use crate::sys::socket::Stream;
 use crate::transport::Transport;
@@ -32,7 +32,7 @@ impl Reactor {
             }
             let (service, proxy) = (slot.service, slot.proxy);
             match gate(|| slot.listener.accept(&mut self.sources.unix_serial)) {
-                Ok(Some((stream, peer))) => self.admit(stream, peer, service, proxy),
+                Ok(Some((stream, peer))) => self.admit(stream, peer, index, (service, proxy)),
                 Ok(None) => return,
                 Err(error) if client_gave_up(&error) => continue,
                 Err(error) => {
@@ -79,9 +79,15 @@ impl Reactor {
     /// Makes an accepted socket a connection of `service`, or turns it away if full. It is
     /// served at once if no layer below its handler has anything to wait for; otherwise it
     /// prepares (`ready.rs`) until they are done or its time is up.
-    fn admit(&mut self, mut stream: Stream, peer: PeerAddr, service: usize, proxy: bool) {
+    fn admit(
+        &mut self,
+        mut stream: Stream,
+        peer: PeerAddr,
+        listener: usize,
+        (service, proxy): (usize, bool),
+    ) {
         if self.conns.len() >= self.limits.max_connections {
-            self.turn_away(stream, &peer, service);
+            self.turn_away(stream, &peer, listener);
             return;
         }
         let entry = self.conns.vacant_entry();
@@ -91,7 +97,18 @@ impl Reactor {
             error!("register failed; peer={peer} error={error}");
             return;
         }
-        let layers = (Transport::Plain, self.services[service].codec.protocol(&self.protocols));
+        let tls = match &self.sources.listeners[listener].addr {
+            ListenAddr::Tls(_) => self.sources.tls.as_ref(),
+            _ => None,
+        };
+        let transport = match Transport::for_listener(tls) {
+            Ok(transport) => transport,
+            Err(error) => {
+                error!("cannot start a TLS session; peer={peer} error={error}");
+                return;
+            }
+        };
+        let layers = (transport, self.services[service].codec.protocol(&self.protocols));
         let until_ms = self.clocks.ms(Instant::now()) + self.limits.handshake_timeout.as_millis() as u64;
         let mut conn =
             Connection::new(stream, peer, service, layers, proxy, (self.clocks.now_tick, until_ms));
@@ -117,11 +134,14 @@ impl Reactor {
     /// buffer is empty, so the short reply fits in one non-blocking write. What the client
     /// already sent is read and dropped first, and the sending side shut down before
     /// closing, so the close is not a reset that could swallow the reply (see `linger.rs`);
-    /// this connection does not linger, though: a full server keeps no state for it.
-    fn turn_away(&mut self, mut stream: Stream, peer: &PeerAddr, service: usize) {
+    /// this connection does not linger, though: a full server keeps no state for it. A TLS
+    /// client is closed without a word: nothing can reach it before a handshake.
+    fn turn_away(&mut self, mut stream: Stream, peer: &PeerAddr, listener: usize) {
         self.telemetry.stats.connections_rejected += 1;
+        let slot = &self.sources.listeners[listener];
         let mut reply = Vec::new();
-        if self.services[service].codec.notice(Notice::ServerFull, &mut reply) {
+        let plain = !matches!(slot.addr, ListenAddr::Tls(_));
+        if plain && self.services[slot.service].codec.notice(Notice::ServerFull, &mut reply) {
             let _ = stream.read(&mut self.scratch.read);
             let _ = stream.write(&reply);
         }

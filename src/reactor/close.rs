@@ -35,6 +35,8 @@ pub(crate) enum CloseReason {
     Lingered(StopReason),
     /// It was not ready (preamble, handshakes) within `--handshake-timeout`.
     HandshakeTimeout,
+    /// Its TLS failed (counted and logged where it did).
+    Tls,
 }
 
 impl Reactor {
@@ -132,6 +134,10 @@ impl Reactor {
             CloseReason::Lingered(why) => {
                 stats.closed_other += 1;
                 debug!("closed; conn={key} peer={} reason=lingered stopped={why:?}", conn.peer())
+            }
+            CloseReason::Tls => {
+                stats.closed_error += 1;
+                debug!("closed; conn={key} peer={} reason=tls", conn.peer())
             }
             CloseReason::HandshakeTimeout => {
                 stats.closed_handshake_timeout += 1;

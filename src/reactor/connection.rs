@@ -366,9 +366,21 @@ impl Connection {
         }
     }
 
-    /// The transport and protocol layers, to read through.
-    pub fn layers(&mut self) -> (&mut Transport, &mut Protocol) {
-        (&mut self.transport, &mut self.protocol)
+    /// Bytes just read (after the preamble) through its transport: where their plaintext
+    /// is (see `Transport::receive`).
+    #[inline]
+    pub fn receive(&mut self, raw: &[u8], plain: &mut Vec<u8>) -> io::Result<crate::transport::Received> {
+        self.transport.receive(&mut self.stream, raw, plain)
+    }
+
+    /// Whether its transport's handshake is under way.
+    pub fn is_handshaking(&self) -> bool {
+        self.transport.is_handshaking()
+    }
+
+    /// Whether its transport has records waiting to be written (a handshake's answer).
+    pub fn transport_wants_write(&self) -> bool {
+        self.transport.wants_write()
     }
 
     /// Its session, if its protocol has one.

@@ -13,7 +13,7 @@ use std::mem;
 use log::{debug, warn};
 
 use super::connection::StopReason;
-use super::{CloseReason, READS_PER_TURN, Reactor};
+use super::{CloseReason, HANDSHAKES_PER_TURN, READS_PER_TURN, Reactor};
 use crate::codec::{Decoder, Event, FrameError, Framing, SessionEvents};
 use crate::handlers::{ConnId, Peer};
 use crate::transport::Received;
@@ -39,6 +39,13 @@ impl Reactor {
         let Some(conn) = self.conns.get(key) else { return };
         if conn.is_lingering() {
             return self.discard_input(key);
+        }
+        if conn.is_handshaking() {
+            // A TLS handshake step costs up to ~150 µs: a bounded number per turn.
+            if self.queues.handshakes >= HANDSHAKES_PER_TURN {
+                return self.owe_read(key);
+            }
+            self.queues.handshakes += 1;
         }
         let mut buffer = mem::take(&mut self.scratch.read);
         let chunk = self.services[conn.service()].codec.read_limit(self.limits.max_frame, buffer.len());
@@ -102,9 +109,17 @@ impl Reactor {
         if conn.awaits_preamble() {
             return self.take_preamble(key, raw);
         }
-        let (transport, _) = conn.layers();
-        let received = transport.receive(raw, &mut self.scratch.plain);
+        let handshaking = conn.is_handshaking();
+        let received = conn.receive(raw, &mut self.scratch.plain);
         if !conn.is_ready() {
+            let (answer, done) = (conn.transport_wants_write(), handshaking && !conn.is_handshaking());
+            if answer {
+                // A handshake's answer: written this turn.
+                self.queue_flush(key);
+            }
+            if done {
+                self.telemetry.stats.tls_handshakes += 1;
+            }
             self.promote_if_ready(key);
         }
         match received {
@@ -117,8 +132,24 @@ impl Reactor {
                 self.scratch.plain = plain;
                 self.scratch.plain.clear();
             }
-            Err(error) => self.close_later(key, CloseReason::Error(error)),
+            Err(error) => self.transport_failed(key, error),
         }
+    }
+
+    /// A transport refused what it read (TLS: not TLS at all, a garbled or truncated
+    /// ClientHello): counted, logged once per throttle period, and the connection closed
+    /// (after the alert the transport queued). Nobody else is affected.
+    fn transport_failed(&mut self, key: usize, error: std::io::Error) {
+        if error.kind() == std::io::ErrorKind::InvalidData {
+            self.telemetry.stats.tls_failures += 1;
+            if let Some(held_back) = self.telemetry.misbehaving_log.allow(std::time::Instant::now()) {
+                if let Some(conn) = self.conns.get(key) {
+                    warn!("TLS failed; conn={key} peer={} error={error} repeats={held_back}", conn.peer());
+                }
+            }
+            return self.close_later(key, CloseReason::Tls);
+        }
+        self.close_later(key, CloseReason::Error(error));
     }
 
     /// Behind a balancer: the connection's first bytes are a PROXY header. Until it is all

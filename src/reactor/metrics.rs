@@ -215,6 +215,26 @@ impl Reactor {
             stats.datagrams_dropped,
         );
         one(family!("evloop_wakeups_total", Counter, "Times the poll returned."), stats.wakeups);
+        one(
+            family!("evloop_tls_handshakes_total", Counter, "TLS handshakes completed."),
+            stats.tls_handshakes,
+        );
+        one(
+            family!(
+                "evloop_tls_failures_total",
+                Counter,
+                "TLS connections closed for a TLS error (not TLS, a bad ClientHello, a failed handshake)."
+            ),
+            stats.tls_failures,
+        );
+        one(
+            family!(
+                "evloop_tls_reloads_total",
+                Counter,
+                "Times the TLS certificate and key were reloaded (SIGUSR1)."
+            ),
+            stats.tls_reloads,
+        );
         let histogram = family!(
             "evloop_events_per_wakeup",
             Histogram,

@@ -51,6 +51,7 @@ mod room;
 mod service;
 mod source;
 mod timer_wheel;
+mod tls;
 mod trace;
 
 use std::collections::VecDeque;
@@ -60,7 +61,7 @@ use std::time::{Duration, Instant};
 
 use log::{debug, info, warn};
 use mio::{Events, Interest, Poll};
-use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
 use signal_hook_mio::v1_0::Signals;
 use slab::Slab;
 
@@ -84,6 +85,7 @@ use crate::stats::{RunSummary, Stats};
 use crate::sys::address::ListenAddr;
 use crate::sys::nonblocking::interrupted;
 use crate::sys::socket::Listener;
+use crate::transport::TlsConfig;
 
 pub(crate) use service::Service;
 
@@ -103,6 +105,11 @@ const READS_PER_TURN: usize = 4;
 /// Connections one listener accepts per turn, so an accept storm cannot starve clients that
 /// are already connected (Redis: 10; tokio put accept under its budget for the same reason).
 const ACCEPTS_PER_TURN: usize = 64;
+/// Connections whose transport handshake (TLS) is advanced per turn; past it they wait for
+/// the next turn. A full TLS 1.3 handshake costs about 150 µs of CPU (rustls's own figure),
+/// so a storm of new connections could otherwise hold the thread for many milliseconds
+/// while established clients wait.
+const HANDSHAKES_PER_TURN: usize = 32;
 /// How long accepting pauses when descriptors run out. `accept` cannot succeed until a
 /// connection closes, and retrying at once would spin the CPU.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
@@ -135,6 +142,10 @@ struct Sources {
     backplane: Option<Backplane>,
     /// Numbers Unix-socket clients, which have no address.
     unix_serial: u64,
+    /// What `tls://` listeners' connections are made with (reloaded on `SIGUSR1`).
+    tls: Option<TlsConfig>,
+    /// Where the TLS certificate and key were read from, to read them again.
+    tls_files: (Option<std::path::PathBuf>, Option<std::path::PathBuf>),
 }
 
 /// Work a turn leaves for later in the turn, or for the next one.
@@ -153,6 +164,8 @@ struct Queues {
     lingering: VecDeque<(u64, usize)>,
     /// Connections not ready yet, by deadline (`--handshake-timeout`), likewise in order.
     preparing: VecDeque<(u64, usize)>,
+    /// TLS handshake steps this turn, against [`HANDSHAKES_PER_TURN`].
+    handshakes: usize,
 }
 
 /// Buffers every connection borrows in turn: one of each per reactor, not per connection.
@@ -238,13 +251,14 @@ impl Reactor {
         services: Vec<Service>,
         listeners: Vec<(Listener, ListenAddr, usize)>,
         datagrams: Vec<(UdpSocket, ListenAddr, usize)>,
+        tls: Option<TlsConfig>,
         config: &ServerConfig,
         handle_signals: bool,
     ) -> io::Result<(Reactor, ServerHandle)> {
         let poll = Poll::new()?;
         let (handle, commands) = ServerHandle::new(poll.registry(), Source::Waker.token())?;
         let signals = if handle_signals {
-            let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP])?;
+            let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP, SIGUSR1])?;
             poll.registry().register(&mut signals, Source::Signals.token(), Interest::READABLE)?;
             Some(signals)
         } else {
@@ -307,6 +321,8 @@ impl Reactor {
                 commands,
                 backplane,
                 unix_serial: 0,
+                tls,
+                tls_files: (config.tls_cert.clone(), config.tls_key.clone()),
             },
             queues: Queues::default(),
             scratch: Scratch { read: vec![0; READ_BUFFER_SIZE], ..Scratch::default() },
@@ -367,6 +383,7 @@ impl Reactor {
                 self.clocks.now_tick = wheel.now_tick(woke);
             }
             self.telemetry.trace.begin(&self.telemetry.stats);
+            self.queues.handshakes = 0;
             let mut event_count = 0;
             for event in events.iter() {
                 event_count += 1;
@@ -479,7 +496,11 @@ impl Reactor {
         let received: Vec<i32> = signals.pending().collect();
         for signal in received {
             info!("signal received; signal={signal}");
-            self.begin_shutdown(now);
+            if signal == SIGUSR1 {
+                self.reload_tls();
+            } else {
+                self.begin_shutdown(now);
+            }
         }
     }
 

@@ -22,6 +22,7 @@ use crate::reactor::control::ServerHandle;
 use crate::reactor::{MAX_LISTENERS, Reactor, Service};
 use crate::sys::address::ListenAddr;
 use crate::sys::socket::{Inherited, Listener, bind_udp, inherited};
+use crate::transport::load_tls;
 
 /// Why a server could not start.
 #[derive(Debug)]
@@ -156,6 +157,15 @@ impl ServerBuilder {
         if listener_count > MAX_LISTENERS {
             return Err(StartError::Config(format!("too many listeners (max {MAX_LISTENERS})")));
         }
+        let wants_tls =
+            self.services.iter().flat_map(|spec| &spec.addrs).any(|addr| matches!(addr, ListenAddr::Tls(_)));
+        let tls = match wants_tls {
+            true => Some(
+                load_tls(self.config.tls_cert.as_deref(), self.config.tls_key.as_deref())
+                    .map_err(StartError::Config)?,
+            ),
+            false => None,
+        };
         let mut services = Vec::new();
         let mut listeners = Vec::new();
         let mut datagrams = Vec::new();
@@ -219,7 +229,7 @@ impl ServerBuilder {
             services.push(service);
         }
         let (reactor, handle) =
-            Reactor::new(services, listeners, datagrams, &self.config, self.handle_signals)
+            Reactor::new(services, listeners, datagrams, tls, &self.config, self.handle_signals)
                 .map_err(StartError::Io)?;
         Ok(Server { reactor, handle, listening })
     }

@@ -14,6 +14,9 @@ use std::str::FromStr;
 pub enum ListenAddr {
     /// A TCP address, `HOST:PORT` (IPv4 or `[IPv6]`); port 0 picks a free port.
     Tcp(SocketAddr),
+    /// A TCP address whose connections speak TLS, `tls://HOST:PORT` (the server needs
+    /// `--tls-cert` and `--tls-key`).
+    Tls(SocketAddr),
     /// A Unix-domain stream socket, `unix:/path/to.sock`.
     Unix(PathBuf),
     /// A UDP socket, `udp://HOST:PORT`.
@@ -27,6 +30,14 @@ impl ListenAddr {
     /// Whether this is a UDP address (one message per datagram, no connections).
     pub fn is_datagram(&self) -> bool {
         matches!(self, ListenAddr::Udp(_))
+    }
+
+    /// The TCP address of a TCP or TLS listener.
+    pub fn tcp(&self) -> Option<SocketAddr> {
+        match self {
+            ListenAddr::Tcp(addr) | ListenAddr::Tls(addr) => Some(*addr),
+            _ => None,
+        }
     }
 }
 
@@ -43,6 +54,7 @@ impl fmt::Display for ListenAddr {
                 })
             }
             ListenAddr::Udp(addr) => write!(f, "udp://{addr}"),
+            ListenAddr::Tls(addr) => write!(f, "tls://{addr}"),
             ListenAddr::Fd(fd) => write!(f, "fd:{fd}"),
         }
     }
@@ -69,6 +81,9 @@ impl FromStr for ListenAddr {
         }
         if let Some(host_port) = text.strip_prefix("udp://") {
             return parse_socket_addr(host_port).map(ListenAddr::Udp);
+        }
+        if let Some(host_port) = text.strip_prefix("tls://") {
+            return parse_socket_addr(host_port).map(ListenAddr::Tls);
         }
         parse_socket_addr(text).map(ListenAddr::Tcp)
     }
@@ -132,7 +147,14 @@ mod tests {
     /// Listen addresses parse from what users type and print back the same way.
     #[test]
     fn listen_addresses_round_trip() {
-        for text in ["127.0.0.1:7000", "[::1]:0", "unix:/tmp/x.sock", "udp://127.0.0.1:9", "fd:3"] {
+        for text in [
+            "127.0.0.1:7000",
+            "[::1]:0",
+            "unix:/tmp/x.sock",
+            "udp://127.0.0.1:9",
+            "fd:3",
+            "tls://0.0.0.0:443",
+        ] {
             let addr: ListenAddr = text.parse().unwrap();
             assert_eq!(addr.to_string(), text);
         }

@@ -237,6 +237,11 @@ impl Listener {
                 let bound = listener.local_addr()?;
                 Ok((Listener::Tcp(listener), ListenAddr::Tcp(bound)))
             }
+            ListenAddr::Tls(addr) => {
+                let listener = bind_tcp(*addr, backlog, reuse_port)?;
+                let bound = listener.local_addr()?;
+                Ok((Listener::Tcp(listener), ListenAddr::Tls(bound)))
+            }
             ListenAddr::Unix(path) => {
                 let listener = bind_unix(path, backlog)?;
                 Ok((Listener::Unix(listener), ListenAddr::Unix(path.clone())))

@@ -9,6 +9,7 @@
 //! - **Plain** passes bytes through: what the socket reads is the plaintext, and room lines
 //!   and files may go to the socket straight from a shared buffer (`sendmsg`) or from the
 //!   page cache (`sendfile`).
+//! - **TLS** (`tls.rs`, feature `tls`): rustls, with a handshake; it transforms every byte.
 //!
 //! A transport that transforms bytes (TLS) has a handshake, keeps bytes of its own (records
 //! not complete yet, plaintext not read yet, ciphertext not written yet), and gets the copying
@@ -19,13 +20,45 @@ use std::io::{self, Write as _};
 
 use crate::sys::socket::Stream;
 
+#[cfg(feature = "tls")]
+pub(crate) mod tls;
+
+/// What a TLS listener's connections are made with: the server's certificate and key, and
+/// its TLS settings (nothing, without the `tls` feature: no TLS listener can exist).
+#[cfg(feature = "tls")]
+pub(crate) type TlsConfig = std::sync::Arc<rustls::ServerConfig>;
+/// See above.
+#[cfg(not(feature = "tls"))]
+pub(crate) type TlsConfig = std::convert::Infallible;
+
+/// The TLS settings from a certificate chain and key in PEM files, or one line saying
+/// what is wrong (which flag, which file, why).
+pub(crate) fn load_tls(
+    cert: Option<&std::path::Path>,
+    key: Option<&std::path::Path>,
+) -> Result<TlsConfig, String> {
+    let (Some(cert), Some(key)) = (cert, key) else {
+        let missing = if cert.is_none() { "--tls-cert" } else { "--tls-key" };
+        return Err(format!(
+            "a tls:// listener needs {missing} (a PEM file): the server's certificate chain and its key"
+        ));
+    };
+    #[cfg(feature = "tls")]
+    return tls::load(cert, key);
+    #[cfg(not(feature = "tls"))]
+    {
+        let _ = (cert, key);
+        Err("tls:// listeners need the tls feature, which this build left out".to_string())
+    }
+}
+
 /// Where the plaintext of bytes read from the socket is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Received {
     /// The bytes read are the plaintext.
     AsIs,
     /// The plaintext was appended to the buffer given (perhaps nothing yet).
-    #[allow(dead_code)] // the TLS transport's (issue 21)
+    #[cfg_attr(not(feature = "tls"), allow(dead_code))]
     Decoded,
 }
 
@@ -35,14 +68,31 @@ pub(crate) enum Transport {
     /// Bytes as they are.
     #[default]
     Plain,
+    /// TLS (boxed: a session is a few KiB, and most connections are plain).
+    #[cfg(feature = "tls")]
+    Tls(Box<tls::Tls>),
 }
 
 impl Transport {
+    /// The transport of a connection accepted on a listener with `tls` settings (TLS), or
+    /// without (plain).
+    pub fn for_listener(tls: Option<&TlsConfig>) -> io::Result<Transport> {
+        match tls {
+            None => Ok(Transport::Plain),
+            #[cfg(feature = "tls")]
+            Some(config) => Ok(Transport::Tls(Box::new(tls::Tls::new(config.clone())?))),
+            #[cfg(not(feature = "tls"))]
+            Some(never) => match *never {},
+        }
+    }
+
     /// Whether its handshake, if it has one, is done: nothing above it is served before.
     #[inline]
     pub fn is_ready(&self) -> bool {
         match self {
             Transport::Plain => true,
+            #[cfg(feature = "tls")]
+            Transport::Tls(tls) => tls.is_ready(),
         }
     }
 
@@ -53,6 +103,8 @@ impl Transport {
     pub fn passes_bytes_through(&self) -> bool {
         match self {
             Transport::Plain => true,
+            #[cfg(feature = "tls")]
+            Transport::Tls(_) => false,
         }
     }
 
@@ -60,9 +112,14 @@ impl Transport {
     /// their plaintext is: `raw` itself for a plain transport; a transport that decrypts
     /// appends it to `plain`. Bytes of a record not complete yet stay inside the transport.
     #[inline]
-    pub fn receive(&mut self, _raw: &[u8], _plain: &mut Vec<u8>) -> io::Result<Received> {
+    pub fn receive(&mut self, stream: &mut Stream, raw: &[u8], plain: &mut Vec<u8>) -> io::Result<Received> {
         match self {
-            Transport::Plain => Ok(Received::AsIs),
+            Transport::Plain => {
+                let _ = (stream, raw, plain);
+                Ok(Received::AsIs)
+            }
+            #[cfg(feature = "tls")]
+            Transport::Tls(tls) => tls.receive(stream, raw, plain),
         }
     }
 
@@ -72,6 +129,9 @@ impl Transport {
     pub fn has_plaintext_waiting(&self) -> bool {
         match self {
             Transport::Plain => false,
+            // Every record's plaintext comes out as it is decrypted (`tls.rs`).
+            #[cfg(feature = "tls")]
+            Transport::Tls(_) => false,
         }
     }
 
@@ -82,15 +142,22 @@ impl Transport {
     pub fn send(&mut self, stream: &mut Stream, bytes: &[u8]) -> io::Result<usize> {
         match self {
             Transport::Plain => stream.write(bytes),
+            #[cfg(feature = "tls")]
+            Transport::Tls(tls) => tls.send(stream, bytes),
         }
     }
 
     /// Writes what waits inside it (records built but not written); `Ok(true)` when nothing
     /// is left.
     #[inline]
-    pub fn flush(&mut self, _stream: &mut Stream) -> io::Result<bool> {
+    pub fn flush(&mut self, stream: &mut Stream) -> io::Result<bool> {
         match self {
-            Transport::Plain => Ok(true),
+            Transport::Plain => {
+                let _ = stream;
+                Ok(true)
+            }
+            #[cfg(feature = "tls")]
+            Transport::Tls(tls) => tls.flush(stream),
         }
     }
 
@@ -100,6 +167,8 @@ impl Transport {
     pub fn waiting(&self) -> usize {
         match self {
             Transport::Plain => 0,
+            #[cfg(feature = "tls")]
+            Transport::Tls(tls) => tls.waiting(),
         }
     }
 
@@ -109,6 +178,8 @@ impl Transport {
     pub fn wants_write(&self) -> bool {
         match self {
             Transport::Plain => false,
+            #[cfg(feature = "tls")]
+            Transport::Tls(tls) => tls.wants_write(),
         }
     }
 
@@ -117,6 +188,15 @@ impl Transport {
     pub fn shutdown(&mut self, stream: &mut Stream) -> io::Result<()> {
         match self {
             Transport::Plain => stream.shutdown_write(),
+            #[cfg(feature = "tls")]
+            Transport::Tls(tls) => tls.shutdown(stream),
         }
+    }
+
+    /// Whether it is a transport with a handshake still under way (counted against the
+    /// turn's handshake budget: a storm of new TLS connections must not starve the rest).
+    #[inline]
+    pub fn is_handshaking(&self) -> bool {
+        !self.is_ready()
     }
 }

@@ -52,7 +52,7 @@ impl TestServer {
     /// The address of the `index`th listener.
     pub fn addr_of(&self, index: usize) -> SocketAddr {
         match &self.running().listening()[index].addr {
-            ListenAddr::Tcp(addr) => *addr,
+            ListenAddr::Tcp(addr) | ListenAddr::Tls(addr) => *addr,
             other => panic!("listener {index} is not TCP: {other}"),
         }
     }

@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 
 use mio::{Interest, Token};
 
-use super::{Engine, LoadConn, MAX_PENDING_CONNECTS};
+use super::{Engine, Handshake, LoadConn, MAX_PENDING_CONNECTS};
 use crate::codec::{Codec, ws};
 use crate::load::clock::now_ns;
 use crate::load::socket::LoadSocket;
@@ -43,7 +43,8 @@ impl Engine<'_> {
             self.tally.first_connect_ns = now;
         }
         let source = self.config.source_for(id);
-        let stream = LoadSocket::open(self.config.target_for(id), source).and_then(|mut stream| {
+        let tls = self.tls.as_ref().map(|config| (config, self.config.tls_name_for(id)));
+        let stream = LoadSocket::open(self.config.target_for(id), source, tls).and_then(|mut stream| {
             let key = self.conns.vacant_key();
             self.poll.registry().register(
                 &mut stream,
@@ -59,7 +60,7 @@ impl Engine<'_> {
                     id,
                     stream,
                     up: false,
-                    ws_pending: false,
+                    handshake: Handshake::None,
                     connect_started_ns: now,
                     decoder: self.config.codec.decoder(),
                     partial: Vec::new(),
@@ -87,28 +88,66 @@ impl Engine<'_> {
         }
     }
 
-    /// A connecting socket became writable (or failed): find out which. Over WebSocket, a
-    /// connected socket sends its opening request, and is up once the server switches.
+    /// A connecting socket became writable (or failed), or a handshake has news: find out
+    /// which. A connected socket goes through its handshakes (TLS's, then WebSocket's
+    /// opening request) before it is up.
     pub(super) fn finish_connect(&mut self, key: usize) {
         let conn = &mut self.conns[key];
-        if conn.ws_pending {
-            return self.read_ws_answer(key);
+        match conn.handshake {
+            Handshake::Tls => return self.drive_tls(key),
+            Handshake::WebSocket => return self.read_ws_answer(key),
+            Handshake::None => {}
         }
         let outcome = match conn.stream.connect_result() {
             Ok(true) => Ok(()),
             Ok(false) => return, // not yet
             Err(error) => Err(error),
         };
+        if outcome.is_ok() && conn.stream.is_tls() {
+            conn.handshake = Handshake::Tls;
+            return self.drive_tls(key);
+        }
         if outcome.is_ok() && self.config.codec == Codec::Ws {
-            conn.ws_pending = true;
-            let host = self.config.target_for(conn.id).to_string();
-            let key_text = ws::base64(&u128::from(conn.id).to_be_bytes());
-            conn.output.extend_from_slice(&ws::client::request(&host, &self.config.ws_path, &key_text));
-            self.flush(key);
-            // The answer may be there already: its edge may have come with this one.
-            return self.read_ws_answer(key);
+            return self.open_ws(key);
         }
         self.connected(key, outcome);
+    }
+
+    /// Moves a TLS handshake on; once done, the connection is up (or opens its WebSocket).
+    fn drive_tls(&mut self, key: usize) {
+        let Some(conn) = self.conns.get_mut(key) else { return };
+        match conn.stream.drive_tls() {
+            Ok(true) if conn.stream.tls_ready() => {
+                conn.handshake = Handshake::None;
+                if self.config.codec == Codec::Ws {
+                    return self.open_ws(key);
+                }
+                self.connected(key, Ok(()));
+                // Plaintext that came with the handshake's end (a server that speaks first).
+                self.read(key, true);
+            }
+            Ok(true) => {}
+            Ok(false) => {
+                let error = std::io::Error::new(
+                    std::io::ErrorKind::ConnectionReset,
+                    "closed during the TLS handshake",
+                );
+                self.connected(key, Err(error));
+            }
+            Err(error) => self.connected(key, Err(error)),
+        }
+    }
+
+    /// Sends the WebSocket opening request; the connection is up once the server switches.
+    fn open_ws(&mut self, key: usize) {
+        let Some(conn) = self.conns.get_mut(key) else { return };
+        conn.handshake = Handshake::WebSocket;
+        let host = self.config.target_for(conn.id).to_string();
+        let key_text = ws::base64(&u128::from(conn.id).to_be_bytes());
+        conn.output.extend_from_slice(&ws::client::request(&host, &self.config.ws_path, &key_text));
+        self.flush(key);
+        // The answer may be there already: its edge may have come with this one.
+        self.read_ws_answer(key);
     }
 
     /// Reads the server's answer to the opening request: a switch makes the connection
@@ -146,7 +185,7 @@ impl Engine<'_> {
             return self.connected(key, Err(error));
         }
         conn.partial.drain(..length);
-        conn.ws_pending = false;
+        conn.handshake = Handshake::None;
         self.connected(key, Ok(()));
         if self.conns.get(key).is_some_and(|conn| !conn.partial.is_empty()) {
             self.take_replies(key, &[]);
@@ -176,6 +215,7 @@ impl Engine<'_> {
                 self.up_keys.push(key);
             }
             Err(error) => {
+                log::debug!("connect failed; id={} error={error}", conn.id);
                 self.tally.connect_failures.count(&error);
                 self.conns.remove(key);
             }

@@ -129,6 +129,17 @@ struct InFlight {
     wire_bytes: u32,
 }
 
+/// The handshakes a connection goes through once connected, before it is up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Handshake {
+    /// None under way (not connected yet, or up).
+    None,
+    /// `--tls`: the TLS handshake.
+    Tls,
+    /// `--codec ws`: the opening request sent, the server's answer awaited.
+    WebSocket,
+}
+
 /// A file coming in: what is left of it, and the checksum of what came.
 #[derive(Clone, Debug)]
 struct Download {
@@ -144,9 +155,8 @@ struct LoadConn {
     id: u32,
     stream: LoadSocket,
     up: bool,
-    /// `--codec ws`: connected, its opening request sent, the server's answer awaited (the
-    /// connection is up once the server switches).
-    ws_pending: bool,
+    /// Connected, and this handshake under way (the connection is up once it is done).
+    handshake: Handshake,
     connect_started_ns: u64,
     decoder: Decoder,
     /// The undecoded tail of an incomplete reply.
@@ -192,6 +202,8 @@ pub fn run(config: &LoadConfig, plan: Plan, shared: &Shared) -> io::Result<Tally
 
 struct Engine<'a> {
     config: &'a LoadConfig,
+    /// `--tls`: the client settings every connection's session is made with.
+    tls: Option<std::sync::Arc<rustls::ClientConfig>>,
     plan: Plan,
     shared: &'a Shared,
     poll: Poll,
@@ -246,6 +258,10 @@ impl<'a> Engine<'a> {
             acks.set_waker(plan.index, mio::Waker::new(poll.registry(), WAKER)?);
         }
         let alarm = Timer::new(poll.registry(), ALARM)?;
+        let tls = match &config.tls {
+            Some(trust) => Some(super::tls::client_config(trust).map_err(io::Error::other)?),
+            None => None,
+        };
         let budget = plan.messages;
         // No rate share (no active connection here): an endless interval, nothing is due.
         let interval_ns = match plan.rate {
@@ -255,6 +271,7 @@ impl<'a> Engine<'a> {
         let now = now_ns();
         Ok(Engine {
             config,
+            tls,
             plan,
             shared,
             poll,

@@ -20,6 +20,8 @@ impl Engine<'_> {
             return self.read_datagrams(key);
         }
         let mut buffer = mem::take(&mut self.read_buf);
+        // A TLS read may return less than the socket holds (see `load/tls.rs`): read on.
+        let drain = drain || self.conns.get(key).is_some_and(|conn| conn.stream.is_tls());
         while let Some(conn) = self.conns.get_mut(key) {
             match conn.stream.read(&mut buffer) {
                 Ok(0) => {
