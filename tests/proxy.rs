@@ -5,64 +5,10 @@
 mod util;
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::net::{SocketAddr, TcpStream};
 
+use util::haproxy::Haproxy;
 use util::{ServerProcess, connect, server_command};
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-/// HAProxy in front of `backends`, on a port of its own; killed on drop.
-struct Haproxy {
-    child: Child,
-    port: u16,
-    config: std::path::PathBuf,
-}
-
-impl Haproxy {
-    fn start(name: &str, backends: &[SocketAddr]) -> Haproxy {
-        let port = free_port();
-        let servers: String = backends
-            .iter()
-            .enumerate()
-            .map(|(index, addr)| format!("    server s{index} {addr} send-proxy-v2\n"))
-            .collect();
-        let text = format!(
-            "global\n    maxconn 1000\ndefaults\n    mode tcp\n    timeout connect 5s\n    timeout client 30s\n    timeout server 30s\n\
-             frontend front\n    bind 127.0.0.1:{port}\n    default_backend back\n\
-             backend back\n    balance roundrobin\n{servers}"
-        );
-        let config = std::env::temp_dir().join(format!("evloop-haproxy-{}-{name}.cfg", std::process::id()));
-        std::fs::write(&config, text).unwrap();
-        let child = Command::new("haproxy")
-            .args(["-db", "-f", config.to_str().unwrap()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("haproxy (scripts/test installs it)");
-        // Ready once it accepts connections.
-        let deadline = std::time::Instant::now() + util::READ_TIMEOUT;
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(std::time::Instant::now() < deadline, "haproxy did not start");
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
-        Haproxy { child, port, config }
-    }
-
-    fn addr(&self) -> SocketAddr {
-        ([127, 0, 0, 1], self.port).into()
-    }
-}
-
-impl Drop for Haproxy {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_file(&self.config);
-    }
-}
 
 /// Broadcast through HAProxy: each line carries its sender's own address.
 #[test]

@@ -54,7 +54,7 @@ enum Reading {
 /// A deadline's low 32 bits (in ms since the reactor started): kept in the connection only to
 /// tell its own entry on a deadline queue from a later connection's with the same key. The
 /// two could match only if 49 days apart, and every entry comes due within seconds. Four
-/// bytes rather than eight keep the slab entry at 192 bytes.
+/// bytes rather than eight keep the slab entry at 184 bytes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Stamp(u32);
 
@@ -172,7 +172,7 @@ pub struct Connection {
     /// Which service (handler and codec) it belongs to (at most `MAX_LISTENERS`).
     service: u32,
     /// Where it sits in its room's member list once ready, so leaving the room is O(1).
-    /// (Both u32: a slab entry of 192 bytes, not 200.)
+    /// (Both u32: a slab entry of 184 bytes, not 192.)
     member_index: u32,
     /// Whether every layer below the handler is done.
     stage: Stage,
@@ -861,8 +861,11 @@ mod tests {
     /// (issue goal: under 512 bytes per idle connection, all included).
     #[test]
     fn connection_stays_small() {
-        let size = size_of::<Option<Connection>>();
-        println!("slab entry of a connection: {size} bytes");
-        assert!(size <= 192, "a slab entry grew to {size} bytes");
+        // mio keeps a selector id beside each socket in debug builds only (`IoSource`): the
+        // stream is 24 bytes there and 8 in what ships, which is what the goal is about.
+        let debug_only = size_of::<Stream>() - size_of::<u64>();
+        let size = size_of::<Option<Connection>>() - debug_only;
+        println!("slab entry of a connection (release layout): {size} bytes");
+        assert!(size <= 184, "a slab entry grew to {size} bytes");
     }
 }

@@ -4,9 +4,10 @@
 //
 // Run by tests/browser.rs (scripts/test installs playwright-core under target/node and
 // Debian's chromium):
-//   node tests/browser/chat.mjs PAGE_URL [PAGE_URL_2] LINE_HOST:PORT [SCREENSHOT.png]
-// PAGE_URL_2 (another server or worker of the same room) defaults to PAGE_URL. Prints one line
-// per check that passed, and exits non-zero at the first that fails.
+//   node tests/browser/chat.mjs PAGE_URL [PAGE_URL_2] LINE_HOST:PORT [SCREENSHOT.png] [--insecure]
+// PAGE_URL_2 (another server or worker of the same room) defaults to PAGE_URL; --insecure
+// accepts a self-signed test certificate (https:// pages, wss://). Prints one line per check
+// that passed, and exits non-zero at the first that fails.
 
 import { createRequire } from "node:module";
 import net from "node:net";
@@ -15,7 +16,8 @@ import path from "node:path";
 const require = createRequire(path.resolve("target/node/package.json"));
 const { chromium } = require("playwright-core");
 
-const args = process.argv.slice(2);
+const insecure = process.argv.includes("--insecure");
+const args = process.argv.slice(2).filter((arg) => arg !== "--insecure");
 const firstUrl = args[0];
 const secondUrl = args.length >= 3 && args[1].startsWith("http") ? args[1] : firstUrl;
 const lineTarget = args.find((arg, index) => index > 0 && !arg.startsWith("http") && !arg.endsWith(".png"));
@@ -36,6 +38,7 @@ const browser = await chromium.launch({
     "--disable-background-networking",
     "--disable-component-update",
     "--disable-sync",
+    ...(insecure ? ["--ignore-certificate-errors"] : []),
   ],
 });
 
@@ -77,7 +80,7 @@ function lineClient() {
 }
 
 async function openPage(url) {
-  const page = await browser.newPage({ viewport: { width: 760, height: 340 } });
+  const page = await browser.newPage({ viewport: { width: 760, height: 340 }, ignoreHTTPSErrors: insecure });
   await page.goto(url);
   await page.waitForFunction(() => document.getElementById("status").textContent === "connected", null, { timeout });
   return page;

@@ -4,6 +4,8 @@
 #![allow(dead_code)] // each test file uses its own subset
 
 pub mod engines;
+pub mod haproxy;
+pub mod tls;
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
@@ -240,7 +242,8 @@ impl ServerProcess {
                     "evloop-server did not start: got {line:?} instead of a startup line; its stderr:\n{stderr}"
                 );
             };
-            if let Ok(addr) = addr.parse() {
+            // tls:// listeners are TCP addresses too; unix: and udp ones are not collected.
+            if let Ok(addr) = addr.strip_prefix("tls://").unwrap_or(addr).parse() {
                 addrs.push(addr);
             }
             startup_lines.push(line);
