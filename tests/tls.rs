@@ -1,5 +1,5 @@
 //! TLS in the reactor (`tls://` listeners): refused without a certificate, then what clients
-//! no one here wrote see: Python's `ssl` (TLS 1.2 and 1.3), `openssl s_client`, `curl`
+//! no one here wrote see: Python's `ssl` (TLS 1.2 and 1.3; ECDSA and RSA keys), `openssl s_client`, `curl`
 //! fetching the chat page over https, Python `websockets` over wss, Chromium over wss, and
 //! HAProxy passing TLS through in TCP mode with a PROXY v2 header in front. Then the rest:
 //! rooms and files over TLS, abuse (plaintext, garbage, a handshake that never ends),
@@ -126,6 +126,30 @@ fn websockets_over_tls() {
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
     assert!(stdout.contains("the pages see the line client's line ok"), "{stdout}");
+}
+
+/// An RSA key (made by `openssl req`, as most operators make theirs) serves TLS 1.2 and 1.3
+/// too; the other tests use ECDSA P-256 (rcgen's).
+#[test]
+fn an_rsa_key_serves_too() {
+    let files = TlsFiles::new("rsa");
+    let status = Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=localhost"])
+        .args(["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"])
+        .arg("-keyout")
+        .arg(&files.key)
+        .arg("-out")
+        .arg(&files.cert)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("openssl (Debian's)");
+    assert!(status.success());
+    assert!(std::fs::read_to_string(&files.key).unwrap().contains("BEGIN PRIVATE KEY"));
+    let server = TestServer::start_with(files.config(), &["echo=tls://127.0.0.1:0"]);
+    let port = server.addr().port().to_string();
+    let lines = python(&python3(), "echo", &["127.0.0.1", &port, files.cert.to_str().unwrap()]);
+    assert_eq!(lines, ["TLS 1.2 echo ok", "TLS 1.3 echo ok"]);
 }
 
 /// HAProxy in TCP mode passes TLS through with a PROXY v2 header in front: the header is
@@ -342,38 +366,34 @@ fn sigusr1_renews_the_certificate() {
 }
 
 /// The loader's --tls drives every codec over TLS, line and WebSocket, trusting the test
-/// certificate with --tls-ca, and refuses a server it cannot trust.
+/// certificate with --tls-ca, reports its handshakes, and refuses a server it cannot trust.
 #[test]
 fn the_loader_speaks_tls() {
     let files = TlsFiles::new("loader");
     let server =
         TestServer::start_with(files.config(), &["echo=tls://127.0.0.1:0", "echo:ws=tls://127.0.0.1:0"]);
     let ca = files.cert.display().to_string();
-    for target in [server.addr_of(0).to_string(), format!("ws://{}/", server.addr_of(1))] {
+    // --tls with a plain address; a wss:// target (as a browser would name it) implies it.
+    let targets = [(server.addr_of(0).to_string(), "--tls"), (format!("wss://{}/", server.addr_of(1)), "")];
+    for (target, flag) in targets {
         let output = Command::new(env!("CARGO_BIN_EXE_evloop-load"))
-            .args([
-                "--target",
-                &target,
-                "--tls",
-                "--tls-ca",
-                &ca,
-                "-c",
-                "10",
-                "-n",
-                "2000",
-                "--pipeline",
-                "4",
-            ])
+            .args([flag].into_iter().filter(|flag| !flag.is_empty()))
+            .args(["--target", &target, "--tls-ca", &ca, "-c", "10", "-n", "2000", "--pipeline", "4"])
             .args(["--json", "--no-progress"])
             .output()
             .unwrap();
         let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
         assert_eq!(report["ok"], true, "{target}: {report:#}");
         assert_eq!(report["messages"]["verified"], 2000);
+        // Handshakes reported apart from the TCP connects: one per connection.
+        assert_eq!(report["connections"]["tls"]["handshakes"], 10, "{report:#}");
+        assert_eq!(report["connections"]["tls"]["latency_us"]["count"], 10, "{report:#}");
     }
+    assert_eq!(server.stats().tls_handshakes, 20);
     let other = TlsFiles::new("loader-other");
+    // The address as the server's startup line prints it: tls:// implies --tls.
     let output = Command::new(env!("CARGO_BIN_EXE_evloop-load"))
-        .args(["--target", &server.addr_of(0).to_string(), "--tls", "--tls-ca", other.cert.to_str().unwrap()])
+        .args(["--target", &format!("tls://{}", server.addr_of(0)), "--tls-ca", other.cert.to_str().unwrap()])
         .args(["-c", "2", "-n", "10", "--json", "--no-progress"])
         .output()
         .unwrap();

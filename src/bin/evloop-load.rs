@@ -29,29 +29,31 @@ const RESERVED_DESCRIPTORS: u64 = 32;
 #[command(name = "evloop-load", version)]
 struct Args {
     /// The server: HOST:PORT (an IP address or a host name), [IPv6]:PORT, unix:/path,
-    /// udp://HOST:PORT, or ws://HOST:PORT[/PATH] (a WebSocket server: --codec ws, the
-    /// opening request asks for PATH). Repeatable: with several (a room spread over
-    /// servers sharing a backplane), connections go to each in turn
+    /// udp://HOST:PORT, tls://HOST:PORT (--tls), or ws://HOST:PORT[/PATH] (a WebSocket
+    /// server: --codec ws, the opening request asks for PATH; wss:// is the same over TLS).
+    /// Repeatable: with several (a room spread over servers sharing a backplane),
+    /// connections go to each in turn
     #[arg(long = "target", value_name = "ADDR", default_value = "127.0.0.1:7000", value_parser = target)]
     targets: Vec<Target>,
 
-    /// Speak TLS to the server (every workload and codec; with --codec ws, wss://). Trust it
-    /// with --tls-ca, or --insecure for a self-signed test server
+    /// Speak TLS to the server (every workload and codec; with --codec ws, wss://; a tls://
+    /// or wss:// target implies it). Trust it with --tls-ca, or --insecure for a
+    /// self-signed test server
     #[arg(long)]
     tls: bool,
 
     /// --tls: the CA certificate (or the server's own self-signed one), a PEM file, that
     /// the server's certificate must be signed by
-    #[arg(long, value_name = "PEM", requires = "tls")]
+    #[arg(long, value_name = "PEM")]
     tls_ca: Option<std::path::PathBuf>,
 
     /// --tls: accept any certificate (a self-signed test server; never in production)
-    #[arg(long, requires = "tls", conflicts_with = "tls_ca")]
+    #[arg(long, conflicts_with = "tls_ca")]
     insecure: bool,
 
     /// --tls: the name the server's certificate must carry, also sent as SNI [default: the
     /// target's address]
-    #[arg(long, value_name = "NAME", requires = "tls")]
+    #[arg(long, value_name = "NAME")]
     tls_name: Option<String>,
 
     /// --codec ws: the path the opening request asks for (a ws:// target's path sets it)
@@ -188,25 +190,30 @@ struct Args {
 #[derive(Clone, Debug)]
 struct Sources(Vec<IpAddr>);
 
-/// A target as typed, and the WebSocket path a `ws://` target names.
+/// A target as typed, the WebSocket path a `ws://` target names, and whether it named TLS.
 #[derive(Clone, Debug)]
 struct Target {
     addr: ListenAddr,
     ws_path: Option<String>,
+    tls: bool,
 }
 
-/// A target as typed: an address as the server prints them, or HOST:PORT with a host name,
-/// resolved once here (its first address; the run then uses that address); `ws://` in
-/// front (with a path or not) is a WebSocket server.
+/// A target as typed: an address as the server prints them (`tls://` ones included), or
+/// HOST:PORT with a host name, resolved once here (its first address; the run then uses
+/// that address); `ws://` (or `wss://`) in front, with a path or not, is a WebSocket server.
 fn target(text: &str) -> Result<Target, String> {
-    if let Some(rest) = text.strip_prefix("ws://") {
+    let websocket = text.strip_prefix("ws://").map(|rest| (rest, false));
+    if let Some((rest, tls)) = websocket.or_else(|| text.strip_prefix("wss://").map(|rest| (rest, true))) {
         let (host_port, path) = match rest.find('/') {
             Some(at) => (&rest[..at], &rest[at..]),
             None => (rest, "/"),
         };
-        return Ok(Target { addr: address(host_port)?, ws_path: Some(path.to_string()) });
+        return Ok(Target { addr: address(host_port)?, ws_path: Some(path.to_string()), tls });
     }
-    Ok(Target { addr: address(text)?, ws_path: None })
+    match address(text)? {
+        ListenAddr::Tls(addr) => Ok(Target { addr: ListenAddr::Tcp(addr), ws_path: None, tls: true }),
+        addr => Ok(Target { addr, ws_path: None, tls: false }),
+    }
 }
 
 /// An address as the server prints them, or HOST:PORT with a host name (see [`target`]).
@@ -250,7 +257,14 @@ fn main() -> ExitCode {
         );
     }
     config.ws_path = args.ws_path.clone().or(ws_target.clone()).unwrap_or_else(|| "/".to_string());
-    config.tls = match (args.tls, &args.tls_ca, args.insecure) {
+    let tls = args.tls || args.targets.iter().any(|target| target.tls);
+    if !tls && (args.tls_ca.is_some() || args.insecure || args.tls_name.is_some()) {
+        return usage_error(
+            "evloop-load",
+            "--tls-ca, --insecure and --tls-name go with --tls (or a tls:// target)",
+        );
+    }
+    config.tls = match (tls, &args.tls_ca, args.insecure) {
         (false, _, _) => None,
         (true, Some(ca), _) => Some(evloop::load::tls::Trust::Ca(ca.clone())),
         (true, None, true) => Some(evloop::load::tls::Trust::Anything),

@@ -66,6 +66,7 @@ use std::time::Duration;
 pub use config::{LoadConfig, Stop};
 pub use report::{
     Broadcast, Connections, Errors, Messages, Percentiles, Report, SCHEMA, SpectrumPoint, Throughput,
+    TlsHandshakes,
 };
 pub use sources::parse_sources;
 pub use tally::{Failures, Mismatch};

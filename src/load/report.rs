@@ -94,6 +94,23 @@ pub struct Connections {
     /// Connections established per second over that phase: the server's accept rate under
     /// a connect storm.
     pub connects_per_s: f64,
+    /// `--tls`: the TLS handshakes done, their rate over the connect phase (with
+    /// `--connect-rate`, the server's full handshakes per second), and their latency (from
+    /// the TCP connect done to the handshake done; `connect_latency_us` spans both).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsHandshakes>,
+}
+
+/// TLS handshakes of a `--tls` run.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct TlsHandshakes {
+    /// Done.
+    pub handshakes: u64,
+    /// Done per second over the connect phase.
+    pub per_s: f64,
+    /// From the TCP connect done to the handshake done.
+    pub latency_us: Percentiles,
 }
 
 /// Message counts.
@@ -222,6 +239,11 @@ impl Report {
                 connect_latency_us: Percentiles::of(&tally.connect),
                 connect_phase_s: connect_phase.as_secs_f64(),
                 connects_per_s: tally.established as f64 / connect_phase.as_secs_f64().max(1e-9),
+                tls: config.tls.is_some().then(|| TlsHandshakes {
+                    handshakes: tally.tls_handshake.len(),
+                    per_s: tally.tls_handshake.len() as f64 / connect_phase.as_secs_f64().max(1e-9),
+                    latency_us: Percentiles::of(&tally.tls_handshake),
+                }),
             },
             messages: Messages {
                 sent: tally.sent,
@@ -295,6 +317,16 @@ impl fmt::Display for Report {
             Micros(c.connect_latency_us.p50),
             Micros(c.connect_latency_us.p99)
         )?;
+        if let Some(tls) = &c.tls {
+            writeln!(
+                f,
+                "tls          handshakes {}  ({:.0}/s)  handshake p50 {}  p99 {}",
+                tls.handshakes,
+                tls.per_s,
+                Micros(tls.latency_us.p50),
+                Micros(tls.latency_us.p99)
+            )?;
+        }
         let m = &self.messages;
         writeln!(
             f,

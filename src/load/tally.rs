@@ -127,6 +127,10 @@ pub struct Tally {
     /// Connect latency, in ns.
     #[serde(with = "histogram_serde")]
     pub connect: Histogram<u64>,
+    /// `--tls`: TLS handshake latency (from the TCP connect done to the handshake done), in
+    /// ns; its count is the handshakes done.
+    #[serde(with = "histogram_serde")]
+    pub tls_handshake: Histogram<u64>,
     /// When the last measured reply came (monotonic ns); ends the window of a `-n` run.
     pub last_reply_ns: u64,
     /// When the first connect started and the last one finished (monotonic ns): the
@@ -162,6 +166,7 @@ impl Default for Tally {
             uncorrected: histogram(),
             schedule_lag: histogram(),
             connect: histogram(),
+            tls_handshake: histogram(),
             last_reply_ns: 0,
             first_connect_ns: 0,
             last_connect_ns: 0,
@@ -204,6 +209,7 @@ impl Tally {
             (&mut self.uncorrected, &other.uncorrected),
             (&mut self.schedule_lag, &other.schedule_lag),
             (&mut self.connect, &other.connect),
+            (&mut self.tls_handshake, &other.tls_handshake),
         ] {
             mine.add(theirs).expect("histograms with the same bounds add");
         }

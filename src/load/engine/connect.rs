@@ -94,7 +94,7 @@ impl Engine<'_> {
     pub(super) fn finish_connect(&mut self, key: usize) {
         let conn = &mut self.conns[key];
         match conn.handshake {
-            Handshake::Tls => return self.drive_tls(key),
+            Handshake::Tls { .. } => return self.drive_tls(key),
             Handshake::WebSocket => return self.read_ws_answer(key),
             Handshake::None => {}
         }
@@ -104,7 +104,7 @@ impl Engine<'_> {
             Err(error) => Err(error),
         };
         if outcome.is_ok() && conn.stream.is_tls() {
-            conn.handshake = Handshake::Tls;
+            conn.handshake = Handshake::Tls { started_ns: now_ns() };
             return self.drive_tls(key);
         }
         if outcome.is_ok() && self.config.codec == Codec::Ws {
@@ -118,6 +118,9 @@ impl Engine<'_> {
         let Some(conn) = self.conns.get_mut(key) else { return };
         match conn.stream.drive_tls() {
             Ok(true) if conn.stream.tls_ready() => {
+                if let Handshake::Tls { started_ns } = conn.handshake {
+                    Tally::record(&mut self.tally.tls_handshake, now_ns() - started_ns);
+                }
                 conn.handshake = Handshake::None;
                 if self.config.codec == Codec::Ws {
                     return self.open_ws(key);

@@ -134,8 +134,9 @@ struct InFlight {
 enum Handshake {
     /// None under way (not connected yet, or up).
     None,
-    /// `--tls`: the TLS handshake.
-    Tls,
+    /// `--tls`: the TLS handshake, started then (monotonic ns): its latency is reported
+    /// apart from the TCP connect's.
+    Tls { started_ns: u64 },
     /// `--codec ws`: the opening request sent, the server's answer awaited.
     WebSocket,
 }
