@@ -125,8 +125,12 @@ impl Write for LoadSocket {
         }
     }
 
+    /// TLS: the records waiting in the session (see `TlsStream::flush`).
     fn flush(&mut self) -> io::Result<()> {
-        Ok(())
+        match self {
+            LoadSocket::Tls(tls) => tls.flush(),
+            _ => Ok(()),
+        }
     }
 }
 

@@ -138,8 +138,10 @@ impl Write for TlsStream {
         Ok(taken)
     }
 
+    /// Writes the records a write took in but the socket would not take then: `WouldBlock`
+    /// until it does (the engine flushes again on the next writable edge).
     fn flush(&mut self) -> io::Result<()> {
-        Ok(())
+        if self.write_records()? { Ok(()) } else { Err(io::ErrorKind::WouldBlock.into()) }
     }
 }
 

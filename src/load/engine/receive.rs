@@ -5,7 +5,10 @@ use std::io::{self, Read};
 use std::mem;
 use std::sync::atomic::Ordering;
 
-use super::{DATAGRAM_CHECK_EVERY_NS, DATAGRAM_MATCH_WINDOW, Download, Engine, InFlight, MAX_REPLY, Phase};
+use super::{
+    DATAGRAM_CHECK_EVERY_NS, DATAGRAM_MATCH_WINDOW, Download, Engine, InFlight, MAX_REPLY, Phase,
+    TLS_READS_PER_TURN,
+};
 use crate::load::clock::now_ns;
 use crate::load::tally::Tally;
 use crate::load::workload::{self, Workload};
@@ -20,9 +23,17 @@ impl Engine<'_> {
             return self.read_datagrams(key);
         }
         let mut buffer = mem::take(&mut self.read_buf);
-        // A TLS read may return less than the socket holds (see `load/tls.rs`): read on.
-        let drain = drain || self.conns.get(key).is_some_and(|conn| conn.stream.is_tls());
+        // A TLS read may return less than the socket holds (see `load/tls.rs`): read again,
+        // after the others have had their turn (`TLS_READS_PER_TURN`).
+        let tls = self.conns.get(key).is_some_and(|conn| conn.stream.is_tls());
+        let drain = drain || tls;
+        let mut reads = 0;
         while let Some(conn) = self.conns.get_mut(key) {
+            if tls && reads == TLS_READS_PER_TURN {
+                self.owed_reads.push(key);
+                break;
+            }
+            reads += 1;
             match conn.stream.read(&mut buffer) {
                 Ok(0) => {
                     self.lose(key, None);
@@ -43,6 +54,15 @@ impl Engine<'_> {
             }
         }
         self.read_buf = buffer;
+    }
+
+    /// Reads the connections owed a read (see `TLS_READS_PER_TURN`).
+    pub(super) fn read_owed(&mut self) {
+        for key in mem::take(&mut self.owed_reads) {
+            if self.conns.get(key).is_some_and(|conn| conn.up) {
+                self.read(key, false);
+            }
+        }
     }
 
     /// UDP: every datagram waiting is one reply (an empty one included).

@@ -188,6 +188,13 @@ impl Engine<'_> {
         }
         conn.output.clear();
         conn.written = 0;
+        // What a TLS session took in but could not write yet: written on this writable edge,
+        // not left until the next request.
+        match conn.stream.flush() {
+            Ok(()) => {}
+            Err(error) if would_block(&error) => {}
+            Err(error) => self.lose(key, Some(error)),
+        }
     }
 }
 
