@@ -24,7 +24,8 @@
 //!   a certificate made here (`openssl`, ECDSA P-256) and the loader's `--tls --insecure`:
 //!   full handshakes (a connect storm of `--tls-handshakes` connections, one echo each: CPU
 //!   per handshake, and the rate the loader saw), echo ping-pong and pipelined at
-//!   `--tls-counts`, fan-out per delivery at `--tls-members`, and memory per idle TLS
+//!   `--tls-counts` and written a line at a time at `--depths`, fan-out per delivery at
+//!   `--tls-members`, and memory per idle TLS
 //!   connection (`--tls-idle` held idle; HAProxy needs two descriptors for each).
 //!
 //! For each cell: throughput, latency, and the CPU time per message (echo: per reply; fan-out:
@@ -326,22 +327,23 @@ impl Bench<'_> {
     fn each(&self) {
         let count = self.args.each_connections;
         println!("Echo, 64-byte lines, each written on its own as replies come back, {count} connections:\n");
+        self.each_table(&self.args.servers, Serves::Echo);
+        println!();
+    }
+
+    /// Rows of echo with each line written on its own (`--write-each`), at each of
+    /// `--depths` lines in flight over `--each-connections`.
+    fn each_table(&self, servers: &[String], serves: Serves) {
+        let count = self.args.each_connections.to_string();
         println!(
             "| in flight | server | msgs/s | p50 / p99 µs | server user | server system | server CPU | loader CPU |"
         );
         println!("|---|---|---|---|---|---|---|---|");
         for &depth in &self.args.depths {
-            let loader = self.loader_args(&[
-                "-c",
-                &count.to_string(),
-                "--pipeline",
-                &depth.to_string(),
-                "--write-each",
-            ]);
-            let runs = self.interleaved(&self.args.servers, Serves::Echo, &loader);
-            self.print_rows(&depth.to_string(), &self.args.servers, &runs);
+            let loader = self.loader_args(&["-c", &count, "--pipeline", &depth.to_string(), "--write-each"]);
+            let runs = self.interleaved(servers, serves, &loader);
+            self.print_rows(&depth.to_string(), servers, &runs);
         }
-        println!();
     }
 
     fn fanout(&self) {
@@ -474,6 +476,11 @@ impl Bench<'_> {
         }
         println!("\nTLS echo, 64-byte lines over established sessions:\n");
         self.echo_table(servers, Serves::TlsEcho, &self.args.tls_counts);
+        println!(
+            "\nTLS echo, each line written on its own as replies come back, {} connections:\n",
+            self.args.each_connections
+        );
+        self.each_table(servers, Serves::TlsEcho);
         println!(
             "\nTLS fan-out: one room, one sender keeping {} lines in flight; per delivery:\n",
             self.args.in_flight

@@ -7,7 +7,14 @@
 //! reach time of a line is the latest of those arrivals less its send time (both on the
 //! system-wide monotonic clock).
 //!
+//! With `--codec ws` the members are WebSocket clients (each through its opening handshake,
+//! then reading frames) on a `broadcast:ws` listener of the same room, the sender a line
+//! client: browsers and `nc` in one room. The server's WebSocket pings are off for the run
+//! (`--ws-ping 0`): connecting 100,000 members takes longer than a ping interval, and the
+//! holders do not answer pings.
+//!
 //! Run:  cargo run --release --example reach -- --members 10000,100000 --workers 8
+//!       cargo run --release --example reach -- --members 100000 --workers 8 --codec ws
 //!       cargo run --release --example reach -- --members 2000 --workers 2 --lines 5   (a taste)
 //!
 //! Needs `redis-server` (or `nats-server` with `--engine nats`) on PATH.
@@ -43,9 +50,12 @@ struct Args {
     /// Members per holder process
     #[arg(long, default_value_t = 16_000)]
     per_holder: u32,
+    /// The members' codec: line, or ws (WebSocket clients; the sender stays a line client)
+    #[arg(long, default_value = "line")]
+    codec: String,
     /// Internal: run as a holder of COUNT members of the room at ADDR, sender SENDER,
-    /// connecting from SOURCES (comma-separated, in turn)
-    #[arg(long, num_args = 4, value_names = ["ADDR", "COUNT", "SENDER", "SOURCES"], hide = true)]
+    /// connecting from SOURCES (comma-separated, in turn), speaking CODEC
+    #[arg(long, num_args = 5, value_names = ["ADDR", "COUNT", "SENDER", "SOURCES", "CODEC"], hide = true)]
     hold: Option<Vec<String>>,
 }
 
@@ -53,12 +63,12 @@ fn main() {
     let args = Args::parse();
     if let Some(hold) = &args.hold {
         let sources: Vec<IpAddr> = hold[3].split(',').map(|source| source.parse().unwrap()).collect();
-        return holder(&hold[0], hold[1].parse().unwrap(), &hold[2], &sources);
+        return holder(&hold[0], hold[1].parse().unwrap(), &hold[2], &sources, hold[4] == "ws");
     }
     common::build(&["--bin", "evloop-server", "--example", "reach"]);
     println!(
-        "{} workers over {}; {} lines per room, one at a time; reach = the last member's arrival less the send time.\n",
-        args.workers, args.engine, args.lines
+        "{} workers over {}; members over {}; {} lines per room, one at a time; reach = the last member's arrival less the send time.\n",
+        args.workers, args.engine, args.codec, args.lines
     );
     println!(
         "| members | holders | connect s | reach p50 ms | reach p99 ms | reach max ms | deliveries verified | server RSS MiB |"
@@ -116,7 +126,20 @@ fn measure(args: &Args, members: u32) {
     let mut server = Command::new(common::binary("evloop-server"));
     server.args(["--listen", "broadcast=127.0.0.1:0", "--workers", &args.workers.to_string()]);
     server.args(["--backplane", &url, "--max-output", "64M"]);
-    let (mut server, addr) = common::start_server(server);
+    let websocket = args.codec == "ws";
+    if websocket {
+        // The members' listener, the same room; the sender stays on the line listener.
+        server.args(["--listen", "broadcast:ws=127.0.0.1:0", "--ws-ping", "0"]);
+    }
+    let mut server = server.stdout(Stdio::piped()).stderr(Stdio::null()).spawn().expect("start the server");
+    let mut startup = BufReader::new(server.stdout.take().unwrap());
+    let mut listening = || {
+        let mut line = String::new();
+        startup.read_line(&mut line).expect("a startup line");
+        line.trim().rsplit(' ').next().expect("an address").to_string()
+    };
+    let addr = listening();
+    let members_addr = if websocket { listening() } else { addr.clone() };
 
     let mut sender = TcpStream::connect(&addr).expect("connect the sender");
     let sender_name = sender.local_addr().unwrap().to_string();
@@ -132,7 +155,7 @@ fn measure(args: &Args, members: u32) {
             let source = |k: u32| Ipv4Addr::new(127, 0, 1 + (k / 250) as u8, 2 + (k % 250) as u8);
             let sources = format!("{},{}", source(2 * index), source(2 * index + 1));
             let mut child = Command::new(common::binary("examples/reach"))
-                .args(["--hold", &addr, &count.to_string(), &sender_name, &sources])
+                .args(["--hold", &members_addr, &count.to_string(), &sender_name, &sources, &args.codec])
                 .stdin(Stdio::piped())
                 .stdout(Stdio::piped())
                 .spawn()
@@ -211,17 +234,17 @@ fn measure(args: &Args, members: u32) {
 /// One member connection of a holder.
 struct Member {
     stream: MioStream,
-    /// An incomplete line.
+    /// An incomplete line (or WebSocket frame).
     tail: Vec<u8>,
     /// Which measured lines it got (bit N: line N).
     got: u64,
     synced: bool,
 }
 
-/// A holder process: opens `count` members, then reads the room, answering the parent's
-/// questions on stdin ("synced?", "done") and reporting each measured line once
-/// all its members have it.
-fn holder(addr: &str, count: u32, sender: &str, sources: &[IpAddr]) {
+/// A holder process: opens `count` members (WebSocket clients if `websocket`), then reads
+/// the room, answering the parent's questions on stdin ("synced?", "done") and reporting each
+/// measured line once all its members have it.
+fn holder(addr: &str, count: u32, sender: &str, sources: &[IpAddr], websocket: bool) {
     let target: SocketAddr = addr.parse().unwrap();
     let mut poll = Poll::new().unwrap();
     let mut members: Slab<Member> = Slab::with_capacity(count as usize);
@@ -234,11 +257,15 @@ fn holder(addr: &str, count: u32, sender: &str, sources: &[IpAddr]) {
         set_bind_address_no_port(&socket);
         socket.bind(&SocketAddr::new(source, 0).into()).unwrap();
         socket.connect(&target.into()).expect("connect a member");
+        let mut early = Vec::new();
+        if websocket {
+            early = open_websocket(&socket, addr);
+        }
         socket.set_nonblocking(true).unwrap();
         let mut stream = MioStream::from_std(socket.into());
         let entry = members.vacant_entry();
         poll.registry().register(&mut stream, Token(entry.key()), Interest::READABLE).unwrap();
-        entry.insert(Member { stream, tail: Vec::new(), got: 0, synced: false });
+        entry.insert(Member { stream, tail: early, got: 0, synced: false });
     }
     let mut stdout = std::io::stdout();
     writeln!(stdout, "connected {count}").unwrap();
@@ -277,9 +304,7 @@ fn holder(addr: &str, count: u32, sender: &str, sources: &[IpAddr]) {
                     }
                     Ok(n) => {
                         member.tail.extend_from_slice(&buffer[..n]);
-                        while let Some(end) = member.tail.iter().position(|&b| b == b'\n') {
-                            let line: Vec<u8> = member.tail.drain(..=end).collect();
-                            let line = &line[..line.len() - 1];
+                        while let Some(line) = next_line(&mut member.tail, websocket) {
                             let Some(text) = line.strip_prefix(prefix.as_bytes()) else {
                                 failures += 1;
                                 continue;
@@ -340,6 +365,49 @@ fn holder(addr: &str, count: u32, sender: &str, sources: &[IpAddr]) {
             stdout.flush().unwrap();
         }
     }
+}
+
+/// The next whole line of `tail`, taken out of it: up to a newline, or (`websocket`) the
+/// payload of one frame (the server's are unmasked and whole: a room line is one text frame).
+fn next_line(tail: &mut Vec<u8>, websocket: bool) -> Option<Vec<u8>> {
+    if !websocket {
+        let end = tail.iter().position(|&byte| byte == b'\n')?;
+        let mut line: Vec<u8> = tail.drain(..=end).collect();
+        line.pop();
+        return Some(line);
+    }
+    let (length, header) = match *tail.get(1)? & 0x7f {
+        126 => (usize::from(u16::from_be_bytes(tail.get(2..4)?.try_into().unwrap())), 4),
+        127 => (u64::from_be_bytes(tail.get(2..10)?.try_into().unwrap()) as usize, 10),
+        short => (usize::from(short), 2),
+    };
+    if tail.len() < header + length {
+        return None;
+    }
+    let line = tail[header..header + length].to_vec();
+    tail.drain(..header + length);
+    Some(line)
+}
+
+/// The WebSocket opening handshake on a connected (blocking) socket; returns what came
+/// after the server's answer (the start of its first frame, if any).
+fn open_websocket(socket: &socket2::Socket, host: &str) -> Vec<u8> {
+    let mut stream: &TcpStream = &TcpStream::from(socket.try_clone().unwrap());
+    let request = format!(
+        "GET / HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut answer = Vec::new();
+    let mut chunk = [0u8; 1024];
+    while !answer.windows(4).any(|window| window == b"\r\n\r\n") {
+        let n = stream.read(&mut chunk).unwrap();
+        assert!(n > 0, "the server closed during the WebSocket handshake");
+        answer.extend_from_slice(&chunk[..n]);
+    }
+    assert!(answer.starts_with(b"HTTP/1.1 101"), "{}", String::from_utf8_lossy(&answer));
+    let end = answer.windows(4).position(|window| window == b"\r\n\r\n").unwrap() + 4;
+    answer.split_off(end)
 }
 
 /// Sets `IP_BIND_ADDRESS_NO_PORT` (Linux 4.2+), which socket2 does not wrap.

@@ -34,10 +34,17 @@ pub fn on_cpu(cpu: Option<u32>, program: &str) -> Command {
 /// Starts a server and returns it with the address of its first startup line
 /// (`<handler> listening on <addr>`).
 pub fn start_server(mut command: Command) -> (Child, String) {
+    let program = command.get_program().to_string_lossy().into_owned();
     let mut child = command.stdout(Stdio::piped()).stderr(Stdio::null()).spawn().expect("start the server");
     let mut line = String::new();
     BufReader::new(child.stdout.take().expect("piped stdout")).read_line(&mut line).expect("a startup line");
-    let addr = line.trim().rsplit(' ').next().expect("an address").to_string();
+    let addr = line.trim().rsplit(' ').next().unwrap_or_default().to_string();
+    // A baseline whose dependencies are missing exits before its startup line: say so here,
+    // not later as a loader complaining about an empty address.
+    assert!(
+        !addr.is_empty(),
+        "{program} printed no address (are its dependencies installed? scripts/test installs them)"
+    );
     (child, addr)
 }
 
