@@ -6,6 +6,11 @@
 //!       hello        -> olleh
 //!       straße       -> eßarts
 //!       quit         -> bye   (and the connection closes)
+//!
+//! Logging: the server logs through the `log` crate. This example installs `env_logger` (a
+//! dev-dependency here); in a crate of your own with `default-features = false`, add
+//! `env_logger = "0.11"` for the same, or drop that line: with no logger installed, nothing
+//! is printed and the server works the same.
 
 use evloop::{Codec, Handler, Outbox, Peer, Server, ServerConfig};
 

@@ -5,7 +5,7 @@
 //! an SVG with plotters. It can also draw any trace file the server wrote.
 //!
 //! Run:  cargo run --release --example timeline                     (the four, into docs/charts)
-//!       cargo run --release --example timeline -- --draw TRACE.json OUT.svg
+//!       cargo run --release --example timeline -- --draw TRACE.json OUT.svg [--window-ms 20]
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -27,15 +27,24 @@ struct Args {
     /// Where docs/ is
     #[arg(long, default_value = "docs")]
     out: PathBuf,
-    /// How much of each run to draw, from its first message, in milliseconds
-    #[arg(long, default_value_t = 20.0)]
-    window_ms: f64,
+    /// How much of each run to draw, from its first message, in milliseconds [default: 20
+    /// for the four runs; with --draw, the whole trace]
+    #[arg(long, value_name = "MS")]
+    window_ms: Option<f64>,
+}
+
+impl Args {
+    /// The window to draw: `--window-ms`, or the default for what is drawn.
+    fn window_ms(&self) -> f64 {
+        let whole_trace = if self.draw.is_some() { f64::INFINITY } else { 20.0 };
+        self.window_ms.unwrap_or(whole_trace)
+    }
 }
 
 fn main() {
     let args = Args::parse();
     if let Some(paths) = &args.draw {
-        return draw(&paths[0], &paths[1], "timeline", f64::INFINITY);
+        return draw(&paths[0], &paths[1], "timeline", args.window_ms());
     }
     common::build(&["--bin", "evloop-server", "--bin", "evloop-load"]);
     let runs: [(&str, &[&str]); 4] = [
@@ -68,7 +77,7 @@ fn main() {
             "iterative" => "iterative: one client at a time".to_string(),
             _ => "reactor, --work-us 200: one slow message delays everyone".to_string(),
         };
-        draw(&trace, &out, &title, args.window_ms);
+        draw(&trace, &out, &title, args.window_ms());
         eprintln!("wrote {}", out.display());
     }
 }
@@ -144,4 +153,20 @@ fn draw(trace: &Path, out: &Path, title: &str, window_ms: f64) {
         }))
         .unwrap();
     root.present().unwrap();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `--window-ms` bounds what `--draw` draws too (issue 24: it drew the whole trace
+    /// whatever the flag said); without it, `--draw` draws everything, the four runs 20 ms.
+    #[test]
+    fn the_window_applies_to_draw() {
+        let parse = |args: &[&str]| Args::parse_from([&["timeline"], args].concat());
+        assert_eq!(parse(&["--draw", "t.json", "o.svg", "--window-ms", "5"]).window_ms(), 5.0);
+        assert_eq!(parse(&["--draw", "t.json", "o.svg"]).window_ms(), f64::INFINITY);
+        assert_eq!(parse(&[]).window_ms(), 20.0);
+        assert_eq!(parse(&["--window-ms", "7"]).window_ms(), 7.0);
+    }
 }

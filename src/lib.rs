@@ -36,6 +36,9 @@
 //! BufReader::new(&client).read_line(&mut reply)?;
 //! assert_eq!(reply, "olleh\n");
 //!
+//! // Closed first: a stop lets connected clients finish (up to the linger time), and this one
+//! // has nothing more to say.
+//! drop(client);
 //! let summary = server.stop()?;
 //! assert_eq!(summary.stats.messages_in, 1);
 //! # Ok::<(), Box<dyn std::error::Error>>(())
@@ -48,9 +51,11 @@
 //!   histograms, progress line, charts and JSON reports.
 //! - `serde`: `Serialize`/`Deserialize` for [`Stats`] and [`RunSummary`] (on with `cli`).
 //!
-//! `evloop = { version = "0.1", default-features = false }` builds the reactor, the codecs,
-//! the handlers and the server builder, on `mio`, `slab`, `log`, `socket2`, `signal-hook`
-//! and `libc` alone.
+//! `evloop = { path = "../evloop", default-features = false }` (or `git = "URL"`: the crate
+//! is not on crates.io yet) builds the reactor, the codecs, the handlers and the server
+//! builder, on `mio`, `slab`, `log`, `socket2`, `signal-hook` and `libc` alone, with `rustls`
+//! for TLS and `flate2` for WebSocket compression (features `tls` and `deflate`, both on by
+//! default; `default-features = false` leaves them out).
 //!
 //! # Layout
 //! - [`server`](Server): build, bind, run or spawn a server; its configuration, stats and
@@ -59,12 +64,13 @@
 //!   linger, close, datagrams), and what it owns: connections, services, the buffer pool, the
 //!   timer wheel.
 //! - [`handlers`]: the [`Handler`] trait, the [`Outbox`], and the built-in handlers.
-//! - [`codec`]: framing, `line`, `length`, `fixed:N`, `raw`; pure, bytes in, messages out.
+//! - [`codec`]: framing, `line`, `length`, `fixed:N`, `raw`, and `ws` (WebSocket, a session
+//!   with a handshake); pure, bytes in, messages out.
 //! - `backplane`: rooms across processes and hosts over Redis or NATS pub/sub.
 //! - `sys`: addresses, sockets and every system call, shared by the server and the loader;
 //!   the vector search for newlines.
-//! - `models`: the iterative and thread-per-connection servers, for comparison (`--model`,
-//!   feature `cli`).
+//! - `models`: the iterative, thread-per-connection, process-per-connection, `select` and
+//!   `poll` servers, for comparison (`--model`, feature `cli`).
 //! - `load`: the load generator, its own module tree (feature `load`).
 //! - `cli`: the binaries' support: units, worker processes (feature `cli`).
 //!
@@ -74,6 +80,7 @@ mod backplane;
 pub mod codec;
 mod config;
 pub mod handlers;
+mod log_throttle;
 #[cfg(feature = "cli")]
 mod models;
 mod preamble;

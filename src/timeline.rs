@@ -12,6 +12,10 @@ use std::io;
 use std::path::PathBuf;
 use std::time::Instant;
 
+mod recording;
+
+pub use recording::Recording;
+
 /// The track of the reactor's loop; connection tracks are numbered from 1.
 pub const LOOP_TRACK: u64 = 0;
 

@@ -184,6 +184,40 @@ fn a_stuck_line_client_gets_a_hint_in_the_log() {
     assert!(hint.contains("--listen sum:raw=ADDR"), "{hint}");
 }
 
+/// A sender paused by backpressure mid-line is not a course client waiting for a reply: its
+/// tail sits unchanged because the server stopped reading, so it gets no hint (issue 24: it
+/// did, and the hint was then spent). A course client connecting after it still gets one.
+#[test]
+fn a_sender_paused_mid_line_gets_no_hint() {
+    let command = server_command(&["--max-output", "65536", "--listen", "echo=127.0.0.1:0"]);
+    let (server, log) = ServerProcess::start_logged(command, 1, "info");
+    // Long lines that are never read back: the server's output passes --max-output, it stops
+    // reading, and its last read most likely ended mid-line.
+    let mut sender = TcpStream::connect(server.addrs[0]).unwrap();
+    sender.set_write_timeout(Some(std::time::Duration::from_millis(500))).unwrap();
+    let line = format!("{}\n", "x".repeat(3999));
+    let mut written = 0usize;
+    loop {
+        assert!(written < 1 << 30, "the server never stopped reading");
+        match sender.write(&line.as_bytes()[written % line.len()..]) {
+            Ok(n) => written += n,
+            // Nothing moved for half a second: the server has stopped reading it.
+            Err(error)
+                if matches!(error.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) =>
+            {
+                break;
+            }
+            Err(error) => panic!("{error}"),
+        }
+    }
+    let mut course_client = TcpStream::connect(server.addrs[0]).unwrap();
+    course_client.write_all(b"hello").unwrap();
+    let hint = util::wait_for_log(&log, "no newline");
+    let course_peer = course_client.local_addr().unwrap().to_string();
+    assert!(hint.contains(&format!("peer={course_peer} ")), "the hint is about the paused sender: {hint}");
+    drop(sender);
+}
+
 /// The download client lists the directory and fetches a file intact.
 #[test]
 fn the_file_client_downloads() {

@@ -274,3 +274,29 @@ fn completions_and_man_pages() {
         assert!(page.starts_with(".ie") && page.contains(".SH NAME"), "{binary}: {page}");
     }
 }
+
+/// Bash completion offers the values of --model, --workload and --codec, not file names
+/// (issue 24), and a wrong one is refused in one line that lists them.
+#[test]
+fn completions_offer_the_values_of_enumerated_flags() {
+    let script = |binary: &str| {
+        let output = std::process::Command::new(binary).args(["--completions", "bash"]).output().unwrap();
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    let server = script(env!("CARGO_BIN_EXE_evloop-server"));
+    assert!(server.contains("reactor iterative threads fork select poll"), "--model values missing");
+    let load = script(env!("CARGO_BIN_EXE_evloop-load"));
+    assert!(load.contains("echo uppercase sum broadcast file"), "--workload values missing");
+    assert!(load.contains("line length ws"), "--codec values missing");
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_evloop-server"))
+        .args(["--model", "nope"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("[possible values: reactor, iterative, threads, fork, select, poll]"),
+        "{stderr}"
+    );
+}

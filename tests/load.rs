@@ -313,6 +313,86 @@ fn refused_connections_are_reported() {
     assert_eq!(report["errors"]["refused"], 3);
 }
 
+/// The human report of a run with `args`: exit code and text.
+fn load_text(args: &[&str]) -> (Option<i32>, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_evloop-load"))
+        .args(args)
+        .arg("--no-progress")
+        .output()
+        .expect("run evloop-load");
+    (output.status.code(), String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+/// Nothing listening: the report says so in its result line, not only in a count among
+/// zeros (issue 24).
+#[test]
+fn a_server_that_is_down_is_named_in_the_result() {
+    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let target = format!("127.0.0.1:{port}");
+    let (code, text) = load_text(&["--target", &target, "-c", "3", "-n", "10"]);
+    assert_eq!(code, Some(1));
+    let result = text.lines().last().unwrap();
+    assert_eq!(
+        result,
+        format!(
+            "result       FAILED: no connection was established: refused 3 times; is a server listening at {target}?"
+        )
+    );
+}
+
+/// A full server's `ERR server full` is a connection it turned away, not a wrong reply
+/// (issue 24: it showed as established plus a mismatch).
+#[test]
+fn clients_turned_away_by_a_full_server_are_reported_as_such() {
+    let mut config = evloop::ServerConfig::default();
+    config.max_connections = Some(2);
+    let server = TestServer::start_with(config, &["echo=127.0.0.1:0"]);
+    let target = server.addr().to_string();
+    let (code, report) = load(&["--target", &target, "-c", "5", "-d", "0.5s"]);
+    assert_eq!(code, Some(1), "{report:#}");
+    assert_eq!(report["errors"]["turned_away"], 3, "{report:#}");
+    assert_eq!(report["errors"]["mismatch"], 0, "{report:#}");
+    assert_eq!(report["messages"]["lost"], 0, "{report:#}");
+    assert!(report["messages"]["verified"].as_u64().unwrap() > 0, "the two it took were served: {report:#}");
+    let (_, text) = load_text(&["--target", &target, "-c", "5", "-d", "0.5s"]);
+    assert!(text.contains("turned away 3"), "{text}");
+    assert!(text.trim_end().ends_with("FAILED: the server turned 3 connections away (ERR server full): raise its --max-connections, or open fewer"), "{text}");
+}
+
+/// The warmup note only when there was a warmup; a short connect phase in a unit that
+/// shows it (issue 24: "(warmup included; ...)" with none, and "in 0.00 s").
+#[test]
+fn the_report_mentions_a_warmup_only_when_there_was_one() {
+    let server = TestServer::start(&["echo=127.0.0.1:0"]);
+    let target = server.addr().to_string();
+    let (code, text) = load_text(&["--target", &target, "-c", "2", "-n", "100"]);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(!text.contains("warmup"), "{text}");
+    assert!(!text.contains("in 0.00 s"), "{text}");
+    let (code, text) = load_text(&["--target", &target, "-c", "2", "-d", "0.3s", "--warmup", "0.2s"]);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("(warmup included; "), "{text}");
+}
+
+/// The text spectrum counts the values in each step, as the JSON does (issue 24: the text
+/// counted up to each step, the JSON within it).
+#[test]
+fn the_text_spectrum_counts_per_step_as_the_json_does() {
+    let server = TestServer::start(&["echo=127.0.0.1:0"]);
+    let target = server.addr().to_string();
+    let (code, text) = load_text(&["--target", &target, "-c", "2", "-n", "1000", "--latency"]);
+    assert_eq!(code, Some(0), "{text}");
+    let counts: Vec<u64> = text
+        .lines()
+        .skip_while(|line| !line.starts_with("latency spectrum"))
+        .skip(1)
+        .take_while(|line| line.starts_with("  "))
+        .map(|line| line.split_whitespace().last().unwrap().parse().unwrap())
+        .collect();
+    assert!(counts.len() > 5, "{text}");
+    assert_eq!(counts.iter().sum::<u64>(), 1000, "{text}");
+}
+
 /// Bad usage: one line on stderr, exit 2.
 #[test]
 fn bad_usage_exits_2() {

@@ -325,3 +325,47 @@ fn fork_serves_300_clients_and_leaves_no_zombies() {
     let output = server_command(&["--model", "fork", "--listen", "broadcast=127.0.0.1:0"]).output().unwrap();
     assert_eq!(output.status.code(), Some(2), "{}", String::from_utf8_lossy(&output.stderr));
 }
+
+/// select and poll log a client they turn away, as the reactor does (issue 24: they said
+/// nothing): the line names the peer and why.
+#[test]
+fn the_scanning_models_log_a_client_turned_away() {
+    for model in ["select", "poll"] {
+        let command =
+            server_command(&["--model", model, "--max-connections", "1", "--listen", "echo=127.0.0.1:0"]);
+        let (server, logs) = ServerProcess::start_logged(command, 1, "warn");
+        let mut first = connect(server.addrs[0]);
+        first.roundtrip("in", "in");
+        let mut second = connect(server.addrs[0]);
+        second.expect("ERR server full");
+        let line = util::wait_for_log(&logs, "server full, turning away");
+        assert!(line.contains(&second.local_addr().to_string()), "{model}: {line}");
+        assert!(line.contains("max_connections=1"), "{model}: {line}");
+        first.roundtrip("still here", "still here");
+    }
+}
+
+/// A UDP listener under a blocking model is refused with that model's name (issue 24: the
+/// message named "the iterative and threads models" whatever the model was).
+#[test]
+fn a_udp_listener_is_refused_naming_the_model() {
+    for model in ["iterative", "threads", "fork", "select", "poll"] {
+        let output =
+            server_command(&["--model", model, "--listen", "sum=udp://127.0.0.1:0"]).output().unwrap();
+        assert_eq!(output.status.code(), Some(2), "{model}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(&format!("--model {model} serves TCP only")), "{model}: {stderr}");
+    }
+}
+
+/// The default server under a blocking model says which default listeners it leaves out
+/// (issue 24: the UDP ones went without a word).
+#[test]
+fn a_blocking_model_says_it_leaves_the_default_udp_listeners_out() {
+    let mut command = server_command(&["--model", "iterative"]);
+    command.env("EVLOOP_DEFAULT_PORTS", "0");
+    let (server, logs) = ServerProcess::start_logged(command, 1, "info");
+    let note = util::wait_for_log(&logs, "--model iterative: not serving the default UDP");
+    assert!(note.starts_with("evloop-server: "), "{note}");
+    drop(server);
+}

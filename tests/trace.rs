@@ -90,3 +90,28 @@ fn the_timeline_is_bounded() {
     assert_eq!(trace["otherData"]["truncated"], true);
     assert_eq!(trace["otherData"]["limit"], 50);
 }
+
+/// The select and poll models are one thread and one loop, like the reactor: the same
+/// timeline, wakeups included (issue 24: the flag was ignored there, no file, exit 0).
+#[test]
+fn the_scanning_models_write_timelines_with_their_wakeups() {
+    for model in ["select", "poll"] {
+        let trace = traced_run(model, "4", "40", &[]);
+        assert_valid_timeline(&trace, 4, 40, true);
+    }
+}
+
+/// A process per client has no one loop to record: refused at the start, one line, exit 2.
+#[test]
+fn the_fork_model_refuses_a_trace_file() {
+    let path = std::env::temp_dir().join(format!("evloop-trace-{}-fork.json", std::process::id()));
+    let output = server_command(&["--model", "fork", "--listen", "echo=127.0.0.1:0", "--trace-file"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("--trace-file cannot record --model fork"), "{stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(!path.exists());
+}

@@ -63,12 +63,12 @@ struct Args {
     /// What to send and check: echo, uppercase, sum, broadcast (open loop, 1000 msgs/s
     /// unless --rate or --pipeline says otherwise) or file (GET every file of --files in turn, each byte
     /// checked)
-    #[arg(long, value_name = "NAME", default_value = "echo")]
+    #[arg(long, value_name = "NAME", default_value = "echo", value_parser = parsed_from::<Workload>(&["echo", "uppercase", "sum", "broadcast", "file"]))]
     workload: Workload,
 
     /// Framing: line, length (u32 big-endian length prefix) or ws (WebSocket: an HTTP
     /// upgrade, then masked frames; a ws:// target sets it)
-    #[arg(long, value_name = "CODEC")]
+    #[arg(long, value_name = "CODEC", value_parser = parsed_from::<Codec>(&["line", "length", "ws"]))]
     codec: Option<Codec>,
 
     /// --workload file: the directory the server serves (--files there too); the loader
@@ -427,4 +427,16 @@ fn run_part(config: &LoadConfig) -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// A value parser that knows `names`, so `--help` and shell completions list them (clap
+/// completes file names for a value it knows nothing about); each parses as `T`.
+fn parsed_from<T>(names: &'static [&'static str]) -> impl clap::builder::TypedValueParser<Value = T>
+where
+    T: std::str::FromStr + Clone + Send + Sync + 'static,
+    T::Err: std::fmt::Debug,
+{
+    use clap::builder::TypedValueParser as _;
+    clap::builder::PossibleValuesParser::new(names)
+        .map(|name| name.parse::<T>().expect("every listed value parses"))
 }

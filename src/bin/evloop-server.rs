@@ -22,6 +22,10 @@ use evloop::{BackplaneUrl, ListenAddr, ListenSpec, Listening, Server, ServerConf
 /// TCP and UDP (with EVLOOP_DEFAULT_PORTS=0 in the environment, all on free ports
 /// instead). It prints one line per listener, `<handler> listening on <addr>`, to stdout;
 /// logs go to stderr (set RUST_LOG, default info). SIGINT, SIGTERM and SIGHUP drain and stop.
+///
+/// Exit code 0 after a stop by signal (the drain done), 1 when an address cannot be bound or
+/// the event loop fails, 2 on bad usage: a flag, a listener that makes no sense, a
+/// certificate or key that cannot be used (one line on stderr each time).
 #[derive(Parser, Debug)]
 #[command(name = "evloop-server", version)]
 struct Args {
@@ -118,8 +122,8 @@ struct Args {
 
     /// Write a timeline of the run to PATH when the server stops, in the Trace Event Format
     /// (open it in Perfetto or chrome://tracing): a track per client, a slice per message,
-    /// and for the reactor a track of wakeups. For short runs: recording stops past
-    /// --trace-limit events. Not for --model fork or the select and poll models
+    /// and for the reactor, select and poll a track of wakeups. For short runs: recording
+    /// stops past --trace-limit events. Every model but fork (a process per client: refused)
     #[arg(long, value_name = "PATH")]
     trace_file: Option<std::path::PathBuf>,
 
@@ -143,7 +147,7 @@ struct Args {
     /// process per client; no broadcast), select or
     /// poll (one thread scanning every socket each turn; select stops at 1024 descriptors).
     /// The others are for comparison and study; only the reactor has every limit
-    #[arg(long, value_name = "MODEL", default_value = "reactor")]
+    #[arg(long, value_name = "MODEL", default_value = "reactor", value_parser = model_parser())]
     model: Model,
 
     /// CPU work (busy, not sleep) added to every message, in microseconds: shows what a
@@ -296,6 +300,14 @@ fn workers_count(text: &str) -> Result<u32, String> {
 /// Set to 0, the default listeners take free ports instead of 7000-7003: the tests run the
 /// defaults this way, so a server already running on the default ports does not collide.
 const DEFAULT_PORTS_ENV: &str = "EVLOOP_DEFAULT_PORTS";
+
+/// `--model`'s values, listed for `--help` and shell completions (clap completes file names
+/// for a value it knows nothing about).
+fn model_parser() -> impl clap::builder::TypedValueParser<Value = Model> {
+    use clap::builder::TypedValueParser as _;
+    clap::builder::PossibleValuesParser::new(["reactor", "iterative", "threads", "fork", "select", "poll"])
+        .map(|name| name.parse::<Model>().expect("every listed model parses"))
+}
 
 /// The listeners served with no `--listen`. Under `--workers N` without a backplane, each
 /// worker would hold a room of its own, so the default broadcast listener is left out (and
@@ -471,11 +483,18 @@ fn run_supervisor(args: &Args, specs: &[ListenSpec], log_file_limit: impl FnOnce
     finish(result)
 }
 
-/// `--model iterative|threads`: the classic servers, same handlers and codecs.
+/// `--model iterative|threads|fork|select|poll`: the classic servers, same handlers and codecs.
 fn run_model(args: &Args, specs: &[ListenSpec], log_file_limit: impl FnOnce()) -> ExitCode {
     if args.workers > 1 {
         cli::eprint_line(format_args!("evloop-server: --workers applies to the reactor model only"));
         return ExitCode::from(2);
+    }
+    if args.model == Model::Fork && args.trace_file.is_some() {
+        // Each client is served by a process of its own: there is no one loop to record.
+        return cli::usage_error(
+            "evloop-server",
+            "--trace-file cannot record --model fork (each client is served in a process of its own); every other model records it",
+        );
     }
     if args.model == Model::Fork {
         if let Some(spec) = specs.iter().find(|spec| is_room(spec)) {

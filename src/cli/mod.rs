@@ -37,6 +37,8 @@ pub fn parse_args<T: clap::Parser>(program: &str) -> Result<T, ExitCode> {
         let text = error.to_string();
         let message = text.trim_start_matches("error: ");
         let message = message.split("\n\n").next().unwrap_or(message).trim_end();
+        // clap puts the possible values on a line of their own: keep them on this one.
+        let message = message.replace("\n  [possible values", " [possible values");
         let one_line: String = message
             .chars()
             .map(|c| if c.is_control() { c.escape_default().to_string() } else { c.to_string() })

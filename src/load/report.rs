@@ -184,6 +184,9 @@ pub struct Report {
     pub size: usize,
     /// The measured window, in seconds.
     pub duration_s: f64,
+    /// The warmup before it (`--warmup`), in seconds; 0 without one.
+    #[serde(default)]
+    pub warmup_s: f64,
     /// Connections.
     pub connections: Connections,
     /// Messages.
@@ -222,6 +225,7 @@ impl Report {
         let run = tally.run_failures;
         connections.reset += run.reset;
         connections.closed += run.closed;
+        connections.turned_away += run.turned_away;
         connections.other += run.other;
         Report {
             schema: SCHEMA,
@@ -232,6 +236,7 @@ impl Report {
             threads: config.threads,
             size: config.size,
             duration_s: window.as_secs_f64(),
+            warmup_s: config.warmup.as_secs_f64(),
             connections: Connections {
                 attempted: tally.attempted,
                 established: tally.established,
@@ -308,11 +313,11 @@ impl fmt::Display for Report {
         let c = &self.connections;
         writeln!(
             f,
-            "connections  attempted {}  established {}  failed {}  in {:.2} s ({:.0}/s)  connect p50 {}  p99 {}",
+            "connections  attempted {}  established {}  failed {}  in {} ({:.0}/s)  connect p50 {}  p99 {}",
             c.attempted,
             c.established,
             c.failed,
-            c.connect_phase_s,
+            Micros(c.connect_phase_s * 1e6),
             c.connects_per_s,
             Micros(c.connect_latency_us.p50),
             Micros(c.connect_latency_us.p99)
@@ -328,11 +333,15 @@ impl fmt::Display for Report {
             )?;
         }
         let m = &self.messages;
-        writeln!(
+        write!(
             f,
-            "messages     sent {}  received {}  verified {}  failed {}  lost {}  (warmup included; {} measured after it)",
-            m.sent, m.received, m.verified, m.failed, m.lost, m.measured
+            "messages     sent {}  received {}  verified {}  failed {}  lost {}",
+            m.sent, m.received, m.verified, m.failed, m.lost
         )?;
+        if self.warmup_s > 0.0 {
+            write!(f, "  (warmup included; {} measured after it)", m.measured)?;
+        }
+        writeln!(f)?;
         if let Some(b) = &self.broadcast {
             writeln!(f, "deliveries   expected {}  seen {}", b.deliveries_expected, b.deliveries_seen)?;
         }
@@ -357,11 +366,10 @@ impl fmt::Display for Report {
             percentiles(f, "loader lag", lag)?;
         }
         if let Some(steps) = &self.latency_spectrum {
-            writeln!(f, "latency spectrum (µs at percentile, count up to it):")?;
-            let mut total = 0;
+            // The count in each step, as in the JSON (`latency_spectrum[].count`).
+            writeln!(f, "latency spectrum (µs at percentile, values in the step):")?;
             for step in steps {
-                total += step.count;
-                writeln!(f, "  {:>12.3}  {:>10.5}%  {total:>10}", step.value_us, step.percentile)?;
+                writeln!(f, "  {:>12.3}  {:>10.5}%  {:>10}", step.value_us, step.percentile, step.count)?;
             }
         }
         let e = &self.errors;
@@ -369,8 +377,16 @@ impl fmt::Display for Report {
         if !self.ok {
             writeln!(
                 f,
-                "errors       mismatch {}  lost {}  refused {}  reset {}  closed {}  timeout {}  addr_not_available {}  other {}",
-                e.mismatch, e.lost, k.refused, k.reset, k.closed, k.timeout, k.addr_not_available, k.other
+                "errors       mismatch {}  lost {}  refused {}  turned away {}  reset {}  closed {}  timeout {}  addr_not_available {}  other {}",
+                e.mismatch,
+                e.lost,
+                k.refused,
+                k.turned_away,
+                k.reset,
+                k.closed,
+                k.timeout,
+                k.addr_not_available,
+                k.other
             )?;
         }
         for mismatch in &self.first_mismatches {
@@ -380,6 +396,18 @@ impl fmt::Display for Report {
         }
         if self.ok {
             write!(f, "result       OK: every reply verified")
+        } else if c.established == 0 && k.refused > 0 {
+            write!(
+                f,
+                "result       FAILED: no connection was established: refused {} times; is a server listening at {}?",
+                k.refused, self.target
+            )
+        } else if k.turned_away > 0 && k.turned_away == k.total() && e.mismatch + e.lost == 0 {
+            write!(
+                f,
+                "result       FAILED: the server turned {} connections away (ERR server full): raise its --max-connections, or open fewer",
+                k.turned_away
+            )
         } else if self.messages.verified == 0 && e.mismatch + e.lost + k.total() == 0 {
             write!(f, "result       FAILED: no reply was verified")
         } else {

@@ -27,6 +27,10 @@ pub struct Failures {
     pub reset: u64,
     /// The server closed the connection during the run.
     pub closed: u64,
+    /// The server was full: it answered `ERR server full` and closed (evloop's notice; a
+    /// connection refused by the server, not a wrong reply).
+    #[serde(default)]
+    pub turned_away: u64,
     /// Any other connect or I/O error.
     pub other: u64,
 }
@@ -49,12 +53,19 @@ impl Failures {
         self.addr_not_available += other.addr_not_available;
         self.reset += other.reset;
         self.closed += other.closed;
+        self.turned_away += other.turned_away;
         self.other += other.other;
     }
 
     /// All failures.
     pub fn total(&self) -> u64 {
-        self.refused + self.timeout + self.addr_not_available + self.reset + self.closed + self.other
+        self.refused
+            + self.timeout
+            + self.addr_not_available
+            + self.reset
+            + self.closed
+            + self.turned_away
+            + self.other
     }
 }
 

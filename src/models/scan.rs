@@ -6,7 +6,10 @@
 //!
 //! `select` cannot watch a descriptor at or past `FD_SETSIZE` (1024): writing its bit would
 //! corrupt memory, so a connection that gets such a descriptor is turned away with
-//! `ERR server full`, and the others are served on.
+//! `ERR server full` (logged, once a second at most), and the others are served on.
+//!
+//! `--trace-file` records the same timeline as the reactor's: a track per connection, each
+//! wakeup an instant on the loop's track with the number of descriptors found ready.
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
@@ -24,11 +27,13 @@ use crate::codec::{Codec, Decoder, FrameError};
 use crate::config::Limits;
 use crate::handlers::work::busy_work;
 use crate::handlers::{ConnId, Outbox, Peer};
+use crate::log_throttle::LogThrottle;
 use crate::serve::{self, Carrier, Flow};
 use crate::stats::{RunSummary, Stats};
 use crate::sys::address::PeerAddr;
 use crate::sys::nonblocking::{gate, interrupted, write_until_full};
 use crate::sys::scan::{self, FD_SETSIZE, Watch};
+use crate::timeline::{Recording, Timeline};
 
 /// How long one wait may last, so a stop request is seen.
 const WAIT: Duration = Duration::from_millis(100);
@@ -77,8 +82,15 @@ pub fn run(kind: Scan, services: Vec<BlockingService>, config: &Limits) -> io::R
         codecs.push(service.codec);
     }
     info!("started; model={kind:?} listeners={}", listeners.len());
+    let mut telemetry = Telemetry {
+        stats: Stats::default(),
+        recording: config
+            .trace_file
+            .clone()
+            .map(|path| Recording::new(Timeline::new(path, config.trace_limit))),
+        full_log: LogThrottle::new(Duration::from_secs(1)),
+    };
     let mut conns: Slab<ScanConn> = Slab::new();
-    let mut stats = Stats::default();
     let mut buffer = vec![0; READ_BUFFER];
     let mut outbox = Outbox::default();
     let mut watches: Vec<Watch> = Vec::new();
@@ -105,10 +117,14 @@ pub fn run(kind: Scan, services: Vec<BlockingService>, config: &Limits) -> io::R
             Err(error) if interrupted(&error) => continue,
             Err(error) => return Err(error),
         }
-        stats.wakeups += 1;
+        telemetry.stats.wakeups += 1;
+        if let Some(recording) = &mut telemetry.recording {
+            let ready = watches.iter().filter(|watch| watch.readable || watch.writable).count();
+            recording.wakeup(Instant::now(), ready);
+        }
         for (index, (service, listener)) in listeners.iter().enumerate() {
             if watches[index].readable {
-                accept_all(kind, listener, *service, codecs[*service], &mut conns, config, &mut stats);
+                accept_all(kind, listener, *service, codecs[*service], &mut conns, config, &mut telemetry);
             }
         }
         // Scan every connection's answer: ready or not, each is looked at.
@@ -123,14 +139,14 @@ pub fn run(kind: Scan, services: Vec<BlockingService>, config: &Limits) -> io::R
                     &mut buffer,
                     &mut outbox,
                     config,
-                    &mut stats,
+                    &mut telemetry,
                 );
             }
         }
         let mut finished = Vec::new();
         for (key, conn) in &mut conns {
             if !conn.output.is_empty() {
-                if let Err(error) = write_out(conn, &mut stats) {
+                if let Err(error) = write_out(conn, &mut telemetry.stats) {
                     debug!("closed on write error; conn={key} error={error}");
                     conn.reading = false;
                     conn.output.clear();
@@ -143,12 +159,28 @@ pub fn run(kind: Scan, services: Vec<BlockingService>, config: &Limits) -> io::R
         for key in finished {
             let conn = conns.remove(key);
             let _ = conn.stream.shutdown(Shutdown::Both);
-            stats.connections_closed += 1;
+            telemetry.stats.connections_closed += 1;
+            if let Some(recording) = &mut telemetry.recording {
+                recording.closed(key);
+            }
         }
     }
     info!("stopped; model={kind:?}");
+    let Telemetry { mut stats, recording, .. } = telemetry;
+    if let Some(recording) = recording {
+        recording.finish();
+    }
     stats.connections_open = conns.len();
     Ok(RunSummary::new(started.elapsed(), stats, conns.len() as u64))
+}
+
+/// What the loop counts, records and logs.
+struct Telemetry {
+    stats: Stats,
+    /// `--trace-file`: the timeline being recorded.
+    recording: Option<Recording>,
+    /// The turned-away log: once a second at most (a connect storm turns away thousands).
+    full_log: LogThrottle,
 }
 
 /// Accepts what the listener's backlog holds. Over `select`, a descriptor at or past
@@ -160,7 +192,7 @@ fn accept_all(
     codec: Codec,
     conns: &mut Slab<ScanConn>,
     config: &Limits,
-    stats: &mut Stats,
+    telemetry: &mut Telemetry,
 ) {
     loop {
         let (stream, peer) = match gate(|| listener.accept()) {
@@ -173,7 +205,15 @@ fn accept_all(
         };
         let unwatchable = kind == Scan::Select && stream.as_raw_fd() as usize >= FD_SETSIZE;
         if unwatchable || conns.len() >= config.max_connections {
-            stats.connections_rejected += 1;
+            telemetry.stats.connections_rejected += 1;
+            if let Some(held_back) = telemetry.full_log.allow(Instant::now()) {
+                let why = if unwatchable {
+                    format!("descriptor {} at or past select's FD_SETSIZE {FD_SETSIZE}", stream.as_raw_fd())
+                } else {
+                    format!("max_connections={}", config.max_connections)
+                };
+                warn!("server full, turning away; peer={peer} {why} repeats={held_back}");
+            }
             let mut reply = Vec::new();
             codec.encode(b"ERR server full", &mut reply);
             let mut stream = stream;
@@ -184,8 +224,8 @@ fn accept_all(
         if stream.set_nonblocking(true).and_then(|()| stream.set_nodelay(true)).is_err() {
             continue;
         }
-        stats.connections_accepted += 1;
-        conns.insert(ScanConn {
+        telemetry.stats.connections_accepted += 1;
+        let key = conns.insert(ScanConn {
             stream,
             peer: PeerAddr::Tcp(peer),
             service,
@@ -194,6 +234,9 @@ fn accept_all(
             output: Vec::new(),
             reading: true,
         });
+        if let Some(recording) = &mut telemetry.recording {
+            recording.opened(key, &peer);
+        }
     }
 }
 
@@ -208,13 +251,13 @@ fn read_and_handle(
     buffer: &mut [u8],
     outbox: &mut Outbox,
     config: &Limits,
-    stats: &mut Stats,
+    telemetry: &mut Telemetry,
 ) {
     let Some(conn) = conns.get_mut(key) else { return };
     let at_end = match gate(|| conn.stream.read(buffer)) {
         Ok(Some(0)) => true,
         Ok(Some(n)) => {
-            stats.bytes_in += n as u64;
+            telemetry.stats.bytes_in += n as u64;
             conn.input.extend_from_slice(&buffer[..n]);
             false
         }
@@ -244,18 +287,23 @@ fn read_and_handle(
             Ok(message) => message,
             Err(error) => {
                 // A frame error: answered, the connection carries on.
-                stats.frame_errors += 1;
+                telemetry.stats.frame_errors += 1;
                 codecs[service].encode(format!("ERR {error}").as_bytes(), &mut conns[key].output);
-                stats.messages_out += 1;
+                telemetry.stats.messages_out += 1;
                 continue;
             }
         };
-        stats.messages_in += 1;
+        telemetry.stats.messages_in += 1;
+        let started = telemetry.recording.is_some().then(Instant::now);
         busy_work(config.work_per_message);
         let peer = conns[key].peer.clone();
         handlers[service].on_message(Peer { id: ConnId(key), addr: &peer }, &message, outbox);
+        let stats = &mut telemetry.stats;
         serve::carry_out(outbox, ConnId(key), &mut ScanCarrier { conns, key, service, codecs, stats });
         outbox.clear();
+        if let (Some(recording), Some(started)) = (&mut telemetry.recording, started) {
+            recording.message(key, started, message.len());
+        }
     }
 }
 

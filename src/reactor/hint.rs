@@ -1,7 +1,8 @@
 //! A hint for newcomers. The clients of the classic socket course send a request with no
 //! newline and wait in `recv`; against a `line` listener they wait forever, since the line
 //! never ends. When a line listener holds an unterminated tail that has sat unchanged for
-//! [`HINT_AFTER`], the server logs once (info) what is going on and what to use instead.
+//! [`HINT_AFTER`] while the server kept reading it (not paused by backpressure, not
+//! draining), the server logs once (info) what is going on and what to use instead.
 //!
 //! Only a few connections are watched (and none once the hint is out), so this costs nothing
 //! on a busy server.
@@ -62,7 +63,10 @@ impl Reactor {
                 continue;
             }
             let Some(conn) = self.conns.get(key) else { continue };
-            if conn.partial_input_len() != length || conn.is_closing() {
+            // A tail that did not change because the server stopped reading (backpressure,
+            // the drain) says nothing about the client.
+            let read_on = conn.wants_read() && self.clocks.draining.is_none();
+            if conn.partial_input_len() != length || !read_on {
                 continue;
             }
             let service = &self.services[conn.service()];

@@ -41,11 +41,9 @@ mod idle;
 mod input;
 mod keepalive;
 mod linger;
-mod log_throttle;
 mod metrics;
 mod output;
 mod ready;
-mod recording;
 mod reporter;
 mod room;
 mod service;
@@ -70,7 +68,6 @@ use buffer_pool::BufferPool;
 use connection::{Connection, StopReason};
 use control::{Command, ServerHandle};
 use datagram::DatagramEndpoint;
-use log_throttle::LogThrottle;
 use mio::net::UdpSocket;
 use reporter::Reporter;
 use room::Room;
@@ -81,6 +78,7 @@ use trace::WakeupTrace;
 use crate::codec::{ProtocolOptions, SessionEvents};
 use crate::config::{Limits, ServerConfig};
 use crate::handlers::Outbox;
+use crate::log_throttle::LogThrottle;
 use crate::stats::{RunSummary, Stats};
 use crate::sys::address::ListenAddr;
 use crate::sys::nonblocking::interrupted;
@@ -215,8 +213,8 @@ struct Telemetry {
     reporter: Option<Reporter>,
     /// Which clients each wakeup served, for `trace` logging.
     trace: WakeupTrace,
-    /// `--trace-file`: the timeline being recorded (`recording.rs`); `None`, the usual.
-    recording: Option<recording::Recording>,
+    /// `--trace-file`: the timeline being recorded (`timeline/recording.rs`); `None`, the usual.
+    recording: Option<crate::timeline::Recording>,
     /// Under `--workers`: metrics shared with the other workers (`metrics.rs`).
     shared_metrics: Option<metrics::SharedMetrics>,
     accept_log: LogThrottle,
@@ -305,10 +303,9 @@ impl Reactor {
             }
             None => None,
         };
-        let recording = limits
-            .trace_file
-            .clone()
-            .map(|path| recording::Recording::new(crate::timeline::Timeline::new(path, limits.trace_limit)));
+        let recording = limits.trace_file.clone().map(|path| {
+            crate::timeline::Recording::new(crate::timeline::Timeline::new(path, limits.trace_limit))
+        });
         let reactor = Reactor {
             poll,
             conns: Slab::new(),

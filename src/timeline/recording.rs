@@ -1,18 +1,18 @@
-//! The reactor's side of `--trace-file`: which track each connection is (a new one per
-//! connection, even when its slab key is reused), and the hooks the phases call. See
-//! `server/timeline.rs` for the format.
+//! A single-threaded server's side of `--trace-file` (the reactor; the `select` and `poll`
+//! models): which track each connection is (a new one per connection, even when its slab
+//! key is reused), and the hooks its loop calls. See `timeline.rs` for the format.
 
 use std::collections::HashMap;
+use std::fmt::Display;
 use std::time::Instant;
 
 use log::{info, warn};
 
-use crate::sys::address::PeerAddr;
-use crate::timeline::{LOOP_TRACK, Timeline};
+use super::{LOOP_TRACK, Timeline};
 
 /// See the module documentation.
 #[derive(Debug)]
-pub(super) struct Recording {
+pub struct Recording {
     timeline: Timeline,
     /// The track of each open connection, by slab key.
     tracks: HashMap<usize, u64>,
@@ -27,7 +27,7 @@ impl Recording {
     }
 
     /// Connection `key` opened: a track of its own.
-    pub fn opened(&mut self, key: usize, peer: &PeerAddr) {
+    pub fn opened(&mut self, key: usize, peer: &impl Display) {
         let track = self.next_track;
         self.next_track += 1;
         self.tracks.insert(key, track);

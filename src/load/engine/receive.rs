@@ -10,6 +10,9 @@ use super::{
     TLS_READS_PER_TURN,
 };
 use crate::load::clock::now_ns;
+
+/// What evloop answers a client it cannot take (`--max-connections`, select's FD_SETSIZE).
+const TURNED_AWAY: &[u8] = b"ERR server full";
 use crate::load::tally::Tally;
 use crate::load::workload::{self, Workload};
 use crate::sys::nonblocking::{interrupted, would_block};
@@ -262,6 +265,9 @@ impl Engine<'_> {
 
     pub(super) fn on_reply(&mut self, key: usize, reply: &[u8], now: u64) {
         self.tally.received += 1;
+        if reply == TURNED_AWAY {
+            return self.turned_away(key);
+        }
         if self.config.workload == Workload::Broadcast {
             return self.on_broadcast_line(key, reply, now);
         }
@@ -341,6 +347,17 @@ impl Engine<'_> {
 
     /// A connection that was up failed or was closed by the server: what it had
     /// outstanding is lost.
+    /// The server was full, said so, and closes: a connection it refused, counted as such
+    /// (not as a wrong reply, nor its requests as lost: they were never taken).
+    fn turned_away(&mut self, key: usize) {
+        let Some(conn) = self.conns.try_remove(key) else { return };
+        self.tally.run_failures.turned_away += 1;
+        self.in_flight -= conn.in_flight.len();
+        if let Some(position) = self.up_keys.iter().position(|&up| up == key) {
+            self.up_keys.swap_remove(position);
+        }
+    }
+
     pub(super) fn lose(&mut self, key: usize, error: Option<io::Error>) {
         let Some(conn) = self.conns.try_remove(key) else {
             return;
