@@ -79,6 +79,9 @@
 mod backplane;
 pub mod codec;
 mod config;
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod handlers;
 mod log_throttle;
 #[cfg(feature = "cli")]

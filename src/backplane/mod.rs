@@ -21,8 +21,8 @@
 
 mod envelope;
 mod link;
-mod nats;
-mod resp;
+pub(crate) mod nats;
+pub(crate) mod resp;
 mod url;
 
 use std::collections::HashMap;

@@ -356,7 +356,7 @@ impl<'a> Iterator for Frames<'_, 'a> {
     }
 }
 
-#[cfg(test)]
+#[cfg(any(test, feature = "fuzzing"))]
 pub(crate) mod test_support {
     use super::*;
 
