@@ -62,26 +62,27 @@ pub enum InflateError {
 
 /// Inflates `payload` (one message, its tail left off) onto the end of `out`, at most
 /// `max` bytes: a small message cannot make the server hold a big one (a zip bomb).
+///
+/// The output is produced into a window that ends one byte past the limit, never into
+/// whatever capacity `out` happens to have: whether a message is too big (1009) or not
+/// DEFLATE (1007) must not depend on the buffer's history. (The fuzzer found that: with
+/// room to spare, bad data past the limit was seen first; without, the size was.)
 pub fn decompress(payload: &[u8], max: usize, out: &mut Vec<u8>) -> Result<(), InflateError> {
     DECOMPRESSOR.with(|decompressor| {
         let mut decompressor = decompressor.borrow_mut();
         let decompressor = decompressor.get_or_insert_with(|| Decompress::new(false));
         decompressor.reset(false);
         let start = out.len();
+        // One byte past the limit: reaching it means too big.
+        let end = start + max + 1;
         for mut input in [payload, &TAIL[..]] {
             while !input.is_empty() {
-                if out.len() - start > max {
+                let (taken, produced) = inflate_step(decompressor, input, out, end)?;
+                input = &input[taken..];
+                if out.len() == end {
                     return Err(InflateError::TooBig);
                 }
-                out.reserve((input.len() * 4).clamp(256, 64 * 1024));
-                let before = decompressor.total_in();
-                let produced = out.len();
-                decompressor
-                    .decompress_vec(input, out, FlushDecompress::Sync)
-                    .map_err(|_| InflateError::Invalid)?;
-                let taken = (decompressor.total_in() - before) as usize;
-                input = &input[taken..];
-                if taken == 0 && out.len() == produced {
+                if taken == 0 && produced == 0 {
                     // No progress with room to spare: the data is not DEFLATE.
                     return Err(InflateError::Invalid);
                 }
@@ -89,20 +90,34 @@ pub fn decompress(payload: &[u8], max: usize, out: &mut Vec<u8>) -> Result<(), I
         }
         // What is still buffered inside comes out with more room.
         loop {
-            if out.len() - start > max {
+            let (_, produced) = inflate_step(decompressor, &[], out, end)?;
+            if out.len() == end {
                 return Err(InflateError::TooBig);
             }
-            out.reserve(64 * 1024);
-            let produced = out.len();
-            decompressor
-                .decompress_vec(&[], out, FlushDecompress::Sync)
-                .map_err(|_| InflateError::Invalid)?;
-            if out.len() == produced {
-                break;
+            if produced == 0 {
+                return Ok(());
             }
         }
-        if out.len() - start > max { Err(InflateError::TooBig) } else { Ok(()) }
     })
+}
+
+/// One call of the inflater, its output appended to `out` but never past `end`: how much
+/// input it took and how much it produced.
+fn inflate_step(
+    decompressor: &mut Decompress,
+    input: &[u8],
+    out: &mut Vec<u8>,
+    end: usize,
+) -> Result<(usize, usize), InflateError> {
+    let at = out.len();
+    let room = (end - at).min((input.len() * 4).clamp(256, 64 * 1024));
+    out.resize(at + room, 0);
+    let (before_in, before_out) = (decompressor.total_in(), decompressor.total_out());
+    let result = decompressor.decompress(input, &mut out[at..], FlushDecompress::Sync);
+    let produced = (decompressor.total_out() - before_out) as usize;
+    out.truncate(at + produced);
+    result.map_err(|_| InflateError::Invalid)?;
+    Ok(((decompressor.total_in() - before_in) as usize, produced))
 }
 
 #[cfg(test)]
