@@ -148,6 +148,10 @@ fn closed_loop_broadcast_answers_lines_when_every_member_has_them() {
     assert!(sent > 2 * 4, "only the first window went out: {report:#}");
     let broadcast = &report["broadcast"];
     assert_eq!(broadcast["deliveries_seen"].as_u64().unwrap(), sent * 5, "{report:#}");
+    // What the server handled is what the loader says it sent, its sync lines included.
+    let sync_lines = broadcast["sync_lines"].as_u64().unwrap();
+    assert!(sync_lines >= 1, "{report:#}");
+    assert_eq!(server.stats().messages_in, sent + sync_lines, "{report:#}");
 }
 
 /// Open loop: messages go out on schedule and both latency figures are reported.

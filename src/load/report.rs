@@ -149,6 +149,10 @@ pub struct Broadcast {
     pub deliveries_expected: u64,
     /// Deliveries verified.
     pub deliveries_seen: u64,
+    /// Sync lines sent before the run (until every member had one): messages the server
+    /// counts that are not in `messages.sent`.
+    #[serde(default)]
+    pub sync_lines: u64,
 }
 
 /// Failures by class.
@@ -269,6 +273,7 @@ impl Report {
             broadcast: (config.workload == Workload::Broadcast).then_some(Broadcast {
                 deliveries_expected: tally.deliveries_expected,
                 deliveries_seen: tally.deliveries_seen,
+                sync_lines: tally.sync_lines,
             }),
             errors: Errors { mismatch: tally.mismatched, lost: tally.lost, connections },
             first_mismatches: tally.mismatches.clone(),

@@ -126,6 +126,10 @@ pub struct Tally {
     pub deliveries_expected: u64,
     /// Broadcast deliveries verified.
     pub deliveries_seen: u64,
+    /// Broadcast: sync lines sent before the run (repeated until every member has one):
+    /// messages the server counts that are not in `sent`.
+    #[serde(default)]
+    pub sync_lines: u64,
     /// Latency from the scheduled send time (open loop) or the send (closed loop), in ns.
     #[serde(with = "histogram_serde")]
     pub latency: Histogram<u64>,
@@ -173,6 +177,7 @@ impl Default for Tally {
             measured_bytes: 0,
             deliveries_expected: 0,
             deliveries_seen: 0,
+            sync_lines: 0,
             latency: histogram(),
             uncorrected: histogram(),
             schedule_lag: histogram(),
@@ -215,6 +220,7 @@ impl Tally {
         self.measured_bytes += other.measured_bytes;
         self.deliveries_expected += other.deliveries_expected;
         self.deliveries_seen += other.deliveries_seen;
+        self.sync_lines += other.sync_lines;
         for (mine, theirs) in [
             (&mut self.latency, &other.latency),
             (&mut self.uncorrected, &other.uncorrected),

@@ -136,6 +136,7 @@ impl Engine<'_> {
             super::send::frame_request(self.config.codec, &mut conn.output, request, |out| {
                 out.extend_from_slice(SYNC)
             });
+            self.tally.sync_lines += 1;
             self.queue_flush(key);
         }
     }
