@@ -63,6 +63,8 @@ struct Counts {
     churn_failures: AtomicU64,
     killed: AtomicU64,
     slow_readers: AtomicU64,
+    /// Scrapes of the metrics listener by the slow readers' thread (each is a message).
+    scrapes: AtomicU64,
 }
 
 fn main() {
@@ -132,7 +134,7 @@ fn main() {
     let clients = [
         spawn_churn(churn.parse().unwrap(), &stop, &counts),
         spawn_killed(killed.parse().unwrap(), &stop, &counts),
-        spawn_slow_readers(room.parse().unwrap(), &stop, &counts),
+        spawn_slow_readers(room.parse().unwrap(), metrics.clone(), &stop, &counts),
     ];
 
     // Samples every --sample-secs until the loaders' time is up.
@@ -230,7 +232,7 @@ fn main() {
         counts.slow_readers.load(Ordering::Relaxed)
     );
     // Each scrape is one request on the metrics listener, the last one included.
-    let scrapes = samples.len() as u64 + 1;
+    let scrapes = samples.len() as u64 + 1 + counts.scrapes.load(Ordering::Relaxed);
     let expected = sent_in_all + scrapes;
     let counted = sample("evloop_messages_received_total");
     println!(
@@ -343,20 +345,30 @@ fn spawn_killed(addr: SocketAddr, stop: &Arc<AtomicBool>, counts: &Arc<Counts>) 
 }
 
 /// Four room members at a time that never read, with tiny receive buffers: the server must
-/// let each go (a slow consumer) without the room noticing. Each is replaced after 150 s
-/// (the kernel buffers a few MiB for it before the server holds any of its output).
+/// let each go (a slow consumer: the kernel buffers a few MiB for it first, then the server
+/// holds `--max-output`) without the room noticing. A reader cannot see that it was let go
+/// (its receive window is shut, so the server's FIN never arrives): the server's count of
+/// slow consumers says how many to replace, oldest first, so four are always in the room.
 fn spawn_slow_readers(
     addr: SocketAddr,
+    metrics: String,
     stop: &Arc<AtomicBool>,
     counts: &Arc<Counts>,
 ) -> thread::JoinHandle<()> {
     let (stop, counts) = (Arc::clone(stop), Arc::clone(counts));
     thread::spawn(move || {
-        let mut readers: Vec<(TcpStream, Instant)> = Vec::new();
+        let mut readers: std::collections::VecDeque<TcpStream> = std::collections::VecDeque::new();
+        let let_go_now = || {
+            counts.scrapes.fetch_add(1, Ordering::Relaxed);
+            slow_consumers_let_go(&metrics)
+        };
+        let mut let_go = let_go_now();
         while !stop.load(Ordering::Relaxed) {
-            // A reader that never reads cannot see its end either: the server's count of
-            // slow consumers it let go says how many were cut.
-            readers.retain(|(_, since)| since.elapsed() < Duration::from_secs(150));
+            let now_let_go = let_go_now();
+            for _ in let_go..now_let_go {
+                readers.pop_front();
+            }
+            let_go = let_go.max(now_let_go);
             while readers.len() < 4 {
                 let socket =
                     socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
@@ -367,11 +379,22 @@ fn spawn_slow_readers(
                 let stream: TcpStream = socket.into();
                 stream.set_nonblocking(true).unwrap();
                 counts.slow_readers.fetch_add(1, Ordering::Relaxed);
-                readers.push((stream, Instant::now()));
+                readers.push_back(stream);
             }
             thread::sleep(Duration::from_millis(200));
         }
     })
+}
+
+/// The server's count of slow consumers it has let go.
+fn slow_consumers_let_go(metrics: &str) -> u64 {
+    scrape(metrics)
+        .iter()
+        .filter(|(name, _)| {
+            name.starts_with("evloop_connections_closed_total{") && name.contains("slow_consumer")
+        })
+        .map(|(_, value)| *value)
+        .sum()
 }
 
 /// RSS (KiB) and open descriptors of the server: the supervisor and its workers.
