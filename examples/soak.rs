@@ -44,8 +44,9 @@ struct Args {
     /// Seconds between samples of memory and descriptors
     #[arg(long, default_value_t = 60)]
     sample_secs: u64,
-    /// Samples of the warmup, left out of the flatness check
-    #[arg(long, default_value_t = 2)]
+    /// Samples of the warmup, left out of the flatness check (the buffer pool and the
+    /// kernel's socket buffers fill for the first 3-4 minutes of this load)
+    #[arg(long, default_value_t = 4)]
     warmup_samples: usize,
     /// Where the samples go (CSV)
     #[arg(long, default_value = "docs/data/soak.csv")]
