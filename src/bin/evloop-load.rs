@@ -12,7 +12,8 @@ use std::time::Duration;
 use clap::Parser;
 use evloop::cli::units::{parse_bytes, parse_duration, positive_duration, positive_rate};
 use evloop::cli::{self, usage_error};
-use evloop::load::{LoadConfig, Stop, Workload, parse_sources, processes, sweep};
+use evloop::load::script::{Preset, Script, ScriptFlags};
+use evloop::load::{LoadConfig, Stop, Workload, parse_sources, processes, step, sweep};
 use evloop::{Codec, ListenAddr};
 
 /// Descriptors kept back from the connection count for the poller, pacer and standard streams.
@@ -61,15 +62,68 @@ struct Args {
     ws_path: Option<String>,
 
     /// What to send and check: echo, uppercase, sum, broadcast (open loop, 1000 msgs/s
-    /// unless --rate or --pipeline says otherwise) or file (GET every file of --files in turn, each byte
-    /// checked)
-    #[arg(long, value_name = "NAME", default_value = "echo", value_parser = parsed_from::<Workload>(&["echo", "uppercase", "sum", "broadcast", "file"]))]
-    workload: Workload,
+    /// unless --rate or --pipeline says otherwise), file (GET every file of --files in turn,
+    /// each byte checked) or generic (any server: -m, --expect, --preset; implied by them)
+    /// [default: echo]
+    #[arg(long, value_name = "NAME", value_parser = parsed_from::<Workload>(&["echo", "uppercase", "sum", "broadcast", "file", "generic"]))]
+    workload: Option<Workload>,
 
-    /// Framing: line, length (u32 big-endian length prefix) or ws (WebSocket: an HTTP
-    /// upgrade, then masked frames; a ws:// target sets it)
-    #[arg(long, value_name = "CODEC", value_parser = parsed_from::<Codec>(&["line", "length", "ws"]))]
+    /// Framing: line, length (u32 big-endian length prefix), ws (WebSocket: an HTTP
+    /// upgrade, then masked frames; a ws:// target sets it) or raw (the generic workload's
+    /// default: messages sent as typed, replies cut by --expect's length, --framing or a
+    /// --latency-marker)
+    #[arg(long, value_name = "CODEC", value_parser = parsed_from::<Codec>(&["line", "length", "ws", "raw"]))]
     codec: Option<Codec>,
+
+    /// Generic workload: a request, sent framed by --codec (raw: as typed). Escapes: \r \n
+    /// \t \0 \\ \xNN. Repeat it to cycle through several requests in order
+    #[arg(short = 'm', long = "message", value_name = "STR", help_heading = "Any server (generic workload)")]
+    requests: Vec<String>,
+
+    /// The exact reply to each -m, in order (one for all, or one per -m): over the raw codec,
+    /// the next that many bytes of the stream; over line, length or ws, the next frame. A
+    /// byte that differs is a mismatch, reported with its connection and offset
+    #[arg(long, value_name = "STR", help_heading = "Any server (generic workload)")]
+    expect: Vec<String>,
+
+    /// Each reply (a frame of --codec, or an HTTP response with --framing http) must start
+    /// with this, for replies whose tail varies (one for all, or one per -m)
+    #[arg(long, value_name = "STR", help_heading = "Any server (generic workload)")]
+    expect_prefix: Vec<String>,
+
+    /// How --expect-prefix replies are cut from a raw stream: http (a response's head and
+    /// its Content-Length body)
+    #[arg(long, value_name = "KIND", value_parser = ["http"], help_heading = "Any server (generic workload)")]
+    framing: Option<String>,
+
+    /// Time from each send to the next time STR is seen in the stream, for servers whose
+    /// replies do not map one to one (tcpkali's model); replies are not checked
+    #[arg(long, value_name = "STR", help_heading = "Any server (generic workload)")]
+    latency_marker: Option<String>,
+
+    /// Sent once per connection when it is up, before the load (a login, a SUBSCRIBE)
+    #[arg(
+        short = '1',
+        long = "first-message",
+        value_name = "STR",
+        help_heading = "Any server (generic workload)"
+    )]
+    first_message: Option<String>,
+
+    /// The exact answer to --first-message, awaited before the connection counts as up
+    /// (without it, no answer is awaited)
+    #[arg(long, value_name = "STR", help_heading = "Any server (generic workload)")]
+    first_expect: Option<String>,
+
+    /// A request and its reply, as the flags it stands for:
+    ///   redis-ping     -m 'PING\r\n' --expect '+PONG\r\n'
+    ///   redis-set-get  -m '*3\r\n$3\r\nSET\r\n$10\r\nkey:evloop\r\n$3\r\nxxx\r\n' --expect '+OK\r\n'
+    ///                  -m '*2\r\n$3\r\nGET\r\n$10\r\nkey:evloop\r\n' --expect '$3\r\nxxx\r\n'
+    ///   memcached-get  -1 'set key:evloop 0 0 3\r\nxxx\r\n' --first-expect 'STORED\r\n'
+    ///                  -m 'get key:evloop\r\n' --expect 'VALUE key:evloop 0 3\r\nxxx\r\nEND\r\n'
+    ///   http-get PATH  -m 'GET PATH HTTP/1.1\r\nHost: TARGET\r\n\r\n' --expect-prefix 'HTTP/1.1 200 ' --framing http
+    #[arg(long, value_name = "NAME [PATH]", num_args = 1..=2, verbatim_doc_comment, help_heading = "Any server (generic workload)")]
+    preset: Option<Vec<String>>,
 
     /// --workload file: the directory the server serves (--files there too); the loader
     /// reads it once to know what every download must hash to
@@ -165,9 +219,21 @@ struct Args {
     #[arg(long, value_name = "LIST", value_delimiter = ',', value_parser = clap::value_parser!(u32).range(1..))]
     sweep_connections: Option<Vec<u32>>,
 
-    /// Where a sweep writes its results: OUT.csv and OUT.svg
-    #[arg(long, value_name = "OUT", default_value = "sweep")]
-    out: std::path::PathBuf,
+    /// Broadcast: find the largest room held under --limit-p95: runs with N members, then
+    /// 2N, 3N... up to -c, each a closed loop of lines from --active senders (default 1),
+    /// until the p95 time for a line to reach every member passes the limit; prints a row
+    /// per room and the largest held, writes OUT.csv and OUT.svg (reach against members)
+    #[arg(long, value_name = "N", requires = "limit_p95", conflicts_with = "sweep_connections", value_parser = clap::value_parser!(u32).range(2..))]
+    step_members: Option<u32>,
+
+    /// --step-members: the p95 reach a room must stay within (e.g. 250ms)
+    #[arg(long, value_name = "DURATION", requires = "step_members", value_parser = positive_duration)]
+    limit_p95: Option<Duration>,
+
+    /// Where a sweep or a step-up writes its results: OUT.csv and OUT.svg [default: sweep,
+    /// or step-up]
+    #[arg(long, value_name = "OUT")]
+    out: Option<std::path::PathBuf>,
 
     /// Print the final report as one JSON object on stdout (a sweep: one per line)
     #[arg(long)]
@@ -233,6 +299,32 @@ fn address(text: &str) -> Result<ListenAddr, String> {
     }
 }
 
+/// The generic workload's script, from --preset or the flags it stands for (not both).
+fn script(args: &Args) -> Result<Option<Script>, String> {
+    let flags = ScriptFlags {
+        messages: args.requests.clone(),
+        expect: args.expect.clone(),
+        expect_prefix: args.expect_prefix.clone(),
+        marker: args.latency_marker.clone(),
+        first: args.first_message.clone(),
+        first_expect: args.first_expect.clone(),
+        http: args.framing.is_some(),
+    };
+    let flags = match &args.preset {
+        Some(_) if flags.any() => {
+            return Err("--preset stands for -m and --expect: give one or the other".to_string());
+        }
+        Some(words) => {
+            let host = args.targets[0].addr.to_string();
+            let host = host.strip_prefix("tls://").unwrap_or(&host);
+            Preset::parse(&words[0], words.get(1).map(String::as_str))?.flags(host)
+        }
+        None if !flags.any() => return Ok(None),
+        None => flags,
+    };
+    flags.script().map(Some)
+}
+
 fn sources(text: &str) -> Result<Sources, String> {
     parse_sources(text).map(Sources)
 }
@@ -273,10 +365,16 @@ fn main() -> ExitCode {
         }
     };
     config.tls_name = args.tls_name.clone();
-    config.workload = args.workload;
+    config.script = match script(&args) {
+        Ok(script) => script,
+        Err(message) => return usage_error("evloop-load", &message),
+    };
+    let generic = config.script.is_some();
+    config.workload = args.workload.unwrap_or(if generic { Workload::Generic } else { Workload::Echo });
     config.codec = match (args.codec, &ws_target) {
         (Some(codec), _) => codec,
         (None, Some(_)) => Codec::Ws,
+        (None, None) if generic => Codec::Raw,
         (None, None) => Codec::Line,
     };
     config.connections = args.connections;
@@ -287,7 +385,7 @@ fn main() -> ExitCode {
     config.warmup = args.warmup;
     config.pipeline = args.pipeline.unwrap_or(1);
     config.broadcast_closed_loop =
-        args.workload == Workload::Broadcast && args.pipeline.is_some() && args.rate.is_none();
+        config.workload == Workload::Broadcast && args.pipeline.is_some() && args.rate.is_none();
     config.rate = args.rate;
     config.write_each = args.write_each;
     config.size = args.size;
@@ -328,7 +426,18 @@ fn main() -> ExitCode {
         return run_part(&config);
     }
     if let Some(counts) = &args.sweep_connections {
-        return run_sweep(&config, counts, args.processes, !args.no_progress, args.json, &args.out);
+        let out = args.out.clone().unwrap_or_else(|| "sweep".into());
+        return run_sweep(&config, counts, args.processes, !args.no_progress, args.json, &out);
+    }
+    if let (Some(members), Some(limit)) = (args.step_members, args.limit_p95) {
+        if config.workload != Workload::Broadcast {
+            return usage_error(
+                "evloop-load",
+                "--step-members grows a room: it goes with --workload broadcast",
+            );
+        }
+        let out = args.out.clone().unwrap_or_else(|| "step-up".into());
+        return run_step_up(&config, (members, limit), args.processes, args.json, &out);
     }
     let result = if args.processes > 1 {
         std::env::current_exe()
@@ -338,13 +447,7 @@ fn main() -> ExitCode {
     };
     let report = match result {
         Ok(report) => report,
-        Err(error) if error.kind() == std::io::ErrorKind::InvalidInput => {
-            return usage_error("evloop-load", &error.to_string());
-        }
-        Err(error) => {
-            cli::eprint_line(format_args!("evloop-load: {error}"));
-            return ExitCode::from(1);
-        }
+        Err(error) => return run_failed(&error),
     };
     if args.json {
         match serde_json::to_string(&report) {
@@ -369,13 +472,7 @@ fn run_sweep(
     json: bool,
     out: &Path,
 ) -> ExitCode {
-    let run_one = |config: &LoadConfig| {
-        if processes > 1 {
-            std::env::current_exe().and_then(|program| processes::run(config, processes, &program, false))
-        } else {
-            evloop::load::run(config, progress)
-        }
-    };
+    let run_one = |config: &LoadConfig| run_once(config, processes, progress);
     let show = |point: &sweep::Point| {
         if json {
             cli::print_line(format_args!("{}", serde_json::to_string(&point.report).unwrap_or_default()));
@@ -393,28 +490,100 @@ fn run_sweep(
     });
     let points = match points {
         Ok(points) => points,
-        Err(error) if error.kind() == std::io::ErrorKind::InvalidInput => {
-            return usage_error("evloop-load", &error.to_string());
-        }
-        Err(error) => {
-            cli::eprint_line(format_args!("evloop-load: {error}"));
-            return ExitCode::from(1);
-        }
+        Err(error) => return run_failed(&error),
     };
     let (csv, svg) = (out.with_extension("csv"), out.with_extension("svg"));
     let name = format!("{} against {}", config.workload, config.targets_text());
     let written =
         sweep::write_csv(&csv, &points).and_then(|()| sweep::write_chart(&svg, &[(name, points.clone())]));
-    if let Err(error) = written {
-        cli::eprint_line(format_args!(
-            "evloop-load: cannot write {} / {}: {error}",
-            csv.display(),
-            svg.display()
-        ));
-        return ExitCode::from(1);
+    if let Err(code) = say_written(written, &csv, &svg) {
+        return code;
     }
-    cli::eprint_line(format_args!("evloop-load: wrote {} and {}", csv.display(), svg.display()));
     if points.iter().all(|point| point.report.ok) { ExitCode::SUCCESS } else { ExitCode::from(1) }
+}
+
+/// One run of a sweep or a step-up, in this process or in `processes` of them.
+fn run_once(config: &LoadConfig, processes: u32, progress: bool) -> std::io::Result<evloop::load::Report> {
+    if processes > 1 {
+        std::env::current_exe().and_then(|program| processes::run(config, processes, &program, false))
+    } else {
+        evloop::load::run(config, progress)
+    }
+}
+
+/// A run that could not be made: bad usage (exit 2) or a failure (exit 1).
+fn run_failed(error: &std::io::Error) -> ExitCode {
+    if error.kind() == std::io::ErrorKind::InvalidInput {
+        return usage_error("evloop-load", &error.to_string());
+    }
+    cli::eprint_line(format_args!("evloop-load: {error}"));
+    ExitCode::from(1)
+}
+
+/// Says where the CSV and SVG went, or why they could not be written (exit 1).
+fn say_written(written: std::io::Result<()>, csv: &Path, svg: &Path) -> Result<(), ExitCode> {
+    match written {
+        Ok(()) => {
+            cli::eprint_line(format_args!("evloop-load: wrote {} and {}", csv.display(), svg.display()));
+            Ok(())
+        }
+        Err(error) => {
+            cli::eprint_line(format_args!(
+                "evloop-load: cannot write {} / {}: {error}",
+                csv.display(),
+                svg.display()
+            ));
+            Err(ExitCode::from(1))
+        }
+    }
+}
+
+/// `--step-members`: rooms grown until a line's p95 reach passes the limit; a row per room
+/// on stdout, CSV and SVG files, and the largest room held.
+fn run_step_up(
+    config: &LoadConfig,
+    (members, limit): (u32, Duration),
+    processes: u32,
+    json: bool,
+    out: &Path,
+) -> ExitCode {
+    let run_one = |config: &LoadConfig| run_once(config, processes, false);
+    if !json {
+        cli::print_line(step::CSV_HEADER);
+    }
+    let steps = step::run(config, members, limit, run_one, |step| {
+        if json {
+            cli::print_line(format_args!("{}", serde_json::to_string(&step.report).unwrap_or_default()));
+        } else {
+            cli::print_line(step::csv_row(step));
+        }
+    });
+    let steps = match steps {
+        Ok(steps) => steps,
+        Err(error) => return run_failed(&error),
+    };
+    let (csv, svg) = (out.with_extension("csv"), out.with_extension("svg"));
+    let written = step::write_csv(&csv, &steps).and_then(|()| step::write_chart(&svg, &steps, limit));
+    if let Err(code) = say_written(written, &csv, &svg) {
+        return code;
+    }
+    let limit_text = format!("{:?}", limit);
+    match step::largest_held(&steps, limit) {
+        Some(largest) => {
+            let reached_ceiling = steps.last().is_some_and(|last| last.held(limit));
+            let why = if reached_ceiling { " (the ceiling, -c: every room tried held)" } else { "" };
+            cli::eprint_line(format_args!(
+                "evloop-load: largest room held under p95 {limit_text}: {largest} members{why}"
+            ));
+            ExitCode::SUCCESS
+        }
+        None => {
+            cli::eprint_line(format_args!(
+                "evloop-load: no room held under p95 {limit_text} (the smallest had {members} members)"
+            ));
+            ExitCode::from(1)
+        }
+    }
 }
 
 /// One part of a multi-process run: connect, report in, wait for the go, run, hand the

@@ -43,8 +43,9 @@ impl LineAcks {
 
     /// Thread `thread` saw line `seq` of `sender` delivered; the line is answered once
     /// `members` deliveries were seen. Wakes the sender's thread, if it is another, when
-    /// this delivery completes the line.
-    pub fn delivered(&self, sender: u32, seq: u64, members: u32, thread: usize) {
+    /// this delivery completes the line; returns whether it did (its time is the line's
+    /// reach).
+    pub fn delivered(&self, sender: u32, seq: u64, members: u32, thread: usize) -> bool {
         let seen = self.slot(sender, seq).fetch_add(1, Ordering::AcqRel) + 1;
         if seen == members {
             let owner = self.first_ids.partition_point(|&first| first <= sender).saturating_sub(1);
@@ -54,6 +55,7 @@ impl LineAcks {
                 }
             }
         }
+        seen == members
     }
 
     /// If line `seq` of `sender` has reached all `members`, frees its slot for the line

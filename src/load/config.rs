@@ -4,6 +4,7 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
+use super::script::{Check, Framing, Script};
 use super::workload::{MIN_SIZE, Workload};
 use crate::codec::Codec;
 use crate::sys::address::ListenAddr;
@@ -86,6 +87,9 @@ pub struct LoadConfig {
     /// `--tls-name`: the name the server's certificate is checked against (and sent as SNI);
     /// `None`: the target's address.
     pub tls_name: Option<String>,
+    /// `--workload generic`: what to send and how to judge the replies (`-m`, `--expect`,
+    /// `--preset`...).
+    pub script: Option<Script>,
 }
 
 impl Default for LoadConfig {
@@ -116,6 +120,7 @@ impl Default for LoadConfig {
             ws_path: "/".to_string(),
             tls: None,
             tls_name: None,
+            script: None,
         }
     }
 }
@@ -134,7 +139,7 @@ impl LoadConfig {
                     "broadcast cannot run over UDP: there are no connections to broadcast to".to_string()
                 );
             }
-            ListenAddr::Udp(_) if self.codec != Codec::Line => {
+            ListenAddr::Udp(_) if !matches!(self.codec, Codec::Line | Codec::Raw) => {
                 return Err("UDP carries one message per datagram: --codec does not apply".to_string());
             }
             ListenAddr::Fd(_) => return Err("fd: is a listening address, not a target".to_string()),
@@ -143,9 +148,10 @@ impl LoadConfig {
             }
             _ => {}
         }
-        if !matches!(self.codec, Codec::Line | Codec::Length | Codec::Ws) {
+        let raw_allowed = self.workload == Workload::Generic && self.codec == Codec::Raw;
+        if !matches!(self.codec, Codec::Line | Codec::Length | Codec::Ws) && !raw_allowed {
             return Err(format!(
-                "codec {} is not supported by the loader: use line, length or ws",
+                "codec {} is not supported by the loader: use line, length or ws (raw: the generic workload)",
                 self.codec
             ));
         }
@@ -155,6 +161,9 @@ impl LoadConfig {
         if self.tls.is_some() && !matches!(self.target, ListenAddr::Tcp(_)) {
             return Err("--tls runs over TCP".to_string());
         }
+        if let Some(problem) = self.script_problem() {
+            return Err(problem);
+        }
         if self.workload == Workload::File {
             if self.files.is_none() {
                 return Err("--workload file needs --files DIR: the directory the server serves".to_string());
@@ -162,7 +171,7 @@ impl LoadConfig {
             if self.target.is_datagram() || self.codec != Codec::Line {
                 return Err("--workload file runs over TCP or a Unix socket, line codec".to_string());
             }
-        } else if self.workload != Workload::Sum && self.size < MIN_SIZE {
+        } else if !matches!(self.workload, Workload::Sum | Workload::Generic) && self.size < MIN_SIZE {
             return Err(format!("--size must be at least {MIN_SIZE} bytes for {}", self.workload));
         }
         if self.workload == Workload::Broadcast && self.connections < 2 {
@@ -189,6 +198,36 @@ impl LoadConfig {
             }
         }
         Ok(())
+    }
+
+    /// Why the generic workload's script cannot run as configured, if it cannot.
+    fn script_problem(&self) -> Option<String> {
+        let script = match (&self.script, self.workload) {
+            (None, Workload::Generic) => {
+                return Some("--workload generic needs -m/--message (or --preset)".to_string());
+            }
+            (Some(_), workload) if workload != Workload::Generic => {
+                return Some(format!(
+                    "-m/--message and --preset go with the generic workload, not {workload}"
+                ));
+            }
+            (None, _) => return None,
+            (Some(script), _) => script,
+        };
+        let framed = !matches!(self.codec, Codec::Raw);
+        match (&script.check, script.framing) {
+            (Check::Prefix(_), Framing::Codec) if !framed => Some(
+                "--expect-prefix needs replies cut apart: --codec line, length or ws, or --framing http"
+                    .to_string(),
+            ),
+            (Check::Prefix(_) | Check::Marker(_), _) if self.target.is_datagram() => {
+                Some("over UDP each datagram is a reply: use --expect".to_string())
+            }
+            (_, Framing::Http) if framed => {
+                Some("--framing http reads HTTP from the raw stream: leave out --codec".to_string())
+            }
+            _ => None,
+        }
     }
 
     /// The open-loop rate, if the run is open loop.
@@ -333,11 +372,23 @@ impl LoadConfig {
         if let Some(name) = &self.tls_name {
             args.extend(["--tls-name".to_string(), name.clone()]);
         }
+        if let Some(script) = &self.script {
+            args.extend(script.to_args());
+        }
         args
     }
 
     /// The run's mode in words, for the report.
     pub fn mode(&self) -> String {
+        let loop_mode = self.loop_mode();
+        match &self.script {
+            Some(script) => format!("{loop_mode}; {}", script.describe()),
+            None => loop_mode,
+        }
+    }
+
+    /// Open or closed loop, in words.
+    fn loop_mode(&self) -> String {
         match self.open_loop_rate() {
             Some(rate) => format!("open loop at {rate} msgs/s"),
             None if self.write_each => {

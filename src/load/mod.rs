@@ -25,6 +25,9 @@
 //! - `engine/`: one reactor thread driving its share of the connections, one phase per file
 //!   (phases, connect, send, receive, publish).
 //! - `workload`: requests and the exact replies expected, for each handler ([`Workload`]).
+//! - [`script`]: the generic workload: requests and replies typed on the command line
+//!   (`-m`, `--expect`, `--expect-prefix`, `--latency-marker`, `--preset`), for servers no
+//!   one here wrote.
 //! - `tally`: what a thread counted and measured; tallies merge.
 //! - `report`: the final [`Report`], human and JSON.
 //! - `shared`: the few counters threads share; `acks`: closed-loop broadcast, which lines
@@ -36,6 +39,8 @@
 //! - `clock`: the monotonic clock in nanoseconds.
 //! - `sources`: `--sources` address lists ([`parse_sources`]).
 //! - [`sweep`]: `--sweep-connections`: a run per connection count, as CSV and SVG.
+//! - [`step`]: `--step-members`: rooms grown step by step until a line's p95 reach passes
+//!   a limit, as CSV and SVG.
 //! - [`chart`]: line charts as SVG, for sweeps and benchmarks.
 
 mod acks;
@@ -48,9 +53,11 @@ mod plan;
 pub mod processes;
 mod progress;
 mod report;
+pub mod script;
 mod shared;
 mod socket;
 mod sources;
+pub mod step;
 pub mod sweep;
 mod tally;
 mod timer;

@@ -19,6 +19,9 @@ pub struct Percentiles {
     pub p50: f64,
     /// 90th percentile.
     pub p90: f64,
+    /// 95th percentile (the step-up mode's limit is on it).
+    #[serde(default)]
+    pub p95: f64,
     /// 99th percentile.
     pub p99: f64,
     /// 99.9th percentile.
@@ -39,6 +42,7 @@ impl Percentiles {
         Percentiles {
             p50: us(histogram.value_at_quantile(0.50)),
             p90: us(histogram.value_at_quantile(0.90)),
+            p95: us(histogram.value_at_quantile(0.95)),
             p99: us(histogram.value_at_quantile(0.99)),
             p99_9: us(histogram.value_at_quantile(0.999)),
             p99_99: us(histogram.value_at_quantile(0.9999)),
@@ -153,6 +157,10 @@ pub struct Broadcast {
     /// counts that are not in `messages.sent`.
     #[serde(default)]
     pub sync_lines: u64,
+    /// Closed loop (`--pipeline`): the time for a line to reach every member, from its send
+    /// to its last delivery.
+    #[serde(default)]
+    pub reach_us: Option<Percentiles>,
 }
 
 /// Failures by class.
@@ -274,6 +282,7 @@ impl Report {
                 deliveries_expected: tally.deliveries_expected,
                 deliveries_seen: tally.deliveries_seen,
                 sync_lines: tally.sync_lines,
+                reach_us: config.broadcast_closed_loop.then(|| Percentiles::of(&tally.reach)),
             }),
             errors: Errors { mismatch: tally.mismatched, lost: tally.lost, connections },
             first_mismatches: tally.mismatches.clone(),
@@ -349,6 +358,17 @@ impl fmt::Display for Report {
         writeln!(f)?;
         if let Some(b) = &self.broadcast {
             writeln!(f, "deliveries   expected {}  seen {}", b.deliveries_expected, b.deliveries_seen)?;
+            if let Some(reach) = &b.reach_us {
+                writeln!(
+                    f,
+                    "reach        p50 {}  p95 {}  p99 {}  max {}  (a line to every member, {} lines)",
+                    Micros(reach.p50),
+                    Micros(reach.p95),
+                    Micros(reach.p99),
+                    Micros(reach.max),
+                    reach.count
+                )?;
+            }
         }
         if self.workload == "file" {
             writeln!(
@@ -395,11 +415,18 @@ impl fmt::Display for Report {
             )?;
         }
         for mismatch in &self.first_mismatches {
-            writeln!(f, "mismatch     connection {}", mismatch.connection)?;
+            match mismatch.offset {
+                Some(offset) => {
+                    writeln!(f, "mismatch     connection {} at byte {offset}", mismatch.connection)?
+                }
+                None => writeln!(f, "mismatch     connection {}", mismatch.connection)?,
+            }
             writeln!(f, "  expected   {:?}", mismatch.expected)?;
             writeln!(f, "  got        {:?}", mismatch.got)?;
         }
-        if self.ok {
+        if self.ok && self.mode.contains("(replies not checked)") {
+            write!(f, "result       OK: every request answered by its marker (replies not checked)")
+        } else if self.ok {
             write!(f, "result       OK: every reply verified")
         } else if c.established == 0 && k.refused > 0 {
             write!(

@@ -79,6 +79,10 @@ pub struct Mismatch {
     pub expected: String,
     /// What arrived.
     pub got: String,
+    /// Where in the connection's stream of replies it went wrong: the offset of the first
+    /// byte that differs (`--expect` over the raw codec) or of the reply's first byte.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offset: Option<u64>,
 }
 
 /// Longest excerpt of a mismatching reply kept.
@@ -91,7 +95,7 @@ impl Mismatch {
             let text = String::from_utf8_lossy(&bytes[..bytes.len().min(EXCERPT)]).into_owned();
             if bytes.len() > EXCERPT { format!("{text}... ({} bytes)", bytes.len()) } else { text }
         };
-        Mismatch { connection, expected: excerpt(expected), got: excerpt(got) }
+        Mismatch { connection, expected: excerpt(expected), got: excerpt(got), offset: None }
     }
 }
 
@@ -146,6 +150,10 @@ pub struct Tally {
     /// ns; its count is the handshakes done.
     #[serde(with = "histogram_serde")]
     pub tls_handshake: Histogram<u64>,
+    /// Closed-loop broadcast: the time for a line to reach every member (from its send to
+    /// its last delivery), in ns.
+    #[serde(with = "histogram_serde")]
+    pub reach: Histogram<u64>,
     /// When the last measured reply came (monotonic ns); ends the window of a `-n` run.
     pub last_reply_ns: u64,
     /// When the first connect started and the last one finished (monotonic ns): the
@@ -183,6 +191,7 @@ impl Default for Tally {
             schedule_lag: histogram(),
             connect: histogram(),
             tls_handshake: histogram(),
+            reach: histogram(),
             last_reply_ns: 0,
             first_connect_ns: 0,
             last_connect_ns: 0,
@@ -199,9 +208,14 @@ impl Tally {
 
     /// Counts a mismatching reply, keeping the first few in full.
     pub fn mismatch(&mut self, connection: u32, expected: &[u8], got: &[u8]) {
+        self.mismatch_at(connection, None, expected, got);
+    }
+
+    /// Counts a mismatching reply found at `offset` of its connection's stream.
+    pub fn mismatch_at(&mut self, connection: u32, offset: Option<u64>, expected: &[u8], got: &[u8]) {
         self.mismatched += 1;
         if self.mismatches.len() < KEPT_MISMATCHES {
-            self.mismatches.push(Mismatch::new(connection, expected, got));
+            self.mismatches.push(Mismatch { offset, ..Mismatch::new(connection, expected, got) });
         }
     }
 
@@ -227,6 +241,7 @@ impl Tally {
             (&mut self.schedule_lag, &other.schedule_lag),
             (&mut self.connect, &other.connect),
             (&mut self.tls_handshake, &other.tls_handshake),
+            (&mut self.reach, &other.reach),
         ] {
             mine.add(theirs).expect("histograms with the same bounds add");
         }

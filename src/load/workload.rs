@@ -30,6 +30,9 @@ pub enum Workload {
     /// `GET` each file of `--files` in turn from a `file` listener; every byte must match
     /// (CRC-32 against the file).
     File,
+    /// The requests and replies given on the command line (`-m`, `--expect`...; see
+    /// `script.rs`): any server's protocol.
+    Generic,
 }
 
 impl FromStr for Workload {
@@ -42,7 +45,10 @@ impl FromStr for Workload {
             "sum" => Ok(Workload::Sum),
             "broadcast" => Ok(Workload::Broadcast),
             "file" => Ok(Workload::File),
-            _ => Err(format!("unknown workload '{text}': expected echo, uppercase, sum, broadcast or file")),
+            "generic" => Ok(Workload::Generic),
+            _ => Err(format!(
+                "unknown workload '{text}': expected echo, uppercase, sum, broadcast, file or generic"
+            )),
         }
     }
 }
@@ -55,6 +61,7 @@ impl fmt::Display for Workload {
             Workload::Sum => "sum",
             Workload::Broadcast => "broadcast",
             Workload::File => "file",
+            Workload::Generic => "generic",
         })
     }
 }
@@ -71,12 +78,12 @@ const PLAIN_LETTERS: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVW
 
 impl Workload {
     /// Appends the payload (no framing) of request `seq` of connection `conn` to `out`.
-    /// Not for broadcast, whose messages carry times (see `broadcast_message`), nor for file,
-    /// whose requests name files (see `catalogue.rs`).
+    /// Not for broadcast, whose messages carry times (see `broadcast_message`), for file,
+    /// whose requests name files (see `catalogue.rs`), nor generic (see `script.rs`).
     pub fn request(self, conn: u32, seq: u64, size: usize, out: &mut Vec<u8>) {
         let end = out.len() + size;
         match self {
-            Workload::File => {}
+            Workload::File | Workload::Generic => {}
             Workload::Echo | Workload::Broadcast => {
                 push_header(out, &[u64::from(conn), seq]);
                 plain_filler(out, (conn as usize) ^ (seq as usize), end);
@@ -135,7 +142,7 @@ impl Workload {
     /// Writes the reply expected for request `seq` of connection `conn` into `out`.
     pub fn expected_reply(self, conn: u32, seq: u64, size: usize, out: &mut Vec<u8>) {
         match self {
-            Workload::File => {}
+            Workload::File | Workload::Generic => {}
             Workload::Echo | Workload::Broadcast => self.request(conn, seq, size, out),
             Workload::Uppercase => {
                 let start = out.len();

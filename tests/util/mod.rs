@@ -5,6 +5,7 @@
 
 pub mod engines;
 pub mod haproxy;
+pub mod loader;
 pub mod tls;
 
 use std::io::{self, BufRead, BufReader, Read, Write};

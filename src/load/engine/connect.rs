@@ -14,6 +14,7 @@ use crate::load::tally::Tally;
 use crate::load::workload::Workload;
 use crate::sys::nonblocking::gate;
 use std::io::Read as _;
+use std::mem;
 
 impl Engine<'_> {
     pub(super) fn start_connects(&mut self, now: u64) {
@@ -64,6 +65,8 @@ impl Engine<'_> {
                     connect_started_ns: now,
                     decoder: self.config.codec.decoder(),
                     partial: Vec::new(),
+                    received_bytes: 0,
+                    marker: Default::default(),
                     output: Vec::new(),
                     written: 0,
                     queued_for_flush: false,
@@ -96,6 +99,7 @@ impl Engine<'_> {
         match conn.handshake {
             Handshake::Tls { .. } => return self.drive_tls(key),
             Handshake::WebSocket => return self.read_ws_answer(key),
+            Handshake::FirstReply => return self.read_first_reply(key),
             Handshake::None => {}
         }
         let outcome = match conn.stream.connect_result() {
@@ -110,7 +114,10 @@ impl Engine<'_> {
         if outcome.is_ok() && self.config.codec == Codec::Ws {
             return self.open_ws(key);
         }
-        self.connected(key, outcome);
+        match outcome {
+            Ok(()) => self.handshakes_done(key),
+            Err(error) => self.connected(key, Err(error)),
+        }
     }
 
     /// Moves a TLS handshake on; once done, the connection is up (or opens its WebSocket).
@@ -125,9 +132,11 @@ impl Engine<'_> {
                 if self.config.codec == Codec::Ws {
                     return self.open_ws(key);
                 }
-                self.connected(key, Ok(()));
+                self.handshakes_done(key);
                 // Plaintext that came with the handshake's end (a server that speaks first).
-                self.read(key, true);
+                if self.conns.get(key).is_some_and(|conn| conn.up) {
+                    self.read(key, true);
+                }
             }
             Ok(true) => {}
             Ok(false) => {
@@ -189,15 +198,16 @@ impl Engine<'_> {
         }
         conn.partial.drain(..length);
         conn.handshake = Handshake::None;
-        self.connected(key, Ok(()));
-        if self.conns.get(key).is_some_and(|conn| !conn.partial.is_empty()) {
-            self.take_replies(key, &[]);
+        self.handshakes_done(key);
+        if self.conns.get(key).is_some_and(|conn| conn.up && !conn.partial.is_empty()) {
+            let early = mem::take(&mut self.conns[key].partial);
+            self.take_replies(key, &early);
         }
     }
 
     /// A connect finished (a WebSocket's once switched): the connection is up, or counted
     /// as failed and dropped.
-    fn connected(&mut self, key: usize, outcome: std::io::Result<()>) {
+    pub(super) fn connected(&mut self, key: usize, outcome: std::io::Result<()>) {
         let conn = &mut self.conns[key];
         self.pending_connects -= 1;
         self.shared.connects_finished.fetch_add(1, Ordering::AcqRel);

@@ -19,6 +19,7 @@
 //! which saves the `epoll_ctl` calls the server must make: the loader's own cost stays low.
 
 mod connect;
+mod generic;
 mod phases;
 mod publish;
 mod receive;
@@ -145,6 +146,8 @@ enum Handshake {
     Tls { started_ns: u64 },
     /// `--codec ws`: the opening request sent, the server's answer awaited.
     WebSocket,
+    /// `--first-expect`: the first message sent, the server's answer awaited.
+    FirstReply,
 }
 
 /// A file coming in: what is left of it, and the checksum of what came.
@@ -168,6 +171,10 @@ struct LoadConn {
     decoder: Decoder,
     /// The undecoded tail of an incomplete reply.
     partial: Vec<u8>,
+    /// Bytes of replies taken so far: where in the stream a mismatch is.
+    received_bytes: u64,
+    /// `--latency-marker`: the search for it across reads.
+    marker: crate::load::script::MarkerScan,
     /// Requests not written yet (`written` of them are).
     output: Vec<u8>,
     written: usize,
@@ -225,6 +232,8 @@ struct Engine<'a> {
     phase: Phase,
     tally: Tally,
     read_buf: Vec<u8>,
+    /// Where the reply being judged starts in its connection's stream (for a mismatch).
+    reply_offset: u64,
     scratch: Vec<u8>,
     expected: Vec<u8>,
     flush_queue: Vec<usize>,
@@ -293,6 +302,7 @@ impl<'a> Engine<'a> {
             phase: Phase::Connecting,
             tally: Tally::default(),
             read_buf: vec![0; READ_BUFFER_SIZE],
+            reply_offset: 0,
             scratch: Vec::new(),
             expected: Vec::new(),
             flush_queue: Vec::new(),

@@ -96,7 +96,12 @@ impl Engine<'_> {
         let mut matched = None;
         for (index, flight) in conn.in_flight.iter().take(DATAGRAM_MATCH_WINDOW).enumerate() {
             self.expected.clear();
-            self.config.workload.expected_reply(id, flight.seq, self.config.size, &mut self.expected);
+            match &self.config.script {
+                Some(script) => self.expected.extend_from_slice(&script.expected_text(flight.seq)),
+                None => {
+                    self.config.workload.expected_reply(id, flight.seq, self.config.size, &mut self.expected)
+                }
+            }
             if self.expected.as_slice() == reply {
                 matched = Some(index);
                 break;
@@ -230,8 +235,14 @@ impl Engine<'_> {
         if self.config.workload == Workload::File {
             return self.take_file_replies(key, bytes);
         }
+        if self.take_script_replies(key, bytes) {
+            return;
+        }
         let now = now_ns();
         let conn = &mut self.conns[key];
+        // Where `input` starts in the connection's stream of replies.
+        let base = conn.received_bytes - conn.partial.len() as u64;
+        conn.received_bytes += bytes.len() as u64;
         let mut partial = mem::take(&mut conn.partial);
         let mut decoder = conn.decoder;
         let input: &[u8] = if partial.is_empty() {
@@ -241,12 +252,17 @@ impl Engine<'_> {
             &partial
         };
         let mut frames = decoder.frames(input, MAX_REPLY);
-        for frame in frames.by_ref() {
-            match frame {
-                Ok(reply) => self.on_reply(key, reply, now),
-                Err(error) => {
+        loop {
+            let at = base + (input.len() - frames.rest().len()) as u64;
+            match frames.next() {
+                None => break,
+                Some(Ok(reply)) => {
+                    self.reply_offset = at;
+                    self.on_reply(key, reply, now)
+                }
+                Some(Err(error)) => {
                     let id = self.conns[key].id;
-                    self.tally.mismatch(id, b"(a reply)", error.to_string().as_bytes());
+                    self.tally.mismatch_at(id, Some(at), b"(a reply)", error.to_string().as_bytes());
                 }
             }
         }
@@ -278,6 +294,15 @@ impl Engine<'_> {
             return;
         };
         self.in_flight -= 1;
+        if let Some(script) = &self.config.script {
+            if script.reply_matches(flight.seq, reply) {
+                self.count_verified(&flight, reply.len(), now);
+            } else {
+                let offset = Some(self.reply_offset);
+                self.tally.mismatch_at(id, offset, &script.expected_text(flight.seq), reply);
+            }
+            return self.send_after_reply(key, now);
+        }
         let (workload, size) = (self.config.workload, self.config.size);
         if workload.reply_matches(id, flight.seq, size, reply, &mut self.expected) {
             self.count_verified(&flight, reply.len(), now);
@@ -324,10 +349,15 @@ impl Engine<'_> {
                 }
                 self.tally.verified += 1;
                 self.tally.deliveries_seen += 1;
+                let measured = delivery.intended_ns >= self.warmup_end_ns;
                 if let Some(acks) = &self.shared.acks {
-                    acks.delivered(delivery.sender, delivery.seq, self.broadcast_members(), self.plan.index);
+                    let members = self.broadcast_members();
+                    let last = acks.delivered(delivery.sender, delivery.seq, members, self.plan.index);
+                    if last && measured {
+                        Tally::record(&mut self.tally.reach, now.saturating_sub(delivery.intended_ns));
+                    }
                 }
-                if delivery.intended_ns >= self.warmup_end_ns {
+                if measured {
                     self.count_measured(delivery.intended_ns, delivery.sent_ns, now, line.len() as u64);
                 }
             }

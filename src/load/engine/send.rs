@@ -94,6 +94,8 @@ impl Engine<'_> {
             Workload::Broadcast => {
                 workload::broadcast_message(id, seq, (intended_ns, now, run_start_ns), size, out)
             }
+            Workload::Generic => out
+                .extend_from_slice(config.script.as_ref().expect("a generic run has a script").message(seq)),
             Workload::File => {
                 out.extend_from_slice(b"GET ");
                 out.extend_from_slice(catalogue.files[catalogue.pick(id, seq)].name.as_bytes());
