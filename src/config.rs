@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use log::{debug, warn};
 
-use crate::backplane::{BackplaneUrl, DEFAULT_PING};
+use crate::backplane::{BackplaneUrls, DEFAULT_PING};
 use crate::codec::Codec;
 use crate::handlers;
 use crate::sys::address::ListenAddr;
@@ -53,7 +53,7 @@ pub struct ServerConfig {
     /// The pub/sub engine that carries rooms (`broadcast`) between servers: worker
     /// processes and hosts started with the same backplane share their rooms. `None`: each
     /// room is local to this process.
-    pub backplane: Option<BackplaneUrl>,
+    pub backplane: Option<BackplaneUrls>,
     /// How often an idle backplane link is pinged, and how long a connect, handshake or ping
     /// may take before the link counts as dead and is retried.
     pub backplane_ping: Duration,

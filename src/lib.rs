@@ -100,7 +100,7 @@ pub mod cli;
 #[cfg(feature = "load")]
 pub mod load;
 
-pub use backplane::BackplaneUrl;
+pub use backplane::{BackplaneUrl, BackplaneUrls};
 pub use codec::Codec;
 pub use config::{ListenSpec, ServerConfig};
 pub use handlers::{ConnId, Handler, Outbox, Peer, Recipient};

@@ -6,7 +6,7 @@ mod util;
 
 use std::time::Duration;
 
-use evloop::{BackplaneUrl, ServerConfig, Stats};
+use evloop::{BackplaneUrls, ServerConfig, Stats};
 use serde_json::Value;
 use util::engines::Engine;
 use util::{Client, ServerProcess, TestServer, connect, server_command};
@@ -14,7 +14,7 @@ use util::{Client, ServerProcess, TestServer, connect, server_command};
 /// A server with one broadcast room on 127.0.0.1:0 over `engine`.
 fn room_server(engine: &Engine, ping: Option<Duration>) -> TestServer {
     let mut config = ServerConfig::default();
-    config.backplane = Some(engine.url().parse::<BackplaneUrl>().unwrap());
+    config.backplane = Some(engine.url().parse::<BackplaneUrls>().unwrap());
     if let Some(ping) = ping {
         config.backplane_ping = ping;
     }
@@ -178,6 +178,44 @@ fn the_engine_dies_and_comes_back() {
         assert_eq!(a2.line(), relayed(&a1, "after"), "{name}");
         assert_eq!(b.stats().backplane_gaps, 1, "{name}: the missed line is a gap");
     }
+}
+
+/// A list of Redis addresses: tried in order. Both servers start on the first; when it dies
+/// they move to the second by themselves and share the room there; a server started while
+/// the first is down goes past it to the second.
+#[test]
+fn a_list_of_redis_addresses_is_tried_in_order() {
+    let (mut first, second) = (Engine::redis_tcp(&[]), Engine::redis_tcp(&[]));
+    let list: BackplaneUrls = format!("{},{}", first.url(), second.url()).parse().unwrap();
+    let server = |list: &BackplaneUrls| {
+        let mut config = ServerConfig::default();
+        config.backplane = Some(list.clone());
+        config.backplane_ping = Duration::from_millis(300);
+        let server = TestServer::start_with(config, &["broadcast=127.0.0.1:0"]);
+        server.wait_for("both backplane links up", links_up(2));
+        server
+    };
+    let (a, b) = (server(&list), server(&list));
+    let (mut a1, mut b1) = (connect(a.addr()), connect(b.addr()));
+    a.wait_for("member", |stats| stats.connections_open == 1);
+    b.wait_for("member", |stats| stats.connections_open == 1);
+    a1.send_line("on the first");
+    assert_eq!(b1.line(), relayed(&a1, "on the first"));
+
+    first.kill();
+    for each in [&a, &b] {
+        each.wait_for("moved to the second", |stats| {
+            stats.backplane_links_up == 2 && stats.backplane_reconnects >= 2
+        });
+    }
+    a1.send_line("on the second");
+    assert_eq!(b1.line(), relayed(&a1, "on the second"));
+    let late = server(&list);
+    let mut late1 = connect(late.addr());
+    late.wait_for("member", |stats| stats.connections_open == 1);
+    late1.send_line("late");
+    assert_eq!(a1.line(), relayed(&late1, "late"), "the late server found the second");
+    assert_eq!(b1.line(), relayed(&late1, "late"));
 }
 
 /// A half-open link (the engine frozen: connections up, nobody answering) is found by the

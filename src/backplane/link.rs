@@ -70,11 +70,16 @@ pub struct Link {
     /// Whether it has ever been up (a later up is a reconnect).
     was_up: bool,
     seed: u64,
+    /// Which of the engine's addresses it connects to next (or is connected to).
+    candidate: usize,
+    /// After a loss: on to the next address (NATS: any server of the cluster will do), or
+    /// back to the first (Redis: the list is in order of preference).
+    rotate: bool,
 }
 
 impl Link {
     /// A link that will connect at once (at the first timer pass).
-    pub fn new(role: &'static str, token: Token, now: Instant, seed: u64) -> Link {
+    pub fn new(role: &'static str, token: Token, now: Instant, seed: u64, rotate: bool) -> Link {
         Link {
             role,
             token,
@@ -88,7 +93,14 @@ impl Link {
             last_heard: now,
             was_up: false,
             seed: seed | 1,
+            candidate: 0,
+            rotate,
         }
+    }
+
+    /// The address among `urls` it connects to next, or is connected to.
+    pub fn url<'u>(&self, urls: &'u [BackplaneUrl]) -> &'u BackplaneUrl {
+        &urls[self.candidate % urls.len()]
     }
 
     /// Where it is.
@@ -116,12 +128,12 @@ impl Link {
     }
 
     /// Starts connecting if a retry is due.
-    pub fn connect_if_due(&mut self, url: &BackplaneUrl, registry: &Registry, now: Instant) -> Change {
+    pub fn connect_if_due(&mut self, urls: &[BackplaneUrl], registry: &Registry, now: Instant) -> Change {
         let State::Down { retry_at } = self.state else { return Change::None };
         if now < retry_at {
             return Change::None;
         }
-        let stream = match url {
+        let stream = match self.url(urls) {
             BackplaneUrl::Redis(addr) | BackplaneUrl::Nats(addr) => Stream::connect_tcp(*addr, None),
             BackplaneUrl::RedisUnix(path) => Stream::connect_unix(path),
         };
@@ -259,6 +271,12 @@ impl Link {
     /// Closes the link (dropping the socket takes it off the poll) and schedules a retry.
     fn fail(&mut self, why: &str, now: Instant) -> Change {
         let was = self.state;
+        // Where to try next: a connect that failed moves on down the list; a link lost
+        // after being up starts again from the first (Redis) or moves on (NATS).
+        self.candidate = match was {
+            State::Up if !self.rotate => 0,
+            _ => self.candidate.wrapping_add(1),
+        };
         self.stream = None;
         self.input.clear();
         self.output.clear();

@@ -33,7 +33,7 @@ use mio::{Registry, Token};
 
 use envelope::Envelope;
 use link::{Change, Link, State};
-pub use url::BackplaneUrl;
+pub use url::{BackplaneUrl, BackplaneUrls};
 
 /// The default interval of `--backplane-ping`: how often an idle link is pinged, and how long
 /// a connect, a handshake or a ping may take before the link counts as dead.
@@ -47,6 +47,9 @@ const MAX_PENDING_PUBLISH: usize = 8 * 1024 * 1024;
 /// process is a new origin; past this many the map starts afresh (a gap may then go
 /// uncounted), so its memory stays bounded whatever happens.
 const MAX_TRACKED_ORIGINS: usize = 4096;
+
+/// Addresses learnt from NATS servers' `connect_urls`, at most, beside those configured.
+const MAX_LEARNT_URLS: usize = 32;
 
 /// Counters of the backplane, added into [`crate::Stats`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -86,7 +89,11 @@ pub enum Role {
 /// See the module documentation.
 #[derive(Debug)]
 pub struct Backplane {
-    url: BackplaneUrl,
+    /// The engine's addresses: those configured, in order, then (NATS) those its servers
+    /// announced. Each link walks them on its own (see `link.rs`).
+    urls: Vec<BackplaneUrl>,
+    /// Which engine: NATS, or Redis.
+    nats: bool,
     /// Random per process: see `envelope.rs`.
     origin: u64,
     rooms: Vec<Room>,
@@ -107,7 +114,7 @@ impl Backplane {
     /// A backplane for `rooms` (their names) on `url`, its links on `tokens` (publisher,
     /// subscriber). Nothing connects until the first [`on_timers`](Self::on_timers).
     pub fn new(
-        url: BackplaneUrl,
+        urls: BackplaneUrls,
         rooms: &[String],
         tokens: (Token, Token),
         ping: Duration,
@@ -115,17 +122,19 @@ impl Backplane {
         now: Instant,
     ) -> Backplane {
         let origin = crate::sys::random_u64();
-        let separator = if matches!(url, BackplaneUrl::Nats(_)) { '.' } else { ':' };
+        let nats = matches!(urls.first(), BackplaneUrl::Nats(_));
+        let separator = if nats { '.' } else { ':' };
         let rooms = rooms
             .iter()
             .map(|name| Room { channel: format!("evloop{separator}room{separator}{name}"), published: 0 })
             .collect();
         Backplane {
-            url,
+            urls: urls.addrs().to_vec(),
+            nats,
             origin,
             rooms,
-            publisher: Link::new("publisher", tokens.0, now, origin),
-            subscriber: Link::new("subscriber", tokens.1, now, origin.rotate_left(17)),
+            publisher: Link::new("publisher", tokens.0, now, origin, nats),
+            subscriber: Link::new("subscriber", tokens.1, now, origin.rotate_left(17), nats),
             last_seen: HashMap::new(),
             ping,
             max_message,
@@ -155,9 +164,10 @@ impl Backplane {
         self.scratch.clear();
         Envelope { origin: self.origin, sequence: entry.published, line }.encode(&mut self.scratch);
         let out = self.publisher.output();
-        match self.url {
-            BackplaneUrl::Nats(_) => nats::encode_pub(out, &entry.channel, &self.scratch),
-            _ => resp::encode_command(out, &[b"PUBLISH", entry.channel.as_bytes(), &self.scratch]),
+        if self.nats {
+            nats::encode_pub(out, &entry.channel, &self.scratch);
+        } else {
+            resp::encode_command(out, &[b"PUBLISH", entry.channel.as_bytes(), &self.scratch]);
         }
         self.counters.published += 1;
     }
@@ -193,9 +203,11 @@ impl Backplane {
     /// Timers: retries, connect and handshake timeouts, pings.
     pub fn on_timers(&mut self, registry: &Registry, now: Instant) {
         for role in [Role::Publisher, Role::Subscriber] {
-            let (url, ping) = (self.url.clone(), self.ping);
-            let nats = matches!(url, BackplaneUrl::Nats(_));
-            let link = self.link(role);
+            let (ping, nats) = (self.ping, self.nats);
+            let link = match role {
+                Role::Publisher => &mut self.publisher,
+                Role::Subscriber => &mut self.subscriber,
+            };
             let _ = link.check_timers(ping, now, |out| {
                 if nats {
                     out.extend_from_slice(b"PING\r\n");
@@ -203,7 +215,7 @@ impl Backplane {
                     resp::encode_command(out, &[b"PING"]);
                 }
             });
-            if link.connect_if_due(&url, registry, now) == Change::Connected {
+            if link.connect_if_due(&self.urls, registry, now) == Change::Connected {
                 self.handshake(role);
             }
         }
@@ -226,7 +238,7 @@ impl Backplane {
     /// `PING` (up at its `PONG`) and the subscriber subscribes (up when the last room is
     /// confirmed); NATS speaks first (`INFO`, answered in [`take_input`](Self::take_input)).
     fn handshake(&mut self, role: Role) {
-        if matches!(self.url, BackplaneUrl::Nats(_)) {
+        if self.nats {
             return;
         }
         match role {
@@ -240,7 +252,11 @@ impl Backplane {
     }
 
     fn came_up(&mut self, role: Role) {
-        let url = self.url.clone();
+        let link = match role {
+            Role::Publisher => &self.publisher,
+            Role::Subscriber => &self.subscriber,
+        };
+        let url = link.url(&self.urls).clone();
         if self.link(role).mark_up(&url) {
             self.counters.reconnects += 1;
         }
@@ -252,9 +268,10 @@ impl Backplane {
         let mut used = 0;
         let outcome = loop {
             let rest = &input[used..];
-            let step = match self.url {
-                BackplaneUrl::Nats(_) => self.take_nats(role, rest, &mut deliver),
-                _ => self.take_resp(role, rest, &mut deliver),
+            let step = if self.nats {
+                self.take_nats(role, rest, &mut deliver)
+            } else {
+                self.take_resp(role, rest, &mut deliver)
             };
             match step {
                 Ok(Some(consumed)) => used += consumed,
@@ -329,7 +346,11 @@ impl Backplane {
             Err(error) => return Err(error.to_string()),
         };
         match op {
-            nats::ServerOp::Info(_) if matches!(self.link(role).state(), State::Handshake { .. }) => {
+            nats::ServerOp::Info(info) => {
+                self.learn_urls(info);
+                if !matches!(self.link(role).state(), State::Handshake { .. }) {
+                    return Ok(Some(used));
+                }
                 let out = self.link(role).output();
                 nats::encode_connect(out, "evloop");
                 if role == Role::Subscriber {
@@ -355,6 +376,19 @@ impl Backplane {
         Ok(Some(used))
     }
 
+    /// Adds the cluster's addresses a NATS server announced (`connect_urls`, in every `INFO`,
+    /// again when the cluster changes) to those a link may move to, up to
+    /// [`MAX_LEARNT_URLS`]. An address that does not parse is skipped.
+    fn learn_urls(&mut self, info: &[u8]) {
+        for text in nats::connect_urls(info, MAX_LEARNT_URLS) {
+            let Ok(url) = format!("nats://{text}").parse::<BackplaneUrl>() else { continue };
+            if !self.urls.contains(&url) && self.urls.len() < MAX_LEARNT_URLS {
+                log::info!("backplane engine address learnt; engine={url}");
+                self.urls.push(url);
+            }
+        }
+    }
+
     /// A message on `channel`: delivered unless it is our own, with gaps counted.
     fn receive(&mut self, channel: &[u8], payload: &[u8], deliver: &mut impl FnMut(usize, &[u8])) {
         let Some(room) = self.rooms.iter().position(|room| room.channel.as_bytes() == channel) else {
@@ -375,10 +409,20 @@ impl Backplane {
         {
             self.last_seen.clear();
         }
-        let last = self.last_seen.insert((envelope.origin, room), envelope.sequence);
-        if let Some(last) = last {
-            self.counters.gaps += envelope.sequence.saturating_sub(last + 1);
+        let key = (envelope.origin, room);
+        if let Some(&last) = self.last_seen.get(&key) {
+            if envelope.sequence <= last {
+                // Seen already, or older than what was: delivering it would repeat or
+                // reorder the room (an engine that replays, two routes during a move).
+                log::debug!(
+                    "backplane message out of sequence, dropped; last={last} got={}",
+                    envelope.sequence
+                );
+                return;
+            }
+            self.counters.gaps += envelope.sequence - (last + 1);
         }
+        self.last_seen.insert(key, envelope.sequence);
         self.counters.received += 1;
         deliver(room, envelope.line);
     }

@@ -109,6 +109,38 @@ fn trim(bytes: &[u8]) -> &[u8] {
     &bytes[start..end]
 }
 
+/// The `connect_urls` of an `INFO` (the client addresses of the cluster's servers, as
+/// `HOST:PORT`), at most `max` of them; none if the field is absent or not a list of strings.
+/// Read by hand, not with a JSON parser: the backplane is core, and this one flat field is
+/// all it needs.
+pub fn connect_urls(info: &[u8], max: usize) -> Vec<String> {
+    let key = b"\"connect_urls\"";
+    let Some(at) = memchr::memmem::find(info, key) else { return Vec::new() };
+    let rest = trim(&info[at + key.len()..]);
+    let Some(rest) = rest.strip_prefix(b":") else { return Vec::new() };
+    let Some(mut rest) = trim(rest).strip_prefix(b"[") else { return Vec::new() };
+    let mut urls = Vec::new();
+    loop {
+        rest = trim(rest);
+        match rest.first() {
+            Some(b'"') => {
+                let Some(end) = memchr::memchr(b'"', &rest[1..]) else { return Vec::new() };
+                if urls.len() < max {
+                    urls.push(String::from_utf8_lossy(&rest[1..1 + end]).into_owned());
+                }
+                rest = trim(&rest[end + 2..]);
+                match rest.first() {
+                    Some(b',') => rest = &rest[1..],
+                    Some(b']') => return urls,
+                    _ => return Vec::new(),
+                }
+            }
+            Some(b']') => return urls,
+            _ => return Vec::new(),
+        }
+    }
+}
+
 /// Appends `CONNECT`: not verbose (no `+OK` for every `PUB`), and `echo: false`, so a
 /// connection never receives what it published itself.
 pub fn encode_connect(out: &mut Vec<u8>, name: &str) {
@@ -194,6 +226,18 @@ mod tests {
         assert_eq!(parse(b"MSG a 1 101\r\n", 100), Err(NatsError::TooLong));
         assert_eq!(parse(b"MSG a 1 2\r\nabXX", 100), Err(NatsError::Malformed));
         assert_eq!(parse(b"PING\n", 100), Err(NatsError::Malformed));
+    }
+
+    /// A cluster's client addresses come out of INFO; anything else gives none.
+    #[test]
+    fn reads_connect_urls_from_info() {
+        let info = br#"{"server_id":"x","connect_urls":["10.1.0.2:4222", "[::1]:4222"],"max_payload":1}"#;
+        assert_eq!(connect_urls(info, 8), ["10.1.0.2:4222", "[::1]:4222"]);
+        assert_eq!(connect_urls(info, 1), ["10.1.0.2:4222"]);
+        assert_eq!(connect_urls(br#"{"connect_urls":[]}"#, 8), Vec::<String>::new());
+        for bad in [&br#"{"server_id":"x"}"#[..], br#"{"connect_urls":"x"}"#, br#"{"connect_urls":["a""#] {
+            assert!(connect_urls(bad, 8).is_empty(), "{}", String::from_utf8_lossy(bad));
+        }
     }
 
     /// What the client sends is the protocol's text.

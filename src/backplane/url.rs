@@ -70,6 +70,59 @@ impl FromStr for BackplaneUrl {
     }
 }
 
+/// `--backplane URL[,URL...]`: one engine, at any of several addresses, all of one kind.
+///
+/// Redis: the addresses are tried in order, from the first again after each loss (a primary
+/// and the replica an operator promotes by hand; Sentinel is not spoken). NATS: the servers
+/// of one cluster, any of which will do; a link lost moves on to the next, and the
+/// `connect_urls` a server announces in its `INFO` join the list.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BackplaneUrls(Vec<BackplaneUrl>);
+
+impl BackplaneUrls {
+    /// The addresses, in order (never empty).
+    pub fn addrs(&self) -> &[BackplaneUrl] {
+        &self.0
+    }
+
+    /// The first address: the engine's kind, and where links start.
+    pub fn first(&self) -> &BackplaneUrl {
+        &self.0[0]
+    }
+}
+
+impl From<BackplaneUrl> for BackplaneUrls {
+    fn from(url: BackplaneUrl) -> BackplaneUrls {
+        BackplaneUrls(vec![url])
+    }
+}
+
+impl fmt::Display for BackplaneUrls {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (index, url) in self.0.iter().enumerate() {
+            if index > 0 {
+                f.write_str(",")?;
+            }
+            write!(f, "{url}")?;
+        }
+        Ok(())
+    }
+}
+
+impl FromStr for BackplaneUrls {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let urls = text.split(',').map(str::parse).collect::<Result<Vec<BackplaneUrl>, String>>()?;
+        if urls.iter().any(|url| url.engine() != urls[0].engine()) {
+            return Err(format!(
+                "bad backplane {text:?}: every address must be of one engine, redis or nats"
+            ));
+        }
+        Ok(BackplaneUrls(urls))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -82,6 +135,17 @@ mod tests {
             assert_eq!(url.to_string(), text);
         }
         assert_eq!("nats://localhost:4222".parse::<BackplaneUrl>().unwrap().engine(), "nats");
+    }
+
+    /// A list is one engine at several addresses, printed back as typed.
+    #[test]
+    fn lists_are_of_one_engine() {
+        let text = "nats://10.0.0.1:4222,nats://10.0.0.2:4222,nats://[::1]:4222";
+        let urls: BackplaneUrls = text.parse().unwrap();
+        assert_eq!((urls.addrs().len(), urls.to_string()), (3, text.to_string()));
+        for bad in ["redis://127.0.0.1:6379,nats://127.0.0.1:4222", "redis://127.0.0.1:6379,", ""] {
+            assert!(bad.parse::<BackplaneUrls>().is_err(), "{bad}");
+        }
     }
 
     /// Other schemes, missing ports and relative socket paths are refused, quoted.

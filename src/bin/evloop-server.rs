@@ -12,7 +12,7 @@ use clap::Parser;
 use evloop::cli::units::{parse_duration, positive_bytes, positive_duration};
 use evloop::cli::workers::{self, WorkerCommand};
 use evloop::cli::{self, Model};
-use evloop::{BackplaneUrl, ListenAddr, ListenSpec, Listening, Server, ServerConfig, StartError};
+use evloop::{BackplaneUrls, ListenAddr, ListenSpec, Listening, Server, ServerConfig, StartError};
 
 /// A single-threaded event-loop (reactor) server: one thread serves every client.
 ///
@@ -107,9 +107,12 @@ struct Args {
     /// Share rooms (broadcast) with other workers and servers through a pub/sub engine:
     /// redis://HOST:PORT, redis+unix:///path/to/redis.sock or nats://HOST:PORT. Servers with
     /// the same backplane share each room of the same name (--listen broadcast@NAME=ADDR;
-    /// unnamed: "default")
-    #[arg(long, value_name = "URL")]
-    backplane: Option<BackplaneUrl>,
+    /// unnamed: "default"). Several addresses of one engine, comma-separated: Redis tries
+    /// them in order, from the first again after a loss (no Sentinel); NATS takes them as
+    /// one cluster, moves on to the next when a server goes, and learns the others from
+    /// the servers' connect_urls
+    #[arg(long, value_name = "URL[,URL...]")]
+    backplane: Option<BackplaneUrls>,
 
     /// The directory `file` listeners serve (LIST, GET NAME [OFFSET]); names are confined to
     /// it

@@ -5,6 +5,7 @@
 
 pub mod engines;
 pub mod haproxy;
+pub mod hosts;
 pub mod loader;
 pub mod tls;
 
