@@ -90,9 +90,17 @@ pub fn resp(data: &[u8]) {
     }
 }
 
-/// NATS server operations from a server that may be hostile: as for RESP.
+/// NATS server operations from a server that may be hostile: as for RESP; and the addresses
+/// an `INFO` announces (`connect_urls`) are bounded in number and each a piece of the input.
 pub fn nats(data: &[u8]) {
     if let Ok(Some((op, used))) = nats::parse(data, MAX_FRAME) {
+        if let nats::ServerOp::Info(info) = op {
+            let urls = nats::connect_urls(info, 4);
+            assert!(urls.len() <= 4);
+            for url in urls {
+                assert!(memchr::memmem::find(info, url.as_bytes()).is_some(), "{url:?} is not from the INFO");
+            }
+        }
         assert!(used > 0 && used <= data.len(), "used {used} of {}", data.len());
         assert_eq!(nats::parse(&data[..used], MAX_FRAME), Ok(Some((op, used))));
         for end in 0..used {

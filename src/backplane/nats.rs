@@ -125,8 +125,9 @@ pub fn connect_urls(info: &[u8], max: usize) -> Vec<String> {
         match rest.first() {
             Some(b'"') => {
                 let Some(end) = memchr::memchr(b'"', &rest[1..]) else { return Vec::new() };
-                if urls.len() < max {
-                    urls.push(String::from_utf8_lossy(&rest[1..1 + end]).into_owned());
+                // An address is ASCII; anything else is skipped, not mangled.
+                if let (true, Ok(url)) = (urls.len() < max, std::str::from_utf8(&rest[1..1 + end])) {
+                    urls.push(url.to_string());
                 }
                 rest = trim(&rest[end + 2..]);
                 match rest.first() {
