@@ -162,7 +162,8 @@ fn load_from(hosts: &Hosts, index: usize, targets: &[SocketAddr], args: &[&str])
 /// Two servers on two hosts, one room, the engine on a third and the members on a fourth,
 /// through Redis and through NATS, with 0, 1 and 20 ms added on every engine link: every
 /// line reaches every member, in order, once; a line that crosses hosts goes to the engine
-/// and back, so its reach grows by at least twice the link's latency.
+/// and back, so its reach grows by at least twice the link's latency. Then a narrow link
+/// (1 Mbit/s into one server's host): slower, nothing lost.
 #[test]
 fn a_room_spans_two_hosts_through_each_engine_with_latency() {
     let hosts = Hosts::new(4);
@@ -194,6 +195,20 @@ fn a_room_spans_two_hosts_through_each_engine_with_latency() {
             );
         }
     }
+    // A narrow link into the second server's host (1 Mbit/s by tbf): slower, nothing lost.
+    hosts.limit_rate(1, "1mbit");
+    let (_engine, engine_addr, _) = start_engine(&hosts, 2, &EngineKind::Redis);
+    let backplane = format!("redis://{engine_addr}");
+    let servers = [start_server(&hosts, 0, &backplane, &[]), start_server(&hosts, 1, &backplane, &[])];
+    for server in &servers {
+        wait_for(&hosts, 3, server, "both backplane links up", links_up);
+    }
+    let targets = [servers[0].addrs[0], servers[1].addrs[0]];
+    let narrow = ["--workload", "broadcast", "-c", "10", "-P", "4", "-n", "400", "--size", "1000"];
+    let (code, report) = load_from(&hosts, 3, &targets, &narrow);
+    assert_eq!(code, Some(0), "over 1 Mbit/s: {report:#}");
+    assert_eq!(report["broadcast"]["deliveries_seen"], 400 * 9, "{report:#}");
+    eprintln!("over 1 Mbit/s: {} s", report["duration_s"]);
 }
 
 /// Three NATS servers clustered with routes, one per host; server A is given only the first

@@ -93,6 +93,17 @@ impl Hosts {
         ip(&["link", "set", &self.veths[index], if up { "up" } else { "down" }]).unwrap();
     }
 
+    /// Limits what host `index` receives to `rate` (tc's units, e.g. `1mbit`) with a token
+    /// bucket (`tbf`, on the bridge's side of its link).
+    pub fn limit_rate(&self, index: usize, rate: &str) {
+        let status = Command::new("tc")
+            .args(["qdisc", "replace", "dev", &self.veths[index], "root", "tbf", "rate", rate])
+            .args(["burst", "32kbit", "latency", "400ms"])
+            .status()
+            .unwrap();
+        assert!(status.success(), "tc qdisc tbf on {}", self.veths[index]);
+    }
+
     /// A TCP connection to `addr` made from host `index` (a socket keeps the namespace it
     /// was made in: a thread enters the host's, connects, and hands the socket back).
     pub fn connect_from(&self, index: usize, addr: SocketAddr) -> TcpStream {
