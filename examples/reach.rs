@@ -77,6 +77,97 @@ fn main() {
     for &members in &args.members {
         measure(&args, members);
     }
+    println!();
+    println!("Where the time goes, per line (medians over the lines; times from the send):");
+    println!();
+    println!(
+        "| members | receipt at workers, first / last ms | server's last write ms | last member has it ms | releases per worker | server CPU ms | holders CPU ms | engine CPU ms | µs per delivery: server / holders |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|");
+    for (members, breakdown) in breakdowns().lock().unwrap().iter() {
+        breakdown.print(*members);
+    }
+}
+
+/// The breakdowns measured so far, printed after the main table.
+fn breakdowns() -> &'static std::sync::Mutex<Vec<(u32, Breakdown)>> {
+    static BREAKDOWNS: std::sync::Mutex<Vec<(u32, Breakdown)>> = std::sync::Mutex::new(Vec::new());
+    &BREAKDOWNS
+}
+
+/// Where a line's time goes, from the workers' trace (`RUST_LOG=evloop::room=debug`) and the
+/// CPU time of each part.
+#[derive(Debug, Default)]
+struct Breakdown {
+    /// Per line: when the first and the last worker got it from the backplane (ms after the
+    /// send; the sender's own worker delivers it without the backplane).
+    receipt_ms: Vec<(f64, f64)>,
+    /// Per line: when the last worker finished writing it to its members.
+    written_ms: Vec<f64>,
+    /// Per line: the most releases one worker took to write it to all its members.
+    releases: Vec<u32>,
+    /// Per line: when the last member had it (the holders' reports).
+    reach_ms: Vec<f64>,
+    /// Server, holders, engine.
+    cpu_per_line_ms: Vec<f64>,
+}
+
+impl Breakdown {
+    /// Reads the trace: for line N, the entries whose text holds `L{N} `.
+    fn of(trace: &str, sent: &[u64]) -> Breakdown {
+        let field = |line: &str, name: &str| -> Option<u64> {
+            let start = line.find(name)? + name.len();
+            line[start..].split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
+        };
+        let mut breakdown = Breakdown::default();
+        for (number, &sent_ns) in sent.iter().enumerate() {
+            let tag = format!("L{number} {sent_ns}");
+            let ms = |ns: u64| ns.saturating_sub(sent_ns) as f64 / 1e6;
+            let entries: Vec<&str> = trace.lines().filter(|entry| entry.contains(&tag)).collect();
+            let receipts: Vec<f64> = entries
+                .iter()
+                .filter(|entry| entry.contains("from the backplane"))
+                .filter_map(|entry| field(entry, "at_ns=").map(ms))
+                .collect();
+            let first = receipts.iter().copied().fold(f64::INFINITY, f64::min);
+            let last = receipts.iter().copied().fold(0.0, f64::max);
+            breakdown.receipt_ms.push((if first.is_finite() { first } else { 0.0 }, last));
+            let releases: Vec<(u64, u64)> = entries
+                .iter()
+                .filter(|entry| entry.contains("room released"))
+                .filter_map(|entry| Some((field(entry, "pid=")?, field(entry, "ended_ns=")?)))
+                .collect();
+            breakdown.written_ms.push(releases.iter().map(|&(_, ended)| ms(ended)).fold(0.0, f64::max));
+            let mut per_worker: HashMap<u64, u32> = HashMap::new();
+            for (pid, _) in releases {
+                *per_worker.entry(pid).or_default() += 1;
+            }
+            breakdown.releases.push(per_worker.values().copied().max().unwrap_or(0));
+        }
+        breakdown
+    }
+
+    fn print(&self, members: u32) {
+        let median = |values: Vec<f64>| {
+            let mut values = values;
+            values.sort_by(f64::total_cmp);
+            values.get(values.len() / 2).copied().unwrap_or(0.0)
+        };
+        let per_delivery = |cpu_ms: f64| cpu_ms * 1000.0 / f64::from(members);
+        println!(
+            "| {members} | {:.1} / {:.1} | {:.1} | {:.1} | {:.0} | {:.1} | {:.1} | {:.1} | {:.2} / {:.2} |",
+            median(self.receipt_ms.iter().map(|&(first, _)| first).collect()),
+            median(self.receipt_ms.iter().map(|&(_, last)| last).collect()),
+            median(self.written_ms.clone()),
+            median(self.reach_ms.clone()),
+            median(self.releases.iter().map(|&count| f64::from(count)).collect()),
+            self.cpu_per_line_ms[0],
+            self.cpu_per_line_ms[1],
+            self.cpu_per_line_ms[2],
+            per_delivery(self.cpu_per_line_ms[0]),
+            per_delivery(self.cpu_per_line_ms[1]),
+        );
+    }
 }
 
 /// Nanoseconds on CLOCK_MONOTONIC: the same clock in every process of this machine.
@@ -131,7 +222,12 @@ fn measure(args: &Args, members: u32) {
         // The members' listener, the same room; the sender stays on the line listener.
         server.args(["--listen", "broadcast:ws=127.0.0.1:0", "--ws-ping", "0"]);
     }
-    let mut server = server.stdout(Stdio::piped()).stderr(Stdio::null()).spawn().expect("start the server");
+    // Each worker logs when a line came from the backplane and when each release of the room
+    // started and ended (monotonic ns): the breakdown below reads them.
+    let trace_path = std::path::PathBuf::from(common::binary(&format!("reach-trace-{members}.log")));
+    let trace = std::fs::File::create(&trace_path).expect("the trace file");
+    server.env("RUST_LOG", "warn,evloop::room=debug");
+    let mut server = server.stdout(Stdio::piped()).stderr(trace).spawn().expect("start the server");
     let mut startup = BufReader::new(server.stdout.take().unwrap());
     let mut listening = || {
         let mut line = String::new();
@@ -186,9 +282,18 @@ fn measure(args: &Args, members: u32) {
         }
     }
 
+    // CPU time (user + system) of the server's processes, the holders and the engine over
+    // the measured lines.
+    let server_pids =
+        || std::iter::once(server.id()).chain(common::children(server.id())).collect::<Vec<_>>();
+    let cpu_of = |pids: &[u32]| pids.iter().map(|&pid| common::cpu_time(pid).total_us()).sum::<f64>();
+    let holder_pids: Vec<u32> = holders.iter().map(|holder| holder.child.id()).collect();
+    let cpu_before = [cpu_of(&server_pids()), cpu_of(&holder_pids), cpu_of(&[engine.id()])];
     let mut reach_ms = Vec::new();
+    let mut sent = Vec::new();
     for line in 0..args.lines {
         let sent_ns = monotonic_ns();
+        sent.push(sent_ns);
         sender.write_all(format!("L{line} {sent_ns}\n").as_bytes()).unwrap();
         let mut last_ns = 0;
         for holder in &mut holders {
@@ -201,6 +306,9 @@ fn measure(args: &Args, members: u32) {
         }
         reach_ms.push((last_ns - sent_ns) as f64 / 1e6);
     }
+    let cpu_after = [cpu_of(&server_pids()), cpu_of(&holder_pids), cpu_of(&[engine.id()])];
+    let cpu_per_line_ms: Vec<f64> =
+        (0..3).map(|part| (cpu_after[part] - cpu_before[part]) / 1000.0 / f64::from(args.lines)).collect();
     let mut verified = 0u64;
     let mut failures = 0u64;
     for holder in &mut holders {
@@ -218,6 +326,10 @@ fn measure(args: &Args, members: u32) {
     common::stop(&mut server);
     let _ = engine.kill();
     let _ = engine.wait();
+    let mut breakdown = Breakdown::of(&std::fs::read_to_string(&trace_path).unwrap_or_default(), &sent);
+    breakdown.cpu_per_line_ms = cpu_per_line_ms;
+    breakdown.reach_ms = reach_ms.clone();
+    breakdowns().lock().unwrap().push((members, breakdown));
     reach_ms.sort_by(f64::total_cmp);
     let pick = |q: f64| reach_ms[((reach_ms.len() - 1) as f64 * q).round() as usize];
     let expected = u64::from(members) * u64::from(args.lines);

@@ -28,6 +28,15 @@ impl Reactor {
 
     /// Delivers `line`, published by another server in `room`, to every local member.
     fn deliver_from_backplane(&mut self, shared: usize, line: &[u8]) {
+        if log::log_enabled!(target: "evloop::room", log::Level::Debug) {
+            log::debug!(
+                target: "evloop::room",
+                "room line from the backplane; pid={} at_ns={} line={:?}",
+                std::process::id(),
+                crate::sys::monotonic_ns(),
+                String::from_utf8_lossy(&line[..line.len().min(80)])
+            );
+        }
         if let Some(room) = self.rooms.iter().position(|room| room.backplane == Some(shared)) {
             self.send_to_room(room, None, line);
         }

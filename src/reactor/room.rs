@@ -156,6 +156,10 @@ impl Reactor {
         if !self.rooms[room].lines_waiting() {
             return;
         }
+        // `RUST_LOG=evloop::room=debug`: when each release starts and ends, for the reach
+        // benchmark's breakdown (examples/reach.rs); a branch otherwise.
+        let traced = log::log_enabled!(target: "evloop::room", log::Level::Debug);
+        let started_ns = if traced { crate::sys::monotonic_ns() } else { 0 };
         self.publish_metrics();
         // Borrowed out for the loop: writing changes no membership (closing is deferred).
         let framings = std::mem::take(&mut self.rooms[room].framings);
@@ -194,6 +198,16 @@ impl Reactor {
             }
         }
         drop(slices);
+        if traced {
+            log::debug!(
+                target: "evloop::room",
+                "room released; pid={} members={} started_ns={started_ns} ended_ns={} first={:?}",
+                std::process::id(),
+                members.len(),
+                crate::sys::monotonic_ns(),
+                String::from_utf8_lossy(framings[0].1.first_line())
+            );
+        }
         let room = &mut self.rooms[room];
         room.members = members;
         room.framings = framings;
@@ -237,6 +251,13 @@ impl RoomLines {
             }
             _ => self.runs.push(Run { sender, end, lines: 1 }),
         }
+    }
+
+    /// The first line waiting, framed, cut to 80 bytes (for the trace of a release).
+    fn first_line(&self) -> &[u8] {
+        let end = self.runs.first().map_or(0, |run| run.end).min(80);
+        let line = &self.bytes[..end];
+        memchr::memchr(b'\n', line).map_or(line, |newline| &line[..newline])
     }
 
     /// Whether no line waits.

@@ -23,6 +23,17 @@ pub(crate) mod scan;
 pub(crate) mod shared_memory;
 pub(crate) mod socket;
 
+/// Nanoseconds on `CLOCK_MONOTONIC`, as a plain number: the same clock in every process of
+/// the machine, so times logged by the server can be set against times a client wrote (the
+/// loader's send times, the reach benchmark's), which `Instant` cannot show.
+pub fn monotonic_ns() -> u64 {
+    let mut time = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime only writes into the timespec we pass, which lives for the call;
+    // CLOCK_MONOTONIC is always available on Linux.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut time) };
+    time.tv_sec as u64 * 1_000_000_000 + time.tv_nsec as u64
+}
+
 /// 64 random bits from the kernel (`/dev/urandom`), or, should that fail, from the clock and
 /// the process id: enough to tell server processes apart, not for secrets.
 pub(crate) fn random_u64() -> u64 {
