@@ -53,6 +53,10 @@ struct Args {
     /// The members' codec: line, or ws (WebSocket clients; the sender stays a line client)
     #[arg(long, default_value = "line")]
     codec: String,
+    /// A busy echo client beside the room (evloop-load, 4 connections, 1,000 requests a
+    /// second in all, open loop) while the lines go out: does the room starve the others?
+    #[arg(long)]
+    echo: bool,
     /// Internal: run as a holder of COUNT members of the room at ADDR, sender SENDER,
     /// connecting from SOURCES (comma-separated, in turn), speaking CODEC
     #[arg(long, num_args = 5, value_names = ["ADDR", "COUNT", "SENDER", "SOURCES", "CODEC"], hide = true)]
@@ -65,7 +69,7 @@ fn main() {
         let sources: Vec<IpAddr> = hold[3].split(',').map(|source| source.parse().unwrap()).collect();
         return holder(&hold[0], hold[1].parse().unwrap(), &hold[2], &sources, hold[4] == "ws");
     }
-    common::build(&["--bin", "evloop-server", "--example", "reach"]);
+    common::build(&["--bin", "evloop-server", "--bin", "evloop-load", "--example", "reach"]);
     println!(
         "{} workers over {}; members over {}; {} lines per room, one at a time; reach = the last member's arrival less the send time.\n",
         args.workers, args.engine, args.codec, args.lines
@@ -87,6 +91,23 @@ fn main() {
     for (members, breakdown) in breakdowns().lock().unwrap().iter() {
         breakdown.print(*members);
     }
+    let echo = echo_figures().lock().unwrap();
+    if !echo.is_empty() {
+        println!();
+        println!("A busy echo client beside the room (4 connections, 1,000 requests/s, open loop):");
+        println!();
+        println!("| members | over (of the lines) | echoes verified | p50 ms | p99 ms | max ms | ok |");
+        println!("|---|---|---|---|---|---|---|");
+        for row in echo.iter() {
+            println!("{row}");
+        }
+    }
+}
+
+/// The echo client's rows, printed after the main table.
+fn echo_figures() -> &'static std::sync::Mutex<Vec<String>> {
+    static ROWS: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+    &ROWS
 }
 
 /// The breakdowns measured so far, printed after the main table.
@@ -222,6 +243,9 @@ fn measure(args: &Args, members: u32) {
         // The members' listener, the same room; the sender stays on the line listener.
         server.args(["--listen", "broadcast:ws=127.0.0.1:0", "--ws-ping", "0"]);
     }
+    if args.echo {
+        server.args(["--listen", "echo=127.0.0.1:0"]);
+    }
     // Each worker logs when a line came from the backplane and when each release of the room
     // started and ended (monotonic ns): the breakdown below reads them.
     let trace_path = std::path::PathBuf::from(common::binary(&format!("reach-trace-{members}.log")));
@@ -236,6 +260,7 @@ fn measure(args: &Args, members: u32) {
     };
     let addr = listening();
     let members_addr = if websocket { listening() } else { addr.clone() };
+    let echo_addr = args.echo.then(&mut listening);
 
     let mut sender = TcpStream::connect(&addr).expect("connect the sender");
     let sender_name = sender.local_addr().unwrap().to_string();
@@ -291,6 +316,8 @@ fn measure(args: &Args, members: u32) {
     let cpu_before = [cpu_of(&server_pids()), cpu_of(&holder_pids), cpu_of(&[engine.id()])];
     let mut reach_ms = Vec::new();
     let mut sent = Vec::new();
+    let mut echo: Option<Child> = None;
+    let lines_started = Instant::now();
     for line in 0..args.lines {
         let sent_ns = monotonic_ns();
         sent.push(sent_ns);
@@ -305,6 +332,35 @@ fn measure(args: &Args, members: u32) {
             last_ns = last_ns.max(fields.next().unwrap().parse::<u64>().unwrap());
         }
         reach_ms.push((last_ns - sent_ns) as f64 / 1e6);
+        if let (0, Some(echo_addr)) = (line, &echo_addr) {
+            // Within the rest of the lines, so that every echo meets a burst: half as long as
+            // they should take, judging by this one (the first line is the slowest).
+            let seconds = (f64::from(args.lines - 1) * reach_ms[0] * 0.5 / 1000.0).max(1.0);
+            echo = Some(
+                Command::new(common::binary("evloop-load"))
+                    .args(["--target", echo_addr, "-c", "4", "-R", "1000", "--json", "--no-progress"])
+                    .args(["-d", &format!("{seconds:.1}s")])
+                    .stdout(Stdio::piped())
+                    .spawn()
+                    .expect("start the echo client"),
+            );
+        }
+    }
+    if let Some(echo) = echo.take() {
+        let output = echo.wait_with_output().unwrap();
+        let report: serde_json::Value = serde_json::from_slice(&output.stdout).expect("the echo report");
+        let latency = &report["latency_us"];
+        let ms = |field: &str| latency[field].as_f64().unwrap_or(0.0) / 1000.0;
+        echo_figures().lock().unwrap().push(format!(
+            "| {members} | {:.1} s of {:.1} s | {} | {:.1} | {:.1} | {:.1} | {} |",
+            report["duration_s"].as_f64().unwrap_or(0.0),
+            lines_started.elapsed().as_secs_f64(),
+            report["messages"]["verified"],
+            ms("p50"),
+            ms("p99"),
+            ms("max"),
+            report["ok"]
+        ));
     }
     let cpu_after = [cpu_of(&server_pids()), cpu_of(&holder_pids), cpu_of(&[engine.id()])];
     let cpu_per_line_ms: Vec<f64> =
@@ -399,8 +455,8 @@ fn holder(addr: &str, count: u32, sender: &str, sources: &[IpAddr], websocket: b
     let mut events = Events::with_capacity(4096);
     let mut buffer = vec![0u8; 64 * 1024];
     let mut synced = 0u32;
-    // Per measured line: members that have it, and the latest arrival.
-    let mut arrivals: HashMap<u64, (u32, u64)> = HashMap::new();
+    // Per measured line (at most 64): members that have it, and the latest arrival.
+    let mut arrivals = [(0u32, 0u64); 64];
     let mut next_report = 0u64;
     let (mut verified, mut failures) = (0u64, 0u64);
     loop {
@@ -415,6 +471,10 @@ fn holder(addr: &str, count: u32, sender: &str, sources: &[IpAddr], websocket: b
                         break;
                     }
                     Ok(n) => {
+                        // A holder must cost less per delivery than the server it measures:
+                        // a short read drained the socket (edge-triggered: more raises a new
+                        // edge), so it is the last, saving the read that would say EAGAIN.
+                        let drained = n < buffer.len();
                         member.tail.extend_from_slice(&buffer[..n]);
                         while let Some(line) = next_line(&mut member.tail, websocket) {
                             let Some(text) = line.strip_prefix(prefix.as_bytes()) else {
@@ -437,12 +497,15 @@ fn holder(addr: &str, count: u32, sender: &str, sources: &[IpAddr], websocket: b
                                 Some((number, _)) if number < 64 && member.got & (1 << number) == 0 => {
                                     member.got |= 1 << number;
                                     verified += 1;
-                                    let entry = arrivals.entry(number).or_insert((0, 0));
+                                    let entry = &mut arrivals[number as usize];
                                     entry.0 += 1;
                                     entry.1 = entry.1.max(now);
                                 }
                                 _ => failures += 1,
                             }
+                        }
+                        if drained {
+                            break;
                         }
                     }
                     Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => break,
@@ -453,7 +516,7 @@ fn holder(addr: &str, count: u32, sender: &str, sources: &[IpAddr], websocket: b
                 }
             }
         }
-        while let Some(&(have, last_ns)) = arrivals.get(&next_report) {
+        while let Some(&(have, last_ns)) = arrivals.get(next_report as usize) {
             if have < count {
                 break;
             }

@@ -117,3 +117,32 @@ fn many_senders_each_get_all_but_their_own() {
         assert!(next.iter().enumerate().all(|(sender, &got)| got == if sender == index { 0 } else { count }));
     }
 }
+
+/// A room larger than one turn's writes (`ROOM_WRITES_PER_TURN`, 512) gets a line over
+/// several turns. Lines sent meanwhile come after it, for every member; members that leave
+/// during a release cost the others nothing; one that joins during it gets only the lines
+/// sent after it joined.
+#[test]
+fn a_room_larger_than_a_turn_gets_every_line_in_order() {
+    let server = TestServer::start(&["broadcast=127.0.0.1:0"]);
+    let mut members: Vec<util::Client> = (0..1_300).map(|_| util::connect(server.addr())).collect();
+    server.wait_for("1,300 members", |stats| stats.connections_open == 1_300);
+    let mut sender = members.remove(0);
+    for index in 0..5 {
+        sender.send_line(&format!("line {index}"));
+    }
+    // Leave while those are being written: the first hundred after the sender.
+    let leaving: Vec<util::Client> = members.drain(..100).collect();
+    drop(leaving);
+    let mut newcomer = util::connect(server.addr());
+    server.wait_for("the newcomer in, the leavers out", |stats| stats.connections_open == 1_201);
+    sender.send_line("after the newcomer");
+    let from = sender.local_addr();
+    for member in members.iter_mut() {
+        for index in 0..5 {
+            assert_eq!(member.line(), format!("{from}: line {index}"));
+        }
+        assert_eq!(member.line(), format!("{from}: after the newcomer"));
+    }
+    assert_eq!(newcomer.line(), format!("{from}: after the newcomer"), "only what came after it joined");
+}

@@ -72,6 +72,11 @@ impl Reactor {
         let served = conn.is_ready();
         if served {
             let room = self.services[service].room;
+            if self.rooms[room].is_releasing() {
+                // Leaving moves the last member into its place, perhaps among those already
+                // written to: the release in progress is finished first.
+                self.release_room(room);
+            }
             if let Some(moved) = self.rooms[room].leave(conn.member_index()) {
                 self.conns[moved].moved_to(conn.member_index());
             }
