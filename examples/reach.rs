@@ -57,6 +57,11 @@ struct Args {
     /// second in all, open loop) while the lines go out: does the room starve the others?
     #[arg(long)]
     echo: bool,
+    /// Only draw reach against members from a CSV of measured rows (docs/data/reach.csv:
+    /// members,workers,engine,reach_p50_ms,reach_max_ms,...), then exit:
+    /// `--chart docs/data/reach.csv=docs/charts/reach.svg`
+    #[arg(long, value_name = "CSV=SVG")]
+    chart: Option<String>,
     /// Internal: run as a holder of COUNT members of the room at ADDR, sender SENDER,
     /// connecting from SOURCES (comma-separated, in turn), speaking CODEC
     #[arg(long, num_args = 5, value_names = ["ADDR", "COUNT", "SENDER", "SOURCES", "CODEC"], hide = true)]
@@ -68,6 +73,10 @@ fn main() {
     if let Some(hold) = &args.hold {
         let sources: Vec<IpAddr> = hold[3].split(',').map(|source| source.parse().unwrap()).collect();
         return holder(&hold[0], hold[1].parse().unwrap(), &hold[2], &sources, hold[4] == "ws");
+    }
+    if let Some(chart) = &args.chart {
+        let (csv, svg) = chart.split_once('=').expect("--chart CSV=SVG");
+        return draw_chart(csv.as_ref(), svg.as_ref());
     }
     common::build(&["--bin", "evloop-server", "--bin", "evloop-load", "--example", "reach"]);
     println!(
@@ -600,4 +609,33 @@ fn set_bind_address_no_port(socket: &socket2::Socket) {
             size_of::<libc::c_int>() as libc::socklen_t,
         );
     }
+}
+
+/// Reach (p50 and the worst line) and CPU per delivery against members, from rows measured
+/// one run each (the header names the columns).
+fn draw_chart(csv: &std::path::Path, svg: &std::path::Path) {
+    use evloop::load::chart::{Panel, Series, write_svg};
+    let table = common::Table::read(csv);
+    let series =
+        |name: &str, field: &str| Series { name: name.to_string(), points: table.points("members", field) };
+    let reach = Panel {
+        title: "Time for a line to reach every member".to_string(),
+        x_label: "members".to_string(),
+        y_label: "ms".to_string(),
+        log_x: true,
+        log_y: true,
+        series: vec![series("p50", "reach_p50_ms"), series("worst of the lines", "reach_max_ms")],
+    };
+    let cost = Panel {
+        title: "CPU per delivery".to_string(),
+        x_label: "members".to_string(),
+        y_label: "µs".to_string(),
+        log_x: true,
+        log_y: false,
+        series: vec![
+            series("server (all workers)", "server_us_per_delivery"),
+            series("holders (the members)", "holder_us_per_delivery"),
+        ],
+    };
+    write_svg(svg, &[reach, cost]).expect("write the chart");
 }

@@ -250,18 +250,12 @@ fn record(path: &std::path::Path, args: &Args, active: u32, figures: &Figures) {
 /// written by `--record` (rows with the idle timeout off).
 fn draw_chart(csv: &std::path::Path, svg: &std::path::Path) {
     use evloop::load::chart::{Panel, Series, write_svg};
-    let text = std::fs::read_to_string(csv).expect("read the CSV");
-    let mut lines = text.lines();
-    let header: Vec<&str> = lines.next().expect("a header").split(',').collect();
-    let column =
-        |name: &str| header.iter().position(|c| *c == name).unwrap_or_else(|| panic!("no column {name}"));
-    let rows: Vec<Vec<f64>> = lines
-        .map(|line| line.split(',').map(|cell| cell.parse::<f64>().unwrap_or(0.0)).collect())
-        .filter(|row: &Vec<f64>| row[column("idle_timeout_s")] == 0.0)
-        .collect();
+    let mut table = common::Table::read(csv);
+    let idle_timeout = table.column("idle_timeout_s");
+    table.rows.retain(|row| row[idle_timeout] == 0.0);
     let series = |name: &str, field: &str| Series {
         name: name.to_string(),
-        points: rows.iter().map(|row| (row[column("connections")], row[column(field)])).collect(),
+        points: table.points("connections", field),
     };
     let memory = Panel {
         title: "Memory per idle connection".to_string(),

@@ -127,3 +127,34 @@ pub fn children_cpu_time() -> CpuTime {
 pub fn children_cpu_us() -> u64 {
     children_cpu_time().total_us() as u64
 }
+
+/// A CSV of numbers with a header, as the drivers record their runs: the rows (a cell that
+/// is not a number reads 0) and a lookup of a column's index by name.
+pub struct Table {
+    header: Vec<String>,
+    /// The rows, a number per column.
+    pub rows: Vec<Vec<f64>>,
+}
+
+impl Table {
+    pub fn read(path: &std::path::Path) -> Table {
+        let text = std::fs::read_to_string(path).expect("read the CSV");
+        let mut lines = text.lines();
+        let header = lines.next().expect("a header").split(',').map(String::from).collect();
+        let rows = lines
+            .map(|line| line.split(',').map(|cell| cell.parse::<f64>().unwrap_or(0.0)).collect())
+            .collect();
+        Table { header, rows }
+    }
+
+    /// The index of column `name`.
+    pub fn column(&self, name: &str) -> usize {
+        self.header.iter().position(|c| c == name).unwrap_or_else(|| panic!("no column {name}"))
+    }
+
+    /// The points `(x, y)` of columns `x` and `y`, one per row.
+    pub fn points(&self, x: &str, y: &str) -> Vec<(f64, f64)> {
+        let (x, y) = (self.column(x), self.column(y));
+        self.rows.iter().map(|row| (row[x], row[y])).collect()
+    }
+}
