@@ -16,9 +16,13 @@
 //! into that member's output. The kernel's copy into each socket is all that is left per
 //! member. (A transport that transforms bytes, TLS, takes the copy instead.)
 //!
+//! A big room is written over several turns, [`ROOM_WRITES_PER_TURN`] members each, so that
+//! the other connections are served in between: those lines wait in a release of their own
+//! while the next ones gather, and go out first.
+//!
 //! Lines wait here only until something else would reach a member (its own reply, a line
-//! addressed to it, a new member joining): the room's lines are released first, so every
-//! member sees everything in the order it happened.
+//! addressed to it, a new member joining, one leaving): the room's lines are released first,
+//! all of them at once, so every member sees everything in the order it happened.
 
 use std::io::IoSlice;
 
