@@ -147,21 +147,8 @@ fn wait_for_routes(hosts: &Hosts, node: usize) {
 }
 
 /// Starts `command` and waits for `ready` in its output (read on, and dropped, after).
-fn started(mut command: Command, ready: &str) -> Child {
-    let mut child = command.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("start");
-    let (lines, seen) = std::sync::mpsc::channel();
-    let streams: [Box<dyn Read + Send>; 2] =
-        [Box::new(child.stdout.take().unwrap()), Box::new(child.stderr.take().unwrap())];
-    for stream in streams {
-        let lines = lines.clone();
-        thread::spawn(move || {
-            for line in BufReader::new(stream).lines().map_while(Result::ok) {
-                let _ = lines.send(line);
-            }
-        });
-    }
-    while !seen.recv_timeout(Duration::from_secs(20)).expect("ready in time").contains(ready) {}
-    child
+fn started(command: Command, ready: &str) -> Child {
+    hosts::start_ready(command, ready)
 }
 
 fn stop(child: &mut Child) {

@@ -22,29 +22,8 @@ struct Started {
 
 impl Started {
     /// Starts `command` and waits for a line with `ready` on stdout or stderr.
-    fn start(mut command: Command, ready: &str) -> Started {
-        let mut child = command.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("start");
-        let (lines, seen) = std::sync::mpsc::channel();
-        let streams: [Box<dyn Read + Send>; 2] =
-            [Box::new(child.stdout.take().unwrap()), Box::new(child.stderr.take().unwrap())];
-        for stream in streams {
-            let lines = lines.clone();
-            thread::spawn(move || {
-                for line in BufReader::new(stream).lines().map_while(Result::ok) {
-                    let _ = lines.send(line);
-                }
-            });
-        }
-        loop {
-            match seen.recv_timeout(Duration::from_secs(20)) {
-                Ok(line) if line.contains(ready) => return Started { child },
-                Ok(_) => {}
-                Err(_) => {
-                    let _ = child.kill();
-                    panic!("{command:?} did not print {ready:?}");
-                }
-            }
-        }
+    fn start(command: Command, ready: &str) -> Started {
+        Started { child: util::hosts::start_ready(command, ready) }
     }
 
     fn kill(&mut self) {

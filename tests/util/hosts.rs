@@ -135,6 +135,36 @@ impl Drop for Hosts {
     }
 }
 
+/// Starts `command` (a server on a host, an engine) and waits until it prints a line with
+/// `ready` on stdout or stderr: its own readiness signal. Its output is read on, and
+/// dropped, after.
+pub fn start_ready(mut command: Command, ready: &str) -> std::process::Child {
+    use std::io::BufRead as _;
+    use std::process::Stdio;
+    let mut child = command.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("start");
+    let (lines, seen) = mpsc::channel();
+    let streams: [Box<dyn Read + Send>; 2] =
+        [Box::new(child.stdout.take().unwrap()), Box::new(child.stderr.take().unwrap())];
+    for stream in streams {
+        let lines = lines.clone();
+        thread::spawn(move || {
+            for line in std::io::BufReader::new(stream).lines().map_while(Result::ok) {
+                let _ = lines.send(line);
+            }
+        });
+    }
+    loop {
+        match seen.recv_timeout(Duration::from_secs(20)) {
+            Ok(line) if line.contains(ready) => return child,
+            Ok(_) => {}
+            Err(_) => {
+                let _ = child.kill();
+                panic!("{command:?} did not print {ready:?}");
+            }
+        }
+    }
+}
+
 /// Latency on a link (this kernel has no netem): a TCP relay that holds each chunk for
 /// `delay` before passing it on, both ways, in order. Listens until the test process ends;
 /// connections end when either side closes.
