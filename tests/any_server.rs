@@ -6,10 +6,9 @@
 mod util;
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::thread;
-use std::time::Duration;
 
 use serde_json::Value;
 use util::engines::Engine;
@@ -122,12 +121,7 @@ impl Memcached {
             .stderr(Stdio::null())
             .spawn()
             .expect("memcached (scripts/test installs it)");
-        // Ready once it accepts connections: it prints nothing when it is.
-        let deadline = std::time::Instant::now() + util::READ_TIMEOUT;
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(std::time::Instant::now() < deadline, "memcached did not start");
-            thread::sleep(Duration::from_millis(20));
-        }
+        util::wait_accepting(port, "memcached");
         Memcached { child, port }
     }
 }

@@ -395,11 +395,15 @@ pub fn http_response_len(bytes: &[u8], max: usize) -> Result<Option<usize>, Stri
 }
 
 /// Finds `marker` in a stream read in pieces: the end of a piece that could begin the marker
-/// is kept for the next one.
+/// is kept for the next one, and only the join (that end and the start of the next piece) is
+/// copied, never a whole read.
 #[derive(Clone, Debug, Default)]
 pub struct MarkerScan {
-    /// The last bytes of the stream so far that could be the start of a marker.
+    /// The last bytes of the stream so far (fewer than the marker's) that could be the
+    /// start of a marker: never a whole marker, nor part of one already counted.
     carry: Vec<u8>,
+    /// The carry and the start of the next piece, searched for a marker across the join.
+    join: Vec<u8>,
 }
 
 impl MarkerScan {
@@ -407,23 +411,32 @@ impl MarkerScan {
     /// not overlap, as they would not in a stream of replies.
     pub fn count(&mut self, marker: &[u8], bytes: &[u8]) -> usize {
         let keep = marker.len() - 1;
-        let joined;
-        let stream: &[u8] = if self.carry.is_empty() {
-            bytes
-        } else {
-            joined = [self.carry.as_slice(), bytes].concat();
-            &joined
-        };
-        let (mut seen, mut next) = (0, 0);
-        for found in memchr::memmem::find_iter(stream, marker) {
-            if found >= next {
-                seen += 1;
-                next = found + marker.len();
-            }
+        let carried = self.carry.len();
+        self.join.clear();
+        self.join.extend_from_slice(&self.carry);
+        self.join.extend_from_slice(&bytes[..bytes.len().min(keep)]);
+        // A marker across the join ends inside `bytes` (the carry holds no whole marker);
+        // the search of `bytes` starts after it.
+        let mut seen = 0;
+        let mut from = 0;
+        if let Some(found) = memchr::memmem::find(&self.join, marker) {
+            seen += 1;
+            from = found + marker.len() - carried;
         }
-        let tail_start = stream.len().saturating_sub(keep).max(next);
+        let mut next = from;
+        for found in memchr::memmem::find_iter(&bytes[from..], marker) {
+            seen += 1;
+            next = from + found + marker.len();
+        }
         self.carry.clear();
-        self.carry.extend_from_slice(&stream[tail_start..]);
+        if bytes.len() >= keep {
+            self.carry.extend_from_slice(&bytes[(bytes.len() - keep).max(next)..]);
+        } else if seen == 0 {
+            // A short piece: the stream's tail is the join's, less what may not begin a marker.
+            self.carry.extend_from_slice(&self.join[self.join.len().saturating_sub(keep)..]);
+        } else {
+            self.carry.extend_from_slice(&bytes[next..]);
+        }
         seen
     }
 }

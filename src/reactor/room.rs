@@ -103,16 +103,13 @@ impl Room {
     /// Starts releasing the lines gathered so far (none in progress): they move to the
     /// release, and the room gathers the next ones in emptied framings of the same kinds.
     fn freeze(&mut self) {
-        let mut spare = std::mem::take(&mut self.spare);
-        let emptied = self
-            .framings
-            .iter()
-            .map(|(framing, _)| {
-                let lines = spare.iter().position(|(of, _)| of == framing).map(|at| spare.swap_remove(at).1);
-                (*framing, lines.unwrap_or_default())
-            })
-            .collect();
-        let framings = std::mem::replace(&mut self.framings, emptied);
+        let same_kinds = self.spare.len() == self.framings.len()
+            && self.spare.iter().zip(&self.framings).all(|((spare, _), (framing, _))| spare == framing);
+        if !same_kinds {
+            // The first release, or a framing added since (a compression window): rare.
+            self.spare = self.framings.iter().map(|(framing, _)| (*framing, RoomLines::default())).collect();
+        }
+        let framings = std::mem::replace(&mut self.framings, std::mem::take(&mut self.spare));
         self.releasing = Some(Release { framings, next: 0 });
     }
 

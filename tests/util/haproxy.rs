@@ -2,7 +2,7 @@
 //! configuration of the test's own: the real balancer (scripts/test installs it), on a
 //! private port, killed on drop.
 
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener};
 use std::process::{Child, Command, Stdio};
 
 fn free_port() -> u16 {
@@ -43,12 +43,7 @@ impl Haproxy {
             .stderr(Stdio::null())
             .spawn()
             .expect("haproxy (scripts/test installs it)");
-        // Ready once it accepts connections.
-        let deadline = std::time::Instant::now() + super::READ_TIMEOUT;
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(std::time::Instant::now() < deadline, "haproxy did not start");
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
+        super::wait_accepting(port, "haproxy");
         Haproxy { child, port, config }
     }
 

@@ -156,8 +156,8 @@ impl Engine<'_> {
         loop {
             match script::http_response_len(&input[used..], MAX_REPLY) {
                 Ok(Some(length)) => {
-                    self.reply_offset = self.conns[key].received_bytes + used as u64;
-                    self.on_reply(key, &input[used..used + length], now);
+                    let offset = self.conns[key].received_bytes + used as u64;
+                    self.on_reply(key, &input[used..used + length], offset, now);
                     used += length;
                 }
                 Ok(None) => break,

@@ -232,8 +232,6 @@ struct Engine<'a> {
     phase: Phase,
     tally: Tally,
     read_buf: Vec<u8>,
-    /// Where the reply being judged starts in its connection's stream (for a mismatch).
-    reply_offset: u64,
     scratch: Vec<u8>,
     expected: Vec<u8>,
     flush_queue: Vec<usize>,
@@ -302,7 +300,6 @@ impl<'a> Engine<'a> {
             phase: Phase::Connecting,
             tally: Tally::default(),
             read_buf: vec![0; READ_BUFFER_SIZE],
-            reply_offset: 0,
             scratch: Vec::new(),
             expected: Vec::new(),
             flush_queue: Vec::new(),

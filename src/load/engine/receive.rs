@@ -256,10 +256,7 @@ impl Engine<'_> {
             let at = base + (input.len() - frames.rest().len()) as u64;
             match frames.next() {
                 None => break,
-                Some(Ok(reply)) => {
-                    self.reply_offset = at;
-                    self.on_reply(key, reply, now)
-                }
+                Some(Ok(reply)) => self.on_reply(key, reply, at, now),
                 Some(Err(error)) => {
                     let id = self.conns[key].id;
                     self.tally.mismatch_at(id, Some(at), b"(a reply)", error.to_string().as_bytes());
@@ -279,7 +276,9 @@ impl Engine<'_> {
         }
     }
 
-    pub(super) fn on_reply(&mut self, key: usize, reply: &[u8], now: u64) {
+    /// One whole reply of `key`, starting at byte `offset` of its stream: checked against
+    /// the request it answers (a mismatch is reported at that offset).
+    pub(super) fn on_reply(&mut self, key: usize, reply: &[u8], offset: u64, now: u64) {
         self.tally.received += 1;
         if reply == TURNED_AWAY {
             return self.turned_away(key);
@@ -298,8 +297,7 @@ impl Engine<'_> {
             if script.reply_matches(flight.seq, reply) {
                 self.count_verified(&flight, reply.len(), now);
             } else {
-                let offset = Some(self.reply_offset);
-                self.tally.mismatch_at(id, offset, &script.expected_text(flight.seq), reply);
+                self.tally.mismatch_at(id, Some(offset), &script.expected_text(flight.seq), reply);
             }
             return self.send_after_reply(key, now);
         }
