@@ -88,7 +88,6 @@ mod log_throttle;
 mod models;
 mod preamble;
 mod reactor;
-mod serve;
 mod server;
 mod stats;
 mod sys;

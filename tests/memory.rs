@@ -34,7 +34,9 @@ fn idle_connections_hold_no_buffers() {
     let stats = server.wait_for("all idle", |stats| stats.buffers.in_use == 0);
     assert_eq!(stats.connections_open, 1000);
     assert_eq!(stats.buffers.in_use, 0, "idle connections hold no buffers");
-    assert!(stats.buffers.reused > 1000, "buffers were reused: {:?}", stats.buffers);
+    // Replies never take a buffer (they are written from the buffer they were framed in);
+    // the partial inputs do, and each round after the first gets the 256 the pool keeps.
+    assert!(stats.buffers.reused >= 2 * 256, "buffers were reused: {:?}", stats.buffers);
 }
 
 /// The pool bounds what it keeps: after a burst, buffers go back and are reused, not

@@ -14,8 +14,8 @@ use log::{info, warn};
 use mio::{Interest, Registry, Token};
 
 use super::BackplaneUrl;
-use crate::sys::nonblocking::{gate, write_until_full};
 use crate::sys::socket::Stream;
+use crate::sys::socket::{gate, write_until_full};
 
 /// The first retry after a failure.
 pub const FIRST_RETRY: Duration = Duration::from_millis(100);

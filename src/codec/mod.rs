@@ -17,7 +17,6 @@
 mod fixed;
 mod length;
 mod line;
-mod newlines;
 mod raw;
 mod session;
 pub mod ws;
@@ -28,7 +27,7 @@ use std::str::FromStr;
 pub use fixed::FixedDecoder;
 pub use length::LengthDecoder;
 pub use line::LineDecoder;
-use newlines::Newlines;
+use line::Newlines;
 pub use session::{Event, Notice, Protocol, Session, SessionEvents};
 
 /// How a listener frames its messages, chosen with `HANDLER:CODEC` on the command line.
@@ -97,13 +96,13 @@ impl Codec {
         if self == Codec::Ws {
             return ws::refusal(notice, out);
         }
-        match notice.text() {
-            Some(text) => {
-                self.encode(text.as_bytes(), out);
-                true
-            }
-            None => false,
+        let (end, start) = (out.len(), self.begin_frame(out));
+        if !notice.write_text(out) {
+            out.truncate(end);
+            return false;
         }
+        self.end_frame(out, start);
+        true
     }
 
     /// How many bytes one read of a stream framed by this codec may take, out of a buffer of
@@ -238,7 +237,7 @@ impl FromStr for Codec {
 }
 
 /// Input a decoder rejects. The server replies `ERR <this>` and keeps the connection.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FrameError {
     /// A line over the limit; the rest of it, up to its `\n`, is skipped.
     LineTooLong {
@@ -254,6 +253,12 @@ pub enum FrameError {
     Truncated,
     /// Bytes the codec's protocol does not allow (a WebSocket frame a client cannot read).
     Protocol(&'static str),
+    /// A UDP datagram over the limit: a datagram is one message, so there is no codec to
+    /// cut it.
+    DatagramTooLong {
+        /// The limit, `--max-frame`.
+        max: usize,
+    },
 }
 
 impl fmt::Display for FrameError {
@@ -263,6 +268,7 @@ impl fmt::Display for FrameError {
             FrameError::FrameTooLong { max } => write!(f, "frame too long (max {max} bytes)"),
             FrameError::Truncated => f.write_str("truncated message at end of stream"),
             FrameError::Protocol(what) => f.write_str(what),
+            FrameError::DatagramTooLong { max } => write!(f, "datagram too long (max {max} bytes)"),
         }
     }
 }
@@ -309,7 +315,7 @@ impl Decoder {
     /// done once (the line codec scans for newlines 64 bytes at a time and keeps what it
     /// found for the following lines). [`Frames::rest`] is what is left undecoded.
     pub fn frames<'d, 'a>(&'d mut self, input: &'a [u8], max_frame: usize) -> Frames<'d, 'a> {
-        Frames { decoder: self, rest: input, max_frame, newlines: Newlines::new(input) }
+        Frames { decoder: self, rest: input, max_frame, newlines: Newlines::new(input), at_end: false }
     }
 
     /// The peer closed its side: what is left in `input` (the undecoded tail) becomes a last
@@ -333,6 +339,9 @@ pub struct Frames<'d, 'a> {
     max_frame: usize,
     /// The line codec's newlines in the input (unused by the others).
     newlines: Newlines<'a>,
+    /// The input is the last of the stream: what is left once no whole message is, is
+    /// [`finish`](Decoder::finish)ed.
+    at_end: bool,
 }
 
 impl<'a> Frames<'_, 'a> {
@@ -340,6 +349,23 @@ impl<'a> Frames<'_, 'a> {
     /// with the next read's bytes after it.
     pub fn rest(&self) -> &'a [u8] {
         self.rest
+    }
+
+    /// The input is the end of the stream (the peer closed): after the whole messages, the
+    /// undecoded rest becomes a last message if the codec allows it, or its error.
+    pub fn to_the_end(mut self) -> Self {
+        self.at_end = true;
+        self
+    }
+}
+
+impl<'a> Frames<'_, 'a> {
+    /// The last message, from what is left at the end of the stream (once).
+    #[cold]
+    fn finish(&mut self) -> Option<Result<&'a [u8], FrameError>> {
+        self.at_end = false;
+        let last = std::mem::take(&mut self.rest);
+        self.decoder.finish(last, self.max_frame).transpose()
     }
 }
 
@@ -352,7 +378,10 @@ impl<'a> Iterator for Frames<'_, 'a> {
             Decoder::Line(line) => line.decode_with(&mut self.rest, self.max_frame, &mut self.newlines),
             other => other.decode(&mut self.rest, self.max_frame),
         };
-        decoded.transpose()
+        match decoded {
+            Ok(None) if self.at_end => self.finish(),
+            decoded => decoded.transpose(),
+        }
     }
 }
 

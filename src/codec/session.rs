@@ -28,17 +28,23 @@ pub enum Notice {
     GoingAway,
     /// The connection did not read what others sent it (a slow consumer); it is closed.
     TooSlow,
+    /// Input its codec refused (too long, cut off): answered, and the connection carries on.
+    BadInput(super::FrameError),
 }
 
 impl Notice {
-    /// The notice as the text of an `ERR` line, for protocols that say it in a message; `None`
-    /// where a line client has always been closed without a word.
-    pub fn text(self) -> Option<&'static str> {
-        match self {
-            Notice::ServerFull => Some("ERR server full"),
-            Notice::IdleTimeout => Some("ERR idle timeout"),
-            Notice::GoingAway | Notice::TooSlow => None,
-        }
+    /// Writes the notice to `out` as the text of an `ERR` message, for protocols that say it
+    /// in a message; false (nothing written) where a line client has always been closed
+    /// without a word. Every `ERR` the server itself sends is written here.
+    pub fn write_text(self, out: &mut Vec<u8>) -> bool {
+        use std::io::Write as _;
+        let _ = match self {
+            Notice::ServerFull => write!(out, "ERR server full"),
+            Notice::IdleTimeout => write!(out, "ERR idle timeout"),
+            Notice::BadInput(error) => write!(out, "ERR {error}"),
+            Notice::GoingAway | Notice::TooSlow => return false,
+        };
+        true
     }
 }
 

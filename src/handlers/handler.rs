@@ -9,7 +9,7 @@
 
 use std::fmt;
 
-use super::outbox::Outbox;
+use super::serve::Outbox;
 use crate::sys::address::PeerAddr;
 
 /// A connection, as handlers see it. Valid until [`Handler::on_disconnect`] for it returns;

@@ -12,7 +12,7 @@ mod echo;
 mod file;
 mod handler;
 mod metrics;
-mod outbox;
+pub(crate) mod serve;
 mod sum;
 mod time;
 mod uppercase;
@@ -24,7 +24,7 @@ pub use echo::Echo;
 pub use file::FileServer;
 pub use handler::{ConnId, Handler, Peer, Recipient};
 pub use metrics::Metrics;
-pub use outbox::{Intent, Outbox};
+pub use serve::{Intent, Outbox};
 pub use sum::Sum;
 pub use time::Time;
 pub use uppercase::Uppercase;
@@ -32,7 +32,7 @@ pub use uppercase::Uppercase;
 use crate::codec::Codec;
 
 #[cfg(test)]
-pub(crate) use outbox::test_support;
+pub(crate) use serve::test_support;
 #[cfg(test)]
 pub(crate) use sum::sum;
 

@@ -9,11 +9,10 @@ use std::net::{Shutdown, TcpListener, TcpStream};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use crate::codec::{Codec, FrameError};
+use crate::codec::{Codec, FrameError, Notice};
 use crate::config::Limits;
-use crate::handlers::work::busy_work;
+use crate::handlers::serve::{self, Carrier, Flow, Serving};
 use crate::handlers::{ConnId, Handler, Outbox, Peer, Recipient};
-use crate::serve::{self, Carrier, Flow};
 use crate::sys::address::PeerAddr;
 use crate::timeline::Timeline;
 
@@ -54,8 +53,9 @@ pub fn lock<T: ?Sized>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 
 /// What a connection needs from its model: the handler, and the way to reach other clients.
 pub trait Room {
-    /// Runs the handler on one message.
-    fn handle(&mut self, from: Peer<'_>, message: &[u8], out: &mut Outbox);
+    /// Runs `serve` with the handler (a model that shares it among threads holds its lock
+    /// meanwhile).
+    fn with_handler(&mut self, serve: &mut dyn FnMut(&mut dyn Handler));
     /// Delivers `payload` (not yet framed) to `to`, a recipient other than the sender.
     fn deliver(&mut self, sender: ConnId, to: Recipient, payload: &[u8]);
 }
@@ -68,8 +68,8 @@ pub struct Alone<'a> {
 }
 
 impl Room for Alone<'_> {
-    fn handle(&mut self, from: Peer<'_>, message: &[u8], out: &mut Outbox) {
-        self.handler.on_message(from, message, out);
+    fn with_handler(&mut self, serve: &mut dyn FnMut(&mut dyn Handler)) {
+        serve(&mut *self.handler);
     }
 
     fn deliver(&mut self, _sender: ConnId, _to: Recipient, _payload: &[u8]) {
@@ -137,31 +137,26 @@ pub fn serve(
         };
         let at_end = read == 0;
         input.extend_from_slice(&buffer[..read]);
-        let mut closing = false;
-        let used = serve::messages(&mut decoder, &input, at_end, config.max_frame, |decoded| {
-            let message = match decoded {
-                Ok(message) => message,
-                Err(error) => {
-                    encode_error(codec, &error, &mut replies);
-                    served.messages_out += 1;
-                    return Flow::Next;
-                }
-            };
-            served.messages_in += 1;
-            let started = timeline.is_some().then(Instant::now);
-            busy_work(config.work_per_message);
-            room.handle(Peer { id, addr: peer }, message, &mut outbox);
-            if let (Some(timeline), Some(started)) = (timeline, started) {
-                lock(timeline).message(track, started, Instant::now(), message.len());
-            }
-            let mut carrier =
-                Own { codec, replies: &mut replies, room: &mut *room, sender: id, closing: false, sent: 0 };
-            serve::carry_out(&outbox, id, &mut carrier);
-            served.messages_out += carrier.sent;
-            closing = carrier.closing;
-            outbox.clear();
-            if closing { Flow::Stop } else { Flow::Next }
+        let mut frames = decoder.frames(&input, config.max_frame);
+        if at_end {
+            frames = frames.to_the_end();
+        }
+        // The serve step, replies framed straight into one buffer, written once per read.
+        outbox.frame_replies(Some(codec.into()));
+        let mut counts = Counts { served: &mut served, limits: config, timeline, track };
+        let mut flow = Flow::Next;
+        room.with_handler(&mut |handler| {
+            flow = serve::serve(handler, Peer { id, addr: peer }, &mut frames, &mut outbox, &mut counts);
         });
+        let used = input.len() - frames.rest().len();
+        outbox.frame_replies(None);
+        served.messages_out += outbox.move_replies_to(&mut replies);
+        let mut carrier =
+            Own { codec, replies: &mut replies, room: &mut *room, sender: id, closing: false, sent: 0 };
+        serve::carry_out(&outbox, id, &mut carrier);
+        served.messages_out += carrier.sent;
+        let closing = carrier.closing || flow == Flow::Stop;
+        outbox.clear();
         input.drain(..used);
         if !replies.is_empty() {
             write_own(&replies)?;
@@ -208,8 +203,34 @@ impl Carrier for Own<'_> {
     }
 }
 
-fn encode_error(codec: Codec, error: &FrameError, replies: &mut Vec<u8>) {
-    codec.encode(format!("ERR {error}").as_bytes(), replies);
+/// What the serve step counts and records for one blocking connection.
+struct Counts<'a> {
+    served: &'a mut Served,
+    limits: &'a Limits,
+    timeline: Option<&'a Mutex<Timeline>>,
+    track: u64,
+}
+
+impl Serving for Counts<'_> {
+    fn work(&self) -> Duration {
+        self.limits.work_per_message
+    }
+
+    fn received(&mut self) {
+        self.served.messages_in += 1;
+    }
+
+    fn refused(&mut self, _error: &FrameError) {}
+
+    fn timing(&self) -> bool {
+        self.timeline.is_some()
+    }
+
+    fn handled(&mut self, started: Instant, length: usize) {
+        if let Some(timeline) = self.timeline {
+            lock(timeline).message(self.track, started, Instant::now(), length);
+        }
+    }
 }
 
 /// Sends FIN after the last reply and waits (briefly) for the client to close, reading and
@@ -248,7 +269,7 @@ pub fn accept_next(listener: &TcpListener) -> io::Result<Option<(TcpStream, Peer
 /// Tells a client the server is full (frame by `codec`) and closes it.
 pub fn turn_away(mut stream: TcpStream, codec: Codec) {
     let mut reply = Vec::new();
-    codec.encode(b"ERR server full", &mut reply);
+    codec.notice(Notice::ServerFull, &mut reply);
     let _ = stream.write_all(&reply);
     let _ = stream.shutdown(Shutdown::Write);
 }

@@ -23,16 +23,15 @@ use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use slab::Slab;
 
 use super::BlockingService;
-use crate::codec::{Codec, Decoder, FrameError};
+use crate::codec::{Codec, Decoder, FrameError, Notice};
 use crate::config::Limits;
-use crate::handlers::work::busy_work;
+use crate::handlers::serve::{self, Carrier, Flow, Serving};
 use crate::handlers::{ConnId, Outbox, Peer};
 use crate::log_throttle::LogThrottle;
-use crate::serve::{self, Carrier, Flow};
 use crate::stats::{RunSummary, Stats};
 use crate::sys::address::PeerAddr;
-use crate::sys::nonblocking::{gate, interrupted, write_until_full};
 use crate::sys::scan::{self, FD_SETSIZE, Watch};
+use crate::sys::socket::{gate, interrupted, write_until_full};
 use crate::timeline::{Recording, Timeline};
 
 /// How long one wait may last, so a stop request is seen.
@@ -215,7 +214,7 @@ fn accept_all(
                 warn!("server full, turning away; peer={peer} {why} repeats={held_back}");
             }
             let mut reply = Vec::new();
-            codec.encode(b"ERR server full", &mut reply);
+            codec.notice(Notice::ServerFull, &mut reply);
             let mut stream = stream;
             let _ = stream.write_all(&reply);
             let _ = stream.shutdown(Shutdown::Write);
@@ -266,43 +265,66 @@ fn read_and_handle(
     };
     let (service, mut decoder) = (conn.service, conn.decoder);
     let input = std::mem::take(&mut conn.input);
-    // Decoded first, handled after: handling touches other connections (the room). A copy
-    // per message, which the reactor avoids; this model is for study, not speed.
-    let mut messages: Vec<Result<Vec<u8>, FrameError>> = Vec::new();
-    let used = serve::messages(&mut decoder, &input, at_end, config.max_frame, |decoded| {
-        messages.push(decoded.map(<[u8]>::to_vec));
-        Flow::Next
-    });
-    let conn = &mut conns[key];
-    conn.decoder = decoder;
-    conn.input = input[used..].to_vec();
+    let peer = conn.peer.clone();
     if at_end {
         conn.reading = false;
     }
-    for message in messages {
-        if !conns.get(key).is_some_and(|conn| conn.reading || at_end) {
-            break;
-        }
-        let message = match message {
-            Ok(message) => message,
-            Err(error) => {
-                // A frame error: answered, the connection carries on.
-                telemetry.stats.frame_errors += 1;
-                codecs[service].encode(format!("ERR {error}").as_bytes(), &mut conns[key].output);
-                telemetry.stats.messages_out += 1;
-                continue;
-            }
-        };
-        telemetry.stats.messages_in += 1;
-        let started = telemetry.recording.is_some().then(Instant::now);
-        busy_work(config.work_per_message);
-        let peer = conns[key].peer.clone();
-        handlers[service].on_message(Peer { id: ConnId(key), addr: &peer }, &message, outbox);
-        let stats = &mut telemetry.stats;
-        serve::carry_out(outbox, ConnId(key), &mut ScanCarrier { conns, key, service, codecs, stats });
-        outbox.clear();
-        if let (Some(recording), Some(started)) = (&mut telemetry.recording, started) {
-            recording.message(key, started, message.len());
+    // The serve step over the read's messages, replies framed into the outbox; then what
+    // they asked of others, carried out.
+    let mut frames = decoder.frames(&input, config.max_frame);
+    if at_end {
+        frames = frames.to_the_end();
+    }
+    outbox.frame_replies(Some(codecs[service].into()));
+    let mut counts = Counts { key, telemetry, limits: config };
+    let flow = serve::serve(
+        handlers[service].as_mut(),
+        Peer { id: ConnId(key), addr: &peer },
+        &mut frames,
+        outbox,
+        &mut counts,
+    );
+    let used = input.len() - frames.rest().len();
+    outbox.frame_replies(None);
+    let conn = &mut conns[key];
+    conn.decoder = decoder;
+    conn.input = input[used..].to_vec();
+    telemetry.stats.messages_out += outbox.move_replies_to(&mut conn.output);
+    if flow == Flow::Stop {
+        conn.reading = false;
+    }
+    let stats = &mut telemetry.stats;
+    serve::carry_out(outbox, ConnId(key), &mut ScanCarrier { conns, key, service, codecs, stats });
+    outbox.clear();
+}
+
+/// What the serve step counts and records in the scanning models.
+struct Counts<'a> {
+    key: usize,
+    telemetry: &'a mut Telemetry,
+    limits: &'a Limits,
+}
+
+impl Serving for Counts<'_> {
+    fn work(&self) -> Duration {
+        self.limits.work_per_message
+    }
+
+    fn received(&mut self) {
+        self.telemetry.stats.messages_in += 1;
+    }
+
+    fn refused(&mut self, _error: &FrameError) {
+        self.telemetry.stats.frame_errors += 1;
+    }
+
+    fn timing(&self) -> bool {
+        self.telemetry.recording.is_some()
+    }
+
+    fn handled(&mut self, started: Instant, length: usize) {
+        if let Some(recording) = &mut self.telemetry.recording {
+            recording.message(self.key, started, length);
         }
     }
 }

@@ -25,7 +25,7 @@ use super::BlockingService;
 use super::blocking::{self, Client, Room, lock};
 use crate::codec::Codec;
 use crate::config::Limits;
-use crate::handlers::{ConnId, Handler, Outbox, Peer, Recipient};
+use crate::handlers::{ConnId, Handler, Recipient};
 use crate::stats::RunSummary;
 use crate::timeline::Timeline;
 
@@ -45,8 +45,8 @@ struct Shared {
 }
 
 impl Room for Arc<Shared> {
-    fn handle(&mut self, from: Peer<'_>, message: &[u8], out: &mut Outbox) {
-        lock(&self.handler).on_message(from, message, out);
+    fn with_handler(&mut self, serve: &mut dyn FnMut(&mut dyn Handler)) {
+        serve(lock(&self.handler).as_mut());
     }
 
     fn deliver(&mut self, sender: ConnId, to: Recipient, payload: &[u8]) {

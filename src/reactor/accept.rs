@@ -1,9 +1,18 @@
-//! Accepting: new connections join the slab; once every layer below the handler is ready
-//! (at once, for a plain connection without a preamble) they join their room (`ready.rs`).
+//! Joining: new connections join the slab, and once every layer below the handler is ready
+//! (at once, for a plain connection without a preamble) they are served: they join their
+//! room and their handler hears of them.
 //!
 //! Accepting is budgeted per turn like reading, and backs off when descriptors run out: with
 //! edge-triggered polling the backlog's edge is not raised again, so the listener goes on the
 //! owed list (budget spent) or is retried by a timer (backoff over).
+//!
+//! Ready before served: a connection is served only once its PROXY header is parsed (behind
+//! a balancer), and its transport's handshake (TLS) and its protocol's (WebSocket) are done.
+//! Until then the handler has not heard of it, it is in no room (no room line reaches it),
+//! and it counts as preparing, apart from the connections served; one not ready within
+//! `--handshake-timeout` is closed (`close.rs`). Without this, a client that connects
+//! straight to a `--proxy-protocol` port and sends nothing would be a room member from its
+//! accept on, and read every line of the room with the real senders' addresses.
 
 use std::io::{Read as _, Write as _};
 use std::time::Instant;
@@ -12,12 +21,11 @@ use log::{debug, error, warn};
 use mio::{Interest, Token};
 
 use super::connection::Connection;
-use super::source::MAX_CONNECTIONS;
-use super::{ACCEPT_BACKOFF, ACCEPTS_PER_TURN, Reactor};
+use super::{ACCEPT_BACKOFF, ACCEPTS_PER_TURN, MAX_CONNECTIONS, Reactor, Source};
 use crate::codec::Notice;
+use crate::handlers::{ConnId, Peer};
 use crate::sys::address::{ListenAddr, PeerAddr};
-use crate::sys::nonblocking::{client_gave_up, gate, out_of_resources};
-use crate::sys::socket::Stream;
+use crate::sys::socket::{Stream, client_gave_up, gate, out_of_resources};
 use crate::transport::Transport;
 
 impl Reactor {
@@ -44,7 +52,9 @@ impl Reactor {
                 }
             }
         }
-        self.owe_accept(index);
+        if let Some(slot) = self.sources.listeners.get_mut(index) {
+            self.queues.owe(Source::Listener(index), &mut slot.owed);
+        }
     }
 
     /// Stops accepting on `index` for [`ACCEPT_BACKOFF`]; the backlog keeps the clients
@@ -71,14 +81,14 @@ impl Reactor {
             let slot = &mut self.sources.listeners[index];
             if slot.paused_until.is_some_and(|until| now >= until) {
                 slot.paused_until = None;
-                self.owe_accept(index);
+                self.queues.owe(Source::Listener(index), &mut slot.owed);
             }
         }
     }
 
     /// Makes an accepted socket a connection of `service`, or turns it away if full. It is
     /// served at once if no layer below its handler has anything to wait for; otherwise it
-    /// prepares (`ready.rs`) until they are done or its time is up.
+    /// prepares until they are done or its time is up (`promote_if_ready`).
     fn admit(
         &mut self,
         mut stream: Stream,
@@ -133,7 +143,8 @@ impl Reactor {
     /// Tells a client the server is full, in its codec, and closes it. A fresh socket's send
     /// buffer is empty, so the short reply fits in one non-blocking write. What the client
     /// already sent is read and dropped first, and the sending side shut down before
-    /// closing, so the close is not a reset that could swallow the reply (see `linger.rs`);
+    /// closing, so the close is not a reset that could swallow the reply (see
+    /// `connection/closing.rs`);
     /// this connection does not linger, though: a full server keeps no state for it. A TLS
     /// client is closed without a word: nothing can reach it before a handshake.
     fn turn_away(&mut self, mut stream: Stream, peer: &PeerAddr, listener: usize) {
@@ -142,8 +153,8 @@ impl Reactor {
         let mut reply = Vec::new();
         let plain = !matches!(slot.addr, ListenAddr::Tls(_));
         if plain && self.services[slot.service].codec.notice(Notice::ServerFull, &mut reply) {
-            let _ = stream.read(&mut self.scratch.read);
-            let _ = stream.write(&reply);
+            let _ = gate(|| stream.read(&mut self.scratch.read));
+            let _ = gate(|| stream.write(&reply));
         }
         let _ = stream.shutdown_write();
         if let Some(held_back) = self.telemetry.accept_log.allow(Instant::now()) {
@@ -152,5 +163,30 @@ impl Reactor {
                 self.limits.max_connections
             );
         }
+    }
+
+    /// Serves `key` if every layer below its handler is now done: it joins its room, and
+    /// its handler hears of it.
+    pub(super) fn promote_if_ready(&mut self, key: usize) {
+        let Some(conn) = self.conns.get(key) else { return };
+        if !conn.is_ready_to_serve() {
+            return;
+        }
+        let service = conn.service();
+        let room = self.services[service].room;
+        // Lines sent before it joined are not for it.
+        self.release_room(room);
+        let Some(conn) = self.conns.get_mut(key) else { return };
+        let framing = conn.compresses().then(|| conn.framing(self.services[service].codec));
+        conn.serve(self.rooms[room].join(key, framing));
+        self.services[service].connections += 1;
+        self.telemetry.preparing -= 1;
+        if let Some(wheel) = &mut self.clocks.keepalive {
+            super::keepalive::watch(wheel, key, conn);
+        }
+        // Its handler hears of it; what it asks for is carried out like a message's.
+        let from = Peer { id: ConnId(key), addr: conn.peer() };
+        self.services[service].handler.on_connect(from, &mut self.scratch.outbox);
+        self.carry_out(key);
     }
 }

@@ -1,17 +1,21 @@
-//! Closing: connections are only marked during a turn and removed at its end.
+//! Leaving: the deadlines that end connections (idle, not ready in time, done lingering,
+//! told too slow), and the close sweep.
 //!
-//! Removing a connection in the middle of a turn would free its slab key while other steps
-//! of the same turn (a broadcast loop, a queued flush) may still refer to it, or hand the key
-//! to a new connection that would then receive the old one's events. Marking (`closing`) and
+//! Connections are only marked during a turn and removed at its end. Removing a connection
+//! in the middle of a turn would free its slab key while other steps of the same turn (a
+//! broadcast loop, a queued flush) may still refer to it, or hand the key to a new
+//! connection that would then receive the old one's events. Marking (`closing`) and
 //! sweeping afterwards, as Redis does with `freeClientAsync`, rules that out.
 
 use std::io;
+use std::time::Instant;
 
 use log::{debug, error};
 
-use super::Reactor;
 use super::connection::StopReason;
-use super::source::Source;
+use super::parts::Queues;
+use super::{Progress, Reactor, Source};
+use crate::codec::Notice;
 use crate::handlers::{ConnId, Peer};
 
 /// Why a connection is closed.
@@ -40,10 +44,61 @@ pub(crate) enum CloseReason {
 }
 
 impl Reactor {
-    /// Marks `key` to be removed at the end of the turn (once, whatever the callers).
-    pub(super) fn close_later(&mut self, key: usize, reason: CloseReason) {
-        if self.conns.get_mut(key).is_some_and(|conn| conn.mark_closing()) {
-            self.queues.close.push((key, reason));
+    /// Idle timeouts, on the timing wheel: a connection that moved no bytes for
+    /// `--idle-timeout` is told so in its protocol (`ERR idle timeout` on a line; if its
+    /// socket will take it) and closed. A connection's activity only stores the current tick
+    /// in it (O(1)); when its slot comes due it either expired or is put back in the slot of
+    /// its new deadline, so the reactor never scans all connections.
+    pub(super) fn expire_idle(&mut self, now: Instant) {
+        let Some(wheel) = &mut self.clocks.idle else { return };
+        let mut due = std::mem::take(&mut self.clocks.due);
+        wheel.due(now, &mut due);
+        for &(key, slot) in &due {
+            let Some(conn) = self.conns.get_mut(key) else {
+                continue;
+            };
+            if conn.timer_slot() != slot || conn.is_closing() {
+                continue; // stale: the key belongs to a newer connection, or it is going anyway
+            }
+            let Some(wheel) = &mut self.clocks.idle else { break };
+            let deadline = wheel.deadline(conn.last_active());
+            if deadline > self.clocks.now_tick {
+                conn.set_timer_slot(wheel.schedule(key, deadline));
+                continue;
+            }
+            // Told in its own protocol (`ERR idle timeout`, a close frame), written at once.
+            self.notify(key, Notice::IdleTimeout);
+            self.serve_conn(key, Progress::writing());
+            self.close_later(key, CloseReason::IdleTimeout);
+        }
+        due.clear();
+        self.clocks.due = due;
+    }
+
+    /// Closes the connections still preparing at their deadline (`--handshake-timeout`).
+    pub(super) fn expire_preparing(&mut self, now: Instant) {
+        let now_ms = self.clocks.ms(now);
+        while let Some((until_ms, key)) = Queues::pop_due(&mut self.queues.preparing, now_ms) {
+            let Some(conn) = self.conns.get_mut(key) else { continue };
+            if conn.prepares_until(until_ms) {
+                debug!("not ready in time; conn={key}");
+                self.queues.close(key, conn, CloseReason::HandshakeTimeout);
+            }
+        }
+    }
+
+    /// Closes lingering connections whose time is up, and slow consumers that did not read
+    /// what they were told in time.
+    pub(super) fn expire_lingering(&mut self, now: Instant) {
+        let now_ms = self.clocks.ms(now);
+        while let Some((until_ms, key)) = Queues::pop_due(&mut self.queues.lingering, now_ms) {
+            let Some(conn) = self.conns.get_mut(key) else { continue };
+            if let Some(reason) = conn.lingers_until(until_ms) {
+                self.queues.close(key, conn, CloseReason::LingerTimeout(reason));
+            } else if conn.told_until(until_ms) {
+                // Told it is too slow, and it still has not read it.
+                self.queues.close(key, conn, CloseReason::SlowConsumer);
+            }
         }
     }
 
@@ -153,7 +208,7 @@ impl Reactor {
             // Only a connection its handler heard of is said goodbye to.
             let peer = Peer { id: ConnId(key), addr: conn.peer() };
             self.services[service].handler.on_disconnect(peer, &mut self.scratch.outbox);
-            self.carry_out(key, service);
+            self.carry_out_for(key, service);
         }
         // Dropping the socket closes it, which also takes it out of the epoll set: no
         // `deregister` syscall needed.

@@ -1,26 +1,45 @@
-//! One client connection: its stack of layers (socket, transport, protocol; the preamble is a
-//! flag until it has come), the undecoded tail of its input, its pending output, and the
-//! few flags the reactor derives its poll interest from.
+//! One client connection, and its turn.
 //!
-//! An idle connection holds no buffer at all (both are `None`/empty and went back to the
-//! pool), which is what lets one reactor hold many thousands of them in little memory.
+//! A [`Connection`] is its stack of layers (socket, transport, protocol; the preamble is a
+//! flag until it has come), the undecoded tail of its input, its pending output, and the few
+//! flags the reactor derives its poll interest from. An idle connection holds no buffer at
+//! all (both are empty and went back to the pool), which is what lets one reactor hold many
+//! thousands of them in little memory. Its fields are private: every rule about its state is
+//! a method here (or in the child modules: `preparing.rs`, `closing.rs`, `session.rs`,
+//! `transfer.rs`), so the reactor's phases ask and tell rather than flip flags.
+//!
+//! A [`Turn`] is what happens when its socket is ready: read -> decode -> handle -> write ->
+//! settle, in one place, borrowing the connection, its service, the shared buffers, the
+//! queues, the counters, the limits and the clocks. What concerns others (carrying out a
+//! handler's intents, serving a connection whose handshake is done, its room's lines) it
+//! hands back to the loop as a [`Next`]; for an echo client there is none, and the whole
+//! turn runs here. docs/architecture.md follows one echoed byte through it.
 //!
 //! Every read and write of its socket goes through the transport and the one I/O gate
-//! (`sys::nonblocking::gate`): `WouldBlock` and `Interrupted` are turned into control flow in
-//! one place.
+//! (`sys::socket::gate`): `WouldBlock` and `Interrupted` are turned into control flow in one
+//! place.
+
+mod closing;
+mod preparing;
+mod session;
+mod transfer;
 
 use std::io::{self, IoSlice, Read as _};
-use std::os::unix::fs::FileExt as _;
 
 use mio::{Interest, Registry, Token};
 
 use super::buffer_pool::BufferPool;
-use crate::codec::{Codec, Decoder, Framing, Notice, Protocol, Session};
-use crate::handlers::Outbox;
+use super::parts::{Clocks, Queues, Scratch, Telemetry};
+use super::{CloseReason, HANDSHAKES_PER_TURN, READS_PER_TURN, Service};
+use crate::codec::{Codec, Decoder, FrameError, Framing, Notice, Protocol, Session};
+use crate::config::Limits;
+use crate::handlers::serve::{Serving, serve};
+use crate::handlers::{ConnId, Outbox, Peer};
 use crate::sys::address::PeerAddr;
-use crate::sys::nonblocking::{gate, write_until_full};
-use crate::sys::socket::Stream;
-use crate::transport::Transport;
+use crate::sys::socket::{Stream, gate, write_until_full};
+use crate::transport::{Received, Transport};
+
+pub use transfer::FileTransfer;
 
 /// Whether the reactor reads from a connection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -35,7 +54,7 @@ enum Reading {
     /// All written and our side shut down (FIN sent); reading on only to discard what the
     /// client still sends, until it closes or the deadline (ms since the reactor started).
     /// Closing with unread input would make the kernel reset the connection and throw away
-    /// replies it had not delivered yet (see `reactor/linger.rs`).
+    /// replies it had not delivered yet (see `connection/closing.rs`).
     Lingering {
         /// When to give up and close anyway.
         until: Stamp,
@@ -209,28 +228,6 @@ pub struct Connection {
     file: Option<Box<FileTransfer>>,
 }
 
-/// A file a connection is sending: `Intent::SendFile`, carried out.
-#[derive(Debug)]
-pub struct FileTransfer {
-    /// The file; `None` while it waits for a free slot (see `--max-file-sends`).
-    file: Option<std::fs::File>,
-    path: std::path::PathBuf,
-    /// The next byte to send, and the end (exclusive).
-    offset: u64,
-    end: u64,
-}
-
-/// How far a connection got with its file in one go.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum FileProgress {
-    /// All sent.
-    Done,
-    /// The socket is full: wait for `WRITABLE`.
-    Blocked,
-    /// This turn's share is spent; more next turn.
-    Owed,
-}
-
 /// What writing left a connection to do, decided by [`Connection::settle_output`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Settled {
@@ -294,39 +291,19 @@ impl Connection {
         self.service as usize
     }
 
-    /// Where it sits in its room's member list.
-    pub fn member_index(&self) -> usize {
-        self.member_index as usize
-    }
-
-    /// Another member left and this one took its place in the list.
-    pub fn moved_to(&mut self, member_index: usize) {
-        self.member_index = member_index as u32;
-    }
-
-    // ----- the stack: ready when every layer below the handler is -----
-
     /// Whether it is served: its handler knows it and it is in its room.
     #[inline]
     pub fn is_ready(&self) -> bool {
         self.stage == Stage::Ready
     }
 
-    /// Whether it is still preparing with the deadline `until_ms` (not served, not closed
-    /// and reused since).
-    pub fn prepares_until(&self, until_ms: u64) -> bool {
-        self.stage == Stage::Preparing { until: Stamp::of(until_ms) }
-    }
-
     /// Whether every layer below the handler is done, so that it may now be served.
     pub fn is_ready_to_serve(&self) -> bool {
-        !self.is_ready() && !self.awaits_preamble && self.transport.is_ready() && self.protocol.is_ready()
-    }
-
-    /// It is served from now on, as member `member_index` of its room.
-    pub fn serve(&mut self, member_index: usize) {
-        self.stage = Stage::Ready;
-        self.member_index = member_index as u32;
+        !self.is_ready()
+            && !self.closing
+            && !self.awaits_preamble
+            && self.transport.is_ready()
+            && self.protocol.is_ready()
     }
 
     /// Whether messages may be sent to it: served, not closing, not told it is too slow,
@@ -357,19 +334,10 @@ impl Connection {
         self.awaits_preamble
     }
 
-    /// The PROXY header came: the client is `source` (the balancer's own connection, a health
-    /// check, names none: the address stays the balancer's).
-    pub fn preamble_received(&mut self, source: Option<std::net::SocketAddr>) {
-        self.awaits_preamble = false;
-        if let Some(source) = source {
-            self.peer = PeerAddr::Tcp(source);
-        }
-    }
-
     /// Bytes just read (after the preamble) through its transport: where their plaintext
     /// is (see `Transport::receive`).
     #[inline]
-    pub fn receive(&mut self, raw: &[u8], plain: &mut Vec<u8>) -> io::Result<crate::transport::Received> {
+    pub fn receive(&mut self, raw: &[u8], plain: &mut Vec<u8>) -> io::Result<Received> {
         self.transport.receive(&mut self.stream, raw, plain)
     }
 
@@ -418,8 +386,6 @@ impl Connection {
         true
     }
 
-    // ----- reading: open, paused, stopped, lingering -----
-
     /// Whether the reactor should read from it now.
     pub fn wants_read(&self) -> bool {
         self.reading == Reading::Open && !self.closing
@@ -431,103 +397,14 @@ impl Connection {
         self.wants_read() && self.file.is_none()
     }
 
-    /// Whether its transport holds plaintext not read yet, which no event will announce.
-    pub fn has_plaintext_waiting(&self) -> bool {
-        self.transport.has_plaintext_waiting()
-    }
-
-    // ----- files -----
-
-    /// Queues a file to send after the pending output; it opens at [`open_file`](Self::open_file).
-    pub fn queue_file(&mut self, path: std::path::PathBuf, offset: u64, length: u64) {
-        self.file = Some(Box::new(FileTransfer { file: None, path, offset, end: offset + length }));
-    }
-
-    /// Whether it has a file queued or being sent.
-    pub fn has_file(&self) -> bool {
-        self.file.is_some()
-    }
-
     /// Whether its file is open (holds a slot of `--max-file-sends`).
     pub fn file_is_open(&self) -> bool {
         self.file.as_ref().is_some_and(|transfer| transfer.file.is_some())
     }
 
-    /// Opens its queued file.
-    pub fn open_file(&mut self) -> io::Result<()> {
-        let Some(transfer) = &mut self.file else { return Ok(()) };
-        transfer.file = Some(std::fs::File::open(&transfer.path)?);
-        Ok(())
-    }
-
-    /// Drops its file (sent, or the connection is going): true if it held an open slot.
-    pub fn drop_file(&mut self) -> bool {
-        self.file.take().is_some_and(|transfer| transfer.file.is_some())
-    }
-
-    /// Sends its open file, once the pending output is all written, up to `budget` bytes;
-    /// the bytes sent go into `sent`. A transport that passes bytes through gets them from
-    /// the page cache (`sendfile`); another gets a chunk at a time copied into the pending
-    /// output, written through it, and the next chunk only once that is out (the same
-    /// backpressure as any output). A file that ends before the bytes promised is an
-    /// error: its size was in the reply already.
-    pub fn send_file(
-        &mut self,
-        budget: usize,
-        sent: &mut u64,
-        pool: &mut BufferPool,
-        now_tick: u64,
-    ) -> io::Result<FileProgress> {
-        if !self.output.is_empty() || self.transport.waiting() > 0 {
-            return Ok(FileProgress::Blocked);
-        }
-        let Some(transfer) = &mut self.file else { return Ok(FileProgress::Done) };
-        let Some(file) = &transfer.file else { return Ok(FileProgress::Blocked) };
-        let shrank = || {
-            io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                format!("{} shrank while being sent", transfer.path.display()),
-            )
-        };
-        let mut left = budget;
-        while transfer.offset < transfer.end {
-            if left == 0 {
-                return Ok(FileProgress::Owed);
-            }
-            let chunk = (transfer.end - transfer.offset).min(left as u64) as usize;
-            if self.transport.passes_bytes_through() {
-                match gate(|| self.stream.send_file(file, &mut transfer.offset, chunk))? {
-                    Some(0) => return Err(shrank()),
-                    Some(n) => {
-                        left -= n.min(left);
-                        *sent += n as u64;
-                        self.last_active = now_tick;
-                    }
-                    None => return Ok(FileProgress::Blocked),
-                }
-                continue;
-            }
-            // The copying path: a chunk into the output, written through the transport.
-            let chunk = chunk.min(COPY_CHUNK);
-            let buffer = self.output.buffer(pool);
-            let start = buffer.len();
-            buffer.resize(start + chunk, 0);
-            let read = file.read_at(&mut buffer[start..], transfer.offset)?;
-            buffer.truncate(start + read);
-            if read == 0 {
-                return Err(shrank());
-            }
-            transfer.offset += read as u64;
-            left -= read.min(left);
-            let (stream, transport) = (&mut self.stream, &mut self.transport);
-            let written = self.output.write_with(pool, |bytes| transport.send(stream, bytes))?;
-            *sent += written as u64;
-            self.last_active = now_tick;
-            if !self.output.is_empty() || !self.transport.flush(&mut self.stream)? {
-                return Ok(FileProgress::Blocked);
-            }
-        }
-        Ok(FileProgress::Done)
+    /// Whether its transport holds plaintext not read yet, which no event will announce.
+    pub fn has_plaintext_waiting(&self) -> bool {
+        self.transport.has_plaintext_waiting()
     }
 
     /// Whether it is lingering: written out and shut down, its input only discarded.
@@ -535,59 +412,15 @@ impl Connection {
         matches!(self.reading, Reading::Lingering { .. })
     }
 
-    /// Why it lingers, if it is still the lingering that was to end at `until_ms` (not
-    /// closed, not stopped again since).
-    pub fn lingers_until(&self, until_ms: u64) -> Option<StopReason> {
-        match self.reading {
-            Reading::Lingering { until, reason } if until == Stamp::of(until_ms) => Some(reason),
-            _ => None,
-        }
-    }
-
-    /// Why it lingers, if it does.
-    pub fn lingering_reason(&self) -> Option<StopReason> {
-        match self.reading {
-            Reading::Lingering { reason, .. } => Some(reason),
-            _ => None,
-        }
-    }
-
-    /// Whether it is still the slow consumer told at `until_ms` (`tell_too_slow`).
-    pub fn told_until(&self, until_ms: u64) -> bool {
-        self.reading == Reading::Told { until: Stamp::of(until_ms) }
-    }
-
-    /// It was told it is too slow (its notice is queued): it reads nothing more, gets
-    /// nothing more, and is cut at `until_ms` unless it reads what is queued first.
-    pub fn tell_too_slow(&mut self, until_ms: u64) {
-        self.reading = Reading::Told { until: Stamp::of(until_ms) };
-    }
-
-    /// Stops reading its requests if its replies are over `max_output` (it is not reading
-    /// them); true if it paused. Reading resumes in [`settle_output`](Self::settle_output).
-    pub fn pause_if_backed_up(&mut self, max_output: usize) -> bool {
-        if self.reading == Reading::Open && self.pending_len() > max_output {
+    /// Stops reading its requests if its replies (pending, and `unwritten` more of this
+    /// turn's, not written yet) are over `max_output` (it is not reading them); true if it
+    /// paused. Reading resumes in [`settle_output`](Self::settle_output).
+    pub fn pause_if_backed_up(&mut self, max_output: usize, unwritten: usize) -> bool {
+        if self.reading == Reading::Open && self.pending_len() + unwritten > max_output {
             self.reading = Reading::Paused;
             return true;
         }
         false
-    }
-
-    /// Never reads again; it closes once its pending output is written. The first reason
-    /// given is kept.
-    pub fn stop(&mut self, reason: StopReason) {
-        if !matches!(self.reading, Reading::Stopped(_)) {
-            self.reading = Reading::Stopped(reason);
-        }
-    }
-
-    /// Everything is written: shuts down the sending side (the transport's goodbye, then
-    /// FIN, which the kernel sends after what is queued) and reads on only to discard,
-    /// until the client closes or `until_ms` (see `linger.rs`).
-    pub fn linger(&mut self, until_ms: u64, reason: StopReason) -> io::Result<()> {
-        self.transport.shutdown(&mut self.stream)?;
-        self.reading = Reading::Lingering { until: Stamp::of(until_ms), reason };
-        Ok(())
     }
 
     /// Reads from its socket (raw bytes: the preamble and the transport come next);
@@ -600,8 +433,6 @@ impl Connection {
         }
         Ok(read)
     }
-
-    // ----- input between reads -----
 
     /// Takes the undecoded tail kept from earlier reads, if any.
     pub fn take_partial_input(&mut self) -> Option<Vec<u8>> {
@@ -622,8 +453,6 @@ impl Connection {
         self.partial_input = Some(partial);
     }
 
-    // ----- output -----
-
     /// Frames `payload` as its listener's `codec` does for it onto its pending output.
     /// `pushed`: another client caused it (see [`Settled::SlowConsumer`]).
     pub fn push_output(&mut self, codec: Codec, payload: &[u8], pushed: bool, pool: &mut BufferPool) {
@@ -642,15 +471,18 @@ impl Connection {
         !self.output.is_empty() || self.file.is_some() || self.transport.waiting() > 0
     }
 
-    /// Room lines for it, in `slices` of a buffer the room's members share (`room.rs`):
-    /// sent straight from there (one `send`, or `sendmsg` for several slices) when nothing
-    /// else waits to be written before them and the transport passes bytes through, so that
-    /// only what the socket does not take is copied, into its pending output (as output
-    /// others caused: see [`Settled::SlowConsumer`]). Returns the bytes written; what was
+    /// Bytes for it in `slices` of a buffer it does not own (its turn's replies in the
+    /// outbox, room lines in the buffer the room's members share: `room.rs`): sent straight
+    /// from there (one `write`, or `sendmsg` for several slices) when nothing else waits to be
+    /// written before them and the transport passes bytes through, so that only what the
+    /// socket does not take is copied, into its pending output. `pushed`: another client
+    /// caused them (see [`Settled::SlowConsumer`]). Returns the bytes written; what was
     /// copied goes out in the flush.
+    #[inline]
     pub fn write_shared(
         &mut self,
         slices: &mut [IoSlice<'_>],
+        pushed: bool,
         pool: &mut BufferPool,
         now_tick: u64,
     ) -> io::Result<usize> {
@@ -676,7 +508,7 @@ impl Connection {
             for slice in slices.iter() {
                 buffer.extend_from_slice(slice);
             }
-            self.holds_pushed_output = true;
+            self.holds_pushed_output |= pushed;
         }
         Ok(written)
     }
@@ -743,16 +575,6 @@ impl Connection {
         }
     }
 
-    /// Gives its buffers back to the pool (it is being removed).
-    pub fn release_buffers(&mut self, pool: &mut BufferPool) {
-        if let Some(partial) = self.partial_input.take() {
-            pool.give(partial);
-        }
-        self.output.release(pool);
-    }
-
-    // ----- poll interest -----
-
     /// The poll interest its state calls for: readable while reading (or lingering),
     /// writable while output is pending (its own or its transport's). `None` when it wants
     /// neither, which means it is about to close.
@@ -784,8 +606,6 @@ impl Connection {
         Ok(true)
     }
 
-    // ----- the reactor's bookkeeping for this turn -----
-
     /// Puts it on the flush queue; false if it already is.
     pub fn queue_for_flush(&mut self) -> bool {
         !std::mem::replace(&mut self.queued_for_flush, true)
@@ -806,52 +626,490 @@ impl Connection {
         !std::mem::replace(&mut self.owed_read, true)
     }
 
-    /// Takes it off the owed list (it is being read).
-    pub fn clear_owed_read(&mut self) {
-        self.owed_read = false;
-    }
-
-    /// Marks it to be removed at the end of the turn; false if it already is.
-    pub fn mark_closing(&mut self) -> bool {
-        !std::mem::replace(&mut self.closing, true)
-    }
-
     /// Whether it is to be removed at the end of the turn.
     pub fn is_closing(&self) -> bool {
         self.closing
     }
+}
 
-    // ----- idle timeouts -----
+// ----- a connection's turn -----
 
-    /// The idle-wheel tick of its last activity.
-    pub fn last_active(&self) -> u64 {
-        self.last_active
+/// Where a turn stands while the loop does something only the loop can do for it (see
+/// [`Next`]): the loop keeps it, and the turn goes on from there.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Progress {
+    /// Reads done, against [`READS_PER_TURN`].
+    reads: usize,
+    /// Read on to `WouldBlock` (no further edge will come: the end of the stream was
+    /// announced, or the read is owed).
+    drain: bool,
+    /// No more reads this turn: the socket was drained, or reading stopped.
+    read_done: bool,
+    /// Input kept while the loop served the connection (its handshake done) waits to be
+    /// decoded before anything new is read.
+    kept_first: bool,
+    /// A session's events not carried out yet: the index of the next one.
+    events: Option<usize>,
+    /// Reading is over: write what the turn produced.
+    writing: bool,
+    /// Under `--workers`, the metrics were stored for this write already.
+    published: bool,
+    /// The client closed its side: once its last messages are served, it stops reading.
+    ended: bool,
+}
+
+impl Progress {
+    /// A turn that reads (`drain`: on to `WouldBlock`), then writes.
+    pub fn reading(drain: bool) -> Progress {
+        Progress {
+            reads: 0,
+            drain,
+            read_done: false,
+            kept_first: false,
+            events: None,
+            writing: false,
+            published: false,
+            ended: false,
+        }
     }
 
-    /// The idle-wheel slot its entry sits in (an entry from another slot is stale).
-    pub fn timer_slot(&self) -> u32 {
-        self.timer_slot
+    /// A turn that only writes what the connection has pending (the flush phase).
+    pub fn writing() -> Progress {
+        Progress { writing: true, ..Progress::reading(false) }
     }
 
-    /// Notes the slot its idle-wheel entry now sits in.
-    pub fn set_timer_slot(&mut self, slot: u32) {
-        self.timer_slot = slot;
-    }
-
-    /// The keepalive-wheel slot its entry sits in.
-    pub fn keepalive_slot(&self) -> u32 {
-        self.keepalive_slot
-    }
-
-    /// Notes the slot its keepalive-wheel entry now sits in.
-    pub fn set_keepalive_slot(&mut self, slot: u32) {
-        self.keepalive_slot = slot;
+    /// A turn that first decodes the input the connection kept (its file is out, or it was
+    /// just served), then reads.
+    pub fn kept_input() -> Progress {
+        Progress { kept_first: true, ..Progress::reading(true) }
     }
 }
 
-/// File bytes copied at a time on the copying path (a transport that transforms bytes): a
-/// few TLS records' worth, so a download costs one buffer, not the file.
-const COPY_CHUNK: usize = 64 * 1024;
+/// What a turn needs the loop to do before it can go on: what touches other connections, the
+/// rooms or the whole server. The loop does it and gives the turn back its [`Progress`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[must_use]
+pub(super) enum Next {
+    /// The turn is over.
+    Done,
+    /// The handler asked for more than replies (it waits in the outbox): carry it out.
+    CarryOut,
+    /// Every layer below the handler is done: serve the connection (its room, its
+    /// handler's `on_connect`).
+    Promote,
+    /// Lines of its room wait to be written, and something else is about to reach it: they
+    /// go first.
+    ReleaseRoom,
+    /// Under `--workers`: store the metrics before a reply leaves, so that a scrape another
+    /// worker answers counts what this reply answers.
+    Publish,
+    /// Its file is out: free the file's slot, and serve the requests that waited.
+    FileDone,
+}
+
+/// One connection's turn: read -> decode -> handle -> write -> settle, in one place. It
+/// borrows what it needs from the reactor (the connection, its service, the shared buffers,
+/// the queues, the counters, the limits, the clocks) and hands back to the loop, as a
+/// [`Next`], only what concerns others. For an echo client that is nothing: its whole turn
+/// runs here.
+pub(super) struct Turn<'r> {
+    pub key: usize,
+    pub conn: &'r mut Connection,
+    pub service: &'r mut Service,
+    /// Whether lines of the connection's room wait to be written (`room.rs`): anything else
+    /// that reaches it must come after them.
+    pub room_waiting: bool,
+    pub scratch: &'r mut Scratch,
+    pub queues: &'r mut Queues,
+    pub telemetry: &'r mut Telemetry,
+    pub limits: &'r Limits,
+    pub clocks: &'r Clocks,
+    pub registry: &'r Registry,
+}
+
+impl Turn<'_> {
+    /// Goes on from `progress` until the turn is over or the loop must step in.
+    pub fn go(mut self, progress: &mut Progress) -> Next {
+        if !progress.writing {
+            if let Some(next) = self.read(progress) {
+                return next;
+            }
+            progress.writing = true;
+        }
+        self.write(progress)
+    }
+
+    /// Reads and handles what arrived; `Some` when the loop must step in first.
+    ///
+    /// Readiness is a hint: read until `WouldBlock`, or until a read comes back short, which
+    /// means the kernel buffer was empty at that moment and any later bytes raise a new edge
+    /// (this saves the syscall that would only say `WouldBlock`). `drain` asks for reading to
+    /// `WouldBlock` regardless, for when no further edge is coming. At most
+    /// [`READS_PER_TURN`] reads, then the connection is owed a turn and the others go first.
+    fn read(&mut self, progress: &mut Progress) -> Option<Next> {
+        if let Some(index) = progress.events.take() {
+            if let Some(next) = self.carry_out_events(index, progress) {
+                return Some(next);
+            }
+        }
+        if std::mem::take(&mut progress.kept_first) && self.conn.partial_input_len() > 0 {
+            if let Some(next) = self.take_input(&[], progress) {
+                return Some(next);
+            }
+        }
+        if self.conn.is_lingering() {
+            self.discard_input();
+            return None;
+        }
+        if progress.reads == 0 && !progress.read_done && self.conn.is_handshaking() {
+            // A TLS handshake step costs up to ~150 µs: a bounded number per turn.
+            if self.queues.handshakes >= HANDSHAKES_PER_TURN {
+                self.queues.owe_read(self.key, self.conn);
+                return None;
+            }
+            self.queues.handshakes += 1;
+        }
+        let mut buffer = std::mem::take(&mut self.scratch.read);
+        let next = self.read_into(&mut buffer, progress);
+        self.scratch.read = buffer;
+        if next.is_some() {
+            return next;
+        }
+        if progress.ended {
+            // Its last messages are served: it closes once its replies are written.
+            self.stop_reading(StopReason::PeerClosed);
+            return None;
+        }
+        if self.conn.has_plaintext_waiting() && self.conn.takes_requests() {
+            // Decoded by the transport but not read yet: no event will say so.
+            self.queues.owe_read(self.key, self.conn);
+        }
+        None
+    }
+
+    /// The reads themselves, into `buffer` (the shared read buffer, lent for the turn).
+    fn read_into(&mut self, buffer: &mut [u8], progress: &mut Progress) -> Option<Next> {
+        let chunk = self.service.codec.read_limit(self.limits.max_frame, buffer.len());
+        while !progress.read_done && self.conn.takes_requests() {
+            if self.conn.pause_if_backed_up(self.limits.max_output, self.scratch.outbox.replies().0.len()) {
+                // It is not reading its replies: stop reading its requests until it does.
+                self.telemetry.stats.reading_paused += 1;
+                self.queues.flush(self.key, self.conn);
+                break;
+            }
+            if progress.reads == READS_PER_TURN {
+                // Bytes may still be waiting, and no new edge will say so: come back later.
+                self.queues.owe_read(self.key, self.conn);
+                break;
+            }
+            match self.conn.read(&mut buffer[..chunk], self.clocks.now_tick) {
+                Ok(Some(0)) => {
+                    (progress.read_done, progress.ended) = (true, true);
+                    return self.end_of_stream(progress);
+                }
+                Ok(Some(n)) => {
+                    progress.reads += 1;
+                    progress.read_done = n < chunk && !progress.drain;
+                    self.telemetry.stats.bytes_in += n as u64;
+                    if let Some(next) = self.receive(&buffer[..n], progress) {
+                        return Some(next);
+                    }
+                }
+                Ok(None) => break,
+                Err(error) => {
+                    self.close_later(CloseReason::Error(error));
+                    break;
+                }
+            }
+        }
+        progress.read_done = true;
+        None
+    }
+
+    /// Bytes just read, up the stack: the preamble while it has not come, then the
+    /// transport, whose plaintext goes to the protocol.
+    #[inline]
+    fn receive(&mut self, raw: &[u8], progress: &mut Progress) -> Option<Next> {
+        if self.conn.awaits_preamble() {
+            return self.take_preamble(raw, progress);
+        }
+        let handshaking = self.conn.is_handshaking();
+        let received = self.conn.receive(raw, &mut self.scratch.plain);
+        if !self.conn.is_ready() {
+            if self.conn.transport_wants_write() {
+                // A handshake's answer: written this turn.
+                self.queues.flush(self.key, self.conn);
+            }
+            if handshaking && !self.conn.is_handshaking() {
+                self.telemetry.stats.tls_handshakes += 1;
+            }
+        }
+        match received {
+            Ok(Received::AsIs) => self.take_plaintext(raw, progress),
+            Ok(Received::Decoded) => {
+                let plain = std::mem::take(&mut self.scratch.plain);
+                let next = self.take_plaintext(&plain, progress);
+                self.scratch.plain = plain;
+                self.scratch.plain.clear();
+                next
+            }
+            Err(error) => {
+                self.transport_failed(error);
+                None
+            }
+        }
+    }
+
+    /// Plaintext up to the protocol; if the layers below just became ready (a TLS
+    /// handshake ended), the connection is served first, and the plaintext waits for it.
+    #[inline]
+    fn take_plaintext(&mut self, plain: &[u8], progress: &mut Progress) -> Option<Next> {
+        if self.conn.is_ready_to_serve() {
+            self.keep_input(plain);
+            progress.kept_first = true;
+            return Some(Next::Promote);
+        }
+        if plain.is_empty() {
+            return None;
+        }
+        self.take_input(plain, progress)
+    }
+
+    /// Decodes plaintext `bytes` (after any incomplete tail kept from before), serves each
+    /// message, and keeps what is left of an incomplete one.
+    fn take_input(&mut self, bytes: &[u8], progress: &mut Progress) -> Option<Next> {
+        let Some(mut decoder) = self.conn.decoder() else {
+            return self.session_input(bytes, progress);
+        };
+        if !self.conn.takes_requests() {
+            // Sending a file: its later requests wait in its kept input until the file is
+            // out (or it stopped: `keep_input` drops them).
+            self.keep_input(bytes);
+            return None;
+        }
+        match self.conn.take_partial_input() {
+            None => {
+                let used = self.decode_and_serve(&mut decoder, bytes, false);
+                // Most reads end on a message boundary: a buffer is taken only for a tail
+                // that will be read on.
+                self.keep_input(&bytes[used..]);
+            }
+            Some(mut partial) => {
+                partial.extend_from_slice(bytes);
+                let used = self.decode_and_serve(&mut decoder, &partial, false);
+                partial.drain(..used);
+                self.conn.keep_partial_input(partial, &mut self.scratch.pool);
+                self.watch_tail();
+            }
+        }
+        self.conn.set_decoder(decoder);
+        self.scratch.outbox.has_intents().then_some(Next::CarryOut)
+    }
+
+    /// Serves every whole message at the front of `input` (and, `at_end`, the undecoded
+    /// rest as a last one); returns the bytes used.
+    #[inline]
+    fn decode_and_serve(&mut self, decoder: &mut Decoder, input: &[u8], at_end: bool) -> usize {
+        let framing = self.service.codec.into();
+        let mut frames = decoder.frames(input, self.limits.max_frame);
+        if at_end {
+            frames = frames.to_the_end();
+        }
+        self.serve_messages(framing, &mut frames);
+        input.len() - frames.rest().len()
+    }
+
+    /// The serve step (`handlers/serve.rs`) over `messages`, replies framed as `framing`
+    /// says straight into the outbox's buffer of replies, which the write sends from.
+    #[inline]
+    fn serve_messages<'m>(
+        &mut self,
+        framing: Framing,
+        messages: &mut impl Iterator<Item = Result<&'m [u8], FrameError>>,
+    ) {
+        let conn = &*self.conn;
+        let from = Peer { id: ConnId(self.key), addr: conn.peer() };
+        let outbox = &mut self.scratch.outbox;
+        outbox.frame_replies(Some(framing));
+        let mut counts =
+            Counts { key: self.key, peer: conn.peer(), limits: self.limits, telemetry: &mut *self.telemetry };
+        serve(self.service.handler.as_mut(), from, messages, outbox, &mut counts);
+        outbox.frame_replies(None);
+    }
+
+    /// Keeps `tail`, the start of an incomplete message, for the next read (if it will be
+    /// read on).
+    fn keep_input(&mut self, tail: &[u8]) {
+        if tail.is_empty() || !self.conn.wants_read() {
+            return;
+        }
+        let mut partial = self.conn.take_partial_input().unwrap_or_else(|| self.scratch.pool.take());
+        partial.extend_from_slice(tail);
+        self.conn.keep_partial_input(partial, &mut self.scratch.pool);
+        self.watch_tail();
+    }
+
+    /// A line listener keeping an unterminated tail: perhaps a course client waiting for an
+    /// answer to a line it never ended (`hint.rs`).
+    fn watch_tail(&mut self) {
+        let kept = self.conn.partial_input_len();
+        if kept > 0 && self.service.codec == Codec::Line {
+            self.telemetry.raw_hint.watch(self.key, kept);
+        }
+    }
+
+    /// Writes what the turn produced: the replies framed in the outbox (straight from its
+    /// buffer, in one `write` for all the turn's replies), then whatever else is pending;
+    /// then brings the connection's state and poll interest up to date.
+    fn write(&mut self, progress: &mut Progress) -> Next {
+        let replies = self.scratch.outbox.has_replies();
+        if !replies && !self.conn.is_queued_for_flush() {
+            return Next::Done;
+        }
+        if replies && self.room_waiting {
+            return Next::ReleaseRoom;
+        }
+        if self.telemetry.shared_metrics.is_some() && !std::mem::replace(&mut progress.published, true) {
+            return Next::Publish;
+        }
+        if replies {
+            self.write_replies();
+        }
+        if self.conn.is_queued_for_flush() {
+            self.conn.unqueue_for_flush();
+            if let Some(next) = self.flush() {
+                return next;
+            }
+        }
+        self.settle();
+        Next::Done
+    }
+
+    /// The replies framed in the outbox, written after whatever the connection has pending:
+    /// straight from the outbox's buffer when nothing is (what the socket does not take is
+    /// copied into the connection's output). Replies answer messages it sent before any
+    /// close of its protocol, so they go out even if the protocol has closed since.
+    fn write_replies(&mut self) {
+        let (replies, count) = self.scratch.outbox.replies();
+        if !self.conn.is_ready() || self.conn.is_closing() {
+            self.scratch.outbox.discard_replies();
+            return;
+        }
+        self.telemetry.stats.messages_out += count;
+        let mut slices = [IoSlice::new(replies)];
+        let sent = self.conn.write_shared(&mut slices, false, &mut self.scratch.pool, self.clocks.now_tick);
+        self.scratch.outbox.discard_replies();
+        match sent {
+            Ok(written) => self.telemetry.stats.bytes_out += written as u64,
+            Err(error) => return self.close_later(CloseReason::Error(error)),
+        }
+        if self.conn.has_output_waiting() {
+            self.conn.queue_for_flush();
+        }
+    }
+
+    /// Writes what is pending, then as much of its file as the socket takes.
+    fn flush(&mut self) -> Option<Next> {
+        if self.conn.is_closing() {
+            return None;
+        }
+        match self.conn.write_pending(&mut self.scratch.pool, self.clocks.now_tick) {
+            Ok(written) => self.telemetry.stats.bytes_out += written as u64,
+            Err(error) => {
+                self.close_later(CloseReason::Error(error));
+                return None;
+            }
+        }
+        if self.conn.file_is_open() {
+            return self.send_file();
+        }
+        None
+    }
+
+    /// After a write: pauses or resumes reading around `max_output`, closes the connection
+    /// if it is finished and written out (or a slow consumer), and re-registers it only if
+    /// its interest changed (each change is an `epoll_ctl` call).
+    pub fn settle(&mut self) {
+        if self.conn.is_closing() {
+            return;
+        }
+        let settled = self.conn.settle_output(self.limits.max_output);
+        let wanted = self.conn.wanted_interest();
+        match settled {
+            Settled::SlowConsumer => return self.drop_slow_consumer(),
+            Settled::Finished(reason) => return self.finish_stopped(reason),
+            Settled::Paused => self.telemetry.stats.reading_paused += 1,
+            Settled::Resumed | Settled::Unchanged => {}
+        }
+        // Asked here first: most writes leave the interest as it was, and then there is
+        // nothing more to do.
+        if let Some(wanted) = wanted.filter(|&wanted| !self.conn.is_registered_for(wanted)) {
+            if !self.update_interest(wanted) {
+                return;
+            }
+        }
+        if settled == Settled::Resumed {
+            // Bytes it sent while paused raised their edge long ago: read them now.
+            self.queues.owe_read(self.key, self.conn);
+        }
+    }
+
+    /// Registers the connection for `wanted`; false if that failed (it is then closing).
+    fn update_interest(&mut self, wanted: Interest) -> bool {
+        match self.conn.reregister(self.registry, Token(self.key), wanted) {
+            Ok(changed) => {
+                self.telemetry.stats.interest_changes += u64::from(changed);
+                true
+            }
+            Err(error) => {
+                log::error!("reregister failed; conn={} error={error}", self.key);
+                self.close_later(CloseReason::Error(error));
+                false
+            }
+        }
+    }
+
+    /// Marks the connection to be removed at the end of the turn.
+    fn close_later(&mut self, reason: CloseReason) {
+        self.queues.close(self.key, self.conn, reason);
+    }
+}
+
+/// What the serve step counts and records for a connection: the reactor's counters, and its
+/// timeline when one is recorded.
+struct Counts<'r> {
+    key: usize,
+    peer: &'r PeerAddr,
+    limits: &'r Limits,
+    telemetry: &'r mut Telemetry,
+}
+
+impl Serving for Counts<'_> {
+    #[inline]
+    fn work(&self) -> std::time::Duration {
+        self.limits.work_per_message
+    }
+
+    #[inline]
+    fn received(&mut self) {
+        self.telemetry.stats.messages_in += 1;
+    }
+
+    fn refused(&mut self, error: &FrameError) {
+        self.telemetry.bad_input(self.key, self.peer, error);
+    }
+
+    #[inline]
+    fn timing(&self) -> bool {
+        self.telemetry.recording.is_some()
+    }
+
+    fn handled(&mut self, started: std::time::Instant, length: usize) {
+        if let Some(recording) = &mut self.telemetry.recording {
+            recording.message(self.key, started, length);
+        }
+    }
+}
 
 #[cfg(test)]
 mod tests {

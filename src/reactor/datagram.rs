@@ -12,14 +12,19 @@ use std::collections::VecDeque;
 use std::net::SocketAddr;
 
 use log::{debug, warn};
-use mio::Interest;
 use mio::net::UdpSocket;
+use mio::{Interest, Registry};
 
-use super::Reactor;
-use super::source::Source;
+use super::Service;
+use super::Source;
+use super::parts::{Scratch, Telemetry};
+use crate::codec::FrameError;
+use crate::config::Limits;
+use crate::handlers::serve::{Carrier, Serving, carry_out, serve};
 use crate::handlers::{ConnId, Peer};
+use crate::stats::Stats;
 use crate::sys::address::{ListenAddr, PeerAddr};
-use crate::sys::nonblocking::gate;
+use crate::sys::socket::gate;
 
 /// Datagrams one endpoint reads per turn before the others get theirs.
 const DATAGRAMS_PER_TURN: usize = 256;
@@ -37,6 +42,8 @@ pub(crate) struct DatagramEndpoint {
     /// The address actually bound.
     pub addr: ListenAddr,
     pub service: usize,
+    /// Its index among the endpoints: its token is `Source::Datagram(index)`.
+    index: usize,
     /// Replies the socket would not take yet.
     queued: VecDeque<(SocketAddr, Vec<u8>)>,
     queued_bytes: usize,
@@ -46,34 +53,56 @@ pub(crate) struct DatagramEndpoint {
 }
 
 impl DatagramEndpoint {
-    /// An endpoint for `socket`, registered elsewhere for reading.
-    pub fn new(socket: UdpSocket, addr: ListenAddr, service: usize) -> DatagramEndpoint {
+    /// Endpoint `index` for `socket`, registered elsewhere for reading.
+    pub fn new(socket: UdpSocket, addr: ListenAddr, service: usize, index: usize) -> DatagramEndpoint {
         DatagramEndpoint {
             socket,
             addr,
             service,
+            index,
             queued: VecDeque::new(),
             queued_bytes: 0,
             writable_wanted: false,
             owed: false,
         }
     }
-}
 
-impl Reactor {
-    /// Reads and answers datagrams on endpoint `index`, up to the turn's budget.
-    pub(super) fn receive_datagrams(&mut self, index: usize) {
-        let mut buffer = std::mem::take(&mut self.scratch.read);
+    /// Reads and answers datagrams, up to the turn's budget; true if the budget ran out
+    /// (more may be waiting, and no new edge will say so).
+    pub fn receive(
+        &mut self,
+        service: &mut Service,
+        scratch: &mut Scratch,
+        telemetry: &mut Telemetry,
+        limits: &Limits,
+        registry: &Registry,
+    ) -> bool {
+        let mut buffer = std::mem::take(&mut scratch.read);
         let mut budget_spent = true;
         for _ in 0..DATAGRAMS_PER_TURN {
-            let Some(endpoint) = self.sources.datagrams.get(index) else {
-                budget_spent = false;
-                break;
-            };
-            match gate(|| endpoint.socket.recv_from(&mut buffer)) {
+            match gate(|| self.socket.recv_from(&mut buffer)) {
                 Ok(Some((length, from))) => {
-                    self.telemetry.stats.bytes_in += length as u64;
-                    self.answer_datagram(index, from, &buffer[..length]);
+                    telemetry.stats.bytes_in += length as u64;
+                    let datagram = &buffer[..length];
+                    let mut one = std::iter::once(if length > limits.max_frame {
+                        Err(FrameError::DatagramTooLong { max: limits.max_frame })
+                    } else {
+                        Ok(datagram)
+                    });
+                    let peer = PeerAddr::Udp(from);
+                    let sender = Peer { id: DATAGRAM_SENDER, addr: &peer };
+                    let outbox = &mut scratch.outbox;
+                    let mut counts = Counts { stats: &mut telemetry.stats, limits };
+                    serve(service.handler.as_mut(), sender, &mut one, outbox, &mut counts);
+                    let mut reply = Reply {
+                        endpoint: self,
+                        to: from,
+                        telemetry,
+                        max_output: limits.max_output,
+                        registry,
+                    };
+                    carry_out(outbox, DATAGRAM_SENDER, &mut reply);
+                    outbox.clear();
                 }
                 Ok(None) => {
                     budget_spent = false;
@@ -81,116 +110,113 @@ impl Reactor {
                 }
                 Err(error) => {
                     // An ICMP error for an earlier reply, say: that client, not this socket.
-                    debug!("datagram receive failed; endpoint={} error={error}", endpoint.addr);
+                    debug!("datagram receive failed; endpoint={} error={error}", self.addr);
                 }
             }
         }
-        self.scratch.read = buffer;
-        if budget_spent {
-            self.owe_datagrams(index);
-        }
-    }
-
-    /// Runs the handler on one datagram from `from` and sends what it replies.
-    fn answer_datagram(&mut self, index: usize, from: SocketAddr, datagram: &[u8]) {
-        let service = self.sources.datagrams[index].service;
-        if datagram.len() > self.limits.max_frame {
-            self.telemetry.stats.frame_errors += 1;
-            let error = format!("ERR datagram too long (max {} bytes)", self.limits.max_frame);
-            return self.send_datagram(index, from, error.as_bytes());
-        }
-        self.telemetry.stats.messages_in += 1;
-        crate::handlers::work::busy_work(self.limits.work_per_message);
-        let peer = PeerAddr::Udp(from);
-        let sender = Peer { id: DATAGRAM_SENDER, addr: &peer };
-        self.services[service].handler.on_message(sender, datagram, &mut self.scratch.outbox);
-        let outbox = std::mem::take(&mut self.scratch.outbox);
-        crate::serve::carry_out(
-            &outbox,
-            DATAGRAM_SENDER,
-            &mut Datagram { reactor: self, endpoint: index, to: from },
-        );
-        self.scratch.outbox = outbox;
-        self.scratch.outbox.clear();
+        scratch.read = buffer;
+        budget_spent
     }
 
     /// Sends one reply datagram now, or queues it if the socket is full (dropping it if the
     /// queue is full too).
-    fn send_datagram(&mut self, index: usize, to: SocketAddr, payload: &[u8]) {
-        self.telemetry.stats.messages_out += 1;
-        let endpoint = &mut self.sources.datagrams[index];
-        if endpoint.queued.is_empty() {
-            match gate(|| endpoint.socket.send_to(payload, to)) {
+    fn send(
+        &mut self,
+        to: SocketAddr,
+        payload: &[u8],
+        telemetry: &mut Telemetry,
+        max_output: usize,
+        registry: &Registry,
+    ) {
+        telemetry.stats.messages_out += 1;
+        if self.queued.is_empty() {
+            match gate(|| self.socket.send_to(payload, to)) {
                 Ok(Some(sent)) => {
-                    self.telemetry.stats.bytes_out += sent as u64;
+                    telemetry.stats.bytes_out += sent as u64;
                     return;
                 }
                 Ok(None) => {}
                 Err(error) => {
                     debug!("datagram send failed; to={to} error={error}");
-                    self.telemetry.stats.datagrams_dropped += 1;
+                    telemetry.stats.datagrams_dropped += 1;
                     return;
                 }
             }
         }
-        if endpoint.queued.len() >= MAX_QUEUED_REPLIES
-            || endpoint.queued_bytes + payload.len() > self.limits.max_output
-        {
-            self.telemetry.stats.datagrams_dropped += 1;
-            if let Some(held_back) = self.telemetry.misbehaving_log.allow(std::time::Instant::now()) {
-                warn!("reply queue full, dropping; endpoint={} to={to} repeats={held_back}", endpoint.addr);
-            }
+        if self.queued.len() >= MAX_QUEUED_REPLIES || self.queued_bytes + payload.len() > max_output {
+            telemetry.stats.datagrams_dropped += 1;
+            let addr = &self.addr;
+            telemetry.misbehaving(format_args!("reply queue full, dropping; endpoint={addr} to={to}"));
             return;
         }
-        endpoint.queued_bytes += payload.len();
-        endpoint.queued.push_back((to, payload.to_vec()));
-        self.want_writable(index, true);
+        self.queued_bytes += payload.len();
+        self.queued.push_back((to, payload.to_vec()));
+        self.want_writable(registry, true);
     }
 
     /// The socket can take more: sends queued replies.
-    pub(super) fn flush_datagrams(&mut self, index: usize) {
-        let Some(endpoint) = self.sources.datagrams.get_mut(index) else { return };
-        while let Some((to, payload)) = endpoint.queued.front() {
-            match gate(|| endpoint.socket.send_to(payload, *to)) {
-                Ok(Some(sent)) => self.telemetry.stats.bytes_out += sent as u64,
+    pub fn flush(&mut self, registry: &Registry, stats: &mut Stats) {
+        while let Some((to, payload)) = self.queued.front() {
+            match gate(|| self.socket.send_to(payload, *to)) {
+                Ok(Some(sent)) => stats.bytes_out += sent as u64,
                 Ok(None) => return,
                 Err(error) => {
                     debug!("datagram send failed; to={to} error={error}");
-                    self.telemetry.stats.datagrams_dropped += 1;
+                    stats.datagrams_dropped += 1;
                 }
             }
-            let (_, payload) = endpoint.queued.pop_front().expect("a queued reply");
-            endpoint.queued_bytes -= payload.len();
+            let (_, payload) = self.queued.pop_front().expect("a queued reply");
+            self.queued_bytes -= payload.len();
         }
-        self.want_writable(index, false);
+        self.want_writable(registry, false);
     }
 
     /// Asks for `WRITABLE` while replies are queued, and stops asking once they are sent.
-    fn want_writable(&mut self, index: usize, wanted: bool) {
-        let endpoint = &mut self.sources.datagrams[index];
-        if endpoint.writable_wanted == wanted {
+    fn want_writable(&mut self, registry: &Registry, wanted: bool) {
+        if self.writable_wanted == wanted {
             return;
         }
         let interest = if wanted { Interest::READABLE | Interest::WRITABLE } else { Interest::READABLE };
-        let token = Source::Datagram(index).token();
-        match self.poll.registry().reregister(&mut endpoint.socket, token, interest) {
-            Ok(()) => endpoint.writable_wanted = wanted,
-            Err(error) => warn!("reregister failed; endpoint={} error={error}", endpoint.addr),
+        match registry.reregister(&mut self.socket, Source::Datagram(self.index).token(), interest) {
+            Ok(()) => self.writable_wanted = wanted,
+            Err(error) => warn!("reregister failed; endpoint={} error={error}", self.addr),
         }
+    }
+}
+
+/// What the serve step counts for a datagram.
+struct Counts<'r> {
+    stats: &'r mut Stats,
+    limits: &'r Limits,
+}
+
+impl Serving for Counts<'_> {
+    fn work(&self) -> std::time::Duration {
+        self.limits.work_per_message
+    }
+
+    fn received(&mut self) {
+        self.stats.messages_in += 1;
+    }
+
+    fn refused(&mut self, _error: &FrameError) {
+        self.stats.frame_errors += 1;
     }
 }
 
 /// What a handler's intents mean for a datagram: replies go back to its sender, one datagram
 /// each. There are no connections: nothing else to send to, and nothing to close.
-struct Datagram<'r> {
-    reactor: &'r mut Reactor,
-    endpoint: usize,
+struct Reply<'r> {
+    endpoint: &'r mut DatagramEndpoint,
     to: SocketAddr,
+    telemetry: &'r mut Telemetry,
+    max_output: usize,
+    registry: &'r Registry,
 }
 
-impl crate::serve::Carrier for Datagram<'_> {
+impl Carrier for Reply<'_> {
     fn reply(&mut self, payload: &[u8]) {
-        self.reactor.send_datagram(self.endpoint, self.to, payload);
+        self.endpoint.send(self.to, payload, self.telemetry, self.max_output, self.registry);
     }
 
     fn send_to(&mut self, _to: ConnId, _payload: &[u8]) {}

@@ -10,9 +10,10 @@
 use std::time::{Duration, Instant};
 
 use log::info;
+use slab::Slab;
 
-use super::Reactor;
-use crate::codec::Codec;
+use super::Service;
+use super::connection::Connection;
 
 /// How long an unterminated line must sit unchanged before the hint.
 const HINT_AFTER: Duration = Duration::from_secs(1);
@@ -36,48 +37,45 @@ impl RawHint {
     }
 }
 
-impl Reactor {
-    /// `key` keeps an unterminated tail of `length` bytes: watch it, if it is a line
-    /// listener's and the hint has not been given.
-    pub(super) fn watch_unterminated(&mut self, key: usize, length: usize) {
-        let hint = &mut self.telemetry.raw_hint;
-        if hint.given || hint.watched.len() >= MAX_WATCHED {
+impl RawHint {
+    /// Line connection `key` keeps an unterminated tail of `length` bytes: watch it, unless
+    /// the hint has been given.
+    pub fn watch(&mut self, key: usize, length: usize) {
+        if self.given || self.watched.len() >= MAX_WATCHED {
             return;
         }
-        let Some(conn) = self.conns.get(key) else { return };
-        if self.services[conn.service()].codec == Codec::Line {
-            hint.watched.retain(|&(watched, _, _)| watched != key);
-            hint.watched.push((key, Instant::now() + HINT_AFTER, length));
-        }
+        self.watched.retain(|&(watched, _, _)| watched != key);
+        self.watched.push((key, Instant::now() + HINT_AFTER, length));
     }
 
-    /// Gives the hint if a watched tail sat unchanged for [`HINT_AFTER`].
-    pub(super) fn check_unterminated(&mut self, now: Instant) {
-        if self.telemetry.raw_hint.watched.is_empty() {
+    /// Gives the hint if a watched tail sat unchanged for [`HINT_AFTER`] while the server
+    /// kept reading it (not `draining`).
+    pub fn check(&mut self, now: Instant, conns: &Slab<Connection>, services: &[Service], draining: bool) {
+        if self.watched.is_empty() {
             return;
         }
-        let watched = std::mem::take(&mut self.telemetry.raw_hint.watched);
+        let watched = std::mem::take(&mut self.watched);
         for (key, due, length) in watched {
             if due > now {
-                self.telemetry.raw_hint.watched.push((key, due, length));
+                self.watched.push((key, due, length));
                 continue;
             }
-            let Some(conn) = self.conns.get(key) else { continue };
+            let Some(conn) = conns.get(key) else { continue };
             // A tail that did not change because the server stopped reading (backpressure,
             // the drain) says nothing about the client.
-            let read_on = conn.wants_read() && self.clocks.draining.is_none();
+            let read_on = conn.wants_read() && !draining;
             if conn.partial_input_len() != length || !read_on {
                 continue;
             }
-            let service = &self.services[conn.service()];
+            let service = &services[conn.service()];
             info!(
                 "a client sent {length} bytes with no newline and is waiting; conn={key} peer={} handler={}: line listeners answer whole lines only. Clients that send without a newline and recv() once (the classic course's) want the raw codec: --listen {}:raw=ADDR (the default server has raw listeners on 7100-7102)",
                 conn.peer(),
                 service.name,
                 service.name
             );
-            self.telemetry.raw_hint.given = true;
-            self.telemetry.raw_hint.watched.clear();
+            self.given = true;
+            self.watched.clear();
             return;
         }
     }

@@ -18,7 +18,8 @@
 use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
 
-use super::Reactor;
+use super::{ListenerSlot, Service};
+use crate::config::ServerConfig;
 use crate::stats::{EVENT_BUCKETS, Stats};
 use crate::sys::shared_memory::SharedWords;
 
@@ -92,9 +93,16 @@ pub(crate) struct SharedMetrics {
 }
 
 impl SharedMetrics {
-    /// Worker `worker`'s view of the shared block `region`.
-    pub fn new(region: SharedWords, worker: usize) -> SharedMetrics {
-        SharedMetrics { region, own: worker, base: Vec::new(), layout: 0 }
+    /// Under `--workers`: the block of metrics shared with the other workers, mapped.
+    pub fn inherited(config: &ServerConfig) -> Option<SharedMetrics> {
+        let (fd, worker) = config.shared_metrics?;
+        match SharedWords::map_inherited(fd) {
+            Ok(region) => Some(SharedMetrics { region, own: worker, base: Vec::new(), layout: 0 }),
+            Err(error) => {
+                log::warn!("cannot share metrics with the other workers; error={error}");
+                None
+            }
+        }
     }
 
     fn slots(&self) -> impl Iterator<Item = &[std::sync::atomic::AtomicU64]> {
@@ -125,14 +133,27 @@ fn combine(family: &Family, a: f64, b: f64) -> f64 {
     if family.name == "evloop_longest_wakeup_seconds" { a.max(b) } else { a + b }
 }
 
-impl Reactor {
+/// What the metrics are rendered from: the reactor's counters (with the open connections and
+/// the backplane's counters brought in), and what the labels name.
+pub(super) struct View<'r> {
+    pub stats: &'r Stats,
+    /// Connections not served yet.
+    pub preparing: usize,
+    pub services: &'r [Service],
+    pub listeners: &'r [ListenerSlot],
+    /// Whether a backplane is in use (its counters are then samples too).
+    pub backplane: bool,
+}
+
+impl View<'_> {
     /// Calls `emit` for each sample, in one fixed order (the layout every worker of one
     /// command line shares).
-    fn visit_samples(&self, stats: &Stats, mut emit: impl FnMut(&'static Family, Label, f64)) {
+    fn visit_samples(&self, mut emit: impl FnMut(&'static Family, Label, f64)) {
+        let stats = self.stats;
         let mut one = |family: &'static Family, value: u64| emit(family, Label::None, value as f64);
         one(
             family!("evloop_connections_open", Gauge, "Client connections open now."),
-            self.conns.len() as u64,
+            stats.connections_open as u64,
         );
         one(
             family!(
@@ -140,7 +161,7 @@ impl Reactor {
                 Gauge,
                 "Of those, connections not served yet: a PROXY header or a handshake is not done."
             ),
-            self.telemetry.preparing as u64,
+            self.preparing as u64,
         );
         let listeners = family!(
             "evloop_listener_connections_open",
@@ -256,7 +277,7 @@ impl Reactor {
             Label::None,
             stats.longest_wakeup.as_secs_f64(),
         );
-        if self.sources.backplane.is_some() {
+        if self.backplane {
             let mut one = |family: &'static Family, value: u64| emit(family, Label::None, value as f64);
             one(
                 family!("evloop_backplane_links_up", Gauge, "Backplane links up (of 2)."),
@@ -289,76 +310,10 @@ impl Reactor {
         }
     }
 
-    /// Brings what is kept beside `self.telemetry.stats` (open connections, the backplane's
-    /// counters) into it.
-    fn current_stats(&mut self) {
-        self.telemetry.stats.connections_open = self.conns.len();
-        if let Some(backplane) = &self.sources.backplane {
-            self.telemetry.stats.set_backplane(backplane.counters());
-        }
-    }
-
-    /// Under `--workers`: takes this worker's slot, continuing from the counters a dead
-    /// predecessor left there. Called once, before the first turn.
-    pub(super) fn claim_metrics_slot(&mut self) {
-        let Some(mut shared) = self.telemetry.shared_metrics.take() else { return };
-        let mut layout = Vec::new();
-        self.visit_samples(&self.telemetry.stats, |family, label, _| layout.push((family, label)));
-        let hash = layout_hash(&layout, self);
-        let count = layout.len();
-        if HEADER_WORDS + count > SLOT_WORDS {
-            log::warn!("too many metrics to share with the other workers; samples={count}");
-            return;
-        }
-        let Some(slot) = shared.own_slot() else {
-            log::warn!("no metrics slot for this worker; worker={}", shared.own);
-            return;
-        };
-        let left = slot_samples(slot, hash, count).unwrap_or_else(|| vec![0.0; count]);
-        let base: Vec<f64> = layout
-            .iter()
-            .zip(left)
-            .map(|((family, _), value)| if family.kind == Kind::Gauge { 0.0 } else { value })
-            .collect();
-        // The values first, then the header that says whose they are.
-        for (word, value) in slot[HEADER_WORDS..].iter().zip(&base) {
-            word.store(value.to_bits(), Ordering::Relaxed);
-        }
-        slot[1].store(count as u64, Ordering::Release);
-        slot[0].store(hash, Ordering::Release);
-        shared.base = base;
-        shared.layout = hash;
-        self.telemetry.shared_metrics = Some(shared);
-        self.publish_metrics();
-    }
-
-    /// Under `--workers`: stores this worker's samples in its slot, so that a scrape any
-    /// worker answers includes them. Called before any reply leaves (a flush) and at the end
-    /// of each turn; without workers, one branch.
-    #[inline]
-    pub(super) fn publish_metrics(&mut self) {
-        if self.telemetry.shared_metrics.is_some() {
-            self.store_samples();
-        }
-    }
-
-    fn store_samples(&mut self) {
-        let Some(shared) = self.telemetry.shared_metrics.take() else { return };
-        self.current_stats();
-        if let Some(slot) = shared.own_slot() {
-            let mut index = 0;
-            self.visit_samples(&self.telemetry.stats, |_, _, value| {
-                let value = value + shared.base.get(index).copied().unwrap_or(0.0);
-                slot[HEADER_WORDS + index].store(value.to_bits(), Ordering::Relaxed);
-                index += 1;
-            });
-        }
-        self.telemetry.shared_metrics = Some(shared);
-    }
-
-    /// A whole HTTP/1.1 200 response carrying the metrics.
-    pub(super) fn metrics_response(&mut self) -> Vec<u8> {
-        let body = self.metrics_text();
+    /// A whole HTTP/1.1 200 response carrying the metrics: this worker's, or under
+    /// `--workers` every worker's added up (`shared`, this worker's slot stored already).
+    pub fn response(&self, shared: Option<&SharedMetrics>) -> Vec<u8> {
+        let body = self.text(shared);
         let mut response = format!(
             "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
             body.len()
@@ -368,14 +323,10 @@ impl Reactor {
         response
     }
 
-    fn metrics_text(&mut self) -> String {
-        self.publish_metrics();
-        self.current_stats();
+    fn text(&self, shared: Option<&SharedMetrics>) -> String {
         let mut samples: Vec<(&'static Family, Label, f64)> = Vec::new();
-        self.visit_samples(&self.telemetry.stats, |family, label, value| {
-            samples.push((family, label, value))
-        });
-        if let Some(shared) = &self.telemetry.shared_metrics {
+        self.visit_samples(|family, label, value| samples.push((family, label, value)));
+        if let Some(shared) = shared {
             // Every slot, this worker's included (it holds the base and the values just
             // stored), in place of the live values.
             let mut sums: Option<Vec<f64>> = None;
@@ -416,7 +367,6 @@ impl Reactor {
             Label::None => String::new(),
             Label::Listener(index) => {
                 let listen: Vec<String> = self
-                    .sources
                     .listeners
                     .iter()
                     .filter(|slot| slot.service == index)
@@ -437,12 +387,59 @@ impl Reactor {
     }
 }
 
+impl SharedMetrics {
+    /// Takes this worker's slot for `view`'s layout, continuing from the counters a dead
+    /// predecessor left there; false (logged) if the layout does not fit or there is no slot.
+    pub fn claim(&mut self, view: &View<'_>) -> bool {
+        let mut layout = Vec::new();
+        view.visit_samples(|family, label, _| layout.push((family, label)));
+        let hash = layout_hash(&layout, view);
+        let count = layout.len();
+        if HEADER_WORDS + count > SLOT_WORDS {
+            log::warn!("too many metrics to share with the other workers; samples={count}");
+            return false;
+        }
+        let Some(slot) = self.own_slot() else {
+            log::warn!("no metrics slot for this worker; worker={}", self.own);
+            return false;
+        };
+        let left = slot_samples(slot, hash, count).unwrap_or_else(|| vec![0.0; count]);
+        let base: Vec<f64> = layout
+            .iter()
+            .zip(left)
+            .map(|((family, _), value)| if family.kind == Kind::Gauge { 0.0 } else { value })
+            .collect();
+        // The values first, then the header that says whose they are.
+        for (word, value) in slot[HEADER_WORDS..].iter().zip(&base) {
+            word.store(value.to_bits(), Ordering::Relaxed);
+        }
+        slot[1].store(count as u64, Ordering::Release);
+        slot[0].store(hash, Ordering::Release);
+        self.base = base;
+        self.layout = hash;
+        true
+    }
+
+    /// Stores `view`'s samples in this worker's slot, so that a scrape any worker answers
+    /// includes them.
+    pub fn store(&self, view: &View<'_>) {
+        if let Some(slot) = self.own_slot() {
+            let mut index = 0;
+            view.visit_samples(|_, _, value| {
+                let value = value + self.base.get(index).copied().unwrap_or(0.0);
+                slot[HEADER_WORDS + index].store(value.to_bits(), Ordering::Relaxed);
+                index += 1;
+            });
+        }
+    }
+}
+
 /// A hash (FNV-1a) of the series in `layout`, names and labels: workers of one command line
 /// share it, so their slots add up sample by sample.
-fn layout_hash(layout: &[(&'static Family, Label)], reactor: &Reactor) -> u64 {
+fn layout_hash(layout: &[(&'static Family, Label)], view: &View<'_>) -> u64 {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
     for (family, label) in layout {
-        for byte in family.name.bytes().chain(reactor.render_label(*label).into_bytes()).chain([0]) {
+        for byte in family.name.bytes().chain(view.render_label(*label).into_bytes()).chain([0]) {
             hash = (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3);
         }
     }

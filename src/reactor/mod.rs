@@ -1,36 +1,36 @@
 //! The reactor: one thread, one `mio::Poll`, every socket of the server.
 //!
 //! Each turn of the loop waits in `poll` until some socket is ready (or a timer is due), then
-//! works through phases, each in its own file:
+//! works through phases:
 //!
-//! 1. **events**: each readiness event goes to its source (`source.rs`): accept on ready
-//!    listeners (`accept.rs`); read ready connections through their layers (preamble,
-//!    transport, protocol: `input.rs`), hand each message to the handler, and write the
-//!    replies at once, in one `write`; note connections that can take more output;
+//! 1. **events**: each readiness event goes to its source, here ([`Source`]): a ready
+//!    connection gets its turn ([`Turn`](connection::Turn), `connection.rs`: read, decode,
+//!    handle, write, settle); a ready listener accepts (`accept.rs`); a UDP endpoint answers
+//!    its datagrams (`datagram.rs`); a backplane link delivers its room lines;
 //! 2. **owed**: serve again what an earlier pass cut short (a budget ran out, reading resumed,
 //!    plaintext waiting inside a transport);
-//! 3. **timers**: resume paused accepting, expire idle connections (`idle.rs`) and those that
-//!    never got ready (`ready.rs`), end the drain;
+//! 3. **timers**: resume paused accepting, expire idle connections, those that never got
+//!    ready and those done lingering (`close.rs`), ping quiet WebSocket clients
+//!    (`keepalive.rs`), end the drain;
 //! 4. **flush**: send the turn's room lines to the backplane, so other servers start on
 //!    their members at once; write each room's lines of the turn to its members, straight
-//!    from one buffer per codec (`room.rs`); write every connection that still has new
-//!    output (a socket that became writable, say), in one `write` each (`output.rs`);
-//! 5. **close**: remove the connections marked for closing (`close.rs`), after a lingering
-//!    close where replies could otherwise be lost (`linger.rs`).
+//!    from one buffer per codec (`room.rs`, `output.rs`); write every connection that still
+//!    has new output (a socket that became writable, say), in one `write` each;
+//! 5. **close**: remove the connections marked for closing (`close.rs`).
 //!
 //! Nothing blocks, and no connection gets more than a bounded share of one turn, so a single
 //! thread serves thousands of clients "at once": by taking turns at message granularity.
 //! Closing is deferred to the end of a turn so no step ever holds a connection that another
-//! step has removed. docs/architecture.md draws the picture.
+//! step has removed. The loop dispatches; a connection's work is its [`Turn`](connection::Turn)'s,
+//! which hands back to the loop only what concerns others ([`Next`](connection::Next)).
+//! docs/architecture.md draws the picture.
 //!
-//! The reactor's state is grouped by who uses it: the connections and what they are served
-//! by (services, rooms), the other sources the poll watches ([`Sources`]), the work queued
-//! for later ([`Queues`]), the buffers every connection borrows in turn ([`Scratch`]), the
-//! clocks ([`Clocks`]), what it reports about itself ([`Telemetry`]), and the files it sends
-//! ([`files::Files`]).
+//! The reactor's state is grouped by who uses it (`parts.rs`): the connections and what they
+//! are served by (services, rooms), the other sources the poll watches ([`Sources`]), the
+//! work queued for later, the buffers every connection borrows in turn, the clocks, what it
+//! reports about itself, and the files it sends ([`files::Files`]).
 
 mod accept;
-mod backplane;
 pub(crate) mod buffer_pool;
 mod close;
 pub(crate) mod connection;
@@ -38,60 +38,46 @@ pub(crate) mod control;
 mod datagram;
 mod files;
 mod hint;
-mod idle;
-mod input;
 mod keepalive;
-mod linger;
 mod metrics;
 mod output;
-mod ready;
+mod parts;
 mod reporter;
 mod room;
 mod service;
-mod source;
 mod timer_wheel;
-mod tls;
 mod trace;
 
-use std::collections::VecDeque;
 use std::io;
 use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
-use log::{debug, info, warn};
-use mio::{Events, Interest, Poll};
+use log::{debug, error, info, trace, warn};
+use mio::{Events, Interest, Poll, Token};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
 use signal_hook_mio::v1_0::Signals;
 use slab::Slab;
 
-use crate::backplane::Backplane;
-use buffer_pool::BufferPool;
-use connection::{Connection, StopReason};
+use crate::backplane::{Backplane, Role};
+use crate::codec::ProtocolOptions;
+use crate::config::{Limits, ServerConfig};
+use crate::stats::{RunSummary, Stats};
+use crate::sys::address::ListenAddr;
+use crate::sys::socket::{Listener, interrupted};
+use crate::transport::{TlsConfig, load_tls};
+use connection::{Connection, Next, Progress, StopReason, Turn};
 use control::{Command, ServerHandle};
 use datagram::DatagramEndpoint;
 use mio::net::UdpSocket;
+use parts::{Clocks, Queues, Scratch, Telemetry};
 use reporter::Reporter;
 use room::Room;
-use source::Source;
-use timer_wheel::{Entry, TimerWheel};
-use trace::WakeupTrace;
-
-use crate::codec::{ProtocolOptions, SessionEvents};
-use crate::config::{Limits, ServerConfig};
-use crate::handlers::Outbox;
-use crate::log_throttle::LogThrottle;
-use crate::stats::{RunSummary, Stats};
-use crate::sys::address::ListenAddr;
-use crate::sys::nonblocking::interrupted;
-use crate::sys::socket::Listener;
-use crate::transport::TlsConfig;
-
-pub(crate) use service::Service;
+use timer_wheel::TimerWheel;
 
 pub(crate) use close::CloseReason;
 #[cfg(feature = "cli")]
 pub(crate) use metrics::SLOT_WORDS as METRICS_SLOT_WORDS;
-pub(crate) use source::MAX_LISTENERS;
+pub(crate) use service::Service;
 
 /// Readiness events taken from the kernel per `poll`.
 const EVENTS_PER_POLL: usize = 1024;
@@ -113,6 +99,102 @@ const HANDSHAKES_PER_TURN: usize = 32;
 /// connection closes, and retrying at once would spin the CPU.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
+// ----- sources: everything the poll watches, each with its token -----
+
+/// Most listeners one reactor serves.
+pub(crate) const MAX_LISTENERS: usize = 1024;
+/// Wakes the poll when a `ServerHandle` sends a command.
+const WAKER: usize = usize::MAX;
+/// SIGINT, SIGTERM and SIGHUP, when the server handles signals: each drains and stops.
+const SIGNALS: usize = usize::MAX - 1;
+/// The backplane's publishing link.
+const BACKPLANE_PUBLISHER: usize = usize::MAX - 2;
+/// The backplane's subscribing link.
+const BACKPLANE_SUBSCRIBER: usize = usize::MAX - 3;
+/// Listener `i` has token `FIRST_LISTENER + i`.
+const FIRST_LISTENER: usize = usize::MAX - 4 - MAX_LISTENERS;
+/// UDP endpoint `j` has token `FIRST_DATAGRAM + j`.
+const FIRST_DATAGRAM: usize = FIRST_LISTENER - MAX_LISTENERS;
+/// Connection keys stay below this, far below the fixed tokens.
+pub(crate) const MAX_CONNECTIONS: usize = FIRST_DATAGRAM;
+
+/// Who a token belongs to. Connection tokens are slab keys (small numbers); listeners, UDP
+/// endpoints, the two backplane links, the signal pipe and the waker have fixed tokens in
+/// ranges at the top of the `usize` range, which no slab key reaches.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Source {
+    /// A `ServerHandle` sent a command.
+    Waker,
+    /// A signal arrived.
+    Signals,
+    /// A backplane link.
+    Backplane(Role),
+    /// Stream listener `i`.
+    Listener(usize),
+    /// UDP endpoint `i`.
+    Datagram(usize),
+    /// The connection with this slab key.
+    Conn(usize),
+}
+
+impl Source {
+    /// The source of `token`.
+    #[inline]
+    pub fn of(Token(token): Token) -> Source {
+        match token {
+            WAKER => Source::Waker,
+            SIGNALS => Source::Signals,
+            BACKPLANE_PUBLISHER => Source::Backplane(Role::Publisher),
+            BACKPLANE_SUBSCRIBER => Source::Backplane(Role::Subscriber),
+            token if token >= FIRST_LISTENER => Source::Listener(token - FIRST_LISTENER),
+            token if token >= FIRST_DATAGRAM => Source::Datagram(token - FIRST_DATAGRAM),
+            key => Source::Conn(key),
+        }
+    }
+
+    /// Its token.
+    pub fn token(self) -> Token {
+        Token(match self {
+            Source::Waker => WAKER,
+            Source::Signals => SIGNALS,
+            Source::Backplane(Role::Publisher) => BACKPLANE_PUBLISHER,
+            Source::Backplane(Role::Subscriber) => BACKPLANE_SUBSCRIBER,
+            Source::Listener(index) => FIRST_LISTENER + index,
+            Source::Datagram(index) => FIRST_DATAGRAM + index,
+            Source::Conn(key) => key,
+        })
+    }
+}
+
+/// What a source is ready for.
+#[derive(Clone, Copy, Debug)]
+struct Readiness {
+    readable: bool,
+    writable: bool,
+    /// The end of the stream (or an error) was announced with it: read on to `WouldBlock`,
+    /// since no further edge will come.
+    drain: bool,
+    /// It comes from the owed list (not an event): it is off the list now.
+    owed: bool,
+}
+
+impl Readiness {
+    /// What a readiness event says.
+    #[inline]
+    fn of(event: &mio::event::Event) -> Readiness {
+        let closed = event.is_read_closed() || event.is_error();
+        Readiness {
+            readable: event.is_readable() || closed,
+            writable: event.is_writable() || event.is_write_closed() || event.is_error(),
+            drain: closed,
+            owed: false,
+        }
+    }
+
+    /// Owed a read: no event will come for what waits, so read on to `WouldBlock`.
+    const OWED: Readiness = Readiness { readable: true, writable: false, drain: true, owed: true };
+}
+
 /// A listening socket and what it feeds.
 #[derive(Debug)]
 pub(crate) struct ListenerSlot {
@@ -128,7 +210,7 @@ pub(crate) struct ListenerSlot {
     pub proxy: bool,
 }
 
-/// What the poll watches besides connections, each with its own token (`source.rs`).
+/// What the poll watches besides connections, each with its own token ([`Source`]).
 struct Sources {
     listeners: Vec<ListenerSlot>,
     /// UDP sockets (`datagram.rs`).
@@ -137,7 +219,7 @@ struct Sources {
     signals: Option<Signals>,
     /// Commands from [`ServerHandle`]s, announced by the waker.
     commands: Receiver<Command>,
-    /// Rooms shared with other servers through a pub/sub engine (`backplane.rs`).
+    /// Rooms shared with other servers through a pub/sub engine.
     backplane: Option<Backplane>,
     /// Numbers Unix-socket clients, which have no address.
     unix_serial: u64,
@@ -147,81 +229,30 @@ struct Sources {
     tls_files: (Option<std::path::PathBuf>, Option<std::path::PathBuf>),
 }
 
-/// Work a turn leaves for later in the turn, or for the next one.
-#[derive(Default)]
-struct Queues {
-    /// Sources served short of `WouldBlock` earlier: edge-triggered polling will not report
-    /// them again for bytes already waiting, so the reactor must come back by itself.
-    owed: Vec<Source>,
-    /// Connections with new output this turn, written in the flush phase.
-    flush: Vec<usize>,
-    /// Connections to remove at the end of this turn, and why.
-    close: Vec<(usize, CloseReason)>,
-    /// Connections lingering after their last reply, by deadline (ms since the start); all
-    /// share one timeout, so this is in deadline order. Entries of connections that closed
-    /// earlier are skipped when they come up.
-    lingering: VecDeque<(u64, usize)>,
-    /// Connections not ready yet, by deadline (`--handshake-timeout`), likewise in order.
-    preparing: VecDeque<(u64, usize)>,
-    /// TLS handshake steps this turn, against [`HANDSHAKES_PER_TURN`].
-    handshakes: usize,
-}
-
-/// Buffers every connection borrows in turn: one of each per reactor, not per connection.
-#[derive(Default)]
-struct Scratch {
-    /// See [`READ_BUFFER_SIZE`].
-    read: Vec<u8>,
-    /// Plaintext from a transport that decrypts (the plain one reads straight into `read`).
-    plain: Vec<u8>,
-    /// Reused for every handler call.
-    outbox: Outbox,
-    /// What a stateful protocol found in one read.
-    session: SessionEvents,
-    /// Buffers a connection holds only while it needs them.
-    pool: BufferPool,
-}
-
-/// Time: the idle wheel, the drain, and the start every deadline is counted from.
-struct Clocks {
-    /// Idle timeouts, if configured.
-    idle: Option<TimerWheel>,
-    /// Keepalive pings for protocols that have them (`--ws-ping`), if configured.
-    keepalive: Option<TimerWheel>,
-    /// Scratch space for entries coming due on the wheel.
-    due: Vec<Entry>,
-    /// The idle-wheel tick of the current turn; connections record it as their last activity.
-    now_tick: u64,
-    started: Instant,
-    /// Set once shutdown starts: the drain deadline.
-    draining: Option<Instant>,
-}
-
-impl Clocks {
-    /// Milliseconds since the reactor started, at `now`.
-    fn ms(&self, now: Instant) -> u64 {
-        now.saturating_duration_since(self.started).as_millis() as u64
+impl Sources {
+    /// `SIGUSR1`: the TLS certificate and key, read again; new handshakes use the new pair,
+    /// connections already up keep theirs. A pair that cannot be read, or whose key is not
+    /// the certificate's, is refused with one log line and the old pair kept. (SIGHUP
+    /// already means "drain and stop" here, for a terminal that closes, so renewal has a
+    /// signal of its own.) True if it was reloaded.
+    fn reload_tls(&mut self) -> bool {
+        if self.tls.is_none() {
+            info!("SIGUSR1 ignored: no tls:// listener");
+            return false;
+        }
+        let (cert, key) = &self.tls_files;
+        match load_tls(cert.as_deref(), key.as_deref()) {
+            Ok(config) => {
+                self.tls = Some(config);
+                info!("TLS certificate reloaded; new handshakes use it");
+                true
+            }
+            Err(reason) => {
+                error!("TLS certificate not reloaded, the old one stays; error={reason}");
+                false
+            }
+        }
     }
-}
-
-/// What the reactor reports about itself: counters, logs, the timeline.
-struct Telemetry {
-    stats: Stats,
-    /// Connections not ready yet (the `preparing` gauge).
-    preparing: usize,
-    /// Connections closed unflushed at the drain deadline.
-    cut_at_deadline: u64,
-    reporter: Option<Reporter>,
-    /// Which clients each wakeup served, for `trace` logging.
-    trace: WakeupTrace,
-    /// `--trace-file`: the timeline being recorded (`timeline/recording.rs`); `None`, the usual.
-    recording: Option<crate::timeline::Recording>,
-    /// Under `--workers`: metrics shared with the other workers (`metrics.rs`).
-    shared_metrics: Option<metrics::SharedMetrics>,
-    accept_log: LogThrottle,
-    misbehaving_log: LogThrottle,
-    /// The once-only hint about line framing (`hint.rs`).
-    raw_hint: hint::RawHint,
 }
 
 /// See the module documentation.
@@ -272,10 +303,10 @@ impl Reactor {
         let mut endpoints = Vec::with_capacity(datagrams.len());
         for (index, (mut socket, addr, service)) in datagrams.into_iter().enumerate() {
             poll.registry().register(&mut socket, Source::Datagram(index).token(), Interest::READABLE)?;
-            endpoints.push(DatagramEndpoint::new(socket, addr, service));
+            endpoints.push(DatagramEndpoint::new(socket, addr, service, index));
         }
         let mut limits = config.limits();
-        limits.max_connections = limits.max_connections.min(source::MAX_CONNECTIONS);
+        limits.max_connections = limits.max_connections.min(MAX_CONNECTIONS);
         let now = Instant::now();
         let mut services = services;
         let rooms = room::rooms_of(&mut services);
@@ -285,10 +316,8 @@ impl Reactor {
             Some(url) if !shared_rooms.is_empty() => {
                 // A room line is a sender's address, ": " and a message of up to max_frame.
                 let max_message = limits.max_frame + 1024;
-                let tokens = (
-                    Source::Backplane(crate::backplane::Role::Publisher).token(),
-                    Source::Backplane(crate::backplane::Role::Subscriber).token(),
-                );
+                let tokens =
+                    (Source::Backplane(Role::Publisher).token(), Source::Backplane(Role::Subscriber).token());
                 Some(Backplane::new(
                     url.clone(),
                     &shared_rooms,
@@ -326,24 +355,17 @@ impl Reactor {
             scratch: Scratch { read: vec![0; READ_BUFFER_SIZE], ..Scratch::default() },
             clocks: Clocks {
                 idle: config.idle_timeout.map(|timeout| TimerWheel::new(timeout, now)),
-                keepalive: keepalive::wheel(config.ws_ping, now),
+                keepalive: config.ws_ping.map(|interval| TimerWheel::new(interval, now)),
                 due: Vec::new(),
                 now_tick: 0,
                 started: now,
                 draining: None,
             },
-            telemetry: Telemetry {
-                stats: Stats::default(),
-                preparing: 0,
-                cut_at_deadline: 0,
-                reporter: config.stats_interval.map(|interval| Reporter::new(interval, now)),
-                trace: WakeupTrace::default(),
+            telemetry: Telemetry::new(
+                config.stats_interval.map(|interval| Reporter::new(interval, now)),
                 recording,
-                shared_metrics: shared_metrics(config),
-                accept_log: LogThrottle::new(Duration::from_secs(1)),
-                misbehaving_log: LogThrottle::new(Duration::from_secs(1)),
-                raw_hint: hint::RawHint::default(),
-            },
+                metrics::SharedMetrics::inherited(config),
+            ),
             files: files::Files::default(),
             protocols: ProtocolOptions {
                 ws: std::sync::Arc::new(crate::codec::ws::Options {
@@ -377,15 +399,13 @@ impl Reactor {
                 return Err(error);
             }
             let woke = Instant::now();
-            if let Some(wheel) = &self.clocks.idle {
-                self.clocks.now_tick = wheel.now_tick(woke);
-            }
+            self.clocks.wake(woke);
             self.telemetry.trace.begin(&self.telemetry.stats);
             self.queues.handshakes = 0;
             let mut event_count = 0;
             for event in events.iter() {
                 event_count += 1;
-                self.serve_source(Source::of(event.token()), source::Readiness::of(event), woke);
+                self.serve_source(Source::of(event.token()), Readiness::of(event), woke);
             }
             if let Some(recording) = &mut self.telemetry.recording {
                 recording.wakeup(woke, event_count);
@@ -432,27 +452,130 @@ impl Reactor {
         Ok(summary)
     }
 
+    /// Serves `source`, ready as `ready` says: the one place a token is routed, for events
+    /// and owed work alike.
+    fn serve_source(&mut self, source: Source, ready: Readiness, now: Instant) {
+        match source {
+            Source::Conn(key) => {
+                trace!(
+                    "event; conn={key} readable={} writable={} closed={}",
+                    ready.readable, ready.writable, ready.drain
+                );
+                let Some(conn) = self.conns.get_mut(key) else { return };
+                if ready.writable {
+                    self.queues.flush(key, conn);
+                }
+                if !ready.readable {
+                    return self.serve_conn(key, Progress::writing());
+                }
+                let progress = if ready.owed {
+                    conn.clear_owed_read();
+                    // What waited in its kept input (a file that is out) first.
+                    Progress::kept_input()
+                } else {
+                    Progress::reading(ready.drain)
+                };
+                let mark = self.telemetry.trace.mark(&self.telemetry.stats);
+                self.serve_conn(key, progress);
+                if let Some(mark) = mark {
+                    let peer = self.conns.get(key).map(|conn| conn.peer().clone());
+                    self.telemetry.trace.served(key, peer, mark, &self.telemetry.stats);
+                }
+            }
+            Source::Listener(index) => {
+                if ready.owed {
+                    if let Some(slot) = self.sources.listeners.get_mut(index) {
+                        slot.owed = false;
+                    }
+                }
+                self.accept_from(index);
+            }
+            Source::Datagram(index) => self.serve_datagrams(index, ready),
+            Source::Backplane(role) => self.on_backplane(role, now),
+            Source::Waker => self.run_commands(now),
+            Source::Signals => self.on_signals(now),
+        }
+    }
+
+    /// Connection `key`'s turn, from `progress`: the turn does the connection's work, and
+    /// the loop does for it only what concerns others, until the turn is over.
+    fn serve_conn(&mut self, key: usize, mut progress: Progress) {
+        while let Some(turn) = self.turn(key) {
+            match turn.go(&mut progress) {
+                Next::Done => return,
+                Next::CarryOut => self.carry_out(key),
+                Next::Promote => self.promote_if_ready(key),
+                Next::ReleaseRoom => self.release_room_of(key),
+                Next::Publish => self.publish_metrics(),
+                Next::FileDone => self.finish_file(key),
+            }
+        }
+    }
+
+    /// UDP endpoint `index` is ready: send what waits, answer what came.
+    fn serve_datagrams(&mut self, index: usize, ready: Readiness) {
+        let Some(endpoint) = self.sources.datagrams.get_mut(index) else { return };
+        if ready.writable {
+            endpoint.flush(self.poll.registry(), &mut self.telemetry.stats);
+        }
+        if ready.readable {
+            if ready.owed {
+                endpoint.owed = false;
+            }
+            let service = &mut self.services[endpoint.service];
+            let registry = self.poll.registry();
+            if endpoint.receive(service, &mut self.scratch, &mut self.telemetry, &self.limits, registry) {
+                self.queues.owe(Source::Datagram(index), &mut endpoint.owed);
+            }
+        }
+    }
+
+    /// A turn for connection `key` (if it is still there), lent what it needs.
+    #[inline]
+    fn turn(&mut self, key: usize) -> Option<Turn<'_>> {
+        let conn = self.conns.get_mut(key)?;
+        let service = &mut self.services[conn.service()];
+        Some(Turn {
+            key,
+            room_waiting: self.rooms[service.room].lines_waiting(),
+            conn,
+            service,
+            scratch: &mut self.scratch,
+            queues: &mut self.queues,
+            telemetry: &mut self.telemetry,
+            limits: &self.limits,
+            clocks: &self.clocks,
+            registry: self.poll.registry(),
+        })
+    }
+
+    /// Serves what earlier passes cut short. A pass can owe again; that waits for the next
+    /// turn (with a zero poll timeout), so new events get their turn in between.
+    fn serve_owed(&mut self) {
+        let mut owed = std::mem::take(&mut self.queues.owed);
+        for &source in &owed {
+            self.serve_source(source, Readiness::OWED, Instant::now());
+        }
+        owed.clear();
+        if self.queues.owed.is_empty() {
+            self.queues.owed = owed;
+        }
+    }
+
     /// How long `poll` may sleep: not at all if work is owed, else until the next timer.
     /// With nothing to do and no timers, it sleeps until a socket is ready: an idle server
     /// uses no CPU.
     fn poll_timeout(&self, now: Instant) -> Option<Duration> {
-        if !self.queues.owed.is_empty()
-            || !self.queues.flush.is_empty()
-            || !self.queues.close.is_empty()
-            || self.rooms_waiting()
-        {
+        if self.queues.has_work() || self.rooms.iter().any(Room::lines_waiting) {
             return Some(Duration::ZERO);
         }
-        let started = self.clocks.started;
-        let at_ms = |&(until_ms, _): &(u64, usize)| started + Duration::from_millis(until_ms);
         [
             self.clocks.idle.as_ref().and_then(TimerWheel::next_due),
             self.clocks.keepalive.as_ref().and_then(TimerWheel::next_due),
             self.telemetry.reporter.as_ref().map(Reporter::next_due),
             self.sources.listeners.iter().filter_map(|slot| slot.paused_until).min(),
             self.clocks.draining,
-            self.queues.lingering.front().map(at_ms),
-            self.queues.preparing.front().map(at_ms),
+            self.queues.next_deadline_ms().map(|ms| self.clocks.at_ms(ms)),
             self.sources.backplane.as_ref().map(Backplane::next_deadline),
             self.telemetry.raw_hint.next_due(),
         ]
@@ -467,9 +590,12 @@ impl Reactor {
             backplane.on_timers(self.poll.registry(), now);
         }
         self.resume_accepting(now);
-        self.check_unterminated(now);
+        let draining = self.clocks.draining.is_some();
+        self.telemetry.raw_hint.check(now, &self.conns, &self.services, draining);
         self.expire_idle(now);
-        self.check_keepalive(now);
+        if let Some(keepalive) = &mut self.clocks.keepalive {
+            keepalive::check(keepalive, now, &mut self.conns, &mut self.scratch, &mut self.queues);
+        }
         self.expire_preparing(now);
         self.expire_lingering(now);
         if let Some(deadline) = self.clocks.draining {
@@ -498,9 +624,50 @@ impl Reactor {
         for signal in received {
             info!("signal received; signal={signal}");
             if signal == SIGUSR1 {
-                self.reload_tls();
+                if self.sources.reload_tls() {
+                    self.telemetry.stats.tls_reloads += 1;
+                }
             } else {
                 self.begin_shutdown(now);
+            }
+        }
+    }
+
+    /// A backplane link is ready (or was owed a turn): connect, read, deliver each line from
+    /// another server to its room's local members, with the room's other lines of the turn,
+    /// as output pushed by someone else (a member that cannot keep up is dropped as a slow
+    /// consumer, exactly as for a line from a local sender).
+    fn on_backplane(&mut self, role: Role, now: Instant) {
+        let Some(mut backplane) = self.sources.backplane.take() else { return };
+        let mut buffer = std::mem::take(&mut self.scratch.read);
+        let rooms = &mut self.rooms;
+        let owed = backplane.on_ready(role, now, &mut buffer, |shared, line| {
+            if log::log_enabled!(target: "evloop::room", log::Level::Debug) {
+                log::debug!(
+                    target: "evloop::room",
+                    "room line from the backplane; pid={} at_ns={} line={:?}",
+                    std::process::id(),
+                    crate::sys::monotonic_ns(),
+                    String::from_utf8_lossy(&line[..line.len().min(80)])
+                );
+            }
+            if let Some(room) = rooms.iter_mut().find(|room| room.backplane == Some(shared)) {
+                room.push_line(None, line);
+            }
+        });
+        self.scratch.read = buffer;
+        self.sources.backplane = Some(backplane);
+        // A room that grew past its bound is released at once.
+        for room in 0..self.rooms.len() {
+            if self.rooms[room].is_full() {
+                self.release_room(room);
+            }
+        }
+        if owed {
+            // Its budget ran out with bytes perhaps still waiting: no new edge will say so.
+            let source = Source::Backplane(role);
+            if !self.queues.owed.contains(&source) {
+                self.queues.owed.push(source);
             }
         }
     }
@@ -531,8 +698,8 @@ impl Reactor {
         }
         // UDP has no connections to drain: send what is queued if the socket takes it, and
         // stop serving datagrams.
-        for index in 0..self.sources.datagrams.len() {
-            self.flush_datagrams(index);
+        for endpoint in &mut self.sources.datagrams {
+            endpoint.flush(self.poll.registry(), &mut self.telemetry.stats);
         }
         self.sources.datagrams.clear();
         let keys: Vec<usize> = self.conns.iter().map(|(key, _)| key).collect();
@@ -559,7 +726,14 @@ impl Reactor {
     fn stop_reading(&mut self, key: usize, reason: StopReason) {
         if let Some(conn) = self.conns.get_mut(key) {
             conn.stop(reason);
-            self.queue_flush(key);
+            self.queues.flush(key, conn);
+        }
+    }
+
+    /// Marks `key` to be removed at the end of the turn (once, whatever the callers).
+    fn close_later(&mut self, key: usize, reason: CloseReason) {
+        if let Some(conn) = self.conns.get_mut(key) {
+            self.queues.close(key, conn, reason);
         }
     }
 
@@ -574,17 +748,5 @@ impl Reactor {
             stats.set_backplane(backplane.counters());
         }
         stats
-    }
-}
-
-/// Under `--workers`: the block of metrics shared with the other workers, mapped.
-fn shared_metrics(config: &ServerConfig) -> Option<metrics::SharedMetrics> {
-    let (fd, worker) = config.shared_metrics?;
-    match crate::sys::shared_memory::SharedWords::map_inherited(fd) {
-        Ok(region) => Some(metrics::SharedMetrics::new(region, worker)),
-        Err(error) => {
-            warn!("cannot share metrics with the other workers; error={error}");
-            None
-        }
     }
 }

@@ -1,24 +1,25 @@
-//! Output: carry out the handler's intents, then write.
+//! Reaching others: what a handler asks for beyond replies to its sender, carried out; the
+//! rooms' lines written to their members; the flush phase; the notices the server itself
+//! sends; the metrics.
 //!
-//! A connection's own replies are framed straight into its output (`input.rs`) and written
-//! as soon as its input has been handled; lines to a room wait in the room's buffer until the
-//! flush phase (`room.rs`); anything else sent to a connection is appended to its output and
-//! written in the flush phase. Either way each connection gets one `write` for everything
-//! queued, so the replies to sixteen pipelined requests, or a burst of room lines, leave
-//! together. Write first, and ask the poller for `WRITABLE` only when the socket did not
-//! take everything.
+//! A connection's own replies are written by its turn (`connection.rs`); everything else sent
+//! to a connection is appended to its output here and written in the flush phase, in one
+//! `write` for everything queued, and lines to a room wait in the room's buffers until the
+//! flush phase (`room.rs`). Write first, and ask the poller for `WRITABLE` only when the
+//! socket did not take everything.
 
-use log::error;
-use mio::{Interest, Token};
+use std::io::IoSlice;
 
-use super::connection::{Settled, StopReason};
-use super::{CloseReason, Reactor};
+use super::connection::StopReason;
+use super::room::ROOM_WRITES_PER_TURN;
+use super::{CloseReason, Progress, Reactor, metrics};
+use crate::codec::Notice;
 use crate::handlers::ConnId;
-use crate::serve::Carrier;
+use crate::handlers::serve::{Carrier, carry_out};
 
 /// Whose message an output is: it decides what happens when a client stops reading.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum Origin {
+enum Origin {
     /// A reply to the connection's own request: past `max_output`, reading it pauses.
     Own,
     /// Something another client caused (a broadcast line): the connection cannot be slowed
@@ -28,22 +29,30 @@ pub(super) enum Origin {
 }
 
 impl Reactor {
-    /// Carries out, in order, what the handler put in the outbox for a message of `sender`,
+    /// Carries out, in order, what the handler put in the outbox for messages of `sender`,
     /// after the replies it framed before that.
-    pub(super) fn carry_out(&mut self, sender: usize, service: usize) {
+    pub(super) fn carry_out(&mut self, sender: usize) {
+        if let Some(conn) = self.conns.get(sender) {
+            self.carry_out_for(sender, conn.service());
+        }
+    }
+
+    /// [`carry_out`](Self::carry_out) for `sender` of `service` (which may have gone: a
+    /// handler's goodbye still reaches the others).
+    pub(super) fn carry_out_for(&mut self, sender: usize, service: usize) {
+        self.commit_replies(sender);
         if !self.scratch.outbox.has_intents() {
             return;
         }
-        self.commit_replies(sender);
         let mut outbox = std::mem::take(&mut self.scratch.outbox);
-        crate::serve::carry_out(&outbox, ConnId(sender), &mut Carried { reactor: self, sender, service });
+        carry_out(&outbox, ConnId(sender), &mut Carried { reactor: self, sender, service });
         outbox.clear();
         self.scratch.outbox = outbox;
     }
 
     /// Moves the replies the handler framed in the outbox to `key`'s output and queues it
-    /// for writing (see [`Connection::take_replies`](super::connection::Connection::take_replies)).
-    pub(super) fn commit_replies(&mut self, key: usize) {
+    /// for writing, after its room's lines.
+    fn commit_replies(&mut self, key: usize) {
         if !self.scratch.outbox.has_replies() {
             return;
         }
@@ -54,7 +63,7 @@ impl Reactor {
             Some(conn) if conn.is_ready() && !conn.is_closing() => {
                 self.telemetry.stats.messages_out +=
                     conn.take_replies(&mut self.scratch.outbox, &mut self.scratch.pool);
-                self.queue_flush(key);
+                self.queues.flush(key, conn);
             }
             _ => {
                 self.scratch.outbox.discard_replies();
@@ -62,14 +71,17 @@ impl Reactor {
         }
     }
 
-    /// Sends `payload` to every member of `service` but `except`, here (with the room's
-    /// other lines of the turn, `room.rs`), and through the backplane (if the service's room
-    /// is on one) to the members on other servers.
+    /// Sends `payload` to every member of `service`'s room but `except`, here (with the
+    /// room's other lines of the turn), and through the backplane (if the room is on one) to
+    /// the members on other servers.
     fn deliver_to_room(&mut self, service: usize, except: usize, payload: &[u8]) {
         let room = self.services[service].room;
-        self.send_to_room(room, Some(except), payload);
+        self.rooms[room].push_line(Some(except), payload);
         if let (Some(shared), Some(backplane)) = (self.rooms[room].backplane, &mut self.sources.backplane) {
             backplane.publish(shared, payload);
+        }
+        if self.rooms[room].is_full() {
+            self.release_room(room);
         }
     }
 
@@ -77,7 +89,7 @@ impl Reactor {
     /// flush. A connection not served yet gets nothing (its handler cannot know it), nor one
     /// whose protocol has closed, unless it is a reply to its own message (sent before the
     /// close, so it goes before it).
-    pub(super) fn deliver(&mut self, key: usize, payload: &[u8], origin: Origin) {
+    fn deliver(&mut self, key: usize, payload: &[u8], origin: Origin) {
         self.release_room_of(key);
         let Some(conn) = self.conns.get_mut(key) else { return };
         let takes = match origin {
@@ -90,50 +102,31 @@ impl Reactor {
         let codec = self.services[conn.service()].codec;
         conn.push_output(codec, payload, origin == Origin::Pushed, &mut self.scratch.pool);
         self.telemetry.stats.messages_out += 1;
-        self.queue_flush(key);
+        self.queues.flush(key, conn);
     }
 
-    /// Registers `key` for `wanted` unless it already is: every change is an `epoll_ctl`
-    /// call, so it happens only when the connection's state calls for it. False if it failed
-    /// (the connection is then closing).
-    pub(super) fn update_interest(&mut self, key: usize, wanted: Interest) -> bool {
-        let Some(conn) = self.conns.get_mut(key) else { return false };
-        match conn.reregister(self.poll.registry(), Token(key), wanted) {
-            Ok(changed) => {
-                self.telemetry.stats.interest_changes += u64::from(changed);
-                true
-            }
-            Err(error) => {
-                error!("reregister failed; conn={key} error={error}");
-                self.close_later(key, CloseReason::Error(error));
-                false
-            }
+    /// Tells `key` `notice` in its own protocol, after what it has queued (a served
+    /// connection only: one still preparing has no protocol to be told in yet).
+    pub(super) fn notify(&mut self, key: usize, notice: Notice) {
+        self.release_room_of(key);
+        let Some(conn) = self.conns.get_mut(key) else { return };
+        if conn.is_closing() || !conn.is_ready() {
+            return;
         }
-    }
-
-    /// Puts `key` on the flush queue (once per turn).
-    pub(super) fn queue_flush(&mut self, key: usize) {
-        if self.conns.get_mut(key).is_some_and(|conn| conn.queue_for_flush()) {
-            self.queues.flush.push(key);
+        let codec = self.services[conn.service()].codec;
+        if conn.push_notice(codec, notice, &mut self.scratch.pool) {
+            self.telemetry.stats.messages_out += 1;
+            self.queues.flush(key, conn);
         }
-    }
-
-    /// Puts `key` on the flush queue for the next turn even if it was just flushed (its
-    /// share of this turn is spent; the non-empty queue keeps the next poll from sleeping).
-    pub(super) fn queue_flush_next_turn(&mut self, key: usize) {
-        if let Some(conn) = self.conns.get_mut(key) {
-            conn.unqueue_for_flush();
-        }
-        self.queue_flush(key);
     }
 
     /// The flush phase: writes every connection still queued this turn (those whose own
-    /// replies were written right after their input are no longer queued).
+    /// replies were written in their turn are no longer queued).
     pub(super) fn flush_queued(&mut self) {
         let mut queue = std::mem::take(&mut self.queues.flush);
         for &key in &queue {
             if self.conns.get(key).is_some_and(|conn| conn.is_queued_for_flush()) {
-                self.flush(key);
+                self.serve_conn(key, Progress::writing());
             }
         }
         queue.clear();
@@ -142,54 +135,152 @@ impl Reactor {
         }
     }
 
-    /// Writes what `key` has pending, then brings its state and poll interest up to date
-    /// ([`settle`](Self::settle)).
-    pub(super) fn flush(&mut self, key: usize) {
-        // Under --workers, a scrape another worker answers must count what this reply
-        // answers.
-        self.publish_metrics();
-        let Some(conn) = self.conns.get_mut(key) else { return };
-        conn.unqueue_for_flush();
-        if conn.is_closing() {
-            return;
-        }
-        match conn.write_pending(&mut self.scratch.pool, self.clocks.now_tick) {
-            Ok(written) => self.telemetry.stats.bytes_out += written as u64,
-            Err(error) => return self.close_later(key, CloseReason::Error(error)),
-        }
-        if conn.file_is_open() {
-            // Behind the written output: as much of its file as the socket takes.
-            self.send_file(key);
-        }
-        self.settle(key);
-    }
+    // ----- rooms -----
 
-    /// After a write to `key`: pauses or resumes its reading around `max_output`, closes it
-    /// if it is finished and written out (or a slow consumer), and re-registers it only if
-    /// its interest changed (each change is an `epoll_ctl` call).
-    pub(super) fn settle(&mut self, key: usize) {
-        let Some(conn) = self.conns.get_mut(key) else { return };
-        if conn.is_closing() {
-            return;
-        }
-        let settled = conn.settle_output(self.limits.max_output);
-        let wanted = conn.wanted_interest();
-        match settled {
-            Settled::SlowConsumer => return self.drop_slow_consumer(key),
-            Settled::Finished(reason) => return self.finish_stopped(key, reason),
-            Settled::Paused => self.telemetry.stats.reading_paused += 1,
-            Settled::Resumed | Settled::Unchanged => {}
-        }
-        // Asked here first: most writes leave the interest as it was, and then there is
-        // nothing more to do.
-        if let Some(wanted) = wanted.filter(|&wanted| !conn.is_registered_for(wanted)) {
-            if !self.update_interest(key, wanted) {
-                return;
+    /// Releases the lines waiting for `key`'s room, if any: something else is about to
+    /// reach `key`, and must come after them.
+    #[inline]
+    pub(super) fn release_room_of(&mut self, key: usize) {
+        if let Some(conn) = self.conns.get(key) {
+            let room = self.services[conn.service()].room;
+            if self.rooms[room].lines_waiting() {
+                self.release_room(room);
             }
         }
-        if settled == Settled::Resumed {
-            // Bytes it sent while paused raised their edge long ago: read them now.
-            self.owe_read(key);
+    }
+
+    /// The flush phase: writes each room's lines to at most [`ROOM_WRITES_PER_TURN`]
+    /// members; the others get theirs in the next turns.
+    pub(super) fn release_rooms(&mut self) {
+        for room in 0..self.rooms.len() {
+            self.release_step(room, ROOM_WRITES_PER_TURN);
+        }
+    }
+
+    /// Writes every line waiting in `room` to every member, now: something must reach a
+    /// member after them (its own reply, a line addressed to it), the membership is about
+    /// to change, or the lines have grown past their bound.
+    pub(super) fn release_room(&mut self, room: usize) {
+        while self.rooms[room].lines_waiting() {
+            self.release_step(room, usize::MAX);
+        }
+    }
+
+    /// Writes the lines being released in `room` to its next `budget` members, everything
+    /// but a member's own in one `sendmsg` straight from its codec's buffer. A member with
+    /// output already waiting (or a transport that must take a copy) gets them copied after
+    /// it, to go out in the flush.
+    fn release_step(&mut self, room: usize, budget: usize) {
+        if !self.rooms[room].lines_waiting() {
+            return;
+        }
+        self.publish_metrics();
+        let mut step = self.rooms[room].start_release();
+        step.batch(budget);
+        let mut slices: Vec<IoSlice<'_>> = Vec::new();
+        for &member in step.members() {
+            let Some(conn) = self.conns.get_mut(member) else { continue };
+            if !conn.accepts_messages() {
+                continue;
+            }
+            let service = &self.services[conn.service()];
+            let framing = conn.compresses().then(|| conn.framing(service.codec));
+            let count = step.lines_for(member, service.framing, framing, &mut slices);
+            if count == 0 {
+                continue;
+            }
+            self.telemetry.stats.messages_out += count;
+            match conn.write_shared(&mut slices, true, &mut self.scratch.pool, self.clocks.now_tick) {
+                Ok(written) => self.telemetry.stats.bytes_out += written as u64,
+                Err(error) => {
+                    self.queues.close(member, conn, CloseReason::Error(error));
+                    continue;
+                }
+            }
+            if conn.has_output_waiting() {
+                self.queues.flush(member, conn);
+            } else if let Some(mut turn) = self.turn(member) {
+                turn.settle();
+            }
+        }
+        drop(slices);
+        self.rooms[room].end_release(step);
+    }
+
+    // ----- files -----
+
+    /// `key`'s file is out: its slot goes to the next connection waiting for one, and its
+    /// requests that waited behind the file are served (they are in its kept input already:
+    /// no new bytes or edge will come for them).
+    pub(super) fn finish_file(&mut self, key: usize) {
+        if self.conns.get_mut(key).is_some_and(|conn| conn.drop_file()) {
+            self.release_file_slot();
+        }
+        if let Some(conn) = self.conns.get_mut(key) {
+            self.queues.owe_read(key, conn);
+            self.queues.flush(key, conn);
+        }
+    }
+
+    /// A file slot is free: the first connection still waiting gets it.
+    pub(super) fn release_file_slot(&mut self) {
+        if let Some(key) = self.files.release(&mut self.conns) {
+            self.open_file(key);
+        }
+    }
+
+    /// Opens `key`'s queued file in a free slot, and queues it to start sending.
+    fn open_file(&mut self, key: usize) {
+        let Some(conn) = self.conns.get_mut(key) else { return };
+        match self.files.open(key, conn) {
+            Ok(()) => self.queues.flush(key, conn),
+            // Its reply promised the bytes: without them the connection cannot go on.
+            Err(error) => self.queues.close(key, conn, CloseReason::Error(error)),
+        }
+    }
+
+    // ----- metrics -----
+
+    /// Under `--workers`: takes this worker's slot, continuing from the counters a dead
+    /// predecessor left there. Called once, before the first turn.
+    pub(super) fn claim_metrics_slot(&mut self) {
+        let Some(mut shared) = self.telemetry.shared_metrics.take() else { return };
+        self.refresh_stats();
+        if shared.claim(&self.metrics_view()) {
+            self.telemetry.shared_metrics = Some(shared);
+            self.publish_metrics();
+        }
+    }
+
+    /// Under `--workers`: stores this worker's samples in its slot, so that a scrape any
+    /// worker answers includes them. Called before any reply leaves and at the end of each
+    /// turn; without workers, one branch.
+    #[inline]
+    pub(super) fn publish_metrics(&mut self) {
+        if let Some(shared) = self.telemetry.shared_metrics.take() {
+            self.refresh_stats();
+            shared.store(&self.metrics_view());
+            self.telemetry.shared_metrics = Some(shared);
+        }
+    }
+
+    /// Brings what is kept beside the counters (open connections, the backplane's counters)
+    /// into them.
+    fn refresh_stats(&mut self) {
+        self.telemetry.stats.connections_open = self.conns.len();
+        if let Some(backplane) = &self.sources.backplane {
+            self.telemetry.stats.set_backplane(backplane.counters());
+        }
+    }
+
+    /// What the metrics are rendered from (after [`refresh_stats`](Self::refresh_stats)).
+    fn metrics_view(&self) -> metrics::View<'_> {
+        metrics::View {
+            stats: &self.telemetry.stats,
+            preparing: self.telemetry.preparing,
+            services: &self.services,
+            listeners: &self.sources.listeners,
+            backplane: self.sources.backplane.is_some(),
         }
     }
 }
@@ -219,18 +310,31 @@ impl Carrier for Carried<'_> {
     }
 
     fn send_file(&mut self, path: &std::path::Path, offset: u64, length: u64) {
-        self.reactor.start_file(self.sender, path.to_path_buf(), offset, length);
+        let reactor = &mut *self.reactor;
+        let Some(conn) = reactor.conns.get_mut(self.sender) else { return };
+        if conn.is_closing() {
+            return;
+        }
+        conn.queue_file(path.to_path_buf(), offset, length);
+        if reactor.files.has_free_slot(reactor.limits.max_file_sends) {
+            reactor.open_file(self.sender);
+        } else {
+            reactor.files.wait(self.sender);
+            reactor.queues.flush(self.sender, conn);
+        }
     }
 
     fn send_metrics(&mut self) {
         let reactor = &mut *self.reactor;
         reactor.release_room_of(self.sender);
-        let response = reactor.metrics_response();
+        reactor.publish_metrics();
+        reactor.refresh_stats();
+        let response = reactor.metrics_view().response(reactor.telemetry.shared_metrics.as_ref());
         if let Some(conn) = reactor.conns.get_mut(self.sender) {
             // The whole HTTP response as is: it is not a message of the codec.
             conn.push_raw(&response, &mut reactor.scratch.pool);
             reactor.telemetry.stats.messages_out += 1;
-            reactor.queue_flush(self.sender);
+            reactor.queues.flush(self.sender, conn);
         }
     }
 }

@@ -20,13 +20,16 @@
 //! the other connections are served in between: those lines wait in a release of their own
 //! while the next ones gather, and go out first.
 //!
+//! A [`Room`] knows nothing of sockets: it holds its members' keys and its lines, and lends
+//! each step of a release to the reactor (`output.rs`), which writes to each member.
+//!
 //! Lines wait here only until something else would reach a member (its own reply, a line
 //! addressed to it, a new member joining, one leaving): the room's lines are released first,
 //! all of them at once, so every member sees everything in the order it happened.
 
 use std::io::IoSlice;
 
-use super::{CloseReason, Reactor, Service};
+use super::Service;
 use crate::codec::{Codec, Framing};
 use crate::config::DEFAULT_ROOM;
 
@@ -40,7 +43,7 @@ const RELEASE_AT_BYTES: usize = 256 * 1024;
 /// loopback), and a busy echo client beside the room waited it out: 100,000 members over 8
 /// workers, echo p99 940 ms unbounded; 512: 79 ms; 256: 71 ms; 128: 43 ms, with reach
 /// unchanged within the noise (examples/reach.rs --echo).
-const ROOM_WRITES_PER_TURN: usize = 128;
+pub(super) const ROOM_WRITES_PER_TURN: usize = 128;
 
 /// See the module documentation.
 #[derive(Debug)]
@@ -70,14 +73,68 @@ struct Release {
     next: usize,
 }
 
+/// One step of a release, lent to the writer: the lines, and the members to write them to
+/// (the room's list, borrowed out while the writer works: writing changes no membership,
+/// since closing is deferred).
+#[derive(Debug)]
+pub(super) struct ReleaseStep {
+    release: Release,
+    members: Vec<usize>,
+    /// The end of this step's members (exclusive).
+    end: usize,
+    /// When it started (`CLOCK_MONOTONIC` ns), while tracing releases.
+    started_ns: Option<u64>,
+}
+
+impl ReleaseStep {
+    /// The next `budget` members this step writes to.
+    pub fn batch(&mut self, budget: usize) -> &[usize] {
+        self.end = self.release.next.saturating_add(budget).min(self.members.len());
+        &self.members[self.release.next.min(self.end)..self.end]
+    }
+
+    /// The members of the batch (after [`batch`](Self::batch)).
+    pub fn members(&self) -> &[usize] {
+        &self.members[self.release.next.min(self.end)..self.end]
+    }
+
+    /// The lines `member` gets, into `slices` (everything but its own lines, adjacent parts
+    /// joined): framed in `slot` (its service's framing), or, for a member with a framing
+    /// of its own (`own`: compressed with its window), in that framing. A framing added
+    /// since these lines were gathered has none of them. Returns how many lines.
+    pub fn lines_for<'a>(
+        &'a self,
+        member: usize,
+        slot: usize,
+        own: Option<Framing>,
+        slices: &mut Vec<IoSlice<'a>>,
+    ) -> u64 {
+        let framings = &self.release.framings;
+        // Rare, and a short list: found where the member's framing is.
+        let slot = own.map_or(slot, |own| framings.iter().position(|(of, _)| *of == own).unwrap_or(0));
+        match framings.get(slot) {
+            Some((_, lines)) => lines.slices_for(member, slices),
+            None => {
+                slices.clear();
+                0
+            }
+        }
+    }
+}
+
 impl Room {
     /// Its name, if other listeners and servers may share it.
     pub fn shared_name(&self) -> Option<&str> {
         self.name.as_deref()
     }
 
-    /// Adds a connection; returns its index in the member list, to keep beside it.
-    pub fn join(&mut self, key: usize) -> usize {
+    /// Adds a connection, whose lines are framed as its listener's codec says, or as `own`
+    /// (a member compressing with a window of its own: its lines are framed so from the
+    /// next line on). Returns its index in the member list, to keep beside it.
+    pub fn join(&mut self, key: usize, own: Option<Framing>) -> usize {
+        if let Some(framing) = own {
+            self.slot_for(framing);
+        }
         self.members.push(key);
         self.members.len() - 1
     }
@@ -89,6 +146,20 @@ impl Room {
         self.members.get(index).copied()
     }
 
+    /// Frames `payload` from `sender` (`None`: another server) once per framing its members
+    /// need, after the lines so far: every member but the sender gets it when the lines are
+    /// released.
+    pub fn push_line(&mut self, sender: Option<usize>, payload: &[u8]) {
+        for (framing, lines) in &mut self.framings {
+            lines.push(sender, *framing, payload);
+        }
+    }
+
+    /// Whether the lines gathered have grown past their bound: release them now.
+    pub fn is_full(&self) -> bool {
+        self.framings.iter().any(|(_, lines)| lines.len() >= RELEASE_AT_BYTES)
+    }
+
     /// Whether an earlier turn's lines are still being written to its members.
     pub fn is_releasing(&self) -> bool {
         self.releasing.is_some()
@@ -96,8 +167,53 @@ impl Room {
 
     /// Whether lines wait to be written: gathered this turn, or an earlier turn's release
     /// not done yet.
-    fn lines_waiting(&self) -> bool {
+    pub fn lines_waiting(&self) -> bool {
         self.releasing.is_some() || self.framings.first().is_some_and(|(_, lines)| !lines.is_empty())
+    }
+
+    /// Starts a step of releasing its lines: the release under way, or (none under way) the
+    /// lines gathered so far, which move to a release while the room gathers the next ones
+    /// in emptied framings of the same kinds. The step goes back with
+    /// [`end_release`](Self::end_release).
+    pub fn start_release(&mut self) -> ReleaseStep {
+        if self.releasing.is_none() {
+            self.freeze();
+        }
+        // `RUST_LOG=evloop::room=debug`: when each release starts and ends, for the reach
+        // benchmark's breakdown (examples/reach.rs); a branch otherwise.
+        let traced = log::log_enabled!(target: "evloop::room", log::Level::Debug);
+        ReleaseStep {
+            release: self.releasing.take().expect("a release under way"),
+            members: std::mem::take(&mut self.members),
+            end: 0,
+            started_ns: traced.then(crate::sys::monotonic_ns),
+        }
+    }
+
+    /// Ends a step: its members have the lines; the release is done once every member has.
+    pub fn end_release(&mut self, step: ReleaseStep) {
+        let ReleaseStep { mut release, members, end, started_ns } = step;
+        if let Some(started_ns) = started_ns {
+            log::debug!(
+                target: "evloop::room",
+                "room released; pid={} members={}..{end} started_ns={started_ns} ended_ns={} first={:?}",
+                std::process::id(),
+                release.next,
+                crate::sys::monotonic_ns(),
+                String::from_utf8_lossy(release.framings[0].1.first_line())
+            );
+        }
+        let done = end >= members.len();
+        self.members = members;
+        release.next = end;
+        if done {
+            for (_, lines) in &mut release.framings {
+                lines.clear();
+            }
+            self.spare = release.framings;
+        } else {
+            self.releasing = Some(release);
+        }
     }
 
     /// Starts releasing the lines gathered so far (none in progress): they move to the
@@ -115,7 +231,7 @@ impl Room {
 
     /// The slot of `framing` among its framings, added if it is new (a member compressing
     /// with a window no other member uses); its lines are framed so from the next line on.
-    pub fn slot_for(&mut self, framing: Framing) -> usize {
+    fn slot_for(&mut self, framing: Framing) -> usize {
         self.framings.iter().position(|(of, _)| *of == framing).unwrap_or_else(|| {
             self.framings.push((framing, RoomLines::default()));
             self.framings.len() - 1
@@ -139,14 +255,7 @@ pub(crate) fn rooms_of(services: &mut [Service]) -> Vec<Room> {
         let existing =
             name.as_ref().and_then(|name| rooms.iter().position(|room| room.name.as_ref() == Some(name)));
         let room = existing.unwrap_or_else(|| {
-            rooms.push(Room {
-                name,
-                members: Vec::new(),
-                framings: Vec::new(),
-                backplane: None,
-                releasing: None,
-                spare: Vec::new(),
-            });
+            rooms.push(Room::new(name));
             rooms.len() - 1
         });
         let framing = rooms[room].slot_for(codec.into());
@@ -164,131 +273,16 @@ pub(crate) fn rooms_of(services: &mut [Service]) -> Vec<Room> {
     rooms
 }
 
-impl Reactor {
-    /// Sends `payload` from `sender` (`None`: another server) to every member of `room` but
-    /// the sender: framed once per codec into the room's lines, written at the end of the
-    /// turn.
-    pub(super) fn send_to_room(&mut self, room: usize, sender: Option<usize>, payload: &[u8]) {
-        let framings = &mut self.rooms[room].framings;
-        for (framing, lines) in framings.iter_mut() {
-            lines.push(sender, *framing, payload);
-        }
-        if framings.iter().any(|(_, lines)| lines.len() >= RELEASE_AT_BYTES) {
-            self.release_room(room);
-        }
-    }
-
-    /// Releases the lines waiting for `key`'s room, if any: something else is about to
-    /// reach `key`, and must come after them.
-    #[inline]
-    pub(super) fn release_room_of(&mut self, key: usize) {
-        if let Some(conn) = self.conns.get(key) {
-            let room = self.services[conn.service()].room;
-            if self.rooms[room].lines_waiting() {
-                self.release_room(room);
-            }
-        }
-    }
-
-    /// The flush phase: writes each room's lines to at most [`ROOM_WRITES_PER_TURN`]
-    /// members; the others get theirs in the next turns.
-    pub(super) fn release_rooms(&mut self) {
-        for room in 0..self.rooms.len() {
-            self.release_step(room, ROOM_WRITES_PER_TURN);
-        }
-    }
-
-    /// Whether some room has lines waiting (the next poll must not sleep).
-    pub(super) fn rooms_waiting(&self) -> bool {
-        self.rooms.iter().any(Room::lines_waiting)
-    }
-
-    /// Writes every line waiting in `room` to every member, now: something must reach a
-    /// member after them (its own reply, a line addressed to it), the membership is about
-    /// to change, or the lines have grown past [`RELEASE_AT_BYTES`].
-    pub(super) fn release_room(&mut self, room: usize) {
-        while self.rooms[room].lines_waiting() {
-            self.release_step(room, usize::MAX);
-        }
-    }
-
-    /// Writes the lines being released in `room` (or, with none in progress, those gathered
-    /// so far) to the next `budget` members, everything but a member's own in one
-    /// `sendmsg` straight from its codec's buffer. A member with output already waiting (or
-    /// a transport that must take a copy) gets them copied after it, to go out in the flush.
-    fn release_step(&mut self, room: usize, budget: usize) {
-        if !self.rooms[room].lines_waiting() {
-            return;
-        }
-        if self.rooms[room].releasing.is_none() {
-            self.rooms[room].freeze();
-        }
-        // `RUST_LOG=evloop::room=debug`: when each release starts and ends, for the reach
-        // benchmark's breakdown (examples/reach.rs); a branch otherwise.
-        let traced = log::log_enabled!(target: "evloop::room", log::Level::Debug);
-        let started_ns = if traced { crate::sys::monotonic_ns() } else { 0 };
-        self.publish_metrics();
-        // Borrowed out for the loop: writing changes no membership (closing is deferred).
-        let mut release = self.rooms[room].releasing.take().expect("a release under way");
-        let framings = &release.framings;
-        let members = std::mem::take(&mut self.rooms[room].members);
-        let end = release.next.saturating_add(budget).min(members.len());
-        let mut slices = Vec::new();
-        for &member in &members[release.next.min(end)..end] {
-            let Some(conn) = self.conns.get_mut(member) else { continue };
-            if !conn.accepts_messages() {
-                continue;
-            }
-            let slot = match conn.compresses() {
-                // Rare, and a short list: found where the member's framing is.
-                true => {
-                    let framing = conn.framing(self.services[conn.service()].codec);
-                    framings.iter().position(|(of, _)| *of == framing).unwrap_or(0)
-                }
-                false => self.services[conn.service()].framing,
-            };
-            // A framing added since these lines were gathered has none of them.
-            let Some((_, lines)) = framings.get(slot) else { continue };
-            let count = lines.slices_for(member, &mut slices);
-            if count == 0 {
-                continue;
-            }
-            self.telemetry.stats.messages_out += count;
-            match conn.write_shared(&mut slices, &mut self.scratch.pool, self.clocks.now_tick) {
-                Ok(written) => self.telemetry.stats.bytes_out += written as u64,
-                Err(error) => {
-                    self.close_later(member, CloseReason::Error(error));
-                    continue;
-                }
-            }
-            if conn.has_output_waiting() {
-                self.queue_flush(member);
-            } else {
-                self.settle(member);
-            }
-        }
-        drop(slices);
-        if traced {
-            log::debug!(
-                target: "evloop::room",
-                "room released; pid={} members={}..{end} started_ns={started_ns} ended_ns={} first={:?}",
-                std::process::id(),
-                release.next,
-                crate::sys::monotonic_ns(),
-                String::from_utf8_lossy(framings[0].1.first_line())
-            );
-        }
-        let room = &mut self.rooms[room];
-        let done = end >= members.len();
-        room.members = members;
-        release.next = end;
-        if done {
-            for (_, lines) in &mut release.framings {
-                lines.clear();
-            }
-            room.spare = release.framings;
-        } else {
-            room.releasing = Some(release);
+impl Room {
+    /// An empty room, `name`d if it is shared by name.
+    fn new(name: Option<String>) -> Room {
+        Room {
+            name,
+            members: Vec::new(),
+            framings: Vec::new(),
+            backplane: None,
+            releasing: None,
+            spare: Vec::new(),
         }
     }
 }

@@ -29,8 +29,8 @@ use rustls::server::UnbufferedServerConnection;
 use rustls::unbuffered::{ConnectionState, EncodeError, EncryptError, InsufficientSizeError};
 
 use super::Received;
-use crate::sys::nonblocking::write_until_full;
 use crate::sys::socket::Stream;
+use crate::sys::socket::write_until_full;
 
 /// Plaintext taken into the session at a time: a few records' worth.
 const CHUNK: usize = 64 * 1024;

@@ -489,6 +489,9 @@ impl Session for WsSession {
             (State::Open, Notice::IdleTimeout) => (code::GOING_AWAY, "idle timeout"),
             (State::Open, Notice::GoingAway) => (code::GOING_AWAY, "going away"),
             (State::Open, Notice::TooSlow) => (code::POLICY, "too slow"),
+            // The session decodes its own frames and closes on bad ones itself; a codec's
+            // error cannot reach it, but if one did, it would be the peer's.
+            (State::Open, Notice::BadInput(_)) => (code::PROTOCOL_ERROR, "bad input"),
         };
         frame::write_close(code, reason, out);
         self.state = State::Closed;

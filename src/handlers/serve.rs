@@ -1,13 +1,142 @@
-//! The [`Outbox`] a handler answers through: a plain-data list of intents (send this to that
-//! connection, close the sender) that the reactor carries out after the handler returns.
+//! Serving a message, the step every server shares: a [`Handler`] gets a decoded message and
+//! writes what it wants done into an [`Outbox`] (reply, send to another connection, to the
+//! rest of its room, close, send a file), and the server carries that out. The reactor, its
+//! UDP endpoints and the blocking and scanning models (`models/`) differ in how they reach
+//! sockets and share the CPU, not in this:
 //!
-//! Payload bytes go into one reusable buffer, so a reply costs no allocation of its own, and
-//! the handler never sees a socket.
+//! - [`serve`]: the step itself: count each message, do the busy work (`--work-us`), call
+//!   the handler, time it for a timeline, and answer input the codec refused with its
+//!   [`Notice`]. Written once, called by every server.
+//! - [`Outbox`]: a plain-data list of intents, with payload bytes in one reusable buffer, so
+//!   a reply costs no allocation of its own and the handler never sees a socket.
+//! - [`carry_out`]: the one place intents are told apart; a server says what each means for
+//!   it by implementing [`Carrier`].
+//!
+//! What a handler asks for beyond replies waits in the outbox until the messages of one read
+//! are served, then the server carries it out, in order, before it serves anyone else: so a
+//! handler's requests are kept in order, for the sender and for everyone else.
 
 use std::ops::Range;
+use std::path::Path;
+use std::time::{Duration, Instant};
 
-use super::handler::Recipient;
-use crate::codec::Framing;
+use super::handler::{ConnId, Handler, Peer, Recipient};
+use crate::codec::{FrameError, Framing, Notice};
+
+/// What a server counts and records while the step serves its messages.
+pub(crate) trait Serving {
+    /// The busy work each message costs (`--work-us`); zero, the usual.
+    fn work(&self) -> Duration {
+        Duration::ZERO
+    }
+    /// One more message decoded, about to be handled.
+    fn received(&mut self);
+    /// Input the codec refused (the step answers it): counted and logged by the server.
+    fn refused(&mut self, error: &FrameError);
+    /// Whether each message is timed (a timeline is being recorded).
+    fn timing(&self) -> bool {
+        false
+    }
+    /// A message of `length` bytes was handled from `started` until now.
+    fn handled(&mut self, started: Instant, length: usize) {
+        let _ = (started, length);
+    }
+}
+
+/// Whether the sender's requests go on after a serve step.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Flow {
+    /// Its messages ran out; the next read brings more.
+    Next,
+    /// The handler closed it (its later messages are dropped) or sent it a file (they wait
+    /// until the file is out): no more of its messages now.
+    Stop,
+}
+
+/// The serve step: hands each message `messages` yields to `handler`, as sent by `from`, until
+/// they run out or the handler stops the sender's requests. Replies and intents gather in
+/// `outbox` (replies framed in place if the outbox frames them) for the server to write and
+/// carry out once the step returns; input the codec refused is answered with
+/// [`Notice::BadInput`] (`ERR line too long ...`), and the messages after it are served.
+///
+/// This is the server's hottest loop, so per message it does only what must be done per
+/// message: what is the same for the whole batch is looked at once.
+#[inline]
+pub(crate) fn serve<'m>(
+    handler: &mut dyn Handler,
+    from: Peer<'_>,
+    messages: &mut impl Iterator<Item = Result<&'m [u8], FrameError>>,
+    outbox: &mut Outbox,
+    serving: &mut impl Serving,
+) -> Flow {
+    let (timing, work) = (serving.timing(), serving.work());
+    for decoded in messages {
+        match decoded {
+            Ok(message) => {
+                serving.received();
+                // Only while recording a timeline: otherwise one branch per message.
+                let started = timing.then(Instant::now);
+                if !work.is_zero() {
+                    super::work::busy_work(work);
+                }
+                handler.on_message(from, message, outbox);
+                if let Some(started) = started {
+                    serving.handled(started, message.len());
+                }
+            }
+            Err(error) => {
+                serving.refused(&error);
+                outbox.reply_with(|out| {
+                    Notice::BadInput(error).write_text(out);
+                });
+            }
+        }
+        if outbox.stops_requests() {
+            return Flow::Stop;
+        }
+    }
+    Flow::Next
+}
+
+/// What a server does with each kind of intent, for the message of one sender.
+pub(crate) trait Carrier {
+    /// `payload` (not framed yet) for the sender.
+    fn reply(&mut self, payload: &[u8]);
+    /// `payload` for another connection (which may have gone).
+    fn send_to(&mut self, to: ConnId, payload: &[u8]);
+    /// `payload` for every member of the sender's room but `except`.
+    fn send_to_room(&mut self, except: ConnId, payload: &[u8]);
+    /// Close the sender once its replies are written.
+    fn close(&mut self);
+    /// Send the sender `length` bytes of the file at `path` from `offset`. A server that
+    /// cannot (no connection, or no way to stream a file) closes the sender: the reply
+    /// before promised the bytes.
+    fn send_file(&mut self, path: &Path, offset: u64, length: u64) {
+        let _ = (path, offset, length);
+        self.close();
+    }
+    /// Reply with the server's metrics. A server without them closes the sender.
+    fn send_metrics(&mut self) {
+        self.close();
+    }
+}
+
+/// Carries out, in order, what the handler put in `outbox` for a message of `sender`.
+pub(crate) fn carry_out(outbox: &Outbox, sender: ConnId, carrier: &mut impl Carrier) {
+    for (intent, payload) in outbox.iter() {
+        match intent {
+            Intent::Send { to: Recipient::Sender, .. } => carrier.reply(payload),
+            Intent::Send { to: Recipient::Conn(id), .. } if *id == sender => carrier.reply(payload),
+            Intent::Send { to: Recipient::Conn(id), .. } => carrier.send_to(*id, payload),
+            Intent::Send { to: Recipient::AllExcept(except), .. } => carrier.send_to_room(*except, payload),
+            Intent::Close => carrier.close(),
+            Intent::SendFile { path, offset, length } => carrier.send_file(path, *offset, *length),
+            Intent::Metrics => carrier.send_metrics(),
+        }
+    }
+}
+
+// ----- the outbox -----
 
 /// One thing a handler asked for.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -136,14 +265,28 @@ impl Outbox {
     }
 
     /// Whether the handler asked for anything but framed replies.
+    #[inline]
     pub(crate) fn has_intents(&self) -> bool {
         !self.intents.is_empty()
+    }
+
+    /// Whether the handler stopped the sender's requests: it closed the sender (its later
+    /// messages are dropped) or sent it a file (they wait until the file is out).
+    #[inline]
+    pub(crate) fn stops_requests(&self) -> bool {
+        self.has_intents()
+            && self.intents.iter().any(|intent| matches!(intent, Intent::Close | Intent::SendFile { .. }))
     }
 
     /// From now on, replies to the sender are framed as `framing` says straight into the
     /// buffer of replies, until [`take_replies`](Self::take_replies). `None` turns that off.
     pub(crate) fn frame_replies(&mut self, framing: Option<Framing>) {
         self.framing = framing;
+    }
+
+    /// The framed replies, and how many there are.
+    pub(crate) fn replies(&self) -> (&[u8], u64) {
+        (&self.replies, self.reply_count)
     }
 
     /// Whether framed replies are waiting to be taken.
