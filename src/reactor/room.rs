@@ -435,4 +435,97 @@ mod tests {
         assert_eq!(rooms[1].shared_name(), Some("lobby"));
         assert_eq!((rooms[0].backplane, rooms[1].backplane, rooms[2].backplane), (Some(0), Some(1), None));
     }
+
+    /// A room of one listener's codec with `members` joined (keys 0, 1, ...).
+    fn room_of(codecs: &[Codec], members: usize) -> Room {
+        let mut room = Room::new(Some("lobby".to_string()));
+        for &codec in codecs {
+            room.slot_for(codec.into());
+        }
+        for key in 0..members {
+            assert_eq!(room.join(key, None), key);
+        }
+        room
+    }
+
+    /// Runs release steps of `budget` members until the lines are out, as the writer would:
+    /// what each member got, by key, in `slot`'s framing, and the keys of each step.
+    fn release_all(room: &mut Room, slot: usize, budget: usize, got: &mut [Vec<u8>]) -> Vec<Vec<usize>> {
+        let mut steps = Vec::new();
+        while room.lines_waiting() {
+            let mut step = room.start_release();
+            step.batch(budget);
+            let mut slices = Vec::new();
+            for &member in step.members() {
+                step.lines_for(member, slot, None, &mut slices);
+                got[member].extend(slices.iter().flat_map(|slice| slice.iter().copied()));
+            }
+            steps.push(step.members().to_vec());
+            drop(slices);
+            room.end_release(step);
+        }
+        steps
+    }
+
+    /// Joining gives each member its index; leaving moves the last member into the gap and
+    /// names it, so the leaver's index is right for it.
+    #[test]
+    fn membership_is_kept_by_index() {
+        let mut room = room_of(&[Codec::Line], 4);
+        assert_eq!(room.leave(1), Some(3), "the last member moved into the gap");
+        assert_eq!(room.members, [0, 3, 2]);
+        assert_eq!(room.leave(2), None, "the last member left: nobody moved");
+        assert_eq!(room.members, [0, 3]);
+    }
+
+    /// A line is framed once per codec among the room's listeners, and every member but the
+    /// sender gets it in its own framing.
+    #[test]
+    fn each_codec_gets_its_framing() {
+        let mut room = room_of(&[Codec::Line, Codec::Length], 3);
+        room.push_line(Some(1), b"hi");
+        let mut lines = vec![Vec::new(); 3];
+        release_all(&mut room, 0, usize::MAX, &mut lines);
+        assert_eq!(lines, [b"hi\n".to_vec(), Vec::new(), b"hi\n".to_vec()], "all but the sender, as lines");
+        room.push_line(None, b"hi");
+        let mut framed = vec![Vec::new(); 3];
+        release_all(&mut room, 1, usize::MAX, &mut framed);
+        assert_eq!(framed[1], b"\0\0\0\x02hi", "length-framed, and a line from another server reaches all");
+        assert!(!room.lines_waiting());
+    }
+
+    /// A release reaches at most `budget` members per step, in member order, and is done
+    /// once every member has the lines.
+    #[test]
+    fn a_release_keeps_to_its_budget() {
+        let mut room = room_of(&[Codec::Line], 5);
+        room.push_line(None, b"one");
+        let mut got = vec![Vec::new(); 5];
+        let steps = release_all(&mut room, 0, 2, &mut got);
+        assert_eq!(steps, [vec![0, 1], vec![2, 3], vec![4]]);
+        assert!(got.iter().all(|lines| lines == b"one\n"));
+    }
+
+    /// Lines sent while a release is under way wait for it: every member gets the earlier
+    /// lines first, whichever step it is in.
+    #[test]
+    fn lines_keep_their_order_across_steps() {
+        let mut room = room_of(&[Codec::Line], 4);
+        room.push_line(None, b"first");
+        let mut got = vec![Vec::new(); 4];
+        let mut step = room.start_release();
+        step.batch(2);
+        let mut slices = Vec::new();
+        for &member in step.members() {
+            step.lines_for(member, 0, None, &mut slices);
+            got[member].extend(slices.iter().flat_map(|slice| slice.iter().copied()));
+        }
+        drop(slices);
+        room.end_release(step);
+        assert!(room.is_releasing(), "two members still wait");
+        room.push_line(None, b"second");
+        release_all(&mut room, 0, 2, &mut got);
+        assert!(got.iter().all(|lines| lines == b"first\nsecond\n"), "{got:?}");
+        assert!(!room.is_full());
+    }
 }
