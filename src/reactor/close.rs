@@ -216,8 +216,14 @@ impl Reactor {
     }
 }
 
-/// Errors that just mean the client left abruptly: not worth more than a debug line.
+/// Errors that just mean the client left abruptly: not worth more than a debug line, and
+/// counted as closed by the client. `NotConnected` is the client's reset meeting the
+/// server's `shutdown` (the lingering close, after the last reply): a browser tab sends its
+/// WebSocket close frame and closes without waiting for the answer.
 fn client_went_away(error: &io::Error) -> bool {
     use io::ErrorKind::*;
-    matches!(error.kind(), ConnectionReset | BrokenPipe | ConnectionAborted | TimedOut | UnexpectedEof)
+    matches!(
+        error.kind(),
+        ConnectionReset | BrokenPipe | ConnectionAborted | NotConnected | TimedOut | UnexpectedEof
+    )
 }
