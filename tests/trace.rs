@@ -115,3 +115,42 @@ fn the_fork_model_refuses_a_trace_file() {
     assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
     assert!(!path.exists());
 }
+
+/// One client, one number: the reactor's logs and its trace file name a connection alike
+/// (`opened; conn=K peer=P` and the track `conn K P`).
+#[test]
+fn logs_and_the_trace_file_number_clients_alike() {
+    use std::io::{BufRead, BufReader, Write};
+    let path = std::env::temp_dir().join(format!("evloop-trace-{}-numbers.json", std::process::id()));
+    let path_text = path.display().to_string();
+    let args = ["--listen", "echo=127.0.0.1:0", "--trace-file", &path_text];
+    let (server, logs) = ServerProcess::start_logged(server_command(&args), 1, "evloop=debug");
+    let mut opened = Vec::new();
+    for _ in 0..2 {
+        let mut client = std::net::TcpStream::connect(server.addrs[0]).unwrap();
+        client.write_all(b"hello\n").unwrap();
+        let mut reply = String::new();
+        BufReader::new(&client).read_line(&mut reply).unwrap();
+        let line = util::wait_for_log(&logs, "opened; conn=");
+        let (_, rest) = line.split_once("opened; conn=").unwrap();
+        let (key, rest) = rest.split_once(" peer=").unwrap();
+        let peer = rest.split_whitespace().next().unwrap();
+        assert_eq!(peer, client.local_addr().unwrap().to_string());
+        opened.push(format!("conn {key} {peer}"));
+    }
+    server.signal(libc::SIGTERM);
+    let (code, _) = server.wait();
+    assert_eq!(code, Some(0));
+    let trace: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    std::fs::remove_file(&path).unwrap();
+    let names: Vec<&str> = trace["traceEvents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|event| event["name"] == "thread_name")
+        .filter_map(|event| event["args"]["name"].as_str())
+        .collect();
+    for client in &opened {
+        assert!(names.contains(&client.as_str()), "{client:?} among the tracks {names:?}");
+    }
+}

@@ -26,12 +26,14 @@ impl Recording {
         Recording { timeline, tracks: HashMap::new(), next_track: 1 }
     }
 
-    /// Connection `key` opened: a track of its own.
+    /// Connection `key` opened: a track of its own, named `conn KEY PEER` as the logs name
+    /// it (a key is reused once its connection is gone; the track is not, and the peer
+    /// tells two connections of one key apart).
     pub fn opened(&mut self, key: usize, peer: &impl Display) {
         let track = self.next_track;
         self.next_track += 1;
         self.tracks.insert(key, track);
-        self.timeline.name_track(track, &format!("conn {track} {peer}"));
+        self.timeline.name_track(track, &format!("conn {key} {peer}"));
     }
 
     pub fn closed(&mut self, key: usize) {
