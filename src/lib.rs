@@ -60,15 +60,17 @@
 //! # Layout
 //! - [`server`](Server): build, bind, run or spawn a server; its configuration, stats and
 //!   run summary.
-//! - `reactor`: the event loop, one phase per file (accept, input, output, rooms, idle,
-//!   linger, close, datagrams), and what it owns: connections, services, the buffer pool, the
-//!   timer wheel.
-//! - [`handlers`]: the [`Handler`] trait, the [`Outbox`], and the built-in handlers.
+//! - `reactor`: the event loop (routing each event to its source) and a connection's turn
+//!   (read, decode, serve, write, settle); what the loop does for others (accepting, carrying
+//!   out intents, rooms, closing); what it owns: connections, services, rooms, the buffer
+//!   pool, the timer wheels.
+//! - [`handlers`]: the [`Handler`] trait, the serve step every server shares and its
+//!   [`Outbox`], and the built-in handlers.
 //! - [`codec`]: framing, `line`, `length`, `fixed:N`, `raw`, and `ws` (WebSocket, a session
 //!   with a handshake); pure, bytes in, messages out.
 //! - `backplane`: rooms across processes and hosts over Redis or NATS pub/sub.
-//! - `sys`: addresses, sockets and every system call, shared by the server and the loader;
-//!   the vector search for newlines.
+//! - `sys`: addresses, sockets and every system call, shared by the server and the loader,
+//!   and the one gate every non-blocking read and write goes through.
 //! - `models`: the iterative, thread-per-connection, process-per-connection, `select` and
 //!   `poll` servers, for comparison (`--model`, feature `cli`).
 //! - `load`: the load generator, its own module tree (feature `load`).
