@@ -5,37 +5,50 @@
 mod util;
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream, UdpSocket};
+use std::net::{TcpStream, UdpSocket};
 use std::os::unix::net::UnixDatagram;
 use std::process::{Child, Command, Stdio};
 
+use util::ports::{self, Protocol};
 use util::{ServerProcess, server_command};
 
-/// A port the kernel just said was free on 127.0.0.1.
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-/// `systemd-socket-activate` holding 127.0.0.1:`port` (a datagram socket with `datagram`)
-/// for evloop-server `--listen HANDLER=fd:3`; returned once it listens.
-fn activate(port: u16, datagram: bool, handler: &str) -> Child {
-    let mut command = Command::new("systemd-socket-activate");
-    if datagram {
-        command.arg("--datagram");
-    }
-    let listen = format!("{handler}=fd:3");
-    command
-        .args(["-l", &format!("127.0.0.1:{port}"), env!("CARGO_BIN_EXE_evloop-server"), "--listen", &listen])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    let mut child = command.spawn().expect("systemd-socket-activate (scripts/test installs systemd)");
-    let mut stderr = BufReader::new(child.stderr.take().unwrap());
-    let mut line = String::new();
-    stderr.read_line(&mut line).unwrap();
-    assert!(line.starts_with("Listening on"), "{line}");
-    // Keep reading its (and then our server's) log, so the pipe never fills.
-    std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
-    child
+/// `systemd-socket-activate` holding a port on 127.0.0.1 (a datagram socket with
+/// `datagram`) for evloop-server `--listen HANDLER=fd:3`; returned with the port once it
+/// holds it. It refuses port 0, so it is given a free port, and trusted once its readiness
+/// line is out and it holds the port (another port if something else took that one first).
+fn activate(datagram: bool, handler: &str) -> (Child, u16) {
+    let protocol = if datagram { Protocol::Udp } else { Protocol::Tcp };
+    ports::start_on_a_free_port("systemd-socket-activate", protocol, |port| {
+        let mut command = Command::new("systemd-socket-activate");
+        if datagram {
+            command.arg("--datagram");
+        }
+        let listen = format!("{handler}=fd:3");
+        command
+            .args([
+                "-l",
+                &format!("127.0.0.1:{port}"),
+                env!("CARGO_BIN_EXE_evloop-server"),
+                "--listen",
+                &listen,
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let mut child = command.spawn().expect("systemd-socket-activate (scripts/test installs systemd)");
+        let mut stderr = BufReader::new(child.stderr.take().unwrap());
+        let mut line = String::new();
+        stderr.read_line(&mut line).unwrap();
+        if !line.starts_with("Listening on") {
+            let _ = child.kill();
+            let _ = child.wait();
+            let _ = stderr.read_to_string(&mut line);
+            return Err(format!("no readiness line; its stderr:\n{line}"));
+        }
+        ports::wait_held(&mut child, port, protocol)?;
+        // Keep reading its (and then our server's) log, so the pipe never fills.
+        std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
+        Ok((child, port))
+    })
 }
 
 fn stop(mut child: Child) {
@@ -48,8 +61,7 @@ fn stop(mut child: Child) {
 /// TCP: the first client starts the server, which serves it on the inherited socket.
 #[test]
 fn serves_an_activated_tcp_socket() {
-    let port = free_port();
-    let child = activate(port, false, "echo");
+    let (child, port) = activate(false, "echo");
     let mut client = TcpStream::connect(("127.0.0.1", port)).unwrap();
     client.set_read_timeout(Some(util::READ_TIMEOUT)).unwrap();
     client.write_all(b"activated\n").unwrap();
@@ -63,8 +75,7 @@ fn serves_an_activated_tcp_socket() {
 /// UDP: the first datagram starts the server, which answers it on the inherited socket.
 #[test]
 fn serves_an_activated_udp_socket() {
-    let port = free_port();
-    let child = activate(port, true, "sum");
+    let (child, port) = activate(true, "sum");
     let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
     socket.set_read_timeout(Some(util::READ_TIMEOUT)).unwrap();
     socket.send_to(b"50,40", ("127.0.0.1", port)).unwrap();

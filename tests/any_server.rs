@@ -14,6 +14,7 @@ use serde_json::Value;
 use util::engines::Engine;
 use util::haproxy::Haproxy;
 use util::loader::{assert_all_verified, load};
+use util::ports::{self, Protocol};
 
 /// The engine's address as a loader target (`127.0.0.1:PORT`).
 fn target_of(engine: &Engine) -> String {
@@ -106,7 +107,8 @@ fn redis_answers_every_preset_and_flag() {
     assert_eq!(offsets, [2, 9, 16], "the 'A' of each +PANG, 7 bytes apart");
 }
 
-/// A private memcached on a free port (as root it must be told which user to run as).
+/// A private memcached on a free port (as root it must be told which user to run as). It
+/// cannot bind port 0 and say which it got: it is trusted once it holds the port it was given.
 struct Memcached {
     child: Child,
     port: u16,
@@ -114,15 +116,16 @@ struct Memcached {
 
 impl Memcached {
     fn start() -> Memcached {
-        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let child = Command::new("memcached")
-            .args(["-l", "127.0.0.1", "-p", &port.to_string(), "-U", "0", "-u", "root"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("memcached (scripts/test installs it)");
-        util::wait_accepting(port, "memcached");
-        Memcached { child, port }
+        ports::start_on_a_free_port("memcached", Protocol::Tcp, |port| {
+            let mut child = Command::new("memcached")
+                .args(["-l", "127.0.0.1", "-p", &port.to_string(), "-U", "0", "-u", "root"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("memcached (scripts/test installs it)");
+            ports::wait_held(&mut child, port, Protocol::Tcp)?;
+            Ok(Memcached { child, port })
+        })
     }
 }
 
@@ -188,6 +191,36 @@ fn haproxy_http_answers_the_get_preset() {
     assert_eq!(code, Some(1), "{report:#}");
     assert_eq!(report["errors"]["mismatch"], 5, "{report:#}");
     assert!(report["first_mismatches"][0]["got"].as_str().unwrap().starts_with("HTTP/1.1 404"), "{report:#}");
+}
+
+/// A port someone else holds is not taken for the child's (the test above once did: its
+/// readiness check connected, HAProxy had not bound the port, and all 10 connections were
+/// then refused): HAProxy told to bind a port this test listens on is not called ready.
+#[test]
+fn a_child_on_a_port_held_by_another_is_not_trusted() {
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let config = std::env::temp_dir().join(format!("evloop-haproxy-{}-taken.cfg", std::process::id()));
+    std::fs::write(
+        &config,
+        format!("defaults\n    mode tcp\n    timeout client 5s\nfrontend front\n    bind 127.0.0.1:{port}\n"),
+    )
+    .unwrap();
+    let mut haproxy = Command::new("haproxy")
+        .args(["-db", "-f", config.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("haproxy (scripts/test installs it)");
+    let verdict = ports::wait_held(&mut haproxy, port, Protocol::Tcp);
+    let _ = std::fs::remove_file(&config);
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok(),
+        "the port answers (a connect check would pass)"
+    );
+    let why = verdict.expect_err("HAProxy does not hold a port this test listens on");
+    assert!(why.contains("another process") || why.contains("exited"), "{why}");
+    assert!(haproxy.try_wait().unwrap().is_some(), "a child not trusted is stopped");
 }
 
 /// openbsd-inetd's built-in echo (a process per connection). Built-in services listen on

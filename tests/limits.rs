@@ -6,7 +6,7 @@ mod util;
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -122,41 +122,123 @@ fn slow_broadcast_member_is_dropped_and_others_carry_on() {
     assert!(sink.len() < batch.len() * 2, "the slow member cannot have received everything");
 }
 
-/// One client flooding the server does not starve another: a ping-pong client is served
-/// while the flood goes on (the flood only stops once the ping-pong is done).
+/// One client flooding the server does not starve another: while a flood is read flat out
+/// (and still being read: its replies keep coming), a ping-pong client's round trips stay
+/// short, because the server reads a connection at most a budget per turn (4 reads of
+/// 64 KiB) before it serves the others. The flood's socket holds megabytes, far more than a
+/// turn's budget, so a server without the budget would read it dry (or for as long as the
+/// flooder refills it) while the ping waits.
 #[test]
 fn a_flooding_client_does_not_starve_others() {
-    let server = TestServer::start(&["echo=127.0.0.1:0"]);
+    // Margins for a loaded 2-core VM, where the flooder, its drain, the server and the
+    // pinger share two cores. A turn with the budget reads 256 KiB of flood, a few
+    // milliseconds of sums; without it a turn reads until the socket is dry,
+    // which a flooder that outpaces the server never lets happen (tried: 6,400 reads, 400 MiB,
+    // until the replies backed up past --max-output, with the server deaf all along).
+    const PINGS: usize = 200;
+    const MEDIAN_BOUND: Duration = Duration::from_millis(50);
+    const WORST_BOUND: Duration = Duration::from_secs(1);
+    // The listener is the test's own (handed over as `fd:N`, as socket activation does), so
+    // that the flood's connection gets a receive buffer of megabytes, as autotuning gives a
+    // fast sender on a real network, rather than the few hundred KiB loopback starts with.
+    let listener = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    force_recv_buffer(&listener, 8 << 20);
+    let backlog = listener.recv_buffer_size().unwrap();
+    assert!(backlog >= 4 << 20, "a receive buffer of {backlog} bytes: the test needs megabytes (root)");
+    listener.bind(&std::net::SocketAddr::from(([127, 0, 0, 1], 0)).into()).unwrap();
+    listener.listen(16).unwrap();
+    let fd = std::os::fd::IntoRawFd::into_raw_fd(std::net::TcpListener::from(listener));
+    // sum: the flood costs the server more per byte than it costs the flooder to send, so its
+    // socket stays full.
+    let server = TestServer::start(&[&format!("sum=fd:{fd}")]);
     let flood = TcpStream::connect(server.addr()).unwrap();
     let stop = Arc::new(AtomicBool::new(false));
     let mut flood_writer = flood.try_clone().unwrap();
     let stop_writing = stop.clone();
     let writer = thread::spawn(move || {
-        let chunk = "flood flood flood flood flood flood flood flood flood flood\n".repeat(1000);
+        // 32 lines of 1,000 ones: each sums to 1000.
+        let line = format!("{}1\n", "1,".repeat(999));
+        let chunk = line.repeat(32);
         while !stop_writing.load(Ordering::Relaxed) {
             flood_writer.write_all(chunk.as_bytes()).unwrap();
         }
         flood_writer.shutdown(std::net::Shutdown::Write).unwrap();
     });
+    // The flood's replies, counted as they come back: its progress, seen by its client. The
+    // drain says when the flood is well under way (2,048 lines, 4 MB, answered) before
+    // anything is measured.
+    let answered = Arc::new(AtomicU64::new(0));
+    let answered_so_far = answered.clone();
+    let (under_way, flood_started) = std::sync::mpsc::channel();
+    let mut under_way = Some(under_way);
     let mut flood_reader = flood;
     let drain = thread::spawn(move || {
         let mut sink = vec![0; 1 << 16];
-        let mut total = 0u64;
+        let mut total = 0;
         while let Ok(n @ 1..) = flood_reader.read(&mut sink) {
             total += n as u64;
+            answered_so_far.store(total, Ordering::Relaxed);
+            if total >= 2048 * 5
+                && let Some(signal) = under_way.take()
+            {
+                let _ = signal.send(());
+            }
         }
-        total
     });
-    // Make sure the flood is under way before measuring anything.
-    server.wait_for("the flood to start", |stats| stats.bytes_in > 4 * 1024 * 1024);
+    flood_started.recv_timeout(util::READ_TIMEOUT).expect("the flood's first 4 MB answered");
     let mut pinger = connect(server.addr());
-    for i in 0..100 {
-        pinger.roundtrip(&format!("ping {i}"), &format!("ping {i}"));
-    }
-    assert!(!writer.is_finished(), "the flood was still going while the pings were answered");
+    let answered_before = answered.load(Ordering::Relaxed);
+    let mut round_trips: Vec<Duration> = (0..PINGS)
+        .map(|i| {
+            let sent = Instant::now();
+            pinger.send_line(&format!("{i},1"));
+            assert!(
+                pinger.has_data_within(WORST_BOUND),
+                "ping {i} starved by the flood: no answer within {WORST_BOUND:?}"
+            );
+            pinger.expect(&(i + 1).to_string());
+            sent.elapsed()
+        })
+        .collect();
+    let answered_during = answered.load(Ordering::Relaxed) - answered_before;
     stop.store(true, Ordering::Relaxed);
     writer.join().unwrap();
-    assert!(drain.join().unwrap() > 0);
+    drain.join().unwrap();
+    round_trips.sort();
+    let (median, worst) = (round_trips[PINGS / 2], round_trips[PINGS - 1]);
+    eprintln!(
+        "round trips under the flood: median {median:?}, worst {worst:?}; {answered_during} bytes of the flood answered meanwhile"
+    );
+    // The pings were answered while the flood went on, not after it: at least a turn's
+    // worth of flood lines (256 KiB: 128 lines, 5 bytes of reply each) was answered too.
+    assert!(
+        answered_during >= 128 * 5,
+        "the flood stalled during the pings: {answered_during} bytes answered"
+    );
+    assert!(
+        median <= MEDIAN_BOUND,
+        "pings starved by the flood: median round trip {median:?}, worst {worst:?}"
+    );
+}
+
+/// Sets `socket`'s receive buffer to `bytes`, past `net.core.rmem_max` (SO_RCVBUFFORCE, as
+/// root; otherwise the plain option, which the kernel caps).
+fn force_recv_buffer(socket: &socket2::Socket, bytes: i32) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: setsockopt on a socket this function borrows, with a pointer to a live i32 and
+    // its size.
+    let forced = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUFFORCE,
+            std::ptr::from_ref(&bytes).cast(),
+            size_of::<i32>() as libc::socklen_t,
+        )
+    };
+    if forced != 0 {
+        socket.set_recv_buffer_size(bytes as usize).unwrap();
+    }
 }
 
 /// Past --max-connections a new client gets `ERR server full` and is closed; the others

@@ -11,6 +11,7 @@ use std::thread;
 use serde_json::Value;
 use util::TestServer;
 use util::loader::{assert_all_verified, load};
+use util::ports::RefusingPort;
 
 /// Echo, ping-pong, a fixed number of messages: every one verified and counted.
 #[test]
@@ -286,8 +287,8 @@ fn lost_replies_are_counted() {
 /// Nothing listening: connections are refused, counted by class, exit 1.
 #[test]
 fn refused_connections_are_reported() {
-    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let (code, report) = load(&["--target", &format!("127.0.0.1:{port}"), "-c", "3", "-n", "10"]);
+    let refusing = RefusingPort::new();
+    let (code, report) = load(&["--target", &refusing.addr().to_string(), "-c", "3", "-n", "10"]);
     assert_eq!(code, Some(1));
     assert_eq!(report["connections"]["failed"], 3);
     assert_eq!(report["errors"]["refused"], 3);
@@ -307,8 +308,8 @@ fn load_text(args: &[&str]) -> (Option<i32>, String) {
 /// zeros (issue 24).
 #[test]
 fn a_server_that_is_down_is_named_in_the_result() {
-    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let target = format!("127.0.0.1:{port}");
+    let refusing = RefusingPort::new();
+    let target = refusing.addr().to_string();
     let (code, text) = load_text(&["--target", &target, "-c", "3", "-n", "10"]);
     assert_eq!(code, Some(1));
     let result = text.lines().last().unwrap();
@@ -426,8 +427,8 @@ fn serve_raw(serve: impl Fn(TcpStream) + Send + Sync + Copy + 'static) -> Socket
 /// duration asked for.
 #[test]
 fn a_refused_run_measures_nothing() {
-    let free = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
-    let (code, report) = load(&["--target", &free.to_string(), "-c", "5", "-d", "5s"]);
+    let refusing = RefusingPort::new();
+    let (code, report) = load(&["--target", &refusing.addr().to_string(), "-c", "5", "-d", "5s"]);
     assert_eq!(code, Some(1), "{report:#}");
     assert_eq!(report["connections"]["failed"], 5, "{report:#}");
     assert_eq!(report["duration_s"], 0.0, "{report:#}");

@@ -1,19 +1,22 @@
 //! Real pub/sub engines for backplane tests: `redis-server` and `nats-server`, started on a
-//! private port or Unix socket, waited for by their own readiness line, stopped by PID.
+//! private port or Unix socket, waited for by their own readiness line (and, on a TCP port,
+//! checked to hold it: see `util::ports`), stopped by PID.
 //! `.ci/run` (through `scripts/test`) installs both; a missing binary fails the test.
 
 use std::io::{BufRead, BufReader, Read};
-use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver};
 use std::time::Duration;
 
+use super::ports::{self, Protocol};
+
 /// How long an engine may take to say it is ready.
 const READY_TIMEOUT: Duration = Duration::from_secs(20);
 
-/// Which engine, and how it is reached.
+/// Which engine, and how it is reached. A NATS port of 0 asks NATS to pick one (`-p -1`),
+/// which it names in its log; the port it picked replaces the 0.
 #[derive(Clone, Debug)]
 enum Kind {
     RedisTcp { port: u16 },
@@ -30,12 +33,6 @@ pub struct Engine {
     pub log: Receiver<String>,
 }
 
-/// A port the kernel just said was free on 127.0.0.1 (the engines cannot pick one and say
-/// which, except NATS, whose port must stay the same across a restart anyway).
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 fn socket_path() -> PathBuf {
     static NEXT: AtomicUsize = AtomicUsize::new(0);
     let n = NEXT.fetch_add(1, Ordering::Relaxed);
@@ -43,9 +40,13 @@ fn socket_path() -> PathBuf {
 }
 
 impl Engine {
-    /// Redis on a private TCP port; `extra` are `redis-server` arguments.
+    /// Redis on a private TCP port; `extra` are `redis-server` arguments. Redis cannot bind
+    /// port 0 and say which it got (`--port 0` turns TCP off): it is given a free port, and
+    /// trusted once it holds it (another port if something else took that one first).
     pub fn redis_tcp(extra: &[&str]) -> Engine {
-        Engine::start(Kind::RedisTcp { port: free_port() }, extra)
+        ports::start_on_a_free_port("redis-server", Protocol::Tcp, |port| {
+            Engine::try_start(Kind::RedisTcp { port }, extra)
+        })
     }
 
     /// Redis on a Unix socket only (`--port 0` turns TCP off).
@@ -53,9 +54,9 @@ impl Engine {
         Engine::start(Kind::RedisUnix { path: socket_path() }, extra)
     }
 
-    /// NATS on a private TCP port; `extra` are `nats-server` arguments.
+    /// NATS on a TCP port it picks itself; `extra` are `nats-server` arguments.
     pub fn nats(extra: &[&str]) -> Engine {
-        Engine::start(Kind::Nats { port: free_port() }, extra)
+        Engine::start(Kind::Nats { port: 0 }, extra)
     }
 
     /// Both engines, one of each, for tests that run against each.
@@ -63,9 +64,14 @@ impl Engine {
         [Engine::redis_tcp(redis_extra), Engine::nats(nats_extra)]
     }
 
+    #[track_caller]
     fn start(kind: Kind, extra: &[&str]) -> Engine {
-        let (child, log) = spawn(&kind, extra);
-        Engine { kind, extra: extra.iter().map(ToString::to_string).collect(), child: Some(child), log }
+        Engine::try_start(kind, extra).unwrap_or_else(|why| panic!("{why}"))
+    }
+
+    fn try_start(kind: Kind, extra: &[&str]) -> Result<Engine, String> {
+        let (kind, child, log) = spawn(&kind, extra)?;
+        Ok(Engine { kind, extra: extra.iter().map(ToString::to_string).collect(), child: Some(child), log })
     }
 
     /// `--backplane` for it.
@@ -100,11 +106,15 @@ impl Engine {
         }
     }
 
-    /// Starts it again on the same address, and waits until it is ready.
+    /// Starts it again on the same address, and waits until it is ready. The address was
+    /// let go of while it was down, so no fresh port can be tried: if something took it
+    /// meanwhile, the test fails saying so.
+    #[track_caller]
     pub fn restart(&mut self) {
         self.kill();
         let extra: Vec<&str> = self.extra.iter().map(String::as_str).collect();
-        let (child, log) = spawn(&self.kind, &extra);
+        let (_, child, log) =
+            spawn(&self.kind, &extra).unwrap_or_else(|why| panic!("restarting on {}: {why}", self.url()));
         self.child = Some(child);
         self.log = log;
     }
@@ -133,8 +143,10 @@ impl Drop for Engine {
     }
 }
 
-/// Starts the engine and waits for its readiness line; returns it with its log.
-fn spawn(kind: &Kind, extra: &[&str]) -> (Child, Receiver<String>) {
+/// Starts the engine and waits for its readiness line, then, on a TCP port, checks that it
+/// holds the port; returns its kind with the port known, itself and its log. `Err` says why
+/// it did not get ready (the child is then stopped): a port taken shows here.
+fn spawn(kind: &Kind, extra: &[&str]) -> Result<(Kind, Child, Receiver<String>), String> {
     let mut command = match kind {
         Kind::RedisTcp { port } => {
             let mut command = Command::new("redis-server");
@@ -155,7 +167,9 @@ fn spawn(kind: &Kind, extra: &[&str]) -> (Child, Receiver<String>) {
         }
         Kind::Nats { port } => {
             let mut command = Command::new("nats-server");
-            command.args(["-a", "127.0.0.1", "-p", &port.to_string()]);
+            // -1: a port of its own choosing, named in its log.
+            let port = if *port == 0 { "-1".to_string() } else { port.to_string() };
+            command.args(["-a", "127.0.0.1", "-p", &port]);
             command
         }
     };
@@ -176,17 +190,45 @@ fn spawn(kind: &Kind, extra: &[&str]) -> (Child, Receiver<String>) {
     read_lines(logged, Some(lines));
     read_lines(other, None);
     let ready = if is_redis { "eady to accept connections" } else { "Server is ready" };
+    let mut kind = kind.clone();
+    let mut last = String::new();
+    let stop = |child: &mut Child, why: String| {
+        let _ = child.kill();
+        let _ = child.wait();
+        Err(format!("{name} {why}"))
+    };
     loop {
         match log.recv_timeout(READY_TIMEOUT) {
             Ok(line) if line.contains(ready) => break,
-            Ok(_) => {}
-            Err(_) => {
-                let _ = child.kill();
-                panic!("{name} did not get ready");
+            Ok(line) => {
+                if let (Kind::Nats { port: 0 }, Some((_, addr))) =
+                    (&kind, line.split_once("Listening for client connections on "))
+                {
+                    let port = addr.trim().rsplit(':').next().and_then(|port| port.parse().ok());
+                    kind = Kind::Nats { port: port.unwrap_or_else(|| panic!("a port in {line:?}")) };
+                }
+                last = line;
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                return stop(&mut child, format!("exited before it was ready; its last line: {last}"));
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                return stop(&mut child, format!("was not ready within {READY_TIMEOUT:?}"));
             }
         }
     }
-    (child, log)
+    match kind {
+        Kind::RedisTcp { port } | Kind::Nats { port } => {
+            if !ports::held_by(child.id(), port, Protocol::Tcp) {
+                return stop(
+                    &mut child,
+                    format!("said it was ready, but is not the one listening on port {port}"),
+                );
+            }
+        }
+        Kind::RedisUnix { .. } => {}
+    }
+    Ok((kind, child, log))
 }
 
 /// Reads `stream` line by line on a thread, sending each line to `lines` (or dropping it):

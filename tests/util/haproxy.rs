@@ -2,12 +2,10 @@
 //! configuration of the test's own: the real balancer (scripts/test installs it), on a
 //! private port, killed on drop.
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
+use super::ports::{self, Protocol};
 
 /// HAProxy in front of `backends`, on a port of its own; killed on drop.
 pub struct Haproxy {
@@ -33,18 +31,22 @@ impl Haproxy {
     }
 
     /// HAProxy with the configuration `text(port)` gives, which must bind 127.0.0.1:port.
-    pub fn with_config(name: &str, text: impl FnOnce(u16) -> String) -> Haproxy {
-        let port = free_port();
+    /// HAProxy cannot bind port 0 and say which it got: it is given a free port, and
+    /// trusted once it holds it (another port if something else took that one first).
+    pub fn with_config(name: &str, text: impl Fn(u16) -> String) -> Haproxy {
         let config = std::env::temp_dir().join(format!("evloop-haproxy-{}-{name}.cfg", std::process::id()));
-        std::fs::write(&config, text(port)).unwrap();
-        let child = Command::new("haproxy")
-            .args(["-db", "-f", config.to_str().unwrap()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("haproxy (scripts/test installs it)");
-        super::wait_accepting(port, "haproxy");
-        Haproxy { child, port, config }
+        ports::start_on_a_free_port("haproxy", Protocol::Tcp, |port| {
+            std::fs::write(&config, text(port)).unwrap();
+            let mut child = Command::new("haproxy")
+                .args(["-db", "-f", config.to_str().unwrap()])
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("haproxy (scripts/test installs it)");
+            // Its alerts (a bind refused, a bad configuration) are part of a failure's reason.
+            ports::wait_held(&mut child, port, Protocol::Tcp)?;
+            Ok(Haproxy { child, port, config: config.clone() })
+        })
     }
 
     pub fn addr(&self) -> SocketAddr {

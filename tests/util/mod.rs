@@ -7,6 +7,7 @@ pub mod engines;
 pub mod haproxy;
 pub mod hosts;
 pub mod loader;
+pub mod ports;
 pub mod tls;
 
 use std::io::{self, BufRead, BufReader, Read, Write};
@@ -18,17 +19,6 @@ use evloop::{ListenAddr, ListenSpec, RunSummary, RunningServer, Server, ServerCo
 
 /// How long a client waits for bytes before the test fails.
 pub const READ_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Waits until something accepts connections on 127.0.0.1:`port`: the readiness signal of
-/// a program that prints none (HAProxy, memcached).
-#[track_caller]
-pub fn wait_accepting(port: u16, what: &str) {
-    let deadline = std::time::Instant::now() + READ_TIMEOUT;
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(std::time::Instant::now() < deadline, "{what} did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
 
 pub fn init_logging() {
     let _ = env_logger::builder().is_test(true).try_init();

@@ -1,4 +1,5 @@
-//! UDP and Unix-domain listeners beside TCP on the same reactor.
+//! UDP and Unix-domain listeners beside TCP on the same reactor (the listener kinds; the
+//! transports a connection runs over, plain and TLS, are tested in tls.rs).
 
 mod util;
 
