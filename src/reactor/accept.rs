@@ -128,15 +128,13 @@ impl Reactor {
         let ready_at_once = conn.is_ready_to_serve();
         let conn = entry.insert(conn);
         self.telemetry.stats.connections_accepted += 1;
-        self.telemetry.preparing += 1;
         if let Some(recording) = &mut self.telemetry.recording {
             recording.opened(key, conn.peer());
         }
         debug!("opened; conn={key} peer={} service={}", conn.peer(), self.services[service].name);
+        self.preparing.start(key, until_ms, ready_at_once);
         if ready_at_once {
             self.promote_if_ready(key);
-        } else {
-            self.queues.preparing.push_back((until_ms, key));
         }
     }
 
@@ -180,7 +178,7 @@ impl Reactor {
         let framing = conn.compresses().then(|| conn.framing(self.services[service].codec));
         conn.serve(self.rooms[room].join(key, framing));
         self.services[service].connections += 1;
-        self.telemetry.preparing -= 1;
+        self.preparing.done();
         if let Some(wheel) = &mut self.clocks.keepalive {
             super::keepalive::watch(wheel, key, conn);
         }

@@ -13,7 +13,6 @@ use std::time::Instant;
 use log::{debug, error};
 
 use super::connection::StopReason;
-use super::parts::Queues;
 use super::{Progress, Reactor, Source};
 use crate::codec::Notice;
 use crate::handlers::{ConnId, Peer};
@@ -78,7 +77,7 @@ impl Reactor {
     /// Closes the connections still preparing at their deadline (`--handshake-timeout`).
     pub(super) fn expire_preparing(&mut self, now: Instant) {
         let now_ms = self.clocks.ms(now);
-        while let Some((until_ms, key)) = Queues::pop_due(&mut self.queues.preparing, now_ms) {
+        while let Some((until_ms, key)) = self.preparing.due(now_ms) {
             let Some(conn) = self.conns.get_mut(key) else { continue };
             if conn.prepares_until(until_ms) {
                 debug!("not ready in time; conn={key}");
@@ -91,7 +90,7 @@ impl Reactor {
     /// what they were told in time.
     pub(super) fn expire_lingering(&mut self, now: Instant) {
         let now_ms = self.clocks.ms(now);
-        while let Some((until_ms, key)) = Queues::pop_due(&mut self.queues.lingering, now_ms) {
+        while let Some((until_ms, key)) = self.queues.lingering_due(now_ms) {
             let Some(conn) = self.conns.get_mut(key) else { continue };
             if let Some(reason) = conn.lingers_until(until_ms) {
                 self.queues.close(key, conn, CloseReason::LingerTimeout(reason));
@@ -137,7 +136,7 @@ impl Reactor {
             }
             self.services[service].connections -= 1;
         } else {
-            self.telemetry.preparing -= 1;
+            self.preparing.done();
         }
         conn.release_buffers(&mut self.scratch.pool);
         if conn.drop_file() {

@@ -69,7 +69,7 @@ use connection::{Connection, Next, Progress, StopReason, Turn};
 use control::{Command, ServerHandle};
 use datagram::DatagramEndpoint;
 use mio::net::UdpSocket;
-use parts::{Clocks, Queues, Scratch, Telemetry};
+use parts::{Clocks, Preparing, Queues, Scratch, Telemetry};
 use reporter::Reporter;
 use room::Room;
 use timer_wheel::TimerWheel;
@@ -269,6 +269,8 @@ pub(crate) struct Reactor {
     protocols: ProtocolOptions,
     sources: Sources,
     queues: Queues,
+    /// Connections not served yet, and their deadlines.
+    preparing: Preparing,
     scratch: Scratch,
     clocks: Clocks,
     telemetry: Telemetry,
@@ -352,6 +354,7 @@ impl Reactor {
                 tls_files: (config.tls_cert.clone(), config.tls_key.clone()),
             },
             queues: Queues::default(),
+            preparing: Preparing::default(),
             scratch: Scratch { read: vec![0; READ_BUFFER_SIZE], ..Scratch::default() },
             clocks: Clocks {
                 idle: config.idle_timeout.map(|timeout| TimerWheel::new(timeout, now)),
@@ -576,6 +579,7 @@ impl Reactor {
             self.sources.listeners.iter().filter_map(|slot| slot.paused_until).min(),
             self.clocks.draining,
             self.queues.next_deadline_ms().map(|ms| self.clocks.at_ms(ms)),
+            self.preparing.next_deadline_ms().map(|ms| self.clocks.at_ms(ms)),
             self.sources.backplane.as_ref().map(Backplane::next_deadline),
             self.telemetry.raw_hint.next_due(),
         ]
@@ -740,7 +744,7 @@ impl Reactor {
     fn stats_snapshot(&self) -> Stats {
         let mut stats = Stats {
             connections_open: self.conns.len(),
-            connections_preparing: self.telemetry.preparing,
+            connections_preparing: self.preparing.count(),
             buffers: self.scratch.pool.stats(),
             ..self.telemetry.stats.clone()
         };

@@ -277,7 +277,7 @@ impl Reactor {
     fn metrics_view(&self) -> metrics::View<'_> {
         metrics::View {
             stats: &self.telemetry.stats,
-            preparing: self.telemetry.preparing,
+            preparing: self.preparing.count(),
             services: &self.services,
             listeners: &self.sources.listeners,
             backplane: self.sources.backplane.is_some(),

@@ -38,8 +38,6 @@ pub(super) struct Queues {
     /// deadline (ms since the start); all share one timeout, so this is in deadline order.
     /// Entries of connections that closed earlier are skipped when they come up.
     pub lingering: VecDeque<(u64, usize)>,
-    /// Connections not ready yet, by deadline (`--handshake-timeout`), likewise in order.
-    pub preparing: VecDeque<(u64, usize)>,
     /// TLS handshake steps this turn, against `HANDSHAKES_PER_TURN`.
     pub handshakes: usize,
 }
@@ -86,20 +84,64 @@ impl Queues {
         !self.owed.is_empty() || !self.flush.is_empty() || !self.close.is_empty()
     }
 
-    /// The earliest deadline among the lingering and the preparing (ms since the start).
+    /// The earliest lingering deadline (ms since the start).
     pub fn next_deadline_ms(&self) -> Option<u64> {
-        let lingering = self.lingering.front().map(|&(until_ms, _)| until_ms);
-        let preparing = self.preparing.front().map(|&(until_ms, _)| until_ms);
-        lingering.into_iter().chain(preparing).min()
+        self.lingering.front().map(|&(until_ms, _)| until_ms)
+    }
+}
+
+/// Takes the first entry of a deadline queue if it is due by `now_ms`.
+fn pop_due(queue: &mut VecDeque<(u64, usize)>, now_ms: u64) -> Option<(u64, usize)> {
+    match queue.front() {
+        Some(&(until_ms, _)) if until_ms <= now_ms => queue.pop_front(),
+        _ => None,
+    }
+}
+
+impl Queues {
+    /// The first lingering connection whose deadline is due by `now_ms`.
+    pub fn lingering_due(&mut self, now_ms: u64) -> Option<(u64, usize)> {
+        pop_due(&mut self.lingering, now_ms)
+    }
+}
+
+/// Connections not served yet (a PROXY header or a handshake still to come): how many (the
+/// `preparing` gauge), and the deadlines of those that wait (`--handshake-timeout`), in
+/// order, since all share one timeout. Entries of connections served or closed since are
+/// skipped when they come up.
+#[derive(Default)]
+pub(super) struct Preparing {
+    count: usize,
+    deadlines: VecDeque<(u64, usize)>,
+}
+
+impl Preparing {
+    /// Connection `key` was accepted; unless it is ready at once, it must be by `until_ms`.
+    pub fn start(&mut self, key: usize, until_ms: u64, ready_at_once: bool) {
+        self.count += 1;
+        if !ready_at_once {
+            self.deadlines.push_back((until_ms, key));
+        }
     }
 
-    /// Takes the first entry of a deadline queue (`lingering`, `preparing`) if it is due
-    /// by `now_ms`.
-    pub fn pop_due(queue: &mut VecDeque<(u64, usize)>, now_ms: u64) -> Option<(u64, usize)> {
-        match queue.front() {
-            Some(&(until_ms, _)) if until_ms <= now_ms => queue.pop_front(),
-            _ => None,
-        }
+    /// A preparing connection was served, or closed before it was.
+    pub fn done(&mut self) {
+        self.count -= 1;
+    }
+
+    /// How many are preparing now.
+    pub fn count(&self) -> usize {
+        self.count
+    }
+
+    /// The earliest deadline (ms since the start).
+    pub fn next_deadline_ms(&self) -> Option<u64> {
+        self.deadlines.front().map(|&(until_ms, _)| until_ms)
+    }
+
+    /// The first entry whose deadline is due by `now_ms`.
+    pub fn due(&mut self, now_ms: u64) -> Option<(u64, usize)> {
+        pop_due(&mut self.deadlines, now_ms)
     }
 }
 
@@ -162,8 +204,6 @@ impl Clocks {
 /// What the reactor reports about itself: counters, logs, the timeline.
 pub(super) struct Telemetry {
     pub stats: Stats,
-    /// Connections not ready yet (the `preparing` gauge).
-    pub preparing: usize,
     /// Connections closed unflushed at the drain deadline.
     pub cut_at_deadline: u64,
     pub reporter: Option<Reporter>,
@@ -188,7 +228,6 @@ impl Telemetry {
     ) -> Telemetry {
         Telemetry {
             stats: Stats::default(),
-            preparing: 0,
             cut_at_deadline: 0,
             reporter,
             trace: WakeupTrace::default(),
