@@ -100,6 +100,24 @@ fn bad_usage_exits_2_with_one_line() {
     }
 }
 
+/// A host name that does not resolve is said so, by the server (`--listen`) and the loader
+/// (`--target`) alike, in one line with exit 2 (issue 36: it was called a malformed address).
+#[test]
+fn unresolvable_host_names_are_said_so() {
+    let (code, _, stderr) = run(&["--listen", "echo=nosuchhost.invalid:17011"]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr:?}");
+    assert!(stderr.contains("the host name nosuchhost.invalid could not be resolved"), "{stderr}");
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_evloop-load"))
+        .args(["--target", "nosuchhost.invalid:7000", "-n", "1", "--no-progress"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr:?}");
+    assert!(stderr.contains("the host name nosuchhost.invalid could not be resolved"), "{stderr}");
+}
+
 /// An address in use, or not local, is named in a one-line error with exit code 1.
 #[test]
 fn unbindable_address_exits_1_naming_it() {

@@ -29,8 +29,8 @@ use evloop::{BackplaneUrls, ListenAddr, ListenSpec, Listening, Server, ServerCon
 #[derive(Parser, Debug)]
 #[command(name = "evloop-server", version)]
 struct Args {
-    /// Serve HANDLER (echo, uppercase, sum, broadcast, daytime, time, file, metrics) framed by CODEC on ADDR: HOST:PORT,
-    /// [IPv6]:PORT, tls://HOST:PORT (TLS: needs --tls-cert and --tls-key), unix:/path,
+    /// Serve HANDLER (echo, uppercase, sum, broadcast, daytime, time, file, metrics) framed by CODEC on ADDR: HOST:PORT
+    /// (HOST an IP address or localhost: a listener binds no other name), [IPv6]:PORT, tls://HOST:PORT (TLS: needs --tls-cert and --tls-key), unix:/path,
     /// udp://HOST:PORT (one datagram, one message), or fd:N (a socket inherited already
     /// bound: systemd socket activation, inetd); port 0 picks a free port. CODEC: line
     /// (default: text lines, what nc sends), length (u32 length in network byte order, then
