@@ -150,6 +150,20 @@ fn help_exits_0() {
     }
 }
 
+/// The README's first command builds both binaries, as the sentence after it says (issue 36:
+/// `cargo run --release --bin evloop-server` built the server alone, and `evloop-load` was
+/// then "command not found").
+#[test]
+fn the_readme_first_command_builds_both_binaries() {
+    let readme = include_str!("../README.md");
+    let block = readme.split("```sh\n").nth(1).expect("a first sh block");
+    let first = block.lines().next().unwrap_or_default();
+    let command = first.split('#').next().unwrap_or_default().trim();
+    let builds_all = command.starts_with("cargo build --release") && !command.contains("--bin ");
+    assert!(builds_all, "the first command builds every binary: {command:?}");
+    assert!(readme.contains("the first command builds both"), "the sentence it makes true");
+}
+
 /// SIGTERM: stop accepting, flush replies to what was already read, close everything,
 /// print a one-line summary, exit 0.
 #[test]
