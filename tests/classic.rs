@@ -105,7 +105,8 @@ fn the_course_clients_work_against_the_defaults() {
             .filter(|line| line.contains("udp://") == udp)
             .nth(nth)
             .unwrap_or_else(|| panic!("no {handler} listener"));
-        line.rsplit(':').next().unwrap().to_string()
+        // `<handler> listening on <addr> (<codec>)`: the port of the fourth word.
+        line.split(' ').nth(3).and_then(|addr| addr.rsplit(':').next()).unwrap().to_string()
     };
     // The raw listeners are the second of each handler's TCP listeners (after 7000-7002).
     assert_eq!(client("sum_client.py", &["127.0.0.1", &find("sum", false, 1)]), "Sum: 90\n");

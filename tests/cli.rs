@@ -30,6 +30,8 @@ fn prints_one_startup_line_per_listener() {
     );
     assert!(server.startup_lines[0].starts_with("echo listening on 127.0.0.1:"));
     assert!(server.startup_lines[1].starts_with("sum listening on [::1]:"));
+    assert!(server.startup_lines[0].ends_with(" (line)"), "{}", server.startup_lines[0]);
+    assert!(server.startup_lines[1].ends_with(" (length)"), "{}", server.startup_lines[1]);
     assert_ne!(server.addrs[0].port(), 0);
     let mut echo = connect(server.addrs[0]);
     echo.roundtrip("hi", "hi");
@@ -45,34 +47,38 @@ fn prints_one_startup_line_per_listener() {
 /// the course's clients and the time-of-day services over TCP and UDP, all on loopback, in
 /// that order (on free ports here,
 /// so a server running on the default ports does not collide; the ports themselves are
-/// `ListenSpec::defaults`'s unit test).
+/// `ListenSpec::defaults`'s unit test). Each line ends with what its listener speaks, so raw
+/// echo does not read like line echo (issue 36), after the address scripts read.
 #[test]
 fn default_listeners() {
     let mut command = server_command(&[]);
     command.env("EVLOOP_DEFAULT_PORTS", "0");
     let server = ServerProcess::start(command, 15);
+    let datagrams = "(datagrams, no framing)";
     let expected = [
-        ("echo", ""),
-        ("uppercase", ""),
-        ("sum", ""),
-        ("broadcast", ""),
-        ("broadcast", ""),
-        ("echo", ""),
-        ("echo", "udp://"),
-        ("uppercase", ""),
-        ("uppercase", "udp://"),
-        ("sum", ""),
-        ("sum", "udp://"),
-        ("daytime", ""),
-        ("daytime", "udp://"),
-        ("time", ""),
-        ("time", "udp://"),
+        ("echo", "", "(line)"),
+        ("uppercase", "", "(line)"),
+        ("sum", "", "(line)"),
+        ("broadcast", "", "(line)"),
+        ("broadcast", "", "(ws, chat page at /)"),
+        ("echo", "", "(raw)"),
+        ("echo", "udp://", datagrams),
+        ("uppercase", "", "(raw)"),
+        ("uppercase", "udp://", datagrams),
+        ("sum", "", "(raw)"),
+        ("sum", "udp://", datagrams),
+        ("daytime", "", "(raw)"),
+        ("daytime", "udp://", datagrams),
+        ("time", "", "(raw)"),
+        ("time", "udp://", datagrams),
     ];
     assert_eq!(server.startup_lines.len(), expected.len());
-    for (line, (handler, scheme)) in server.startup_lines.iter().zip(expected) {
+    for (line, (handler, scheme, speaks)) in server.startup_lines.iter().zip(expected) {
         let prefix = format!("{handler} listening on {scheme}127.0.0.1:");
         assert!(line.starts_with(&prefix), "{line:?} should start with {prefix:?}");
-        assert!(!line.ends_with(":0"), "{line}");
+        let addr = line.split(' ').nth(3).unwrap_or_default();
+        assert!(!addr.ends_with(":0"), "{line}");
+        assert_eq!(line, &format!("{handler} listening on {addr} {speaks}"));
     }
     connect(server.addrs[2]).roundtrip("50,40", "90");
 }

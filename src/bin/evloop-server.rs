@@ -20,7 +20,7 @@ use evloop::{BackplaneUrls, ListenAddr, ListenSpec, Listening, Server, ServerCon
 /// broadcast on :7003; for the classic course's clients (no newline, one recv), the same
 /// with raw framing on :7100-7102 over TCP and UDP; daytime on :7013 and time on :7037 over
 /// TCP and UDP (with EVLOOP_DEFAULT_PORTS=0 in the environment, all on free ports
-/// instead). It prints one line per listener, `<handler> listening on <addr>`, to stdout;
+/// instead). It prints one line per listener, `<handler> listening on <addr> (<codec>)`, to stdout;
 /// logs go to stderr (set RUST_LOG, default info). SIGINT, SIGTERM and SIGHUP drain and stop.
 ///
 /// Exit code 0 after a stop by signal (the drain done), 1 when an address cannot be bound or
@@ -404,7 +404,7 @@ fn run_reactor(
         Err(error) => return start_failed(&error),
     };
     log_file_limit();
-    print_startup_lines(server.listening());
+    print_startup_lines(server.listening(), specs);
     if !is_worker {
         cli::notify("READY=1");
     }
@@ -479,7 +479,7 @@ fn run_supervisor(args: &Args, specs: &[ListenSpec], log_file_limit: impl FnOnce
     log_file_limit();
     let listening = workers::startup_lines(&resolved);
     let result = workers::supervise(&command, args.workers as usize, || {
-        print_startup_lines(&listening);
+        print_startup_lines(&listening, &resolved);
         cli::notify("READY=1");
     });
     drop(reservations);
@@ -516,17 +516,20 @@ fn run_model(args: &Args, specs: &[ListenSpec], log_file_limit: impl FnOnce()) -
         Err(error) => return start_failed(&error),
     };
     log_file_limit();
-    print_startup_lines(&listening);
+    print_startup_lines(&listening, specs);
     cli::notify("READY=1");
     finish(cli::run_model(args.model, services, &config))
 }
 
-/// Prints the startup lines (`<handler> listening on <addr>`) and flushes: scripts and tests
-/// wait for them.
-fn print_startup_lines(listening: &[Listening]) {
+/// Prints the startup lines (`<handler> listening on <addr> (<what it speaks>)`, see
+/// [`Listening::startup_line`]) and flushes: scripts and tests wait for them. `listening` is
+/// in the order of `specs` and their addresses, one per address, whichever model bound them.
+fn print_startup_lines(listening: &[Listening], specs: &[ListenSpec]) {
+    debug_assert_eq!(listening.len(), specs.iter().map(|spec| spec.addrs.len()).sum::<usize>());
+    let codecs = specs.iter().flat_map(|spec| spec.addrs.iter().map(|_| spec.codec));
     let mut stdout = std::io::stdout().lock();
-    for listener in listening {
-        let _ = writeln!(stdout, "{listener}");
+    for (listener, codec) in listening.iter().zip(codecs) {
+        let _ = writeln!(stdout, "{}", listener.startup_line(codec));
     }
     let _ = stdout.flush();
 }
