@@ -170,6 +170,30 @@ fn the_readme_first_command_builds_both_binaries() {
     assert!(readme.contains("the first command builds both"), "the sentence it makes true");
 }
 
+/// `--help` and the README agree (issue 36): the default listeners include the chat page on
+/// :7080; --max-frame's default is shown in the README's unit; --ws-origin's default is
+/// given; the loader's --codec values are all in the README.
+#[test]
+fn help_agrees_with_the_readme() {
+    let readme = include_str!("../README.md");
+    let (code, help, _) = run(&["--help"]);
+    assert_eq!(code, Some(0));
+    assert!(help.contains("on :7080, with a chat page at http://127.0.0.1:7080/"), "{help}");
+    assert!(help.contains("[default: 64K]") && readme.contains("--max-frame BYTES      default 64K"));
+    assert!(help.contains("[default: same host only]") && readme.contains("(default: same host only)"));
+    let output =
+        std::process::Command::new(env!("CARGO_BIN_EXE_evloop-load")).arg("--help").output().unwrap();
+    let load_help = String::from_utf8_lossy(&output.stdout);
+    let values =
+        load_help.split("--codec <CODEC>").nth(1).and_then(|rest| rest.split("[possible values: ").nth(1));
+    let values = values.and_then(|rest| rest.split(']').next()).expect("--codec's possible values");
+    let readme_codecs =
+        readme.split("--codec ").nth(1).and_then(|rest| rest.split([',', ' ']).next()).unwrap();
+    for codec in values.split(", ") {
+        assert!(readme_codecs.split('|').any(|listed| listed == codec), "{codec} not in {readme_codecs}");
+    }
+}
+
 /// SIGTERM: stop accepting, flush replies to what was already read, close everything,
 /// print a one-line summary, exit 0.
 #[test]

@@ -17,10 +17,12 @@ use evloop::{BackplaneUrls, ListenAddr, ListenSpec, Listening, Server, ServerCon
 /// A single-threaded event-loop (reactor) server: one thread serves every client.
 ///
 /// With no --listen it serves echo on 127.0.0.1:7000, uppercase on :7001, sum on :7002 and
-/// broadcast on :7003; for the classic course's clients (no newline, one recv), the same
-/// with raw framing on :7100-7102 over TCP and UDP; daytime on :7013 and time on :7037 over
+/// broadcast on :7003, one message per line; the same broadcast room over WebSocket on :7080,
+/// with a chat page at http://127.0.0.1:7080/; for the classic course's clients (no newline,
+/// one recv), echo, uppercase and sum with raw framing on :7100-7102 over TCP and UDP; daytime on :7013 and time on :7037 over
 /// TCP and UDP (with EVLOOP_DEFAULT_PORTS=0 in the environment, all on free ports
-/// instead). It prints one line per listener, `<handler> listening on <addr> (<codec>)`, to stdout;
+/// instead). It prints one line per listener, `<handler> listening on <addr> (<codec>)` (the address is
+/// the fourth word), to stdout;
 /// logs go to stderr (set RUST_LOG, default info). SIGINT, SIGTERM and SIGHUP drain and stop.
 ///
 /// Exit code 0 after a stop by signal (the drain done), 1 when an address cannot be bound or
@@ -46,8 +48,9 @@ struct Args {
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     max_connections: Option<u64>,
 
-    /// Longest message accepted, in bytes (64K, 1M also work); longer gets `ERR ... too long`
-    #[arg(long, value_name = "BYTES", default_value = "65536", value_parser = positive_bytes)]
+    /// Longest message accepted, in bytes (65536, 64K and 1M all work); longer gets `ERR ...
+    /// too long`
+    #[arg(long, value_name = "BYTES", default_value = "64K", value_parser = positive_bytes)]
     max_frame: usize,
 
     /// Pending output per client before it counts as slow: its reading pauses until it
@@ -83,7 +86,8 @@ struct Args {
     ws_ping: Duration,
 
     /// ws listeners: the origins (scheme://host[:port]) whose pages may open a WebSocket
-    /// besides the server's own host, comma-separated, or * for any. Refused: 403
+    /// besides the server's own host, comma-separated, or * for any. Refused: 403 [default: same
+    /// host only]
     #[arg(long, value_name = "LIST|*")]
     ws_origin: Option<evloop::codec::ws::Origins>,
 
