@@ -219,6 +219,17 @@ fn a_sender_paused_mid_line_gets_no_hint() {
     drop(sender);
 }
 
+/// The download client with no arguments prints its usage (exit 2), not a traceback (issue 36).
+#[test]
+fn the_file_client_without_arguments_prints_its_usage() {
+    let script = format!("{}/examples/clients/file_client.py", env!("CARGO_MANIFEST_DIR"));
+    let output = Command::new("python3").arg(script).stdin(Stdio::null()).output().expect("python3");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.starts_with("usage: python3 examples/clients/file_client.py HOST PORT"), "{stderr}");
+    assert!(!stderr.contains("Traceback"), "{stderr}");
+}
+
 /// The download client lists the directory and fetches a file intact.
 #[test]
 fn the_file_client_downloads() {
