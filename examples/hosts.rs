@@ -178,7 +178,8 @@ impl Server {
         for _ in 0..2 {
             let mut line = String::new();
             stdout.read_line(&mut line).unwrap();
-            addrs.push(line.trim().rsplit(' ').next().unwrap().parse().expect("a startup line"));
+            // `<handler> listening on <addr> (<codec>)`
+            addrs.push(line.split(' ').nth(3).unwrap().parse().expect("a startup line"));
         }
         let server = Server { child, room: addrs[0], metrics: addrs[1] };
         let started = Instant::now();

@@ -341,7 +341,13 @@ fn idle_experiment(args: &Args, idle: &[u32]) {
 
 /// docs/charts/idle.svg from docs/data/idle.csv's text.
 fn draw_idle_chart(out: &std::path::Path, csv: &str) {
-    let rows: Vec<Vec<&str>> = rows(csv)
+    // A run that turned clients away (select past FD_SETSIZE: `ERR server full`) served fewer
+    // connections than its x says, so its point would read as select scaling better than poll:
+    // the line ends at the last run that served everyone, and its legend says why (the table in
+    // docs/apparent-concurrency.md has the runs left out and how many were turned away).
+    let (served, turned_away): (Vec<Vec<&str>>, Vec<Vec<&str>>) =
+        rows(csv).into_iter().partition(|row| row[6] == "0");
+    let rows: Vec<Vec<&str>> = served
         .into_iter()
         .map(|mut row| {
             // Zero idle connections has no place on a log axis: it is drawn at 1.
@@ -357,7 +363,17 @@ fn draw_idle_chart(out: &std::path::Path, csv: &str) {
         y_label: y.to_string(),
         log_x: true,
         log_y: false,
-        series: series_by(&rows, 0, 1, column),
+        series: series_by(&rows, 0, 1, column)
+            .into_iter()
+            .map(|mut series| {
+                if turned_away.iter().any(|row| row[0] == series.name) {
+                    let last = series.points.last().map_or(0.0, |point| point.0);
+                    series.name =
+                        format!("{} (not drawn past {last} idle: it turned clients away)", series.name);
+                }
+                series
+            })
+            .collect(),
     };
     write_svg(
         &out.join("charts/idle.svg"),

@@ -265,7 +265,8 @@ fn measure(args: &Args, members: u32) {
     let mut listening = || {
         let mut line = String::new();
         startup.read_line(&mut line).expect("a startup line");
-        line.trim().rsplit(' ').next().expect("an address").to_string()
+        // `<handler> listening on <addr> (<codec>)`
+        line.split(' ').nth(3).expect("an address").to_string()
     };
     let addr = listening();
     let members_addr = if websocket { listening() } else { addr.clone() };

@@ -87,7 +87,7 @@ fn main() {
         .map(|_| {
             let mut line = String::new();
             startup.read_line(&mut line).expect("a startup line");
-            line.trim().rsplit(' ').next().unwrap().to_string()
+            line.split(' ').nth(3).unwrap().to_string() // `<handler> listening on <addr> (<codec>)`
         })
         .collect();
     let [echo, churn, killed, room, file, metrics] = <[String; 6]>::try_from(addrs).unwrap();

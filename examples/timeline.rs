@@ -4,8 +4,13 @@
 //! `--work-us 200`), puts 8 clients on each for a short bounded run, and draws each trace as
 //! an SVG with plotters. It can also draw any trace file the server wrote.
 //!
-//! Run:  cargo run --release --example timeline                     (the four, into docs/charts)
+//! Run:  cargo run --release --example timeline                     (the four, into a temp folder)
+//!       cargo run --release --example timeline -- --out docs/charts    (the four the docs show)
 //!       cargo run --release --example timeline -- --draw TRACE.json OUT.svg [--window-ms 20]
+//!
+//! Each SVG written is named on stdout. The four go to a folder of their own unless --out
+//! names one: the docs' charts are committed, and a reader trying the example should not
+//! overwrite them.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -24,9 +29,10 @@ struct Args {
     /// Only draw TRACE (a --trace-file) into OUT
     #[arg(long, num_args = 2, value_names = ["TRACE", "OUT"])]
     draw: Option<Vec<PathBuf>>,
-    /// Where docs/ is
-    #[arg(long, default_value = "docs")]
-    out: PathBuf,
+    /// The folder the four runs' SVGs are written to (made if missing) [default:
+    /// evloop-timeline in the temp folder]; docs/charts for the docs' own
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
     /// How much of each run to draw, from its first message, in milliseconds [default: 20
     /// for the four runs; with --draw, the whole trace]
     #[arg(long, value_name = "MS")]
@@ -39,13 +45,22 @@ impl Args {
         let whole_trace = if self.draw.is_some() { f64::INFINITY } else { 20.0 };
         self.window_ms.unwrap_or(whole_trace)
     }
+
+    /// The folder the four runs go to: `--out`, or one of their own in the temp folder.
+    fn out_dir(&self) -> PathBuf {
+        self.out.clone().unwrap_or_else(|| std::env::temp_dir().join("evloop-timeline"))
+    }
 }
 
 fn main() {
     let args = Args::parse();
     if let Some(paths) = &args.draw {
-        return draw(&paths[0], &paths[1], "timeline", args.window_ms());
+        draw(&paths[0], &paths[1], "timeline", args.window_ms());
+        println!("wrote {}", paths[1].display());
+        return;
     }
+    let out = args.out_dir();
+    std::fs::create_dir_all(&out).unwrap_or_else(|error| panic!("cannot make {}: {error}", out.display()));
     common::build(&["--bin", "evloop-server", "--bin", "evloop-load"]);
     let runs: [(&str, &[&str]); 4] = [
         ("reactor", &["--model", "reactor"]),
@@ -70,7 +85,7 @@ fn main() {
             .expect("run evloop-load");
         drop(status);
         common::stop(&mut server);
-        let out = args.out.join(format!("charts/timeline-{name}.svg"));
+        let out = out.join(format!("timeline-{name}.svg"));
         let title = match name {
             "reactor" => "reactor: one thread, 8 clients, messages interleaved".to_string(),
             "threads" => "threads: a thread per client, overlapping on 2 cores".to_string(),
@@ -78,7 +93,7 @@ fn main() {
             _ => "reactor, --work-us 200: one slow message delays everyone".to_string(),
         };
         draw(&trace, &out, &title, args.window_ms());
-        eprintln!("wrote {}", out.display());
+        println!("wrote {}", out.display());
     }
 }
 
@@ -168,5 +183,14 @@ mod tests {
         assert_eq!(parse(&["--draw", "t.json", "o.svg"]).window_ms(), f64::INFINITY);
         assert_eq!(parse(&[]).window_ms(), 20.0);
         assert_eq!(parse(&["--window-ms", "7"]).window_ms(), 7.0);
+    }
+
+    /// The four runs go to a temp folder unless --out names one: the committed charts under
+    /// docs/charts are redrawn only on request (issue 36: running the example overwrote them).
+    #[test]
+    fn the_four_runs_leave_the_docs_alone_by_default() {
+        let parse = |args: &[&str]| Args::parse_from([&["timeline"], args].concat());
+        assert_eq!(parse(&[]).out_dir(), std::env::temp_dir().join("evloop-timeline"));
+        assert_eq!(parse(&["--out", "docs/charts"]).out_dir(), PathBuf::from("docs/charts"));
     }
 }

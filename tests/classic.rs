@@ -105,7 +105,8 @@ fn the_course_clients_work_against_the_defaults() {
             .filter(|line| line.contains("udp://") == udp)
             .nth(nth)
             .unwrap_or_else(|| panic!("no {handler} listener"));
-        line.rsplit(':').next().unwrap().to_string()
+        // `<handler> listening on <addr> (<codec>)`: the port of the fourth word.
+        line.split(' ').nth(3).and_then(|addr| addr.rsplit(':').next()).unwrap().to_string()
     };
     // The raw listeners are the second of each handler's TCP listeners (after 7000-7002).
     assert_eq!(client("sum_client.py", &["127.0.0.1", &find("sum", false, 1)]), "Sum: 90\n");
@@ -216,6 +217,17 @@ fn a_sender_paused_mid_line_gets_no_hint() {
     let course_peer = course_client.local_addr().unwrap().to_string();
     assert!(hint.contains(&format!("peer={course_peer} ")), "the hint is about the paused sender: {hint}");
     drop(sender);
+}
+
+/// The download client with no arguments prints its usage (exit 2), not a traceback (issue 36).
+#[test]
+fn the_file_client_without_arguments_prints_its_usage() {
+    let script = format!("{}/examples/clients/file_client.py", env!("CARGO_MANIFEST_DIR"));
+    let output = Command::new("python3").arg(script).stdin(Stdio::null()).output().expect("python3");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.starts_with("usage: python3 examples/clients/file_client.py HOST PORT"), "{stderr}");
+    assert!(!stderr.contains("Traceback"), "{stderr}");
 }
 
 /// The download client lists the directory and fetches a file intact.

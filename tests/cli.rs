@@ -30,6 +30,8 @@ fn prints_one_startup_line_per_listener() {
     );
     assert!(server.startup_lines[0].starts_with("echo listening on 127.0.0.1:"));
     assert!(server.startup_lines[1].starts_with("sum listening on [::1]:"));
+    assert!(server.startup_lines[0].ends_with(" (line)"), "{}", server.startup_lines[0]);
+    assert!(server.startup_lines[1].ends_with(" (length)"), "{}", server.startup_lines[1]);
     assert_ne!(server.addrs[0].port(), 0);
     let mut echo = connect(server.addrs[0]);
     echo.roundtrip("hi", "hi");
@@ -45,34 +47,38 @@ fn prints_one_startup_line_per_listener() {
 /// the course's clients and the time-of-day services over TCP and UDP, all on loopback, in
 /// that order (on free ports here,
 /// so a server running on the default ports does not collide; the ports themselves are
-/// `ListenSpec::defaults`'s unit test).
+/// `ListenSpec::defaults`'s unit test). Each line ends with what its listener speaks, so raw
+/// echo does not read like line echo (issue 36), after the address scripts read.
 #[test]
 fn default_listeners() {
     let mut command = server_command(&[]);
     command.env("EVLOOP_DEFAULT_PORTS", "0");
     let server = ServerProcess::start(command, 15);
+    let datagrams = "(datagrams, no framing)";
     let expected = [
-        ("echo", ""),
-        ("uppercase", ""),
-        ("sum", ""),
-        ("broadcast", ""),
-        ("broadcast", ""),
-        ("echo", ""),
-        ("echo", "udp://"),
-        ("uppercase", ""),
-        ("uppercase", "udp://"),
-        ("sum", ""),
-        ("sum", "udp://"),
-        ("daytime", ""),
-        ("daytime", "udp://"),
-        ("time", ""),
-        ("time", "udp://"),
+        ("echo", "", "(line)"),
+        ("uppercase", "", "(line)"),
+        ("sum", "", "(line)"),
+        ("broadcast", "", "(line)"),
+        ("broadcast", "", "(ws, chat page at /)"),
+        ("echo", "", "(raw)"),
+        ("echo", "udp://", datagrams),
+        ("uppercase", "", "(raw)"),
+        ("uppercase", "udp://", datagrams),
+        ("sum", "", "(raw)"),
+        ("sum", "udp://", datagrams),
+        ("daytime", "", "(raw)"),
+        ("daytime", "udp://", datagrams),
+        ("time", "", "(raw)"),
+        ("time", "udp://", datagrams),
     ];
     assert_eq!(server.startup_lines.len(), expected.len());
-    for (line, (handler, scheme)) in server.startup_lines.iter().zip(expected) {
+    for (line, (handler, scheme, speaks)) in server.startup_lines.iter().zip(expected) {
         let prefix = format!("{handler} listening on {scheme}127.0.0.1:");
         assert!(line.starts_with(&prefix), "{line:?} should start with {prefix:?}");
-        assert!(!line.ends_with(":0"), "{line}");
+        let addr = line.split(' ').nth(3).unwrap_or_default();
+        assert!(!addr.ends_with(":0"), "{line}");
+        assert_eq!(line, &format!("{handler} listening on {addr} {speaks}"));
     }
     connect(server.addrs[2]).roundtrip("50,40", "90");
 }
@@ -98,6 +104,24 @@ fn bad_usage_exits_2_with_one_line() {
         assert!(stderr.starts_with("evloop-server: "), "{stderr}");
         assert!(stdout.is_empty(), "{args:?}: {stdout}");
     }
+}
+
+/// A host name that does not resolve is said so, by the server (`--listen`) and the loader
+/// (`--target`) alike, in one line with exit 2 (issue 36: it was called a malformed address).
+#[test]
+fn unresolvable_host_names_are_said_so() {
+    let (code, _, stderr) = run(&["--listen", "echo=nosuchhost.invalid:17011"]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr:?}");
+    assert!(stderr.contains("the host name nosuchhost.invalid could not be resolved"), "{stderr}");
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_evloop-load"))
+        .args(["--target", "nosuchhost.invalid:7000", "-n", "1", "--no-progress"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr:?}");
+    assert!(stderr.contains("the host name nosuchhost.invalid could not be resolved"), "{stderr}");
 }
 
 /// An address in use, or not local, is named in a one-line error with exit code 1.
@@ -129,6 +153,44 @@ fn help_exits_0() {
         "--stats-interval",
     ] {
         assert!(stdout.contains(flag), "--help lacks {flag}");
+    }
+}
+
+/// The README's first command builds both binaries, as the sentence after it says (issue 36:
+/// `cargo run --release --bin evloop-server` built the server alone, and `evloop-load` was
+/// then "command not found").
+#[test]
+fn the_readme_first_command_builds_both_binaries() {
+    let readme = include_str!("../README.md");
+    let block = readme.split("```sh\n").nth(1).expect("a first sh block");
+    let first = block.lines().next().unwrap_or_default();
+    let command = first.split('#').next().unwrap_or_default().trim();
+    let builds_all = command.starts_with("cargo build --release") && !command.contains("--bin ");
+    assert!(builds_all, "the first command builds every binary: {command:?}");
+    assert!(readme.contains("the first command builds both"), "the sentence it makes true");
+}
+
+/// `--help` and the README agree (issue 36): the default listeners include the chat page on
+/// :7080; --max-frame's default is shown in the README's unit; --ws-origin's default is
+/// given; the loader's --codec values are all in the README.
+#[test]
+fn help_agrees_with_the_readme() {
+    let readme = include_str!("../README.md");
+    let (code, help, _) = run(&["--help"]);
+    assert_eq!(code, Some(0));
+    assert!(help.contains("on :7080, with a chat page at http://127.0.0.1:7080/"), "{help}");
+    assert!(help.contains("[default: 64K]") && readme.contains("--max-frame BYTES      default 64K"));
+    assert!(help.contains("[default: same host only]") && readme.contains("(default: same host only)"));
+    let output =
+        std::process::Command::new(env!("CARGO_BIN_EXE_evloop-load")).arg("--help").output().unwrap();
+    let load_help = String::from_utf8_lossy(&output.stdout);
+    let values =
+        load_help.split("--codec <CODEC>").nth(1).and_then(|rest| rest.split("[possible values: ").nth(1));
+    let values = values.and_then(|rest| rest.split(']').next()).expect("--codec's possible values");
+    let readme_codecs =
+        readme.split("--codec ").nth(1).and_then(|rest| rest.split([',', ' ']).next()).unwrap();
+    for codec in values.split(", ") {
+        assert!(readme_codecs.split('|').any(|listed| listed == codec), "{codec} not in {readme_codecs}");
     }
 }
 

@@ -56,7 +56,7 @@ fn workers_outlive_a_killed_supervisor_quietly() {
     let mut stdout = BufReader::new(child.stdout.take().unwrap());
     let mut line = String::new();
     stdout.read_line(&mut line).unwrap();
-    let addr = line.trim().rsplit(' ').next().unwrap().parse().unwrap();
+    let addr = line.split(' ').nth(3).unwrap().parse().unwrap(); // `echo listening on ADDR (line)`
     connect(addr).roundtrip("before", "before");
     signal(child.id(), libc::SIGKILL);
     child.wait().unwrap();

@@ -8,12 +8,25 @@ Run:  python3 examples/clients/file_client.py HOST PORT             (list the fi
 import socket
 import sys
 
+USAGE = """usage: python3 examples/clients/file_client.py HOST PORT [NAME [OUT]]
+  HOST PORT             list the files
+  HOST PORT NAME [OUT]  download NAME to OUT (default: NAME)
+against a server with a file listener, e.g.
+  evloop-server --listen file=127.0.0.1:7200 --files DIR"""
+
+if not 3 <= len(sys.argv) <= 5 or not sys.argv[2].isdigit():
+    print(USAGE, file=sys.stderr)
+    sys.exit(2)
 host, port = sys.argv[1], int(sys.argv[2])
 name = sys.argv[3] if len(sys.argv) > 3 else None
 out = sys.argv[4] if len(sys.argv) > 4 else name
 
 client = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-client.connect((host, port))
+try:
+    client.connect((host, port))
+except OSError as error:
+    print("Cannot connect to %s:%d: %s" % (host, port, error.strerror or error), file=sys.stderr)
+    sys.exit(1)
 reader = client.makefile("rb")
 client.sendall(b"LIST\n" if name is None else ("GET %s\n" % name).encode())
 status = reader.readline().decode().strip()

@@ -38,7 +38,8 @@ pub fn start_server(mut command: Command) -> (Child, String) {
     let mut child = command.stdout(Stdio::piped()).stderr(Stdio::null()).spawn().expect("start the server");
     let mut line = String::new();
     BufReader::new(child.stdout.take().expect("piped stdout")).read_line(&mut line).expect("a startup line");
-    let addr = line.trim().rsplit(' ').next().unwrap_or_default().to_string();
+    // `<handler> listening on <addr>`, evloop's followed by what it speaks in parentheses.
+    let addr = line.split_whitespace().nth(3).unwrap_or_default().to_string();
     // A baseline whose dependencies are missing exits before its startup line: say so here,
     // not later as a loader complaining about an empty address.
     assert!(

@@ -17,10 +17,12 @@ use evloop::{BackplaneUrls, ListenAddr, ListenSpec, Listening, Server, ServerCon
 /// A single-threaded event-loop (reactor) server: one thread serves every client.
 ///
 /// With no --listen it serves echo on 127.0.0.1:7000, uppercase on :7001, sum on :7002 and
-/// broadcast on :7003; for the classic course's clients (no newline, one recv), the same
-/// with raw framing on :7100-7102 over TCP and UDP; daytime on :7013 and time on :7037 over
+/// broadcast on :7003, one message per line; the same broadcast room over WebSocket on :7080,
+/// with a chat page at http://127.0.0.1:7080/; for the classic course's clients (no newline,
+/// one recv), echo, uppercase and sum with raw framing on :7100-7102 over TCP and UDP; daytime on :7013 and time on :7037 over
 /// TCP and UDP (with EVLOOP_DEFAULT_PORTS=0 in the environment, all on free ports
-/// instead). It prints one line per listener, `<handler> listening on <addr>`, to stdout;
+/// instead). It prints one line per listener, `<handler> listening on <addr> (<codec>)` (the address is
+/// the fourth word), to stdout;
 /// logs go to stderr (set RUST_LOG, default info). SIGINT, SIGTERM and SIGHUP drain and stop.
 ///
 /// Exit code 0 after a stop by signal (the drain done), 1 when an address cannot be bound or
@@ -29,8 +31,8 @@ use evloop::{BackplaneUrls, ListenAddr, ListenSpec, Listening, Server, ServerCon
 #[derive(Parser, Debug)]
 #[command(name = "evloop-server", version)]
 struct Args {
-    /// Serve HANDLER (echo, uppercase, sum, broadcast, daytime, time, file, metrics) framed by CODEC on ADDR: HOST:PORT,
-    /// [IPv6]:PORT, tls://HOST:PORT (TLS: needs --tls-cert and --tls-key), unix:/path,
+    /// Serve HANDLER (echo, uppercase, sum, broadcast, daytime, time, file, metrics) framed by CODEC on ADDR: HOST:PORT
+    /// (HOST an IP address or localhost: a listener binds no other name), [IPv6]:PORT, tls://HOST:PORT (TLS: needs --tls-cert and --tls-key), unix:/path,
     /// udp://HOST:PORT (one datagram, one message), or fd:N (a socket inherited already
     /// bound: systemd socket activation, inetd); port 0 picks a free port. CODEC: line
     /// (default: text lines, what nc sends), length (u32 length in network byte order, then
@@ -46,8 +48,9 @@ struct Args {
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     max_connections: Option<u64>,
 
-    /// Longest message accepted, in bytes (64K, 1M also work); longer gets `ERR ... too long`
-    #[arg(long, value_name = "BYTES", default_value = "65536", value_parser = positive_bytes)]
+    /// Longest message accepted, in bytes (65536, 64K and 1M all work); longer gets `ERR ...
+    /// too long`
+    #[arg(long, value_name = "BYTES", default_value = "64K", value_parser = positive_bytes)]
     max_frame: usize,
 
     /// Pending output per client before it counts as slow: its reading pauses until it
@@ -83,7 +86,8 @@ struct Args {
     ws_ping: Duration,
 
     /// ws listeners: the origins (scheme://host[:port]) whose pages may open a WebSocket
-    /// besides the server's own host, comma-separated, or * for any. Refused: 403
+    /// besides the server's own host, comma-separated, or * for any. Refused: 403 [default: same
+    /// host only]
     #[arg(long, value_name = "LIST|*")]
     ws_origin: Option<evloop::codec::ws::Origins>,
 
@@ -404,7 +408,7 @@ fn run_reactor(
         Err(error) => return start_failed(&error),
     };
     log_file_limit();
-    print_startup_lines(server.listening());
+    print_startup_lines(server.listening(), specs);
     if !is_worker {
         cli::notify("READY=1");
     }
@@ -479,7 +483,7 @@ fn run_supervisor(args: &Args, specs: &[ListenSpec], log_file_limit: impl FnOnce
     log_file_limit();
     let listening = workers::startup_lines(&resolved);
     let result = workers::supervise(&command, args.workers as usize, || {
-        print_startup_lines(&listening);
+        print_startup_lines(&listening, &resolved);
         cli::notify("READY=1");
     });
     drop(reservations);
@@ -516,17 +520,20 @@ fn run_model(args: &Args, specs: &[ListenSpec], log_file_limit: impl FnOnce()) -
         Err(error) => return start_failed(&error),
     };
     log_file_limit();
-    print_startup_lines(&listening);
+    print_startup_lines(&listening, specs);
     cli::notify("READY=1");
     finish(cli::run_model(args.model, services, &config))
 }
 
-/// Prints the startup lines (`<handler> listening on <addr>`) and flushes: scripts and tests
-/// wait for them.
-fn print_startup_lines(listening: &[Listening]) {
+/// Prints the startup lines (`<handler> listening on <addr> (<what it speaks>)`, see
+/// [`Listening::startup_line`]) and flushes: scripts and tests wait for them. `listening` is
+/// in the order of `specs` and their addresses, one per address, whichever model bound them.
+fn print_startup_lines(listening: &[Listening], specs: &[ListenSpec]) {
+    debug_assert_eq!(listening.len(), specs.iter().map(|spec| spec.addrs.len()).sum::<usize>());
+    let codecs = specs.iter().flat_map(|spec| spec.addrs.iter().map(|_| spec.codec));
     let mut stdout = std::io::stdout().lock();
-    for listener in listening {
-        let _ = writeln!(stdout, "{listener}");
+    for (listener, codec) in listening.iter().zip(codecs) {
+        let _ = writeln!(stdout, "{}", listener.startup_line(codec));
     }
     let _ = stdout.flush();
 }

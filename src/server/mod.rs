@@ -77,6 +77,35 @@ impl fmt::Display for Listening {
     }
 }
 
+impl Listening {
+    /// The startup line as `evloop-server` prints it: the [`Display`](fmt::Display) line,
+    /// then in parentheses what a client speaks there (`codec` is the listener's). The address
+    /// names the transport (`udp://`, `tls://`, `unix:`) but not the codec, and raw echo on
+    /// :7100 read like line echo on :7000:
+    ///
+    /// ```text
+    /// echo listening on 127.0.0.1:7000 (line)
+    /// echo listening on 127.0.0.1:7100 (raw)
+    /// echo listening on udp://127.0.0.1:7100 (datagrams, no framing)
+    /// broadcast listening on 127.0.0.1:7080 (ws, chat page at /)
+    /// metrics listening on 127.0.0.1:9100 (http, GET /metrics)
+    /// ```
+    ///
+    /// The line still starts `<handler> listening on <addr>`, the address one word (the
+    /// fourth), so scripts that read up to it are unaffected.
+    pub fn startup_line(&self, codec: Codec) -> String {
+        let speaks = match (&self.addr, codec) {
+            // A datagram is the message: the codec plays no part (docs/protocol.md, UDP).
+            (ListenAddr::Udp(_), _) => "datagrams, no framing".to_string(),
+            // Any ws listener serves the chat page on a plain GET / (codec/ws/handshake.rs).
+            (_, Codec::Ws) => "ws, chat page at /".to_string(),
+            _ if self.handler == "metrics" => "http, GET /metrics".to_string(),
+            (_, codec) => codec.to_string(),
+        };
+        format!("{self} ({speaks})")
+    }
+}
+
 struct ServiceSpec {
     name: String,
     handler: Box<dyn Handler>,
@@ -318,5 +347,37 @@ impl Drop for RunningServer {
             self.handle.shutdown();
             let _ = self.join();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A startup line ends with what its listener speaks: the codec, none for datagrams, the
+    /// chat page of a ws listener, HTTP for metrics; the address stays the fourth word.
+    #[test]
+    fn startup_lines_say_what_a_listener_speaks() {
+        let line = |handler: &str, addr: &str, codec: Codec| {
+            Listening { handler: handler.to_string(), addr: addr.parse().unwrap() }.startup_line(codec)
+        };
+        assert_eq!(line("echo", "127.0.0.1:7000", Codec::Line), "echo listening on 127.0.0.1:7000 (line)");
+        assert_eq!(line("echo", "127.0.0.1:7100", Codec::Raw), "echo listening on 127.0.0.1:7100 (raw)");
+        assert_eq!(
+            line("echo", "unix:/tmp/e.sock", Codec::Fixed(16)),
+            "echo listening on unix:/tmp/e.sock (fixed:16)"
+        );
+        assert_eq!(
+            line("sum", "udp://127.0.0.1:7102", Codec::Line),
+            "sum listening on udp://127.0.0.1:7102 (datagrams, no framing)"
+        );
+        assert_eq!(
+            line("broadcast", "tls://127.0.0.1:7443", Codec::Ws),
+            "broadcast listening on tls://127.0.0.1:7443 (ws, chat page at /)"
+        );
+        assert_eq!(
+            line("metrics", "127.0.0.1:9100", Codec::Raw),
+            "metrics listening on 127.0.0.1:9100 (http, GET /metrics)"
+        );
     }
 }

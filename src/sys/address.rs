@@ -92,7 +92,10 @@ impl FromStr for ListenAddr {
 /// Parses `HOST:PORT` with an IP literal (`[v6]` in brackets) or `localhost`.
 ///
 /// No name resolution: a server should bind exactly the address it was given, and `localhost`
-/// is the one name people type that has a single obvious meaning.
+/// is the one name people type that has a single obvious meaning. A host name is refused, but
+/// looked up to say why (it does not resolve, or what to type instead): the loader takes
+/// names, and shows this error when its own look-up fails too. The look-up only happens on this
+/// error path, so an IP address never waits for DNS.
 pub(crate) fn parse_socket_addr(text: &str) -> Result<SocketAddr, String> {
     if let Ok(addr) = text.parse::<SocketAddr>() {
         return Ok(addr);
@@ -102,10 +105,38 @@ pub(crate) fn parse_socket_addr(text: &str) -> Result<SocketAddr, String> {
             return Ok(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port));
         }
     }
+    if let Some((host, port)) = host_name(text) {
+        use std::net::ToSocketAddrs as _;
+        let lookup = (host, port).to_socket_addrs().map(|mut addrs| addrs.next());
+        return Err(host_name_error(text, host, lookup));
+    }
     Err(format!(
         "bad address '{}': expected HOST:PORT with an IPv4 or [IPv6] address, e.g. 127.0.0.1:7000",
         text.escape_debug()
     ))
+}
+
+/// `HOST:PORT` where HOST looks like a host name (letters, digits, `-` and `.`, with at least
+/// one letter) and PORT is a port: what a look-up could make sense of.
+fn host_name(text: &str) -> Option<(&str, u16)> {
+    let (host, port) = text.rsplit_once(':')?;
+    let port = port.parse::<u16>().ok()?;
+    let name_like = host.bytes().all(|byte| byte.is_ascii_alphanumeric() || byte == b'-' || byte == b'.')
+        && host.bytes().any(|byte| byte.is_ascii_alphabetic());
+    name_like.then_some((host, port))
+}
+
+/// The error for a host name, from what looking it up gave: it does not resolve (the
+/// resolver's reason), or it does, and the address to type instead.
+fn host_name_error(text: &str, host: &str, lookup: std::io::Result<Option<SocketAddr>>) -> String {
+    let text = text.escape_debug();
+    match lookup {
+        Ok(Some(addr)) => format!(
+            "bad address '{text}': {host} is a host name, and a listener takes an IP address: {host} resolves to {addr}"
+        ),
+        Ok(None) => format!("bad address '{text}': the host name {host} could not be resolved (no address)"),
+        Err(error) => format!("bad address '{text}': the host name {host} could not be resolved ({error})"),
+    }
 }
 
 /// Who a connected client is, as shown to handlers (the `broadcast` prefix) and in logs.
@@ -167,5 +198,28 @@ mod tests {
         for text in ["example.com:80", "127.0.0.1", "127.0.0.1:99999", "::1:80", "unix:", ""] {
             assert!(text.parse::<ListenAddr>().is_err(), "{text} should be refused");
         }
+    }
+
+    /// A host name is refused with the reason: it does not resolve, or it does and a listener
+    /// takes the address instead (issue 36: both were called a malformed address).
+    #[test]
+    fn host_names_are_refused_with_the_reason() {
+        assert_eq!(host_name("nosuchhost.invalid:7000"), Some(("nosuchhost.invalid", 7000)));
+        assert_eq!(host_name("db-1:6379"), Some(("db-1", 6379)));
+        for text in ["127.0.0.1", "1.2.3:80", "::1:80", "host:99999", "a b:80", "[::1:80"] {
+            assert_eq!(host_name(text), None, "{text}");
+        }
+        let unresolved = std::io::Error::other("Name or service not known");
+        assert_eq!(
+            host_name_error("nosuchhost.invalid:7000", "nosuchhost.invalid", Err(unresolved)),
+            "bad address 'nosuchhost.invalid:7000': the host name nosuchhost.invalid could not be resolved (Name or service not known)"
+        );
+        let resolved = Ok(Some(SocketAddr::from(([192, 0, 2, 7], 80))));
+        assert_eq!(
+            host_name_error("web:80", "web", resolved),
+            "bad address 'web:80': web is a host name, and a listener takes an IP address: web resolves to 192.0.2.7:80"
+        );
+        let error = "nosuchhost.invalid:7000".parse::<ListenAddr>().unwrap_err();
+        assert!(error.contains("the host name nosuchhost.invalid could not be resolved"), "{error}");
     }
 }

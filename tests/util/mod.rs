@@ -234,7 +234,7 @@ impl ServerProcess {
             let mut line = String::new();
             stdout.read_line(&mut line).expect("read a startup line");
             let line = line.trim_end().to_string();
-            let Some((_, addr)) = line.split_once(" listening on ") else {
+            let Some((_, rest)) = line.split_once(" listening on ") else {
                 // Say why it did not start: its stderr, not just the missing line.
                 let _ = child.kill();
                 let mut stderr = String::new();
@@ -245,7 +245,9 @@ impl ServerProcess {
                     "evloop-server did not start: got {line:?} instead of a startup line; its stderr:\n{stderr}"
                 );
             };
+            // The address is the word after it (what the listener speaks follows in parentheses);
             // tls:// listeners are TCP addresses too; unix: and udp ones are not collected.
+            let addr = rest.split(' ').next().unwrap_or(rest);
             if let Ok(addr) = addr.strip_prefix("tls://").unwrap_or(addr).parse() {
                 addrs.push(addr);
             }
