@@ -37,6 +37,16 @@ pub struct ServerConfig {
     /// stops reading that client's requests until it drains (its own replies), or
     /// disconnects it (messages other clients sent it, e.g. `broadcast`).
     pub max_output: usize,
+    /// The most memory all clients together may hold, in bytes: unfinished input, pending
+    /// output, what waits inside their transport (TLS records) and protocol (a WebSocket
+    /// message's fragments). Past it the clients holding most are evicted (told, then
+    /// closed) until they hold less. 0: no budget. Under `--workers N`, each worker gets
+    /// an Nth. Default: [`DEFAULT_CLIENT_MEMORY`].
+    pub max_client_memory: usize,
+    /// Most connections open at once from one IP address; the next is turned away
+    /// (`ERR too many connections from your address`). `None`: no limit (load tests come
+    /// from one address). Per process: under `--workers`, each worker counts its own.
+    pub max_connections_per_ip: Option<usize>,
     /// Close connections that moved no bytes for this long. Off by default.
     pub idle_timeout: Option<Duration>,
     /// The listen backlog asked of the kernel (Linux caps it at `net.core.somaxconn`).
@@ -99,6 +109,13 @@ pub struct ServerConfig {
 /// takes to absorb larger connect storms (measured in docs/benchmarks.md).
 pub const DEFAULT_BACKLOG: u32 = 65535;
 
+/// What all clients of a server may hold together by default (`--max-client-memory`): a
+/// fixed size that a default server on a small VM survives (a 1 GiB machine keeps most of
+/// its memory), and far more than honest clients hold: an echo client holds nothing
+/// between messages, a client in the middle of a 1 KiB message one 4 KiB buffer (so 64,000
+/// of them at once fit).
+pub const DEFAULT_CLIENT_MEMORY: usize = 256 * 1024 * 1024;
+
 /// Descriptors kept back from `max_connections`'s default for listeners, the poller, the
 /// signal pipe, standard streams and log files.
 const RESERVED_DESCRIPTORS: usize = 32;
@@ -110,6 +127,8 @@ pub(crate) struct Limits {
     pub max_connections: usize,
     pub max_frame: usize,
     pub max_output: usize,
+    pub max_client_memory: usize,
+    pub max_connections_per_ip: Option<usize>,
     pub drain_timeout: Duration,
     pub handshake_timeout: Duration,
     pub work_per_message: Duration,
@@ -124,6 +143,8 @@ impl Default for ServerConfig {
             max_connections: None,
             max_frame: 64 * 1024,
             max_output: 1024 * 1024,
+            max_client_memory: DEFAULT_CLIENT_MEMORY,
+            max_connections_per_ip: None,
             idle_timeout: None,
             backlog: DEFAULT_BACKLOG,
             stats_interval: None,
@@ -182,6 +203,8 @@ impl ServerConfig {
             max_connections,
             max_frame: self.max_frame,
             max_output: self.max_output,
+            max_client_memory: self.max_client_memory,
+            max_connections_per_ip: self.max_connections_per_ip,
             drain_timeout: self.drain_timeout,
             handshake_timeout: self.handshake_timeout,
             work_per_message: self.work_per_message,

@@ -45,6 +45,9 @@ pub struct Stats {
     pub closed_by_client: u64,
     /// Connections closed on an I/O error.
     pub closed_error: u64,
+    /// Connections closed because all clients together held more memory than
+    /// `--max-client-memory` and they held the most (told so first).
+    pub closed_evicted: u64,
     /// Connections the server ended otherwise: a handler's close, shutdown, the drain or
     /// linger deadline.
     pub closed_other: u64,
@@ -86,6 +89,12 @@ pub struct Stats {
     pub longest_wakeup: Duration,
     /// The buffer pool.
     pub buffers: PoolStats,
+    /// Bytes all clients hold now (unfinished input, pending output, buffers inside their
+    /// transport and protocol), counted as it changes: what `--max-client-memory` bounds.
+    pub client_memory: usize,
+    /// Clients evicted to keep `client_memory` within `--max-client-memory`, the biggest
+    /// holders first.
+    pub clients_evicted: u64,
     /// Backplane links configured (2 per server process with a backplane and a room; 0
     /// without).
     pub backplane_links: usize,
@@ -120,6 +129,7 @@ impl Stats {
         self.slow_consumers += other.slow_consumers;
         self.closed_by_client += other.closed_by_client;
         self.closed_error += other.closed_error;
+        self.closed_evicted += other.closed_evicted;
         self.closed_other += other.closed_other;
         self.reading_paused += other.reading_paused;
         self.interest_changes += other.interest_changes;
@@ -143,6 +153,8 @@ impl Stats {
         self.buffers.free += other.buffers.free;
         self.buffers.allocated += other.buffers.allocated;
         self.buffers.reused += other.buffers.reused;
+        self.client_memory += other.client_memory;
+        self.clients_evicted += other.clients_evicted;
         self.backplane_links += other.backplane_links;
         self.backplane_links_up += other.backplane_links_up;
         self.backplane_published += other.backplane_published;

@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use evloop::cli::units::{parse_duration, positive_bytes, positive_duration};
+use evloop::cli::units::{parse_bytes, parse_duration, positive_bytes, positive_duration};
 use evloop::cli::workers::{self, WorkerCommand};
 use evloop::cli::{self, Model};
 use evloop::{BackplaneUrls, ListenAddr, ListenSpec, Listening, Server, ServerConfig, StartError};
@@ -57,6 +57,18 @@ struct Args {
     /// drains, or (for broadcast messages from others) it is disconnected
     #[arg(long, value_name = "BYTES", default_value = "1M", value_parser = positive_bytes)]
     max_output: usize,
+
+    /// The most memory all clients together may hold (unfinished input, pending output,
+    /// TLS and WebSocket buffers); past it the clients holding most are evicted (told:
+    /// `ERR evicted: ...`, WebSocket close 1013) until the rest hold under 7/8 of it. For the
+    /// whole server: each of --workers N gets an Nth. 0: no budget
+    #[arg(long, value_name = "BYTES", default_value = "256M", value_parser = parse_bytes)]
+    max_client_memory: usize,
+
+    /// Most connections open at once from one IP address; the next is turned away with
+    /// `ERR too many connections from your address` (per worker process) [default: no limit]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    max_connections_per_ip: Option<u64>,
 
     /// Close clients that move no bytes for this long (e.g. 30, 0.5, 250ms) [default: off]
     #[arg(long, value_name = "SECS", value_parser = positive_duration)]
@@ -179,6 +191,9 @@ impl Args {
         config.max_connections = self.max_connections.map(|n| usize::try_from(n).unwrap_or(usize::MAX));
         config.max_frame = self.max_frame;
         config.max_output = self.max_output;
+        config.max_client_memory = self.max_client_memory;
+        config.max_connections_per_ip =
+            self.max_connections_per_ip.map(|n| usize::try_from(n).unwrap_or(usize::MAX));
         config.idle_timeout = self.idle_timeout;
         config.backlog = self.backlog;
         config.stats_interval = self.stats_interval;
@@ -210,6 +225,15 @@ impl Args {
         let mut flag = |name: &str, value: String| args.extend([format!("--{name}"), value]);
         flag("max-frame", self.max_frame.to_string());
         flag("max-output", self.max_output.to_string());
+        // The budget is the whole server's: each worker holds its share (0, no budget, stays 0).
+        let share = match self.max_client_memory {
+            0 => 0,
+            total => (total / self.workers.max(1) as usize).max(1),
+        };
+        flag("max-client-memory", share.to_string());
+        if let Some(max) = self.max_connections_per_ip {
+            flag("max-connections-per-ip", max.to_string());
+        }
         flag("backlog", self.backlog.to_string());
         flag("drain-timeout", self.drain_timeout.as_secs_f64().to_string());
         flag("handshake-timeout", self.handshake_timeout.as_secs_f64().to_string());

@@ -30,6 +30,12 @@ pub enum Notice {
     TooSlow,
     /// Input its codec refused (too long, cut off): answered, and the connection carries on.
     BadInput(super::FrameError),
+    /// All clients together hold more memory than the server's budget, and this one holds
+    /// the most: it is closed (`--max-client-memory`).
+    Evicted,
+    /// Its address has as many connections open as one address may (`--max-connections-per-ip`);
+    /// the connection is closed.
+    TooManyFromAddress,
 }
 
 impl Notice {
@@ -42,6 +48,8 @@ impl Notice {
             Notice::ServerFull => write!(out, "ERR server full"),
             Notice::IdleTimeout => write!(out, "ERR idle timeout"),
             Notice::BadInput(error) => write!(out, "ERR {error}"),
+            Notice::Evicted => write!(out, "ERR evicted: the server's memory for clients is full"),
+            Notice::TooManyFromAddress => write!(out, "ERR too many connections from your address"),
             Notice::GoingAway | Notice::TooSlow => return false,
         };
         true
@@ -160,6 +168,16 @@ pub trait Session: Send + fmt::Debug {
         self.is_ready()
     }
 
+    /// Bytes it holds between reads (a message being put together from its fragments, say),
+    /// counted towards `--max-client-memory`.
+    fn held(&self) -> usize {
+        0
+    }
+
+    /// Drops what it holds of input not complete yet (the connection reads nothing more:
+    /// it is evicted, `--max-client-memory`).
+    fn drop_input(&mut self) {}
+
     /// Whether messages to it are compressed, and with what window (in bits): its replies
     /// and room lines are framed apart from uncompressed members' (`Framing::deflate`).
     fn compression(&self) -> Option<u8> {
@@ -218,6 +236,22 @@ impl Protocol {
             Protocol::Session(session) => {
                 super::Framing { codec, binary: false, deflate: session.compression() }
             }
+        }
+    }
+
+    /// Bytes it holds between reads (a session's buffers; a stateless decoder's are none).
+    #[inline]
+    pub fn held(&self) -> usize {
+        match self {
+            Protocol::Frames(_) => 0,
+            Protocol::Session(session) => session.held(),
+        }
+    }
+
+    /// Drops what it holds of input not complete yet (see [`Session::drop_input`]).
+    pub fn drop_input(&mut self) {
+        if let Protocol::Session(session) = self {
+            session.drop_input();
         }
     }
 

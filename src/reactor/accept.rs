@@ -14,7 +14,9 @@
 //! straight to a `--proxy-protocol` port and sends nothing would be a room member from its
 //! accept on, and read every line of the room with the real senders' addresses.
 
+use std::collections::HashMap;
 use std::io::{Read as _, Write as _};
+use std::net::IpAddr;
 use std::time::Instant;
 
 use log::{debug, error, warn};
@@ -171,6 +173,11 @@ impl Reactor {
             return;
         }
         let service = conn.service();
+        if let Some(addresses) = &mut self.per_address {
+            if !addresses.admit(conn.peer()) {
+                return self.turn_away_served(key);
+            }
+        }
         let room = self.services[service].room;
         // Lines sent before it joined are not for it.
         self.release_room(room);
@@ -186,5 +193,62 @@ impl Reactor {
         let from = Peer { id: ConnId(key), addr: conn.peer() };
         self.services[service].handler.on_connect(from, &mut self.scratch.outbox);
         self.carry_out(key);
+    }
+
+    /// Its address has as many connections as one may (`--max-connections-per-ip`): told
+    /// so in its protocol, now that it has one, and closed; its handler never hears of it.
+    fn turn_away_served(&mut self, key: usize) {
+        let Some(conn) = self.conns.get_mut(key) else { return };
+        self.telemetry.stats.connections_rejected += 1;
+        let (codec, peer) = (self.services[conn.service()].codec, conn.peer().clone());
+        conn.push_notice(codec, Notice::TooManyFromAddress, &mut self.scratch.pool);
+        conn.stop(super::connection::StopReason::HandlerClosed);
+        self.queues.flush(key, conn);
+        if let Some(held_back) = self.telemetry.accept_log.allow(Instant::now()) {
+            let max = self.per_address.as_ref().map_or(0, |addresses| addresses.max);
+            warn!(
+                "too many connections from one address, turning away; peer={peer} max_connections_per_ip={max} repeats={held_back}"
+            );
+        }
+    }
+}
+
+/// Connections served per client address, for `--max-connections-per-ip` (nginx's
+/// `limit_conn`): counted once a connection is ready (behind a balancer, that is once its
+/// PROXY header named the real client), until it closes. Per process: under `--workers`,
+/// each worker counts its own.
+#[derive(Debug)]
+pub(super) struct AddressCounts {
+    max: usize,
+    open: HashMap<IpAddr, usize>,
+}
+
+impl AddressCounts {
+    /// At most `max` connections per address.
+    pub fn new(max: usize) -> AddressCounts {
+        AddressCounts { max, open: HashMap::new() }
+    }
+
+    /// Counts a connection from `peer`; false (not counted) if its address has `max` already.
+    /// Unix and UDP peers have no address to count.
+    pub fn admit(&mut self, peer: &PeerAddr) -> bool {
+        let PeerAddr::Tcp(addr) = peer else { return true };
+        let open = self.open.entry(addr.ip()).or_insert(0);
+        if *open >= self.max {
+            return false;
+        }
+        *open += 1;
+        true
+    }
+
+    /// A connection counted by [`admit`](Self::admit) closed.
+    pub fn closed(&mut self, peer: &PeerAddr) {
+        let PeerAddr::Tcp(addr) = peer else { return };
+        if let Some(open) = self.open.get_mut(&addr.ip()) {
+            *open -= 1;
+            if *open == 0 {
+                self.open.remove(&addr.ip());
+            }
+        }
     }
 }

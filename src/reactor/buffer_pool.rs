@@ -49,6 +49,11 @@ impl BufferPool {
         }
     }
 
+    /// Frees the spare buffers (memory is short: `budget.rs`).
+    pub fn trim(&mut self) {
+        self.free = Vec::new();
+    }
+
     /// The pool's counters.
     pub fn stats(&self) -> PoolStats {
         PoolStats { free: self.free.len(), ..self.stats }

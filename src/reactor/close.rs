@@ -101,6 +101,34 @@ impl Reactor {
         }
     }
 
+    /// All clients hold more than `--max-client-memory` (`budget.rs`): frees what costs
+    /// nothing, then evicts the biggest holders, each told in its protocol, until the rest
+    /// hold less than seven eighths of the budget. An evicted connection's buffers go at
+    /// once; it closes once its notice is written (a lingering close, as for any connection
+    /// the server ends).
+    pub(super) fn evict_biggest(&mut self) {
+        if !self.budget.is_over() {
+            return;
+        }
+        self.scratch.pool.trim();
+        for key in self.budget.choose_evictions(&mut self.conns) {
+            let Some(conn) = self.conns.get_mut(key) else { continue };
+            self.budget.log_eviction(key, conn);
+            self.telemetry.stats.clients_evicted += 1;
+            conn.evict(&mut self.scratch.pool);
+            let codec = self.services[conn.service()].codec;
+            if conn.is_ready() && conn.push_notice(codec, Notice::Evicted, &mut self.scratch.pool) {
+                self.telemetry.stats.messages_out += 1;
+            }
+            let file_slot = conn.drop_file();
+            self.budget.count(conn);
+            self.queues.flush(key, conn);
+            if file_slot {
+                self.release_file_slot();
+            }
+        }
+    }
+
     /// The close phase: removes every marked connection, and tells its handler.
     pub(super) fn close_queued(&mut self) {
         if self.queues.close.is_empty() {
@@ -138,6 +166,10 @@ impl Reactor {
         } else {
             self.preparing.done();
         }
+        self.budget.forget(&conn);
+        if let Some(addresses) = self.per_address.as_mut().filter(|_| conn.is_ready()) {
+            addresses.closed(conn.peer());
+        }
         conn.release_buffers(&mut self.scratch.pool);
         if conn.drop_file() {
             self.release_file_slot();
@@ -168,6 +200,12 @@ impl Reactor {
             CloseReason::Finished(StopReason::PeerClosed) => {
                 stats.closed_by_client += 1;
                 debug!("closed; conn={key} peer={} reason=PeerClosed", conn.peer())
+            }
+            CloseReason::Finished(StopReason::Evicted)
+            | CloseReason::Lingered(StopReason::Evicted)
+            | CloseReason::LingerTimeout(StopReason::Evicted) => {
+                stats.closed_evicted += 1;
+                debug!("closed; conn={key} peer={} reason=evicted", conn.peer())
             }
             CloseReason::Finished(why) => {
                 stats.closed_other += 1;

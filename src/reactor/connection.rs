@@ -28,6 +28,7 @@ use std::io::{self, IoSlice, Read as _};
 
 use mio::{Interest, Registry, Token};
 
+use super::budget::Budget;
 use super::buffer_pool::BufferPool;
 use super::parts::{Clocks, Queues, Scratch, Telemetry};
 use super::{CloseReason, HANDSHAKES_PER_TURN, READS_PER_TURN, Service};
@@ -112,6 +113,8 @@ pub enum StopReason {
     TooSlow,
     /// The server is shutting down.
     Shutdown,
+    /// All clients held more than `--max-client-memory`, and it held the most (`budget.rs`).
+    Evicted,
 }
 
 /// Bytes waiting for the socket to take them. The buffer comes from the pool when output
@@ -164,6 +167,15 @@ impl PendingOutput {
         Ok(written)
     }
 
+    /// Drops the written front and the slack.
+    fn shrink(&mut self) {
+        if let Some(buffer) = &mut self.buffer {
+            buffer.drain(..self.written);
+            self.written = 0;
+            buffer.shrink_to_fit();
+        }
+    }
+
     /// Gives the buffer back to the pool, dropping anything unwritten.
     fn release(&mut self, pool: &mut BufferPool) {
         if let Some(buffer) = self.buffer.take() {
@@ -188,8 +200,9 @@ pub struct Connection {
     protocol: Protocol,
     /// Who the client is.
     peer: PeerAddr,
-    /// Which service (handler and codec) it belongs to (at most `MAX_LISTENERS`).
-    service: u32,
+    /// Which service (handler and codec) it belongs to (at most `MAX_LISTENERS`; a u16
+    /// leaves room for `held` in a slab entry of 184 bytes).
+    service: u16,
     /// Where it sits in its room's member list once ready, so leaving the room is O(1).
     /// (Both u32: a slab entry of 184 bytes, not 192.)
     member_index: u32,
@@ -226,6 +239,8 @@ pub struct Connection {
     /// A file being sent (or waiting for its turn), after the pending output. Boxed: most
     /// connections never send one, and the slab entry stays small.
     file: Option<Box<FileTransfer>>,
+    /// The bytes it held when last counted towards `--max-client-memory` (`budget.rs`).
+    held: u32,
 }
 
 /// What writing left a connection to do, decided by [`Connection::settle_output`].
@@ -262,7 +277,7 @@ impl Connection {
             transport,
             protocol,
             peer,
-            service: service as u32,
+            service: u16::try_from(service).expect("at most MAX_LISTENERS services"),
             member_index: 0,
             stage: Stage::Preparing { until: Stamp::of(until_ms) },
             partial_input: None,
@@ -278,6 +293,7 @@ impl Connection {
             timer_slot: 0,
             keepalive_slot: 0,
             file: None,
+            held: 0,
         }
     }
 
@@ -540,6 +556,39 @@ impl Connection {
         Ok(written)
     }
 
+    /// The bytes it holds now between reads: its kept input, its pending output, and what
+    /// its transport and protocol keep (`--max-client-memory` counts these).
+    #[inline]
+    pub fn held_now(&self) -> usize {
+        self.partial_input.as_ref().map_or(0, Vec::capacity)
+            + self.output.buffer.as_ref().map_or(0, Vec::capacity)
+            + self.transport.held()
+            + self.protocol.held()
+    }
+
+    /// The bytes it held when last counted, and sets what it holds now; (before, now).
+    #[inline]
+    pub fn recount(&mut self) -> (usize, usize) {
+        let before = self.held as usize;
+        let now = self.held_now();
+        self.held = u32::try_from(now).unwrap_or(u32::MAX);
+        (before, now)
+    }
+
+    /// The bytes it held when last counted.
+    pub fn held(&self) -> usize {
+        self.held as usize
+    }
+
+    /// Frees the slack in its buffers (nothing is lost): its kept input and pending output
+    /// shrink to what they hold.
+    pub fn shrink_buffers(&mut self) {
+        if let Some(partial) = &mut self.partial_input {
+            partial.shrink_to_fit();
+        }
+        self.output.shrink();
+    }
+
     /// Bytes waiting to be written: its pending output and what waits inside its transport.
     fn pending_len(&self) -> usize {
         self.output.len() + self.transport.waiting()
@@ -656,6 +705,8 @@ pub(super) struct Progress {
     published: bool,
     /// The client closed its side: once its last messages are served, it stops reading.
     ended: bool,
+    /// The turn found the clients over their memory budget once already (the loop evicted).
+    over_budget: bool,
 }
 
 impl Progress {
@@ -670,6 +721,7 @@ impl Progress {
             writing: false,
             published: false,
             ended: false,
+            over_budget: false,
         }
     }
 
@@ -705,6 +757,9 @@ pub(super) enum Next {
     Publish,
     /// Its file is out: free the file's slot, and serve the requests that waited.
     FileDone,
+    /// All clients now hold more than `--max-client-memory`: evict the biggest holders
+    /// (`budget.rs`).
+    OverBudget,
 }
 
 /// One connection's turn: read -> decode -> handle -> write -> settle, in one place. It
@@ -721,6 +776,8 @@ pub(super) struct Turn<'r> {
     pub room_waiting: bool,
     pub scratch: &'r mut Scratch,
     pub queues: &'r mut Queues,
+    /// What all clients hold (`budget.rs`): this one is counted again as its turn ends.
+    pub budget: &'r mut Budget,
     pub telemetry: &'r mut Telemetry,
     pub limits: &'r Limits,
     pub clocks: &'r Clocks,
@@ -736,7 +793,13 @@ impl Turn<'_> {
             }
             progress.writing = true;
         }
-        self.write(progress)
+        let next = self.write(progress);
+        // What it holds now, into the clients' total.
+        if next == Next::Done && self.budget.count(self.conn) && !progress.over_budget {
+            progress.over_budget = true;
+            return Next::OverBudget;
+        }
+        next
     }
 
     /// Reads and handles what arrived; `Some` when the loop must step in first.

@@ -192,11 +192,28 @@ impl View<'_> {
             ("ping_timeout", stats.closed_ping_timeout),
             ("slow_consumer", stats.closed_slow),
             ("error", stats.closed_error),
+            ("evicted", stats.closed_evicted),
             ("other", stats.closed_other),
         ] {
             emit(closed, Label::Reason(reason), count as f64);
         }
         let mut one = |family: &'static Family, value: u64| emit(family, Label::None, value as f64);
+        one(
+            family!(
+                "evloop_client_memory_bytes",
+                Gauge,
+                "Memory all clients hold now: unfinished input, pending output, buffers in their transport and protocol (bounded by --max-client-memory)."
+            ),
+            stats.client_memory as u64,
+        );
+        one(
+            family!(
+                "evloop_clients_evicted_total",
+                Counter,
+                "Clients evicted to keep their memory within --max-client-memory, the biggest holders first."
+            ),
+            stats.clients_evicted,
+        );
         one(
             family!("evloop_messages_received_total", Counter, "Messages decoded and handled."),
             stats.messages_in,

@@ -31,6 +31,7 @@
 //! reports about itself, and the files it sends ([`files::Files`]).
 
 mod accept;
+mod budget;
 pub(crate) mod buffer_pool;
 mod close;
 pub(crate) mod connection;
@@ -65,6 +66,8 @@ use crate::stats::{RunSummary, Stats};
 use crate::sys::address::ListenAddr;
 use crate::sys::socket::{Listener, interrupted};
 use crate::transport::{TlsConfig, load_tls};
+use accept::AddressCounts;
+use budget::Budget;
 use connection::{Connection, Next, Progress, StopReason, Turn};
 use control::{Command, ServerHandle};
 use datagram::DatagramEndpoint;
@@ -271,6 +274,10 @@ pub(crate) struct Reactor {
     queues: Queues,
     /// Connections not served yet, and their deadlines.
     preparing: Preparing,
+    /// What all clients hold, within `--max-client-memory`.
+    budget: Budget,
+    /// Connections per client address, under `--max-connections-per-ip`.
+    per_address: Option<AddressCounts>,
     scratch: Scratch,
     clocks: Clocks,
     telemetry: Telemetry,
@@ -355,6 +362,8 @@ impl Reactor {
             },
             queues: Queues::default(),
             preparing: Preparing::default(),
+            budget: Budget::new(limits.max_client_memory),
+            per_address: limits.max_connections_per_ip.map(AddressCounts::new),
             scratch: Scratch { read: vec![0; READ_BUFFER_SIZE], ..Scratch::default() },
             clocks: Clocks {
                 idle: config.idle_timeout.map(|timeout| TimerWheel::new(timeout, now)),
@@ -423,6 +432,7 @@ impl Reactor {
             }
             self.release_rooms();
             self.flush_queued();
+            self.evict_biggest();
             self.close_queued();
             self.publish_metrics();
             let busy = woke.elapsed();
@@ -511,6 +521,7 @@ impl Reactor {
                 Next::ReleaseRoom => self.release_room_of(key),
                 Next::Publish => self.publish_metrics(),
                 Next::FileDone => self.finish_file(key),
+                Next::OverBudget => self.evict_biggest(),
             }
         }
     }
@@ -545,6 +556,7 @@ impl Reactor {
             service,
             scratch: &mut self.scratch,
             queues: &mut self.queues,
+            budget: &mut self.budget,
             telemetry: &mut self.telemetry,
             limits: &self.limits,
             clocks: &self.clocks,
@@ -746,6 +758,7 @@ impl Reactor {
             connections_open: self.conns.len(),
             connections_preparing: self.preparing.count(),
             buffers: self.scratch.pool.stats(),
+            client_memory: self.budget.held(),
             ..self.telemetry.stats.clone()
         };
         if let Some(backplane) = &self.sources.backplane {

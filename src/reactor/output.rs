@@ -64,6 +64,9 @@ impl Reactor {
                 self.telemetry.stats.messages_out +=
                     conn.take_replies(&mut self.scratch.outbox, &mut self.scratch.pool);
                 self.queues.flush(key, conn);
+                if self.budget.count(conn) {
+                    self.evict_biggest();
+                }
             }
             _ => {
                 self.scratch.outbox.discard_replies();
@@ -103,6 +106,9 @@ impl Reactor {
         conn.push_output(codec, payload, origin == Origin::Pushed, &mut self.scratch.pool);
         self.telemetry.stats.messages_out += 1;
         self.queues.flush(key, conn);
+        if self.budget.count(conn) {
+            self.evict_biggest();
+        }
     }
 
     /// Tells `key` `notice` in its own protocol, after what it has queued (a served
@@ -198,7 +204,12 @@ impl Reactor {
                 }
             }
             if conn.has_output_waiting() {
+                // A copy of what its socket did not take: counted, and the biggest holders
+                // evicted at once if that is too much (a room's lines to many slow members).
                 self.queues.flush(member, conn);
+                if self.budget.count(conn) {
+                    self.evict_biggest();
+                }
             } else if let Some(mut turn) = self.turn(member) {
                 turn.settle();
             }
@@ -268,6 +279,7 @@ impl Reactor {
     /// into them.
     fn refresh_stats(&mut self) {
         self.telemetry.stats.connections_open = self.conns.len();
+        self.telemetry.stats.client_memory = self.budget.held();
         if let Some(backplane) = &self.sources.backplane {
             self.telemetry.stats.set_backplane(backplane.counters());
         }

@@ -163,6 +163,26 @@ impl Transport {
 
     /// Bytes waiting inside it to be written: they count towards `--max-output` like the
     /// connection's own pending output.
+    /// Drops the start of a record not complete yet (the connection reads nothing more: it
+    /// is evicted, `--max-client-memory`); records waiting to be written stay.
+    pub fn drop_input(&mut self) {
+        #[cfg(feature = "tls")]
+        if let Transport::Tls(tls) = self {
+            tls.drop_input();
+        }
+    }
+
+    /// Bytes it holds between reads (TLS: the start of a record not complete yet, records
+    /// the socket did not take yet), counted towards `--max-client-memory`.
+    #[inline]
+    pub fn held(&self) -> usize {
+        match self {
+            Transport::Plain => 0,
+            #[cfg(feature = "tls")]
+            Transport::Tls(tls) => tls.held(),
+        }
+    }
+
     #[inline]
     pub fn waiting(&self) -> usize {
         match self {

@@ -93,6 +93,16 @@ impl std::fmt::Debug for Tls {
 }
 
 impl Tls {
+    /// Drops the start of a record not complete yet: nothing more is read.
+    pub fn drop_input(&mut self) {
+        self.incoming = Vec::new();
+    }
+
+    /// Bytes it holds between reads: a record not complete yet, records not written yet.
+    pub fn held(&self) -> usize {
+        self.incoming.capacity() + self.outgoing.capacity()
+    }
+
     /// A session that has not seen its ClientHello yet.
     pub fn new(config: Arc<ServerConfig>) -> io::Result<Tls> {
         let session = UnbufferedServerConnection::new(config).map_err(io::Error::other)?;

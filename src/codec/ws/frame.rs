@@ -172,6 +172,9 @@ pub mod code {
     pub const POLICY: u16 = 1008;
     /// A message over `--max-frame`.
     pub const TOO_BIG: u16 = 1009;
+    /// The server cannot take the client now (its memory for clients is full, too many
+    /// connections from one address): try again later.
+    pub const TRY_AGAIN_LATER: u16 = 1013;
 }
 
 #[cfg(test)]

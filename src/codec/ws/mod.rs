@@ -156,11 +156,13 @@ fn compress(out: &mut Vec<u8>, payload: usize, deflate: Option<u8>) -> u8 {
 /// What a `ws` client that the server turns away at once (it is full) is told: an HTTP 503,
 /// since its handshake has not happened.
 pub fn refusal(notice: Notice, out: &mut Vec<u8>) -> bool {
-    if notice != Notice::ServerFull {
-        return false;
-    }
+    let body = match notice {
+        Notice::ServerFull => "server full",
+        Notice::TooManyFromAddress => "too many connections from your address",
+        _ => return false,
+    };
     let handshake::Answer::Respond { response, .. } =
-        handshake::respond(503, "Service Unavailable", "Retry-After: 1\r\n", "server full\n", "server full")
+        handshake::respond(503, "Service Unavailable", "Retry-After: 1\r\n", &format!("{body}\n"), body)
     else {
         return false;
     };
@@ -485,17 +487,28 @@ impl Session for WsSession {
         let (code, reason) = match (self.state, notice) {
             (State::Handshake, _) => return refusal(notice, out),
             (State::Closed, _) => return false,
-            (State::Open, Notice::ServerFull) => (1013, "server full"),
+            (State::Open, Notice::ServerFull) => (code::TRY_AGAIN_LATER, "server full"),
             (State::Open, Notice::IdleTimeout) => (code::GOING_AWAY, "idle timeout"),
             (State::Open, Notice::GoingAway) => (code::GOING_AWAY, "going away"),
             (State::Open, Notice::TooSlow) => (code::POLICY, "too slow"),
             // The session decodes its own frames and closes on bad ones itself; a codec's
             // error cannot reach it, but if one did, it would be the peer's.
             (State::Open, Notice::BadInput(_)) => (code::PROTOCOL_ERROR, "bad input"),
+            (State::Open, Notice::Evicted) => (code::TRY_AGAIN_LATER, "server memory full"),
+            (State::Open, Notice::TooManyFromAddress) => (code::TRY_AGAIN_LATER, "too many connections"),
         };
         frame::write_close(code, reason, out);
         self.state = State::Closed;
         true
+    }
+
+    fn held(&self) -> usize {
+        self.message.as_ref().map_or(0, |message| message.bytes.capacity()) + self.control.capacity()
+    }
+
+    fn drop_input(&mut self) {
+        self.message = None;
+        self.control = Vec::new();
     }
 
     fn keepalive(&mut self, events: &mut SessionEvents) -> bool {

@@ -34,6 +34,22 @@ impl Connection {
         }
     }
 
+    /// It is evicted (`budget.rs`): everything it holds goes now (its kept input, its
+    /// pending output, what its protocol and transport keep of input), and it stops; what
+    /// it is told comes after.
+    pub fn evict(&mut self, pool: &mut BufferPool) {
+        self.release_buffers(pool);
+        self.protocol.drop_input();
+        self.transport.drop_input();
+        self.stop(StopReason::Evicted);
+    }
+
+    /// Whether it was evicted (`budget.rs`) and is on its way out.
+    pub fn is_evicted(&self) -> bool {
+        matches!(self.reading, Reading::Stopped(StopReason::Evicted))
+            || matches!(self.reading, Reading::Lingering { reason: StopReason::Evicted, .. })
+    }
+
     /// Everything is written: shuts down the sending side (the transport's goodbye, then
     /// FIN, which the kernel sends after what is queued) and reads on only to discard,
     /// until the client closes or `until_ms` (see `linger.rs`).
