@@ -394,11 +394,12 @@ impl Reactor {
     /// failure of the poller itself ends it with an error.
     pub fn run(mut self) -> io::Result<RunSummary> {
         info!(
-            "started; listeners={} max_connections={} max_frame={} max_output={}",
+            "started; listeners={} max_connections={} max_frame={} max_output={} max_client_memory={}",
             self.sources.listeners.len() + self.sources.datagrams.len(),
             self.limits.max_connections,
             self.limits.max_frame,
-            self.limits.max_output
+            self.limits.max_output,
+            self.limits.max_client_memory
         );
         self.claim_metrics_slot();
         let mut events = Events::with_capacity(EVENTS_PER_POLL);
