@@ -624,3 +624,145 @@ fn websocket_runs_verify_against_evloop_and_node() {
         assert_all_verified(code, &report);
     }
 }
+
+/// Runs evloop-load with `args` (plus `--no-progress`) to its end; a loader still running
+/// after `limit` is killed and fails the test, which must not hang with it. Returns the
+/// exit code and stdout.
+#[track_caller]
+fn run_within(limit: std::time::Duration, args: &[&str]) -> (Option<i32>, String) {
+    let mut loader = Command::new(env!("CARGO_BIN_EXE_evloop-load"))
+        .args(args)
+        .arg("--no-progress")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdout = loader.stdout.take().unwrap();
+    let output = thread::spawn(move || {
+        let mut text = String::new();
+        let _ = std::io::Read::read_to_string(&mut stdout, &mut text);
+        text
+    });
+    let deadline = std::time::Instant::now() + limit;
+    let status = loop {
+        if let Some(status) = loader.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() >= deadline {
+            let _ = loader.kill();
+            let _ = loader.wait();
+            panic!("evloop-load {args:?} still running after {limit:?}: killed");
+        }
+        thread::sleep(std::time::Duration::from_millis(20));
+    };
+    (status.code(), output.join().unwrap())
+}
+
+/// [`run_within`] with `--json`: the exit code and the report.
+#[track_caller]
+fn load_within(limit: std::time::Duration, args: &[&str]) -> (Option<i32>, Value) {
+    let (code, stdout) = run_within(limit, &[args, &["--json"]].concat());
+    let report =
+        serde_json::from_str(&stdout).unwrap_or_else(|error| panic!("not a report ({error}): {stdout}"));
+    (code, report)
+}
+
+/// How long a run that waits out a 500 ms reply timeout may take before it counts as hung.
+const HUNG_AFTER: std::time::Duration = std::time::Duration::from_secs(20);
+
+/// A server that reads and never answers: a counted run (`-n`, more messages than
+/// connections) ends once --reply-timeout passes with nothing heard, every request lost, and
+/// says why. It used to wait for ever: only replies sent the next request.
+#[test]
+fn a_silent_server_ends_a_counted_run_at_the_reply_timeout() {
+    let silent = serve_raw(|stream| {
+        let _ = std::io::copy(&mut &stream, &mut std::io::sink());
+    })
+    .to_string();
+    for (connections, messages) in [("1", "3"), ("2", "4"), ("50", "100")] {
+        let started = std::time::Instant::now();
+        let (code, report) = load_within(
+            HUNG_AFTER,
+            &["--target", &silent, "-c", connections, "-n", messages, "--reply-timeout", "500ms"],
+        );
+        assert_eq!(code, Some(1), "{report:#}");
+        assert_eq!(report["ok"], false, "{report:#}");
+        assert_eq!(report["messages"]["verified"], 0, "{report:#}");
+        assert_eq!(report["messages"]["sent"], report["messages"]["lost"], "{report:#}");
+        assert_eq!(report["errors"]["reply_timeout"].to_string(), connections, "{report:#}");
+        assert!(started.elapsed() < std::time::Duration::from_secs(10), "{report:#}");
+    }
+    let (code, text) =
+        run_within(HUNG_AFTER, &["--target", &silent, "-c", "1", "-n", "3", "--reply-timeout", "500ms"]);
+    assert_eq!(code, Some(1), "{text}");
+    let result = text.lines().last().unwrap();
+    assert!(result.starts_with("result       FAILED: replies timed out"), "{text}");
+}
+
+/// A wrong `--expect` against evloop's echo (the reply is shorter than expected, so the
+/// rest of it never comes): the run ends, fails, and every request is accounted for.
+#[test]
+fn a_wrong_expectation_ends_the_run() {
+    let server = util::ServerProcess::start(util::server_command(&["--listen", "echo=127.0.0.1:0"]), 1);
+    let target = server.addrs[0].to_string();
+    for (connections, messages) in [("1", "3"), ("2", "4"), ("50", "100")] {
+        let (code, report) = load_within(
+            HUNG_AFTER,
+            &[
+                "--target",
+                &target,
+                "-m",
+                r"hi\n",
+                "--expect",
+                r"hi!\n",
+                "-c",
+                connections,
+                "-n",
+                messages,
+                "--reply-timeout",
+                "500ms",
+            ],
+        );
+        assert_eq!(code, Some(1), "{report:#}");
+        assert_eq!(report["ok"], false, "{report:#}");
+        assert_eq!(report["messages"]["verified"], 0, "{report:#}");
+        let messages = &report["messages"];
+        let accounted = messages["failed"].as_u64().unwrap() + messages["lost"].as_u64().unwrap();
+        assert_eq!(accounted, messages["sent"].as_u64().unwrap(), "{report:#}");
+    }
+}
+
+/// `--active` fewer than the threads: a thread with no sending connection holds its idle
+/// ones and ends with the others; the messages go to the threads that send (a counted run
+/// used to wait for ever on the thread that could not send its share).
+#[test]
+fn a_thread_with_only_idle_connections_ends_a_counted_run() {
+    let server = TestServer::start(&["echo=127.0.0.1:0"]);
+    let target = server.addr().to_string();
+    let (code, report) =
+        load_within(HUNG_AFTER, &["--target", &target, "-c", "4", "--active", "1", "-t", "2", "-n", "50"]);
+    assert_all_verified(code, &report);
+    assert_eq!(report["messages"]["verified"], 50, "{report:#}");
+    assert_eq!(server.stats().messages_in, 50);
+}
+
+/// A closed-loop room (`--pipeline`) that relays nothing: the senders give their lines up
+/// after --reply-timeout and a counted run ends, every line lost.
+#[test]
+fn a_closed_loop_room_that_relays_nothing_ends_a_counted_run() {
+    let silent = serve_raw(|stream| {
+        let _ = std::io::copy(&mut &stream, &mut std::io::sink());
+    })
+    .to_string();
+    let (code, report) = load_within(
+        HUNG_AFTER,
+        &["--target", &silent, "--workload", "broadcast", "-c", "3", "-P", "1", "-n", "10"]
+            .into_iter()
+            .chain(["--connect-timeout", "300ms", "--reply-timeout", "300ms"])
+            .collect::<Vec<_>>(),
+    );
+    assert_eq!(code, Some(1), "{report:#}");
+    assert!(report["messages"]["sent"].as_u64().unwrap() > 0, "{report:#}");
+    assert_eq!(report["broadcast"]["deliveries_seen"], 0, "{report:#}");
+    assert!(report["messages"]["lost"].as_u64().unwrap() > 0, "{report:#}");
+}

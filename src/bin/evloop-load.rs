@@ -174,7 +174,10 @@ struct Args {
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = positive_duration)]
     connect_timeout: Duration,
 
-    /// After sending stops, how long to wait for replies; missing ones are lost
+    /// How long to wait for a reply: a connection that waits this long (from the request, or
+    /// from the last bytes heard) is closed by the loader and what it had outstanding is lost
+    /// (a closed-loop broadcast sender stops instead); after sending stops, how long to wait
+    /// for the last replies
     #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = positive_duration)]
     reply_timeout: Duration,
 

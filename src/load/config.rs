@@ -51,7 +51,10 @@ pub struct LoadConfig {
     pub connect_rate: Option<f64>,
     /// A connect not done by then fails as a timeout.
     pub connect_timeout: Duration,
-    /// After sending stops, how long to wait for outstanding replies; missing ones are lost.
+    /// How long to wait for a reply, from its request or the last bytes heard, whichever is
+    /// later: a connection that waits longer is closed and its outstanding requests are lost
+    /// (a closed-loop broadcast sender gives its lines up). After sending stops, how long
+    /// to wait for the last replies.
     pub reply_timeout: Duration,
     /// Local addresses to connect from, round robin; empty: the kernel's choice.
     pub sources: Vec<IpAddr>,
@@ -298,7 +301,7 @@ impl LoadConfig {
             connections,
             first_id,
             stop: match self.stop {
-                Stop::Messages(total) => Stop::Messages(share(total)),
+                Stop::Messages(total) => Stop::Messages(self.messages_share(total, index, parts)),
                 after => after,
             },
             rate: self.open_loop_rate().map(|rate| rate * fraction),
@@ -306,6 +309,19 @@ impl LoadConfig {
             active,
             ..self.clone()
         }
+    }
+
+    /// Part `index`'s share of `total` messages. They follow the connections that send: a
+    /// part with no `--active` connection gets none (it could not send them, and a counted
+    /// run would wait for them for ever); without `--active`, even shares.
+    fn messages_share(&self, total: u64, index: u32, parts: u32) -> u64 {
+        let Some(all_active) = self.active else { return share_of(total, index, parts) };
+        let active_before = |part: u32| -> u128 {
+            (0..part).map(|before| u128::from(share_of(u64::from(all_active), before, parts))).sum()
+        };
+        // Cumulative shares rounded down: every message goes to exactly one part.
+        let upto = |part: u32| u128::from(total) * active_before(part) / u128::from(all_active);
+        (upto(index + 1) - upto(index)) as u64
     }
 
     /// The command-line arguments that make `evloop-load` run exactly this configuration
@@ -445,6 +461,29 @@ mod tests {
             threads.iter().map(|plan| (plan.first_id, plan.count)).collect::<Vec<_>>(),
             [(4, 2), (6, 1)]
         );
+    }
+
+    /// Messages follow the connections that send: a part with no active connection gets
+    /// none, and every message goes to exactly one part.
+    #[test]
+    fn messages_follow_the_active_connections() {
+        let config = LoadConfig {
+            connections: 10,
+            active: Some(3),
+            stop: Stop::Messages(100),
+            ..LoadConfig::default()
+        };
+        let messages = |parts: u32| -> Vec<u64> {
+            (0..parts)
+                .map(|index| match config.part(index, parts).stop {
+                    Stop::Messages(messages) => messages,
+                    Stop::After(_) => unreachable!(),
+                })
+                .collect()
+        };
+        assert_eq!(messages(4), [33, 33, 34, 0]);
+        assert_eq!(messages(2), [66, 34]);
+        assert_eq!(messages(1), [100]);
     }
 
     /// Impossible runs are refused before starting.

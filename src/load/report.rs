@@ -238,6 +238,7 @@ impl Report {
         connections.reset += run.reset;
         connections.closed += run.closed;
         connections.turned_away += run.turned_away;
+        connections.reply_timeout += run.reply_timeout;
         connections.other += run.other;
         Report {
             schema: SCHEMA,
@@ -402,7 +403,7 @@ impl fmt::Display for Report {
         if !self.ok {
             writeln!(
                 f,
-                "errors       mismatch {}  lost {}  refused {}  turned away {}  reset {}  closed {}  timeout {}  addr_not_available {}  other {}",
+                "errors       mismatch {}  lost {}  refused {}  turned away {}  reset {}  closed {}  timeout {}  addr_not_available {}  other {}  reply timeout {}",
                 e.mismatch,
                 e.lost,
                 k.refused,
@@ -411,7 +412,8 @@ impl fmt::Display for Report {
                 k.closed,
                 k.timeout,
                 k.addr_not_available,
-                k.other
+                k.other,
+                k.reply_timeout
             )?;
         }
         for mismatch in &self.first_mismatches {
@@ -439,6 +441,13 @@ impl fmt::Display for Report {
                 f,
                 "result       FAILED: the server turned {} connections away (ERR server full): raise its --max-connections, or open fewer",
                 k.turned_away
+            )
+        } else if k.reply_timeout > 0 {
+            let plural = if k.reply_timeout == 1 { "" } else { "s" };
+            write!(
+                f,
+                "result       FAILED: replies timed out: {} connection{plural} waited --reply-timeout for a reply that never came whole ({} lost)",
+                k.reply_timeout, e.lost
             )
         } else if self.messages.verified == 0 && e.mismatch + e.lost + k.total() == 0 {
             write!(f, "result       FAILED: no reply was verified")

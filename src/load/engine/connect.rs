@@ -77,6 +77,7 @@ impl Engine<'_> {
                     last_seq_from: Default::default(),
                     download: None,
                     queued_datagrams: VecDeque::new(),
+                    heard_ns: 0,
                 });
                 self.pending_connects += 1;
                 if datagram {
@@ -201,7 +202,7 @@ impl Engine<'_> {
         self.handshakes_done(key);
         if self.conns.get(key).is_some_and(|conn| conn.up && !conn.partial.is_empty()) {
             let early = mem::take(&mut self.conns[key].partial);
-            self.take_replies(key, &early);
+            self.take_replies(key, &early, now_ns());
         }
     }
 

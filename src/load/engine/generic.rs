@@ -76,19 +76,19 @@ impl Engine<'_> {
         self.connected(key, Ok(()));
         if self.conns.get(key).is_some_and(|conn| conn.up && !conn.partial.is_empty()) {
             let early = mem::take(&mut self.conns[key].partial);
-            self.take_replies(key, &early);
+            self.take_replies(key, &early, now_ns());
         }
     }
 
     /// Takes the generic workload's replies from `bytes`, if its replies are not a codec's
     /// frames; returns false when they are (`receive.rs` decodes them).
-    pub(super) fn take_script_replies(&mut self, key: usize, bytes: &[u8]) -> bool {
+    pub(super) fn take_script_replies(&mut self, key: usize, bytes: &[u8], now: u64) -> bool {
         let config = self.config;
         let Some(script) = &config.script else { return false };
         match (&script.check, script.framing) {
-            (Check::Marker(marker), _) => self.take_marked_replies(key, marker, bytes),
-            (_, Framing::Http) => self.take_http_replies(key, bytes),
-            (Check::Exact(_), _) if self.config.codec == Codec::Raw => self.take_exact_bytes(key, bytes),
+            (Check::Marker(marker), _) => self.take_marked_replies(key, marker, bytes, now),
+            (_, Framing::Http) => self.take_http_replies(key, bytes, now),
+            (Check::Exact(_), _) if self.config.codec == Codec::Raw => self.take_exact_bytes(key, bytes, now),
             _ => return false,
         }
         true
@@ -99,10 +99,9 @@ impl Engine<'_> {
     /// A wrong byte is reported at its offset in the connection's stream; the reply is
     /// still taken at its expected length, so a wrong answer of the right length costs that
     /// reply only.
-    fn take_exact_bytes(&mut self, key: usize, mut bytes: &[u8]) {
+    fn take_exact_bytes(&mut self, key: usize, mut bytes: &[u8], now: u64) {
         let config = self.config;
         let script = config.script.as_ref().expect("a generic run has a script");
-        let now = now_ns();
         while !bytes.is_empty() {
             let Some(conn) = self.conns.get_mut(key) else { return };
             let id = conn.id;
@@ -147,8 +146,7 @@ impl Engine<'_> {
     /// `--framing http`: each HTTP response (head and Content-Length body) is one reply. A
     /// response that cannot be cut (chunked, not HTTP) ends the connection, counted as a
     /// mismatch: what follows it could not be found.
-    fn take_http_replies(&mut self, key: usize, bytes: &[u8]) {
-        let now = now_ns();
+    fn take_http_replies(&mut self, key: usize, bytes: &[u8], now: u64) {
         let Some(conn) = self.conns.get_mut(key) else { return };
         let mut input = mem::take(&mut conn.partial);
         input.extend_from_slice(bytes);
@@ -181,8 +179,7 @@ impl Engine<'_> {
 
     /// `--latency-marker`: each time the marker appears, the oldest request outstanding is
     /// answered; markers with nothing outstanding (a server that speaks first) are ignored.
-    fn take_marked_replies(&mut self, key: usize, marker: &[u8], bytes: &[u8]) {
-        let now = now_ns();
+    fn take_marked_replies(&mut self, key: usize, marker: &[u8], bytes: &[u8], now: u64) {
         let Some(conn) = self.conns.get_mut(key) else { return };
         conn.received_bytes += bytes.len() as u64;
         let seen = conn.marker.count(marker, bytes);

@@ -73,8 +73,12 @@ const CHECK_EVERY_NS: u64 = 5_000_000;
 const TLS_READS_PER_TURN: usize = 1;
 /// UDP: how many outstanding requests a reply is matched against.
 const DATAGRAM_MATCH_WINDOW: usize = 64;
-/// UDP: how often requests are checked against `--reply-timeout`.
-const DATAGRAM_CHECK_EVERY_NS: u64 = 20_000_000;
+/// How often outstanding requests are checked against `--reply-timeout`: this many times
+/// per timeout (so a wait ends at most a 16th of it late), between the two bounds below.
+/// Each check looks at every connection that is up.
+const REPLY_CHECKS_PER_TIMEOUT: u64 = 16;
+const REPLY_CHECK_MIN_NS: u64 = 20_000_000;
+const REPLY_CHECK_MAX_NS: u64 = 1_000_000_000;
 
 /// Hashes the connection ids the loader keys its maps with: one multiplication. The
 /// default (SipHash, built against hash flooding, which ids chosen here cannot do) costs
@@ -192,6 +196,10 @@ struct LoadConn {
     last_seq_from: LastSeqs,
     /// UDP: requests the socket would not take yet, one datagram each.
     queued_datagrams: VecDeque<Vec<u8>>,
+    /// When reply bytes last came (monotonic ns): a stream's wait for its oldest reply
+    /// counts from this or that request's send, whichever is later, so a long reply still
+    /// coming is not taken for a stall.
+    heard_ns: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -199,6 +207,8 @@ enum Phase {
     Connecting,
     Syncing,
     Running,
+    /// No more sends; waiting for the replies outstanding, until the deadline:
+    /// `--reply-timeout` after every thread has stopped sending (`u64::MAX` until then).
     Draining {
         deadline_ns: u64,
     },
@@ -259,7 +269,7 @@ struct Engine<'a> {
     next_sync_ns: u64,
     /// Broadcast: when to stop waiting for every member to be in the room.
     sync_deadline_ns: u64,
-    next_datagram_check_ns: u64,
+    next_reply_check_ns: u64,
     published: Published,
     next_publish_ns: u64,
 }
@@ -318,7 +328,7 @@ impl<'a> Engine<'a> {
             sender_addrs: Vec::new(),
             next_sync_ns: 0,
             sync_deadline_ns: u64::MAX,
-            next_datagram_check_ns: 0,
+            next_reply_check_ns: 0,
             published: Published::default(),
             next_publish_ns: now,
         })
@@ -346,8 +356,10 @@ impl<'a> Engine<'a> {
                 self.on_event(event);
             }
         }
-        for (_, conn) in &self.conns {
-            self.tally.lost += conn.in_flight.len() as u64;
+        if self.config.workload != Workload::Broadcast {
+            for (_, conn) in &self.conns {
+                self.tally.lost += conn.in_flight.len() as u64;
+            }
         }
         if self.config.workload == Workload::Broadcast && self.plan.index == 0 {
             // Deliveries are expected by senders and seen by receivers in any thread: the

@@ -25,7 +25,7 @@ impl Engine<'_> {
             }
             Phase::Syncing => self.sync(now),
             Phase::Running => {
-                self.expire_datagrams(now);
+                self.expire_replies(now);
                 if self.pacer.is_some() {
                     self.send_due(now);
                 } else {
@@ -33,21 +33,35 @@ impl Engine<'_> {
                 }
                 let out_of_time = self.stop_ns.is_some_and(|stop| now >= stop);
                 let out_of_budget = self.budget == Some(0);
-                if out_of_time || out_of_budget || self.up_keys.is_empty() {
+                // The closed loop sends when a reply comes (or its wait times out): with no
+                // request outstanding, nothing will send again.
+                let nothing_awaited = self.pacer.is_none() && self.in_flight == 0;
+                if out_of_time || out_of_budget || nothing_awaited || self.up_keys.is_empty() {
                     self.publish(now, true);
                     self.shared.note_run_end(self.stop_ns.map_or(now, |stop| now.min(stop)));
-                    let deadline_ns = now + self.config.reply_timeout.as_nanos() as u64;
-                    self.phase = Phase::Draining { deadline_ns };
+                    self.phase = Phase::Draining { deadline_ns: u64::MAX };
                 }
             }
             Phase::Draining { deadline_ns } => {
-                self.expire_datagrams(now);
-                let settled = if self.config.workload == Workload::Broadcast {
+                self.expire_replies(now);
+                let broadcast = self.config.workload == Workload::Broadcast;
+                if broadcast {
                     self.publish(now, true);
-                    // Another thread may still be sending: its lines are not expected yet.
-                    self.shared.all_stopped_sending()
-                        && self.shared.deliveries_seen.load(Ordering::Acquire)
-                            >= self.shared.deliveries_expected.load(Ordering::Acquire)
+                }
+                // The connections stay until every thread has stopped sending: idle ones
+                // (`--active`) and room members are part of the run to its end, and another
+                // thread's broadcast lines are not all expected yet. The last replies get
+                // `--reply-timeout` from then.
+                if !self.shared.all_stopped_sending() {
+                    return;
+                }
+                if deadline_ns == u64::MAX {
+                    let deadline_ns = now + self.config.reply_timeout.as_nanos() as u64;
+                    self.phase = Phase::Draining { deadline_ns };
+                }
+                let settled = if broadcast {
+                    self.shared.deliveries_seen.load(Ordering::Acquire)
+                        >= self.shared.deliveries_expected.load(Ordering::Acquire)
                 } else {
                     self.in_flight == 0
                 };

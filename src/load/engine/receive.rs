@@ -6,8 +6,8 @@ use std::mem;
 use std::sync::atomic::Ordering;
 
 use super::{
-    DATAGRAM_CHECK_EVERY_NS, DATAGRAM_MATCH_WINDOW, Download, Engine, InFlight, MAX_REPLY, Phase,
-    TLS_READS_PER_TURN,
+    DATAGRAM_MATCH_WINDOW, Download, Engine, InFlight, MAX_REPLY, Phase, REPLY_CHECK_MAX_NS,
+    REPLY_CHECK_MIN_NS, REPLY_CHECKS_PER_TIMEOUT, TLS_READS_PER_TURN,
 };
 use crate::load::clock::now_ns;
 
@@ -43,7 +43,9 @@ impl Engine<'_> {
                     break;
                 }
                 Ok(n) => {
-                    self.take_replies(key, &buffer[..n]);
+                    let now = now_ns();
+                    conn.heard_ns = now;
+                    self.take_replies(key, &buffer[..n], now);
                     if n < buffer.len() && !drain {
                         break; // drained for now; more raises a new edge
                     }
@@ -138,20 +140,50 @@ impl Engine<'_> {
         self.send_after_reply(key, now);
     }
 
-    /// UDP: requests older than `--reply-timeout` count as lost (checked a few times a
-    /// second), so a dropped datagram is a loss, not a hang.
-    pub(super) fn expire_datagrams(&mut self, now: u64) {
-        if !self.config.target.is_datagram() || now < self.next_datagram_check_ns {
+    /// Every wait for a reply ends at `--reply-timeout` (checked a few times per timeout, see
+    /// `REPLY_CHECKS_PER_TIMEOUT`), in every phase: the closed loop sends only when a reply
+    /// comes, so a reply that never came, or never came whole, would stop its connection
+    /// for good, and a counted run (`-n`) with it.
+    pub(super) fn expire_replies(&mut self, now: u64) {
+        if self.in_flight == 0 || now < self.next_reply_check_ns {
             return;
         }
-        self.next_datagram_check_ns = now + DATAGRAM_CHECK_EVERY_NS;
         let timeout = self.config.reply_timeout.as_nanos() as u64;
-        for index in 0..self.up_keys.len() {
-            let key = self.up_keys[index];
-            while self.conns[key].in_flight.front().is_some_and(|flight| flight.sent_ns + timeout <= now) {
+        let every = (timeout / REPLY_CHECKS_PER_TIMEOUT).clamp(REPLY_CHECK_MIN_NS, REPLY_CHECK_MAX_NS);
+        self.next_reply_check_ns = now + every;
+        // Backwards: a connection given up is swapped out for the last one, already seen.
+        for index in (0..self.up_keys.len()).rev() {
+            self.expire_replies_of(self.up_keys[index], now, timeout);
+        }
+    }
+
+    /// `key`'s overdue requests: over UDP each is lost and the closed loop goes on; a stream
+    /// that heard nothing for the timeout is closed, its requests lost (a late reply could
+    /// no longer be told from the next request's); a closed-loop broadcast sender gives its
+    /// lines up (counted in the deliveries that never came) and stops sending.
+    fn expire_replies_of(&mut self, key: usize, now: u64, timeout: u64) {
+        let Some(conn) = self.conns.get_mut(key) else { return };
+        let Some(oldest) = conn.in_flight.front() else { return };
+        if conn.stream.is_datagram() {
+            while self.conns.get(key).is_some_and(|conn| {
+                conn.in_flight.front().is_some_and(|flight| flight.sent_ns + timeout <= now)
+            }) {
                 self.conns[key].in_flight.pop_front();
                 self.count_lost_datagram(key, now);
             }
+        } else if self.config.workload == Workload::Broadcast {
+            // A line's wait counts from its send: the sender hears the others' lines.
+            if oldest.sent_ns + timeout <= now {
+                log::debug!("lines not answered in time; conn={} lines={}", conn.id, conn.in_flight.len());
+                self.in_flight -= conn.in_flight.len();
+                conn.in_flight.clear();
+                conn.answered = conn.next_seq;
+                self.tally.run_failures.reply_timeout += 1;
+            }
+        } else if oldest.sent_ns.max(conn.heard_ns) + timeout <= now {
+            log::debug!("no reply in time; conn={} outstanding={}", conn.id, conn.in_flight.len());
+            self.tally.run_failures.reply_timeout += 1;
+            self.drop_up(key);
         }
     }
 
@@ -159,8 +191,7 @@ impl Engine<'_> {
     /// `--workload file`: an `OK <size>` line, then exactly size bytes, whose CRC-32 must be
     /// the file's. Body bytes are hashed as they come and never kept; only a header line
     /// cut by a read waits in the connection's partial buffer.
-    fn take_file_replies(&mut self, key: usize, mut bytes: &[u8]) {
-        let now = now_ns();
+    fn take_file_replies(&mut self, key: usize, mut bytes: &[u8], now: u64) {
         while !bytes.is_empty() {
             let Some(conn) = self.conns.get_mut(key) else { return };
             if let Some(download) = &mut conn.download {
@@ -231,14 +262,13 @@ impl Engine<'_> {
         self.send_after_reply(key, now);
     }
 
-    pub(super) fn take_replies(&mut self, key: usize, bytes: &[u8]) {
+    pub(super) fn take_replies(&mut self, key: usize, bytes: &[u8], now: u64) {
         if self.config.workload == Workload::File {
-            return self.take_file_replies(key, bytes);
+            return self.take_file_replies(key, bytes, now);
         }
-        if self.take_script_replies(key, bytes) {
+        if self.take_script_replies(key, bytes, now) {
             return;
         }
-        let now = now_ns();
         let conn = &mut self.conns[key];
         // Where `input` starts in the connection's stream of replies.
         let base = conn.received_bytes - conn.partial.len() as u64;
@@ -373,8 +403,6 @@ impl Engine<'_> {
         }
     }
 
-    /// A connection that was up failed or was closed by the server: what it had
-    /// outstanding is lost.
     /// The server was full, said so, and closes: a connection it refused, counted as such
     /// (not as a wrong reply, nor its requests as lost: they were never taken).
     fn turned_away(&mut self, key: usize) {
@@ -386,15 +414,28 @@ impl Engine<'_> {
         }
     }
 
+    /// A connection that was up failed or was closed by the server: what it had
+    /// outstanding is lost.
     pub(super) fn lose(&mut self, key: usize, error: Option<io::Error>) {
-        let Some(conn) = self.conns.try_remove(key) else {
+        if !self.conns.contains(key) {
             return;
-        };
+        }
         match error {
             Some(error) => self.tally.run_failures.count(&error),
             None => self.tally.run_failures.closed += 1,
         }
-        self.tally.lost += conn.in_flight.len() as u64;
+        self.drop_up(key);
+    }
+
+    /// Closes a connection that was up: what it had outstanding is lost (broadcast lines are
+    /// counted in the deliveries that never came, at the end).
+    fn drop_up(&mut self, key: usize) {
+        let Some(conn) = self.conns.try_remove(key) else {
+            return;
+        };
+        if self.config.workload != Workload::Broadcast {
+            self.tally.lost += conn.in_flight.len() as u64;
+        }
         self.in_flight -= conn.in_flight.len();
         if let Some(position) = self.up_keys.iter().position(|&up| up == key) {
             self.up_keys.swap_remove(position);

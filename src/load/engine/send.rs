@@ -48,6 +48,8 @@ impl Engine<'_> {
                     break;
                 }
                 conn.answered += 1;
+                conn.in_flight.pop_front();
+                self.in_flight -= 1;
                 self.send_after_reply(key, now);
             }
         }
@@ -122,7 +124,9 @@ impl Engine<'_> {
             // Framed in place, in the buffer it is written from.
             frame_request(config.codec, &mut conn.output, (id, seq), write_payload)
         };
-        if self.config.workload != Workload::Broadcast {
+        // Broadcast lines in a closed loop are in flight until every member has them; in the
+        // open loop nothing answers them (their deliveries are counted apart).
+        if self.config.workload != Workload::Broadcast || self.pacer.is_none() {
             conn.in_flight.push_back(InFlight {
                 seq,
                 intended_ns,
