@@ -13,7 +13,7 @@ use clap::Parser;
 use evloop::cli::units::{parse_bytes, parse_duration, positive_duration, positive_rate};
 use evloop::cli::{self, usage_error};
 use evloop::load::script::{Preset, Script, ScriptFlags};
-use evloop::load::{LoadConfig, Stop, Workload, parse_sources, processes, step, sweep};
+use evloop::load::{LoadConfig, Stop, Workload, WorkloadFlags, parse_sources, processes, step, sweep};
 use evloop::{Codec, ListenAddr};
 
 /// Descriptors kept back from the connection count for the poller, pacer and standard streams.
@@ -65,8 +65,8 @@ struct Args {
     /// unless --rate or --pipeline says otherwise), file (GET every file of --files in turn,
     /// each byte checked) or generic (any server: -m, --expect, --preset; implied by them)
     /// [default: echo]
-    #[arg(long, value_name = "NAME", value_parser = parsed_from::<Workload>(&["echo", "uppercase", "sum", "broadcast", "file", "generic"]))]
-    workload: Option<Workload>,
+    #[arg(long, value_name = "NAME", value_parser = clap::builder::PossibleValuesParser::new(Workload::NAMES))]
+    workload: Option<String>,
 
     /// Framing: line, length (u32 big-endian length prefix), ws (WebSocket: an HTTP
     /// upgrade, then masked frames; a ws:// target sets it) or raw (the generic workload's
@@ -368,12 +368,16 @@ fn main() -> ExitCode {
         }
     };
     config.tls_name = args.tls_name.clone();
-    config.script = match script(&args) {
+    let script = match script(&args) {
         Ok(script) => script,
         Err(message) => return usage_error("evloop-load", &message),
     };
-    let generic = config.script.is_some();
-    config.workload = args.workload.unwrap_or(if generic { Workload::Generic } else { Workload::Echo });
+    let generic = script.is_some();
+    let name = args.workload.as_deref().unwrap_or(if generic { "generic" } else { "echo" });
+    config.workload = match Workload::from_flags(name, WorkloadFlags::new(args.files.clone(), script)) {
+        Ok(workload) => workload,
+        Err(message) => return usage_error("evloop-load", &message),
+    };
     config.codec = match (args.codec, &ws_target) {
         (Some(codec), _) => codec,
         (None, Some(_)) => Codec::Ws,
@@ -400,7 +404,6 @@ fn main() -> ExitCode {
     config.active = args.active;
     config.first_id = args.first_id;
     config.hold = args.hold;
-    config.files = args.files.clone();
     config.latency_spectrum = args.latency;
     if let Err(message) = config.validate() {
         return usage_error("evloop-load", &message);

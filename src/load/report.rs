@@ -9,7 +9,6 @@ use serde::{Deserialize, Serialize};
 
 use super::config::LoadConfig;
 use super::tally::{Failures, Mismatch, Tally};
-use super::workload::Workload;
 
 /// Latency percentiles, in microseconds.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -37,7 +36,8 @@ pub struct Percentiles {
 }
 
 impl Percentiles {
-    fn of(histogram: &Histogram<u64>) -> Percentiles {
+    /// The percentiles of `histogram` (in ns), in µs.
+    pub(crate) fn of(histogram: &Histogram<u64>) -> Percentiles {
         let us = |nanos: u64| nanos as f64 / 1000.0;
         Percentiles {
             p50: us(histogram.value_at_quantile(0.50)),
@@ -240,7 +240,7 @@ impl Report {
         connections.turned_away += run.turned_away;
         connections.reply_timeout += run.reply_timeout;
         connections.other += run.other;
-        Report {
+        let mut report = Report {
             schema: SCHEMA,
             target: config.targets_text(),
             workload: config.workload.to_string(),
@@ -279,16 +279,14 @@ impl Report {
             latency_uncorrected_us: open_loop.then(|| Percentiles::of(&tally.uncorrected)),
             schedule_lag_us: open_loop.then(|| Percentiles::of(&tally.schedule_lag)),
             latency_spectrum: config.latency_spectrum.then(|| spectrum(&tally.latency)),
-            broadcast: (config.workload == Workload::Broadcast).then_some(Broadcast {
-                deliveries_expected: tally.deliveries_expected,
-                deliveries_seen: tally.deliveries_seen,
-                sync_lines: tally.sync_lines,
-                reach_us: config.broadcast_closed_loop.then(|| Percentiles::of(&tally.reach)),
-            }),
+            broadcast: None,
             errors: Errors { mismatch: tally.mismatched, lost: tally.lost, connections },
             first_mismatches: tally.mismatches.clone(),
             ok: tally.failure_count() == 0 && tally.verified > 0,
-        }
+        };
+        // What the workload adds (broadcast: its deliveries).
+        (config.workload.kind().report)(config, tally, &mut report);
+        report
     }
 }
 

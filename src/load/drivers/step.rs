@@ -9,9 +9,9 @@ use std::io::{self, Write as _};
 use std::path::Path;
 use std::time::Duration;
 
-use super::chart::{Panel, Series, write_svg};
-use super::config::LoadConfig;
-use super::report::{Percentiles, Report};
+use crate::load::chart::{Panel, Series, write_svg};
+use crate::load::config::LoadConfig;
+use crate::load::report::{Percentiles, Report};
 
 /// One step: a room of `members` and its run.
 #[derive(Clone, Debug)]

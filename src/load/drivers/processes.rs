@@ -22,10 +22,9 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use super::config::LoadConfig;
-use super::report::Report;
-use super::tally::Tally;
-use super::workload::Workload;
+use crate::load::config::LoadConfig;
+use crate::load::report::Report;
+use crate::load::tally::Tally;
 
 /// The flag that makes `evloop-load` run as one part of a multi-process run.
 pub const PART_FLAG: &str = "--part-of-run";
@@ -47,11 +46,8 @@ struct Part {
 /// Runs `config` split over `processes` children of `program` (the `evloop-load` binary).
 pub fn run(config: &LoadConfig, processes: u32, program: &Path, progress: bool) -> io::Result<Report> {
     config.validate().map_err(|message| io::Error::new(io::ErrorKind::InvalidInput, message))?;
-    if config.workload == Workload::Broadcast {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "broadcast cannot be split over --processes: every sender must know every member's address",
-        ));
+    if let Some(why) = config.workload.kind().one_process {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, why));
     }
     if processes > config.connections / config.threads.max(1) {
         return Err(io::Error::new(
@@ -138,7 +134,7 @@ pub fn run(config: &LoadConfig, processes: u32, program: &Path, progress: bool) 
 /// In a child (run with [`PART_FLAG`]): runs this part, talking to the parent as the
 /// module documentation shows, and prints the tally as the last line.
 pub fn run_part(config: &LoadConfig) -> io::Result<()> {
-    let (tally, window) = super::run_part(config, &mut announce_and_wait, &mut announce_holding)?;
+    let (tally, window) = crate::load::run_part(config, &mut announce_and_wait, &mut announce_holding)?;
     let result = PartResult { tally, window_ns: window.as_nanos() as u64 };
     let json = serde_json::to_string(&result).map_err(io::Error::other)?;
     let mut stdout = io::stdout().lock();

@@ -5,9 +5,9 @@
 use std::io::{self, Write as _};
 use std::path::Path;
 
-use super::chart::{Panel, Series, write_svg};
-use super::config::LoadConfig;
-use super::report::Report;
+use crate::load::chart::{Panel, Series, write_svg};
+use crate::load::config::LoadConfig;
+use crate::load::report::Report;
 
 /// One run of a sweep.
 #[derive(Clone, Debug)]
