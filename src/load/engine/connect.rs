@@ -282,7 +282,6 @@ impl<W: Exchange> Engine<'_, W> {
     /// as failed and dropped.
     fn connected(&mut self, key: usize, outcome: io::Result<()>) {
         self.connecting.pending -= 1;
-        self.shared.connects_finished.fetch_add(1, Ordering::AcqRel);
         let now = now_ns();
         self.tally.last_connect_ns = now;
         let conn = &self.conns[key];
@@ -300,6 +299,10 @@ impl<W: Exchange> Engine<'_, W> {
                 self.conns.remove(key);
             }
         }
+        // Counted last: a thread that sees every connect finished then sees every
+        // connection up counted, and every member known to its workload (a room's members
+        // and their addresses are taken then).
+        self.shared.connects_finished.fetch_add(1, Ordering::AcqRel);
     }
 
     /// Connects that took longer than `--connect-timeout` count as timeouts.
