@@ -766,3 +766,70 @@ fn a_closed_loop_room_that_relays_nothing_ends_a_counted_run() {
     assert_eq!(report["broadcast"]["deliveries_seen"], 0, "{report:#}");
     assert!(report["messages"]["lost"].as_u64().unwrap() > 0, "{report:#}");
 }
+
+/// The server answers a few requests, then closes every connection: the result line says
+/// the server went away (it said only "FAILED" after "closed 3 ... lost 3").
+#[test]
+fn a_server_that_goes_away_mid_run_is_named_in_the_result() {
+    let addr = serve_raw(|stream| {
+        let mut reader = BufReader::new(stream.try_clone().unwrap());
+        let mut stream = stream;
+        let mut line = String::new();
+        for _ in 0..5 {
+            line.clear();
+            if reader.read_line(&mut line).unwrap_or(0) == 0 || stream.write_all(line.as_bytes()).is_err() {
+                return;
+            }
+        }
+        // A clean close (FIN), then whatever still comes is read and dropped.
+        let _ = stream.shutdown(std::net::Shutdown::Write);
+        let _ = std::io::copy(&mut reader, &mut std::io::sink());
+    });
+    let (code, text) = run_within(
+        HUNG_AFTER,
+        &["--target", &addr.to_string(), "-c", "3", "-d", "2s", "--reply-timeout", "500ms"],
+    );
+    assert_eq!(code, Some(1), "{text}");
+    assert_eq!(
+        text.lines().last().unwrap(),
+        "result       FAILED: the server closed 3 connections mid-run; 3 never answered",
+        "{text}"
+    );
+}
+
+/// A reply shorter than `--expect` (evloop's echo of `hi\n` when `hi!\n` is expected): what
+/// came is shown as a mismatch, at its first wrong byte, not counted as lost unseen.
+#[test]
+fn a_reply_shorter_than_expected_is_shown() {
+    let server = util::ServerProcess::start(util::server_command(&["--listen", "echo=127.0.0.1:0"]), 1);
+    let target = server.addrs[0].to_string();
+    let args = [
+        "--target",
+        &target,
+        "-m",
+        r"hi\n",
+        "--expect",
+        r"hi!\n",
+        "-c",
+        "1",
+        "-n",
+        "3",
+        "--reply-timeout",
+        "500ms",
+    ];
+    let (code, report) = load_within(HUNG_AFTER, &args);
+    assert_eq!(code, Some(1), "{report:#}");
+    assert_eq!(report["errors"]["mismatch"], 1, "{report:#}");
+    assert_eq!(report["errors"]["lost"], 0, "{report:#}");
+    assert_eq!(report["errors"]["reply_timeout"], 1, "{report:#}");
+    let mismatch = &report["first_mismatches"][0];
+    assert_eq!(mismatch["expected"], "hi!\n", "{report:#}");
+    assert_eq!(mismatch["got"], "hi\n", "{report:#}");
+    assert_eq!(mismatch["offset"], 2, "{report:#}");
+    let (_, text) = run_within(HUNG_AFTER, &args);
+    assert_eq!(
+        text.lines().last().unwrap(),
+        "result       FAILED: replies timed out: 1 connection waited --reply-timeout for a reply that never came whole; 1 reply did not match (the first shown above)",
+        "{text}"
+    );
+}

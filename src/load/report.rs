@@ -290,6 +290,56 @@ impl Report {
     }
 }
 
+impl Report {
+    /// Why the run failed, in words, the most telling first (the errors line has the
+    /// counts).
+    fn failure_reasons(&self) -> Vec<String> {
+        let (e, k) = (&self.errors, &self.errors.connections);
+        let count = |n: u64, one: &str, many: &str| format!("{n} {}", if n == 1 { one } else { many });
+        let mut reasons = Vec::new();
+        if k.reply_timeout > 0 {
+            let waited = count(k.reply_timeout, "connection", "connections");
+            reasons.push(format!(
+                "replies timed out: {waited} waited --reply-timeout for a reply that never came whole"
+            ));
+        }
+        match (k.closed, k.reset) {
+            (0, 0) => {}
+            (closed, 0) => reasons
+                .push(format!("the server closed {} mid-run", count(closed, "connection", "connections"))),
+            (0, reset) => reasons
+                .push(format!("the server reset {} mid-run", count(reset, "connection", "connections"))),
+            (closed, reset) => {
+                reasons.push(format!("the server closed {closed} and reset {reset} connections mid-run"))
+            }
+        }
+        if self.connections.failed > 0 {
+            reasons.push(format!(
+                "{} failed to connect",
+                count(self.connections.failed, "connection", "connections")
+            ));
+        }
+        if k.turned_away > 0 {
+            let turned = count(k.turned_away, "connection", "connections");
+            reasons.push(format!("the server turned {turned} away (ERR server full)"));
+        }
+        if e.mismatch > 0 {
+            reasons.push(format!(
+                "{} did not match (the first shown above)",
+                count(e.mismatch, "reply", "replies")
+            ));
+        }
+        if e.lost > 0 {
+            let what = if self.broadcast.is_some() { "never delivered" } else { "never answered" };
+            reasons.push(format!("{} {what}", e.lost));
+        }
+        if reasons.is_empty() {
+            reasons.push("connection errors (see the errors line)".to_string());
+        }
+        reasons
+    }
+}
+
 /// A duration in microseconds, in the unit that reads best.
 struct Micros(f64);
 
@@ -440,17 +490,10 @@ impl fmt::Display for Report {
                 "result       FAILED: the server turned {} connections away (ERR server full): raise its --max-connections, or open fewer",
                 k.turned_away
             )
-        } else if k.reply_timeout > 0 {
-            let plural = if k.reply_timeout == 1 { "" } else { "s" };
-            write!(
-                f,
-                "result       FAILED: replies timed out: {} connection{plural} waited --reply-timeout for a reply that never came whole ({} lost)",
-                k.reply_timeout, e.lost
-            )
         } else if self.messages.verified == 0 && e.mismatch + e.lost + k.total() == 0 {
             write!(f, "result       FAILED: no reply was verified")
         } else {
-            write!(f, "result       FAILED")
+            write!(f, "result       FAILED: {}", self.failure_reasons().join("; "))
         }
     }
 }

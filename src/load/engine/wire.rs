@@ -239,8 +239,23 @@ impl<W: Exchange> Wire<'_, W> {
         } else if oldest.sent_ns.max(conn.heard_ns) + timeout <= now {
             log::debug!("no reply in time; conn={} outstanding={}", conn.id, conn.outstanding());
             self.tally.run_failures.reply_timeout += 1;
+            self.show_incomplete(key);
             self.drop_up(key);
         }
+    }
+
+    /// A connection given up in the middle of a reply (one shorter than expected, whose
+    /// rest never came): what came of it is a wrong answer to the oldest request, shown
+    /// with the mismatches, not a loss with its bytes unseen.
+    fn show_incomplete(&mut self, key: usize) {
+        let conn = &self.conns[key];
+        let Some(oldest) = conn.oldest() else { return };
+        if conn.partial.is_empty() {
+            return;
+        }
+        let offset = conn.received_bytes.saturating_sub(conn.partial.len() as u64);
+        self.workload.mismatch(conn.id, oldest.seq, &conn.partial, offset, self.tally, self.scratch);
+        self.conns.take_oldest(key);
     }
 
     /// The server was full, said so, and closes: a connection it refused, counted as such

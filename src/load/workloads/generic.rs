@@ -81,7 +81,9 @@ impl Exchange for Generic {
         out.extend_from_slice(&self.script.expected_text(seq));
     }
 
-    /// Reported at its offset in the connection's stream.
+    /// Reported at its offset in the connection's stream: over the raw stream with
+    /// `--expect` (a reply cut short), the offset of its first wrong byte, or of the first
+    /// one missing.
     fn mismatch(
         &self,
         id: u32,
@@ -91,7 +93,14 @@ impl Exchange for Generic {
         tally: &mut Tally,
         _scratch: &mut Vec<u8>,
     ) {
-        tally.mismatch_at(id, Some(offset), &self.script.expected_text(seq), reply);
+        let expected = self.script.expected_text(seq);
+        let at = match self.script.check {
+            Check::Exact(_) if self.raw => {
+                reply.iter().zip(&expected).position(|(got, want)| got != want).unwrap_or(reply.len())
+            }
+            _ => 0,
+        };
+        tally.mismatch_at(id, Some(offset + at as u64), &expected, reply);
     }
 
     fn take(&self, replies: &mut Replies<'_, Self>, bytes: &[u8]) {
@@ -157,10 +166,13 @@ impl Generic {
     /// mismatch: what follows it could not be found.
     fn take_http(&self, replies: &mut Replies<'_, Self>, bytes: &[u8]) {
         let mut input = mem::take(replies.partial());
+        // Where `input` starts in the connection's stream of replies.
+        let base = *replies.received_bytes() - input.len() as u64;
+        *replies.received_bytes() += bytes.len() as u64;
         input.extend_from_slice(bytes);
         let mut used = 0;
         loop {
-            let offset = *replies.received_bytes() + used as u64;
+            let offset = base + used as u64;
             match script::http_response_len(&input[used..], MAX_REPLY) {
                 Ok(Some(length)) => {
                     let response = &input[used..used + length];
@@ -181,7 +193,6 @@ impl Generic {
             }
         }
         input.drain(..used);
-        *replies.received_bytes() += used as u64;
         *replies.partial() = input;
     }
 
