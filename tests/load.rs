@@ -833,3 +833,89 @@ fn a_reply_shorter_than_expected_is_shown() {
         "{text}"
     );
 }
+
+/// Sends `signal` to process `pid` (one this test started).
+fn signal(pid: u32, signal: i32) {
+    // SAFETY: kill() on the PID of a child of this test has no memory-safety preconditions.
+    let result = unsafe { libc::kill(pid as i32, signal) };
+    assert_eq!(result, 0, "kill failed");
+}
+
+/// Ctrl-C (SIGINT) stops a run: the loader prints the report so far, marked interrupted,
+/// and exits 130 (it used to die with nothing printed).
+#[test]
+fn ctrl_c_prints_the_report_so_far() {
+    let server = TestServer::start(&["echo=127.0.0.1:0"]);
+    let target = server.addr().to_string();
+    let mut loader = Command::new(env!("CARGO_BIN_EXE_evloop-load"))
+        .args(["--target", &target, "-c", "4", "-d", "60s", "--json", "--no-progress"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    server.wait_for("traffic", |stats| stats.messages_in > 1000);
+    signal(loader.id(), libc::SIGINT);
+    let deadline = std::time::Instant::now() + HUNG_AFTER;
+    let status = loop {
+        if let Some(status) = loader.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() >= deadline {
+            let _ = loader.kill();
+            let _ = loader.wait();
+            panic!("the loader ran on after SIGINT");
+        }
+        thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let mut stdout = String::new();
+    std::io::Read::read_to_string(&mut loader.stdout.take().unwrap(), &mut stdout).unwrap();
+    let report: Value = serde_json::from_str(&stdout).unwrap_or_else(|_| panic!("no report: {stdout:?}"));
+    assert_eq!(status.code(), Some(130), "{report:#}");
+    assert_eq!(report["interrupted"], true, "{report:#}");
+    assert_eq!(report["ok"], true, "every reply so far verified: {report:#}");
+    assert!(report["messages"]["verified"].as_u64().unwrap() > 1000, "{report:#}");
+    assert!(report["duration_s"].as_f64().unwrap() < 30.0, "the window ends at the stop: {report:#}");
+}
+
+/// A loader a script starts in the background (`&`, which makes it ignore SIGINT) still
+/// stops on SIGINT and on SIGTERM, with its report (exit 130, 143).
+#[test]
+fn a_loader_in_the_background_of_a_script_stops_on_sigint_and_sigterm() {
+    let server = TestServer::start(&["echo=127.0.0.1:0"]);
+    let target = server.addr().to_string();
+    for (name, number, code) in [("SIGINT", libc::SIGINT, 130), ("SIGTERM", libc::SIGTERM, 143)] {
+        let before = server.stats().messages_in;
+        let mut script = Command::new("sh")
+            .args(["-c", r#""$0" "$@" & echo "$!"; wait "$!"; echo "exit $?""#])
+            .arg(env!("CARGO_BIN_EXE_evloop-load"))
+            .args(["--target", &target, "-c", "2", "-d", "60s", "--no-progress"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(script.stdout.take().unwrap()).lines();
+        let pid: u32 = lines.next().unwrap().unwrap().trim().parse().unwrap();
+        server.wait_for("traffic", |stats| stats.messages_in > before + 1000);
+        signal(pid, number);
+        let (done, output) = std::sync::mpsc::channel();
+        thread::spawn(move || {
+            let _ = done.send(lines.map_while(Result::ok).collect::<Vec<String>>());
+        });
+        let Ok(output) = output.recv_timeout(HUNG_AFTER) else {
+            signal(pid, libc::SIGKILL);
+            let _ = script.wait();
+            panic!("the loader ran on after {name}");
+        };
+        let _ = script.wait();
+        assert_eq!(
+            output.last().map(String::as_str),
+            Some(format!("exit {code}").as_str()),
+            "{name}: {output:?}"
+        );
+        assert!(output.iter().any(|line| line.starts_with("interrupted  ")), "{name}: {output:?}");
+        assert!(
+            output.iter().any(|line| line == "result       OK: every reply verified"),
+            "{name}: {output:?}"
+        );
+    }
+}

@@ -7,6 +7,8 @@
 use std::net::IpAddr;
 use std::path::Path;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use clap::Parser;
@@ -25,7 +27,9 @@ const RESERVED_DESCRIPTORS: u64 = 32;
 /// Closed loop by default (--pipeline requests in flight per connection); --rate switches to
 /// open loop, where latency is measured from each message's scheduled send time so server
 /// stalls are not hidden. Exit code 0 when every reply verified, 1 on any mismatch, lost
-/// reply or connection failure, 2 on bad usage.
+/// reply or connection failure, 2 on bad usage. SIGINT (Ctrl-C) or SIGTERM stops the run
+/// and prints its report so far, marked interrupted, with exit code 130 or 143 (a second one
+/// ends it at once); a loader started in the background by a script stops on them too.
 #[derive(Parser, Debug)]
 #[command(name = "evloop-load", version)]
 struct Args {
@@ -428,12 +432,15 @@ fn main() -> ExitCode {
         }
         Err(error) => log::warn!("cannot raise the open-file limit; error={error}"),
     }
+    let interrupt = Interrupt::install();
     if args.part_of_run {
-        return run_part(&config);
+        return run_part(&config, &interrupt.stop);
     }
     if let Some(counts) = &args.sweep_connections {
         let out = args.out.clone().unwrap_or_else(|| "sweep".into());
-        return run_sweep(&config, counts, args.processes, !args.no_progress, args.json, &out);
+        let code =
+            run_sweep(&config, counts, (args.processes, &interrupt.stop), !args.no_progress, args.json, &out);
+        return interrupt.exit_code().unwrap_or(code);
     }
     if let (Some(members), Some(limit)) = (args.step_members, args.limit_p95) {
         if config.workload != Workload::Broadcast {
@@ -443,14 +450,10 @@ fn main() -> ExitCode {
             );
         }
         let out = args.out.clone().unwrap_or_else(|| "step-up".into());
-        return run_step_up(&config, (members, limit), args.processes, args.json, &out);
+        let code = run_step_up(&config, (members, limit), (args.processes, &interrupt.stop), args.json, &out);
+        return interrupt.exit_code().unwrap_or(code);
     }
-    let result = if args.processes > 1 {
-        std::env::current_exe()
-            .and_then(|program| processes::run(&config, args.processes, &program, !args.no_progress))
-    } else {
-        evloop::load::run(&config, !args.no_progress)
-    };
+    let result = run_once(&config, (args.processes, &interrupt.stop), !args.no_progress);
     let report = match result {
         Ok(report) => report,
         Err(error) => return run_failed(&error),
@@ -466,14 +469,57 @@ fn main() -> ExitCode {
     } else {
         cli::print_line(&report);
     }
+    if let Some(code) = interrupt.exit_code() {
+        return code;
+    }
     if report.ok { ExitCode::SUCCESS } else { ExitCode::from(1) }
+}
+
+/// SIGINT and SIGTERM: the run stops and its report so far is printed; a second one ends the
+/// loader at once. The handlers replace an inherited "ignore": a job a script starts in the
+/// background ignores SIGINT, and would otherwise run on through `kill -INT`.
+struct Interrupt {
+    /// Set by either signal: the run stops.
+    stop: Arc<AtomicBool>,
+    /// The signal that came (0: none).
+    signal: Arc<AtomicUsize>,
+}
+
+impl Interrupt {
+    fn install() -> Interrupt {
+        use signal_hook::consts::{SIGINT, SIGTERM};
+        use signal_hook::flag;
+        let interrupt =
+            Interrupt { stop: Arc::new(AtomicBool::new(false)), signal: Arc::new(AtomicUsize::new(0)) };
+        for signal in [SIGINT, SIGTERM] {
+            // In this order: the second signal finds `stop` set, and ends the process.
+            let installed = flag::register_conditional_shutdown(signal, 128 + signal, interrupt.stop.clone())
+                .and_then(|_| flag::register_usize(signal, interrupt.signal.clone(), signal as usize))
+                .and_then(|_| flag::register(signal, interrupt.stop.clone()));
+            if let Err(error) = installed {
+                log::warn!(
+                    "cannot handle a signal: it ends the loader with no report; signal={signal} error={error}"
+                );
+            }
+        }
+        interrupt
+    }
+
+    /// The exit code of a run a signal stopped: 128 plus the signal's number (130 after
+    /// SIGINT, 143 after SIGTERM), as a shell reports a command the signal killed.
+    fn exit_code(&self) -> Option<ExitCode> {
+        match self.signal.load(Ordering::Acquire) {
+            0 => None,
+            signal => Some(ExitCode::from((128 + signal).min(255) as u8)),
+        }
+    }
 }
 
 /// `--sweep-connections`: one run per count, a table on stdout, CSV and SVG files.
 fn run_sweep(
     config: &LoadConfig,
     counts: &[u32],
-    processes: u32,
+    processes: (u32, &Arc<AtomicBool>),
     progress: bool,
     json: bool,
     out: &Path,
@@ -508,12 +554,17 @@ fn run_sweep(
     if points.iter().all(|point| point.report.ok) { ExitCode::SUCCESS } else { ExitCode::from(1) }
 }
 
-/// One run of a sweep or a step-up, in this process or in `processes` of them.
-fn run_once(config: &LoadConfig, processes: u32, progress: bool) -> std::io::Result<evloop::load::Report> {
+/// One run, in this process or in `processes` of them, stopped early once `stop` is set.
+fn run_once(
+    config: &LoadConfig,
+    (processes, stop): (u32, &Arc<AtomicBool>),
+    progress: bool,
+) -> std::io::Result<evloop::load::Report> {
     if processes > 1 {
-        std::env::current_exe().and_then(|program| processes::run(config, processes, &program, false))
+        std::env::current_exe()
+            .and_then(|program| processes::run(config, processes, &program, progress, stop))
     } else {
-        evloop::load::run(config, progress)
+        evloop::load::run_until(config, progress, stop.clone())
     }
 }
 
@@ -549,7 +600,7 @@ fn say_written(written: std::io::Result<()>, csv: &Path, svg: &Path) -> Result<(
 fn run_step_up(
     config: &LoadConfig,
     (members, limit): (u32, Duration),
-    processes: u32,
+    processes: (u32, &Arc<AtomicBool>),
     json: bool,
     out: &Path,
 ) -> ExitCode {
@@ -594,8 +645,8 @@ fn run_step_up(
 
 /// One part of a multi-process run: connect, report in, wait for the go, run, hand the
 /// tally back as one JSON line.
-fn run_part(config: &LoadConfig) -> ExitCode {
-    match processes::run_part(config) {
+fn run_part(config: &LoadConfig, stop: &Arc<AtomicBool>) -> ExitCode {
+    match processes::run_part(config, stop.clone()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             cli::eprint_line(format_args!("evloop-load: {error}"));

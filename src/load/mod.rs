@@ -64,7 +64,7 @@ mod workloads;
 
 use std::io;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::thread;
 use std::time::Duration;
@@ -92,11 +92,21 @@ const GATE_CHECK_EVERY: Duration = Duration::from_millis(5);
 /// Runs the load described by `config` and reports on it. `progress` turns the live line on
 /// stderr on or off.
 pub fn run(config: &LoadConfig, progress: bool) -> io::Result<Report> {
+    run_until(config, progress, Arc::new(AtomicBool::new(false)))
+}
+
+/// [`run`], stopped early once `stop` is set (`evloop-load` sets it on SIGINT and SIGTERM):
+/// sending stops, the replies on their way get a moment (at most a second) to come, and the
+/// report covers the run so far, marked [`Report::interrupted`].
+pub fn run_until(config: &LoadConfig, progress: bool, stop: Arc<AtomicBool>) -> io::Result<Report> {
     let mut holding = |connections: usize| {
         eprintln!("evloop-load: holding {connections} connections for {:.1} s", config.hold.as_secs_f64());
     };
-    let (total, window) = run_threads_of(config, progress, None, &mut holding)?;
-    Ok(Report::new(config, &total, window))
+    let hooks = Hooks { progress, connected: None, holding: &mut holding, stop: stop.clone() };
+    let (total, window) = run_threads_of(config, hooks)?;
+    let mut report = Report::new(config, &total, window);
+    report.interrupted = stop.load(Ordering::Acquire);
+    Ok(report)
 }
 
 /// Runs one part of a multi-process run (see `processes.rs`): once this process's
@@ -104,42 +114,46 @@ pub fn run(config: &LoadConfig, progress: bool) -> io::Result<Report> {
 /// process is ready; only then does sending start. With `--hold`, `holding(established)` is
 /// called when the run is over and the connections are held. Returns the raw tally and
 /// window, for the parent to merge.
+/// `stop` stops it early, as it does [`run_until`].
 pub(crate) fn run_part(
     config: &LoadConfig,
     connected: &mut dyn FnMut(usize) -> io::Result<()>,
     holding: &mut dyn FnMut(usize),
+    stop: Arc<AtomicBool>,
 ) -> io::Result<(Tally, Duration)> {
-    run_threads_of(config, false, Some(connected), holding)
+    run_threads_of(config, Hooks { progress: false, connected: Some(connected), holding, stop })
+}
+
+/// How a run talks to whoever started it.
+pub(crate) struct Hooks<'h> {
+    /// Whether to draw the live progress line on stderr.
+    progress: bool,
+    /// A part of a multi-process run: called with the connections up once this process's
+    /// are all up; returns when every process's are (only then does sending start).
+    connected: Option<&'h mut dyn FnMut(usize) -> io::Result<()>>,
+    /// With `--hold`: called when the run is over and its connections are held.
+    holding: &'h mut dyn FnMut(usize),
+    /// Set from outside: stop, and report the run so far.
+    stop: Arc<AtomicBool>,
 }
 
 /// Runs the threads of a run (one workload's [`run_threads`], see `workloads::Kind`).
-pub(crate) type RunThreads = fn(
-    &LoadConfig,
-    bool,
-    Option<&mut dyn FnMut(usize) -> io::Result<()>>,
-    &mut dyn FnMut(usize),
-) -> io::Result<(Tally, Duration)>;
+pub(crate) type RunThreads = for<'h> fn(&LoadConfig, Hooks<'h>) -> io::Result<(Tally, Duration)>;
 
-fn run_threads_of(
-    config: &LoadConfig,
-    progress: bool,
-    connected: Option<&mut dyn FnMut(usize) -> io::Result<()>>,
-    holding: &mut dyn FnMut(usize),
-) -> io::Result<(Tally, Duration)> {
+fn run_threads_of(config: &LoadConfig, hooks: Hooks<'_>) -> io::Result<(Tally, Duration)> {
     config.validate().map_err(|message| io::Error::new(io::ErrorKind::InvalidInput, message))?;
-    (config.workload.kind().run)(config, progress, connected, holding)
+    (config.workload.kind().run)(config, hooks)
 }
 
 /// Runs `config` with workload `W` on its threads, each a reactor (`engine`), and merges
 /// what they counted.
 pub(crate) fn run_threads<W: Exchange>(
     config: &LoadConfig,
-    progress: bool,
-    mut connected: Option<&mut dyn FnMut(usize) -> io::Result<()>>,
-    holding: &mut dyn FnMut(usize),
+    hooks: Hooks<'_>,
 ) -> io::Result<(Tally, Duration)> {
+    let Hooks { progress, mut connected, holding, stop } = hooks;
     let plans = config.plans();
-    let shared = Shared::new(config.connections as usize, plans.len(), connected.is_none());
+    let shared = Shared::new(config.connections as usize, plans.len(), connected.is_none(), stop);
     let run = Arc::new(W::share(config, &plans)?);
     let mut progress = Progress::new(progress);
     let results = thread::scope(|scope| -> io::Result<Vec<io::Result<Tally>>> {

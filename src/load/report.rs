@@ -222,6 +222,10 @@ pub struct Report {
     pub first_mismatches: Vec<Mismatch>,
     /// True when every reply verified and nothing failed: exit code 0.
     pub ok: bool,
+    /// The run was stopped before its end (SIGINT, SIGTERM): the figures are the run's so
+    /// far. Absent when it was not.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub interrupted: bool,
 }
 
 impl Report {
@@ -283,6 +287,7 @@ impl Report {
             errors: Errors { mismatch: tally.mismatched, lost: tally.lost, connections },
             first_mismatches: tally.mismatches.clone(),
             ok: tally.failure_count() == 0 && tally.verified > 0,
+            interrupted: false,
         };
         // What the workload adds (broadcast: its deliveries).
         (config.workload.kind().report)(config, tally, &mut report);
@@ -473,6 +478,12 @@ impl fmt::Display for Report {
             }
             writeln!(f, "  expected   {:?}", mismatch.expected)?;
             writeln!(f, "  got        {:?}", mismatch.got)?;
+        }
+        if self.interrupted {
+            writeln!(
+                f,
+                "interrupted  stopped before its end (SIGINT or SIGTERM): the figures are the run's so far"
+            )?;
         }
         if self.ok && self.mode.contains("(replies not checked)") {
             write!(f, "result       OK: every request answered by its marker (replies not checked)")

@@ -4,6 +4,7 @@
 //! (`Exchange::Run`). Nothing on the per-message path touches these: each thread
 //! publishes its totals a few times a second.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 /// See the module documentation.
@@ -41,12 +42,15 @@ pub struct Shared {
     /// Threads that stopped sending and published their final totals: until every thread
     /// has, `deliveries_expected` may still grow, so no thread's broadcast drain may settle.
     pub stopped_sending: AtomicUsize,
+    /// Set from outside (SIGINT, SIGTERM in `evloop-load`): stop now, and report the run so
+    /// far.
+    pub stop: Arc<AtomicBool>,
 }
 
 impl Shared {
     /// Shared state for `threads` threads opening `total_connections` in all; `go` says
-    /// whether they may start sending without waiting for a go.
-    pub fn new(total_connections: usize, threads: usize, go: bool) -> Shared {
+    /// whether they may start sending without waiting for a go; `stop` stops them.
+    pub fn new(total_connections: usize, threads: usize, go: bool, stop: Arc<AtomicBool>) -> Shared {
         Shared {
             total_connections,
             connects_finished: AtomicUsize::new(0),
@@ -62,12 +66,18 @@ impl Shared {
             holding: AtomicUsize::new(0),
             run_end_ns: AtomicU64::new(0),
             stopped_sending: AtomicUsize::new(0),
+            stop,
         }
     }
 
     /// Whether every connection attempt, in every thread, has finished.
     pub fn all_connects_finished(&self) -> bool {
         self.connects_finished.load(Ordering::Acquire) >= self.total_connections
+    }
+
+    /// Whether the run was told to stop (and report what it did so far).
+    pub fn stopping(&self) -> bool {
+        self.stop.load(Ordering::Relaxed)
     }
 
     /// Whether the threads may start sending.

@@ -69,6 +69,10 @@ pub(crate) const MAX_REPLY: usize = 16 * 1024 * 1024;
 const PUBLISH_EVERY_NS: u64 = 100_000_000;
 /// How often waiting phases look at the other threads' progress.
 const CHECK_EVERY_NS: u64 = 5_000_000;
+/// Told to stop (Ctrl-C), how long the replies already on their way may take: a live
+/// server's come within milliseconds, and a stalled one is often why the run was stopped,
+/// so waiting out `--reply-timeout` would only delay the report.
+const INTERRUPTED_DRAIN_NS: u64 = 1_000_000_000;
 /// TLS: reads of one connection per turn before the others get theirs. A TLS read cannot tell
 /// a drained socket from a short record, so the connection must be read again, but not at
 /// once: a fast server kept the loader on one connection while the rest waited (write-each,
@@ -346,7 +350,8 @@ impl<'a, W: Exchange> Engine<'a, W> {
             Phase::Running if self.conns.up_keys().is_empty() => now,
             Phase::Running => self.schedule.stop_ns.unwrap_or(u64::MAX).min(self.published.next_ns()),
             Phase::Draining { deadline_ns } => deadline_ns.min(now + CHECK_EVERY_NS),
-            Phase::Holding { until_ns } => until_ns,
+            // Woken now and then to see whether it was told to stop.
+            Phase::Holding { until_ns } => until_ns.min(now + PUBLISH_EVERY_NS),
             Phase::Done => now,
         }
     }

@@ -3,13 +3,19 @@
 use std::sync::atomic::Ordering;
 
 use super::replies::Prep;
-use super::{Engine, Phase};
+use super::{Engine, INTERRUPTED_DRAIN_NS, Phase};
 use crate::load::workloads::Exchange;
 
 impl<W: Exchange> Engine<'_, W> {
     /// Moves the run on: what its phase does at `now`, and the next phase once it is done.
     pub(super) fn step(&mut self, now: u64) {
+        // Told to stop: a run not started yet, or only held, ends now; one sending stops
+        // sending, and its drain is short (below).
+        let stopping = self.shared.stopping();
         match self.phase {
+            Phase::Connecting | Phase::Preparing | Phase::Holding { .. } if stopping => {
+                self.phase = Phase::Done;
+            }
             Phase::Connecting => {
                 self.start_connects(now);
                 self.expire_connects(now);
@@ -35,6 +41,7 @@ impl<W: Exchange> Engine<'_, W> {
                     || self.schedule.spent()
                     || nothing_awaited
                     || self.conns.up_keys().is_empty()
+                    || stopping
                 {
                     self.publish(now, true);
                     self.shared.note_run_end(self.schedule.stop_ns.map_or(now, |stop| now.min(stop)));
@@ -47,14 +54,14 @@ impl<W: Exchange> Engine<'_, W> {
                 // The connections stay until every thread has stopped sending: idle ones
                 // (`--active`) and room members are part of the run to its end, and another
                 // thread's broadcast lines are not all expected yet. The last replies get
-                // `--reply-timeout` from then.
-                if !self.shared.all_stopped_sending() {
+                // `--reply-timeout` from then; told to stop, they get a moment only.
+                if !self.shared.all_stopped_sending() && !stopping {
                     return;
                 }
-                if deadline_ns == u64::MAX {
-                    let deadline_ns = now + self.config.reply_timeout.as_nanos() as u64;
-                    self.phase = Phase::Draining { deadline_ns };
-                }
+                let reply_timeout = self.config.reply_timeout.as_nanos() as u64;
+                let wait = if stopping { reply_timeout.min(INTERRUPTED_DRAIN_NS) } else { reply_timeout };
+                let deadline_ns = deadline_ns.min(now + wait);
+                self.phase = Phase::Draining { deadline_ns };
                 if self.workload.drained(self.conns.in_flight(), self.shared) || now >= deadline_ns {
                     self.hold_or_finish(now);
                 }
@@ -81,7 +88,7 @@ impl<W: Exchange> Engine<'_, W> {
     /// The run is over: keep the connections open for `--hold` (so the server's memory per
     /// idle connection can be measured), or finish.
     fn hold_or_finish(&mut self, now: u64) {
-        if self.config.hold.is_zero() {
+        if self.config.hold.is_zero() || self.shared.stopping() {
             self.phase = Phase::Done;
             return;
         }
