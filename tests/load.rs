@@ -625,3 +625,298 @@ fn websocket_runs_verify_against_evloop_and_node() {
         assert_all_verified(code, &report);
     }
 }
+
+/// Runs evloop-load with `args` (plus `--no-progress`) to its end; a loader still running
+/// after `limit` is killed and fails the test, which must not hang with it. Returns the
+/// exit code and stdout.
+#[track_caller]
+fn run_within(limit: std::time::Duration, args: &[&str]) -> (Option<i32>, String) {
+    let mut loader = Command::new(env!("CARGO_BIN_EXE_evloop-load"))
+        .args(args)
+        .arg("--no-progress")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdout = loader.stdout.take().unwrap();
+    let output = thread::spawn(move || {
+        let mut text = String::new();
+        let _ = std::io::Read::read_to_string(&mut stdout, &mut text);
+        text
+    });
+    let deadline = std::time::Instant::now() + limit;
+    let status = loop {
+        if let Some(status) = loader.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() >= deadline {
+            let _ = loader.kill();
+            let _ = loader.wait();
+            panic!("evloop-load {args:?} still running after {limit:?}: killed");
+        }
+        thread::sleep(std::time::Duration::from_millis(20));
+    };
+    (status.code(), output.join().unwrap())
+}
+
+/// [`run_within`] with `--json`: the exit code and the report.
+#[track_caller]
+fn load_within(limit: std::time::Duration, args: &[&str]) -> (Option<i32>, Value) {
+    let (code, stdout) = run_within(limit, &[args, &["--json"]].concat());
+    let report =
+        serde_json::from_str(&stdout).unwrap_or_else(|error| panic!("not a report ({error}): {stdout}"));
+    (code, report)
+}
+
+/// How long a run that waits out a 500 ms reply timeout may take before it counts as hung.
+const HUNG_AFTER: std::time::Duration = std::time::Duration::from_secs(20);
+
+/// A server that reads and never answers: a counted run (`-n`, more messages than
+/// connections) ends once --reply-timeout passes with nothing heard, every request lost, and
+/// says why. It used to wait for ever: only replies sent the next request.
+#[test]
+fn a_silent_server_ends_a_counted_run_at_the_reply_timeout() {
+    let silent = serve_raw(|stream| {
+        let _ = std::io::copy(&mut &stream, &mut std::io::sink());
+    })
+    .to_string();
+    for (connections, messages) in [("1", "3"), ("2", "4"), ("50", "100")] {
+        let started = std::time::Instant::now();
+        let (code, report) = load_within(
+            HUNG_AFTER,
+            &["--target", &silent, "-c", connections, "-n", messages, "--reply-timeout", "500ms"],
+        );
+        assert_eq!(code, Some(1), "{report:#}");
+        assert_eq!(report["ok"], false, "{report:#}");
+        assert_eq!(report["messages"]["verified"], 0, "{report:#}");
+        assert_eq!(report["messages"]["sent"], report["messages"]["lost"], "{report:#}");
+        assert_eq!(report["errors"]["reply_timeout"].to_string(), connections, "{report:#}");
+        assert!(started.elapsed() < std::time::Duration::from_secs(10), "{report:#}");
+    }
+    let (code, text) =
+        run_within(HUNG_AFTER, &["--target", &silent, "-c", "1", "-n", "3", "--reply-timeout", "500ms"]);
+    assert_eq!(code, Some(1), "{text}");
+    let result = text.lines().last().unwrap();
+    assert!(result.starts_with("result       FAILED: replies timed out"), "{text}");
+}
+
+/// A wrong `--expect` against evloop's echo (the reply is shorter than expected, so the
+/// rest of it never comes): the run ends, fails, and every request is accounted for.
+#[test]
+fn a_wrong_expectation_ends_the_run() {
+    let server = util::ServerProcess::start(util::server_command(&["--listen", "echo=127.0.0.1:0"]), 1);
+    let target = server.addrs[0].to_string();
+    for (connections, messages) in [("1", "3"), ("2", "4"), ("50", "100")] {
+        let (code, report) = load_within(
+            HUNG_AFTER,
+            &[
+                "--target",
+                &target,
+                "-m",
+                r"hi\n",
+                "--expect",
+                r"hi!\n",
+                "-c",
+                connections,
+                "-n",
+                messages,
+                "--reply-timeout",
+                "500ms",
+            ],
+        );
+        assert_eq!(code, Some(1), "{report:#}");
+        assert_eq!(report["ok"], false, "{report:#}");
+        assert_eq!(report["messages"]["verified"], 0, "{report:#}");
+        let messages = &report["messages"];
+        let accounted = messages["failed"].as_u64().unwrap() + messages["lost"].as_u64().unwrap();
+        assert_eq!(accounted, messages["sent"].as_u64().unwrap(), "{report:#}");
+    }
+}
+
+/// `--active` fewer than the threads: a thread with no sending connection holds its idle
+/// ones and ends with the others; the messages go to the threads that send (a counted run
+/// used to wait for ever on the thread that could not send its share).
+#[test]
+fn a_thread_with_only_idle_connections_ends_a_counted_run() {
+    let server = TestServer::start(&["echo=127.0.0.1:0"]);
+    let target = server.addr().to_string();
+    let (code, report) =
+        load_within(HUNG_AFTER, &["--target", &target, "-c", "4", "--active", "1", "-t", "2", "-n", "50"]);
+    assert_all_verified(code, &report);
+    assert_eq!(report["messages"]["verified"], 50, "{report:#}");
+    assert_eq!(server.stats().messages_in, 50);
+}
+
+/// A closed-loop room (`--pipeline`) that relays nothing: the senders give their lines up
+/// after --reply-timeout and a counted run ends, every line lost.
+#[test]
+fn a_closed_loop_room_that_relays_nothing_ends_a_counted_run() {
+    let silent = serve_raw(|stream| {
+        let _ = std::io::copy(&mut &stream, &mut std::io::sink());
+    })
+    .to_string();
+    let (code, report) = load_within(
+        HUNG_AFTER,
+        &["--target", &silent, "--workload", "broadcast", "-c", "3", "-P", "1", "-n", "10"]
+            .into_iter()
+            .chain(["--connect-timeout", "300ms", "--reply-timeout", "300ms"])
+            .collect::<Vec<_>>(),
+    );
+    assert_eq!(code, Some(1), "{report:#}");
+    assert!(report["messages"]["sent"].as_u64().unwrap() > 0, "{report:#}");
+    assert_eq!(report["broadcast"]["deliveries_seen"], 0, "{report:#}");
+    assert!(report["messages"]["lost"].as_u64().unwrap() > 0, "{report:#}");
+}
+
+/// The server answers a few requests, then closes every connection: the result line says
+/// the server went away (it said only "FAILED" after "closed 3 ... lost 3").
+#[test]
+fn a_server_that_goes_away_mid_run_is_named_in_the_result() {
+    let addr = serve_raw(|stream| {
+        let mut reader = BufReader::new(stream.try_clone().unwrap());
+        let mut stream = stream;
+        let mut line = String::new();
+        for _ in 0..5 {
+            line.clear();
+            if reader.read_line(&mut line).unwrap_or(0) == 0 || stream.write_all(line.as_bytes()).is_err() {
+                return;
+            }
+        }
+        // A clean close (FIN), then whatever still comes is read and dropped.
+        let _ = stream.shutdown(std::net::Shutdown::Write);
+        let _ = std::io::copy(&mut reader, &mut std::io::sink());
+    });
+    let (code, text) = run_within(
+        HUNG_AFTER,
+        &["--target", &addr.to_string(), "-c", "3", "-d", "2s", "--reply-timeout", "500ms"],
+    );
+    assert_eq!(code, Some(1), "{text}");
+    assert_eq!(
+        text.lines().last().unwrap(),
+        "result       FAILED: the server closed 3 connections mid-run; 3 never answered",
+        "{text}"
+    );
+}
+
+/// A reply shorter than `--expect` (evloop's echo of `hi\n` when `hi!\n` is expected): what
+/// came is shown as a mismatch, at its first wrong byte, not counted as lost unseen.
+#[test]
+fn a_reply_shorter_than_expected_is_shown() {
+    let server = util::ServerProcess::start(util::server_command(&["--listen", "echo=127.0.0.1:0"]), 1);
+    let target = server.addrs[0].to_string();
+    let args = [
+        "--target",
+        &target,
+        "-m",
+        r"hi\n",
+        "--expect",
+        r"hi!\n",
+        "-c",
+        "1",
+        "-n",
+        "3",
+        "--reply-timeout",
+        "500ms",
+    ];
+    let (code, report) = load_within(HUNG_AFTER, &args);
+    assert_eq!(code, Some(1), "{report:#}");
+    assert_eq!(report["errors"]["mismatch"], 1, "{report:#}");
+    assert_eq!(report["errors"]["lost"], 0, "{report:#}");
+    assert_eq!(report["errors"]["reply_timeout"], 1, "{report:#}");
+    let mismatch = &report["first_mismatches"][0];
+    assert_eq!(mismatch["expected"], "hi!\n", "{report:#}");
+    assert_eq!(mismatch["got"], "hi\n", "{report:#}");
+    assert_eq!(mismatch["offset"], 2, "{report:#}");
+    let (_, text) = run_within(HUNG_AFTER, &args);
+    assert_eq!(
+        text.lines().last().unwrap(),
+        "result       FAILED: replies timed out: 1 connection waited --reply-timeout for a reply that never came whole; 1 reply did not match (the first shown above)",
+        "{text}"
+    );
+}
+
+/// Sends `signal` to process `pid` (one this test started).
+fn signal(pid: u32, signal: i32) {
+    // SAFETY: kill() on the PID of a child of this test has no memory-safety preconditions.
+    let result = unsafe { libc::kill(pid as i32, signal) };
+    assert_eq!(result, 0, "kill failed");
+}
+
+/// Ctrl-C (SIGINT) stops a run: the loader prints the report so far, marked interrupted,
+/// and exits 130 (it used to die with nothing printed).
+#[test]
+fn ctrl_c_prints_the_report_so_far() {
+    let server = TestServer::start(&["echo=127.0.0.1:0"]);
+    let target = server.addr().to_string();
+    let mut loader = Command::new(env!("CARGO_BIN_EXE_evloop-load"))
+        .args(["--target", &target, "-c", "4", "-d", "60s", "--json", "--no-progress"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    server.wait_for("traffic", |stats| stats.messages_in > 1000);
+    signal(loader.id(), libc::SIGINT);
+    let deadline = std::time::Instant::now() + HUNG_AFTER;
+    let status = loop {
+        if let Some(status) = loader.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() >= deadline {
+            let _ = loader.kill();
+            let _ = loader.wait();
+            panic!("the loader ran on after SIGINT");
+        }
+        thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let mut stdout = String::new();
+    std::io::Read::read_to_string(&mut loader.stdout.take().unwrap(), &mut stdout).unwrap();
+    let report: Value = serde_json::from_str(&stdout).unwrap_or_else(|_| panic!("no report: {stdout:?}"));
+    assert_eq!(status.code(), Some(130), "{report:#}");
+    assert_eq!(report["interrupted"], true, "{report:#}");
+    assert_eq!(report["ok"], true, "every reply so far verified: {report:#}");
+    assert!(report["messages"]["verified"].as_u64().unwrap() > 1000, "{report:#}");
+    assert!(report["duration_s"].as_f64().unwrap() < 30.0, "the window ends at the stop: {report:#}");
+}
+
+/// A loader a script starts in the background (`&`, which makes it ignore SIGINT) still
+/// stops on SIGINT and on SIGTERM, with its report (exit 130, 143).
+#[test]
+fn a_loader_in_the_background_of_a_script_stops_on_sigint_and_sigterm() {
+    let server = TestServer::start(&["echo=127.0.0.1:0"]);
+    let target = server.addr().to_string();
+    for (name, number, code) in [("SIGINT", libc::SIGINT, 130), ("SIGTERM", libc::SIGTERM, 143)] {
+        let before = server.stats().messages_in;
+        let mut script = Command::new("sh")
+            .args(["-c", r#""$0" "$@" & echo "$!"; wait "$!"; echo "exit $?""#])
+            .arg(env!("CARGO_BIN_EXE_evloop-load"))
+            .args(["--target", &target, "-c", "2", "-d", "60s", "--no-progress"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(script.stdout.take().unwrap()).lines();
+        let pid: u32 = lines.next().unwrap().unwrap().trim().parse().unwrap();
+        server.wait_for("traffic", |stats| stats.messages_in > before + 1000);
+        signal(pid, number);
+        let (done, output) = std::sync::mpsc::channel();
+        thread::spawn(move || {
+            let _ = done.send(lines.map_while(Result::ok).collect::<Vec<String>>());
+        });
+        let Ok(output) = output.recv_timeout(HUNG_AFTER) else {
+            signal(pid, libc::SIGKILL);
+            let _ = script.wait();
+            panic!("the loader ran on after {name}");
+        };
+        let _ = script.wait();
+        assert_eq!(
+            output.last().map(String::as_str),
+            Some(format!("exit {code}").as_str()),
+            "{name}: {output:?}"
+        );
+        assert!(output.iter().any(|line| line.starts_with("interrupted  ")), "{name}: {output:?}");
+        assert!(
+            output.iter().any(|line| line == "result       OK: every reply verified"),
+            "{name}: {output:?}"
+        );
+    }
+}

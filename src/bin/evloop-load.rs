@@ -7,13 +7,15 @@
 use std::net::IpAddr;
 use std::path::Path;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use clap::Parser;
 use evloop::cli::units::{parse_bytes, parse_duration, positive_duration, positive_rate};
 use evloop::cli::{self, usage_error};
 use evloop::load::script::{Preset, Script, ScriptFlags};
-use evloop::load::{LoadConfig, Stop, Workload, parse_sources, processes, step, sweep};
+use evloop::load::{LoadConfig, Stop, Workload, WorkloadFlags, parse_sources, processes, step, sweep};
 use evloop::{Codec, ListenAddr};
 
 /// Descriptors kept back from the connection count for the poller, pacer and standard streams.
@@ -25,7 +27,9 @@ const RESERVED_DESCRIPTORS: u64 = 32;
 /// Closed loop by default (--pipeline requests in flight per connection); --rate switches to
 /// open loop, where latency is measured from each message's scheduled send time so server
 /// stalls are not hidden. Exit code 0 when every reply verified, 1 on any mismatch, lost
-/// reply or connection failure, 2 on bad usage.
+/// reply or connection failure, 2 on bad usage. SIGINT (Ctrl-C) or SIGTERM stops the run
+/// and prints its report so far, marked interrupted, with exit code 130 or 143 (a second one
+/// ends it at once); a loader started in the background by a script stops on them too.
 #[derive(Parser, Debug)]
 #[command(name = "evloop-load", version)]
 struct Args {
@@ -65,8 +69,8 @@ struct Args {
     /// unless --rate or --pipeline says otherwise), file (GET every file of --files in turn,
     /// each byte checked) or generic (any server: -m, --expect, --preset; implied by them)
     /// [default: echo]
-    #[arg(long, value_name = "NAME", value_parser = parsed_from::<Workload>(&["echo", "uppercase", "sum", "broadcast", "file", "generic"]))]
-    workload: Option<Workload>,
+    #[arg(long, value_name = "NAME", value_parser = clap::builder::PossibleValuesParser::new(Workload::NAMES))]
+    workload: Option<String>,
 
     /// Framing: line, length (u32 big-endian length prefix), ws (WebSocket: an HTTP
     /// upgrade, then masked frames; a ws:// target sets it) or raw (the generic workload's
@@ -174,7 +178,10 @@ struct Args {
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = positive_duration)]
     connect_timeout: Duration,
 
-    /// After sending stops, how long to wait for replies; missing ones are lost
+    /// How long to wait for a reply: a connection that waits this long (from the request, or
+    /// from the last bytes heard) is closed by the loader and what it had outstanding is lost
+    /// (a closed-loop broadcast sender stops instead); after sending stops, how long to wait
+    /// for the last replies
     #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = positive_duration)]
     reply_timeout: Duration,
 
@@ -365,12 +372,16 @@ fn main() -> ExitCode {
         }
     };
     config.tls_name = args.tls_name.clone();
-    config.script = match script(&args) {
+    let script = match script(&args) {
         Ok(script) => script,
         Err(message) => return usage_error("evloop-load", &message),
     };
-    let generic = config.script.is_some();
-    config.workload = args.workload.unwrap_or(if generic { Workload::Generic } else { Workload::Echo });
+    let generic = script.is_some();
+    let name = args.workload.as_deref().unwrap_or(if generic { "generic" } else { "echo" });
+    config.workload = match Workload::from_flags(name, WorkloadFlags::new(args.files.clone(), script)) {
+        Ok(workload) => workload,
+        Err(message) => return usage_error("evloop-load", &message),
+    };
     config.codec = match (args.codec, &ws_target) {
         (Some(codec), _) => codec,
         (None, Some(_)) => Codec::Ws,
@@ -397,7 +408,6 @@ fn main() -> ExitCode {
     config.active = args.active;
     config.first_id = args.first_id;
     config.hold = args.hold;
-    config.files = args.files.clone();
     config.latency_spectrum = args.latency;
     if let Err(message) = config.validate() {
         return usage_error("evloop-load", &message);
@@ -422,12 +432,15 @@ fn main() -> ExitCode {
         }
         Err(error) => log::warn!("cannot raise the open-file limit; error={error}"),
     }
+    let interrupt = Interrupt::install();
     if args.part_of_run {
-        return run_part(&config);
+        return run_part(&config, &interrupt.stop);
     }
     if let Some(counts) = &args.sweep_connections {
         let out = args.out.clone().unwrap_or_else(|| "sweep".into());
-        return run_sweep(&config, counts, args.processes, !args.no_progress, args.json, &out);
+        let code =
+            run_sweep(&config, counts, (args.processes, &interrupt.stop), !args.no_progress, args.json, &out);
+        return interrupt.exit_code().unwrap_or(code);
     }
     if let (Some(members), Some(limit)) = (args.step_members, args.limit_p95) {
         if config.workload != Workload::Broadcast {
@@ -437,14 +450,10 @@ fn main() -> ExitCode {
             );
         }
         let out = args.out.clone().unwrap_or_else(|| "step-up".into());
-        return run_step_up(&config, (members, limit), args.processes, args.json, &out);
+        let code = run_step_up(&config, (members, limit), (args.processes, &interrupt.stop), args.json, &out);
+        return interrupt.exit_code().unwrap_or(code);
     }
-    let result = if args.processes > 1 {
-        std::env::current_exe()
-            .and_then(|program| processes::run(&config, args.processes, &program, !args.no_progress))
-    } else {
-        evloop::load::run(&config, !args.no_progress)
-    };
+    let result = run_once(&config, (args.processes, &interrupt.stop), !args.no_progress);
     let report = match result {
         Ok(report) => report,
         Err(error) => return run_failed(&error),
@@ -460,14 +469,57 @@ fn main() -> ExitCode {
     } else {
         cli::print_line(&report);
     }
+    if let Some(code) = interrupt.exit_code() {
+        return code;
+    }
     if report.ok { ExitCode::SUCCESS } else { ExitCode::from(1) }
+}
+
+/// SIGINT and SIGTERM: the run stops and its report so far is printed; a second one ends the
+/// loader at once. The handlers replace an inherited "ignore": a job a script starts in the
+/// background ignores SIGINT, and would otherwise run on through `kill -INT`.
+struct Interrupt {
+    /// Set by either signal: the run stops.
+    stop: Arc<AtomicBool>,
+    /// The signal that came (0: none).
+    signal: Arc<AtomicUsize>,
+}
+
+impl Interrupt {
+    fn install() -> Interrupt {
+        use signal_hook::consts::{SIGINT, SIGTERM};
+        use signal_hook::flag;
+        let interrupt =
+            Interrupt { stop: Arc::new(AtomicBool::new(false)), signal: Arc::new(AtomicUsize::new(0)) };
+        for signal in [SIGINT, SIGTERM] {
+            // In this order: the second signal finds `stop` set, and ends the process.
+            let installed = flag::register_conditional_shutdown(signal, 128 + signal, interrupt.stop.clone())
+                .and_then(|_| flag::register_usize(signal, interrupt.signal.clone(), signal as usize))
+                .and_then(|_| flag::register(signal, interrupt.stop.clone()));
+            if let Err(error) = installed {
+                log::warn!(
+                    "cannot handle a signal: it ends the loader with no report; signal={signal} error={error}"
+                );
+            }
+        }
+        interrupt
+    }
+
+    /// The exit code of a run a signal stopped: 128 plus the signal's number (130 after
+    /// SIGINT, 143 after SIGTERM), as a shell reports a command the signal killed.
+    fn exit_code(&self) -> Option<ExitCode> {
+        match self.signal.load(Ordering::Acquire) {
+            0 => None,
+            signal => Some(ExitCode::from((128 + signal).min(255) as u8)),
+        }
+    }
 }
 
 /// `--sweep-connections`: one run per count, a table on stdout, CSV and SVG files.
 fn run_sweep(
     config: &LoadConfig,
     counts: &[u32],
-    processes: u32,
+    processes: (u32, &Arc<AtomicBool>),
     progress: bool,
     json: bool,
     out: &Path,
@@ -502,12 +554,17 @@ fn run_sweep(
     if points.iter().all(|point| point.report.ok) { ExitCode::SUCCESS } else { ExitCode::from(1) }
 }
 
-/// One run of a sweep or a step-up, in this process or in `processes` of them.
-fn run_once(config: &LoadConfig, processes: u32, progress: bool) -> std::io::Result<evloop::load::Report> {
+/// One run, in this process or in `processes` of them, stopped early once `stop` is set.
+fn run_once(
+    config: &LoadConfig,
+    (processes, stop): (u32, &Arc<AtomicBool>),
+    progress: bool,
+) -> std::io::Result<evloop::load::Report> {
     if processes > 1 {
-        std::env::current_exe().and_then(|program| processes::run(config, processes, &program, false))
+        std::env::current_exe()
+            .and_then(|program| processes::run(config, processes, &program, progress, stop))
     } else {
-        evloop::load::run(config, progress)
+        evloop::load::run_until(config, progress, stop.clone())
     }
 }
 
@@ -543,7 +600,7 @@ fn say_written(written: std::io::Result<()>, csv: &Path, svg: &Path) -> Result<(
 fn run_step_up(
     config: &LoadConfig,
     (members, limit): (u32, Duration),
-    processes: u32,
+    processes: (u32, &Arc<AtomicBool>),
     json: bool,
     out: &Path,
 ) -> ExitCode {
@@ -588,8 +645,8 @@ fn run_step_up(
 
 /// One part of a multi-process run: connect, report in, wait for the go, run, hand the
 /// tally back as one JSON line.
-fn run_part(config: &LoadConfig) -> ExitCode {
-    match processes::run_part(config) {
+fn run_part(config: &LoadConfig, stop: &Arc<AtomicBool>) -> ExitCode {
+    match processes::run_part(config, stop.clone()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             cli::eprint_line(format_args!("evloop-load: {error}"));

@@ -4,13 +4,9 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
-use super::script::{Check, Framing, Script};
-use super::workload::{MIN_SIZE, Workload};
+use super::workloads::Workload;
 use crate::codec::Codec;
 use crate::sys::address::ListenAddr;
-
-/// The open-loop rate of a broadcast run when neither `--rate` nor `--pipeline` is given.
-pub const DEFAULT_BROADCAST_RATE: f64 = 1000.0;
 
 /// When the run stops sending.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -31,7 +27,7 @@ pub struct LoadConfig {
     /// Further servers, for a room spread over several (broadcast over a backplane):
     /// connection `i` goes to the `i mod n`th of `target` and these.
     pub more_targets: Vec<ListenAddr>,
-    /// What to send and check.
+    /// What to send and check (a file run's directory and a generic run's script with it).
     pub workload: Workload,
     /// Framing: `line` or `length`.
     pub codec: Codec,
@@ -51,7 +47,10 @@ pub struct LoadConfig {
     pub connect_rate: Option<f64>,
     /// A connect not done by then fails as a timeout.
     pub connect_timeout: Duration,
-    /// After sending stops, how long to wait for outstanding replies; missing ones are lost.
+    /// How long to wait for a reply, from its request or the last bytes heard, whichever is
+    /// later: a connection that waits longer is closed and its outstanding requests are lost
+    /// (a closed-loop broadcast sender gives its lines up). After sending stops, how long
+    /// to wait for the last replies.
     pub reply_timeout: Duration,
     /// Local addresses to connect from, round robin; empty: the kernel's choice.
     pub sources: Vec<IpAddr>,
@@ -66,15 +65,12 @@ pub struct LoadConfig {
     /// After the run, keep every connection open and idle this long (to measure what idle
     /// connections cost the server).
     pub hold: Duration,
-    /// `--workload file`: the directory the server serves, read here to know what every
-    /// download must hash to.
-    pub files: Option<std::path::PathBuf>,
     /// Report the full latency percentile spectrum too (`--latency`).
     pub latency_spectrum: bool,
     /// Broadcast in a closed loop (`--pipeline` without `--rate`): each sender keeps
     /// `pipeline` lines in flight, and a line counts as answered once every other member
     /// has it, so the run goes as fast as the room can fan out. Otherwise broadcast is open
-    /// loop, at `rate` or `DEFAULT_BROADCAST_RATE` (1,000 lines/s).
+    /// loop, at `rate` or its default (1,000 lines/s).
     pub broadcast_closed_loop: bool,
     /// Each message in a `write` of its own, at once, as most clients write (a chat client,
     /// a request per call): the server then finds a few messages per read, not a batch of
@@ -87,9 +83,6 @@ pub struct LoadConfig {
     /// `--tls-name`: the name the server's certificate is checked against (and sent as SNI);
     /// `None`: the target's address.
     pub tls_name: Option<String>,
-    /// `--workload generic`: what to send and how to judge the replies (`-m`, `--expect`,
-    /// `--preset`...).
-    pub script: Option<Script>,
 }
 
 impl Default for LoadConfig {
@@ -113,14 +106,12 @@ impl Default for LoadConfig {
             active: None,
             first_id: 0,
             hold: Duration::ZERO,
-            files: None,
             latency_spectrum: false,
             broadcast_closed_loop: false,
             write_each: false,
             ws_path: "/".to_string(),
             tls: None,
             tls_name: None,
-            script: None,
         }
     }
 }
@@ -134,11 +125,6 @@ impl LoadConfig {
             }
         }
         match &self.target {
-            ListenAddr::Udp(_) if self.workload == Workload::Broadcast => {
-                return Err(
-                    "broadcast cannot run over UDP: there are no connections to broadcast to".to_string()
-                );
-            }
             ListenAddr::Udp(_) if !matches!(self.codec, Codec::Line | Codec::Raw) => {
                 return Err("UDP carries one message per datagram: --codec does not apply".to_string());
             }
@@ -148,7 +134,8 @@ impl LoadConfig {
             }
             _ => {}
         }
-        let raw_allowed = self.workload == Workload::Generic && self.codec == Codec::Raw;
+        let kind = self.workload.kind();
+        let raw_allowed = kind.raw_streams && self.codec == Codec::Raw;
         if !matches!(self.codec, Codec::Line | Codec::Length | Codec::Ws) && !raw_allowed {
             return Err(format!(
                 "codec {} is not supported by the loader: use line, length or ws (raw: the generic workload)",
@@ -161,22 +148,7 @@ impl LoadConfig {
         if self.tls.is_some() && !matches!(self.target, ListenAddr::Tcp(_)) {
             return Err("--tls runs over TCP".to_string());
         }
-        if let Some(problem) = self.script_problem() {
-            return Err(problem);
-        }
-        if self.workload == Workload::File {
-            if self.files.is_none() {
-                return Err("--workload file needs --files DIR: the directory the server serves".to_string());
-            }
-            if self.target.is_datagram() || self.codec != Codec::Line {
-                return Err("--workload file runs over TCP or a Unix socket, line codec".to_string());
-            }
-        } else if !matches!(self.workload, Workload::Sum | Workload::Generic) && self.size < MIN_SIZE {
-            return Err(format!("--size must be at least {MIN_SIZE} bytes for {}", self.workload));
-        }
-        if self.workload == Workload::Broadcast && self.connections < 2 {
-            return Err("broadcast needs at least 2 connections".to_string());
-        }
+        (kind.validate)(self)?;
         if self.threads == 0 || self.threads > self.connections {
             return Err(format!(
                 "--threads must be between 1 and the number of connections ({})",
@@ -200,42 +172,12 @@ impl LoadConfig {
         Ok(())
     }
 
-    /// Why the generic workload's script cannot run as configured, if it cannot.
-    fn script_problem(&self) -> Option<String> {
-        let script = match (&self.script, self.workload) {
-            (None, Workload::Generic) => {
-                return Some("--workload generic needs -m/--message (or --preset)".to_string());
-            }
-            (Some(_), workload) if workload != Workload::Generic => {
-                return Some(format!(
-                    "-m/--message and --preset go with the generic workload, not {workload}"
-                ));
-            }
-            (None, _) => return None,
-            (Some(script), _) => script,
-        };
-        let framed = !matches!(self.codec, Codec::Raw);
-        match (&script.check, script.framing) {
-            (Check::Prefix(_), Framing::Codec) if !framed => Some(
-                "--expect-prefix needs replies cut apart: --codec line, length or ws, or --framing http"
-                    .to_string(),
-            ),
-            (Check::Prefix(_) | Check::Marker(_), _) if self.target.is_datagram() => {
-                Some("over UDP each datagram is a reply: use --expect".to_string())
-            }
-            (_, Framing::Http) if framed => {
-                Some("--framing http reads HTTP from the raw stream: leave out --codec".to_string())
-            }
-            _ => None,
-        }
-    }
-
     /// The open-loop rate, if the run is open loop.
     pub fn open_loop_rate(&self) -> Option<f64> {
-        match (self.rate, self.workload) {
+        match (self.rate, self.workload.kind().default_rate) {
             (Some(rate), _) => Some(rate),
-            (None, Workload::Broadcast) if !self.broadcast_closed_loop => Some(DEFAULT_BROADCAST_RATE),
-            (None, _) => None,
+            (None, Some(rate)) if !self.broadcast_closed_loop => Some(rate),
+            _ => None,
         }
     }
 
@@ -298,7 +240,7 @@ impl LoadConfig {
             connections,
             first_id,
             stop: match self.stop {
-                Stop::Messages(total) => Stop::Messages(share(total)),
+                Stop::Messages(total) => Stop::Messages(self.messages_share(total, index, parts)),
                 after => after,
             },
             rate: self.open_loop_rate().map(|rate| rate * fraction),
@@ -306,6 +248,19 @@ impl LoadConfig {
             active,
             ..self.clone()
         }
+    }
+
+    /// Part `index`'s share of `total` messages. They follow the connections that send: a
+    /// part with no `--active` connection gets none (it could not send them, and a counted
+    /// run would wait for them for ever); without `--active`, even shares.
+    fn messages_share(&self, total: u64, index: u32, parts: u32) -> u64 {
+        let Some(all_active) = self.active else { return share_of(total, index, parts) };
+        let active_before = |part: u32| -> u128 {
+            (0..part).map(|before| u128::from(share_of(u64::from(all_active), before, parts))).sum()
+        };
+        // Cumulative shares rounded down: every message goes to exactly one part.
+        let upto = |part: u32| u128::from(total) * active_before(part) / u128::from(all_active);
+        (upto(index + 1) - upto(index)) as u64
     }
 
     /// The command-line arguments that make `evloop-load` run exactly this configuration
@@ -334,8 +289,8 @@ impl LoadConfig {
         if !self.hold.is_zero() {
             flag("hold", self.hold.as_secs_f64().to_string());
         }
-        if let Some(files) = &self.files {
-            flag("files", files.display().to_string());
+        if let Workload::File(dir) = &self.workload {
+            flag("files", dir.display().to_string());
         }
 
         if let Some(rate) = self.rate {
@@ -372,7 +327,7 @@ impl LoadConfig {
         if let Some(name) = &self.tls_name {
             args.extend(["--tls-name".to_string(), name.clone()]);
         }
-        if let Some(script) = &self.script {
+        if let Workload::Generic(script) = &self.workload {
             args.extend(script.to_args());
         }
         args
@@ -381,9 +336,9 @@ impl LoadConfig {
     /// The run's mode in words, for the report.
     pub fn mode(&self) -> String {
         let loop_mode = self.loop_mode();
-        match &self.script {
-            Some(script) => format!("{loop_mode}; {}", script.describe()),
-            None => loop_mode,
+        match &self.workload {
+            Workload::Generic(script) => format!("{loop_mode}; {}", script.describe()),
+            _ => loop_mode,
         }
     }
 
@@ -445,6 +400,29 @@ mod tests {
             threads.iter().map(|plan| (plan.first_id, plan.count)).collect::<Vec<_>>(),
             [(4, 2), (6, 1)]
         );
+    }
+
+    /// Messages follow the connections that send: a part with no active connection gets
+    /// none, and every message goes to exactly one part.
+    #[test]
+    fn messages_follow_the_active_connections() {
+        let config = LoadConfig {
+            connections: 10,
+            active: Some(3),
+            stop: Stop::Messages(100),
+            ..LoadConfig::default()
+        };
+        let messages = |parts: u32| -> Vec<u64> {
+            (0..parts)
+                .map(|index| match config.part(index, parts).stop {
+                    Stop::Messages(messages) => messages,
+                    Stop::After(_) => unreachable!(),
+                })
+                .collect()
+        };
+        assert_eq!(messages(4), [33, 33, 34, 0]);
+        assert_eq!(messages(2), [66, 34]);
+        assert_eq!(messages(1), [100]);
     }
 
     /// Impossible runs are refused before starting.

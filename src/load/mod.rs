@@ -22,66 +22,67 @@
 //!
 //! # Layout
 //! - `config`: the run's settings ([`LoadConfig`]), validated; `plan`: its share per thread.
-//! - `engine/`: one reactor thread driving its share of the connections, one phase per file
-//!   (phases, connect, send, receive, publish).
-//! - `workload`: requests and the exact replies expected, for each handler ([`Workload`]).
-//! - [`script`]: the generic workload: requests and replies typed on the command line
-//!   (`-m`, `--expect`, `--expect-prefix`, `--latency-marker`, `--preset`), for servers no
-//!   one here wrote.
+//! - `engine/`: one reactor thread driving its share of the connections through the phases
+//!   of a run, in parts: the connections and their I/O, the schedule, the traffic, what a
+//!   workload may do with a connection, connecting, the phases, publishing totals.
+//! - `workloads/`: what each workload sends and how it checks what comes back, one module
+//!   each behind one trait ([`Workload`] names one): echo, uppercase, sum, broadcast, file,
+//!   generic.
+//! - [`script`]: the generic workload's flags: requests and replies typed on the command
+//!   line (`-m`, `--expect`, `--expect-prefix`, `--latency-marker`, `--preset`), for
+//!   servers no one here wrote.
 //! - `tally`: what a thread counted and measured; tallies merge.
 //! - `report`: the final [`Report`], human and JSON.
-//! - `shared`: the few counters threads share; `acks`: closed-loop broadcast, which lines
-//!   every member has.
+//! - `shared`: the few counters threads share.
 //! - `socket`: the loader's end of a connection: TCP, Unix stream or UDP.
-//! - [`processes`]: `--processes N`: loader processes, each a part, merged exactly.
+//! - `drivers/`: runs made of runs, or of processes: [`processes`] (`--processes N`: loader
+//!   processes, each a part, merged exactly), [`sweep`] (`--sweep-connections`: a run per
+//!   connection count, as CSV and SVG), [`step`] (`--step-members`: rooms grown step by
+//!   step until a line's p95 reach passes a limit, as CSV and SVG).
 //! - `progress`: the live progress line.
 //! - `timer`: exact wakeups with a `timerfd`: open-loop pacing, the loader's deadlines.
 //! - `clock`: the monotonic clock in nanoseconds.
 //! - `sources`: `--sources` address lists ([`parse_sources`]).
-//! - [`sweep`]: `--sweep-connections`: a run per connection count, as CSV and SVG.
-//! - [`step`]: `--step-members`: rooms grown step by step until a line's p95 reach passes
-//!   a limit, as CSV and SVG.
 //! - [`chart`]: line charts as SVG, for sweeps and benchmarks.
 
-mod acks;
-mod catalogue;
 pub mod chart;
 mod clock;
 mod config;
+mod drivers;
 mod engine;
 mod plan;
-pub mod processes;
 mod progress;
 mod report;
 pub mod script;
 mod shared;
 mod socket;
 mod sources;
-pub mod step;
-pub mod sweep;
 mod tally;
 mod timer;
 pub mod tls;
-mod workload;
+mod workloads;
 
 use std::io;
-use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::thread;
 use std::time::Duration;
 
 pub use config::{LoadConfig, Stop};
+pub use drivers::{processes, step, sweep};
 pub use report::{
     Broadcast, Connections, Errors, Messages, Percentiles, Report, SCHEMA, SpectrumPoint, Throughput,
     TlsHandshakes,
 };
 pub use sources::parse_sources;
 pub use tally::{Failures, Mismatch};
-pub use workload::Workload;
+pub use workloads::{Workload, WorkloadFlags};
 
 use progress::Progress;
 use shared::Shared;
 use tally::Tally;
+use workloads::Exchange;
 
 /// How often the progress line is redrawn.
 const PROGRESS_EVERY: Duration = Duration::from_secs(1);
@@ -91,11 +92,21 @@ const GATE_CHECK_EVERY: Duration = Duration::from_millis(5);
 /// Runs the load described by `config` and reports on it. `progress` turns the live line on
 /// stderr on or off.
 pub fn run(config: &LoadConfig, progress: bool) -> io::Result<Report> {
+    run_until(config, progress, Arc::new(AtomicBool::new(false)))
+}
+
+/// [`run`], stopped early once `stop` is set (`evloop-load` sets it on SIGINT and SIGTERM):
+/// sending stops, the replies on their way get a moment (at most a second) to come, and the
+/// report covers the run so far, marked [`Report::interrupted`].
+pub fn run_until(config: &LoadConfig, progress: bool, stop: Arc<AtomicBool>) -> io::Result<Report> {
     let mut holding = |connections: usize| {
         eprintln!("evloop-load: holding {connections} connections for {:.1} s", config.hold.as_secs_f64());
     };
-    let (total, window) = run_threads(config, progress, None, &mut holding)?;
-    Ok(Report::new(config, &total, window))
+    let hooks = Hooks { progress, connected: None, holding: &mut holding, stop: stop.clone() };
+    let (total, window) = run_threads_of(config, hooks)?;
+    let mut report = Report::new(config, &total, window);
+    report.interrupted = stop.load(Ordering::Acquire);
+    Ok(report)
 }
 
 /// Runs one part of a multi-process run (see `processes.rs`): once this process's
@@ -103,39 +114,56 @@ pub fn run(config: &LoadConfig, progress: bool) -> io::Result<Report> {
 /// process is ready; only then does sending start. With `--hold`, `holding(established)` is
 /// called when the run is over and the connections are held. Returns the raw tally and
 /// window, for the parent to merge.
+/// `stop` stops it early, as it does [`run_until`].
 pub(crate) fn run_part(
     config: &LoadConfig,
     connected: &mut dyn FnMut(usize) -> io::Result<()>,
     holding: &mut dyn FnMut(usize),
+    stop: Arc<AtomicBool>,
 ) -> io::Result<(Tally, Duration)> {
-    run_threads(config, false, Some(connected), holding)
+    run_threads_of(config, Hooks { progress: false, connected: Some(connected), holding, stop })
 }
 
-fn run_threads(
-    config: &LoadConfig,
+/// How a run talks to whoever started it.
+pub(crate) struct Hooks<'h> {
+    /// Whether to draw the live progress line on stderr.
     progress: bool,
-    mut connected: Option<&mut dyn FnMut(usize) -> io::Result<()>>,
-    holding: &mut dyn FnMut(usize),
-) -> io::Result<(Tally, Duration)> {
+    /// A part of a multi-process run: called with the connections up once this process's
+    /// are all up; returns when every process's are (only then does sending start).
+    connected: Option<&'h mut dyn FnMut(usize) -> io::Result<()>>,
+    /// With `--hold`: called when the run is over and its connections are held.
+    holding: &'h mut dyn FnMut(usize),
+    /// Set from outside: stop, and report the run so far.
+    stop: Arc<AtomicBool>,
+}
+
+/// Runs the threads of a run (one workload's [`run_threads`], see `workloads::Kind`).
+pub(crate) type RunThreads = for<'h> fn(&LoadConfig, Hooks<'h>) -> io::Result<(Tally, Duration)>;
+
+fn run_threads_of(config: &LoadConfig, hooks: Hooks<'_>) -> io::Result<(Tally, Duration)> {
     config.validate().map_err(|message| io::Error::new(io::ErrorKind::InvalidInput, message))?;
+    (config.workload.kind().run)(config, hooks)
+}
+
+/// Runs `config` with workload `W` on its threads, each a reactor (`engine`), and merges
+/// what they counted.
+pub(crate) fn run_threads<W: Exchange>(
+    config: &LoadConfig,
+    hooks: Hooks<'_>,
+) -> io::Result<(Tally, Duration)> {
+    let Hooks { progress, mut connected, holding, stop } = hooks;
     let plans = config.plans();
-    let id_space = config.first_id as usize + config.connections as usize;
-    let mut shared = Shared::new(config.connections as usize, id_space, plans.len(), connected.is_none());
-    if let (Workload::File, Some(dir)) = (config.workload, &config.files) {
-        shared.catalogue = catalogue::Catalogue::read(dir)?;
-    }
-    if config.workload == Workload::Broadcast && config.open_loop_rate().is_none() {
-        shared.acks = Some(acks::LineAcks::new(config.pipeline, id_space, &plans));
-    }
+    let shared = Shared::new(config.connections as usize, plans.len(), connected.is_none(), stop);
+    let run = Arc::new(W::share(config, &plans)?);
     let mut progress = Progress::new(progress);
     let results = thread::scope(|scope| -> io::Result<Vec<io::Result<Tally>>> {
         let (done, finished) = mpsc::channel();
         for plan in plans {
-            let (done, shared) = (done.clone(), &shared);
+            let (done, shared, run) = (done.clone(), &shared, &run);
             thread::Builder::new()
                 .name(format!("evloop-load-{}", plan.index))
                 .spawn_scoped(scope, move || {
-                    let _ = done.send(engine::run(config, plan, shared));
+                    let _ = done.send(engine::run::<W>(config, plan, shared, run));
                 })
                 .expect("spawn a loader thread");
         }

@@ -9,7 +9,6 @@ use serde::{Deserialize, Serialize};
 
 use super::config::LoadConfig;
 use super::tally::{Failures, Mismatch, Tally};
-use super::workload::Workload;
 
 /// Latency percentiles, in microseconds.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -37,7 +36,8 @@ pub struct Percentiles {
 }
 
 impl Percentiles {
-    fn of(histogram: &Histogram<u64>) -> Percentiles {
+    /// The percentiles of `histogram` (in ns), in µs.
+    pub(crate) fn of(histogram: &Histogram<u64>) -> Percentiles {
         let us = |nanos: u64| nanos as f64 / 1000.0;
         Percentiles {
             p50: us(histogram.value_at_quantile(0.50)),
@@ -222,6 +222,10 @@ pub struct Report {
     pub first_mismatches: Vec<Mismatch>,
     /// True when every reply verified and nothing failed: exit code 0.
     pub ok: bool,
+    /// The run was stopped before its end (SIGINT, SIGTERM): the figures are the run's so
+    /// far. Absent when it was not.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub interrupted: bool,
 }
 
 impl Report {
@@ -238,8 +242,9 @@ impl Report {
         connections.reset += run.reset;
         connections.closed += run.closed;
         connections.turned_away += run.turned_away;
+        connections.reply_timeout += run.reply_timeout;
         connections.other += run.other;
-        Report {
+        let mut report = Report {
             schema: SCHEMA,
             target: config.targets_text(),
             workload: config.workload.to_string(),
@@ -278,16 +283,65 @@ impl Report {
             latency_uncorrected_us: open_loop.then(|| Percentiles::of(&tally.uncorrected)),
             schedule_lag_us: open_loop.then(|| Percentiles::of(&tally.schedule_lag)),
             latency_spectrum: config.latency_spectrum.then(|| spectrum(&tally.latency)),
-            broadcast: (config.workload == Workload::Broadcast).then_some(Broadcast {
-                deliveries_expected: tally.deliveries_expected,
-                deliveries_seen: tally.deliveries_seen,
-                sync_lines: tally.sync_lines,
-                reach_us: config.broadcast_closed_loop.then(|| Percentiles::of(&tally.reach)),
-            }),
+            broadcast: None,
             errors: Errors { mismatch: tally.mismatched, lost: tally.lost, connections },
             first_mismatches: tally.mismatches.clone(),
             ok: tally.failure_count() == 0 && tally.verified > 0,
+            interrupted: false,
+        };
+        // What the workload adds (broadcast: its deliveries).
+        (config.workload.kind().report)(config, tally, &mut report);
+        report
+    }
+}
+
+impl Report {
+    /// Why the run failed, in words, the most telling first (the errors line has the
+    /// counts).
+    fn failure_reasons(&self) -> Vec<String> {
+        let (e, k) = (&self.errors, &self.errors.connections);
+        let count = |n: u64, one: &str, many: &str| format!("{n} {}", if n == 1 { one } else { many });
+        let mut reasons = Vec::new();
+        if k.reply_timeout > 0 {
+            let waited = count(k.reply_timeout, "connection", "connections");
+            reasons.push(format!(
+                "replies timed out: {waited} waited --reply-timeout for a reply that never came whole"
+            ));
         }
+        match (k.closed, k.reset) {
+            (0, 0) => {}
+            (closed, 0) => reasons
+                .push(format!("the server closed {} mid-run", count(closed, "connection", "connections"))),
+            (0, reset) => reasons
+                .push(format!("the server reset {} mid-run", count(reset, "connection", "connections"))),
+            (closed, reset) => {
+                reasons.push(format!("the server closed {closed} and reset {reset} connections mid-run"))
+            }
+        }
+        if self.connections.failed > 0 {
+            reasons.push(format!(
+                "{} failed to connect",
+                count(self.connections.failed, "connection", "connections")
+            ));
+        }
+        if k.turned_away > 0 {
+            let turned = count(k.turned_away, "connection", "connections");
+            reasons.push(format!("the server turned {turned} away (ERR server full)"));
+        }
+        if e.mismatch > 0 {
+            reasons.push(format!(
+                "{} did not match (the first shown above)",
+                count(e.mismatch, "reply", "replies")
+            ));
+        }
+        if e.lost > 0 {
+            let what = if self.broadcast.is_some() { "never delivered" } else { "never answered" };
+            reasons.push(format!("{} {what}", e.lost));
+        }
+        if reasons.is_empty() {
+            reasons.push("connection errors (see the errors line)".to_string());
+        }
+        reasons
     }
 }
 
@@ -402,7 +456,7 @@ impl fmt::Display for Report {
         if !self.ok {
             writeln!(
                 f,
-                "errors       mismatch {}  lost {}  refused {}  turned away {}  reset {}  closed {}  timeout {}  addr_not_available {}  other {}",
+                "errors       mismatch {}  lost {}  refused {}  turned away {}  reset {}  closed {}  timeout {}  addr_not_available {}  other {}  reply timeout {}",
                 e.mismatch,
                 e.lost,
                 k.refused,
@@ -411,7 +465,8 @@ impl fmt::Display for Report {
                 k.closed,
                 k.timeout,
                 k.addr_not_available,
-                k.other
+                k.other,
+                k.reply_timeout
             )?;
         }
         for mismatch in &self.first_mismatches {
@@ -423,6 +478,12 @@ impl fmt::Display for Report {
             }
             writeln!(f, "  expected   {:?}", mismatch.expected)?;
             writeln!(f, "  got        {:?}", mismatch.got)?;
+        }
+        if self.interrupted {
+            writeln!(
+                f,
+                "interrupted  stopped before its end (SIGINT or SIGTERM): the figures are the run's so far"
+            )?;
         }
         if self.ok && self.mode.contains("(replies not checked)") {
             write!(f, "result       OK: every request answered by its marker (replies not checked)")
@@ -443,7 +504,7 @@ impl fmt::Display for Report {
         } else if self.messages.verified == 0 && e.mismatch + e.lost + k.total() == 0 {
             write!(f, "result       FAILED: no reply was verified")
         } else {
-            write!(f, "result       FAILED")
+            write!(f, "result       FAILED: {}", self.failure_reasons().join("; "))
         }
     }
 }

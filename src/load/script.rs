@@ -3,7 +3,7 @@
 //! only a marker to time it by (`--latency-marker`), for servers no one here wrote.
 //!
 //! Pure: parsing the flags' text (escapes, presets) and deciding about bytes. The engine
-//! (`engine/generic.rs`) feeds it what the sockets bring.
+//! (`workloads/generic.rs`) feeds it what the sockets bring.
 
 use std::fmt::Write as _;
 

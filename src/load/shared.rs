@@ -1,9 +1,10 @@
 //! What the loader's threads share: a few atomic counters for the live progress line, and
-//! the points where they must agree (all connections up; broadcast room in sync; the common
-//! start of the measured run). Nothing on the per-message path touches these: each thread
+//! the points where they must agree (all connections up; the common start of the measured
+//! run; every thread done sending). A workload's own shared state is its own
+//! (`Exchange::Run`). Nothing on the per-message path touches these: each thread
 //! publishes its totals a few times a second.
 
-use std::sync::Mutex;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 /// See the module documentation.
@@ -15,8 +16,6 @@ pub struct Shared {
     pub connects_finished: AtomicUsize,
     /// Connections up.
     pub established: AtomicUsize,
-    /// Broadcast: receivers that have seen the sync message (so are surely in the room).
-    pub synced: AtomicUsize,
     /// The common start of the run (monotonic ns), set by the first thread to get there.
     pub run_start_ns: AtomicU64,
     /// Published totals, for progress and for the broadcast drain.
@@ -31,36 +30,31 @@ pub struct Shared {
     pub deliveries_seen: AtomicU64,
     /// Each thread's p99 latency so far, in ns.
     pub p99_ns: Vec<AtomicU64>,
-    /// Broadcast: each connection's local address as the server prints it, by connection id.
-    pub sender_addrs: Mutex<Vec<Option<String>>>,
     /// Whether sending may start once all connections are up. A loader process that is one
     /// part of a larger run waits for its parent's go, so every process's connections are up
     /// before any sends (see `load::processes`).
     pub go: AtomicBool,
     /// Threads that finished their run and hold their connections (`--hold`).
     pub holding: AtomicUsize,
-    /// `--workload file`: the files and their checksums (empty otherwise).
-    pub catalogue: super::catalogue::Catalogue,
-    /// Closed-loop broadcast: which lines every member has (`acks.rs`).
-    pub acks: Option<super::acks::LineAcks>,
     /// When the last thread stopped sending (its time was up, its budget spent, or all its
     /// connections lost): the end of the measured window; 0 while sending goes on.
     pub run_end_ns: AtomicU64,
     /// Threads that stopped sending and published their final totals: until every thread
     /// has, `deliveries_expected` may still grow, so no thread's broadcast drain may settle.
     pub stopped_sending: AtomicUsize,
+    /// Set from outside (SIGINT, SIGTERM in `evloop-load`): stop now, and report the run so
+    /// far.
+    pub stop: Arc<AtomicBool>,
 }
 
 impl Shared {
     /// Shared state for `threads` threads opening `total_connections` in all; `go` says
-    /// whether they may start sending without waiting for a go.
-    /// Connection ids run below `id_space`.
-    pub fn new(total_connections: usize, id_space: usize, threads: usize, go: bool) -> Shared {
+    /// whether they may start sending without waiting for a go; `stop` stops them.
+    pub fn new(total_connections: usize, threads: usize, go: bool, stop: Arc<AtomicBool>) -> Shared {
         Shared {
             total_connections,
             connects_finished: AtomicUsize::new(0),
             established: AtomicUsize::new(0),
-            synced: AtomicUsize::new(0),
             run_start_ns: AtomicU64::new(0),
             sent: AtomicU64::new(0),
             received: AtomicU64::new(0),
@@ -68,19 +62,22 @@ impl Shared {
             deliveries_expected: AtomicU64::new(0),
             deliveries_seen: AtomicU64::new(0),
             p99_ns: (0..threads).map(|_| AtomicU64::new(0)).collect(),
-            sender_addrs: Mutex::new(vec![None; id_space]),
             go: AtomicBool::new(go),
             holding: AtomicUsize::new(0),
             run_end_ns: AtomicU64::new(0),
             stopped_sending: AtomicUsize::new(0),
-            catalogue: super::catalogue::Catalogue::default(),
-            acks: None,
+            stop,
         }
     }
 
     /// Whether every connection attempt, in every thread, has finished.
     pub fn all_connects_finished(&self) -> bool {
         self.connects_finished.load(Ordering::Acquire) >= self.total_connections
+    }
+
+    /// Whether the run was told to stop (and report what it did so far).
+    pub fn stopping(&self) -> bool {
+        self.stop.load(Ordering::Relaxed)
     }
 
     /// Whether the threads may start sending.

@@ -31,6 +31,11 @@ pub struct Failures {
     /// connection refused by the server, not a wrong reply).
     #[serde(default)]
     pub turned_away: u64,
+    /// A connection waited `--reply-timeout` for a reply with nothing heard: the loader gave
+    /// its outstanding requests up as lost and closed it (a late reply could no longer be
+    /// told from the next one's), or, a closed-loop broadcast sender, stopped sending.
+    #[serde(default)]
+    pub reply_timeout: u64,
     /// Any other connect or I/O error.
     pub other: u64,
 }
@@ -54,6 +59,7 @@ impl Failures {
         self.reset += other.reset;
         self.closed += other.closed;
         self.turned_away += other.turned_away;
+        self.reply_timeout += other.reply_timeout;
         self.other += other.other;
     }
 
@@ -65,6 +71,7 @@ impl Failures {
             + self.reset
             + self.closed
             + self.turned_away
+            + self.reply_timeout
             + self.other
     }
 }

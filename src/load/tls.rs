@@ -110,11 +110,9 @@ impl TlsStream {
 impl Read for TlsStream {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         loop {
-            match self.session.reader().read(buf) {
-                // 0: the server's close_notify (a clean end).
-                Ok(n) => return Ok(n),
-                Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
-                Err(error) => return Err(error),
+            // 0: the server's close_notify (a clean end); none: no plaintext yet.
+            if let Some(n) = gate(|| self.session.reader().read(buf))? {
+                return Ok(n);
             }
             if self.session.read_tls(&mut self.stream)? == 0 {
                 return Ok(0);

@@ -1,57 +1,68 @@
-//! The phases of a run, in order: connecting, (syncing), running, draining, (holding), done.
+//! The phases of a run, in order: connecting, preparing, running, draining, (holding), done.
 
 use std::sync::atomic::Ordering;
 
-use super::{Engine, Phase, SYNC_EVERY_NS};
-use crate::load::config::Stop;
-use crate::load::workload::{SYNC, Workload};
+use super::replies::Prep;
+use super::{Engine, INTERRUPTED_DRAIN_NS, Phase};
+use crate::load::workloads::Exchange;
 
-impl Engine<'_> {
+impl<W: Exchange> Engine<'_, W> {
+    /// Moves the run on: what its phase does at `now`, and the next phase once it is done.
     pub(super) fn step(&mut self, now: u64) {
+        // Told to stop: a run not started yet, or only held, ends now; one sending stops
+        // sending, and its drain is short (below).
+        let stopping = self.shared.stopping();
         match self.phase {
+            Phase::Connecting | Phase::Preparing | Phase::Holding { .. } if stopping => {
+                self.phase = Phase::Done;
+            }
             Phase::Connecting => {
                 self.start_connects(now);
                 self.expire_connects(now);
-                let mine_done = self.next_connect == self.plan.count && self.pending_connects == 0;
-                if mine_done && self.shared.all_connects_finished() && self.shared.may_run() {
-                    if self.config.workload == Workload::Broadcast {
-                        self.sender_addrs = self.shared.sender_addrs.lock().expect("not poisoned").clone();
-                        self.sync_deadline_ns = now + self.config.connect_timeout.as_nanos() as u64;
-                        self.phase = Phase::Syncing;
-                    } else {
-                        self.start_running(now);
-                    }
+                if self.connects_done() && self.shared.all_connects_finished() && self.shared.may_run() {
+                    self.phase = Phase::Preparing;
+                    self.prepare(now);
                 }
             }
-            Phase::Syncing => self.sync(now),
+            Phase::Preparing => self.prepare(now),
             Phase::Running => {
-                self.expire_datagrams(now);
-                if self.pacer.is_some() {
-                    self.send_due(now);
+                self.wire().expire_replies(now);
+                if self.schedule.open_loop() {
+                    self.wire().send_due(now);
                 } else {
-                    self.send_after_answered(now);
+                    let mut wire = self.wire();
+                    let workload = wire.workload;
+                    workload.answers(&mut wire, now);
                 }
-                let out_of_time = self.stop_ns.is_some_and(|stop| now >= stop);
-                let out_of_budget = self.budget == Some(0);
-                if out_of_time || out_of_budget || self.up_keys.is_empty() {
+                // The closed loop sends when a reply comes (or its wait times out): with no
+                // request outstanding, nothing will send again.
+                let nothing_awaited = !self.schedule.open_loop() && self.conns.in_flight() == 0;
+                if self.schedule.out_of_time(now)
+                    || self.schedule.spent()
+                    || nothing_awaited
+                    || self.conns.up_keys().is_empty()
+                    || stopping
+                {
                     self.publish(now, true);
-                    self.shared.note_run_end(self.stop_ns.map_or(now, |stop| now.min(stop)));
-                    let deadline_ns = now + self.config.reply_timeout.as_nanos() as u64;
-                    self.phase = Phase::Draining { deadline_ns };
+                    self.shared.note_run_end(self.schedule.stop_ns.map_or(now, |stop| now.min(stop)));
+                    self.phase = Phase::Draining { deadline_ns: u64::MAX };
                 }
             }
             Phase::Draining { deadline_ns } => {
-                self.expire_datagrams(now);
-                let settled = if self.config.workload == Workload::Broadcast {
-                    self.publish(now, true);
-                    // Another thread may still be sending: its lines are not expected yet.
-                    self.shared.all_stopped_sending()
-                        && self.shared.deliveries_seen.load(Ordering::Acquire)
-                            >= self.shared.deliveries_expected.load(Ordering::Acquire)
-                } else {
-                    self.in_flight == 0
-                };
-                if settled || now >= deadline_ns {
+                self.wire().expire_replies(now);
+                self.publish(now, true);
+                // The connections stay until every thread has stopped sending: idle ones
+                // (`--active`) and room members are part of the run to its end, and another
+                // thread's broadcast lines are not all expected yet. The last replies get
+                // `--reply-timeout` from then; told to stop, they get a moment only.
+                if !self.shared.all_stopped_sending() && !stopping {
+                    return;
+                }
+                let reply_timeout = self.config.reply_timeout.as_nanos() as u64;
+                let wait = if stopping { reply_timeout.min(INTERRUPTED_DRAIN_NS) } else { reply_timeout };
+                let deadline_ns = deadline_ns.min(now + wait);
+                self.phase = Phase::Draining { deadline_ns };
+                if self.workload.drained(self.conns.in_flight(), self.shared) || now >= deadline_ns {
                     self.hold_or_finish(now);
                 }
             }
@@ -64,10 +75,20 @@ impl Engine<'_> {
         }
     }
 
+    /// Every connection is up: the workload prepares the run (at once, for most), then it
+    /// starts.
+    fn prepare(&mut self, now: u64) {
+        let mut prep =
+            Prep { config: self.config, shared: self.shared, conns: &mut self.conns, tally: &mut self.tally };
+        if self.workload.prepare(&mut prep, now) {
+            self.start_running(now);
+        }
+    }
+
     /// The run is over: keep the connections open for `--hold` (so the server's memory per
     /// idle connection can be measured), or finish.
-    pub(super) fn hold_or_finish(&mut self, now: u64) {
-        if self.config.hold.is_zero() {
+    fn hold_or_finish(&mut self, now: u64) {
+        if self.config.hold.is_zero() || self.shared.stopping() {
             self.phase = Phase::Done;
             return;
         }
@@ -76,68 +97,16 @@ impl Engine<'_> {
         self.phase = Phase::Holding { until_ns: now + self.config.hold.as_nanos() as u64 };
     }
 
-    pub(super) fn start_running(&mut self, now: u64) {
-        self.run_start_ns = self.shared.agree_on_run_start(now);
-        self.warmup_end_ns = self.run_start_ns + self.config.warmup.as_nanos() as u64;
-        self.stop_ns = match self.config.stop {
-            Stop::After(duration) => Some(self.warmup_end_ns + duration.as_nanos() as u64),
-            Stop::Messages(_) => None,
-        };
+    /// Sending starts, at the time every thread agrees on.
+    fn start_running(&mut self, now: u64) {
+        let run_start_ns = self.shared.agree_on_run_start(now);
+        self.schedule.start(self.config, run_start_ns);
         self.phase = Phase::Running;
-        if self.pacer.is_some() {
+        if self.schedule.open_loop() {
             // Open loop: send what is due and arm the pacer for the rest.
-            self.send_due(now);
+            self.wire().send_due(now);
         } else {
-            // Closed loop: fill every active connection's pipeline; each reply then sends the
-            // next.
-            for key in self.sending_keys().to_vec() {
-                for _ in 0..self.config.pipeline {
-                    self.send_next(key, now, now);
-                }
-            }
-        }
-    }
-
-    /// Broadcast: a connection's messages reach only members already in the room. The first
-    /// connection repeats a sync message until every other member has received it; since
-    /// the server handles messages in order, every member is then surely in the room.
-    pub(super) fn sync(&mut self, now: u64) {
-        let established = self.shared.established.load(Ordering::Acquire);
-        let synced = self.shared.synced.load(Ordering::Acquire);
-        if established <= 1 || synced + 1 >= established {
-            self.start_running(now);
-            return;
-        }
-        if now >= self.sync_deadline_ns {
-            // A server that accepted connections but does not serve them all: run anyway,
-            // and what never reaches those members is counted as lost.
-            if self.plan.index == 0 {
-                log::warn!(
-                    "not every member is in the room after --connect-timeout; running anyway; in_room={} connected={established}",
-                    synced + 1
-                );
-            }
-            self.start_running(now);
-            return;
-        }
-        let Some(sync_id) = self.sender_addrs.iter().position(Option::is_some) else {
-            return;
-        };
-        let sync_id = sync_id as u32;
-        if now < self.next_sync_ns
-            || !(self.plan.first_id..self.plan.first_id + self.plan.count).contains(&sync_id)
-        {
-            return;
-        }
-        self.next_sync_ns = now + SYNC_EVERY_NS;
-        if let Some(key) = self.up_keys.iter().copied().find(|&key| self.conns[key].id == sync_id) {
-            let conn = &mut self.conns[key];
-            let request = (conn.id, u64::MAX);
-            super::send::frame_request(self.config.codec, &mut conn.output, request, |out| {
-                out.extend_from_slice(SYNC)
-            });
-            self.tally.sync_lines += 1;
-            self.queue_flush(key);
+            self.wire().fill_pipelines(now);
         }
     }
 }

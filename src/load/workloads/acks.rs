@@ -7,7 +7,7 @@
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use super::plan::Plan;
+use crate::load::plan::Plan;
 
 /// See the module documentation.
 #[derive(Debug)]
@@ -82,7 +82,7 @@ mod tests {
     /// A line is answered after exactly `members` deliveries, and its slot is then free.
     #[test]
     fn a_line_is_answered_when_every_member_has_it() {
-        let plans = super::super::LoadConfig { connections: 4, threads: 2, ..Default::default() }.plans();
+        let plans = crate::load::LoadConfig { connections: 4, threads: 2, ..Default::default() }.plans();
         let acks = LineAcks::new(2, 4, &plans);
         acks.delivered(3, 0, 2, 0);
         assert!(!acks.take_answered(3, 0, 2));
@@ -97,7 +97,7 @@ mod tests {
     #[test]
     fn the_last_delivery_wakes_the_senders_thread() {
         use std::time::Duration;
-        let plans = super::super::LoadConfig { connections: 4, threads: 2, ..Default::default() }.plans();
+        let plans = crate::load::LoadConfig { connections: 4, threads: 2, ..Default::default() }.plans();
         let acks = LineAcks::new(1, 4, &plans);
         let mut polls: Vec<mio::Poll> = (0..2).map(|_| mio::Poll::new().unwrap()).collect();
         for (thread, poll) in polls.iter().enumerate() {

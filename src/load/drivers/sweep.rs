@@ -5,9 +5,9 @@
 use std::io::{self, Write as _};
 use std::path::Path;
 
-use super::chart::{Panel, Series, write_svg};
-use super::config::LoadConfig;
-use super::report::Report;
+use crate::load::chart::{Panel, Series, write_svg};
+use crate::load::config::LoadConfig;
+use crate::load::report::Report;
 
 /// One run of a sweep.
 #[derive(Clone, Debug)]
@@ -19,7 +19,7 @@ pub struct Point {
 }
 
 /// Runs `config` once per count in `counts`, with `run` doing each run (so a caller can use
-/// one process or several).
+/// one process or several); an interrupted run is the last.
 pub fn run(
     config: &LoadConfig,
     counts: &[u32],
@@ -29,7 +29,11 @@ pub fn run(
     for &connections in counts {
         let config = LoadConfig { connections, threads: config.threads.min(connections), ..config.clone() };
         let report = run(&config)?;
+        let interrupted = report.interrupted;
         points.push(Point { connections, report });
+        if interrupted {
+            break; // told to stop: the sweep ends with the run it was in
+        }
     }
     Ok(points)
 }

@@ -9,9 +9,9 @@ use std::io::{self, Write as _};
 use std::path::Path;
 use std::time::Duration;
 
-use super::chart::{Panel, Series, write_svg};
-use super::config::LoadConfig;
-use super::report::{Percentiles, Report};
+use crate::load::chart::{Panel, Series, write_svg};
+use crate::load::config::LoadConfig;
+use crate::load::report::{Percentiles, Report};
 
 /// One step: a room of `members` and its run.
 #[derive(Clone, Debug)]
@@ -42,7 +42,8 @@ pub fn sizes(step: u32, ceiling: u32) -> impl Iterator<Item = u32> {
 }
 
 /// Runs `config` as a room of each size in turn until one does not hold (see
-/// [`Step::held`]), with `run` doing each run and `each` told of each step as it ends.
+/// [`Step::held`]) or a run is interrupted, with `run` doing each run and `each` told of
+/// each step as it ends.
 pub fn run(
     config: &LoadConfig,
     step: u32,
@@ -61,9 +62,9 @@ pub fn run(
         };
         let step = Step { members, report: run(&config)? };
         each(&step);
-        let held = step.held(limit);
+        let (held, interrupted) = (step.held(limit), step.report.interrupted);
         steps.push(step);
-        if !held {
+        if !held || interrupted {
             break;
         }
     }

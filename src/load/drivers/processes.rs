@@ -9,6 +9,7 @@
 //! child  ──"connected N\n"──►  parent     (its connections are all up)
 //! child  ◄──────"go\n"───────  parent     (every child's are: start sending)
 //! child  ──"holding\n"──────►  parent     (with --hold: done, connections held)
+//! child  ◄─────"stop\n"───────  parent     (the parent was told to stop: SIGTERM, Ctrl-C)
 //! child  ──one JSON line────►  parent     (its tally, histograms included)
 //! ```
 //!
@@ -16,19 +17,25 @@
 //! report merges exact histograms, not percentiles of percentiles.
 
 use std::io::{self, BufRead, BufReader, Read, Write};
+use std::mem;
 use std::path::Path;
-use std::process::{Child, ChildStdout, Command, Stdio};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use super::config::LoadConfig;
-use super::report::Report;
-use super::tally::Tally;
-use super::workload::Workload;
+use crate::load::config::LoadConfig;
+use crate::load::report::Report;
+use crate::load::tally::Tally;
 
 /// The flag that makes `evloop-load` run as one part of a multi-process run.
 pub const PART_FLAG: &str = "--part-of-run";
+
+/// How often the parent looks whether it was told to stop, to tell its children.
+const STOP_CHECK_EVERY: Duration = Duration::from_millis(20);
 
 /// What a child hands back.
 #[derive(Debug, Serialize, Deserialize)]
@@ -37,6 +44,9 @@ struct PartResult {
     tally: Tally,
     /// Its measured window, in ns.
     window_ns: u64,
+    /// It was stopped before its end.
+    #[serde(default)]
+    interrupted: bool,
 }
 
 struct Part {
@@ -45,13 +55,17 @@ struct Part {
 }
 
 /// Runs `config` split over `processes` children of `program` (the `evloop-load` binary).
-pub fn run(config: &LoadConfig, processes: u32, program: &Path, progress: bool) -> io::Result<Report> {
+/// Once `stop` is set, every child is told to stop and report what it did so far.
+pub fn run(
+    config: &LoadConfig,
+    processes: u32,
+    program: &Path,
+    progress: bool,
+    stop: &AtomicBool,
+) -> io::Result<Report> {
     config.validate().map_err(|message| io::Error::new(io::ErrorKind::InvalidInput, message))?;
-    if config.workload == Workload::Broadcast {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "broadcast cannot be split over --processes: every sender must know every member's address",
-        ));
+    if let Some(why) = config.workload.kind().one_process {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, why));
     }
     if processes > config.connections / config.threads.max(1) {
         return Err(io::Error::new(
@@ -76,7 +90,7 @@ pub fn run(config: &LoadConfig, processes: u32, program: &Path, progress: bool) 
                 parts.push(Part { child, stdout });
             }
             Err(error) => {
-                stop(&mut parts);
+                kill_all(&mut parts);
                 return Err(error);
             }
         }
@@ -89,7 +103,7 @@ pub fn run(config: &LoadConfig, processes: u32, program: &Path, progress: bool) 
         match line.strip_prefix("connected ").and_then(|count| count.trim().parse::<u64>().ok()) {
             Some(count) => established += count,
             None => {
-                stop(&mut parts);
+                kill_all(&mut parts);
                 return Err(io::Error::other(format!("loader process {index} failed before connecting")));
             }
         }
@@ -108,22 +122,51 @@ pub fn run(config: &LoadConfig, processes: u32, program: &Path, progress: bool) 
             stdin.flush()?;
         }
     }
-    // With --hold: every part holds its connections.
+    // From here on, a stop is passed on to every child, until the results are in.
+    let stdins: Vec<ChildStdin> = parts.iter_mut().filter_map(|part| part.child.stdin.take()).collect();
+    let finished = AtomicBool::new(false);
+    thread::scope(|scope| {
+        scope.spawn(|| forward_stop(stdins, stop, &finished));
+        let collected = collect(config, &mut parts, established, stop);
+        finished.store(true, Ordering::Release);
+        collected
+    })
+}
+
+/// With `--hold`, waits until every part holds its connections; then collects and merges
+/// their results.
+fn collect(
+    config: &LoadConfig,
+    parts: &mut [Part],
+    established: u64,
+    stop: &AtomicBool,
+) -> io::Result<Report> {
+    // What a part printed instead of "holding": stopped first, its result.
+    let mut early = vec![String::new(); parts.len()];
     if !config.hold.is_zero() {
         for (index, part) in parts.iter_mut().enumerate() {
             let mut line = String::new();
             part.stdout.read_line(&mut line)?;
-            if line.trim() != "holding" {
+            if line.trim() == "holding" {
+                continue;
+            }
+            if !stop.load(Ordering::Acquire) {
                 return Err(io::Error::other(format!("loader process {index} stopped before holding")));
             }
+            early[index] = line;
         }
-        eprintln!("evloop-load: holding {established} connections for {:.1} s", config.hold.as_secs_f64());
+        if early.iter().all(String::is_empty) {
+            eprintln!(
+                "evloop-load: holding {established} connections for {:.1} s",
+                config.hold.as_secs_f64()
+            );
+        }
     }
-    // Phase 3: collect and merge.
     let mut total = Tally::default();
     let mut window = Duration::ZERO;
+    let mut interrupted = stop.load(Ordering::Acquire);
     for (index, part) in parts.iter_mut().enumerate() {
-        let mut output = String::new();
+        let mut output = mem::take(&mut early[index]);
         part.stdout.read_to_string(&mut output)?;
         let status = part.child.wait()?;
         let result: PartResult = serde_json::from_str(output.trim()).map_err(|error| {
@@ -131,23 +174,45 @@ pub fn run(config: &LoadConfig, processes: u32, program: &Path, progress: bool) 
         })?;
         total.merge(&result.tally);
         window = window.max(Duration::from_nanos(result.window_ns));
+        interrupted |= result.interrupted;
     }
-    Ok(Report::new(config, &total, window))
+    let mut report = Report::new(config, &total, window);
+    report.interrupted = interrupted;
+    Ok(report)
+}
+
+/// Tells every child to stop (a "stop" line on its stdin) once `stop` is set, unless the
+/// run finished first. Their stdin closes when this returns (a child takes that as a stop
+/// too: its parent is gone).
+fn forward_stop(mut stdins: Vec<ChildStdin>, stop: &AtomicBool, finished: &AtomicBool) {
+    while !finished.load(Ordering::Acquire) {
+        if stop.load(Ordering::Acquire) {
+            for stdin in &mut stdins {
+                let _ = stdin.write_all(b"stop\n").and_then(|()| stdin.flush());
+            }
+            return;
+        }
+        thread::sleep(STOP_CHECK_EVERY);
+    }
 }
 
 /// In a child (run with [`PART_FLAG`]): runs this part, talking to the parent as the
 /// module documentation shows, and prints the tally as the last line.
-pub fn run_part(config: &LoadConfig) -> io::Result<()> {
-    let (tally, window) = super::run_part(config, &mut announce_and_wait, &mut announce_holding)?;
-    let result = PartResult { tally, window_ns: window.as_nanos() as u64 };
+/// `stop` stops it early, as the parent's "stop" line does.
+pub fn run_part(config: &LoadConfig, stop: Arc<AtomicBool>) -> io::Result<()> {
+    let mut connected = |established| announce_and_wait(established, &stop);
+    let (tally, window) = crate::load::run_part(config, &mut connected, &mut announce_holding, stop.clone())?;
+    let interrupted = stop.load(Ordering::Acquire);
+    let result = PartResult { tally, window_ns: window.as_nanos() as u64, interrupted };
     let json = serde_json::to_string(&result).map_err(io::Error::other)?;
     let mut stdout = io::stdout().lock();
     writeln!(stdout, "{json}")?;
     stdout.flush()
 }
 
-/// In a child: tells the parent its connections are up and waits for the go.
-fn announce_and_wait(established: usize) -> io::Result<()> {
+/// In a child: tells the parent its connections are up and waits for the go; then listens
+/// for a stop.
+fn announce_and_wait(established: usize, stop: &Arc<AtomicBool>) -> io::Result<()> {
     let mut stdout = io::stdout().lock();
     writeln!(stdout, "connected {established}")?;
     stdout.flush()?;
@@ -156,7 +221,19 @@ fn announce_and_wait(established: usize) -> io::Result<()> {
     if go.trim() != "go" {
         return Err(io::Error::other("the parent loader went away"));
     }
+    let stop = stop.clone();
+    thread::spawn(move || watch_parent(&stop));
     Ok(())
+}
+
+/// In a child, once sending started: a "stop" line from the parent, or its stdin closing
+/// (the parent is gone), stops the run.
+fn watch_parent(stop: &AtomicBool) {
+    let mut line = String::new();
+    while matches!(io::stdin().lock().read_line(&mut line), Ok(read) if read > 0) && line.trim() != "stop" {
+        line.clear();
+    }
+    stop.store(true, Ordering::Release);
 }
 
 /// In a child with `--hold`: tells the parent its run is over and its connections held.
@@ -166,7 +243,7 @@ fn announce_holding(_established: usize) {
     let _ = stdout.flush();
 }
 
-fn stop(parts: &mut [Part]) {
+fn kill_all(parts: &mut [Part]) {
     for part in parts {
         let _ = part.child.kill();
         let _ = part.child.wait();
