@@ -14,7 +14,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{ClientConfig, ClientConnection, DigitallySignedStruct, RootCertStore, SignatureScheme};
 
-use crate::sys::nonblocking::gate;
+use crate::sys::socket::gate;
 use crate::sys::socket::Stream;
 
 /// How the loader trusts servers.

@@ -22,13 +22,6 @@ pub(crate) mod scan;
 pub(crate) mod shared_memory;
 pub(crate) mod socket;
 
-/// The gate's old home, until the load generator's imports move to `socket` (temporary).
-#[cfg(feature = "load")]
-pub(crate) mod nonblocking {
-    #[allow(unused_imports)]
-    pub(crate) use super::socket::{gate, interrupted, would_block, write_until_full};
-}
-
 /// Nanoseconds on `CLOCK_MONOTONIC`, as a plain number: the same clock in every process of
 /// the machine, so times logged by the server can be set against times a client wrote (the
 /// loader's send times, the reach benchmark's), which `Instant` cannot show.

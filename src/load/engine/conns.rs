@@ -1,7 +1,7 @@
 //! A loader thread's connections: each one's socket, the requests it has outstanding, the
 //! bytes it still has to write and the reply it is in the middle of; and the set of them,
 //! with who is up, who sends, and who is owed a write or a read. Every read and write of a
-//! socket goes through the one gate (`sys::nonblocking`).
+//! socket goes through the one gate (`sys::socket::gate`).
 
 use std::collections::VecDeque;
 use std::io::{self, Read as _, Write as _};
@@ -12,7 +12,7 @@ use slab::Slab;
 
 use crate::codec::{Codec, Decoder, ws};
 use crate::load::socket::LoadSocket;
-use crate::sys::nonblocking::{gate, write_until_full};
+use crate::sys::socket::{gate, write_until_full};
 
 /// A request sent and not yet answered.
 #[derive(Clone, Copy, Debug)]

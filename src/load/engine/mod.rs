@@ -46,7 +46,7 @@ use super::shared::Shared;
 use super::tally::Tally;
 use super::timer::Timer;
 use super::workloads::Exchange;
-use crate::sys::nonblocking::interrupted;
+use crate::sys::socket::interrupted;
 use connect::Connecting;
 use conns::Connections;
 use publish::Published;
