@@ -41,7 +41,7 @@ pub struct ServerConfig {
     /// output, what waits inside their transport (TLS records) and protocol (a WebSocket
     /// message's fragments). Past it the clients holding most are evicted (told, then
     /// closed) until they hold less. 0: no budget. Under `--workers N`, each worker gets
-    /// an Nth. Default: [`DEFAULT_CLIENT_MEMORY`].
+    /// an Nth. Default: 256 MiB.
     pub max_client_memory: usize,
     /// Most connections open at once from one IP address; the next is turned away
     /// (`ERR too many connections from your address`). `None`: no limit (load tests come
@@ -279,6 +279,7 @@ impl ListenSpec {
             spec("sum", Codec::Raw, vec![tcp(7102), udp(7102)]),
             spec("daytime", Codec::Raw, vec![tcp(7013), udp(7013)]),
             spec("time", Codec::Raw, vec![tcp(7037), udp(7037)]),
+            spec("console", Codec::Ws, vec![tcp(7090)]),
         ]
     }
 }

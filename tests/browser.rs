@@ -1,7 +1,8 @@
 //! A real browser in a room: Debian's Chromium, driven by Playwright (`playwright-core` under
 //! target/node; scripts/test installs both), opens the chat page twice, and the two pages
 //! and a line client chat (tests/browser/chat.mjs does the clicking). Once on one server,
-//! once over two workers and a Redis backplane.
+//! once over two workers and a Redis backplane. And the console page, watching two clients
+//! take turns.
 
 mod util;
 
@@ -54,4 +55,28 @@ fn browsers_over_workers_and_redis() {
         2,
     );
     chat(&format!("http://{}/", server.addrs[1]), &server.addrs[0].to_string(), None);
+}
+
+/// The console in a real browser: two line clients take turns with an echo listener, and the
+/// page's strip of turns shows them in turns of their own (tests/browser/console.mjs).
+#[test]
+fn the_console_shows_two_clients_taking_turns() {
+    let server = TestServer::start(&["echo=127.0.0.1:0", "console=127.0.0.1:0"]);
+    let mut command = Command::new("node");
+    command
+        .arg("tests/browser/console.mjs")
+        .arg(format!("http://{}/", server.addr_of(1)))
+        .arg(server.addr_of(0).to_string());
+    command.args(std::env::var("EVLOOP_CONSOLE_SCREENSHOT").ok());
+    let output = command.output().expect("node (scripts/test installs it with npm's packages)");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+    for check in [
+        "the console page opens its stream ok",
+        "the strip shows both clients ok",
+        "the clients take turns, one turn each ok",
+        "the connection table lists both ok",
+    ] {
+        assert!(stdout.lines().any(|line| line == check), "missing {check:?} in:\n{stdout}");
+    }
 }

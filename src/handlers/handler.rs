@@ -55,6 +55,12 @@ pub trait Handler: Send {
         false
     }
 
+    /// Whether this handler's connections watch the loop (the console): the server sends
+    /// them its turns and snapshots, and leaves them out of both. The default: no.
+    fn watches_the_loop(&self) -> bool {
+        false
+    }
+
     /// Whether this handler's connections form a room (they send to each other, as
     /// `broadcast`'s do): a room spans worker processes and hosts only over a backplane.
     fn has_room(&self) -> bool {

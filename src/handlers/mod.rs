@@ -7,6 +7,7 @@
 
 mod broadcast;
 mod clock;
+mod console;
 mod daytime;
 mod echo;
 mod file;
@@ -19,6 +20,7 @@ mod uppercase;
 pub(crate) mod work;
 
 pub use broadcast::Broadcast;
+pub use console::Console;
 pub use daytime::Daytime;
 pub use echo::Echo;
 pub use file::FileServer;
@@ -37,7 +39,8 @@ pub(crate) use serve::test_support;
 pub(crate) use sum::sum;
 
 /// The names `--listen` accepts.
-pub const NAMES: [&str; 8] = ["echo", "uppercase", "sum", "broadcast", "daytime", "time", "file", "metrics"];
+pub const NAMES: [&str; 9] =
+    ["echo", "uppercase", "sum", "broadcast", "daytime", "time", "file", "metrics", "console"];
 
 /// The codec a listener of handler `name` uses when its spec names none: `line` for the
 /// request-reply handlers; `raw` for `daytime` and `time`, whose replies are exact bytes
@@ -45,6 +48,7 @@ pub const NAMES: [&str; 8] = ["echo", "uppercase", "sum", "broadcast", "daytime"
 pub fn default_codec(name: &str) -> Codec {
     match name {
         "daytime" | "time" | "metrics" => Codec::Raw,
+        "console" => Codec::Ws,
         _ => Codec::Line,
     }
 }
@@ -60,6 +64,7 @@ pub fn by_name(name: &str) -> Option<Box<dyn Handler>> {
         "daytime" => Some(Box::new(Daytime)),
         "time" => Some(Box::new(Time)),
         "metrics" => Some(Box::new(Metrics::default())),
+        "console" => Some(Box::new(Console)),
         _ => None,
     }
 }

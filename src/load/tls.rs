@@ -14,8 +14,8 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{ClientConfig, ClientConnection, DigitallySignedStruct, RootCertStore, SignatureScheme};
 
-use crate::sys::socket::gate;
 use crate::sys::socket::Stream;
+use crate::sys::socket::gate;
 
 /// How the loader trusts servers.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -120,7 +120,7 @@ impl Reactor {
                 return;
             }
         };
-        let layers = (transport, self.services[service].codec.protocol(&self.protocols));
+        let layers = (transport, self.services[service].codec.protocol(&self.services[service].protocols));
         let until_ms = self.clocks.ms(Instant::now()) + self.limits.handshake_timeout.as_millis() as u64;
         let mut conn =
             Connection::new(stream, peer, service, layers, proxy, (self.clocks.now_tick, until_ms));
@@ -129,6 +129,9 @@ impl Reactor {
         }
         let ready_at_once = conn.is_ready_to_serve();
         let conn = entry.insert(conn);
+        if let Some(console) = &mut self.console {
+            console.reset(key);
+        }
         self.telemetry.stats.connections_accepted += 1;
         if let Some(recording) = &mut self.telemetry.recording {
             recording.opened(key, conn.peer());
@@ -188,6 +191,14 @@ impl Reactor {
         self.preparing.done();
         if let Some(wheel) = &mut self.clocks.keepalive {
             super::keepalive::watch(wheel, key, conn);
+        }
+        if let Some(console) = self.console.as_mut().filter(|console| console.is_own(service)) {
+            // A watcher: a snapshot first.
+            console.watch(key);
+            let mut console = self.console.take().expect("the console");
+            self.send_snapshot(&mut console, Some(key), Instant::now());
+            self.console = Some(console);
+            return;
         }
         // Its handler hears of it; what it asks for is carried out like a message's.
         let from = Peer { id: ConnId(key), addr: conn.peer() };

@@ -167,6 +167,12 @@ impl Reactor {
             self.preparing.done();
         }
         self.budget.forget(&conn);
+        if let Some(console) = &mut self.console {
+            match console.is_own(service) {
+                true => console.unwatch(key),
+                false => console.reset(key),
+            }
+        }
         if let Some(addresses) = self.per_address.as_mut().filter(|_| conn.is_ready()) {
             addresses.closed(conn.peer());
         }

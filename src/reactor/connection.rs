@@ -575,6 +575,28 @@ impl Connection {
         (before, now)
     }
 
+    /// Bytes waiting to be written (for the console).
+    pub fn pending(&self) -> usize {
+        self.pending_len()
+    }
+
+    /// Its transport, as the console names it.
+    pub fn transport_name(&self) -> &'static str {
+        if self.transport.passes_bytes_through() { "plain" } else { "tls" }
+    }
+
+    /// Where it stands, as the console names it.
+    pub fn state_name(&self) -> &'static str {
+        match (self.closing, self.stage, self.reading) {
+            (true, _, _) => "closing",
+            (_, Stage::Preparing { .. }, _) => "preparing",
+            (_, _, Reading::Open) => "ready",
+            (_, _, Reading::Paused) => "paused",
+            (_, _, Reading::Stopped(_) | Reading::Told { .. }) => "stopping",
+            (_, _, Reading::Lingering { .. }) => "lingering",
+        }
+    }
+
     /// The bytes it held when last counted.
     pub fn held(&self) -> usize {
         self.held as usize

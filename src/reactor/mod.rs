@@ -35,6 +35,7 @@ mod budget;
 pub(crate) mod buffer_pool;
 mod close;
 pub(crate) mod connection;
+mod console;
 pub(crate) mod control;
 mod datagram;
 mod files;
@@ -69,6 +70,7 @@ use crate::transport::{TlsConfig, load_tls};
 use accept::AddressCounts;
 use budget::Budget;
 use connection::{Connection, Next, Progress, StopReason, Turn};
+use console::Console;
 use control::{Command, ServerHandle};
 use datagram::DatagramEndpoint;
 use mio::net::UdpSocket;
@@ -76,6 +78,7 @@ use parts::{Clocks, Preparing, Queues, Scratch, Telemetry};
 use reporter::Reporter;
 use room::Room;
 use timer_wheel::TimerWheel;
+use trace::Mark;
 
 pub(crate) use close::CloseReason;
 #[cfg(feature = "cli")]
@@ -268,8 +271,6 @@ pub(crate) struct Reactor {
     /// Who hears whose lines.
     rooms: Vec<Room>,
     limits: Limits,
-    /// What protocols with a session are told (`ws`: allowed origins).
-    protocols: ProtocolOptions,
     sources: Sources,
     queues: Queues,
     /// Connections not served yet, and their deadlines.
@@ -278,6 +279,8 @@ pub(crate) struct Reactor {
     budget: Budget,
     /// Connections per client address, under `--max-connections-per-ip`.
     per_address: Option<AddressCounts>,
+    /// The loop watched live (`--listen console=ADDR`), if a listener serves it.
+    console: Option<Console>,
     scratch: Scratch,
     clocks: Clocks,
     telemetry: Telemetry,
@@ -319,6 +322,23 @@ impl Reactor {
         let now = Instant::now();
         let mut services = services;
         let rooms = room::rooms_of(&mut services);
+        let ws = |page| ProtocolOptions {
+            ws: std::sync::Arc::new(crate::codec::ws::Options {
+                origins: config.ws_origins.clone(),
+                deflate: cfg!(feature = "deflate"),
+                page,
+            }),
+        };
+        let (chat, console_page) = (ws(crate::codec::ws::Page::CHAT), ws(console::PAGE));
+        let mut console = None;
+        for (index, service) in services.iter_mut().enumerate() {
+            if service.handler.watches_the_loop() {
+                service.protocols = console_page.clone();
+                console.get_or_insert_with(|| Console::new(index, now));
+            } else {
+                service.protocols = chat.clone();
+            }
+        }
         let shared_rooms: Vec<String> =
             rooms.iter().filter_map(|room| room.shared_name().map(String::from)).collect();
         let backplane = match &config.backplane {
@@ -363,6 +383,7 @@ impl Reactor {
             queues: Queues::default(),
             preparing: Preparing::default(),
             budget: Budget::new(limits.max_client_memory),
+            console,
             per_address: limits.max_connections_per_ip.map(AddressCounts::new),
             scratch: Scratch { read: vec![0; READ_BUFFER_SIZE], ..Scratch::default() },
             clocks: Clocks {
@@ -379,12 +400,6 @@ impl Reactor {
                 metrics::SharedMetrics::inherited(config),
             ),
             files: files::Files::default(),
-            protocols: ProtocolOptions {
-                ws: std::sync::Arc::new(crate::codec::ws::Options {
-                    origins: config.ws_origins.clone(),
-                    deflate: cfg!(feature = "deflate"),
-                }),
-            },
             limits,
         };
         Ok((reactor, handle))
@@ -404,7 +419,8 @@ impl Reactor {
         self.claim_metrics_slot();
         let mut events = Events::with_capacity(EVENTS_PER_POLL);
         loop {
-            let timeout = self.poll_timeout(Instant::now());
+            let polled = Instant::now();
+            let timeout = self.poll_timeout(polled);
             if let Err(error) = self.poll.poll(&mut events, timeout) {
                 if interrupted(&error) {
                     continue;
@@ -437,6 +453,10 @@ impl Reactor {
             self.close_queued();
             self.publish_metrics();
             let busy = woke.elapsed();
+            if self.console.is_some() {
+                let turn = (self.telemetry.stats.wakeups + 1, event_count, woke - polled, busy);
+                self.end_console_turn(turn, woke);
+            }
             let telemetry = &mut self.telemetry;
             telemetry.stats.record_wakeup(event_count, busy);
             telemetry.trace.finish(telemetry.stats.wakeups, event_count, busy, &telemetry.stats);
@@ -489,11 +509,19 @@ impl Reactor {
                 } else {
                     Progress::reading(ready.drain)
                 };
-                let mark = self.telemetry.trace.mark(&self.telemetry.stats);
+                // What this turn got done, for the trace log and the console (not the
+                // console's own connections: watching must not feed itself).
+                let watched = match &mut self.console {
+                    Some(console) if console.is_own(conn.service()) => {
+                        console.own_event();
+                        false
+                    }
+                    console => console.is_some() || self.telemetry.trace.is_on(),
+                };
+                let mark = watched.then(|| Mark::of(&self.telemetry.stats));
                 self.serve_conn(key, progress);
                 if let Some(mark) = mark {
-                    let peer = self.conns.get(key).map(|conn| conn.peer().clone());
-                    self.telemetry.trace.served(key, peer, mark, &self.telemetry.stats);
+                    self.note_served(key, mark);
                 }
             }
             Source::Listener(index) => {
@@ -595,6 +623,7 @@ impl Reactor {
             self.preparing.next_deadline_ms().map(|ms| self.clocks.at_ms(ms)),
             self.sources.backplane.as_ref().map(Backplane::next_deadline),
             self.telemetry.raw_hint.next_due(),
+            self.console.as_ref().and_then(Console::next_due),
         ]
         .into_iter()
         .flatten()
@@ -751,6 +780,70 @@ impl Reactor {
     fn close_later(&mut self, key: usize, reason: CloseReason) {
         if let Some(conn) = self.conns.get_mut(key) {
             self.queues.close(key, conn, reason);
+        }
+    }
+
+    /// Connection `key` was served since `mark`: into the trace log's line and the console.
+    fn note_served(&mut self, key: usize, mark: Mark) {
+        let (messages, bytes_in, bytes_out) = mark.since(&self.telemetry.stats);
+        if self.telemetry.trace.is_on() {
+            let peer = self.conns.get(key).map(|conn| conn.peer().clone());
+            self.telemetry.trace.served(key, peer, mark, &self.telemetry.stats);
+        }
+        if let Some(console) = &mut self.console {
+            console.served(console::Served { conn: key, messages, bytes_in, bytes_out });
+        }
+    }
+
+    /// The console's end of a turn: the turn to its watchers (as many as may have it), and
+    /// a snapshot when one is due.
+    fn end_console_turn(&mut self, turn: (u64, usize, Duration, Duration), now: Instant) {
+        let Some(mut console) = self.console.take() else { return };
+        let behind: Vec<(usize, bool)> = console
+            .watchers()
+            .map(|key| (key, self.conns.get(key).is_none_or(|conn| conn.pending() > console::BEHIND)))
+            .collect();
+        let is_behind = |key: usize| behind.iter().any(|&(watcher, behind)| watcher == key && behind);
+        let snapshot_due =
+            console.end_turn(turn, now, is_behind, |key, message| self.tell_watcher(key, message));
+        if snapshot_due {
+            self.send_snapshot(&mut console, None, now);
+        }
+        self.console = Some(console);
+    }
+
+    /// A snapshot to `watcher`, or to every watcher.
+    fn send_snapshot(&mut self, console: &mut Console, watcher: Option<usize>, now: Instant) {
+        let stats = self.stats_snapshot();
+        let view = console::View {
+            conns: &self.conns,
+            services: &self.services,
+            rooms: &self.rooms,
+            stats: &stats,
+            client_memory: self.budget.held(),
+        };
+        let snapshot = console.snapshot(now, &view).to_string();
+        let watchers: Vec<usize> = match watcher {
+            Some(key) => vec![key],
+            None => console.watchers().collect(),
+        };
+        for key in watchers {
+            self.tell_watcher(key, &snapshot);
+        }
+    }
+
+    /// A console message to watcher `key`, as a text frame after what it has queued; not
+    /// counted among the server's messages (watching must not feed itself).
+    fn tell_watcher(&mut self, key: usize, message: &str) {
+        let Some(conn) = self.conns.get_mut(key) else { return };
+        if !conn.accepts_messages() {
+            return;
+        }
+        let codec = self.services[conn.service()].codec;
+        conn.push_output(codec, message.as_bytes(), true, &mut self.scratch.pool);
+        self.queues.flush(key, conn);
+        if self.budget.count(conn) {
+            self.evict_biggest();
         }
     }
 

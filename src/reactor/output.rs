@@ -132,7 +132,11 @@ impl Reactor {
         let mut queue = std::mem::take(&mut self.queues.flush);
         for &key in &queue {
             if self.conns.get(key).is_some_and(|conn| conn.is_queued_for_flush()) {
+                let written = self.telemetry.stats.bytes_out;
                 self.serve_conn(key, Progress::writing());
+                if let Some(console) = &mut self.console {
+                    console.wrote(key, self.telemetry.stats.bytes_out - written);
+                }
             }
         }
         queue.clear();
@@ -197,7 +201,12 @@ impl Reactor {
             }
             self.telemetry.stats.messages_out += count;
             match conn.write_shared(&mut slices, true, &mut self.scratch.pool, self.clocks.now_tick) {
-                Ok(written) => self.telemetry.stats.bytes_out += written as u64,
+                Ok(written) => {
+                    self.telemetry.stats.bytes_out += written as u64;
+                    if let Some(console) = &mut self.console {
+                        console.wrote(member, written as u64);
+                    }
+                }
                 Err(error) => {
                     self.queues.close(member, conn, CloseReason::Error(error));
                     continue;

@@ -128,6 +128,11 @@ impl Room {
         self.name.as_deref()
     }
 
+    /// How many members it has here.
+    pub fn members(&self) -> usize {
+        self.members.len()
+    }
+
     /// Adds a connection, whose lines are framed as its listener's codec says, or as `own`
     /// (a member compressing with a window of its own: its lines are framed so from the
     /// next line on). Returns its index in the member list, to keep beside it.

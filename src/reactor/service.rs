@@ -4,7 +4,7 @@
 //! addresses is still one room; a handler with a room also shares it with other services
 //! naming the same room (`room.rs`).
 
-use crate::codec::Codec;
+use crate::codec::{Codec, ProtocolOptions};
 use crate::handlers::Handler;
 
 /// See the module documentation.
@@ -23,12 +23,24 @@ pub struct Service {
     pub framing: usize,
     /// Its connections being served (ready), for the per-listener gauge.
     pub connections: usize,
+    /// What its connections' protocol is told (`ws`: allowed origins, the page `GET /`
+    /// serves), set by the reactor.
+    pub protocols: ProtocolOptions,
 }
 
 impl Service {
     /// A service with no connections yet; its room is set when the reactor forms the rooms.
     pub fn new(name: String, handler: Box<dyn Handler>, codec: Codec) -> Service {
-        Service { name, handler, codec, room_name: None, room: 0, framing: 0, connections: 0 }
+        Service {
+            name,
+            handler,
+            codec,
+            room_name: None,
+            room: 0,
+            framing: 0,
+            connections: 0,
+            protocols: ProtocolOptions::default(),
+        }
     }
 }
 

@@ -27,7 +27,8 @@ pub(super) struct Mark {
 }
 
 impl Mark {
-    fn of(stats: &Stats) -> Mark {
+    /// The counters now.
+    pub fn of(stats: &Stats) -> Mark {
         Mark {
             messages_in: stats.messages_in,
             bytes_in: stats.bytes_in,
@@ -35,6 +36,17 @@ impl Mark {
             accepted: stats.connections_accepted,
             closed: stats.connections_closed,
         }
+    }
+}
+
+impl Mark {
+    /// Messages in, bytes in and bytes out since this mark.
+    pub fn since(&self, stats: &Stats) -> (u64, u64, u64) {
+        (
+            stats.messages_in - self.messages_in,
+            stats.bytes_in - self.bytes_in,
+            stats.bytes_out - self.bytes_out,
+        )
     }
 }
 
@@ -64,9 +76,10 @@ impl WakeupTrace {
         }
     }
 
-    /// Before serving a connection: a mark to compare with afterwards, if recording.
-    pub fn mark(&self, stats: &Stats) -> Option<Mark> {
-        self.enabled.then(|| Mark::of(stats))
+    /// Whether this wakeup is recorded (trace logging is on).
+    #[inline]
+    pub fn is_on(&self) -> bool {
+        self.enabled
     }
 
     /// After serving connection `key` (`peer`), since `mark`.

@@ -97,7 +97,9 @@ impl Listening {
         let speaks = match (&self.addr, codec) {
             // A datagram is the message: the codec plays no part (docs/protocol.md, UDP).
             (ListenAddr::Udp(_), _) => "datagrams, no framing".to_string(),
-            // Any ws listener serves the chat page on a plain GET / (codec/ws/handshake.rs).
+            // The console's page, and its stream at /live (reactor/console.rs).
+            (_, Codec::Ws) if self.handler == "console" => "http, console page at /".to_string(),
+            // Any other ws listener serves the chat page on a plain GET / (codec/ws/handshake.rs).
             (_, Codec::Ws) => "ws, chat page at /".to_string(),
             _ if self.handler == "metrics" => "http, GET /metrics".to_string(),
             (_, codec) => codec.to_string(),
@@ -156,6 +158,21 @@ impl ServerBuilder {
                 ))
             })?;
             Box::new(server)
+        } else if spec.handler == "console" {
+            if spec.codec != Codec::Ws {
+                return Err(StartError::Config(format!(
+                    "the console speaks HTTP and WebSocket, not {}: --listen console=ADDR",
+                    spec.codec
+                )));
+            }
+            for addr in &spec.addrs {
+                if !addr.is_loopback() {
+                    log::warn!(
+                        "the console shows every client's address and traffic to whoever opens it; listen={addr} is not a loopback address (docs/operations.md)"
+                    );
+                }
+            }
+            Box::new(handlers::Console)
         } else {
             handlers::by_name(&spec.handler)
                 .ok_or_else(|| StartError::Config(format!("unknown handler '{}'", spec.handler)))?

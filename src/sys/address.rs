@@ -32,6 +32,16 @@ impl ListenAddr {
         matches!(self, ListenAddr::Udp(_))
     }
 
+    /// Whether only this machine can reach it: a loopback IP, or a Unix socket (an
+    /// inherited socket says nothing here, and counts as reachable).
+    pub fn is_loopback(&self) -> bool {
+        match self {
+            ListenAddr::Tcp(addr) | ListenAddr::Tls(addr) | ListenAddr::Udp(addr) => addr.ip().is_loopback(),
+            ListenAddr::Unix(_) => true,
+            ListenAddr::Fd(_) => false,
+        }
+    }
+
     /// The TCP address of a TCP or TLS listener.
     pub fn tcp(&self) -> Option<SocketAddr> {
         match self {

@@ -63,7 +63,13 @@ impl WsClient {
     /// Opens a WebSocket to `addr`; panics unless the server switches.
     #[track_caller]
     pub fn connect(addr: SocketAddr) -> WsClient {
-        let (status, headers, reader) = http(addr, &upgrade_request(addr, "/", ""));
+        WsClient::connect_path(addr, "/")
+    }
+
+    /// Opens a WebSocket to `path` on `addr`; panics unless the server switches.
+    #[track_caller]
+    pub fn connect_path(addr: SocketAddr, path: &str) -> WsClient {
+        let (status, headers, reader) = http(addr, &upgrade_request(addr, path, ""));
         assert_eq!(status, "HTTP/1.1 101 Switching Protocols", "{headers:?}");
         assert!(
             headers.contains(&"Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=".to_string()),

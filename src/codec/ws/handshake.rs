@@ -11,8 +11,26 @@ use super::Options;
 /// The longest request head accepted; a longer one is answered 431.
 pub const MAX_HEAD: usize = 8 * 1024;
 
-/// The chat page served on `GET /`: self-contained, it joins the room at the same origin.
-const PAGE: &str = include_str!("page.html");
+/// A page a `ws` listener serves on `GET /` without an upgrade: self-contained, it opens its
+/// WebSocket at the same origin.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Page {
+    /// The HTML.
+    pub html: &'static str,
+    /// What it is, for the 404 of other paths ("the chat page is at /").
+    pub name: &'static str,
+}
+
+impl Page {
+    /// The chat page: it joins the listener's room.
+    pub const CHAT: Page = Page { html: include_str!("page.html"), name: "chat page" };
+}
+
+impl Default for Page {
+    fn default() -> Page {
+        Page::CHAT
+    }
+}
 
 /// The GUID the accept key is derived with (RFC 6455 section 1.3).
 const GUID: &[u8] = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
@@ -57,11 +75,15 @@ pub fn answer(head: &[u8], options: &Options) -> Answer {
     };
     if !has_token("upgrade", "websocket") {
         return match (method, path) {
-            ("GET", "/") => page(false),
-            ("HEAD", "/") => page(true),
-            ("GET" | "HEAD", _) => {
-                respond(404, "Not Found", "", "not found: the chat page is at /\n", "not found")
-            }
+            ("GET", "/") => page(options.page, false),
+            ("HEAD", "/") => page(options.page, true),
+            ("GET" | "HEAD", _) => respond(
+                404,
+                "Not Found",
+                "",
+                &format!("not found: the {} is at /\n", options.page.name),
+                "not found",
+            ),
             _ => respond(
                 405,
                 "Method Not Allowed",
@@ -200,17 +222,17 @@ fn deflate_window(offer: &str) -> Option<Window> {
     Some(window)
 }
 
-/// The chat page (`head_only`: its headers alone, for HEAD).
-fn page(head_only: bool) -> Answer {
+/// The listener's page (`head_only`: its headers alone, for HEAD).
+fn page(page: Page, head_only: bool) -> Answer {
     let head = format!(
         "HTTP/1.1 200 OK\r\nContent-Type: text/html; charset=utf-8\r\nContent-Length: {}\r\nCache-Control: no-cache\r\nConnection: close\r\n\r\n",
-        PAGE.len()
+        page.html.len()
     );
     let mut response = head.into_bytes();
     if !head_only {
-        response.extend_from_slice(PAGE.as_bytes());
+        response.extend_from_slice(page.html.as_bytes());
     }
-    Answer::Respond { response, reason: "the chat page served" }
+    Answer::Respond { response, reason: "the page served" }
 }
 
 /// A short plain-text HTTP answer that closes the connection.

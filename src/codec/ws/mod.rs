@@ -29,7 +29,7 @@ use std::sync::Arc;
 
 use super::session::{Notice, Session, SessionEvents};
 use frame::{BINARY, CLOSE, CONTINUATION, Header, PING, PONG, TEXT, code};
-pub use handshake::{accept_key, base64};
+pub use handshake::{Page, accept_key, base64};
 use utf8::Utf8;
 
 /// Which pages may open a WebSocket here (browsers send the page's origin; a page from
@@ -86,6 +86,8 @@ pub struct Options {
     /// Whether permessage-deflate is agreed when a client offers it (with the `deflate`
     /// feature).
     pub deflate: bool,
+    /// What `GET /` serves: the chat page, or the console's.
+    pub page: Page,
 }
 
 impl Options {
