@@ -2,7 +2,9 @@
 //! classic server, over the same codecs and handlers as the reactor.
 //!
 //! Each read's complete messages are handled and their replies written in one `write_all`,
-//! like the reactor does, so the models differ only in how clients share the CPU.
+//! like the reactor does, so the models differ only in how clients share the CPU. Every
+//! read, write and accept passes the one gate (`sys/socket.rs`), blocking sockets too: a
+//! read timeout and a write timeout are named here, beside it.
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
@@ -14,6 +16,7 @@ use crate::config::Limits;
 use crate::handlers::serve::{self, Carrier, Flow, Serving};
 use crate::handlers::{ConnId, Handler, Outbox, Peer, Recipient};
 use crate::sys::address::PeerAddr;
+use crate::sys::socket::{gate, write_until_full};
 use crate::timeline::Timeline;
 
 /// How often a blocked read wakes up to check whether the server is stopping.
@@ -124,16 +127,11 @@ pub fn serve(
     let mut outbox = Outbox::default();
     let mut replies = Vec::new();
     loop {
-        let read = match stream.read(&mut buffer) {
-            Ok(read) => read,
-            Err(error) if matches!(error.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
-                if stop() {
-                    return Ok(served);
-                }
-                continue;
+        let Some(read) = read_or_time_out(&mut stream, &mut buffer)? else {
+            if stop() {
+                return Ok(served);
             }
-            Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
-            Err(error) => return Err(error),
+            continue;
         };
         let at_end = read == 0;
         input.extend_from_slice(&buffer[..read]);
@@ -241,21 +239,41 @@ fn linger(stream: &mut TcpStream) {
     let deadline = Instant::now() + LINGER;
     let mut sink = [0; 4096];
     while Instant::now() < deadline {
-        match stream.read(&mut sink) {
-            Ok(0) => return,
-            Ok(_) => {}
-            Err(error) if matches!(error.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {}
-            Err(_) => return,
+        match read_or_time_out(stream, &mut sink) {
+            Ok(Some(0)) | Err(_) => return,
+            Ok(Some(_) | None) => {}
         }
     }
+}
+
+/// One read of a blocking socket that has a read timeout (`STOP_CHECK`), through the gate:
+/// `Ok(None)` when the timeout passed with nothing to read, so that the caller can look
+/// whether to stop before it reads again. Linux reports the timeout as `WouldBlock` (which
+/// the gate turns into `None`); other systems may say `TimedOut`, named here.
+fn read_or_time_out(stream: &mut TcpStream, buffer: &mut [u8]) -> io::Result<Option<usize>> {
+    match gate(|| stream.read(buffer)) {
+        Err(error) if error.kind() == io::ErrorKind::TimedOut => Ok(None),
+        read => read,
+    }
+}
+
+/// Writes all of `bytes` to a blocking socket, through the gate. A socket with a write
+/// timeout (the threads model's writers to other clients) reports it as `WouldBlock`, which
+/// stops `write_until_full` short: here that is an error, the client does not read.
+pub fn write_all(mut stream: &TcpStream, bytes: &[u8]) -> io::Result<()> {
+    let written = write_until_full(bytes, |rest| stream.write(rest))?;
+    if written < bytes.len() {
+        return Err(io::Error::new(io::ErrorKind::TimedOut, "the client does not read"));
+    }
+    Ok(())
 }
 
 /// Takes the next waiting client from a non-blocking listener, as a blocking stream. `None`
 /// when no client is waiting, or accepting failed (logged): either way, stop for now.
 pub fn accept_next(listener: &TcpListener) -> io::Result<Option<(TcpStream, PeerAddr)>> {
-    let (stream, peer) = match listener.accept() {
-        Ok(accepted) => accepted,
-        Err(error) if error.kind() == io::ErrorKind::WouldBlock => return Ok(None),
+    let (stream, peer) = match gate(|| listener.accept()) {
+        Ok(Some(accepted)) => accepted,
+        Ok(None) => return Ok(None),
         Err(error) => {
             log::warn!("accept failed; error={error}");
             return Ok(None);
@@ -266,10 +284,12 @@ pub fn accept_next(listener: &TcpListener) -> io::Result<Option<(TcpStream, Peer
     Ok(Some((stream, PeerAddr::Tcp(peer))))
 }
 
-/// Tells a client the server is full (frame by `codec`) and closes it.
-pub fn turn_away(mut stream: TcpStream, codec: Codec) {
+/// Tells a client the server is full (framed by `codec`) and closes it. The stream is
+/// blocking (an accepted socket does not inherit the listener's `O_NONBLOCK`), so the few
+/// bytes go out whole.
+pub fn turn_away(stream: TcpStream, codec: Codec) {
     let mut reply = Vec::new();
     codec.notice(Notice::ServerFull, &mut reply);
-    let _ = stream.write_all(&reply);
+    let _ = write_all(&stream, &reply);
     let _ = stream.shutdown(Shutdown::Write);
 }

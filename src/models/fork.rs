@@ -9,7 +9,7 @@
 //! children, which do not report back: the summary counts connections only.
 
 use std::collections::HashSet;
-use std::io::{self, Write};
+use std::io;
 use std::time::Instant;
 
 use log::{debug, info, warn};
@@ -72,9 +72,9 @@ pub fn run(mut services: Vec<BlockingService>, config: &Limits) -> io::Result<Ru
                         process::become_child_of(parent, SIGTERM);
                         let id = ConnId(next_id);
                         let served = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                            let mut writer = stream.try_clone()?;
+                            let writer = stream.try_clone()?;
                             let mut room = Alone { handler: spec.handler.as_mut() };
-                            let mut write_own = |bytes: &[u8]| writer.write_all(bytes);
+                            let mut write_own = |bytes: &[u8]| blocking::write_all(&writer, bytes);
                             let client = Client { stream, id, peer };
                             blocking::serve(
                                 client,

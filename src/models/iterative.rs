@@ -61,11 +61,11 @@ pub fn run(mut services: Vec<BlockingService>, config: &Limits) -> io::Result<Ru
                 next_id += 1;
                 let id = ConnId(next_id);
                 debug!("serving; conn={id} peer={peer}");
-                let mut writer = stream.try_clone()?;
+                let writer = stream.try_clone()?;
                 summary.stats.connections_accepted += 1;
                 let spec = &mut services[*service];
                 let mut room = Alone { handler: spec.handler.as_mut() };
-                let mut write_own = |bytes: &[u8]| io::Write::write_all(&mut writer, bytes);
+                let mut write_own = |bytes: &[u8]| blocking::write_all(&writer, bytes);
                 let client = Client { stream, id, peer };
                 match blocking::serve(
                     client,

@@ -7,7 +7,7 @@
 //! read blocks whoever writes to it, for up to `WRITE_TIMEOUT` (5 s), and is then dropped.
 
 use std::collections::HashMap;
-use std::io::{self, Write};
+use std::io;
 use std::net::{Shutdown, TcpStream};
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -63,7 +63,7 @@ impl Room for Arc<Shared> {
         let mut framed = Vec::new();
         self.codec.encode(payload, &mut framed);
         for (id, writer) in targets {
-            if lock(&writer).write_all(&framed).is_err() {
+            if blocking::write_all(&lock(&writer), &framed).is_err() {
                 warn!("dropping a client that does not read; conn={id}");
                 let _ = lock(&writer).shutdown(Shutdown::Both);
                 lock(&self.members).remove(&id);
@@ -148,7 +148,7 @@ pub fn run(services: Vec<BlockingService>, config: &Limits) -> io::Result<RunSum
                     .name(format!("conn-{id}"))
                     .stack_size(STACK_SIZE)
                     .spawn(move || {
-                        let mut write_own = |bytes: &[u8]| lock(&writer).write_all(bytes);
+                        let mut write_own = |bytes: &[u8]| blocking::write_all(&lock(&writer), bytes);
                         let should_stop = || stop.load(Ordering::Acquire);
                         let codec = room.codec;
                         let client = Client { stream, id, peer };
