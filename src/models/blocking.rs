@@ -7,11 +7,11 @@
 //! read timeout and a write timeout are named here, beside it.
 
 use std::io::{self, Read, Write};
-use std::net::{Shutdown, TcpListener, TcpStream};
+use std::net::{Shutdown, TcpStream};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use crate::codec::{Codec, FrameError, Notice};
+use crate::codec::{Codec, FrameError};
 use crate::config::Limits;
 use crate::handlers::serve::{self, Carrier, Flow, Serving};
 use crate::handlers::{ConnId, Handler, Outbox, Peer, Recipient};
@@ -25,29 +25,6 @@ pub const STOP_CHECK: Duration = Duration::from_millis(100);
 const LINGER: Duration = Duration::from_secs(2);
 /// The read buffer of one blocking connection.
 const READ_BUFFER: usize = 16 * 1024;
-
-/// Registers every listener of `services` on `poll` for reading, non-blocking, with token
-/// `Token(i)` for the `i`th; returns each with the index of its service.
-pub fn register_listeners(
-    poll: &mio::Poll,
-    services: &[super::BlockingService],
-) -> io::Result<Vec<(usize, TcpListener)>> {
-    use std::os::fd::AsRawFd;
-    let mut listeners = Vec::new();
-    for (service, spec) in services.iter().enumerate() {
-        for (listener, _) in &spec.listeners {
-            listener.set_nonblocking(true)?;
-            let token = mio::Token(listeners.len());
-            poll.registry().register(
-                &mut mio::unix::SourceFd(&listener.as_raw_fd()),
-                token,
-                mio::Interest::READABLE,
-            )?;
-            listeners.push((service, listener.try_clone()?));
-        }
-    }
-    Ok(listeners)
-}
 
 /// Locks a mutex; one that a panicking thread left poisoned holds plain data: carry on.
 pub fn lock<T: ?Sized>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -266,30 +243,4 @@ pub fn write_all(mut stream: &TcpStream, bytes: &[u8]) -> io::Result<()> {
         return Err(io::Error::new(io::ErrorKind::TimedOut, "the client does not read"));
     }
     Ok(())
-}
-
-/// Takes the next waiting client from a non-blocking listener, as a blocking stream. `None`
-/// when no client is waiting, or accepting failed (logged): either way, stop for now.
-pub fn accept_next(listener: &TcpListener) -> io::Result<Option<(TcpStream, PeerAddr)>> {
-    let (stream, peer) = match gate(|| listener.accept()) {
-        Ok(Some(accepted)) => accepted,
-        Ok(None) => return Ok(None),
-        Err(error) => {
-            log::warn!("accept failed; error={error}");
-            return Ok(None);
-        }
-    };
-    stream.set_nonblocking(false)?;
-    let _ = stream.set_nodelay(true);
-    Ok(Some((stream, PeerAddr::Tcp(peer))))
-}
-
-/// Tells a client the server is full (framed by `codec`) and closes it. The stream is
-/// blocking (an accepted socket does not inherit the listener's `O_NONBLOCK`), so the few
-/// bytes go out whole.
-pub fn turn_away(stream: TcpStream, codec: Codec) {
-    let mut reply = Vec::new();
-    codec.notice(Notice::ServerFull, &mut reply);
-    let _ = write_all(&stream, &reply);
-    let _ = stream.shutdown(Shutdown::Write);
 }

@@ -213,7 +213,7 @@ fn accept_all(
                 };
                 warn!("server full, turning away; peer={peer} {why} repeats={held_back}");
             }
-            super::blocking::turn_away(stream, codec);
+            super::accept::turn_away(stream, codec);
             continue;
         }
         if stream.set_nonblocking(true).and_then(|()| stream.set_nodelay(true)).is_err() {
