@@ -31,13 +31,21 @@ pub fn lock<T: ?Sized>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// What a connection needs from its model: the handler, and the way to reach other clients.
+/// What a connection needs from its model: the handler, the way to reach other clients, and
+/// (fork) where its counts go while it lives.
 pub trait Room {
     /// Runs `serve` with the handler (a model that shares it among threads holds its lock
     /// meanwhile).
     fn with_handler(&mut self, serve: &mut dyn FnMut(&mut dyn Handler));
     /// Delivers `payload` (not yet framed) to `to`, a recipient other than the sender.
     fn deliver(&mut self, sender: ConnId, to: Recipient, payload: &[u8]);
+    /// Keeps the connection's counts so far: called once per read, after its messages are
+    /// served and before their replies are written, so a reply a client has seen is always
+    /// counted. A model whose counts must outlive a process keeps them here (fork's
+    /// children, in memory the parent reads); the others count what `serve` returns.
+    fn tally(&mut self, served: &Served) {
+        let _ = served;
+    }
 }
 
 /// The one client's room, when it is alone with its handler (the iterative server, a
@@ -133,6 +141,7 @@ pub fn serve(
         let closing = carrier.closing || flow == Flow::Stop;
         outbox.clear();
         input.drain(..used);
+        room.tally(&served);
         if !replies.is_empty() {
             write_own(&replies)?;
             replies.clear();
