@@ -3,6 +3,7 @@
 //!
 //! Run:  cargo run --release --example models                    (both experiments, ~15 min)
 //!       cargo run --release --example models -- --counts 1,10,100 --seconds 2 --work ''
+//!       cargo run --release --example models -- --models fork --work '' --idle ''  (fork alone)
 //!
 //! 1. Connections: each model at 1 to 10,000 connections (closed loop, ping-pong): throughput,
 //!    p99 latency, the server's peak memory and threads. Server on cpu 0, loader on cpu 1.
@@ -31,6 +32,10 @@ struct Args {
     /// Connection counts for experiment 1
     #[arg(long, value_delimiter = ',', default_value = "1,10,100,1000,10000")]
     counts: Vec<u32>,
+    /// Models for experiment 1; the rows of the models left out stay in models.csv as they
+    /// were (e.g. `--models fork --work '' --idle ''` measures fork again, alone)
+    #[arg(long, value_delimiter = ',', default_value = "iterative,threads,fork,reactor,select,poll")]
+    models: Vec<String>,
     /// Measured seconds per run (after a 1 s warmup)
     #[arg(long, default_value_t = 5)]
     seconds: u32,
@@ -55,6 +60,9 @@ struct Args {
     idle_only: bool,
 }
 
+/// The models of experiment 1, in the order of models.csv.
+const MODELS: [&str; 6] = ["iterative", "threads", "fork", "reactor", "select", "poll"];
+
 /// What one run measured.
 #[derive(Clone, Debug, Default)]
 struct Measured {
@@ -68,7 +76,8 @@ struct Measured {
     connect_failed: u64,
     /// Replies that were wrong (for select past FD_SETSIZE: `ERR server full`).
     failed: u64,
-    /// Server CPU (user + system, all its processes) per verified message, µs.
+    /// Server CPU (user + system, all its processes, the children it reaped included) per
+    /// verified message, µs.
     cpu_us_per_msg: f64,
 }
 
@@ -102,10 +111,18 @@ fn main() {
 }
 
 fn connections_experiment(args: &Args) {
-    let mut csv = String::from(
-        "model,connections,msgs_per_s,p50_ms,p99_ms,rss_mib,threads,verified,lost,connect_failed,cpu_us_per_msg\n",
-    );
-    for model in ["iterative", "threads", "fork", "reactor", "select", "poll"] {
+    let header = "model,connections,msgs_per_s,p50_ms,p99_ms,rss_mib,threads,verified,lost,connect_failed,cpu_us_per_msg\n";
+    let earlier = std::fs::read_to_string(args.out.join("data/models.csv")).unwrap_or_default();
+    let mut csv = String::from(header);
+    for model in MODELS {
+        if !args.models.iter().any(|wanted| wanted == model) {
+            // Not measured this time: its rows from the last run, if any.
+            for line in earlier.lines().skip(1).filter(|line| line.starts_with(&format!("{model},"))) {
+                csv.push_str(line);
+                csv.push('\n');
+            }
+            continue;
+        }
         for &count in &args.counts {
             let server = start_server(&["--model", model, "--listen", "echo=127.0.0.1:0"], true);
             let loader = [
@@ -260,13 +277,25 @@ fn measure(mut server: Server, loader_args: &[String], pinned: bool) -> Measured
         })
     };
     let server_pids: Vec<u32> = std::iter::once(pid).chain(common::children(pid)).collect();
-    let cpu_ticks = |pids: &[u32]| pids.iter().map(|&p| common::cpu_ticks(p)).sum::<u64>();
+    // The server's processes (its workers included), and the children it has reaped: a
+    // process per client (fork) spends its CPU in children, which reach the parent's
+    // counters once they exit and are waited for.
+    let cpu_ticks = |pids: &[u32]| {
+        pids.iter().map(|&p| common::cpu_ticks(p)).sum::<u64>() + reaped_children_cpu_ticks(pid)
+    };
     let cpu_before = cpu_ticks(&server_pids);
     let output = common::on_cpu(pinned.then_some(1), &common::binary("evloop-load"))
         .args(["--target", &server.addr, "--json", "--no-progress"])
         .args(loader_args)
         .output()
         .expect("run evloop-load");
+    // The loader has closed its connections: the children that served them (fork) exit,
+    // and are reaped, in a moment.
+    let started_later = || common::children(pid).into_iter().any(|child| !server_pids.contains(&child));
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while started_later() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
     let cpu_after = cpu_ticks(&server_pids);
     done.store(true, Ordering::Relaxed);
     sampler.join().unwrap();
@@ -287,6 +316,16 @@ fn measure(mut server: Server, loader_args: &[String], pinned: bool) -> Measured
         cpu_us_per_msg: (cpu_after - cpu_before) as f64 * 10_000.0
             / report["messages"]["verified"].as_f64().unwrap_or(0.0).max(1.0),
     }
+}
+
+/// CPU time of the children of `pid` that it has waited for (user plus system, in 10 ms
+/// ticks): `cutime` and `cstime` of `/proc/PID/stat`.
+fn reaped_children_cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let Some(end) = stat.rfind(')') else { return 0 };
+    let fields: Vec<&str> = stat[end + 2..].split(' ').collect();
+    let ticks = |index: usize| fields.get(index).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
+    ticks(13) + ticks(14)
 }
 
 /// docs/charts/work.svg from docs/data/work.csv's text, whose latency runs were at `rate`.

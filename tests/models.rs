@@ -1,4 +1,4 @@
-//! The server models (`--model reactor|iterative|threads|select|poll`) with the same handlers,
+//! The server models (`--model reactor|iterative|threads|fork|select|poll`) with the same handlers,
 //! and the instruments that make the reactor's interleaving visible.
 
 mod util;
@@ -324,6 +324,53 @@ fn fork_serves_300_clients_and_leaves_no_zombies() {
     await_children(pid, |states| states.is_empty(), "every child reaped once the last client left");
     let output = server_command(&["--model", "fork", "--listen", "broadcast=127.0.0.1:0"]).output().unwrap();
     assert_eq!(output.status.code(), Some(2), "{}", String::from_utf8_lossy(&output.stderr));
+}
+
+/// The fork model's children count what they serve, and the parent's stop line adds it up
+/// (issue 36: it said `0 messages in, 0 out`): clients that left before the stop (their
+/// children reaped) and clients still connected at SIGINT (their children stopped) alike.
+#[test]
+fn fork_counts_the_messages_its_children_serve() {
+    let server =
+        ServerProcess::start(server_command(&["--model", "fork", "--listen", "echo=127.0.0.1:0"]), 1);
+    let mut clients: Vec<_> = (0..4).map(|_| connect(server.addrs[0])).collect();
+    for (index, client) in clients.iter_mut().enumerate() {
+        let lines: String = (0..50).map(|line| format!("client {index} line {line}\n")).collect();
+        client.send(lines.as_bytes());
+        for line in 0..50 {
+            client.expect(&format!("client {index} line {line}"));
+        }
+    }
+    // Two leave (their children exit and are reaped); two stay until the stop.
+    drop(clients.drain(..2));
+    await_children(server.child.id(), |states| states.len() == 2, "the children of the two that left reaped");
+    server.signal(libc::SIGINT);
+    let (code, stdout) = server.wait();
+    assert_eq!(code, Some(0));
+    assert!(stdout.contains("4 connections served, 200 messages in, 200 out"), "{stdout}");
+    drop(clients);
+}
+
+/// A child's counts reach the parent even when its place is taken over: with
+/// `--max-connections 2`, six clients one after the other are all counted.
+#[test]
+fn fork_counts_every_child_when_places_are_reused() {
+    let server = ServerProcess::start(
+        server_command(&["--model", "fork", "--max-connections", "2", "--listen", "echo=127.0.0.1:0"]),
+        1,
+    );
+    let pid = server.child.id();
+    for index in 0..6 {
+        let mut client = connect(server.addrs[0]);
+        client.roundtrip(&format!("one {index}"), &format!("one {index}"));
+        client.roundtrip(&format!("two {index}"), &format!("two {index}"));
+        drop(client);
+        await_children(pid, |states| states.is_empty(), "the child reaped once its client left");
+    }
+    server.signal(libc::SIGINT);
+    let (code, stdout) = server.wait();
+    assert_eq!(code, Some(0));
+    assert!(stdout.contains("6 connections served, 12 messages in, 12 out"), "{stdout}");
 }
 
 /// select and poll log a client they turn away, as the reactor does (issue 24: they said

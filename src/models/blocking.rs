@@ -2,18 +2,21 @@
 //! classic server, over the same codecs and handlers as the reactor.
 //!
 //! Each read's complete messages are handled and their replies written in one `write_all`,
-//! like the reactor does, so the models differ only in how clients share the CPU.
+//! like the reactor does, so the models differ only in how clients share the CPU. Every
+//! read, write and accept passes the one gate (`sys/socket.rs`), blocking sockets too: a
+//! read timeout and a write timeout are named here, beside it.
 
 use std::io::{self, Read, Write};
-use std::net::{Shutdown, TcpListener, TcpStream};
+use std::net::{Shutdown, TcpStream};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use crate::codec::{Codec, FrameError, Notice};
+use crate::codec::{Codec, FrameError};
 use crate::config::Limits;
 use crate::handlers::serve::{self, Carrier, Flow, Serving};
 use crate::handlers::{ConnId, Handler, Outbox, Peer, Recipient};
 use crate::sys::address::PeerAddr;
+use crate::sys::socket::{gate, write_until_full};
 use crate::timeline::Timeline;
 
 /// How often a blocked read wakes up to check whether the server is stopping.
@@ -23,41 +26,26 @@ const LINGER: Duration = Duration::from_secs(2);
 /// The read buffer of one blocking connection.
 const READ_BUFFER: usize = 16 * 1024;
 
-/// Registers every listener of `services` on `poll` for reading, non-blocking, with token
-/// `Token(i)` for the `i`th; returns each with the index of its service.
-pub fn register_listeners(
-    poll: &mio::Poll,
-    services: &[super::BlockingService],
-) -> io::Result<Vec<(usize, TcpListener)>> {
-    use std::os::fd::AsRawFd;
-    let mut listeners = Vec::new();
-    for (service, spec) in services.iter().enumerate() {
-        for (listener, _) in &spec.listeners {
-            listener.set_nonblocking(true)?;
-            let token = mio::Token(listeners.len());
-            poll.registry().register(
-                &mut mio::unix::SourceFd(&listener.as_raw_fd()),
-                token,
-                mio::Interest::READABLE,
-            )?;
-            listeners.push((service, listener.try_clone()?));
-        }
-    }
-    Ok(listeners)
-}
-
 /// Locks a mutex; one that a panicking thread left poisoned holds plain data: carry on.
 pub fn lock<T: ?Sized>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// What a connection needs from its model: the handler, and the way to reach other clients.
+/// What a connection needs from its model: the handler, the way to reach other clients, and
+/// (fork) where its counts go while it lives.
 pub trait Room {
     /// Runs `serve` with the handler (a model that shares it among threads holds its lock
     /// meanwhile).
     fn with_handler(&mut self, serve: &mut dyn FnMut(&mut dyn Handler));
     /// Delivers `payload` (not yet framed) to `to`, a recipient other than the sender.
     fn deliver(&mut self, sender: ConnId, to: Recipient, payload: &[u8]);
+    /// Keeps the connection's counts so far: called once per read, after its messages are
+    /// served and before their replies are written, so a reply a client has seen is always
+    /// counted. A model whose counts must outlive a process keeps them here (fork's
+    /// children, in memory the parent reads); the others count what `serve` returns.
+    fn tally(&mut self, served: &Served) {
+        let _ = served;
+    }
 }
 
 /// The one client's room, when it is alone with its handler (the iterative server, a
@@ -124,16 +112,11 @@ pub fn serve(
     let mut outbox = Outbox::default();
     let mut replies = Vec::new();
     loop {
-        let read = match stream.read(&mut buffer) {
-            Ok(read) => read,
-            Err(error) if matches!(error.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
-                if stop() {
-                    return Ok(served);
-                }
-                continue;
+        let Some(read) = read_or_time_out(&mut stream, &mut buffer)? else {
+            if stop() {
+                return Ok(served);
             }
-            Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
-            Err(error) => return Err(error),
+            continue;
         };
         let at_end = read == 0;
         input.extend_from_slice(&buffer[..read]);
@@ -158,6 +141,7 @@ pub fn serve(
         let closing = carrier.closing || flow == Flow::Stop;
         outbox.clear();
         input.drain(..used);
+        room.tally(&served);
         if !replies.is_empty() {
             write_own(&replies)?;
             replies.clear();
@@ -241,35 +225,31 @@ fn linger(stream: &mut TcpStream) {
     let deadline = Instant::now() + LINGER;
     let mut sink = [0; 4096];
     while Instant::now() < deadline {
-        match stream.read(&mut sink) {
-            Ok(0) => return,
-            Ok(_) => {}
-            Err(error) if matches!(error.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {}
-            Err(_) => return,
+        match read_or_time_out(stream, &mut sink) {
+            Ok(Some(0)) | Err(_) => return,
+            Ok(Some(_) | None) => {}
         }
     }
 }
 
-/// Takes the next waiting client from a non-blocking listener, as a blocking stream. `None`
-/// when no client is waiting, or accepting failed (logged): either way, stop for now.
-pub fn accept_next(listener: &TcpListener) -> io::Result<Option<(TcpStream, PeerAddr)>> {
-    let (stream, peer) = match listener.accept() {
-        Ok(accepted) => accepted,
-        Err(error) if error.kind() == io::ErrorKind::WouldBlock => return Ok(None),
-        Err(error) => {
-            log::warn!("accept failed; error={error}");
-            return Ok(None);
-        }
-    };
-    stream.set_nonblocking(false)?;
-    let _ = stream.set_nodelay(true);
-    Ok(Some((stream, PeerAddr::Tcp(peer))))
+/// One read of a blocking socket that has a read timeout (`STOP_CHECK`), through the gate:
+/// `Ok(None)` when the timeout passed with nothing to read, so that the caller can look
+/// whether to stop before it reads again. Linux reports the timeout as `WouldBlock` (which
+/// the gate turns into `None`); other systems may say `TimedOut`, named here.
+fn read_or_time_out(stream: &mut TcpStream, buffer: &mut [u8]) -> io::Result<Option<usize>> {
+    match gate(|| stream.read(buffer)) {
+        Err(error) if error.kind() == io::ErrorKind::TimedOut => Ok(None),
+        read => read,
+    }
 }
 
-/// Tells a client the server is full (frame by `codec`) and closes it.
-pub fn turn_away(mut stream: TcpStream, codec: Codec) {
-    let mut reply = Vec::new();
-    codec.notice(Notice::ServerFull, &mut reply);
-    let _ = stream.write_all(&reply);
-    let _ = stream.shutdown(Shutdown::Write);
+/// Writes all of `bytes` to a blocking socket, through the gate. A socket with a write
+/// timeout (the threads model's writers to other clients) reports it as `WouldBlock`, which
+/// stops `write_until_full` short: here that is an error, the client does not read.
+pub fn write_all(mut stream: &TcpStream, bytes: &[u8]) -> io::Result<()> {
+    let written = write_until_full(bytes, |rest| stream.write(rest))?;
+    if written < bytes.len() {
+        return Err(io::Error::new(io::ErrorKind::TimedOut, "the client does not read"));
+    }
+    Ok(())
 }

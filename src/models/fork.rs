@@ -5,129 +5,258 @@
 //!
 //! Children share nothing, so a room cannot live here: `broadcast` is refused (it would need
 //! a backplane). Each child dies with the parent; the parent reaps every child that exits
-//! (no zombies) and holds at most `--max-connections` of them. Messages are counted in the
-//! children, which do not report back: the summary counts connections only.
+//! (no zombies) and holds at most `--max-connections` of them.
+//!
+//! The children count what they serve, and the parent adds it up: before forking, the parent
+//! maps shared memory with a slot per child it may hold ([`Tallies`]); each child stores its
+//! counts in its slot once per read (two stores, not a message to the parent), and when the
+//! parent reaps a child it adds the slot to its totals and frees it for the next child. A
+//! child killed mid-way loses only the read it was serving, and not even that once its
+//! replies went out (it stores before it writes).
 
-use std::collections::HashSet;
-use std::io::{self, Write};
-use std::time::Instant;
+use std::collections::HashMap;
+use std::io;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use log::{debug, info, warn};
-use mio::{Events, Interest, Poll, Token};
-use signal_hook::consts::{SIGCHLD, SIGHUP, SIGINT, SIGTERM};
-use signal_hook_mio::v1_0::Signals;
+use signal_hook::consts::{SIGCHLD, SIGTERM};
 
 use super::BlockingService;
-use super::blocking::{self, Alone, Client};
+use super::accept::{self, Dispatch};
+use super::blocking::{self, Client, Room, Served};
 use crate::config::Limits;
-use crate::handlers::ConnId;
+use crate::handlers::{ConnId, Handler, Recipient};
 use crate::stats::RunSummary;
 use crate::sys::process::{self, Forked};
+use crate::sys::shared_memory::SharedWords;
 
-const SIGNALS: Token = Token(usize::MAX);
+/// How long the stop waits for the children to exit once told to.
+const CHILDREN_EXIT: Duration = Duration::from_secs(5);
+/// Words per child's slot: messages in, messages out, and the rest of a cache line, so that
+/// children on different cores never write to the same line.
+const SLOT_WORDS: usize = 8;
+const MESSAGES_IN: usize = 0;
+const MESSAGES_OUT: usize = 1;
+/// The most slots made, whatever `--max-connections` says: Linux never runs more processes
+/// than this (`PID_MAX_LIMIT`), so no more children can be held at once.
+const MOST_CHILDREN: usize = 1 << 22;
 
 /// Serves `services` with a process per connection until SIGINT, SIGTERM or SIGHUP.
 pub fn run(mut services: Vec<BlockingService>, config: &Limits) -> io::Result<RunSummary> {
     let started = Instant::now();
-    let parent = process::own_pid();
-    let mut poll = Poll::new()?;
-    let mut events = Events::with_capacity(64);
-    let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP, SIGCHLD])?;
-    poll.registry().register(&mut signals, SIGNALS, Interest::READABLE)?;
-    let listeners = blocking::register_listeners(&poll, &services)?;
+    let listeners = accept::take_listeners(&mut services)?;
+    let tallies = Tallies::new(config.max_connections.min(MOST_CHILDREN))?;
+    let most_children = tallies.slots();
+    let mut forker = Forker {
+        services,
+        config,
+        parent: process::own_pid(),
+        children: HashMap::new(),
+        tallies,
+        summary: RunSummary { workers: 1, ..RunSummary::default() },
+    };
     info!("started; model=fork listeners={}", listeners.len());
-    let mut children: HashSet<i32> = HashSet::new();
-    let mut summary = RunSummary { workers: 1, ..RunSummary::default() };
-    let mut next_id = 0;
-    'serve: loop {
-        if let Err(error) = poll.poll(&mut events, None) {
-            if error.kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(error);
-        }
-        for event in &events {
-            if event.token() == SIGNALS {
-                for signal in signals.pending() {
-                    if signal != SIGCHLD {
-                        break 'serve;
-                    }
-                }
-                reap(&mut children, &mut summary);
-                continue;
-            }
-            let (service, listener) = &listeners[event.token().0];
-            while let Some((stream, peer)) = blocking::accept_next(listener)? {
-                reap(&mut children, &mut summary);
-                let spec = &mut services[*service];
-                if children.len() >= config.max_connections {
-                    blocking::turn_away(stream, spec.codec);
-                    continue;
-                }
-                next_id += 1;
-                match process::fork()? {
-                    Forked::Child => {
-                        // The child must never return into the parent's code: whatever
-                        // happens (an error, a panic), it ends here.
-                        process::become_child_of(parent, SIGTERM);
-                        let id = ConnId(next_id);
-                        let served = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                            let mut writer = stream.try_clone()?;
-                            let mut room = Alone { handler: spec.handler.as_mut() };
-                            let mut write_own = |bytes: &[u8]| writer.write_all(bytes);
-                            let client = Client { stream, id, peer };
-                            blocking::serve(
-                                client,
-                                spec.codec,
-                                config,
-                                &mut room,
-                                &mut write_own,
-                                &|| false,
-                                None,
-                            )
-                        }));
-                        let code = match served {
-                            Ok(Ok(_)) => 0,
-                            Ok(Err(error)) => {
-                                debug!("client failed; conn={id} error={error}");
-                                0
-                            }
-                            Err(_) => 101,
-                        };
-                        process::exit_child(code);
-                    }
-                    Forked::Parent(pid) => {
-                        // The child has its own copy of the socket; the parent's goes.
-                        drop(stream);
-                        children.insert(pid);
-                        summary.stats.connections_accepted += 1;
-                    }
-                }
-            }
-        }
-    }
-    info!("stopping; model=fork children={}", children.len());
-    for &pid in &children {
+    accept::accept_loop(&listeners, &[SIGCHLD], most_children, &mut forker)?;
+    info!("stopping; model=fork children={}", forker.children.len());
+    for &pid in forker.children.keys() {
         process::signal_pid(pid, SIGTERM);
     }
-    let deadline = Instant::now() + std::time::Duration::from_secs(5);
-    while !children.is_empty() && Instant::now() < deadline {
-        reap(&mut children, &mut summary);
-        std::thread::sleep(std::time::Duration::from_millis(10));
+    let deadline = Instant::now() + CHILDREN_EXIT;
+    while !forker.children.is_empty() && Instant::now() < deadline {
+        forker.reap();
+        std::thread::sleep(Duration::from_millis(10));
     }
-    if !children.is_empty() {
-        warn!("children still running at exit; count={}", children.len());
+    if !forker.children.is_empty() {
+        warn!("children still running at exit; count={}", forker.children.len());
+        // What they stored so far.
+        for &slot in forker.children.values() {
+            add_counts(&mut forker.summary, forker.tallies.read(slot));
+        }
     }
+    let mut summary = forker.summary;
     summary.uptime = started.elapsed();
     info!("stopped; model=fork");
     Ok(summary)
 }
 
-/// Reaps the children that exited: no zombies, and their slots free.
-fn reap(children: &mut HashSet<i32>, summary: &mut RunSummary) {
-    process::reap_children(|pid| {
-        if children.remove(&pid) {
-            summary.stats.connections_closed += 1;
+/// Each client served by a child process, forked for it.
+struct Forker<'a> {
+    services: Vec<BlockingService>,
+    config: &'a Limits,
+    /// This process: a child that finds another parent (this one died first) ends at once.
+    parent: i32,
+    /// The children alive: PID, and the slot each counts in.
+    children: HashMap<i32, usize>,
+    tallies: Tallies,
+    summary: RunSummary,
+}
+
+impl Forker<'_> {
+    /// Reaps the children that exited: no zombies, their counts added, their slots free.
+    fn reap(&mut self) {
+        let Forker { children, tallies, summary, .. } = self;
+        process::reap_children(|pid| {
+            if let Some(slot) = children.remove(&pid) {
+                add_counts(summary, tallies.release(slot));
+                summary.stats.connections_closed += 1;
+            }
+        });
+    }
+}
+
+impl Dispatch for Forker<'_> {
+    fn serving(&mut self) -> usize {
+        self.reap();
+        self.children.len()
+    }
+
+    fn dispatch(&mut self, service: usize, client: Client, _stop: &dyn Fn() -> bool) -> io::Result<()> {
+        // The accept loop holds no more children than there are slots.
+        let Some(slot) = self.tallies.take() else {
+            warn!("no slot free for a child; conn={}", client.id);
+            return Ok(());
+        };
+        let forked = match process::fork() {
+            Ok(forked) => forked,
+            Err(error) => {
+                self.tallies.release(slot);
+                return Err(error);
+            }
+        };
+        match forked {
+            Forked::Child => {
+                // The child must never return into the parent's code: whatever happens (an
+                // error, a panic), it ends here.
+                process::become_child_of(self.parent, SIGTERM);
+                let id = client.id;
+                let spec = &mut self.services[service];
+                let slot = self.tallies.slot(slot);
+                // No stop to look for: the parent's signals are the parent's, and it stops
+                // its children with SIGTERM.
+                let served = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    let writer = client.stream.try_clone()?;
+                    let mut room = Child { handler: spec.handler.as_mut(), slot };
+                    let mut write_own = |bytes: &[u8]| blocking::write_all(&writer, bytes);
+                    blocking::serve(
+                        client,
+                        spec.codec,
+                        self.config,
+                        &mut room,
+                        &mut write_own,
+                        &|| false,
+                        None,
+                    )
+                }));
+                let code = match served {
+                    Ok(Ok(_)) => 0,
+                    Ok(Err(error)) => {
+                        debug!("client failed; conn={id} error={error}");
+                        0
+                    }
+                    Err(_) => 101,
+                };
+                process::exit_child(code);
+            }
+            Forked::Parent(pid) => {
+                // The child has its own copy of the socket; the parent's goes.
+                drop(client);
+                self.children.insert(pid, slot);
+                self.summary.stats.connections_accepted += 1;
+                Ok(())
+            }
         }
-    });
+    }
+
+    fn signalled(&mut self, _sigchld: i32) {
+        self.reap();
+    }
+}
+
+/// A child's room: its handler alone (processes share no room), and its slot, where it
+/// keeps its counts for the parent.
+struct Child<'a> {
+    handler: &'a mut dyn Handler,
+    slot: &'a [AtomicU64],
+}
+
+impl Room for Child<'_> {
+    fn with_handler(&mut self, serve: &mut dyn FnMut(&mut dyn Handler)) {
+        serve(&mut *self.handler);
+    }
+
+    fn deliver(&mut self, _sender: ConnId, _to: Recipient, _payload: &[u8]) {
+        // No other client is reachable from here.
+    }
+
+    fn tally(&mut self, served: &Served) {
+        self.slot[MESSAGES_IN].store(served.messages_in, Ordering::Release);
+        self.slot[MESSAGES_OUT].store(served.messages_out, Ordering::Release);
+    }
+}
+
+/// The children's counts: a slot each in memory shared with them, mapped before the first
+/// fork. A slot belongs to one child from the fork until the parent reaps it; only that
+/// child writes it, only the parent reads it, so no lock is needed.
+struct Tallies {
+    region: SharedWords,
+    /// Slots free again (their child reaped).
+    free: Vec<usize>,
+    /// Slots from here on were never handed out (their pages not touched yet).
+    untouched: usize,
+}
+
+impl Tallies {
+    /// Room for `slots` children's counts (at least one).
+    fn new(slots: usize) -> io::Result<Tallies> {
+        let region = SharedWords::for_children(slots.max(1) * SLOT_WORDS)?;
+        Ok(Tallies { region, free: Vec::new(), untouched: 0 })
+    }
+
+    /// How many children can count at once.
+    fn slots(&self) -> usize {
+        self.region.words().len() / SLOT_WORDS
+    }
+
+    /// A slot for the next child, if one is free.
+    fn take(&mut self) -> Option<usize> {
+        if let Some(slot) = self.free.pop() {
+            return Some(slot);
+        }
+        (self.untouched < self.slots()).then(|| {
+            self.untouched += 1;
+            self.untouched - 1
+        })
+    }
+
+    /// The words of slot `slot`.
+    fn slot(&self, slot: usize) -> &[AtomicU64] {
+        self.region.slot(slot, SLOT_WORDS)
+    }
+
+    /// What slot `slot` holds now.
+    fn read(&self, slot: usize) -> Served {
+        let words = self.slot(slot);
+        Served {
+            messages_in: words[MESSAGES_IN].load(Ordering::Acquire),
+            messages_out: words[MESSAGES_OUT].load(Ordering::Acquire),
+        }
+    }
+
+    /// Frees slot `slot`, whose child is gone: returns what it counted, and zeroes it for
+    /// the next child.
+    fn release(&mut self, slot: usize) -> Served {
+        let served = self.read(slot);
+        for word in self.slot(slot) {
+            word.store(0, Ordering::Relaxed);
+        }
+        self.free.push(slot);
+        served
+    }
+}
+
+/// Adds a child's counts to the summary.
+fn add_counts(summary: &mut RunSummary, served: Served) {
+    summary.stats.messages_in += served.messages_in;
+    summary.stats.messages_out += served.messages_out;
 }

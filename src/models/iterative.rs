@@ -6,86 +6,33 @@
 //! `broadcast` works, and shows the point: the only client connected is the sender, so
 //! every message reaches no one.
 
-use std::cell::{Cell, RefCell};
 use std::io;
 use std::sync::Mutex;
 use std::time::Instant;
 
 use log::{debug, info};
-use mio::{Events, Interest, Poll, Token};
-use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
-use signal_hook_mio::v1_0::Signals;
 
 use super::BlockingService;
+use super::accept::{self, Dispatch};
 use super::blocking::{self, Alone, Client};
 use crate::config::Limits;
-use crate::handlers::ConnId;
 use crate::stats::RunSummary;
 use crate::timeline::Timeline;
-
-const SIGNALS: Token = Token(usize::MAX);
 
 /// Serves `services` one client at a time until SIGINT/SIGTERM.
 pub fn run(mut services: Vec<BlockingService>, config: &Limits) -> io::Result<RunSummary> {
     let started = Instant::now();
-    let mut poll = Poll::new()?;
-    let mut events = Events::with_capacity(64);
-    let signals = RefCell::new(Signals::new([SIGINT, SIGTERM, SIGHUP])?);
-    poll.registry().register(&mut *signals.borrow_mut(), SIGNALS, Interest::READABLE)?;
-    let listeners = blocking::register_listeners(&poll, &services)?;
-    info!("started; model=iterative listeners={}", listeners.len());
-    let stopping = Cell::new(false);
-    let stop = || {
-        if signals.borrow_mut().pending().next().is_some() {
-            stopping.set(true);
-        }
-        stopping.get()
-    };
-    let mut summary = RunSummary { workers: 1, ..RunSummary::default() };
+    let listeners = accept::take_listeners(&mut services)?;
     let timeline = config.trace_file.clone().map(|path| Mutex::new(Timeline::new(path, config.trace_limit)));
-    let mut next_id = 0;
-    while !stop() {
-        if let Err(error) = poll.poll(&mut events, None) {
-            if error.kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(error);
-        }
-        let ready: Vec<usize> =
-            events.iter().map(|event| event.token().0).filter(|&token| token != SIGNALS.0).collect();
-        for index in ready {
-            let (service, listener) = &listeners[index];
-            // Edge-triggered: take every waiting client, one after the other.
-            while !stop() {
-                let Some((stream, peer)) = blocking::accept_next(listener)? else { break };
-                next_id += 1;
-                let id = ConnId(next_id);
-                debug!("serving; conn={id} peer={peer}");
-                let mut writer = stream.try_clone()?;
-                summary.stats.connections_accepted += 1;
-                let spec = &mut services[*service];
-                let mut room = Alone { handler: spec.handler.as_mut() };
-                let mut write_own = |bytes: &[u8]| io::Write::write_all(&mut writer, bytes);
-                let client = Client { stream, id, peer };
-                match blocking::serve(
-                    client,
-                    spec.codec,
-                    config,
-                    &mut room,
-                    &mut write_own,
-                    &stop,
-                    timeline.as_ref(),
-                ) {
-                    Ok(served) => {
-                        summary.stats.messages_in += served.messages_in;
-                        summary.stats.messages_out += served.messages_out;
-                    }
-                    Err(error) => debug!("client failed; conn={id} error={error}"),
-                }
-                summary.stats.connections_closed += 1;
-            }
-        }
-    }
+    let mut inline = Inline {
+        services,
+        config,
+        timeline: timeline.as_ref(),
+        summary: RunSummary { workers: 1, ..RunSummary::default() },
+    };
+    info!("started; model=iterative listeners={}", listeners.len());
+    accept::accept_loop(&listeners, &[], config.max_connections, &mut inline)?;
+    let mut summary = inline.summary;
     summary.uptime = started.elapsed();
     if let Some(timeline) = timeline {
         if let Err(error) = blocking::lock(&timeline).write() {
@@ -95,4 +42,39 @@ pub fn run(mut services: Vec<BlockingService>, config: &Limits) -> io::Result<Ru
     info!("stopped; model=iterative");
     log::debug!("stopped; model=iterative {summary}");
     Ok(summary)
+}
+
+/// Each client served inline, to its end, before the next is accepted.
+struct Inline<'a> {
+    services: Vec<BlockingService>,
+    config: &'a Limits,
+    timeline: Option<&'a Mutex<Timeline>>,
+    summary: RunSummary,
+}
+
+impl Dispatch for Inline<'_> {
+    fn serving(&mut self) -> usize {
+        // Whoever was served before has left.
+        0
+    }
+
+    fn dispatch(&mut self, service: usize, client: Client, stop: &dyn Fn() -> bool) -> io::Result<()> {
+        let id = client.id;
+        debug!("serving; conn={id} peer={}", client.peer);
+        let writer = client.stream.try_clone()?;
+        self.summary.stats.connections_accepted += 1;
+        let spec = &mut self.services[service];
+        let mut room = Alone { handler: spec.handler.as_mut() };
+        let mut write_own = |bytes: &[u8]| blocking::write_all(&writer, bytes);
+        match blocking::serve(client, spec.codec, self.config, &mut room, &mut write_own, stop, self.timeline)
+        {
+            Ok(served) => {
+                self.summary.stats.messages_in += served.messages_in;
+                self.summary.stats.messages_out += served.messages_out;
+            }
+            Err(error) => debug!("client failed; conn={id} error={error}"),
+        }
+        self.summary.stats.connections_closed += 1;
+        Ok(())
+    }
 }

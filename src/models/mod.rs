@@ -8,12 +8,15 @@
 //!   the kernel and scanned every turn (the course's `select.select` loop).
 //! - `reactor`: the mio event loop this crate is about (`server`).
 //!
-//! All three run the same handlers with the same codecs (see `blocking.rs`), so what differs
-//! between them is only how one machine's CPUs are shared among clients. They exist to be
+//! All of them run the same handlers with the same codecs and the same serve step, so what
+//! differs between them is only how one machine's CPUs are shared among clients. The three
+//! blocking ones share their accept loop (`accept.rs`) and their serve loop (`blocking.rs`),
+//! and differ in what they do with a client: serve it inline, in a thread, in a process. They exist to be
 //! measured side by side (docs/apparent-concurrency.md); the production server is the
 //! reactor, and only it enforces every limit (the models apply `--max-frame`,
 //! `--max-connections` and `--work-us`).
 
+mod accept;
 mod blocking;
 mod fork;
 mod iterative;

@@ -23,7 +23,7 @@ use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use slab::Slab;
 
 use super::BlockingService;
-use crate::codec::{Codec, Decoder, FrameError, Notice};
+use crate::codec::{Codec, Decoder, FrameError};
 use crate::config::Limits;
 use crate::handlers::serve::{self, Carrier, Flow, Serving};
 use crate::handlers::{ConnId, Outbox, Peer};
@@ -213,11 +213,7 @@ fn accept_all(
                 };
                 warn!("server full, turning away; peer={peer} {why} repeats={held_back}");
             }
-            let mut reply = Vec::new();
-            codec.notice(Notice::ServerFull, &mut reply);
-            let mut stream = stream;
-            let _ = stream.write_all(&reply);
-            let _ = stream.shutdown(Shutdown::Write);
+            super::accept::turn_away(stream, codec);
             continue;
         }
         if stream.set_nonblocking(true).and_then(|()| stream.set_nodelay(true)).is_err() {

@@ -7,21 +7,17 @@
 //! read blocks whoever writes to it, for up to `WRITE_TIMEOUT` (5 s), and is then dropped.
 
 use std::collections::HashMap;
-use std::io::{self, Write};
+use std::io;
 use std::net::{Shutdown, TcpStream};
-use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use log::{debug, info, warn};
-use mio::unix::SourceFd;
-use mio::{Events, Interest, Poll, Token};
-use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
-use signal_hook_mio::v1_0::Signals;
 
 use super::BlockingService;
+use super::accept::{self, Dispatch};
 use super::blocking::{self, Client, Room, lock};
 use crate::codec::Codec;
 use crate::config::Limits;
@@ -29,7 +25,6 @@ use crate::handlers::{ConnId, Handler, Recipient};
 use crate::stats::RunSummary;
 use crate::timeline::Timeline;
 
-const SIGNALS: Token = Token(usize::MAX);
 /// Stack of a connection thread: enough for a handler and a codec, small enough for
 /// thousands of threads.
 const STACK_SIZE: usize = 256 * 1024;
@@ -63,7 +58,7 @@ impl Room for Arc<Shared> {
         let mut framed = Vec::new();
         self.codec.encode(payload, &mut framed);
         for (id, writer) in targets {
-            if lock(&writer).write_all(&framed).is_err() {
+            if blocking::write_all(&lock(&writer), &framed).is_err() {
                 warn!("dropping a client that does not read; conn={id}");
                 let _ = lock(&writer).shutdown(Shutdown::Both);
                 lock(&self.members).remove(&id);
@@ -82,100 +77,33 @@ struct Counters {
 }
 
 /// Serves `services` with a thread per connection until SIGINT/SIGTERM.
-pub fn run(services: Vec<BlockingService>, config: &Limits) -> io::Result<RunSummary> {
+pub fn run(mut services: Vec<BlockingService>, config: &Limits) -> io::Result<RunSummary> {
     let started = Instant::now();
-    let mut poll = Poll::new()?;
-    let mut events = Events::with_capacity(256);
-    let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP])?;
-    poll.registry().register(&mut signals, SIGNALS, Interest::READABLE)?;
-    let mut listeners = Vec::new();
-    let mut shared = Vec::new();
-    for service in services {
-        let state = Arc::new(Shared {
-            codec: service.codec,
-            handler: Mutex::new(service.handler),
-            members: Mutex::new(HashMap::new()),
-        });
-        for (listener, _) in service.listeners {
-            listener.set_nonblocking(true)?;
-            poll.registry().register(
-                &mut SourceFd(&listener.as_raw_fd()),
-                Token(listeners.len()),
-                Interest::READABLE,
-            )?;
-            listeners.push((state.clone(), listener));
-        }
-        shared.push(state);
-    }
+    let listeners = accept::take_listeners(&mut services)?;
+    let shared = services
+        .into_iter()
+        .map(|service| {
+            Arc::new(Shared {
+                codec: service.codec,
+                handler: Mutex::new(service.handler),
+                members: Mutex::new(HashMap::new()),
+            })
+        })
+        .collect();
+    let mut spawner = Spawner {
+        shared,
+        config,
+        stop: Arc::new(AtomicBool::new(false)),
+        counters: Arc::new(Counters::default()),
+        timeline: config
+            .trace_file
+            .clone()
+            .map(|path| Arc::new(Mutex::new(Timeline::new(path, config.trace_limit)))),
+        threads: Vec::new(),
+    };
     info!("started; model=threads listeners={}", listeners.len());
-    let stop = Arc::new(AtomicBool::new(false));
-    let counters = Arc::new(Counters::default());
-    let timeline =
-        config.trace_file.clone().map(|path| Arc::new(Mutex::new(Timeline::new(path, config.trace_limit))));
-    let mut threads: Vec<JoinHandle<()>> = Vec::new();
-    let mut next_id = 0;
-    'serve: loop {
-        if let Err(error) = poll.poll(&mut events, None) {
-            if error.kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(error);
-        }
-        for event in &events {
-            if event.token() == SIGNALS {
-                if signals.pending().next().is_some() {
-                    break 'serve;
-                }
-                continue;
-            }
-            let (state, listener) = &listeners[event.token().0];
-            while let Some((stream, peer)) = blocking::accept_next(listener)? {
-                if counters.open.load(Ordering::Acquire) >= config.max_connections {
-                    blocking::turn_away(stream, state.codec);
-                    continue;
-                }
-                next_id += 1;
-                let id = ConnId(next_id);
-                let writer = stream.try_clone()?;
-                writer.set_write_timeout(Some(WRITE_TIMEOUT))?;
-                let writer = Arc::new(Mutex::new(writer));
-                lock(&state.members).insert(id, writer.clone());
-                counters.open.fetch_add(1, Ordering::AcqRel);
-                counters.accepted.fetch_add(1, Ordering::Relaxed);
-                let (mut room, stop, counters, config, timeline) =
-                    (state.clone(), stop.clone(), counters.clone(), config.clone(), timeline.clone());
-                let thread = std::thread::Builder::new()
-                    .name(format!("conn-{id}"))
-                    .stack_size(STACK_SIZE)
-                    .spawn(move || {
-                        let mut write_own = |bytes: &[u8]| lock(&writer).write_all(bytes);
-                        let should_stop = || stop.load(Ordering::Acquire);
-                        let codec = room.codec;
-                        let client = Client { stream, id, peer };
-                        let timeline = timeline.as_deref();
-                        match blocking::serve(
-                            client,
-                            codec,
-                            &config,
-                            &mut room,
-                            &mut write_own,
-                            &should_stop,
-                            timeline,
-                        ) {
-                            Ok(served) => {
-                                counters.messages_in.fetch_add(served.messages_in, Ordering::Relaxed);
-                                counters.messages_out.fetch_add(served.messages_out, Ordering::Relaxed);
-                            }
-                            Err(error) => debug!("client failed; conn={id} error={error}"),
-                        }
-                        lock(&room.members).remove(&id);
-                        counters.open.fetch_sub(1, Ordering::AcqRel);
-                    })?;
-                threads.push(thread);
-            }
-            threads.retain(|thread| !thread.is_finished());
-        }
-    }
+    accept::accept_loop(&listeners, &[], config.max_connections, &mut spawner)?;
+    let Spawner { stop, counters, timeline, threads, .. } = spawner;
     info!("stopping; model=threads threads={}", threads.len());
     stop.store(true, Ordering::Release);
     for thread in threads {
@@ -200,4 +128,68 @@ pub fn run(services: Vec<BlockingService>, config: &Limits) -> io::Result<RunSum
     info!("stopped; model=threads");
     log::debug!("stopped; model=threads {summary}");
     Ok(summary)
+}
+
+/// Each client served by a thread of its own.
+struct Spawner<'a> {
+    /// Each service's handler and members, by index.
+    shared: Vec<Arc<Shared>>,
+    config: &'a Limits,
+    /// Set at the stop; each thread looks at it at least every `blocking::STOP_CHECK`.
+    stop: Arc<AtomicBool>,
+    counters: Arc<Counters>,
+    timeline: Option<Arc<Mutex<Timeline>>>,
+    /// The threads, joined at the stop (finished ones are forgotten as clients arrive).
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl Dispatch for Spawner<'_> {
+    fn serving(&mut self) -> usize {
+        self.counters.open.load(Ordering::Acquire)
+    }
+
+    fn dispatch(&mut self, service: usize, client: Client, _stop: &dyn Fn() -> bool) -> io::Result<()> {
+        let state = &self.shared[service];
+        let id = client.id;
+        let writer = client.stream.try_clone()?;
+        writer.set_write_timeout(Some(WRITE_TIMEOUT))?;
+        let writer = Arc::new(Mutex::new(writer));
+        lock(&state.members).insert(id, writer.clone());
+        let counters = &self.counters;
+        counters.open.fetch_add(1, Ordering::AcqRel);
+        counters.accepted.fetch_add(1, Ordering::Relaxed);
+        let (mut room, stop, counters, config, timeline) =
+            (state.clone(), self.stop.clone(), counters.clone(), self.config.clone(), self.timeline.clone());
+        let thread = std::thread::Builder::new().name(format!("conn-{id}")).stack_size(STACK_SIZE).spawn(
+            move || {
+                let mut write_own = |bytes: &[u8]| blocking::write_all(&lock(&writer), bytes);
+                let should_stop = || stop.load(Ordering::Acquire);
+                let codec = room.codec;
+                let timeline = timeline.as_deref();
+                match blocking::serve(
+                    client,
+                    codec,
+                    &config,
+                    &mut room,
+                    &mut write_own,
+                    &should_stop,
+                    timeline,
+                ) {
+                    Ok(served) => {
+                        counters.messages_in.fetch_add(served.messages_in, Ordering::Relaxed);
+                        counters.messages_out.fetch_add(served.messages_out, Ordering::Relaxed);
+                    }
+                    Err(error) => debug!("client failed; conn={id} error={error}"),
+                }
+                lock(&room.members).remove(&id);
+                counters.open.fetch_sub(1, Ordering::AcqRel);
+            },
+        )?;
+        self.threads.push(thread);
+        Ok(())
+    }
+
+    fn accepted_all(&mut self) {
+        self.threads.retain(|thread| !thread.is_finished());
+    }
 }

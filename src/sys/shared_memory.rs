@@ -1,7 +1,8 @@
 //! Memory shared between processes: an anonymous file (`memfd_create`) that a parent makes
 //! and its children inherit and map. The worker supervisor makes one for the workers'
 //! metrics (`reactor/metrics.rs`); each worker writes only its own slot, so no lock is needed,
-//! and a worker that answers a scrape reads every slot.
+//! and a worker that answers a scrape reads every slot. The fork model maps one before it
+//! forks, for its children's counts (`models/fork.rs`), a slot each, the same way.
 //!
 //! The words are `AtomicU64`: a reader in another process never sees half of a store.
 
@@ -45,6 +46,14 @@ impl SharedWords {
         Ok(file)
     }
 
+    /// A new mapping of `len` zeroed words, shared with the children this process forks
+    /// from now on: a shared mapping stays shared across `fork` (the fork model's children
+    /// keep their counts in it).
+    #[cfg(feature = "cli")]
+    pub fn for_children(len: usize) -> io::Result<SharedWords> {
+        Self::map(Self::create_file(len)?)
+    }
+
     /// Maps the whole of the shared file `fd` (inherited from the parent); the descriptor is
     /// closed once mapped, and the mapping lives until this value is dropped.
     pub fn map_inherited(fd: RawFd) -> io::Result<SharedWords> {
@@ -54,7 +63,11 @@ impl SharedWords {
         }
         // SAFETY: the descriptor was passed to this process for this purpose and is taken
         // over here, once (the caller reads its number from the environment once).
-        let file = unsafe { OwnedFd::from_raw_fd(fd) };
+        Self::map(unsafe { OwnedFd::from_raw_fd(fd) })
+    }
+
+    /// Maps the whole of the shared file `file`, which is closed once mapped.
+    fn map(file: OwnedFd) -> io::Result<SharedWords> {
         // SAFETY: an all-zero stat is a valid value for fstat to fill in.
         let mut stat: libc::stat = unsafe { std::mem::zeroed() };
         // SAFETY: fstat on an open descriptor, into a live struct.
@@ -88,6 +101,13 @@ impl SharedWords {
         // SAFETY: the mapping holds `len` words and lives as long as `self`; every access
         // goes through atomics.
         unsafe { std::slice::from_raw_parts(self.words, self.len) }
+    }
+
+    /// Slot `index` of the words cut in slots of `width`: the words one process owns (a
+    /// forked child's counts). Panics past the end, as indexing does.
+    #[cfg(feature = "cli")]
+    pub fn slot(&self, index: usize, width: usize) -> &[AtomicU64] {
+        &self.words()[index * width..(index + 1) * width]
     }
 }
 
