@@ -154,3 +154,18 @@ fn logs_and_the_trace_file_number_clients_alike() {
         assert!(names.contains(&client.as_str()), "{client:?} among the tracks {names:?}");
     }
 }
+
+/// `--model fork --trace-file` with the default listeners is refused in one line: no notes
+/// about which default listeners a fork server would leave out before it.
+#[test]
+fn fork_refuses_a_trace_file_in_one_line() {
+    let path = std::env::temp_dir().join(format!("evloop-trace-{}-fork.json", std::process::id()));
+    let output = server_command(&["--model", "fork", "--trace-file", &path.display().to_string()])
+        .env("EVLOOP_DEFAULT_PORTS", "0")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+    assert!(stderr.contains("--trace-file cannot record --model fork"), "{stderr}");
+}

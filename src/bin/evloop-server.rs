@@ -286,6 +286,15 @@ fn main() -> ExitCode {
     // Raised before binding (the default --max-connections follows it), logged after, so a
     // start-up error stays the only line on stderr.
     let file_limit = evloop::raise_file_limit();
+    if args.model == Model::Fork && args.trace_file.is_some() {
+        // Refused before the default listeners are chosen (and their notes printed): one
+        // line, and nothing else. Each client is served by a process of its own: there is
+        // no one loop to record.
+        return cli::usage_error(
+            "evloop-server",
+            "--trace-file cannot record --model fork (each client is served in a process of its own); every other model records it",
+        );
+    }
     let specs =
         if args.listen.is_empty() { default_listeners(&args, worker.is_some()) } else { args.listen.clone() };
     if let Some(passed) = &passed_fds {
@@ -519,13 +528,6 @@ fn run_model(args: &Args, specs: &[ListenSpec], log_file_limit: impl FnOnce()) -
     if args.workers > 1 {
         cli::eprint_line(format_args!("evloop-server: --workers applies to the reactor model only"));
         return ExitCode::from(2);
-    }
-    if args.model == Model::Fork && args.trace_file.is_some() {
-        // Each client is served by a process of its own: there is no one loop to record.
-        return cli::usage_error(
-            "evloop-server",
-            "--trace-file cannot record --model fork (each client is served in a process of its own); every other model records it",
-        );
     }
     if args.model == Model::Fork {
         if let Some(spec) = specs.iter().find(|spec| is_room(spec)) {
