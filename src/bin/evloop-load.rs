@@ -200,7 +200,8 @@ struct Args {
     latency: bool,
 
     /// Loader processes, each with its share (threads share one file table, processes do
-    /// not: use this past the open-file limit, ~20,000 connections a process here)
+    /// not: use this past the open-file limit, ~20,000 connections per process on a machine with a
+    /// 20,000 open-file limit)
     #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=4096))]
     processes: u32,
 

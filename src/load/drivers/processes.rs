@@ -1,8 +1,8 @@
 //! `evloop-load --processes N`: a run split over N loader processes.
 //!
 //! Threads share one file table, so one process can hold only as many connections as its
-//! open-file limit allows (about 20,000 here); processes each have their own. Each child runs
-//! one part of the run (its share of connections, messages and rates, with its own range of
+//! open-file limit allows (about 20,000 on a machine with a 20,000 limit); processes each
+//! have their own. Each child runs one part of the run (its share of connections, messages and rates, with its own range of
 //! connection ids) and talks to the parent over its standard streams:
 //!
 //! ```text
