@@ -47,6 +47,9 @@ pub struct ServerConfig {
     /// (`ERR too many connections from your address`). `None`: no limit (load tests come
     /// from one address). Per process: under `--workers`, each worker counts its own.
     pub max_connections_per_ip: Option<usize>,
+    /// Lines a room whose handler keeps history (`chat`) keeps for newcomers (`--history`):
+    /// a member who joins gets them first. 0: none. Default: 20.
+    pub history: usize,
     /// Close connections that moved no bytes for this long. Off by default.
     pub idle_timeout: Option<Duration>,
     /// The listen backlog asked of the kernel (Linux caps it at `net.core.somaxconn`).
@@ -145,6 +148,7 @@ impl Default for ServerConfig {
             max_output: 1024 * 1024,
             max_client_memory: DEFAULT_CLIENT_MEMORY,
             max_connections_per_ip: None,
+            history: 20,
             idle_timeout: None,
             backlog: DEFAULT_BACKLOG,
             stats_interval: None,
@@ -272,8 +276,8 @@ impl ListenSpec {
             spec("echo", Codec::Line, vec![tcp(7000)]),
             spec("uppercase", Codec::Line, vec![tcp(7001)]),
             spec("sum", Codec::Line, vec![tcp(7002)]),
-            spec("broadcast", Codec::Line, vec![tcp(7003)]),
-            spec("broadcast", Codec::Ws, vec![tcp(7080)]),
+            spec("chat", Codec::Line, vec![tcp(7003)]),
+            spec("chat", Codec::Ws, vec![tcp(7080)]),
             spec("echo", Codec::Raw, vec![tcp(7100), udp(7100)]),
             spec("uppercase", Codec::Raw, vec![tcp(7101), udp(7101)]),
             spec("sum", Codec::Raw, vec![tcp(7102), udp(7102)]),
@@ -362,7 +366,8 @@ mod tests {
         }
     }
 
-    /// The default listeners: line services on 7000-7003, the room over WebSocket on 7080,
+    /// The default listeners: line services on 7000-7003 (7003 the chat room), the room over
+    /// WebSocket on 7080,
     /// raw ones for the course's clients on 7100-7102 (TCP and UDP), daytime on 7013 and time
     /// on 7037 (TCP and UDP).
     #[test]
@@ -374,8 +379,8 @@ mod tests {
                 "echo=127.0.0.1:7000",
                 "uppercase=127.0.0.1:7001",
                 "sum=127.0.0.1:7002",
-                "broadcast=127.0.0.1:7003",
-                "broadcast:ws=127.0.0.1:7080",
+                "chat=127.0.0.1:7003",
+                "chat:ws=127.0.0.1:7080",
                 "echo:raw=127.0.0.1:7100,udp://127.0.0.1:7100",
                 "uppercase:raw=127.0.0.1:7101,udp://127.0.0.1:7101",
                 "sum:raw=127.0.0.1:7102,udp://127.0.0.1:7102",

@@ -80,3 +80,28 @@ fn the_console_shows_two_clients_taking_turns() {
         assert!(stdout.lines().any(|line| line == check), "missing {check:?} in:\n{stdout}");
     }
 }
+
+/// A chat room in browsers: history above a divider, names, the member list, a rename, and
+/// lines under names, with a line client in the room (tests/browser/names.mjs).
+#[test]
+fn the_chat_page_shows_names_members_and_history() {
+    let server = TestServer::start(&["chat=127.0.0.1:0", "chat:ws=127.0.0.1:0"]);
+    let mut command = Command::new("node");
+    command
+        .arg("tests/browser/names.mjs")
+        .arg(format!("http://{}/", server.addr_of(1)))
+        .arg(server.addr_of(0).to_string());
+    command.args(std::env::var("EVLOOP_CHAT_SCREENSHOT").ok());
+    let output = command.output().expect("node (scripts/test installs it with npm's packages)");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+    for check in [
+        "the history comes first, above a divider ok",
+        "the member list shows who is here ok",
+        "the name box renames, and the room is told ok",
+        "both pages list every member ok",
+        "lines carry the sender's name ok",
+    ] {
+        assert!(stdout.lines().any(|line| line == check), "missing {check:?} in:\n{stdout}");
+    }
+}

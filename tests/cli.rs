@@ -43,9 +43,9 @@ fn prints_one_startup_line_per_listener() {
     assert_eq!(reply, [0, 0, 0, 1, b'3']);
 }
 
-/// With no --listen: the line services, the room again over WebSocket, then the raw ones for
-/// the course's clients and the time-of-day services over TCP and UDP, all on loopback, in
-/// that order (on free ports here,
+/// With no --listen: the line services (the chat room last), the room again over WebSocket,
+/// then the raw ones for the course's clients and the time-of-day services over TCP and UDP,
+/// and the console, all on loopback, in that order (on free ports here,
 /// so a server running on the default ports does not collide; the ports themselves are
 /// `ListenSpec::defaults`'s unit test). Each line ends with what its listener speaks, so raw
 /// echo does not read like line echo (issue 36), after the address scripts read.
@@ -53,14 +53,14 @@ fn prints_one_startup_line_per_listener() {
 fn default_listeners() {
     let mut command = server_command(&[]);
     command.env("EVLOOP_DEFAULT_PORTS", "0");
-    let server = ServerProcess::start(command, 15);
+    let server = ServerProcess::start(command, 16);
     let datagrams = "(datagrams, no framing)";
     let expected = [
         ("echo", "", "(line)"),
         ("uppercase", "", "(line)"),
         ("sum", "", "(line)"),
-        ("broadcast", "", "(line)"),
-        ("broadcast", "", "(ws, chat page at /)"),
+        ("chat", "", "(line)"),
+        ("chat", "", "(ws, chat page at /)"),
         ("echo", "", "(raw)"),
         ("echo", "udp://", datagrams),
         ("uppercase", "", "(raw)"),
@@ -71,6 +71,7 @@ fn default_listeners() {
         ("daytime", "udp://", datagrams),
         ("time", "", "(raw)"),
         ("time", "udp://", datagrams),
+        ("console", "", "(http, console page at /)"),
     ];
     assert_eq!(server.startup_lines.len(), expected.len());
     for (line, (handler, scheme, speaks)) in server.startup_lines.iter().zip(expected) {

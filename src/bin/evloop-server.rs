@@ -17,10 +17,12 @@ use evloop::{BackplaneUrls, ListenAddr, ListenSpec, Listening, Server, ServerCon
 /// A single-threaded event-loop (reactor) server: one thread serves every client.
 ///
 /// With no --listen it serves echo on 127.0.0.1:7000, uppercase on :7001, sum on :7002 and
-/// broadcast on :7003, one message per line; the same broadcast room over WebSocket on :7080,
-/// with a chat page at http://127.0.0.1:7080/; for the classic course's clients (no newline,
-/// one recv), echo, uppercase and sum with raw framing on :7100-7102 over TCP and UDP; daytime on :7013 and time on :7037 over
-/// TCP and UDP (with EVLOOP_DEFAULT_PORTS=0 in the environment, all on free ports
+/// a chat room on :7003 (names, /nick, /who, the last lines for newcomers), one message per
+/// line; the same chat room over WebSocket on :7080, with a chat page at
+/// http://127.0.0.1:7080/; for the classic course's clients (no newline, one recv), echo,
+/// uppercase and sum with raw framing on :7100-7102 over TCP and UDP; daytime on :7013 and
+/// time on :7037 over TCP and UDP; the console, the loop watched live, at
+/// http://127.0.0.1:7090/ (with EVLOOP_DEFAULT_PORTS=0 in the environment, all on free ports
 /// instead). It prints one line per listener, `<handler> listening on <addr> (<codec>)` (the address is
 /// the fourth word), to stdout;
 /// logs go to stderr (set RUST_LOG, default info). SIGINT, SIGTERM and SIGHUP drain and stop.
@@ -31,7 +33,7 @@ use evloop::{BackplaneUrls, ListenAddr, ListenSpec, Listening, Server, ServerCon
 #[derive(Parser, Debug)]
 #[command(name = "evloop-server", version)]
 struct Args {
-    /// Serve HANDLER (echo, uppercase, sum, broadcast, daytime, time, file, metrics) framed by CODEC on ADDR: HOST:PORT
+    /// Serve HANDLER (echo, uppercase, sum, broadcast, chat, daytime, time, file, metrics, console) framed by CODEC on ADDR: HOST:PORT
     /// (HOST an IP address or localhost: a listener binds no other name), [IPv6]:PORT, tls://HOST:PORT (TLS: needs --tls-cert and --tls-key), unix:/path,
     /// udp://HOST:PORT (one datagram, one message), or fd:N (a socket inherited already
     /// bound: systemd socket activation, inetd); port 0 picks a free port. CODEC: line
@@ -64,6 +66,11 @@ struct Args {
     /// whole server: each of --workers N gets an Nth. 0: no budget
     #[arg(long, value_name = "BYTES", default_value = "256M", value_parser = parse_bytes)]
     max_client_memory: usize,
+
+    /// chat rooms: the lines each keeps for newcomers, who get them first, oldest first, then
+    /// the live lines; 0: none
+    #[arg(long, value_name = "N", default_value_t = 20)]
+    history: usize,
 
     /// Most connections open at once from one IP address; the next is turned away with
     /// `ERR too many connections from your address` (per worker process) [default: no limit]
@@ -192,6 +199,7 @@ impl Args {
         config.max_frame = self.max_frame;
         config.max_output = self.max_output;
         config.max_client_memory = self.max_client_memory;
+        config.history = self.history;
         config.max_connections_per_ip =
             self.max_connections_per_ip.map(|n| usize::try_from(n).unwrap_or(usize::MAX));
         config.idle_timeout = self.idle_timeout;
@@ -231,6 +239,7 @@ impl Args {
             total => (total / self.workers.max(1) as usize).max(1),
         };
         flag("max-client-memory", share.to_string());
+        flag("history", self.history.to_string());
         if let Some(max) = self.max_connections_per_ip {
             flag("max-connections-per-ip", max.to_string());
         }
@@ -365,7 +374,7 @@ fn default_listeners(args: &Args, is_worker: bool) -> Vec<ListenSpec> {
         if args.backplane.is_none() {
             specs.retain(|spec| !is_room(spec));
             cli::eprint_line(format_args!(
-                "evloop-server: --workers {} without --backplane: not serving the default broadcast room (a room cannot span workers without a backplane)",
+                "evloop-server: --workers {} without --backplane: not serving the default chat room (a room cannot span workers without a backplane)",
                 args.workers
             ));
         }
@@ -379,20 +388,24 @@ fn default_listeners(args: &Args, is_worker: bool) -> Vec<ListenSpec> {
         ));
     }
     if args.model != Model::Reactor {
-        // The blocking models serve TCP only, and no codec with a handshake.
+        // The blocking models serve TCP only, no codec with a handshake, and rooms without
+        // names: the course's chat room is the plain broadcast there; no console.
         for spec in &mut specs {
             spec.addrs.retain(|addr| matches!(addr, ListenAddr::Tcp(_)));
+            if spec.handler == "chat" {
+                spec.handler = "broadcast".to_string();
+            }
         }
         specs.retain(|spec| !spec.codec.has_session());
         cli::eprint_line(format_args!(
-            "evloop-server: --model {}: not serving the default UDP and WebSocket listeners (this model serves TCP lines only)",
+            "evloop-server: --model {}: not serving the default UDP and WebSocket listeners and the console, and the room on :7003 is a plain broadcast (this model serves TCP lines only)",
             args.model
         ));
     }
     if args.model == Model::Fork {
         specs.retain(|spec| !is_room(spec));
         cli::eprint_line(
-            "evloop-server: --model fork: not serving the default broadcast room (processes share no room)",
+            "evloop-server: --model fork: not serving the default chat room (processes share no room)",
         );
     }
     specs

@@ -55,6 +55,18 @@ pub trait Handler: Send {
         false
     }
 
+    /// What the room answered about something this handler asked of it for `peer` (a name
+    /// claimed, who is here): see [`Outbox::claim_name`] and [`Outbox::who`]. Whatever is put
+    /// in `out` is carried out as for a message of `peer`. The default does nothing.
+    fn on_room(&mut self, _peer: Peer<'_>, _event: RoomEvent<'_>, _out: &mut Outbox) {}
+
+    /// Whether the room keeps its last lines for newcomers (`--history N`): a member who
+    /// joins gets them first, oldest first, exactly as the members got them, then the live
+    /// lines, nothing lost or repeated between. The default: no.
+    fn keeps_history(&self) -> bool {
+        false
+    }
+
     /// Whether this handler's connections watch the loop (the console): the server sends
     /// them its turns and snapshots, and leaves them out of both. The default: no.
     fn watches_the_loop(&self) -> bool {
@@ -68,6 +80,23 @@ pub trait Handler: Send {
     }
 }
 
+/// What a room answers a handler about its members (see [`Handler::on_room`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RoomEvent<'a> {
+    /// The name asked for ([`Outbox::claim_name`]) is now the member's (`taken: false`; its
+    /// earlier name, if any, is free again), or another member of the room has it (`taken:
+    /// true`). A guest name asked for is always given.
+    Claimed {
+        /// The name.
+        name: &'a str,
+        /// Another member has it: the member keeps its own.
+        taken: bool,
+    },
+    /// The names of the room's members, on every server sharing it ([`Outbox::who`]).
+    Present(&'a [String]),
+}
+
 /// Who a payload is for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Recipient {
@@ -78,4 +107,7 @@ pub enum Recipient {
     /// Every connection of this handler's listeners except this one: the room, minus the
     /// sender.
     AllExcept(ConnId),
+    /// The same members, as a notice about the room (someone joined, left, changed name):
+    /// not one of the lines a room that keeps history keeps for newcomers.
+    RoomNotice(ConnId),
 }

@@ -6,6 +6,7 @@
 //! each, and [`by_name`] picks one from the command line.
 
 mod broadcast;
+mod chat;
 mod clock;
 mod console;
 mod daytime;
@@ -20,11 +21,12 @@ mod uppercase;
 pub(crate) mod work;
 
 pub use broadcast::Broadcast;
+pub use chat::Chat;
 pub use console::Console;
 pub use daytime::Daytime;
 pub use echo::Echo;
 pub use file::FileServer;
-pub use handler::{ConnId, Handler, Peer, Recipient};
+pub use handler::{ConnId, Handler, Peer, Recipient, RoomEvent};
 pub use metrics::Metrics;
 pub use serve::{Intent, Outbox};
 pub use sum::Sum;
@@ -39,8 +41,8 @@ pub(crate) use serve::test_support;
 pub(crate) use sum::sum;
 
 /// The names `--listen` accepts.
-pub const NAMES: [&str; 9] =
-    ["echo", "uppercase", "sum", "broadcast", "daytime", "time", "file", "metrics", "console"];
+pub const NAMES: [&str; 10] =
+    ["echo", "uppercase", "sum", "broadcast", "chat", "daytime", "time", "file", "metrics", "console"];
 
 /// The codec a listener of handler `name` uses when its spec names none: `line` for the
 /// request-reply handlers; `raw` for `daytime` and `time`, whose replies are exact bytes
@@ -61,6 +63,7 @@ pub fn by_name(name: &str) -> Option<Box<dyn Handler>> {
         "uppercase" => Some(Box::new(Uppercase)),
         "sum" => Some(Box::new(Sum)),
         "broadcast" => Some(Box::new(Broadcast)),
+        "chat" => Some(Box::new(Chat::default())),
         "daytime" => Some(Box::new(Daytime)),
         "time" => Some(Box::new(Time)),
         "metrics" => Some(Box::new(Metrics::default())),

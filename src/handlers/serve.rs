@@ -48,13 +48,17 @@ pub(crate) trait Serving {
 pub(crate) enum Flow {
     /// Its messages ran out; the next read brings more.
     Next,
+    /// The handler asked its room something (a name, who is here) whose answer its later
+    /// messages may depend on: carry out what it asked, then serve the rest.
+    Pause,
     /// The handler closed it (its later messages are dropped) or sent it a file (they wait
     /// until the file is out): no more of its messages now.
     Stop,
 }
 
 /// The serve step: hands each message `messages` yields to `handler`, as sent by `from`, until
-/// they run out or the handler stops the sender's requests. Replies and intents gather in
+/// they run out, the handler stops the sender's requests, or it asks its room something its
+/// next messages may depend on (the server answers, then serves the rest: [`Flow`]). Replies and intents gather in
 /// `outbox` (replies framed in place if the outbox frames them) for the server to write and
 /// carry out once the step returns; input the codec refused is answered with
 /// [`Notice::BadInput`] (`ERR line too long ...`), and the messages after it are served.
@@ -91,8 +95,13 @@ pub(crate) fn serve<'m>(
                 });
             }
         }
-        if outbox.stops_requests() {
-            return Flow::Stop;
+        if outbox.has_intents() {
+            if outbox.stops_requests() {
+                return Flow::Stop;
+            }
+            if outbox.asks_room() {
+                return Flow::Pause;
+            }
         }
     }
     Flow::Next
@@ -106,6 +115,11 @@ pub(crate) trait Carrier {
     fn send_to(&mut self, to: ConnId, payload: &[u8]);
     /// `payload` for every member of the sender's room but `except`.
     fn send_to_room(&mut self, except: ConnId, payload: &[u8]);
+    /// A notice about the room for every member but `except`: as `send_to_room`, but not
+    /// kept in a room's history (the default: sent as any line).
+    fn notify_room(&mut self, except: ConnId, payload: &[u8]) {
+        self.send_to_room(except, payload);
+    }
     /// Close the sender once its replies are written.
     fn close(&mut self);
     /// Send the sender `length` bytes of the file at `path` from `offset`. A server that
@@ -119,6 +133,13 @@ pub(crate) trait Carrier {
     fn send_metrics(&mut self) {
         self.close();
     }
+    /// Claim `name` (a guest name if `None`) for the sender in its room; the answer comes
+    /// back to the handler (`Handler::on_room`). A server without rooms does nothing.
+    fn claim_name(&mut self, name: Option<&str>) {
+        let _ = name;
+    }
+    /// Ask who is in the sender's room; the answer comes back to the handler.
+    fn who(&mut self) {}
 }
 
 /// Carries out, in order, what the handler put in `outbox` for a message of `sender`.
@@ -129,9 +150,12 @@ pub(crate) fn carry_out(outbox: &Outbox, sender: ConnId, carrier: &mut impl Carr
             Intent::Send { to: Recipient::Conn(id), .. } if *id == sender => carrier.reply(payload),
             Intent::Send { to: Recipient::Conn(id), .. } => carrier.send_to(*id, payload),
             Intent::Send { to: Recipient::AllExcept(except), .. } => carrier.send_to_room(*except, payload),
+            Intent::Send { to: Recipient::RoomNotice(except), .. } => carrier.notify_room(*except, payload),
             Intent::Close => carrier.close(),
             Intent::SendFile { path, offset, length } => carrier.send_file(path, *offset, *length),
             Intent::Metrics => carrier.send_metrics(),
+            Intent::ClaimName(name) => carrier.claim_name(name.as_deref()),
+            Intent::Who => carrier.who(),
         }
     }
 }
@@ -154,6 +178,12 @@ pub enum Intent {
     /// Reply to the sender with the server's metrics, in the Prometheus text format, as an
     /// HTTP/1.1 200 response: the handler cannot see the counters, the reactor renders them.
     Metrics,
+    /// Claim a name for the sender in its room (`None`: a guest name the room picks); the
+    /// room answers the handler with [`RoomEvent::Claimed`](super::RoomEvent::Claimed).
+    ClaimName(Option<String>),
+    /// Ask the room who is in it; it answers with
+    /// [`RoomEvent::Present`](super::RoomEvent::Present).
+    Who,
     /// Send the sender `length` bytes of the file at `path`, from `offset`, after its
     /// pending replies, as the socket drains (zero-copy where the transport allows). The
     /// sender's further requests wait until it is sent. The handler has checked the path;
@@ -188,6 +218,11 @@ pub struct Outbox {
     replies: Vec<u8>,
     /// How many replies `replies` holds.
     reply_count: u64,
+    /// An intent that stops the sender's requests is among the intents (kept as a flag, so
+    /// that the serve step asks in O(1) per message however many intents a batch holds).
+    stops: bool,
+    /// A question to the room is among the intents (likewise).
+    asks: bool,
 }
 
 impl Outbox {
@@ -234,6 +269,7 @@ impl Outbox {
     /// Closes the sender after its pending replies are written.
     pub fn close(&mut self) {
         self.intents.push(Intent::Close);
+        self.stops = true;
     }
 
     /// Replies with the server's metrics (see [`Intent::Metrics`]).
@@ -241,10 +277,26 @@ impl Outbox {
         self.intents.push(Intent::Metrics);
     }
 
+    /// Claims `name` for the sender in its room (`None`: a guest name, `guest-N`, the room
+    /// picks, unique in it); the room answers with [`Handler::on_room`]. A name is unique
+    /// in the room, on every server sharing it; a member holds one, and it is free again
+    /// once the member leaves or takes another.
+    pub fn claim_name(&mut self, name: Option<&str>) {
+        self.intents.push(Intent::ClaimName(name.map(String::from)));
+        self.asks = true;
+    }
+
+    /// Asks the room who is in it; it answers with [`Handler::on_room`].
+    pub fn who(&mut self) {
+        self.intents.push(Intent::Who);
+        self.asks = true;
+    }
+
     /// Sends the sender `length` bytes of the file at `path` from `offset`, after the
     /// replies before it (see [`Intent::SendFile`]).
     pub fn send_file(&mut self, path: std::path::PathBuf, offset: u64, length: u64) {
         self.intents.push(Intent::SendFile { path, offset, length });
+        self.stops = true;
     }
 
     /// What was asked, in order.
@@ -262,6 +314,7 @@ impl Outbox {
     pub fn clear(&mut self) {
         self.payloads.clear();
         self.intents.clear();
+        (self.stops, self.asks) = (false, false);
     }
 
     /// Whether the handler asked for anything but framed replies.
@@ -274,8 +327,15 @@ impl Outbox {
     /// messages are dropped) or sent it a file (they wait until the file is out).
     #[inline]
     pub(crate) fn stops_requests(&self) -> bool {
-        self.has_intents()
-            && self.intents.iter().any(|intent| matches!(intent, Intent::Close | Intent::SendFile { .. }))
+        self.stops
+    }
+
+    /// Whether the handler asked its room something (a name, who is here), which the room
+    /// answers to it: its next messages may depend on the answer (a name to write lines
+    /// under).
+    #[inline]
+    pub(crate) fn asks_room(&self) -> bool {
+        self.asks
     }
 
     /// From now on, replies to the sender are framed as `framing` says straight into the
@@ -317,7 +377,11 @@ impl Outbox {
     pub fn iter(&self) -> impl Iterator<Item = (&Intent, &[u8])> {
         self.intents.iter().map(|intent| match intent {
             Intent::Send { payload, .. } => (intent, &self.payloads[payload.clone()]),
-            Intent::Close | Intent::SendFile { .. } | Intent::Metrics => (intent, &[][..]),
+            Intent::Close
+            | Intent::SendFile { .. }
+            | Intent::Metrics
+            | Intent::ClaimName(_)
+            | Intent::Who => (intent, &[][..]),
         })
     }
 }

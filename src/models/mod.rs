@@ -114,7 +114,7 @@ pub fn bind(
     }
     for spec in specs {
         config.check_codec(spec.codec).map_err(StartError::Config)?;
-        if spec.handler == "file" || spec.handler == "metrics" {
+        if ["file", "metrics", "chat", "console"].contains(&spec.handler.as_str()) {
             return Err(StartError::Config(format!(
                 "{} runs on the reactor only (it needs the reactor's sockets or counters), not --model {model}",
                 spec.handler

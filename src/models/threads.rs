@@ -50,7 +50,7 @@ impl Room for Arc<Shared> {
             match to {
                 Recipient::Sender => members.get(&sender).map(|w| (sender, w.clone())).into_iter().collect(),
                 Recipient::Conn(id) => members.get(&id).map(|w| (id, w.clone())).into_iter().collect(),
-                Recipient::AllExcept(except) => {
+                Recipient::AllExcept(except) | Recipient::RoomNotice(except) => {
                     members.iter().filter(|(id, _)| **id != except).map(|(id, w)| (*id, w.clone())).collect()
                 }
             }

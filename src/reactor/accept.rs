@@ -182,9 +182,19 @@ impl Reactor {
             }
         }
         let room = self.services[service].room;
-        // Lines sent before it joined are not for it.
+        // Lines sent before it joined are not for it, but those its room keeps for
+        // newcomers are, first (its history): nothing lost or repeated between the two, since
+        // it joins in the same step.
         self.release_room(room);
         let Some(conn) = self.conns.get_mut(key) else { return };
+        let codec = self.services[service].codec;
+        for line in self.rooms[room].history() {
+            conn.push_output(codec, line, true, &mut self.scratch.pool);
+            self.telemetry.stats.messages_out += 1;
+        }
+        if conn.has_output_waiting() {
+            self.queues.flush(key, conn);
+        }
         let framing = conn.compresses().then(|| conn.framing(self.services[service].codec));
         conn.serve(self.rooms[room].join(key, framing));
         self.services[service].connections += 1;

@@ -162,6 +162,7 @@ impl Reactor {
             if let Some(moved) = self.rooms[room].leave(conn.member_index()) {
                 self.conns[moved].moved_to(conn.member_index());
             }
+            self.rooms[room].release_name(key);
             self.services[service].connections -= 1;
         } else {
             self.preparing.done();

@@ -34,7 +34,7 @@ use super::parts::{Clocks, Queues, Scratch, Telemetry};
 use super::{CloseReason, HANDSHAKES_PER_TURN, READS_PER_TURN, Service};
 use crate::codec::{Codec, Decoder, FrameError, Framing, Notice, Protocol, Session};
 use crate::config::Limits;
-use crate::handlers::serve::{Serving, serve};
+use crate::handlers::serve::{Flow, Serving, serve};
 use crate::handlers::{ConnId, Outbox, Peer};
 use crate::sys::address::PeerAddr;
 use crate::sys::socket::{Stream, gate, write_until_full};
@@ -838,8 +838,14 @@ impl Turn<'_> {
             }
         }
         if std::mem::take(&mut progress.kept_first) && self.conn.partial_input_len() > 0 {
-            if let Some(next) = self.take_input(&[], progress) {
-                return Some(next);
+            // Input kept while the loop stepped in: served first (after the end of the
+            // stream, its last message too).
+            let next = match progress.ended {
+                false => self.take_input(&[], progress),
+                true => self.end_of_stream(progress),
+            };
+            if next.is_some() {
+                return next;
             }
         }
         if self.conn.is_lingering() {
@@ -972,36 +978,43 @@ impl Turn<'_> {
             self.keep_input(bytes);
             return None;
         }
-        match self.conn.take_partial_input() {
+        let flow = match self.conn.take_partial_input() {
             None => {
-                let used = self.decode_and_serve(&mut decoder, bytes, false);
+                let (used, flow) = self.decode_and_serve(&mut decoder, bytes, false);
                 // Most reads end on a message boundary: a buffer is taken only for a tail
-                // that will be read on.
+                // that will be read on (or, after a question to the room, served once the
+                // room has answered).
                 self.keep_input(&bytes[used..]);
+                flow
             }
             Some(mut partial) => {
                 partial.extend_from_slice(bytes);
-                let used = self.decode_and_serve(&mut decoder, &partial, false);
+                let (used, flow) = self.decode_and_serve(&mut decoder, &partial, false);
                 partial.drain(..used);
                 self.conn.keep_partial_input(partial, &mut self.scratch.pool);
                 self.watch_tail();
+                flow
             }
-        }
+        };
         self.conn.set_decoder(decoder);
+        if flow == Flow::Pause {
+            // What came after the question waits in the kept input for the answer.
+            progress.kept_first = true;
+        }
         self.scratch.outbox.has_intents().then_some(Next::CarryOut)
     }
 
     /// Serves every whole message at the front of `input` (and, `at_end`, the undecoded
     /// rest as a last one); returns the bytes used.
     #[inline]
-    fn decode_and_serve(&mut self, decoder: &mut Decoder, input: &[u8], at_end: bool) -> usize {
+    fn decode_and_serve(&mut self, decoder: &mut Decoder, input: &[u8], at_end: bool) -> (usize, Flow) {
         let framing = self.service.codec.into();
         let mut frames = decoder.frames(input, self.limits.max_frame);
         if at_end {
             frames = frames.to_the_end();
         }
-        self.serve_messages(framing, &mut frames);
-        input.len() - frames.rest().len()
+        let flow = self.serve_messages(framing, &mut frames);
+        (input.len() - frames.rest().len(), flow)
     }
 
     /// The serve step (`handlers/serve.rs`) over `messages`, replies framed as `framing`
@@ -1011,15 +1024,16 @@ impl Turn<'_> {
         &mut self,
         framing: Framing,
         messages: &mut impl Iterator<Item = Result<&'m [u8], FrameError>>,
-    ) {
+    ) -> Flow {
         let conn = &*self.conn;
         let from = Peer { id: ConnId(self.key), addr: conn.peer() };
         let outbox = &mut self.scratch.outbox;
         outbox.frame_replies(Some(framing));
         let mut counts =
             Counts { key: self.key, peer: conn.peer(), limits: self.limits, telemetry: &mut *self.telemetry };
-        serve(self.service.handler.as_mut(), from, messages, outbox, &mut counts);
+        let flow = serve(self.service.handler.as_mut(), from, messages, outbox, &mut counts);
         outbox.frame_replies(None);
+        flow
     }
 
     /// Keeps `tail`, the start of an incomplete message, for the next read (if it will be

@@ -321,7 +321,7 @@ impl Reactor {
         limits.max_connections = limits.max_connections.min(MAX_CONNECTIONS);
         let now = Instant::now();
         let mut services = services;
-        let rooms = room::rooms_of(&mut services);
+        let rooms = room::rooms_of(&mut services, config.history);
         let ws = |page| ProtocolOptions {
             ws: std::sync::Arc::new(crate::codec::ws::Options {
                 origins: config.ws_origins.clone(),
@@ -698,7 +698,7 @@ impl Reactor {
                 );
             }
             if let Some(room) = rooms.iter_mut().find(|room| room.backplane == Some(shared)) {
-                room.push_line(None, line);
+                room.push_line(None, line, true);
             }
         });
         self.scratch.read = buffer;

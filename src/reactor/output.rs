@@ -14,8 +14,8 @@ use super::connection::StopReason;
 use super::room::ROOM_WRITES_PER_TURN;
 use super::{CloseReason, Progress, Reactor, metrics};
 use crate::codec::Notice;
-use crate::handlers::ConnId;
 use crate::handlers::serve::{Carrier, carry_out};
+use crate::handlers::{ConnId, RoomEvent};
 
 /// Whose message an output is: it decides what happens when a client stops reading.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -50,6 +50,17 @@ impl Reactor {
         self.scratch.outbox = outbox;
     }
 
+    /// Gives the handler of `sender` (of `service`) what its room answered, at once: what it
+    /// asks then is carried out before the intents after the question (the outbox being
+    /// carried out is set aside meanwhile; the handler writes into a fresh one).
+    fn tell_handler(&mut self, sender: usize, service: usize, event: RoomEvent<'_>) {
+        let Some(conn) = self.conns.get(sender) else { return };
+        let peer = conn.peer().clone();
+        let from = crate::handlers::Peer { id: ConnId(sender), addr: &peer };
+        self.services[service].handler.on_room(from, event, &mut self.scratch.outbox);
+        self.carry_out_for(sender, service);
+    }
+
     /// Moves the replies the handler framed in the outbox to `key`'s output and queues it
     /// for writing, after its room's lines.
     fn commit_replies(&mut self, key: usize) {
@@ -77,9 +88,9 @@ impl Reactor {
     /// Sends `payload` to every member of `service`'s room but `except`, here (with the
     /// room's other lines of the turn), and through the backplane (if the room is on one) to
     /// the members on other servers.
-    fn deliver_to_room(&mut self, service: usize, except: usize, payload: &[u8]) {
+    fn deliver_to_room(&mut self, service: usize, except: usize, payload: &[u8], kept: bool) {
         let room = self.services[service].room;
-        self.rooms[room].push_line(Some(except), payload);
+        self.rooms[room].push_line(Some(except), payload, kept);
         if let (Some(shared), Some(backplane)) = (self.rooms[room].backplane, &mut self.sources.backplane) {
             backplane.publish(shared, payload);
         }
@@ -323,7 +334,11 @@ impl Carrier for Carried<'_> {
     }
 
     fn send_to_room(&mut self, ConnId(except): ConnId, payload: &[u8]) {
-        self.reactor.deliver_to_room(self.service, except, payload);
+        self.reactor.deliver_to_room(self.service, except, payload, true);
+    }
+
+    fn notify_room(&mut self, ConnId(except): ConnId, payload: &[u8]) {
+        self.reactor.deliver_to_room(self.service, except, payload, false);
     }
 
     fn close(&mut self) {
@@ -343,6 +358,18 @@ impl Carrier for Carried<'_> {
             reactor.files.wait(self.sender);
             reactor.queues.flush(self.sender, conn);
         }
+    }
+
+    fn claim_name(&mut self, name: Option<&str>) {
+        let room = self.reactor.services[self.service].room;
+        let (name, taken) = self.reactor.rooms[room].claim_name(self.sender, name);
+        self.reactor.tell_handler(self.sender, self.service, RoomEvent::Claimed { name: &name, taken });
+    }
+
+    fn who(&mut self) {
+        let room = self.reactor.services[self.service].room;
+        let names = self.reactor.rooms[room].names();
+        self.reactor.tell_handler(self.sender, self.service, RoomEvent::Present(&names));
     }
 
     fn send_metrics(&mut self) {

@@ -82,13 +82,13 @@ function lineClient() {
 async function openPage(url) {
   const page = await browser.newPage({ viewport: { width: 760, height: 340 }, ignoreHTTPSErrors: insecure });
   await page.goto(url);
-  await page.waitForFunction(() => document.getElementById("status").textContent === "connected", null, { timeout });
+  await page.waitForFunction(() => document.getElementById("status").textContent.startsWith("connected"), null, { timeout });
   return page;
 }
 
 async function say(page, text) {
   await page.fill("#text", text);
-  await page.click("button");
+  await page.click("#say button");
 }
 
 async function waitForLine(page, fragment) {

@@ -19,6 +19,7 @@ use mio::Interest;
 
 use super::{CloseReason, Connection, Next, Progress, READS_PER_TURN, Reading, Stamp, StopReason, Turn};
 use crate::codec::Notice;
+use crate::handlers::serve::Flow;
 use crate::reactor::buffer_pool::BufferPool;
 
 /// How long a closing connection waits for its client to close, and a slow consumer told so
@@ -142,8 +143,15 @@ impl Turn<'_> {
             // Half a PROXY header: nothing to serve.
             None
         } else if let Some(mut decoder) = self.conn.decoder() {
-            self.decode_and_serve(&mut decoder, tail, true);
+            let (used, flow) = self.decode_and_serve(&mut decoder, tail, true);
             self.conn.set_decoder(decoder);
+            if flow == Flow::Pause && used < tail.len() {
+                // The rest after a question to the room, served once it has answered.
+                let mut rest = self.scratch.pool.take();
+                rest.extend_from_slice(&tail[used..]);
+                self.conn.keep_partial_input(rest, &mut self.scratch.pool);
+                progress.kept_first = true;
+            }
             self.scratch.outbox.has_intents().then_some(Next::CarryOut)
         } else if let Some(session) = self.conn.session() {
             session.finish(tail, &mut self.scratch.session);

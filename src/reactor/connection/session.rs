@@ -10,6 +10,7 @@ use log::debug;
 
 use super::{Next, Progress, StopReason, Turn};
 use crate::codec::{Event, Framing};
+use crate::handlers::serve::Flow;
 
 impl Turn<'_> {
     /// Hands `bytes` (after the tail kept before) to the session, then carries out what it
@@ -66,10 +67,14 @@ impl Turn<'_> {
                         Event::Message { bytes, .. } => Ok(events.bytes(bytes.clone())),
                         _ => unreachable!("a run of messages"),
                     });
-                    if self.conn.takes_requests() {
-                        self.serve_messages(framing, &mut messages);
+                    let mut served = run;
+                    if self.conn.takes_requests()
+                        && self.serve_messages(framing, &mut messages) == Flow::Pause
+                    {
+                        // A question to the room: the rest of the run after its answer.
+                        served = run - messages.len();
                     }
-                    index += run - 1;
+                    index += served - 1;
                     next = self.scratch.outbox.has_intents().then_some(Next::CarryOut);
                 }
                 Event::Send(range) => {
