@@ -332,3 +332,37 @@ fn unfinished_lines_over_tls_are_counted() {
     BufReader::new(&mut honest).read_line(&mut line).unwrap();
     assert_eq!(line, "still served\n");
 }
+
+/// Members who never read, flooded by an unpaced sender: once evicted they get no more room
+/// lines, and are cut when they do not read their notice, so what they held is freed and the
+/// clients end within the budget. (Before, evicted members went on receiving lines and
+/// stayed open, holding several times the budget.)
+#[test]
+fn evicted_members_who_never_read_go() {
+    let mut config = ServerConfig::default();
+    config.max_client_memory = 4 << 20;
+    let server = TestServer::start_with(config, &["broadcast=127.0.0.1:0"]);
+    let silent: Vec<TcpStream> = (0..50)
+        .map(|_| {
+            let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+            socket.set_recv_buffer_size(4096).unwrap();
+            socket.connect(&server.addr().into()).unwrap();
+            socket.into()
+        })
+        .collect();
+    let mut sender = connect(server.addr());
+    server.wait_for("everyone in the room", |stats| stats.connections_open == 51);
+    let line = format!("{}\n", "p".repeat(1000));
+    for _ in 0..4000 {
+        if std::io::Write::write_all(&mut sender.stream(), line.as_bytes()).is_err() {
+            break;
+        }
+    }
+    let stats = server.wait_for("the evicted gone and memory back within the budget", |stats| {
+        stats.clients_evicted > 0
+            && stats.closed_evicted >= stats.clients_evicted
+            && stats.client_memory <= 4 << 20
+    });
+    assert!(stats.client_memory <= 4 << 20, "{stats:?}");
+    drop(silent);
+}
