@@ -350,11 +350,12 @@ fn evicted_members_who_never_read_go() {
             socket.into()
         })
         .collect();
-    let mut sender = connect(server.addr());
+    let sender = connect(server.addr());
     server.wait_for("everyone in the room", |stats| stats.connections_open == 51);
     let line = format!("{}\n", "p".repeat(1000));
+    let mut stream = sender.stream();
     for _ in 0..4000 {
-        if std::io::Write::write_all(&mut sender.stream(), line.as_bytes()).is_err() {
+        if stream.write_all(line.as_bytes()).is_err() {
             break;
         }
     }
