@@ -186,6 +186,14 @@ impl PendingOutput {
         }
         self.written = 0;
     }
+
+    /// Frees the buffer, dropping anything unwritten (memory is short).
+    fn free(&mut self, pool: &mut BufferPool) {
+        if let Some(buffer) = self.buffer.take() {
+            pool.free(buffer);
+        }
+        self.written = 0;
+    }
 }
 
 /// One client connection, stored in the reactor's slab; its key is its `mio::Token`.

@@ -40,7 +40,7 @@ impl Connection {
     /// more, gets nothing more but what it is told next, and is cut at `until_ms` unless it
     /// reads that first (a client that never reads is gone by then, its memory with it).
     pub fn evict(&mut self, pool: &mut BufferPool, until_ms: u64) {
-        self.release_buffers(pool);
+        self.free_buffers(pool);
         self.protocol.drop_input();
         self.transport.drop_input();
         self.told(until_ms, StopReason::Evicted);
@@ -111,6 +111,15 @@ impl Connection {
             pool.give(partial);
         }
         self.output.release(pool);
+    }
+
+    /// Frees its buffers, not to the pool: it is evicted, memory is short, and its notice
+    /// must not get one of them back at the size it grew to.
+    fn free_buffers(&mut self, pool: &mut BufferPool) {
+        if let Some(partial) = self.partial_input.take() {
+            pool.free(partial);
+        }
+        self.output.free(pool);
     }
 
     /// The idle-wheel tick of its last activity.
