@@ -67,7 +67,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 pub use config::{LoadConfig, Stop};
 pub use drivers::{processes, step, sweep};
@@ -79,7 +79,7 @@ pub use sources::parse_sources;
 pub use tally::{Failures, Mismatch};
 pub use workloads::{Workload, WorkloadFlags};
 
-use progress::Progress;
+use progress::{Progress, Snapshot};
 use shared::Shared;
 use tally::Tally;
 use workloads::Exchange;
@@ -102,7 +102,8 @@ pub fn run_until(config: &LoadConfig, progress: bool, stop: Arc<AtomicBool>) -> 
     let mut holding = |connections: usize| {
         eprintln!("evloop-load: holding {connections} connections for {:.1} s", config.hold.as_secs_f64());
     };
-    let hooks = Hooks { progress, connected: None, holding: &mut holding, stop: stop.clone() };
+    let hooks =
+        Hooks { progress, connected: None, holding: &mut holding, snapshots: None, stop: stop.clone() };
     let (total, window) = run_threads_of(config, hooks)?;
     let mut report = Report::new(config, &total, window);
     report.interrupted = stop.load(Ordering::Acquire);
@@ -112,16 +113,19 @@ pub fn run_until(config: &LoadConfig, progress: bool, stop: Arc<AtomicBool>) -> 
 /// Runs one part of a multi-process run (see `processes.rs`): once this process's
 /// connections are all up, `connected(established)` is called and must return when every
 /// process is ready; only then does sending start. With `--hold`, `holding(established)` is
-/// called when the run is over and the connections are held. Returns the raw tally and
-/// window, for the parent to merge.
+/// called when the run is over and the connections are held. `snapshots` is given the
+/// progress once a second. Returns the raw tally and window, for the parent to merge.
 /// `stop` stops it early, as it does [`run_until`].
 pub(crate) fn run_part(
     config: &LoadConfig,
     connected: &mut dyn FnMut(usize) -> io::Result<()>,
     holding: &mut dyn FnMut(usize),
+    snapshots: &mut dyn FnMut(Snapshot),
     stop: Arc<AtomicBool>,
 ) -> io::Result<(Tally, Duration)> {
-    run_threads_of(config, Hooks { progress: false, connected: Some(connected), holding, stop })
+    let hooks =
+        Hooks { progress: false, connected: Some(connected), holding, snapshots: Some(snapshots), stop };
+    run_threads_of(config, hooks)
 }
 
 /// How a run talks to whoever started it.
@@ -133,6 +137,8 @@ pub(crate) struct Hooks<'h> {
     connected: Option<&'h mut dyn FnMut(usize) -> io::Result<()>>,
     /// With `--hold`: called when the run is over and its connections are held.
     holding: &'h mut dyn FnMut(usize),
+    /// A part of a multi-process run: given the progress once a second, for the parent.
+    snapshots: Option<&'h mut dyn FnMut(Snapshot)>,
     /// Set from outside: stop, and report the run so far.
     stop: Arc<AtomicBool>,
 }
@@ -151,7 +157,7 @@ pub(crate) fn run_threads<W: Exchange>(
     config: &LoadConfig,
     hooks: Hooks<'_>,
 ) -> io::Result<(Tally, Duration)> {
-    let Hooks { progress, mut connected, holding, stop } = hooks;
+    let Hooks { progress, mut connected, holding, mut snapshots, stop } = hooks;
     let plans = config.plans();
     let shared = Shared::new(config.connections as usize, plans.len(), connected.is_none(), stop);
     let run = Arc::new(W::share(config, &plans)?);
@@ -170,13 +176,23 @@ pub(crate) fn run_threads<W: Exchange>(
         drop(done);
         let mut results = Vec::new();
         let mut announced_hold = config.hold.is_zero();
+        let mut next_tick = Instant::now() + PROGRESS_EVERY;
         while results.len() < config.threads as usize {
             let waiting = connected.is_some() || !announced_hold;
-            let wait = if waiting { GATE_CHECK_EVERY } else { PROGRESS_EVERY };
+            let wait =
+                if waiting { GATE_CHECK_EVERY } else { next_tick.saturating_duration_since(Instant::now()) };
             match finished.recv_timeout(wait) {
                 Ok(result) => results.push(result),
-                Err(mpsc::RecvTimeoutError::Timeout) => progress.tick(&shared),
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
                 Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            }
+            if Instant::now() >= next_tick {
+                next_tick = Instant::now() + PROGRESS_EVERY;
+                let snapshot = Snapshot::of(&shared);
+                progress.tick(&snapshot, "");
+                if let Some(snapshots) = &mut snapshots {
+                    snapshots(snapshot);
+                }
             }
             let established = shared.established.load(Ordering::Acquire);
             if shared.all_connects_finished() {
