@@ -35,6 +35,8 @@
 //! - `report`: the final [`Report`], human and JSON.
 //! - `shared`: the few counters threads share.
 //! - `socket`: the loader's end of a connection: TCP, Unix stream or UDP.
+//! - [`agents`]: load from many hosts: agents that wait on NATS for runs, and the
+//!   coordinator that splits one run between them and merges their results.
 //! - `drivers/`: runs made of runs, or of processes: [`processes`] (`--processes N`: loader
 //!   processes, each a part, merged exactly), [`sweep`] (`--sweep-connections`: a run per
 //!   connection count, as CSV and SVG), [`step`] (`--step-members`: rooms grown step by
@@ -45,6 +47,7 @@
 //! - `sources`: `--sources` address lists ([`parse_sources`]).
 //! - [`chart`]: line charts as SVG, for sweeps and benchmarks.
 
+pub mod agents;
 pub mod chart;
 mod clock;
 mod config;
@@ -72,8 +75,8 @@ use std::time::{Duration, Instant};
 pub use config::{LoadConfig, Stop};
 pub use drivers::{processes, step, sweep};
 pub use report::{
-    Broadcast, Connections, Errors, Messages, Percentiles, Report, SCHEMA, SpectrumPoint, Throughput,
-    TlsHandshakes,
+    AgentReport, Broadcast, Connections, Errors, Messages, Percentiles, Report, SCHEMA, SpectrumPoint,
+    Throughput, TlsHandshakes,
 };
 pub use sources::parse_sources;
 pub use tally::{Failures, Mismatch};

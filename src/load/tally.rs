@@ -263,6 +263,16 @@ impl Tally {
         self.mismatches.extend(other.mismatches.iter().take(room).cloned());
     }
 
+    /// Moves its monotonic times (the connect phase, the last reply) by `delta_ns`: onto
+    /// another host's clock, for an agent's tally merged by its coordinator.
+    pub fn rebase(&mut self, delta_ns: i64) {
+        for stamp in [&mut self.last_reply_ns, &mut self.first_connect_ns, &mut self.last_connect_ns] {
+            if *stamp != 0 {
+                *stamp = (i128::from(*stamp) + i128::from(delta_ns)).max(1) as u64;
+            }
+        }
+    }
+
     /// Failures of every kind: what decides the exit code.
     pub fn failure_count(&self) -> u64 {
         self.mismatched + self.lost + self.connect_failures.total() + self.run_failures.total()
