@@ -621,3 +621,50 @@ impl fmt::Display for Report {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A run over agents lists them, and a lost agent is named in the result line, the
+    /// others' figures kept.
+    #[test]
+    fn a_lost_agent_is_named_in_the_result_line() {
+        let config = LoadConfig::default();
+        let mut tally = Tally {
+            attempted: 5,
+            established: 5,
+            sent: 100,
+            received: 100,
+            verified: 100,
+            ..Tally::default()
+        };
+        Tally::record(&mut tally.latency, 50_000);
+        let mut report = Report::new(&config, &tally, Duration::from_secs(1));
+        let mut kept = AgentReport::named("kept", "host-a");
+        kept.fill(&report);
+        kept.ok = true;
+        let mut lost = AgentReport::named("gone", "host-b");
+        lost.lost = true;
+        lost.error = Some("no word from it for 5.0 s".to_string());
+        report.agents = Some(vec![kept, lost]);
+        report.ok = false;
+        let text = report.to_string();
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines.iter().any(|line| line.starts_with("agents       2 ")), "{text}");
+        assert!(lines.iter().any(|line| line.starts_with("  kept ") && line.contains(" ok ")), "{text}");
+        assert!(lines.iter().any(|line| line.starts_with("  gone ") && line.contains(" LOST ")), "{text}");
+        assert_eq!(
+            lines.last(),
+            Some(
+                &"result       FAILED: agent gone was lost (no word from it for 5.0 s): the other agents' results are kept"
+            ),
+            "{text}"
+        );
+        let json = serde_json::to_value(&report).unwrap();
+        assert_eq!(json["agents"][1]["lost"], true);
+        assert_eq!(json["agents"][0].get("lost"), None, "absent when not lost");
+        let plain = serde_json::to_value(Report::new(&config, &tally, Duration::from_secs(1))).unwrap();
+        assert_eq!(plain.get("agents"), None, "absent from a run of one loader");
+    }
+}

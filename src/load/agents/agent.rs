@@ -99,7 +99,7 @@ pub fn run_agent(options: &AgentOptions, stop: &AtomicBool, say: &mut dyn FnMut(
                 say(&format!("agent {} ready", agent.name));
             }
             Turn::Up => info!("agent back on NATS; server={}", bus.server()),
-            Turn::Lost => warn!("agent lost its NATS link; retrying; server={}", bus.server()),
+            Turn::Lost => warn!("agent lost its NATS link; retrying; next={}", bus.server()),
             Turn::Same => {}
         }
         if !said_ready && !said_down && started.elapsed() >= SAY_DOWN_AFTER {

@@ -206,7 +206,7 @@ impl<'a> Coordinator<'a> {
         let ready = self.events.iter().any(|event| event.token() == BUS);
         match self.bus.turn(self.poll.registry(), ready, &mut self.received) {
             Turn::Up => info!("coordinator on NATS; server={}", self.bus.server()),
-            Turn::Lost => warn!("coordinator lost its NATS link; retrying; server={}", self.bus.server()),
+            Turn::Lost => warn!("coordinator lost its NATS link; retrying; next={}", self.bus.server()),
             Turn::Same => {}
         }
         let heard_ns = wire::wall_ns();
@@ -414,7 +414,7 @@ impl<'a> Coordinator<'a> {
                 if !member.settled() && now >= member.heard + timeout {
                     warn!("agent lost; name={} silent_s={:.1}", member.name, timeout.as_secs_f64());
                     member.lost = true;
-                    member.failed = Some(format!("lost: no word from it for {:.1} s", timeout.as_secs_f64()));
+                    member.failed = Some(format!("no word from it for {:.1} s", timeout.as_secs_f64()));
                 }
             }
             let all_up =
