@@ -632,7 +632,12 @@ impl Runner<'_> {
 /// `--agent`: waits for runs until SIGINT or SIGTERM, which end it with exit code 0 (its
 /// normal end: a service manager stops it so).
 fn run_agent(urls: &BackplaneUrls, args: &Args, stop: &Arc<AtomicBool>) -> ExitCode {
+    // Its loader processes run its own binary, even after that file was replaced by an
+    // upgrade (the path then names the new one, or nothing): the agent's protocol and its
+    // processes' must match.
+    let own = std::path::PathBuf::from("/proc/self/exe");
     let program = match std::env::current_exe() {
+        Ok(_) if own.exists() => own,
         Ok(program) => program,
         Err(error) => {
             cli::eprint_line(format_args!("evloop-load: cannot find its own binary: {error}"));

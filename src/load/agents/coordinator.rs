@@ -390,7 +390,9 @@ impl<'a> Coordinator<'a> {
                     self.publish(&subject, &message);
                 }
             }
-            if went.is_none() && now >= next_clock {
+            // Until the go, and only until every agent's clock has its samples.
+            let sampling = self.members.iter().any(|member| member.clock.samples < CLOCK_SAMPLES);
+            if went.is_none() && sampling && now >= next_clock {
                 next_clock = now + CLOCK_EVERY;
                 let clock = ToAgent::Clock { run: self.run.clone(), sent_ns: wire::wall_ns() };
                 self.publish(&run_subject, &clock);
