@@ -242,6 +242,96 @@ fn agents_run_every_workload_and_codec_one_run_after_another() {
     assert!(report["mode"].as_str().unwrap().contains("open loop at 2000"), "{report:#}");
 }
 
+/// A room spread over agents (two, two loader processes each), open loop: every line
+/// reaches every other member, whichever agent sent it and whichever received it, and the
+/// deliveries owed are the whole room's (each line to every member but its sender). A
+/// closed-loop broadcast, whose lines are answered once every member has them, is refused
+/// over agents, saying why.
+#[test]
+fn a_room_spread_over_agents() {
+    let nats = Engine::nats(&[]);
+    let server = TestServer::start(&["broadcast=127.0.0.1:0"]);
+    let target = server.addr().to_string();
+    let _agents = ["left", "right"].map(|name| Agent::start(&nats.url(), name, &[]));
+    let args = [
+        "--target",
+        &target,
+        "--workload",
+        "broadcast",
+        "-c",
+        "40",
+        "-R",
+        "400",
+        "-d",
+        "2s",
+        "--processes",
+        "2",
+    ];
+    let (code, report) = coordinate(&nats.url(), 2, &args);
+    assert_all_verified(code, &report);
+    let lines = u64_of(&report["messages"]["sent"]);
+    assert!(lines >= 700, "{report:#}");
+    assert_eq!(u64_of(&report["broadcast"]["deliveries_expected"]), lines * 39, "{report:#}");
+    assert_eq!(u64_of(&report["broadcast"]["deliveries_seen"]), lines * 39, "{report:#}");
+    for agent in agents_of(&report) {
+        assert_eq!(agent["ok"], true, "{agent:#}");
+        // Each agent's 20 members heard every line but their own: its share of the room's.
+        assert_eq!(
+            u64_of(&agent["messages"]["verified"]),
+            lines * 20 - u64_of(&agent["messages"]["sent"]),
+            "{agent:#}"
+        );
+    }
+    let mut command = Command::new(env!("CARGO_BIN_EXE_evloop-load"));
+    command.args([
+        "--coordinate",
+        &nats.url(),
+        "--agents",
+        "2",
+        "--target",
+        &target,
+        "--workload",
+        "broadcast",
+        "-c",
+        "4",
+        "-P",
+        "2",
+    ]);
+    let (code, _, stderr) = Running::start(command).finish();
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("a closed-loop broadcast (--pipeline, --step-members) runs in one loader process"),
+        "{stderr}"
+    );
+}
+
+/// The same room over loader processes on one host (`--processes`): the same sums, every
+/// line verified in every process.
+#[test]
+fn a_room_spread_over_loader_processes() {
+    let server = TestServer::start(&["broadcast=127.0.0.1:0"]);
+    let target = server.addr().to_string();
+    let (code, report) = util::loader::load(&[
+        "--target",
+        &target,
+        "--workload",
+        "broadcast",
+        "-c",
+        "30",
+        "-R",
+        "300",
+        "-d",
+        "2s",
+        "--processes",
+        "3",
+    ]);
+    assert_all_verified(code, &report);
+    let lines = u64_of(&report["messages"]["sent"]);
+    assert!(lines >= 500, "{report:#}");
+    assert_eq!(u64_of(&report["broadcast"]["deliveries_seen"]), lines * 29, "{report:#}");
+    assert_eq!(u64_of(&report["broadcast"]["deliveries_expected"]), lines * 29, "{report:#}");
+}
+
 /// Fewer agents than --agents within --connect-timeout: exit 1, saying how many came and
 /// which, and nothing is sent.
 #[test]
@@ -366,7 +456,8 @@ fn an_agent_gives_up_a_run_whose_coordinator_is_gone() {
 
 /// Agents on hosts of their own (network namespaces): NATS on one, the server on another,
 /// two agents each connecting from its own address (`--sources` given to the agent), the
-/// coordinator in the test's own namespace. One run, split exactly, reported as one.
+/// coordinator in the test's own namespace. One run, split exactly, reported as one; then a
+/// room over both hosts, each line sent on one host and heard on both.
 #[test]
 fn agents_on_their_own_hosts() {
     let hosts = Hosts::new(4);
@@ -391,6 +482,15 @@ fn agents_on_their_own_hosts() {
         let round_trip = f64_of(&agent["clock_round_trip_us"]);
         assert!(round_trip > 0.0 && round_trip < 100_000.0, "{agent:#}");
     }
+    let room = server.addrs[1].to_string();
+    let (code, report) = coordinate(
+        &url,
+        2,
+        &["--target", &room, "--workload", "broadcast", "-c", "20", "-R", "200", "-d", "2s"],
+    );
+    assert_all_verified(code, &report);
+    let lines = u64_of(&report["messages"]["sent"]);
+    assert_eq!(u64_of(&report["broadcast"]["deliveries_seen"]), lines * 19, "{report:#}");
     drop(nats);
 }
 
@@ -451,15 +551,16 @@ fn start_nats(hosts: &Hosts, index: usize, extra: &[&str]) -> Child {
     start_ready(command, "Server is ready")
 }
 
-/// An echo server on host `index`, on its own address.
+/// An echo server and a room on host `index`, on its own address.
 fn start_server(hosts: &Hosts, index: usize) -> ServerProcess {
+    let ip = hosts.addr(index);
     let mut command = hosts.command(index, env!("CARGO_BIN_EXE_evloop-server"));
     command
-        .args(["--listen", &format!("echo={}:0", hosts.addr(index))])
+        .args(["--listen", &format!("echo={ip}:0"), "--listen", &format!("broadcast={ip}:0")])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::null());
-    ServerProcess::start(command, 1)
+    ServerProcess::start(command, 2)
 }
 
 /// Waits until every node of the cluster has routes to the others (its /routez).

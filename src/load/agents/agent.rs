@@ -25,7 +25,7 @@ use super::bus::{Bus, Message, Turn};
 use super::wire::{self, AgentResult, Phase, ToAgent, ToCoordinator};
 use crate::backplane::BackplaneUrls;
 use crate::load::clock::now_ns;
-use crate::load::drivers::processes::{Children, PartResult, Said};
+use crate::load::drivers::processes::{Children, PartResult, Said, go_line};
 use crate::load::progress::Snapshot;
 
 const BUS: Token = Token(0);
@@ -162,10 +162,13 @@ struct Run {
     connected: Vec<Option<u64>>,
     holding: Vec<bool>,
     results: Vec<Option<PartResult>>,
+    /// Lines each loader process sent, once it stopped sending; their sum once all have.
+    stopped: Vec<Option<u64>>,
+    lines: Option<u64>,
     /// Why it failed, if it did (said to the coordinator once).
     failed: Option<String>,
-    /// When to tell the processes to go.
-    start_at: Option<Instant>,
+    /// The lines in all were passed on to the processes.
+    told_lines: bool,
     /// The result, cut into chunks, once all processes gave theirs.
     chunks: Vec<String>,
     /// When the coordinator was last heard, and how long it may be silent.
@@ -177,11 +180,7 @@ struct Run {
 
 impl Run {
     fn next_deadline(&self) -> Instant {
-        let mut next = self.next_status.min(self.heard + self.timeout);
-        if let Some(start_at) = self.start_at {
-            next = next.min(start_at);
-        }
-        next
+        self.next_status.min(self.heard + self.timeout)
     }
 
     fn tell_children(&mut self, word: &str) {
@@ -257,15 +256,27 @@ impl Agent<'_> {
                 };
                 bus.publish(&wire::coordinator_subject(&run), &wire::encode(&clock));
             }
-            ToAgent::Go { start_ns, .. } => {
+            ToAgent::Go { start_ns, members, .. } => {
                 let run = self.run.as_mut()?;
-                if matches!(run.phase, Phase::Connected { .. }) && run.start_at.is_none() {
+                if matches!(run.phase, Phase::Connected { .. }) {
+                    // The start instant, given on this host's wall clock, on its monotonic
+                    // clock: the loader processes wait for it themselves (a timer), so they
+                    // start at it, not when they next look.
                     let now_wall = wire::wall_ns();
-                    let wait = Duration::from_nanos(start_ns.saturating_sub(now_wall));
                     if start_ns < now_wall {
                         warn!("agent told to go late; late_ms={:.1}", (now_wall - start_ns) as f64 / 1e6);
                     }
-                    run.start_at = Some(Instant::now() + wait);
+                    let epoch_ns = now_ns() + start_ns.saturating_sub(now_wall);
+                    run.tell_children(&go_line(epoch_ns, members));
+                    run.phase = Phase::Running;
+                    run.next_status = Instant::now();
+                }
+            }
+            ToAgent::Lines { lines, .. } => {
+                let run = self.run.as_mut()?;
+                if !run.told_lines {
+                    run.told_lines = true;
+                    run.tell_children(&format!("lines {lines}"));
                 }
             }
             ToAgent::Tick { .. } => {}
@@ -306,8 +317,10 @@ impl Agent<'_> {
             connected: vec![None; count],
             holding: vec![false; count],
             results: (0..count).map(|_| None).collect(),
+            stopped: vec![None; count],
+            lines: None,
             failed: None,
-            start_at: None,
+            told_lines: false,
             chunks: Vec::new(),
             heard: now,
             timeout,
@@ -336,6 +349,7 @@ impl Agent<'_> {
                 Said::Progress(snapshot) => run.snapshots[index] = snapshot,
                 Said::Connected(established) => run.connected[index] = Some(established),
                 Said::Holding => run.holding[index] = true,
+                Said::Stopped(lines) => run.stopped[index] = Some(lines),
                 Said::Result(result) => {
                     run.results[index] = Some(*result);
                     let _ = children.exit_status(index);
@@ -351,6 +365,10 @@ impl Agent<'_> {
         if !changed {
             return;
         }
+        if run.lines.is_none() && run.stopped.iter().all(Option::is_some) {
+            run.lines = Some(run.stopped.iter().flatten().sum());
+            run.next_status = Instant::now();
+        }
         let phase = if run.failed.is_some() || run.results.iter().all(Option::is_some) {
             Phase::Finished
         } else if run.holding.iter().all(|&held| held) {
@@ -361,6 +379,9 @@ impl Agent<'_> {
             run.phase
         };
         if phase == run.phase {
+            if run.next_status <= Instant::now() {
+                self.send_status(bus);
+            }
             return;
         }
         run.phase = phase;
@@ -387,14 +408,6 @@ impl Agent<'_> {
     fn on_timers(&mut self, bus: &mut Bus) -> Option<String> {
         let now = Instant::now();
         let run = self.run.as_mut()?;
-        if run.start_at.is_some_and(|start_at| now >= start_at) {
-            run.start_at = None;
-            run.tell_children("go");
-            if matches!(run.phase, Phase::Connected { .. }) {
-                run.phase = Phase::Running;
-                run.next_status = now;
-            }
-        }
         if now >= run.heard + run.timeout {
             let line = format!(
                 "agent {} gave run {} up: no word from its coordinator for {:.1} s",
@@ -422,6 +435,7 @@ impl Agent<'_> {
             id: self.id.clone(),
             phase: run.phase,
             progress: run.progress(),
+            lines: run.lines,
         };
         bus.publish(&run.coordinator, &wire::encode(&status));
     }

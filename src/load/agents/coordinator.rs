@@ -91,6 +91,8 @@ struct Member {
     clock: ClockOffset,
     /// Where it said it is; `None` until its first status.
     phase: Option<Phase>,
+    /// The lines its loader processes sent, once all stopped sending.
+    lines: Option<u64>,
     progress: Snapshot,
     heard: Instant,
     /// Its result's chunks as they come, and the result once all have.
@@ -131,15 +133,6 @@ pub fn coordinate(
     stop: &AtomicBool,
 ) -> io::Result<Report> {
     config.validate().map_err(|message| io::Error::new(io::ErrorKind::InvalidInput, message))?;
-    if config.workload.kind().one_process.is_some() {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!(
-                "--workload {} runs in one loader process: it cannot be split over agents",
-                config.workload
-            ),
-        ));
-    }
     let shares = options.agents.saturating_mul(options.processes);
     check_split(config, shares, "--agents times --processes (times --threads)")?;
     let mut coordinator = Coordinator::new(config, options, progress)?;
@@ -165,6 +158,8 @@ struct Coordinator<'a> {
     progress: bool,
     /// The start instant, on the coordinator's wall clock; 0 before the go.
     start_wall_ns: u64,
+    /// Connections up over every agent at the go.
+    members_up: u64,
 }
 
 impl<'a> Coordinator<'a> {
@@ -188,6 +183,7 @@ impl<'a> Coordinator<'a> {
             progress,
             run,
             start_wall_ns: 0,
+            members_up: 0,
         })
     }
 
@@ -340,6 +336,7 @@ impl<'a> Coordinator<'a> {
                 parts,
                 clock: candidate.clock,
                 phase: None,
+                lines: None,
                 progress: Snapshot::default(),
                 heard: now,
                 chunks: Vec::new(),
@@ -361,6 +358,7 @@ impl<'a> Coordinator<'a> {
         let mut went: Option<Instant> = None;
         let (mut told_stop, mut next_stop) = (false, started);
         let mut announced_hold = self.config.hold.is_zero();
+        let mut told_lines: Option<u64> = None;
         loop {
             let now = Instant::now();
             // Repeats: the assign until the agent's status names the run, the go until it
@@ -379,9 +377,11 @@ impl<'a> Coordinator<'a> {
                         parts: member.parts.clone(),
                         timeout_ms: timeout.as_millis() as u64,
                     }),
-                    (Some(Phase::Connected { .. }), Some(_)) => {
-                        Some(ToAgent::Go { run: self.run.clone(), start_ns: self.start_for(index) })
-                    }
+                    (Some(Phase::Connected { .. }), Some(_)) => Some(ToAgent::Go {
+                        run: self.run.clone(),
+                        start_ns: self.start_for(index),
+                        members: self.members_up,
+                    }),
                     (Some(Phase::Finished), _) => Some(ToAgent::ResultWanted { run: self.run.clone() }),
                     _ => None,
                 };
@@ -402,6 +402,20 @@ impl<'a> Coordinator<'a> {
                 next_tick = now + EVERY_SECOND;
                 self.publish(&run_subject, &ToAgent::Tick { run: self.run.clone() });
                 self.show_progress();
+                told_lines = None;
+            }
+            // Every agent stopped sending: the lines in all, until every agent is done (a
+            // broadcast's members drain against it). A lost agent counts with what it last
+            // said it sent.
+            let all_stopped = self
+                .members
+                .iter()
+                .all(|member| member.lines.is_some() || member.lost || member.failed.is_some());
+            if all_stopped && told_lines.is_none() && !self.members.iter().all(Member::settled) {
+                let lines =
+                    self.members.iter().map(|member| member.lines.unwrap_or(member.progress.sent)).sum();
+                told_lines = Some(lines);
+                self.publish(&run_subject, &ToAgent::Lines { run: self.run.clone(), lines });
             }
             if stop.load(Ordering::Acquire) && (!told_stop || now >= next_stop) {
                 told_stop = true;
@@ -467,7 +481,8 @@ impl<'a> Coordinator<'a> {
                 member.clock.sample(asked_ns, wall_ns, heard_ns)
             }
             ToCoordinator::Here { asked_ns, wall_ns, .. } => member.clock.sample(asked_ns, wall_ns, heard_ns),
-            ToCoordinator::Status { phase, progress, .. } => {
+            ToCoordinator::Status { phase, progress, lines, .. } => {
+                member.lines = member.lines.or(lines);
                 if member.phase != Some(phase) {
                     debug!("agent phase; name={} phase={phase:?}", member.name);
                     // An answer: the next repeat (if any) waits a second from now.
@@ -521,7 +536,7 @@ impl<'a> Coordinator<'a> {
             .unwrap_or(0);
         let lead = START_LEAD.max(Duration::from_nanos(longest_round_trip.saturating_mul(4)));
         self.start_wall_ns = wire::wall_ns() + lead.as_nanos() as u64;
-        let established: u64 = self
+        self.members_up = self
             .members
             .iter()
             .map(|member| match member.phase {
@@ -532,14 +547,19 @@ impl<'a> Coordinator<'a> {
         if self.progress {
             self.line.finish();
             eprintln!(
-                "evloop-load: {established} of {} connections up on {} agents; sending in {} ms",
+                "evloop-load: {} of {} connections up on {} agents; sending in {} ms",
+                self.members_up,
                 self.config.connections,
                 self.members.len(),
                 lead.as_millis()
             );
         }
         for index in 0..self.members.len() {
-            let go = ToAgent::Go { run: self.run.clone(), start_ns: self.start_for(index) };
+            let go = ToAgent::Go {
+                run: self.run.clone(),
+                start_ns: self.start_for(index),
+                members: self.members_up,
+            };
             let subject = wire::agent_subject(&self.members[index].id);
             self.publish(&subject, &go);
             self.members[index].next_repeat = Instant::now() + lead + EVERY_SECOND;

@@ -82,8 +82,12 @@ pub(crate) enum ToAgent {
     },
     /// What time is it? (A clock sample.)
     Clock { run: String, sent_ns: u64 },
-    /// Start sending at `start_ns`, on the agent's own wall clock.
-    Go { run: String, start_ns: u64 },
+    /// Start sending at `start_ns`, on the agent's own wall clock; `members` connections are
+    /// up over every agent (a room's size).
+    Go { run: String, start_ns: u64, members: u64 },
+    /// Every agent has stopped sending: `lines` were sent in all (a broadcast's members
+    /// then know every delivery they are owed).
+    Lines { run: String, lines: u64 },
     /// The coordinator is alive.
     Tick { run: String },
     /// Stop now, and send the result so far.
@@ -102,6 +106,7 @@ impl ToAgent {
             | ToAgent::Assign { run, .. }
             | ToAgent::Clock { run, .. }
             | ToAgent::Go { run, .. }
+            | ToAgent::Lines { run, .. }
             | ToAgent::Tick { run }
             | ToAgent::Stop { run }
             | ToAgent::ResultWanted { run }
@@ -147,8 +152,16 @@ pub(crate) enum ToCoordinator {
     },
     /// The answer to a clock request.
     Clock { run: String, id: String, asked_ns: u64, wall_ns: u64 },
-    /// Once a second on a run, and on every change: where it is, and its progress.
-    Status { run: String, id: String, phase: Phase, progress: Snapshot },
+    /// Once a second on a run, and on every change: where it is, its progress, and once all
+    /// its loader processes have stopped sending, the lines they sent.
+    Status {
+        run: String,
+        id: String,
+        phase: Phase,
+        progress: Snapshot,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        lines: Option<u64>,
+    },
     /// Chunk `chunk` of `chunks` of its result ([`AgentResult`] as JSON).
     Result { run: String, id: String, chunk: u32, chunks: u32, data: String },
     /// Its share could not run, or ended before its result.
@@ -277,7 +290,8 @@ mod tests {
                 parts: vec![vec!["--connections".into(), "5".into()]],
                 timeout_ms: 5000,
             },
-            ToAgent::Go { run: "r".into(), start_ns: 9 },
+            ToAgent::Go { run: "r".into(), start_ns: 9, members: 10 },
+            ToAgent::Lines { run: "r".into(), lines: 7 },
             ToAgent::Done { run: "r".into() },
         ];
         for message in to_agent {
@@ -288,6 +302,7 @@ mod tests {
             id: "a".into(),
             phase: Phase::Connected { established: 7 },
             progress: Snapshot::default(),
+            lines: Some(3),
         };
         assert_eq!(decode::<ToCoordinator>(&encode(&status)), Some(status));
         assert_eq!(decode::<ToAgent>(b"{\"type\":\"launch\"}"), None);

@@ -7,19 +7,25 @@
 //!
 //! ```text
 //! child  ──"progress {json}\n"─►  parent     (once a second from its start: its progress)
-//! child  ──"connected N\n"──►  parent     (its connections are all up)
-//! child  ◄──────"go\n"───────  parent     (every child's are: start sending)
+//! child  ──"connected N\n"──►  parent     (its connections are all up, its run prepared)
+//! child  ◄"go epoch=E members=M\n" parent  (every child's are: start sending at E, on the
+//!                                          host's monotonic clock; M connections up in all)
+//! child  ──"stopped L\n"────►  parent     (it stopped sending, L lines sent)
+//! child  ◄───"lines T\n"─────  parent     (every child stopped: T lines sent in all)
 //! child  ──"holding\n"──────►  parent     (with --hold: done, connections held)
 //! child  ◄─────"stop\n"───────  parent     (the parent was told to stop: SIGTERM, Ctrl-C)
 //! child  ──one JSON line────►  parent     (its tally, histograms included)
 //! ```
 //!
-//! So no process sends before every connection of the whole run is up, and the parent's
-//! report merges exact histograms, not percentiles of percentiles. A child whose stdin
-//! closes (its parent is gone) stops as if told to.
+//! So no process sends before every connection of the whole run is up, all start at one
+//! instant (a moment ahead of the go, so each is waiting for it when it comes), and the
+//! parent's report merges exact histograms, not percentiles of percentiles. The room's size
+//! and its lines in all let a broadcast spread over processes expect every delivery its
+//! members are owed, whichever process sent the line. A child whose stdin closes (its parent
+//! is gone) stops as if told to.
 //!
-//! The parent's side is [`Children`]: the processes, each read on a thread of its own, what
-//! they say arriving as [`Said`] on one channel. An agent (`load::agents`) runs its share of
+//! The parent's side is `Children`: the processes, each read on a thread of its own, what
+//! they say arriving as `Said` on one channel. An agent (`load::agents`) runs its share of
 //! a distributed run the same way.
 
 use std::io::{self, BufRead, BufReader, Write};
@@ -33,9 +39,12 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+use crate::load::Parent;
+use crate::load::clock::now_ns;
 use crate::load::config::LoadConfig;
 use crate::load::progress::{Progress, Snapshot};
 use crate::load::report::Report;
+use crate::load::shared::WholeRun;
 use crate::load::tally::Tally;
 
 /// The flag that makes `evloop-load` run as one part of a multi-process run.
@@ -45,6 +54,14 @@ pub const PART_FLAG: &str = "--part-of-run";
 const STOP_CHECK_EVERY: Duration = Duration::from_millis(20);
 /// How often the parent's progress line is redrawn.
 const PROGRESS_EVERY: Duration = Duration::from_secs(1);
+/// How far ahead of the go the start is: every child hears the go, and is waiting for the
+/// start when it comes (its threads look for the go every 5 ms).
+pub(crate) const START_AHEAD: Duration = Duration::from_millis(20);
+
+/// The go line: start at `epoch_ns` (the host's monotonic clock), `members` up in all.
+pub(crate) fn go_line(epoch_ns: u64, members: u64) -> String {
+    format!("go epoch={epoch_ns} members={members}")
+}
 
 /// What a child hands back.
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -79,6 +96,8 @@ pub(crate) enum Said {
     Progress(Snapshot),
     /// Its connections are up (this many of them came up).
     Connected(u64),
+    /// It stopped sending, this many lines (messages) sent.
+    Stopped(u64),
     /// Its run is over and its connections are held (`--hold`).
     Holding,
     /// Its result: its last word.
@@ -181,6 +200,11 @@ fn listen(index: usize, stdout: impl BufRead, tell: &Sender<(usize, Said)>, wake
                 Ok(snapshot) => Said::Progress(snapshot),
                 Err(_) => continue,
             }
+        } else if let Some(lines) = line.strip_prefix("stopped ") {
+            match lines.trim().parse() {
+                Ok(lines) => Said::Stopped(lines),
+                Err(_) => Said::Ended(format!("loader process {index} said {line:?}")),
+            }
         } else if line.trim() == "holding" {
             Said::Holding
         } else {
@@ -222,7 +246,7 @@ pub fn run(
 /// Refuses a split of `config` into `parts` that cannot be made: a workload that runs in one
 /// process only, or parts with fewer connections than threads. `flag` names the split.
 pub(crate) fn check_split(config: &LoadConfig, parts: u32, flag: &str) -> io::Result<()> {
-    if let Some(why) = config.workload.kind().one_process {
+    if let Some(why) = (config.workload.kind().one_process)(config) {
         return Err(io::Error::new(io::ErrorKind::InvalidInput, why));
     }
     if u64::from(parts) * u64::from(config.threads.max(1)) > u64::from(config.connections) {
@@ -249,13 +273,16 @@ fn collect(
     let mut snapshots = vec![Snapshot::default(); count];
     let mut connected: Vec<Option<u64>> = vec![None; count];
     let mut holding = vec![false; count];
+    let mut stopped: Vec<Option<u64>> = vec![None; count];
     let mut results: Vec<Option<PartResult>> = (0..count).map(|_| None).collect();
     let (mut went, mut told_stop, mut announced_hold) = (false, false, config.hold.is_zero());
+    let mut told_lines = false;
     while results.iter().any(Option::is_none) {
         match children.next(STOP_CHECK_EVERY) {
             Some((index, Said::Progress(snapshot))) => snapshots[index] = snapshot,
             Some((index, Said::Connected(established))) => connected[index] = Some(established),
             Some((index, Said::Holding)) => holding[index] = true,
+            Some((index, Said::Stopped(lines))) => stopped[index] = Some(lines),
             Some((index, Said::Result(result))) => {
                 results[index] = Some(*result);
                 children.exit_status(index)?;
@@ -269,7 +296,8 @@ fn collect(
         }
         if !went && connected.iter().all(Option::is_some) {
             went = true;
-            children.tell_all("go");
+            let members = connected.iter().flatten().sum();
+            children.tell_all(&go_line(now_ns() + START_AHEAD.as_nanos() as u64, members));
             if progress {
                 line.finish();
                 eprintln!(
@@ -279,6 +307,10 @@ fn collect(
                     started.elapsed().as_secs_f64()
                 );
             }
+        }
+        if !told_lines && stopped.iter().all(Option::is_some) {
+            told_lines = true;
+            children.tell_all(&format!("lines {}", stopped.iter().flatten().sum::<u64>()));
         }
         if !told_stop && stop.load(Ordering::Acquire) {
             told_stop = true;
@@ -312,17 +344,11 @@ fn collect(
 /// `stop` stops it early, as the parent's "stop" line does.
 pub fn run_part(config: &LoadConfig, stop: Arc<AtomicBool>) -> io::Result<()> {
     let (go, gone) = mpsc::channel();
-    let watched = stop.clone();
-    thread::spawn(move || watch_parent(&watched, &go));
-    let mut connected = |established| announce_and_wait(established, &gone);
-    let mut snapshots = |snapshot: Snapshot| {
-        if let Ok(json) = serde_json::to_string(&snapshot) {
-            let mut stdout = io::stdout().lock();
-            let _ = writeln!(stdout, "progress {json}").and_then(|()| stdout.flush());
-        }
-    };
-    let (tally, window) =
-        crate::load::run_part(config, &mut connected, &mut announce_holding, &mut snapshots, stop.clone())?;
+    let whole = WholeRun::part();
+    let (watched, told) = (stop.clone(), whole.clone());
+    thread::spawn(move || watch_parent(&watched, &told, &go));
+    let mut parent = ToParent { go: gone };
+    let (tally, window) = crate::load::run_part(config, &mut parent, whole, stop.clone())?;
     let interrupted = stop.load(Ordering::Acquire);
     let result = PartResult { tally, window_ns: window.as_nanos() as u64, interrupted };
     let json = serde_json::to_string(&result).map_err(io::Error::other)?;
@@ -331,37 +357,75 @@ pub fn run_part(config: &LoadConfig, stop: Arc<AtomicBool>) -> io::Result<()> {
     stdout.flush()
 }
 
-/// In a child: tells the parent its connections are up and waits for the go. Told to stop
-/// instead (or its parent gone), it returns too: the run then ends at once, its report
-/// showing nothing sent.
-fn announce_and_wait(established: usize, go: &Receiver<()>) -> io::Result<()> {
-    let mut stdout = io::stdout().lock();
-    writeln!(stdout, "connected {established}")?;
-    stdout.flush()?;
-    let _ = go.recv();
-    Ok(())
+/// A child's parent, spoken to on stdout.
+struct ToParent {
+    /// A go from the parent (the watcher stored its start and the room's size first).
+    go: Receiver<()>,
 }
 
-/// In a child, from its start: "go" is passed on; a "stop" line from the parent, or its
-/// stdin closing (the parent is gone), stops the run.
-fn watch_parent(stop: &AtomicBool, go: &Sender<()>) {
+impl ToParent {
+    fn say(&self, line: impl std::fmt::Display) {
+        let mut stdout = io::stdout().lock();
+        let _ = writeln!(stdout, "{line}").and_then(|()| stdout.flush());
+    }
+}
+
+impl Parent for ToParent {
+    /// Tells the parent its connections are up and waits for the go. Told to stop instead
+    /// (or its parent gone), it returns too: the run then ends at once, its report showing
+    /// nothing sent.
+    fn connected(&mut self, established: usize) -> io::Result<()> {
+        let mut stdout = io::stdout().lock();
+        writeln!(stdout, "connected {established}")?;
+        stdout.flush()?;
+        drop(stdout);
+        let _ = self.go.recv();
+        Ok(())
+    }
+
+    fn progress(&mut self, snapshot: Snapshot) {
+        if let Ok(json) = serde_json::to_string(&snapshot) {
+            self.say(format_args!("progress {json}"));
+        }
+    }
+
+    fn stopped(&mut self, lines: u64) {
+        self.say(format_args!("stopped {lines}"));
+    }
+
+    fn holding(&mut self, _established: usize) {
+        self.say("holding");
+    }
+}
+
+/// In a child, from its start: "go" (with the start and the room's size) and "lines" are
+/// passed on; a "stop" line from the parent, or its stdin closing (the parent is gone),
+/// stops the run.
+fn watch_parent(stop: &AtomicBool, whole: &WholeRun, go: &Sender<()>) {
     let mut line = String::new();
     while matches!(io::stdin().lock().read_line(&mut line), Ok(read) if read > 0) {
-        match line.trim() {
-            "go" => {
+        let mut words = line.split_whitespace();
+        match words.next() {
+            Some("go") => {
+                for word in words {
+                    let number = |value: &str| value.parse().unwrap_or(0);
+                    match word.split_once('=') {
+                        Some(("epoch", value)) => whole.epoch_ns.store(number(value), Ordering::Release),
+                        Some(("members", value)) => whole.members.store(number(value), Ordering::Release),
+                        _ => {}
+                    }
+                }
                 let _ = go.send(());
             }
-            "stop" => break,
+            Some("lines") => {
+                if let Some(lines) = words.next().and_then(|lines| lines.parse().ok()) {
+                    whole.lines.store(lines, Ordering::Release);
+                }
+            }
+            Some("stop") => break,
             _ => {}
         }
         line.clear();
     }
     stop.store(true, Ordering::Release);
-}
-
-/// In a child with `--hold`: tells the parent its run is over and its connections held.
-fn announce_holding(_established: usize) {
-    let mut stdout = io::stdout().lock();
-    let _ = writeln!(stdout, "holding");
-    let _ = stdout.flush();
 }
