@@ -503,7 +503,7 @@ fn a_nats_node_lost_during_a_run() {
     let nodes = [0, 1, 2];
     let (server_host, agent_hosts) = (3, [4, 5]);
     let route = |index: usize| format!("nats://{}:6222", hosts.addr(index));
-    let mut cluster: Vec<Child> = nodes
+    let mut cluster: Vec<Started> = nodes
         .iter()
         .map(|&node| {
             let routes: Vec<String> =
@@ -531,24 +531,37 @@ fn a_nats_node_lost_during_a_run() {
     let coordinator =
         start_coordinator(Command::new(env!("CARGO_BIN_EXE_evloop-load")), &client(2), 2, &args);
     thread::sleep(Duration::from_millis(2500));
-    let _ = cluster[0].kill();
-    let _ = cluster[0].wait();
+    cluster[0].kill();
     let (code, report) = report_of(coordinator);
     assert_all_verified(code, &report);
     assert!(agents_of(&report).iter().all(|agent| agent["ok"] == true), "{report:#}");
     let rate = f64_of(&report["throughput"]["msgs_per_s"]);
     assert!(rate > 3500.0, "the run went on through the loss: {report:#}");
-    for node in &mut cluster {
-        let _ = node.kill();
-        let _ = node.wait();
+}
+
+/// A process started on a host (a NATS node); killed on drop, even when the test fails.
+struct Started {
+    child: Child,
+}
+
+impl Started {
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Started {
+    fn drop(&mut self) {
+        self.kill();
     }
 }
 
 /// nats-server on host `index`, port 4222, with `extra` arguments; ready.
-fn start_nats(hosts: &Hosts, index: usize, extra: &[&str]) -> Child {
+fn start_nats(hosts: &Hosts, index: usize, extra: &[&str]) -> Started {
     let mut command = hosts.command(index, "nats-server");
     command.args(["-a", &hosts.addr(index).to_string(), "-p", "4222", "-m", "8222"]).args(extra);
-    start_ready(command, "Server is ready")
+    Started { child: start_ready(command, "Server is ready") }
 }
 
 /// An echo server and a room on host `index`, on its own address.
