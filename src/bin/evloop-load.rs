@@ -218,6 +218,10 @@ struct Args {
     #[arg(long, value_name = "ID", default_value_t = 0, hide = true)]
     first_id: u32,
 
+    /// The whole run's connections, for a part of one (its open-loop schedule's place)
+    #[arg(long, value_name = "N", hide = true)]
+    whole_run_connections: Option<u32>,
+
     /// Run as one part of a multi-process run, talking to the parent on stdin/stdout
     #[arg(long = "part-of-run", hide = true)]
     part_of_run: bool,
@@ -447,6 +451,7 @@ fn main() -> ExitCode {
     config.threads = args.threads;
     config.active = args.active;
     config.first_id = args.first_id;
+    config.whole_run_connections = args.whole_run_connections;
     config.hold = args.hold;
     config.latency_spectrum = args.latency;
     if let Err(message) = config.validate() {
