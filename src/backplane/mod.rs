@@ -20,7 +20,7 @@
 //! - `envelope.rs`: origin and sequence around each line.
 
 mod envelope;
-mod link;
+pub(crate) mod link;
 pub(crate) mod nats;
 pub(crate) mod resp;
 mod url;
