@@ -61,9 +61,10 @@ struct Args {
     /// Idle connections to hold
     #[arg(long, default_value_t = 10_000)]
     connections: u32,
-    /// Server worker processes [default: the rule, from the open-file limit]
-    #[arg(long)]
-    workers: Option<u32>,
+    /// Server worker processes: a number, or `auto` for the rule (from the open-file limit and
+    /// the connections; not the server's own `--workers auto`, one per core) [default: auto]
+    #[arg(long, value_parser = parse_workers)]
+    workers: Option<Workers>,
     /// Loader processes for the fill [default: the rule, from the open-file limit]
     #[arg(long)]
     processes: Option<u32>,
@@ -101,6 +102,23 @@ struct Args {
     /// connections), then exit: `--chart docs/data/scale.csv=docs/charts/scale.svg`
     #[arg(long, value_name = "CSV=SVG")]
     chart: Option<String>,
+}
+
+/// `--workers`: a count, or the rule.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Workers {
+    Auto,
+    Count(u32),
+}
+
+fn parse_workers(text: &str) -> Result<Workers, String> {
+    if text == "auto" {
+        return Ok(Workers::Auto);
+    }
+    match text.parse::<u32>() {
+        Ok(count) if (1..=1024).contains(&count) => Ok(Workers::Count(count)),
+        _ => Err(format!("'{text}' is not a worker count: give 1 to 1024, or auto (the rule)")),
+    }
 }
 
 // ----- failures: a phase and a sentence -----
@@ -195,9 +213,7 @@ fn run(args: &Args) -> Step<()> {
             phase: Phase::Fill,
             why: format!(
                 "{} of {} connections answered their echo; failures: {}",
-                figures.verified,
-                plan.connections,
-                figures.fill_errors
+                figures.verified, plan.connections, figures.fill_errors
             ),
         });
     }
@@ -234,9 +250,10 @@ const RATE_BUDGET: u64 = 4_000_000;
 /// The slowest paced rate the rule picks, whatever the process count.
 const MIN_CONNECT_RATE: u64 = 2_000;
 /// Machine memory one idle connection pair takes, both ends on this machine, all in (the
-/// kernel's socket structures for two sockets ~8.1 KB, the server's ~0.2 KB, the loader's
-/// ~0.9 KB), measured at 200,000: used to refuse a count the machine cannot hold.
-const PAIR_BYTES_ESTIMATE: u64 = 9_300;
+/// kernel's socket structures for two sockets ~8.0 KB, the server's ~0.2 KB, the loader's
+/// ~1 KB): 9.3 KB measured at 200,000, 9.4 KB (MemAvailable 24.2 -> 6.2 GiB) at two million
+/// (issue 37). Used to refuse a count the machine cannot hold.
+const PAIR_BYTES_ESTIMATE: u64 = 9_500;
 /// Memory kept free for everything else on the machine while the connections are held.
 const SPARE_BYTES: u64 = 1 << 30;
 
@@ -274,14 +291,15 @@ impl Plan {
         if args.connections == 0 || args.rate == 0 {
             return Err("--connections and --rate must be at least 1".to_string());
         }
-        let file_limit = hard_file_limit().map_err(|error| format!("cannot read the open-file limit: {error}"))?;
+        let file_limit =
+            hard_file_limit().map_err(|error| format!("cannot read the open-file limit: {error}"))?;
         let per_process = file_limit.saturating_sub(RESERVED_DESCRIPTORS).max(1);
         let connections = u64::from(args.connections);
         let active = args.active.unwrap_or((args.connections / 100).max(1));
         let mut chosen = Vec::new();
-        let workers = match args.workers {
-            Some(workers) => workers.max(1),
-            None => {
+        let workers = match args.workers.unwrap_or(Workers::Auto) {
+            Workers::Count(workers) => workers,
+            Workers::Auto => {
                 let workers = workers_for(connections + u64::from(active), per_process);
                 chosen.push(format!(
                     "--workers {workers}: the fewest whose fullest, at mean + {SPREAD_SIGMAS} sd of SO_REUSEPORT's spread, holds at most {per_process} of the {} connections (with the busy clients): mean {:.0}, fullest ~{:.0}",
@@ -295,7 +313,7 @@ impl Plan {
         let processes = match args.processes {
             Some(processes) => processes.max(1),
             None => {
-                let processes = connections.div_ceil(per_process).max(1) as u32;
+                let processes = processes_for(connections, per_process);
                 chosen.push(format!(
                     "--processes {processes}: ceil({connections} / {per_process}); the loader splits its connections exactly"
                 ));
@@ -309,7 +327,9 @@ impl Plan {
                 connections.div_ceil(per_process)
             ));
         }
-        let busy_processes = u64::from(active).div_ceil(per_process).max(1) as u32;
+        // The busy clients are split the same way: 20,000 of them (1% of two million) in one
+        // process need more descriptors than the limit allows, and the loader refuses them.
+        let busy_processes = processes_for(u64::from(active), per_process);
         let ports = ephemeral_ports();
         let per_source = CONNECTIONS_PER_SOURCE.min(ports / 2).max(1);
         let fill_sources = connections.div_ceil(per_source);
@@ -339,7 +359,7 @@ impl Plan {
         let connect_rate = match args.connect_rate {
             Some(rate) => rate.max(1),
             None => {
-                let rate = (RATE_BUDGET / total_processes).clamp(MIN_CONNECT_RATE, MAX_CONNECT_RATE) as u32;
+                let rate = connect_rate_for(total_processes);
                 chosen.push(format!(
                     "--connect-rate {rate}: min({MAX_CONNECT_RATE}, {RATE_BUDGET} / ({workers} + {processes}) processes)"
                 ));
@@ -379,7 +399,9 @@ impl Plan {
     /// How long the fill should take at the planned rates.
     fn fill_estimate(&self) -> Duration {
         let connections = f64::from(self.connections);
-        Duration::from_secs_f64(connections / f64::from(self.connect_rate) + connections / f64::from(self.echo_rate))
+        Duration::from_secs_f64(
+            connections / f64::from(self.connect_rate) + connections / f64::from(self.echo_rate),
+        )
     }
 
     fn print(&self) {
@@ -467,6 +489,17 @@ fn workers_for(connections: u64, per_process: u64) -> u32 {
     let root = (-SPREAD_SIGMAS + (SPREAD_SIGMAS * SPREAD_SIGMAS + 4.0 * room).sqrt()) / 2.0;
     let largest_mean = root * root;
     (connections as f64 / largest_mean).ceil().max(2.0) as u32
+}
+
+/// Loader processes for `connections`: the loader splits them exactly, so each holds at most
+/// `per_process`.
+fn processes_for(connections: u64, per_process: u64) -> u32 {
+    u32::try_from(connections.div_ceil(per_process.max(1)).max(1)).unwrap_or(u32::MAX)
+}
+
+/// The paced connect rate for `processes` server and loader processes sharing the machine.
+fn connect_rate_for(processes: u64) -> u32 {
+    (RATE_BUDGET / processes.max(1)).clamp(MIN_CONNECT_RATE, MAX_CONNECT_RATE) as u32
 }
 
 /// A worker's mean share of `connections` over `workers`.
@@ -627,7 +660,8 @@ fn measure(plan: &Plan, stop: &AtomicBool) -> Step<Figures> {
     }
     // Workers start one after the other, each in milliseconds.
     let startup = Duration::from_secs(30 + u64::from(plan.workers) / 4);
-    let (mut server, target) = common::start_server_within(command, startup).map_err(failed(Phase::Server))?;
+    let (mut server, target) =
+        common::start_server_within(command, startup).map_err(failed(Phase::Server))?;
     // With --workers 1 the server is the reactor; with more, its children are.
     let workers = if plan.workers > 1 { common::children(server.id()) } else { vec![server.id()] };
     if workers.len() != plan.workers as usize {
@@ -688,7 +722,8 @@ fn measure(plan: &Plan, stop: &AtomicBool) -> Step<Figures> {
     })?;
     let hold_started = Instant::now();
     let ready_s = fill_started.elapsed().as_secs_f64();
-    let tcp_pages_fill_peak = sampler.peak(fill_started, hold_started, tcp_pages).saturating_sub(tcp_before.mem_pages);
+    let tcp_pages_fill_peak =
+        sampler.peak(fill_started, hold_started, tcp_pages).saturating_sub(tcp_before.mem_pages);
     eprintln!(
         "scale: all {} connections up and answered after {ready_s:.1} s; TCP buffer pages peaked at {tcp_pages_fill_peak} during the fill",
         plan.connections
@@ -712,7 +747,8 @@ fn measure(plan: &Plan, stop: &AtomicBool) -> Step<Figures> {
     let idle_window = Duration::from_secs(10);
     sleep_unless_stopped(idle_window, stop).map_err(failed(Phase::Hold))?;
     let idle_ticks = cpu_ticks() - cpu_before;
-    let tcp_pages_held = sampler.median(idle_started, Instant::now(), tcp_pages).saturating_sub(tcp_before.mem_pages);
+    let tcp_pages_held =
+        sampler.median(idle_started, Instant::now(), tcp_pages).saturating_sub(tcp_before.mem_pages);
     let available_held = sampler.median(idle_started, Instant::now(), available_kib);
     let sockets_held = tcp_stat().inuse.saturating_sub(tcp_before.inuse);
 
@@ -732,12 +768,17 @@ fn measure(plan: &Plan, stop: &AtomicBool) -> Step<Figures> {
     let closing = Duration::from_secs(60 + u64::from(plan.connections) / 20_000);
     let fill_report = fill.finish(hold_left + closing, stop).map_err(failed(Phase::Fill))?;
     let teardown = Duration::from_secs(120 + u64::from(plan.connections) / 20_000);
-    if !wait_for_teardown(tcp_before.inuse, teardown, stop) {
-        eprintln!(
+    match wait_for_teardown(tcp_before.inuse, teardown, stop) {
+        Teardown::Done => {}
+        Teardown::Busy => eprintln!(
+            "scale: note: the held sockets are closed, but the machine was still busy {} s later (less than 90% idle: others' work, or the kernel freeing memory); the busy clients alone run anyway",
+            QUIET_WAIT.as_secs()
+        ),
+        Teardown::SocketsLeft => eprintln!(
             "scale: note: {} TCP sockets still open {} s after the hold ended; the busy clients alone run anyway, beside the kernel's cleanup",
             tcp_stat().inuse.saturating_sub(tcp_before.inuse),
             teardown.as_secs()
-        );
+        ),
     }
     let alone = busy(plan, &target, &plan.busy_sources, stop).map_err(failed(Phase::Alone))?;
     let listen_overflows = listen_overflows() - overflows_before;
@@ -832,8 +873,11 @@ fn check_spread(plan: &Plan, spread: Spread) -> Result<(), String> {
 
 /// The connections each worker holds (descriptors opened since it started).
 fn spread(workers: &[u32], at_start: &[u64]) -> Spread {
-    let held: Vec<u64> =
-        workers.iter().zip(at_start).map(|(&pid, &start)| open_descriptors(pid).saturating_sub(start)).collect();
+    let held: Vec<u64> = workers
+        .iter()
+        .zip(at_start)
+        .map(|(&pid, &start)| open_descriptors(pid).saturating_sub(start))
+        .collect();
     Spread {
         fewest: held.iter().copied().min().unwrap_or(0),
         most: held.iter().copied().max().unwrap_or(0),
@@ -858,19 +902,44 @@ fn sleep_unless_stopped(duration: Duration, stop: &AtomicBool) -> Result<(), Str
     Ok(())
 }
 
+/// How long the machine may stay busy once the sockets are gone before the comparison runs
+/// anyway: on a shared machine others' work keeps it busy, and that is not the cleanup.
+const QUIET_WAIT: Duration = Duration::from_secs(15);
+
+/// What [`wait_for_teardown`] found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Teardown {
+    /// The sockets are gone and the machine is quiet.
+    Done,
+    /// The sockets are gone, but the machine stayed busy (others' work, or the kernel still
+    /// freeing memory) for [`QUIET_WAIT`].
+    Busy,
+    /// Sockets were still open at the timeout.
+    SocketsLeft,
+}
+
 /// Waits (at most `timeout`) until the kernel holds about as many TCP sockets as before the
-/// fill and the machine is quiet again: releasing a million sockets keeps the kernel busy
-/// for a while after the last one is closed, and a comparison run during that would measure
-/// the cleanup. Returns whether it got there.
-fn wait_for_teardown(sockets_before: u64, timeout: Duration, stop: &AtomicBool) -> bool {
+/// fill, then (at most [`QUIET_WAIT`] more) until the machine is quiet again: releasing a
+/// million sockets keeps the kernel busy for a while after the last one is closed, and a
+/// comparison run during that would measure the cleanup.
+fn wait_for_teardown(sockets_before: u64, timeout: Duration, stop: &AtomicBool) -> Teardown {
     let started = Instant::now();
-    while started.elapsed() < timeout && !stop.load(Ordering::Relaxed) {
-        if tcp_stat().inuse < sockets_before + 1000 && machine_idle_fraction() > 0.9 {
-            return true;
+    loop {
+        if stop.load(Ordering::Relaxed) || started.elapsed() >= timeout {
+            return Teardown::SocketsLeft;
+        }
+        if tcp_stat().inuse < sockets_before + 1000 {
+            break;
         }
         std::thread::sleep(Duration::from_millis(200));
     }
-    false
+    let closed = Instant::now();
+    while closed.elapsed() < QUIET_WAIT && !stop.load(Ordering::Relaxed) {
+        if machine_idle_fraction() > 0.9 {
+            return Teardown::Done;
+        }
+    }
+    Teardown::Busy
 }
 
 // ----- a loader run -----
@@ -887,15 +956,10 @@ struct Loader {
 
 impl Loader {
     fn start(name: &str, args: &[&str]) -> Result<Loader, String> {
-        let child = Command::new(common::binary("evloop-load"))
-            .args(args)
-            .args(["--json", "--no-progress"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|error| format!("cannot start {name}: {error}"))?;
-        let mut guard = Guard::new(child, name, Duration::from_secs(30));
+        let mut command = Command::new(common::binary("evloop-load"));
+        command.args(args).args(["--json", "--no-progress"]);
+        command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut guard = Guard::spawn(&mut command, name, Duration::from_secs(30))?;
         let (stdout, stderr) = match (guard.child().stdout.take(), guard.child().stderr.take()) {
             (Some(stdout), Some(stderr)) => (stdout, stderr),
             _ => return Err(format!("{name}'s output is not piped")),
@@ -970,7 +1034,12 @@ impl Loader {
                 eprintln!("{line}");
             }
             if Instant::now() >= deadline {
-                return Err(format!("{} did not end within {} s{}", self.guard.name(), timeout.as_secs(), self.last_words()));
+                return Err(format!(
+                    "{} did not end within {} s{}",
+                    self.guard.name(),
+                    timeout.as_secs(),
+                    self.last_words()
+                ));
             }
             std::thread::sleep(Duration::from_millis(50));
         };
@@ -987,7 +1056,8 @@ impl Loader {
 
     /// Its last stderr lines, quoted, or nothing.
     fn last_words(&self) -> String {
-        let kept = self.last_lines.lock().map(|kept| kept.iter().cloned().collect::<Vec<_>>()).unwrap_or_default();
+        let kept =
+            self.last_lines.lock().map(|kept| kept.iter().cloned().collect::<Vec<_>>()).unwrap_or_default();
         if kept.is_empty() { String::new() } else { format!(": \"{}\"", kept.join(" / ")) }
     }
 }
@@ -1009,7 +1079,11 @@ fn tcp_stat() -> TcpStat {
     };
     let words: Vec<&str> = line.split_whitespace().collect();
     let field = |name: &str| {
-        words.iter().position(|word| *word == name).and_then(|at| words.get(at + 1)?.parse().ok()).unwrap_or(0)
+        words
+            .iter()
+            .position(|word| *word == name)
+            .and_then(|at| words.get(at + 1)?.parse().ok())
+            .unwrap_or(0)
     };
     TcpStat { inuse: field("inuse"), mem_pages: field("mem") }
 }
@@ -1047,7 +1121,11 @@ impl Sampler {
         let (kept, alive) = (samples.clone(), running.clone());
         let thread = std::thread::spawn(move || {
             while alive.load(Ordering::Relaxed) {
-                let sample = Sample { at: Instant::now(), tcp: tcp_stat(), available_kib: meminfo_kib("MemAvailable:") };
+                let sample = Sample {
+                    at: Instant::now(),
+                    tcp: tcp_stat(),
+                    available_kib: meminfo_kib("MemAvailable:"),
+                };
                 if let Ok(mut kept) = kept.lock() {
                     kept.push(sample);
                 }
@@ -1134,7 +1212,7 @@ fn print_slab_growth(before: &[(String, u64, u64)], held: &[(String, u64, u64)],
         .filter_map(|(name, objects, size)| {
             let was = before.iter().find(|(old, ..)| old == name).map_or(0, |(_, objects, _)| *objects);
             let per_pair = (*objects as f64 - was as f64) / pairs;
-            (per_pair >= 0.5).then(|| (per_pair * *size as f64, name.as_str(), per_pair, *size))
+            (per_pair >= 0.5).then_some((per_pair * *size as f64, name.as_str(), per_pair, *size))
         })
         .collect();
     if grown.is_empty() {
@@ -1188,16 +1266,17 @@ fn machine_idle_fraction() -> f64 {
 
 fn print_tables(plan: &Plan, figures: &Figures) {
     println!(
-        "| connections | workers | loader processes | established | verified | connects/s (paced at) | ready after s | server RSS B/conn | loader RSS B/conn | kernel slab B/pair | TCP pages held (fill peak) | all-in B/pair (MemAvailable) | idle CPU % | listen overflows | worker fewest / most (limit) |"
+        "| connections | workers | loader processes | established | verified | connect s | connects/s (paced at) | ready after s | server RSS B/conn | loader RSS B/conn | kernel slab B/pair | TCP pages held (fill peak) | all-in B/pair (MemAvailable) | idle CPU % | listen overflows | worker fewest / most (limit) |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     println!(
-        "| {} | {} | {} | {} | {} | {:.0} ({}) | {:.1} | {:.0} | {:.0} | {:.0} | {} ({}) | {:.0} | {:.2} | {} | {} / {} ({}) |",
+        "| {} | {} | {} | {} | {} | {:.1} | {:.0} ({}) | {:.1} | {:.0} | {:.0} | {:.0} | {} ({}) | {:.0} | {:.2} | {} | {} / {} ({}) |",
         plan.connections,
         plan.workers,
         plan.processes,
         figures.established,
         figures.verified,
+        figures.connect_s,
         figures.connect_per_s,
         plan.connect_rate,
         figures.ready_s,
@@ -1233,10 +1312,14 @@ fn record(path: &Path, plan: &Plan, figures: &Figures) -> Result<(), String> {
     use std::io::Write as _;
     let new = !path.exists();
     if !new {
-        let text = std::fs::read_to_string(path).map_err(|error| format!("cannot read {}: {error}", path.display()))?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|error| format!("cannot read {}: {error}", path.display()))?;
         let header = text.lines().next().unwrap_or("");
         if !CSV_HEADER.starts_with(header) || header.is_empty() {
-            return Err(format!("{} has other columns than this driver writes: record into a new file", path.display()));
+            return Err(format!(
+                "{} has other columns than this driver writes: record into a new file",
+                path.display()
+            ));
         }
         if header != CSV_HEADER {
             // An older file whose columns are a prefix of these: give it the new header.
@@ -1292,13 +1375,17 @@ fn record(path: &Path, plan: &Plan, figures: &Figures) -> Result<(), String> {
 fn draw_chart(csv: &Path, svg: &Path) -> Result<(), String> {
     use evloop::load::chart::{Panel, Series, write_svg};
     let mut table = common::Table::try_read(csv)?;
-    let needed = ["connections", "idle_timeout_s", "server_rss_b_per_conn", "kernel_b_per_conn", "busy_p50_us"];
+    let needed =
+        ["connections", "idle_timeout_s", "server_rss_b_per_conn", "kernel_b_per_conn", "busy_p50_us"];
     if let Some(missing) = needed.iter().find(|column| !table.has(column)) {
         return Err(format!("{} has no column {missing}: is it a CSV written by --record?", csv.display()));
     }
     let idle_timeout = table.column("idle_timeout_s");
     table.rows.retain(|row| row[idle_timeout] == 0.0);
-    let series = |name: &str, field: &str| Series { name: name.to_string(), points: table.points("connections", field) };
+    let series = |name: &str, field: &str| Series {
+        name: name.to_string(),
+        points: table.points("connections", field),
+    };
     let memory = Panel {
         title: "Memory per idle connection".to_string(),
         x_label: "connections".to_string(),
@@ -1324,4 +1411,76 @@ fn draw_chart(csv: &Path, svg: &Path) -> Result<(), String> {
         ],
     };
     write_svg(svg, &[memory, latency]).map_err(|error| format!("cannot write {}: {error}", svg.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Sockets one process holds under this machine's 20,000 open-file limit.
+    const PER_PROCESS: u64 = 20_000 - RESERVED_DESCRIPTORS;
+
+    /// The rule's workers leave the fullest, at five standard deviations, within the limit,
+    /// and one worker fewer would not.
+    #[test]
+    fn workers_leave_room_for_the_spread() {
+        for connections in [30_000, 101_000, 303_000, 1_010_000, 2_020_000, 2_525_000] {
+            let workers = workers_for(connections, PER_PROCESS);
+            assert!(fullest_share(connections, workers) <= PER_PROCESS as f64, "{connections} on {workers}");
+            assert!(
+                fullest_share(connections, workers - 1) > PER_PROCESS as f64,
+                "{connections} on {workers}"
+            );
+        }
+        assert_eq!(workers_for(2_020_000, PER_PROCESS), 105);
+        assert_eq!(workers_for(19_000, PER_PROCESS), 1);
+    }
+
+    /// No loader process, fill or busy, is given more connections than it may hold: 1% of two
+    /// million busy clients take two processes, not one (the failure that started issue 37).
+    #[test]
+    fn loader_processes_stay_within_the_limit() {
+        assert_eq!(processes_for(20_000, PER_PROCESS), 2);
+        assert_eq!(processes_for(19_968, PER_PROCESS), 1);
+        assert_eq!(processes_for(1, PER_PROCESS), 1);
+        for connections in [1, 19_969, 300_000, 2_000_000, 2_500_000] {
+            let processes = processes_for(connections, PER_PROCESS);
+            assert!(connections.div_ceil(u64::from(processes)) <= PER_PROCESS);
+        }
+    }
+
+    /// The connect rate falls with the processes sharing two cores, within its bounds.
+    #[test]
+    fn connect_rate_follows_the_process_count() {
+        assert_eq!(connect_rate_for(4), MAX_CONNECT_RATE as u32);
+        assert_eq!(connect_rate_for(206), 19_417);
+        assert_eq!(connect_rate_for(100_000), MIN_CONNECT_RATE as u32);
+    }
+
+    /// Source ranges run across the third octet and are counted back exactly.
+    #[test]
+    fn sources_are_named_and_counted() {
+        assert_eq!(loopback_range(0, 4), "127.0.0.1-127.0.0.4");
+        assert_eq!(loopback_range(254, 3), "127.0.0.255-127.0.1.1");
+        assert_eq!(count_sources("127.0.0.1-127.0.1.78").unwrap(), 334);
+        assert_eq!(count_sources("127.0.0.1, 127.0.0.9-127.0.0.10").unwrap(), 3);
+        assert!(count_sources("127.0.0.x").is_err());
+    }
+
+    /// `--workers` takes a count or `auto`, and refuses anything else in a sentence.
+    #[test]
+    fn workers_flag() {
+        assert_eq!(parse_workers("auto"), Ok(Workers::Auto));
+        assert_eq!(parse_workers("105"), Ok(Workers::Count(105)));
+        assert!(parse_workers("0").is_err());
+        assert!(parse_workers("many").is_err());
+    }
+
+    /// A loader report's failures are told by class, with what to do.
+    #[test]
+    fn failures_are_told() {
+        let report: Value = serde_json::json!({"errors": {"turned_away": 3, "lost": 0}});
+        assert!(error_story(&report).starts_with("3 turned_away (a worker was full"));
+        assert_eq!(error_story(&serde_json::json!({"errors": {}})), "none");
+    }
 }

@@ -1,9 +1,13 @@
 //! A child process that cannot outlive the driver that started it: dropping a [`Guard`]
 //! stops the child and whatever it started (a server's workers, a loader's processes), so a
 //! driver that fails halfway, returns early or panics leaves nothing running on a shared
-//! machine.
+//! machine. A driver killed outright (SIGKILL, out of memory) runs no destructor: a child
+//! started through [`Guard::spawn`] then gets SIGTERM from the kernel (`PR_SET_PDEATHSIG`),
+//! and stops its own children as on any SIGTERM.
 
-use std::process::{Child, ExitStatus};
+use std::io;
+use std::os::unix::process::CommandExt as _;
+use std::process::{Child, Command, ExitStatus};
 use std::time::{Duration, Instant};
 
 /// See the module documentation.
@@ -22,6 +26,28 @@ impl Guard {
     /// Guards `child`; `grace` is how long a SIGTERM may take before SIGKILL.
     pub fn new(child: Child, name: &str, grace: Duration) -> Guard {
         Guard { child, name: name.to_string(), grace, exited: None }
+    }
+
+    /// Starts `command` guarded; the child also gets SIGTERM if this process dies without
+    /// running its destructors.
+    pub fn spawn(command: &mut Command, name: &str, grace: Duration) -> Result<Guard, String> {
+        let parent = std::process::id();
+        // SAFETY: the closure runs in the child between fork and exec; it calls only prctl and
+        // getppid, which are async-signal-safe, and allocates nothing on success.
+        unsafe {
+            command.pre_exec(move || {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                // The parent died before the prctl: nothing will send the signal.
+                if u32::try_from(libc::getppid()).ok() != Some(parent) {
+                    return Err(io::Error::other("the driver is gone"));
+                }
+                Ok(())
+            })
+        };
+        let child = command.spawn().map_err(|error| format!("cannot start {name}: {error}"))?;
+        Ok(Guard::new(child, name, grace))
     }
 
     /// Its process id.
@@ -68,7 +94,12 @@ impl Guard {
         let descendants = descendants(self.child.id());
         signal(self.child.id(), libc::SIGTERM);
         if self.wait_for(self.grace).is_none() {
-            eprintln!("scale: {} (pid {}) did not stop within {:?}; killing it", self.name, self.id(), self.grace);
+            eprintln!(
+                "scale: {} (pid {}) did not stop within {:?}; killing it",
+                self.name,
+                self.id(),
+                self.grace
+            );
             let _ = self.child.kill();
             self.exited = self.child.wait().ok();
         }

@@ -69,12 +69,8 @@ pub fn start_server(mut command: Command) -> (Child, String) {
 /// never writes into a closed pipe. A failure is a sentence.
 pub fn start_server_within(mut command: Command, timeout: Duration) -> Result<(Guard, String), String> {
     let program = command.get_program().to_string_lossy().into_owned();
-    let child = command
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .map_err(|error| format!("cannot start {program}: {error}"))?;
-    let mut server = Guard::new(child, "the server", Duration::from_secs(30));
+    command.stdout(Stdio::piped()).stderr(Stdio::inherit());
+    let mut server = Guard::spawn(&mut command, &format!("the server ({program})"), Duration::from_secs(30))?;
     let stdout = server.child().stdout.take().ok_or("the server's stdout is not piped")?;
     let (first, first_line) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
@@ -205,7 +201,8 @@ impl Table {
 
     /// Reads as [`Table::read`] does, saying what is wrong instead of panicking.
     pub fn try_read(path: &std::path::Path) -> Result<Table, String> {
-        let text = std::fs::read_to_string(path).map_err(|error| format!("cannot read {}: {error}", path.display()))?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|error| format!("cannot read {}: {error}", path.display()))?;
         let mut lines = text.lines();
         let header: Vec<String> = lines
             .next()
@@ -217,7 +214,8 @@ impl Table {
         // A row written before a column was added has no cell for it: it reads 0.
         let rows = lines
             .map(|line| {
-                let mut row: Vec<f64> = line.split(',').map(|cell| cell.parse::<f64>().unwrap_or(0.0)).collect();
+                let mut row: Vec<f64> =
+                    line.split(',').map(|cell| cell.parse::<f64>().unwrap_or(0.0)).collect();
                 row.resize(width.max(row.len()), 0.0);
                 row
             })
