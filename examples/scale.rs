@@ -5,6 +5,9 @@
 //!
 //! Run:  cargo run --release --example scale -- --connections 200000
 //!       cargo run --release --example scale -- --connections 2000000 --plan   (print the plan only)
+//!       cargo run --release --example scale -- --connections 2000000 --hold 90 --record docs/data/scale.csv
+//! (two million: `sysctl -w fs.file-max=5000000` first unless run as root, and an idle machine:
+//! about 19 GiB of MemAvailable; docs/scaling.md and docs/operations.md say why.)
 //!
 //! Steps, each bounded in time; a failure is one sentence naming the step and why, and every
 //! process started here is stopped (`common::Guard`):
@@ -25,11 +28,11 @@
 //!   and the loader raise their soft limit to; 32 are kept for the poller, timers, pipes);
 //! - loader processes: `ceil(C / (L - 32))`, since the loader splits its connections
 //!   exactly; the busy clients get `ceil(A / (L - 32))` of their own;
-//! - server workers: `SO_REUSEPORT` hands each connection to a worker by a hash of its
-//!   addresses and ports, so a worker's share is binomial: mean `m = (C + A) / W`, spread
-//!   about `sqrt(m)`. `W` is the fewest workers whose fullest, at `m + 5 sqrt(m)`, stays within
-//!   `L - 32` (a worker that is full turns the next client away with `ERR server full`,
-//!   however much room the others have);
+//! - server workers (`--workers auto`, the default): `SO_REUSEPORT` hands each connection to
+//!   a worker by a hash of its addresses and ports, so a worker's share is binomial: mean
+//!   `m = (C + A) / W`, spread about `sqrt(m)`. `W` is the fewest workers whose fullest, at
+//!   `m + 5 sqrt(m)`, stays within `L - 32` (a worker that is full turns the next client away
+//!   with `ERR server full`, however much room the others have);
 //! - source addresses: one per 6,000 connections (connect() searches a source's ~28,000
 //!   ports and slows as they fill; past them it fails);
 //! - rates: connects at `min(40,000, 4,000,000 / (W + P))` a second, first echoes at half
@@ -212,7 +215,7 @@ fn run(args: &Args) -> Step<()> {
         return Err(Failure {
             phase: Phase::Fill,
             why: format!(
-                "{} of {} connections answered their echo; failures: {}",
+                "{} of {} first echoes verified; failures: {}",
                 figures.verified, plan.connections, figures.fill_errors
             ),
         });
@@ -254,6 +257,8 @@ const MIN_CONNECT_RATE: u64 = 2_000;
 /// ~1 KB): 9.3 KB measured at 200,000, 9.4 KB (MemAvailable 24.2 -> 6.2 GiB) at two million
 /// (issue 37). Used to refuse a count the machine cannot hold.
 const PAIR_BYTES_ESTIMATE: u64 = 9_500;
+/// MemAvailable, in MiB, below which the fill is stopped.
+const LOW_MEMORY_MIB: u64 = 512;
 /// Memory kept free for everything else on the machine while the connections are held.
 const SPARE_BYTES: u64 = 1 << 30;
 
@@ -599,6 +604,8 @@ struct Spread {
     fewest: u64,
     most: u64,
     mean: f64,
+    /// All the workers hold: the connections the server has, counted on its side.
+    total: u64,
 }
 
 /// A busy-client run's figures.
@@ -716,7 +723,20 @@ fn measure(plan: &Plan, stop: &AtomicBool) -> Step<Figures> {
     // Twice the planned time, and a minute: a paced fill that falls that far behind has a
     // problem worth a sentence, not a longer wait.
     let fill_deadline = plan.fill_estimate() * 2 + Duration::from_secs(60);
-    fill.wait_for_line("holding", fill_deadline, stop).map_err(|why| Failure {
+    // The machine's memory is the ceiling (both ends of every connection are here): stop
+    // the fill while there is some left, rather than let the kernel kill something.
+    let enough_memory = || {
+        let available_mib = meminfo_kib("MemAvailable:") / 1024;
+        if available_mib >= LOW_MEMORY_MIB {
+            return Ok(());
+        }
+        let sockets = tcp_stat().inuse.saturating_sub(tcp_before.inuse);
+        Err(format!(
+            "MemAvailable fell to {available_mib} MiB with {sockets} TCP sockets open (about {} connection pairs): this machine's memory is the ceiling; stopped before the kernel had to kill something",
+            sockets / 2
+        ))
+    };
+    fill.wait_for_line("holding", fill_deadline, stop, enough_memory).map_err(|why| Failure {
         phase: Phase::Fill,
         why: format!("{why}; {} TCP sockets open", tcp_stat().inuse.saturating_sub(tcp_before.inuse)),
     })?;
@@ -725,8 +745,7 @@ fn measure(plan: &Plan, stop: &AtomicBool) -> Step<Figures> {
     let tcp_pages_fill_peak =
         sampler.peak(fill_started, hold_started, tcp_pages).saturating_sub(tcp_before.mem_pages);
     eprintln!(
-        "scale: all {} connections up and answered after {ready_s:.1} s; TCP buffer pages peaked at {tcp_pages_fill_peak} during the fill",
-        plan.connections
+        "scale: the fill's loader holds its connections after {ready_s:.1} s (each connected, then sent one echo); TCP buffer pages peaked at {tcp_pages_fill_peak} during the fill"
     );
     if let Some([_, pressure, _]) = tcp_mem_limits() {
         if tcp_pages_fill_peak > pressure {
@@ -738,15 +757,30 @@ fn measure(plan: &Plan, stop: &AtomicBool) -> Step<Figures> {
 
     // Held and idle.
     sleep_unless_stopped(Duration::from_secs(2), stop).map_err(failed(Phase::Hold))?;
+    check_workers(&mut server, &workers).map_err(failed(Phase::Hold))?;
     let (rss_held, slab_held, cpu_before) = (rss_kib(), meminfo_kib("Slab:"), cpu_ticks());
     let loader_rss_kib: u64 = fill.processes().iter().map(|&pid| common::status_field(pid, "VmRSS:")).sum();
     let slabs_held = slabinfo();
     let spread = spread(&workers, &descriptors_at_start);
+    // The loader's "holding N" counts connections that came up, also those a full worker
+    // then turned away: the server's own count says whether every one is held. If not, the
+    // hold would measure something else; the loader's report says why.
+    eprintln!("scale: the server holds {} connections", spread.total);
+    if spread.total < u64::from(plan.connections) {
+        let story = fill.interrupt().map(|report| error_story(&report)).unwrap_or_else(|why| why);
+        return Err(Failure {
+            phase: Phase::Fill,
+            why: format!(
+                "the server holds {} of the {} connections after the fill; the loader's failures: {story}",
+                spread.total, plan.connections
+            ),
+        });
+    }
     check_spread(plan, spread).map_err(failed(Phase::Hold))?;
     let idle_started = Instant::now();
     let idle_window = Duration::from_secs(10);
     sleep_unless_stopped(idle_window, stop).map_err(failed(Phase::Hold))?;
-    let idle_ticks = cpu_ticks() - cpu_before;
+    let idle_ticks = cpu_ticks().saturating_sub(cpu_before);
     let tcp_pages_held =
         sampler.median(idle_started, Instant::now(), tcp_pages).saturating_sub(tcp_before.mem_pages);
     let available_held = sampler.median(idle_started, Instant::now(), available_kib);
@@ -781,7 +815,7 @@ fn measure(plan: &Plan, stop: &AtomicBool) -> Step<Figures> {
         ),
     }
     let alone = busy(plan, &target, &plan.busy_sources, stop).map_err(failed(Phase::Alone))?;
-    let listen_overflows = listen_overflows() - overflows_before;
+    let listen_overflows = listen_overflows().saturating_sub(overflows_before);
     drop(sampler);
     server.stop();
 
@@ -843,6 +877,27 @@ fn busy(plan: &Plan, target: &str, sources: &str, stop: &AtomicBool) -> Result<V
     loader.finish(deadline, stop)
 }
 
+/// Checks that the server and every worker it started still run: a worker that died took its
+/// connections with it (the supervisor starts another, empty), and the figures would be
+/// another run's.
+fn check_workers(server: &mut Guard, workers: &[u32]) -> Result<(), String> {
+    if let Some(status) = server.try_wait() {
+        return Err(format!("the server exited ({status}) while the connections were held"));
+    }
+    if workers.len() > 1 {
+        let running = common::children(server.id());
+        let gone: Vec<String> =
+            workers.iter().filter(|pid| !running.contains(pid)).map(|pid| pid.to_string()).collect();
+        if !gone.is_empty() {
+            return Err(format!(
+                "worker processes {} exited during the fill (their connections went with them; see the server's log above)",
+                gone.join(", ")
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Checks the spread of the held connections over the workers: a worker at its limit turns
 /// the next client hashed to it away, however much room the others have.
 fn check_spread(plan: &Plan, spread: Spread) -> Result<(), String> {
@@ -882,6 +937,7 @@ fn spread(workers: &[u32], at_start: &[u64]) -> Spread {
         fewest: held.iter().copied().min().unwrap_or(0),
         most: held.iter().copied().max().unwrap_or(0),
         mean: held.iter().sum::<u64>() as f64 / held.len().max(1) as f64,
+        total: held.iter().sum(),
     }
 }
 
@@ -994,12 +1050,20 @@ impl Loader {
     }
 
     /// Waits up to `timeout` for a stderr line containing `needle`, echoing the others.
-    fn wait_for_line(&mut self, needle: &str, timeout: Duration, stop: &AtomicBool) -> Result<(), String> {
+    /// `watch` is asked every 200 ms whether to go on; its sentence ends the wait.
+    fn wait_for_line(
+        &mut self,
+        needle: &str,
+        timeout: Duration,
+        stop: &AtomicBool,
+        watch: impl Fn() -> Result<(), String>,
+    ) -> Result<(), String> {
         let deadline = Instant::now() + timeout;
         loop {
             if stop.load(Ordering::Relaxed) {
                 return Err("interrupted (SIGINT or SIGTERM)".to_string());
             }
+            watch()?;
             match self.lines.recv_timeout(Duration::from_millis(200)) {
                 Ok(line) if line.contains(needle) => return Ok(()),
                 Ok(line) => eprintln!("{line}"),
@@ -1018,6 +1082,13 @@ impl Loader {
                 ));
             }
         }
+    }
+
+    /// Stops it now (SIGTERM: it reports what it did so far) and returns that report.
+    fn interrupt(mut self) -> Result<Value, String> {
+        let status = self.guard.stop();
+        let text = self.report.recv_timeout(Duration::from_secs(10)).unwrap_or_default();
+        serde_json::from_str(text.trim()).map_err(|_| self.story(status, "gave no JSON report when stopped"))
     }
 
     /// Waits up to `timeout` for it to end, and returns its JSON report.
