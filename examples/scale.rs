@@ -816,6 +816,16 @@ fn measure(plan: &Plan, stop: &AtomicBool) -> Step<Figures> {
     }
     let alone = busy(plan, &target, &plan.busy_sources, stop).map_err(failed(Phase::Alone))?;
     let listen_overflows = listen_overflows().saturating_sub(overflows_before);
+    // Which half of the fill queued the pages: connecting, or the first echoes after it.
+    let connected_at = fill_started
+        + Duration::from_secs_f64(fill_report["connections"]["connect_phase_s"].as_f64().unwrap_or(0.0));
+    let peak_connecting =
+        sampler.peak(fill_started, connected_at, tcp_pages).saturating_sub(tcp_before.mem_pages);
+    let peak_echoing =
+        sampler.peak(connected_at, hold_started, tcp_pages).saturating_sub(tcp_before.mem_pages);
+    eprintln!(
+        "scale: TCP buffer pages at their peak, more than before the fill: {peak_connecting} while connecting, {peak_echoing} during the first echoes"
+    );
     drop(sampler);
     server.stop();
 
@@ -1093,8 +1103,13 @@ impl Loader {
     /// Stops it now (SIGTERM: it reports what it did so far) and returns that report.
     fn interrupt(mut self) -> Result<Value, String> {
         let status = self.guard.stop();
+        self.report(status)
+    }
+
+    /// Its JSON report, once it has ended with `status`.
+    fn report(&self, status: Option<ExitStatus>) -> Result<Value, String> {
         let text = self.report.recv_timeout(Duration::from_secs(10)).unwrap_or_default();
-        serde_json::from_str(text.trim()).map_err(|_| self.story(status, "gave no JSON report when stopped"))
+        serde_json::from_str(text.trim()).map_err(|_| self.story(status, "gave no JSON report"))
     }
 
     /// Waits up to `timeout` for it to end, and returns its JSON report.
@@ -1120,9 +1135,8 @@ impl Loader {
             }
             std::thread::sleep(Duration::from_millis(50));
         };
-        let text = self.report.recv_timeout(Duration::from_secs(10)).unwrap_or_default();
         // Exit code 1 is a run with failures, whose report says which: the caller judges.
-        serde_json::from_str(text.trim()).map_err(|_| self.story(Some(status), "gave no JSON report"))
+        self.report(Some(status))
     }
 
     /// "NAME exited with STATUS and WHAT: its last words".
