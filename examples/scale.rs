@@ -98,6 +98,11 @@ struct Args {
     /// Print the plan (workers, processes, sources, rates, memory) and exit
     #[arg(long)]
     plan: bool,
+    /// Run even if the memory estimate says the machine cannot hold it, to find the ceiling:
+    /// the fill still stops with a sentence (and the count reached) once MemAvailable falls
+    /// under 512 MiB
+    #[arg(long)]
+    no_memory_check: bool,
     /// Append this run's figures as a CSV row to FILE (header written if the file is new)
     #[arg(long, value_name = "FILE")]
     record: Option<PathBuf>,
@@ -195,7 +200,7 @@ fn run(args: &Args) -> Step<()> {
     }
     let plan = Plan::new(args).map_err(failed(Phase::Plan))?;
     plan.print();
-    plan.check_machine().map_err(failed(Phase::Plan))?;
+    plan.check_machine(!args.no_memory_check).map_err(failed(Phase::Plan))?;
     if args.plan {
         return Ok(());
     }
@@ -446,7 +451,9 @@ impl Plan {
 
     /// Whether this machine can hold the plan: memory, and the system-wide file limit. A
     /// count it cannot hold is refused here, before anything starts.
-    fn check_machine(&self) -> Result<(), String> {
+    /// `memory_check` false (`--no-memory-check`): a count past the estimate is noted, not
+    /// refused.
+    fn check_machine(&self, memory_check: bool) -> Result<(), String> {
         let pairs = u64::from(self.connections) + u64::from(self.active);
         let needed = pairs * PAIR_BYTES_ESTIMATE;
         let available = meminfo_kib("MemAvailable:") * 1024;
@@ -457,11 +464,15 @@ impl Plan {
             gib(available)
         );
         if needed + SPARE_BYTES > available {
-            return Err(format!(
-                "{pairs} connection pairs need about {:.1} GiB (~{PAIR_BYTES_ESTIMATE} B a pair: two sockets' kernel structures and both processes' state), and {:.1} GiB is available with 1 GiB left for the rest: this machine holds about {fits} pairs now",
+            let why = format!(
+                "{pairs} connection pairs need about {:.1} GiB (~{PAIR_BYTES_ESTIMATE} B a pair: two sockets' kernel structures and both processes' state), and {:.1} GiB is available with 1 GiB left for the rest: this machine holds about {fits} pairs now (--no-memory-check tries anyway, and stops the fill when memory runs low)",
                 gib(needed),
                 gib(available)
-            ));
+            );
+            if memory_check {
+                return Err(why);
+            }
+            eprintln!("scale: --no-memory-check: running anyway; {why}");
         }
         let sockets = 2 * pairs + 10_000;
         let file_max = read_number("/proc/sys/fs/file-max").unwrap_or(u64::MAX);
