@@ -747,9 +747,19 @@ fn measure(plan: &Plan, stop: &AtomicBool) -> Step<Figures> {
             sockets / 2
         ))
     };
-    fill.wait_for_line("holding", fill_deadline, stop, enough_memory).map_err(|why| Failure {
-        phase: Phase::Fill,
-        why: format!("{why}; {} TCP sockets open", tcp_stat().inuse.saturating_sub(tcp_before.inuse)),
+    fill.wait_for_line("holding", fill_deadline, stop, enough_memory).map_err(|why| {
+        let per_source = u64::from(plan.connections) / plan.source_count.max(1);
+        let hint = if per_source > CONNECTIONS_PER_SOURCE {
+            format!(
+                "; {per_source} connections per source address, and connect() slows as a source's ports fill: give more --sources (the rule's one per {CONNECTIONS_PER_SOURCE}), or leave --sources out"
+            )
+        } else {
+            String::new()
+        };
+        Failure {
+            phase: Phase::Fill,
+            why: format!("{why}; {} TCP sockets open{hint}", tcp_stat().inuse.saturating_sub(tcp_before.inuse)),
+        }
     })?;
     let hold_started = Instant::now();
     let ready_s = fill_started.elapsed().as_secs_f64();

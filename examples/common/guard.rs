@@ -83,17 +83,19 @@ impl Guard {
     }
 
     /// Stops it: SIGTERM, up to `grace` for it to exit, then SIGKILL for it and for every
-    /// descendant it had when asked to stop that is still the same process (same start
-    /// time: a PID is never killed after it was reused). Returns its exit status.
+    /// descendant it had when asked to stop or when killed that is still the same process
+    /// (same start time: a PID is never killed after it was reused). Returns its exit status.
     pub fn stop(&mut self) -> Option<ExitStatus> {
         if let Some(status) = self.try_wait() {
             return Some(status);
         }
         // Listed before the SIGTERM: once the root exits, its children are reparented and no
         // longer found under it.
-        let descendants = descendants(self.child.id());
+        let mut descendants = descendants(self.child.id());
         signal(self.child.id(), libc::SIGTERM);
         if self.wait_for(self.grace).is_none() {
+            // And those it started since (a server still starting its workers).
+            descendants.extend(self::descendants(self.child.id()));
             eprintln!(
                 "scale: {} (pid {}) did not stop within {:?}; killing it",
                 self.name,
