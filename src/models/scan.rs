@@ -148,7 +148,7 @@ pub fn run(
         for (position, &key) in keys.iter().enumerate() {
             let watch = watches[listeners.len() + position];
             if watch.readable {
-                let before = (telemetry.stats.messages_in, telemetry.stats.bytes_in);
+                let before = telemetry.mark();
                 read_and_handle(
                     key,
                     &mut conns,
@@ -159,22 +159,14 @@ pub fn run(
                     config,
                     &mut telemetry,
                 );
-                if let Some(console) = &mut telemetry.console {
-                    let stats = &telemetry.stats;
-                    let (messages, bytes_in) = (stats.messages_in - before.0, stats.bytes_in - before.1);
-                    console.served(Served { conn: key, messages, bytes_in, bytes_out: 0 });
-                }
+                telemetry.served_since(key, before);
             }
         }
         let mut finished = Vec::new();
         for (key, conn) in &mut conns {
             if !conn.output.is_empty() {
                 match write_out(conn, &mut telemetry.stats) {
-                    Ok(written) => {
-                        if let Some(console) = &mut telemetry.console {
-                            console.wrote(key, written as u64);
-                        }
-                    }
+                    Ok(written) => telemetry.wrote(key, written),
                     Err(error) => {
                         debug!("closed on write error; conn={key} error={error}");
                         conn.reading = false;
@@ -189,23 +181,11 @@ pub fn run(
         for key in finished {
             let conn = conns.remove(key);
             let _ = conn.stream.shutdown(Shutdown::Both);
-            telemetry.stats.connections_closed += 1;
-            if let Some(recording) = &mut telemetry.recording {
-                recording.closed(key);
-            }
-            if let Some(console) = &mut telemetry.console {
-                console.reset(key);
-            }
+            telemetry.closed(key);
         }
-        if let Some(console) = &mut telemetry.console {
-            let now = Instant::now();
-            let turn = (telemetry.stats.wakeups, ready, woke - polled, now - woke);
-            if console.end_turn(turn, now) {
-                let view = View { conns: &conns, names: &names, codecs: &codecs, handlers: &handlers };
-                console.snapshot(now, &counters(&telemetry.stats), |writer, console| {
-                    view.write(writer, console)
-                });
-            }
+        if telemetry.console.is_some() {
+            let view = View { conns: &conns, names: &names, codecs: &codecs, handlers: &handlers };
+            telemetry.end_turn((ready, woke - polled, woke), &view);
         }
     }
     info!("stopped; model={kind:?}");
@@ -226,6 +206,50 @@ struct Telemetry {
     full_log: LogThrottle,
     /// `--listen console=ADDR`: the turns and snapshots for the console thread.
     console: Option<LoopTap>,
+}
+
+impl Telemetry {
+    /// Where the counters stand before a connection's read (messages in, bytes in), for
+    /// what the console is told it got done.
+    fn mark(&self) -> (u64, u64) {
+        (self.stats.messages_in, self.stats.bytes_in)
+    }
+
+    /// Connection `key` was served since `before`: for the console's turn.
+    fn served_since(&mut self, key: usize, (messages_in, bytes_in): (u64, u64)) {
+        if let Some(console) = &mut self.console {
+            let (messages, bytes_in) = (self.stats.messages_in - messages_in, self.stats.bytes_in - bytes_in);
+            console.served(Served { conn: key, messages, bytes_in, bytes_out: 0 });
+        }
+    }
+
+    /// `written` bytes went to connection `key` in this turn.
+    fn wrote(&mut self, key: usize, written: usize) {
+        if let Some(console) = &mut self.console {
+            console.wrote(key, written as u64);
+        }
+    }
+
+    /// Connection `key` was closed.
+    fn closed(&mut self, key: usize) {
+        self.stats.connections_closed += 1;
+        if let Some(recording) = &mut self.recording {
+            recording.closed(key);
+        }
+        if let Some(console) = &mut self.console {
+            console.reset(key);
+        }
+    }
+
+    /// The console's end of a turn (`ready` descriptors, after `waited` in the scan, woken
+    /// at `woke`): its message, and a snapshot of `view` when one is wanted.
+    fn end_turn(&mut self, (ready, waited, woke): (usize, Duration, Instant), view: &View<'_>) {
+        let Some(console) = &mut self.console else { return };
+        let now = Instant::now();
+        if console.end_turn((self.stats.wakeups, ready, waited, now - woke), now) {
+            console.snapshot(now, &counters(&self.stats), |writer, console| view.write(writer, console));
+        }
+    }
 }
 
 /// What a console snapshot of the loop is made from.
