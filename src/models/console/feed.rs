@@ -98,3 +98,27 @@ impl Feed {
         std::mem::take(&mut queue.missed)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A full queue takes no more turns but counts them; a take empties it, in order, and
+    /// hands over the count once.
+    #[test]
+    fn a_full_queue_counts_what_it_does_not_take() {
+        let feed = Feed::default();
+        let turn = "x".repeat(MAX_QUEUED / 4);
+        for _ in 0..6 {
+            feed.push_turn(&turn);
+        }
+        feed.push_snapshot("{}");
+        let mut taken = VecDeque::new();
+        assert_eq!(feed.take(&mut taken), 2);
+        assert_eq!(taken.len(), 5);
+        assert!(matches!(taken.back(), Some(Message::Snapshot(_))), "the snapshot, after the turns");
+        assert_eq!(feed.take(&mut taken), 0);
+        feed.push_turn(&turn);
+        assert_eq!((feed.take(&mut taken), taken.len()), (0, 6), "room again once taken");
+    }
+}

@@ -105,3 +105,47 @@ impl LoopTap {
         self.json = json;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::models::console::feed::Message;
+    use std::collections::VecDeque;
+
+    fn served(conn: usize) -> Served {
+        Served { conn, messages: 1, bytes_in: 4, bytes_out: 0 }
+    }
+
+    /// Nothing is written while nobody watches; once someone does, a snapshot first, then
+    /// each turn that served a client, with what was written to it in the turn, up to the
+    /// cap per window; the rest are counted as missed.
+    #[test]
+    fn turns_go_into_the_feed_only_while_watched_and_within_the_cap() {
+        let (feed, start) = (Arc::new(Feed::default()), Instant::now());
+        let mut tap = LoopTap::new(Model::Select, Arc::clone(&feed), start);
+        tap.served(served(1));
+        assert!(!tap.end_turn((1, 1, Duration::ZERO, Duration::ZERO), start));
+        let mut taken = VecDeque::new();
+        assert_eq!((feed.take(&mut taken), taken.len()), (0, 0), "nobody watches: nothing written");
+        feed.set_watchers(1);
+        feed.want_snapshot();
+        assert!(tap.end_turn((2, 0, Duration::ZERO, Duration::ZERO), start), "a snapshot wanted");
+        tap.snapshot(start, &Counters::default(), |_, _| {});
+        for turn in 0..(TURNS_PER_WINDOW as u64 + 3) {
+            tap.served(served(1));
+            tap.wrote(1, 4);
+            tap.served(served(2));
+            tap.end_turn((3 + turn, 2, Duration::ZERO, Duration::ZERO), start);
+        }
+        assert_eq!(feed.take(&mut taken), 3, "past the cap: counted, not written");
+        assert_eq!(taken.len(), 1 + TURNS_PER_WINDOW as usize);
+        let Some(Message::Snapshot(snapshot)) = taken.front() else { panic!("a snapshot first") };
+        assert!(snapshot.starts_with(r#"{"type":"snapshot","model":"select","#), "{snapshot}");
+        let Some(Message::Turn(turn)) = taken.get(1) else { panic!("then the turns") };
+        assert_eq!(
+            turn,
+            r#"{"type":"turn","turn":3,"events":2,"waited_us":0,"busy_us":0,"served":[{"conn":1,"messages":1,"bytes_in":4,"bytes_out":4},{"conn":2,"messages":1,"bytes_in":4,"bytes_out":0}]}"#
+        );
+        assert_eq!(tap.totals(1).messages, 1 + TURNS_PER_WINDOW as u64 + 3, "totals count every turn");
+    }
+}
