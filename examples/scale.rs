@@ -627,12 +627,16 @@ struct Busy {
     sent: u64,
     verified: u64,
     errors: String,
+    /// Packets the machine dropped and TCP resent meanwhile: a tail of hundreds of
+    /// milliseconds is retransmission timeouts, not the server.
+    losses: Losses,
 }
 
 impl Busy {
-    fn of(report: &Value) -> Busy {
+    fn of(report: &Value, losses: Losses) -> Busy {
         let latency = |field: &str| report["latency_us"][field].as_f64().unwrap_or(0.0);
         Busy {
+            losses,
             p50_us: latency("p50"),
             p90_us: latency("p90"),
             p99_us: latency("p99"),
@@ -668,7 +672,7 @@ fn error_story(report: &Value) -> String {
 
 /// The columns `--record` writes: the first 24 as before, then the ones added with the
 /// kernel's accounting.
-const CSV_HEADER: &str = "connections,workers,processes,idle_timeout_s,established,verified,accept_per_s,ready_s,server_rss_b_per_conn,kernel_b_per_conn,idle_cpu_pct,listen_overflows,busy,rate,busy_p50_us,busy_p90_us,busy_p99_us,busy_sent,busy_verified,alone_p50_us,alone_p90_us,alone_p99_us,alone_sent,alone_verified,connect_rate,echo_rate,connect_s,loader_rss_b_per_conn,slab_b_per_pair,tcp_pages_held,tcp_pages_fill_peak,memavail_b_per_pair,worker_fewest,worker_most,worker_limit";
+const CSV_HEADER: &str = "connections,workers,processes,idle_timeout_s,established,verified,accept_per_s,ready_s,server_rss_b_per_conn,kernel_b_per_conn,idle_cpu_pct,listen_overflows,busy,rate,busy_p50_us,busy_p90_us,busy_p99_us,busy_sent,busy_verified,alone_p50_us,alone_p90_us,alone_p99_us,alone_sent,alone_verified,connect_rate,echo_rate,connect_s,loader_rss_b_per_conn,slab_b_per_pair,tcp_pages_held,tcp_pages_fill_peak,memavail_b_per_pair,worker_fewest,worker_most,worker_limit,busy_backlog_drops,busy_retransmits,alone_backlog_drops,alone_retransmits";
 
 fn measure(plan: &Plan, stop: &AtomicBool) -> Step<Figures> {
     let mut command = Command::new(common::binary("evloop-server"));
@@ -705,6 +709,7 @@ fn measure(plan: &Plan, stop: &AtomicBool) -> Step<Figures> {
     // Fill, verify, hold.
     let connections = plan.connections.to_string();
     let fill_started = Instant::now();
+    let losses_before_fill = Losses::now();
     let mut fill = Loader::start(
         "the fill's loader",
         &[
@@ -763,6 +768,11 @@ fn measure(plan: &Plan, stop: &AtomicBool) -> Step<Figures> {
     })?;
     let hold_started = Instant::now();
     let ready_s = fill_started.elapsed().as_secs_f64();
+    let fill_losses = Losses::now().since(losses_before_fill);
+    eprintln!(
+        "scale: during the fill the machine dropped {} packets from its loopback backlog (net.core.netdev_max_backlog) and TCP resent {} segments",
+        fill_losses.backlog_drops, fill_losses.retransmits
+    );
     let tcp_pages_fill_peak =
         sampler.peak(fill_started, hold_started, tcp_pages).saturating_sub(tcp_before.mem_pages);
     eprintln!(
@@ -876,14 +886,15 @@ fn measure(plan: &Plan, stop: &AtomicBool) -> Step<Figures> {
         idle_cpu_pct: idle_ticks as f64 / idle_window.as_secs_f64(),
         listen_overflows,
         spread,
-        busy_among_idle: Busy::of(&among_idle),
-        busy_alone: Busy::of(&alone),
+        busy_among_idle: among_idle,
+        busy_alone: alone,
     })
 }
 
 /// Runs the busy clients at the plan's rate for 5 s after 1 s of warmup, over as many loader
-/// processes as their count needs, from `sources`; returns the report.
-fn busy(plan: &Plan, target: &str, sources: &str, stop: &AtomicBool) -> Result<Value, String> {
+/// processes as their count needs, from `sources`; returns their figures.
+fn busy(plan: &Plan, target: &str, sources: &str, stop: &AtomicBool) -> Result<Busy, String> {
+    let losses_before = Losses::now();
     let loader = Loader::start(
         "the busy clients' loader",
         &[
@@ -911,7 +922,8 @@ fn busy(plan: &Plan, target: &str, sources: &str, stop: &AtomicBool) -> Result<V
     )?;
     // Connecting (paced), 6 s of sending, the last replies, and a minute in hand.
     let deadline = Duration::from_secs(75 + u64::from(plan.active) / u64::from(plan.connect_rate).max(1));
-    loader.finish(deadline, stop)
+    let report = loader.finish(deadline, stop)?;
+    Ok(Busy::of(&report, Losses::now().since(losses_before)))
 }
 
 /// Checks that the server and every worker it started still run: a worker that died took its
@@ -1200,6 +1212,44 @@ fn tcp_stat() -> TcpStat {
     TcpStat { inuse: field("inuse"), mem_pages: field("mem") }
 }
 
+/// Packets lost and resent on the machine: drops from the per-CPU backlog every loopback
+/// packet passes through (`/proc/net/softnet_stat`, `net.core.netdev_max_backlog` long), and
+/// TCP segments retransmitted (`/proc/net/snmp`). The counts are the machine's.
+#[derive(Clone, Copy, Debug, Default)]
+struct Losses {
+    backlog_drops: u64,
+    retransmits: u64,
+}
+
+impl Losses {
+    fn now() -> Losses {
+        let softnet = std::fs::read_to_string("/proc/net/softnet_stat").unwrap_or_default();
+        let backlog_drops = softnet
+            .lines()
+            .filter_map(|line| u64::from_str_radix(line.split_whitespace().nth(1)?, 16).ok())
+            .sum();
+        let snmp = std::fs::read_to_string("/proc/net/snmp").unwrap_or_default();
+        let tcp: Vec<&str> = snmp.lines().filter(|line| line.starts_with("Tcp:")).collect();
+        let retransmits = match (tcp.first(), tcp.get(1)) {
+            (Some(names), Some(values)) => names
+                .split_whitespace()
+                .zip(values.split_whitespace())
+                .find(|(name, _)| *name == "RetransSegs")
+                .and_then(|(_, value)| value.parse().ok())
+                .unwrap_or(0),
+            _ => 0,
+        };
+        Losses { backlog_drops, retransmits }
+    }
+
+    fn since(self, earlier: Losses) -> Losses {
+        Losses {
+            backlog_drops: self.backlog_drops.saturating_sub(earlier.backlog_drops),
+            retransmits: self.retransmits.saturating_sub(earlier.retransmits),
+        }
+    }
+}
+
 /// `net.ipv4.tcp_mem`: pages below which TCP is unconstrained, past which it is under
 /// pressure, and its limit.
 fn tcp_mem_limits() -> Option<[u64; 3]> {
@@ -1406,15 +1456,22 @@ fn print_tables(plan: &Plan, figures: &Figures) {
     );
     println!();
     println!(
-        "| {} busy clients at {} msgs/s | p50 us | p90 us | p99 us | sent | verified | failures |",
+        "| {} busy clients at {} msgs/s | p50 us | p90 us | p99 us | sent | verified | failures | loopback drops / TCP retransmits meanwhile |",
         plan.active, plan.rate
     );
-    println!("|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|");
     let among = format!("among {} idle", plan.connections);
     for (label, busy) in [(among.as_str(), &figures.busy_among_idle), ("alone", &figures.busy_alone)] {
         println!(
-            "| {label} | {:.0} | {:.0} | {:.0} | {} | {} | {} |",
-            busy.p50_us, busy.p90_us, busy.p99_us, busy.sent, busy.verified, busy.errors
+            "| {label} | {:.0} | {:.0} | {:.0} | {} | {} | {} | {} / {} |",
+            busy.p50_us,
+            busy.p90_us,
+            busy.p99_us,
+            busy.sent,
+            busy.verified,
+            busy.errors,
+            busy.losses.backlog_drops,
+            busy.losses.retransmits
         );
     }
 }
@@ -1444,7 +1501,7 @@ fn record(path: &Path, plan: &Plan, figures: &Figures) -> Result<(), String> {
         format!("{:.0},{:.0},{:.0},{},{}", busy.p50_us, busy.p90_us, busy.p99_us, busy.sent, busy.verified)
     };
     let row = format!(
-        "{},{},{},{},{},{},{:.0},{:.1},{:.0},{:.0},{:.2},{},{},{},{},{},{},{},{:.1},{:.0},{:.0},{},{},{:.0},{},{},{}",
+        "{},{},{},{},{},{},{:.0},{:.1},{:.0},{:.0},{:.2},{},{},{},{},{},{},{},{:.1},{:.0},{:.0},{},{},{:.0},{},{},{},{},{},{},{}",
         plan.connections,
         plan.workers,
         plan.processes,
@@ -1472,6 +1529,10 @@ fn record(path: &Path, plan: &Plan, figures: &Figures) -> Result<(), String> {
         figures.spread.fewest,
         figures.spread.most,
         plan.per_process,
+        figures.busy_among_idle.losses.backlog_drops,
+        figures.busy_among_idle.losses.retransmits,
+        figures.busy_alone.losses.backlog_drops,
+        figures.busy_alone.losses.retransmits,
     );
     let mut file = std::fs::OpenOptions::new()
         .create(true)
