@@ -72,6 +72,12 @@ impl Watchers {
         }
     }
 
+    /// Whether any watcher may be sent a turn now (not over the cap, not behind): if none
+    /// may, the turn is not even written, only counted as skipped ([`Watchers::missed`]).
+    pub fn any_may_take(&self, behind: impl Fn(usize) -> bool) -> bool {
+        self.list.iter().any(|watcher| watcher.sent < TURNS_PER_WINDOW && !behind(watcher.key))
+    }
+
     /// A `turn` message, to each watcher that may have it now; counted as skipped for the
     /// others.
     pub fn offer(&mut self, turn: &str, behind: impl Fn(usize) -> bool, mut send: impl FnMut(usize, &str)) {
@@ -88,9 +94,9 @@ impl Watchers {
         }
     }
 
-    /// `turns` turns went to no watcher (a model's loop had no room to queue them): each
+    /// `turns` turns went to no watcher (a model's loop had no room to queue them, or the
+    /// reactor's came while every watcher was over its cap or behind): each
     /// watcher is told with its next `skipped`.
-    #[cfg_attr(not(feature = "cli"), allow(dead_code))]
     pub fn missed(&mut self, turns: u64) {
         for watcher in &mut self.list {
             watcher.skipped += turns;

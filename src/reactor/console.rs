@@ -121,8 +121,14 @@ impl Console {
         self.log.record(events, waited, busy, now);
         self.watchers.tick(now, &behind, &mut send);
         if self.log.served_any() && !self.watchers.is_empty() {
-            self.log.write_turn((number, events, waited, busy), &mut self.json);
-            self.watchers.offer(&self.json, &behind, &mut send);
+            // Past the cap (the usual case under load), the turn is only counted: writing
+            // its JSON for nobody cost more than the rest of the console together.
+            if self.watchers.any_may_take(&behind) {
+                self.log.write_turn((number, events, waited, busy), &mut self.json);
+                self.watchers.offer(&self.json, &behind, &mut send);
+            } else {
+                self.watchers.missed(1);
+            }
         }
         self.log.clear_turn();
         !self.watchers.is_empty() && now >= self.next_snapshot
