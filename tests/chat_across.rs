@@ -15,7 +15,7 @@ use util::{Client, ServerProcess, TestServer, connect, server_command};
 
 /// The engines chat runs over.
 fn engines() -> Vec<Engine> {
-    vec![Engine::redis_tcp(&[])]
+    vec![Engine::redis_tcp(&[]), Engine::nats_jetstream(&[])]
 }
 
 /// A chat server on 127.0.0.1:0 (line), and :0 (ws), over `engine`, keeping `history` lines.
@@ -43,8 +43,15 @@ fn join_at(addr: std::net::SocketAddr) -> (Client, String, Vec<String>) {
     }
 }
 
+/// A member of `server` (see [`join_at`]), once the join notices of earlier members that
+/// were still on their way from another server when it joined have come (they reach it
+/// after its history: true, but said before it came).
 fn join(server: &TestServer) -> (Client, String) {
-    let (client, name, _) = join_at(server.addr());
+    let (mut client, name, _) = join_at(server.addr());
+    while client.has_data_within(Duration::from_millis(150)) {
+        let line = client.line();
+        assert!(line.ends_with(" joined"), "{line}");
+    }
     (client, name)
 }
 

@@ -19,9 +19,12 @@
 //! - `resp.rs`, `nats.rs`: the two wire protocols, sans I/O.
 //! - `envelope.rs`: origin and sequence around each line.
 //! - `questions.rs`: what a server asks the engine about a room (names, who is here, the
-//!   last lines) and the answers, for rooms whose names and history live on the engine.
+//!   last lines) and the answers, for rooms whose names and history live on the engine;
+//!   `redis.rs` and `jetstream.rs` (with `json.rs`) keep them on each engine, sans I/O.
 
 mod envelope;
+mod jetstream;
+mod json;
 mod link;
 pub(crate) mod nats;
 mod questions;
@@ -29,7 +32,7 @@ mod redis;
 pub(crate) mod resp;
 mod url;
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use log::warn;
@@ -88,10 +91,15 @@ struct Room {
     /// The lines it keeps on the engine for newcomers (0: none, and its lines are only
     /// published).
     history: usize,
+    /// Whether its members have names on the engine (a chat room).
+    chat: bool,
     /// Its keys on Redis (names, history).
     keys: redis::Keys,
-    /// The names this process's members hold in it, refreshed on the engine every interval.
-    ours: HashSet<String>,
+    /// Its subjects on NATS (names, history, heartbeats).
+    subjects: jetstream::RoomSubjects,
+    /// The names this process's members hold in it, refreshed on the engine every interval
+    /// (on NATS, each with the sequence of its message).
+    ours: HashMap<String, u64>,
 }
 
 /// What a command sent on the publisher link awaits (Redis answers a connection's commands
@@ -160,16 +168,19 @@ pub struct Backplane {
     news: Vec<News>,
     /// When this process's names are next refreshed on the engine.
     refresh_at: Instant,
+    /// Names and history on NATS.
+    jetstream: jetstream::JetStream,
 }
 
 impl Backplane {
     /// A backplane for `rooms` (their names) on `url`, its links on `tokens` (publisher,
     /// subscriber). Nothing connects until the first [`on_timers`](Self::on_timers).
     ///
-    /// Each room is a name and the lines it keeps for newcomers on the engine (0: none).
+    /// Each room is a name and, for a room whose members have names and which keeps lines
+    /// for newcomers (chat), how many lines it keeps on the engine.
     pub fn new(
         urls: BackplaneUrls,
-        rooms: &[(String, usize)],
+        rooms: &[(String, Option<usize>)],
         tokens: (Token, Token),
         ping: Duration,
         max_message: usize,
@@ -183,9 +194,11 @@ impl Backplane {
             .map(|(name, history)| Room {
                 channel: format!("evloop{separator}room{separator}{name}"),
                 published: 0,
-                history: *history,
+                history: history.unwrap_or(0),
+                chat: history.is_some(),
                 keys: redis::Keys::of(name),
-                ours: HashSet::new(),
+                subjects: jetstream::RoomSubjects::of(name),
+                ours: HashMap::new(),
             })
             .collect();
         Backplane {
@@ -205,6 +218,7 @@ impl Backplane {
             next_ask: 0,
             news: Vec::new(),
             refresh_at: now,
+            jetstream: jetstream::JetStream::new(origin, now),
         }
     }
 
@@ -235,7 +249,9 @@ impl Backplane {
         Envelope { origin: self.origin, sequence: entry.published, line }.encode(&mut self.scratch);
         let out = self.publisher.output();
         if self.nats {
-            nats::encode_pub(out, &entry.channel, &self.scratch);
+            // A line kept for newcomers goes where the stream stores it; a notice does not.
+            let subject = if kept && entry.history > 0 { &entry.subjects.history } else { &entry.channel };
+            nats::encode_pub(out, subject, &self.scratch);
         } else {
             if kept && entry.history > 0 {
                 redis::encode_line(out, &entry.keys, &entry.channel, &self.scratch, entry.history);
@@ -252,8 +268,20 @@ impl Backplane {
     /// comes back with ([`take_news`](Self::take_news)), or `None` if it cannot be asked now
     /// (the link is down, or the engine keeps no names and lines).
     pub fn ask(&mut self, room: usize, question: Question<'_>) -> Option<u64> {
-        if !self.publisher.is_up() || self.nats || room >= self.rooms.len() {
+        if !self.publisher.is_up() || room >= self.rooms.len() {
             return None;
+        }
+        if self.nats {
+            self.next_ask += 1;
+            let entry = &mut self.rooms[room];
+            let view = jetstream::Room {
+                index: room,
+                subjects: &entry.subjects,
+                history: entry.history,
+                ours: &mut entry.ours,
+            };
+            let out = self.publisher.output();
+            return self.jetstream.ask(out, view, question, self.next_ask, Instant::now());
         }
         self.settle_awaited();
         let (entry, life) = (&self.rooms[room], self.name_life_ms());
@@ -280,6 +308,19 @@ impl Backplane {
     /// A member of this process left room `room`: its name `name` is free on the engine.
     pub fn release(&mut self, room: usize, name: &str) {
         let Some(entry) = self.rooms.get_mut(room) else { return };
+        if self.nats && self.publisher.is_up() {
+            let mut view = jetstream::Room {
+                index: room,
+                subjects: &entry.subjects,
+                history: entry.history,
+                ours: &mut entry.ours,
+            };
+            let out = self.publisher.output();
+            self.jetstream.release(out, view.reborrow(), name, Instant::now());
+            // The other servers hear at once that it left here (see `jetstream.rs`).
+            self.jetstream.beat(out, &view);
+            return;
+        }
         entry.ours.remove(name);
         if self.nats || !self.publisher.is_up() {
             return;
@@ -296,7 +337,7 @@ impl Backplane {
         if let Some(old) = old {
             entry.ours.remove(old);
         }
-        entry.ours.insert(name.to_string());
+        entry.ours.insert(name.to_string(), 0);
     }
 
     /// How far this server has got in `origin`'s lines of room `room`: the sequence of the
@@ -343,7 +384,7 @@ impl Backplane {
         self.settle_awaited();
         let life = self.name_life_ms();
         for (index, room) in self.rooms.iter().enumerate().filter(|(_, room)| !room.ours.is_empty()) {
-            redis::encode_refresh(self.publisher.output(), &room.keys, self.origin, life, room.ours.iter());
+            redis::encode_refresh(self.publisher.output(), &room.keys, self.origin, life, room.ours.keys());
             self.awaited.push_back(Awaited::Refresh { room: index });
         }
     }
@@ -404,13 +445,25 @@ impl Backplane {
             }
         }
         self.refresh_names(now);
+        if self.nats && self.publisher.is_up() {
+            let times = (self.ping, self.ping * NAME_LIFE_INTERVALS);
+            let mut views = views(&mut self.rooms);
+            let out = self.publisher.output();
+            self.jetstream.on_timers(out, &mut views, times, &mut self.news, now);
+        }
         let _ = self.publisher.flush(now);
     }
 
     /// When [`on_timers`](Self::on_timers) next has something to do.
     pub fn next_deadline(&self) -> Instant {
         let links = self.publisher.next_deadline(self.ping).min(self.subscriber.next_deadline(self.ping));
-        match self.rooms.iter().any(|room| !room.ours.is_empty()) && self.publisher.is_up() {
+        if !self.publisher.is_up() {
+            return links;
+        }
+        if self.nats && self.rooms.iter().any(|room| room.chat) {
+            return links.min(self.jetstream.next_deadline(self.ping));
+        }
+        match self.rooms.iter().any(|room| !room.ours.is_empty()) {
             true => links.min(self.refresh_at),
             false => links,
         }
@@ -460,6 +513,7 @@ impl Backplane {
         if role == Role::Publisher {
             // Names taken while the engine was away, or refreshed before it was lost: now.
             self.refresh_at = Instant::now();
+            self.jetstream.beat_now(Instant::now());
         }
     }
 
@@ -568,7 +622,7 @@ impl Backplane {
                             if let Some(old) = old {
                                 ours.remove(&old);
                             }
-                            ours.insert(name.clone());
+                            ours.insert(name.clone(), 0);
                         }
                         Answer::Claimed { name, taken }
                     }
@@ -590,7 +644,7 @@ impl Backplane {
     /// next refresh, and says nothing).
     fn expired(&mut self, room: usize, mut gone: Vec<String>) {
         let ours = &self.rooms[room].ours;
-        gone.retain(|name| !ours.contains(name));
+        gone.retain(|name| !ours.contains_key(name));
         if !gone.is_empty() {
             log::info!(
                 "names expired on the engine; room={} names={}",
@@ -621,23 +675,65 @@ impl Backplane {
                 }
                 let out = self.link(role).output();
                 nats::encode_connect(out, "evloop");
-                if role == Role::Subscriber {
-                    for (sid, room) in self.rooms.iter().enumerate() {
-                        nats::encode_sub(self.subscriber.output(), &room.channel, sid + 1);
+                match role {
+                    Role::Publisher => {
+                        let history = self.rooms.iter().map(|room| room.history).max().unwrap_or(0);
+                        let names = self.rooms.iter().any(|room| room.chat);
+                        let life = self.ping * NAME_LIFE_INTERVALS;
+                        let out = self.publisher.output();
+                        self.jetstream.start(out, history, names, life, Instant::now());
+                    }
+                    Role::Subscriber => {
+                        let out = self.subscriber.output();
+                        for (index, room) in self.rooms.iter().enumerate() {
+                            nats::encode_sub(out, &room.channel, &format!("r{index}"));
+                            if room.chat && room.history > 0 {
+                                nats::encode_sub(out, &room.subjects.history, &format!("k{index}"));
+                            }
+                            if room.chat {
+                                nats::encode_sub(out, &room.subjects.presence, &format!("p{index}"));
+                            }
+                        }
+                        self.jetstream.subscribe(out);
                     }
                 }
                 // Its PONG says the server took CONNECT (and the SUBs) and we are in.
                 self.link(role).output().extend_from_slice(b"PING\r\n");
             }
-            nats::ServerOp::Pong if matches!(self.link(role).state(), State::Handshake { .. }) => {
+            // The publisher is up once the streams it asked for are answered too.
+            nats::ServerOp::Pong
+                if matches!(self.link(role).state(), State::Handshake { .. })
+                    && (role == Role::Subscriber || self.jetstream.ponged()) =>
+            {
                 self.came_up(role)
             }
             nats::ServerOp::Ping => self.link(role).output().extend_from_slice(b"PONG\r\n"),
             nats::ServerOp::Err(message) => {
                 return Err(format!("the engine said: {}", String::from_utf8_lossy(message)));
             }
-            nats::ServerOp::Msg { subject, payload, .. } if role == Role::Subscriber => {
-                self.receive(subject, payload, deliver);
+            nats::ServerOp::Msg { subject, status, payload, .. } if role == Role::Publisher => {
+                if let Some(number) = self.jetstream.answer_number(subject) {
+                    let mut views = views(&mut self.rooms);
+                    let out = self.publisher.output();
+                    let request = (number, status, payload);
+                    if self.jetstream.answered(out, &mut views, request, &mut self.news) {
+                        self.came_up(Role::Publisher);
+                    }
+                }
+            }
+            nats::ServerOp::Msg { sid, reply, payload, .. } => {
+                let room =
+                    std::str::from_utf8(&sid[1.min(sid.len())..]).ok().and_then(|index| index.parse().ok());
+                match (sid.first(), room) {
+                    (Some(b'r' | b'k'), Some(room)) => self.receive_in(room, payload, deliver),
+                    (Some(b'p'), Some(room)) => self.jetstream.heard(room, payload, Instant::now()),
+                    _ if sid == jetstream::PUSHED_SID.as_bytes() => {
+                        let out = self.publisher.output();
+                        let now = Instant::now();
+                        self.jetstream.pushed(out, reply.unwrap_or_default(), payload, &mut self.news, now);
+                    }
+                    _ => {}
+                }
             }
             _ => {}
         }
@@ -659,14 +755,18 @@ impl Backplane {
 
     /// A message on `channel`: delivered unless it is our own, with gaps counted.
     fn receive(&mut self, channel: &[u8], payload: &[u8], deliver: &mut impl FnMut(usize, LineId, &[u8])) {
-        let Some(room) = self.rooms.iter().position(|room| room.channel.as_bytes() == channel) else {
+        if let Some(room) = self.rooms.iter().position(|room| room.channel.as_bytes() == channel) {
+            self.receive_in(room, payload, deliver);
+        }
+    }
+
+    /// A message in room `room`: delivered unless it is our own, with gaps counted.
+    fn receive_in(&mut self, room: usize, payload: &[u8], deliver: &mut impl FnMut(usize, LineId, &[u8])) {
+        if room >= self.rooms.len() {
             return;
-        };
+        }
         let Some(envelope) = Envelope::decode(payload) else {
-            warn!(
-                "backplane message is not from evloop, dropped; channel={}",
-                String::from_utf8_lossy(channel)
-            );
+            warn!("backplane message is not from evloop, dropped; room={}", self.rooms[room].channel);
             return;
         };
         if envelope.origin == self.origin {
@@ -694,4 +794,18 @@ impl Backplane {
         self.counters.received += 1;
         deliver(room, LineId { origin: envelope.origin, sequence: envelope.sequence }, envelope.line);
     }
+}
+
+/// The rooms as the names on NATS need them (`jetstream.rs`).
+fn views(rooms: &mut [Room]) -> Vec<jetstream::Room<'_>> {
+    rooms
+        .iter_mut()
+        .enumerate()
+        .map(|(index, room)| jetstream::Room {
+            index,
+            subjects: &room.subjects,
+            history: room.history,
+            ours: &mut room.ours,
+        })
+        .collect()
 }

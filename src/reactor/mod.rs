@@ -350,7 +350,7 @@ impl Reactor {
             .collect();
         let engine = config.backplane.is_some() && !shared_rooms.is_empty();
         let records = Records::new(&rooms, &services, config.history, engine);
-        let shared_rooms: Vec<(String, usize)> =
+        let shared_rooms: Vec<(String, Option<usize>)> =
             shared_rooms.into_iter().map(|(name, room)| (name, records.keeps(room))).collect();
         let backplane = match &config.backplane {
             Some(url) if !shared_rooms.is_empty() => {

@@ -50,6 +50,8 @@ struct Record {
     names: Names,
     /// How many lines it keeps for newcomers (`--history`; 0: none).
     keep: usize,
+    /// Whether its handler names its members and keeps history (`chat`), even none.
+    named: bool,
     /// The lines themselves, when kept in memory.
     lines: VecDeque<Vec<u8>>,
     /// Whether its names and lines are on the engine.
@@ -139,13 +141,16 @@ impl Records {
             .collect();
         for service in services.iter().filter(|service| service.handler.keeps_history()) {
             records[service.room].keep = history;
+            records[service.room].named = true;
         }
         Records { rooms: records, asked: HashMap::new() }
     }
 
-    /// How many lines `room` keeps for newcomers.
-    pub fn keeps(&self, room: usize) -> usize {
-        self.rooms[room].keep
+    /// How many lines `room` keeps for newcomers, if its handler names its members and keeps
+    /// history (`chat`).
+    pub fn keeps(&self, room: usize) -> Option<usize> {
+        let record = &self.rooms[room];
+        record.named.then_some(record.keep)
     }
 
     /// Claims `wanted` (a guest name if `None`) for `asker` in `room`: the name and whether

@@ -1,0 +1,772 @@
+//! Names and history on NATS, sans I/O: JetStream's API (requests on `$JS.API.*` subjects
+//! with JSON bodies, answered on an inbox of ours) for rooms whose names and lines live on the
+//! engine, and heartbeats for who is alive. Needs a NATS server with JetStream (`-js`, 2.2 or
+//! later); without it (the streams cannot be made) names and history are each server's own,
+//! as while the engine is out of reach.
+//!
+//! - **History**: the stream `EVLOOP_HISTORY` takes `evloop.history.>`, at most N messages
+//!   per subject (`max_msgs_per_subject`, `--history`). A room's lines (not its notices, which
+//!   go on `evloop.room.R`) are published once, with core NATS, on `evloop.history.R`: the
+//!   stream stores the very message the subscribers get, so what is stored and what is
+//!   delivered cannot diverge in order (each publisher's lines in its order; no order across
+//!   publishers, as for the live lines). A newcomer's history is read with an ephemeral push
+//!   consumer (deliver all, no acks) on the room's subject: the answer to its creation says
+//!   how many stored lines it pushes, each carries its envelope (origin and sequence), and
+//!   the consumer is deleted once they have come. They are pushed to the subscriber link's
+//!   inbox: the publisher link, with echo off, would not be given back its own lines.
+//! - **Names**: the stream `EVLOOP_NAMES` takes `evloop.names.>`, one message per subject
+//!   (`evloop.names.R.NAME`, holding its process's origin), each living a name's life
+//!   (`max_age`: three `--backplane-ping` intervals). A claim is a publish expecting the
+//!   subject to be empty (`Nats-Expected-Last-Subject-Sequence: 0`): create if absent,
+//!   atomically on the engine. Its server publishes it again every interval expecting its own
+//!   sequence (a refresh), and deletes its message when the member leaves. `/who` lists the
+//!   stream's subjects under the room (`STREAM.INFO` with a subjects filter).
+//! - **Guest numbers**: the sequence JetStream gives a publish to `EVLOOP_GUESTS`.
+//! - **Who left without a word**: every interval (and as soon as a member comes or goes)
+//!   each server publishes its members' names in each chat room on `evloop.presence.R`; a server
+//!   not heard of for a name's life is gone, and every server tells its own members that
+//!   those members left: at most four intervals after it died (20 s by default).
+
+use std::collections::HashMap;
+#[cfg(test)]
+use std::collections::HashSet;
+use std::fmt::Write as _;
+use std::time::{Duration, Instant};
+
+use log::{info, warn};
+
+use super::envelope::Envelope;
+use super::json;
+use super::nats;
+use super::questions::{Answer, LineId, News, Question};
+
+const HISTORY: &str = "EVLOOP_HISTORY";
+const NAMES: &str = "EVLOOP_NAMES";
+const GUESTS: &str = "EVLOOP_GUESTS";
+
+/// JetStream's error code for a publish whose expected last sequence does not hold: the
+/// name is someone's.
+const WRONG_LAST_SEQUENCE: u64 = 10071;
+/// JetStream's error code for a stream made already, with another configuration (another
+/// server's `--history` or `--backplane-ping`): the one there is used.
+const STREAM_IN_USE: u64 = 10058;
+
+/// The sid of the subscriber link's inbox, where history is pushed.
+pub const PUSHED_SID: &str = "h";
+
+/// A room as the names and lines on NATS need it.
+#[derive(Debug)]
+pub struct RoomSubjects {
+    /// `evloop.history.R`: its lines, stored.
+    pub history: String,
+    /// `evloop.names.R`: the prefix of its names' subjects.
+    names: String,
+    /// `evloop.guests.R`.
+    guests: String,
+    /// `evloop.presence.R`: its servers' heartbeats.
+    pub presence: String,
+}
+
+impl RoomSubjects {
+    /// The subjects of room `name`.
+    pub fn of(name: &str) -> RoomSubjects {
+        RoomSubjects {
+            history: format!("evloop.history.{name}"),
+            names: format!("evloop.names.{name}"),
+            guests: format!("evloop.guests.{name}"),
+            presence: format!("evloop.presence.{name}"),
+        }
+    }
+}
+
+/// What this process knows of a room, for its names on NATS.
+#[derive(Debug)]
+pub struct Room<'r> {
+    /// Its index.
+    pub index: usize,
+    /// Its subjects.
+    pub subjects: &'r RoomSubjects,
+    /// The lines it keeps.
+    pub history: usize,
+    /// This process's members' names in it, each with the sequence of its message.
+    pub ours: &'r mut HashMap<String, u64>,
+}
+
+/// A request waiting for its answer.
+#[derive(Debug)]
+enum Waiting {
+    /// A stream made when the link connected.
+    Stream(&'static str),
+    /// A guest number, for question `ask`.
+    Guest { ask: u64, room: usize, old: Option<String> },
+    /// A name claimed, for question `ask`.
+    Claim { ask: u64, room: usize, name: String, old: Option<String>, guest: bool },
+    /// The room's names.
+    Who { ask: u64, room: usize },
+    /// A history consumer made.
+    History { ask: u64, room: usize, keep: usize },
+    /// One of this process's names published again.
+    Refresh { room: usize, name: String },
+    /// An answer nothing depends on (a message or consumer deleted).
+    Nothing,
+}
+
+/// A newcomer's history being pushed, by its consumer's name.
+#[derive(Debug, Default)]
+struct Read {
+    /// The question, once the consumer's creation is answered (its lines may come first).
+    ask: Option<(u64, usize, usize)>,
+    /// How many lines it pushes.
+    expected: Option<u64>,
+    lines: Vec<(LineId, Vec<u8>)>,
+    /// Answered: later pushes (new lines, before the consumer is deleted) are dropped.
+    done: bool,
+    started: Option<Instant>,
+}
+
+/// See the module documentation.
+#[derive(Debug)]
+pub struct JetStream {
+    /// This process, as its names' messages and heartbeats name it.
+    origin: u64,
+    /// `_INBOX.evloop.<origin>`: answers come to `<inbox>.<n>` (publisher link), history to
+    /// `<inbox>.h` (subscriber link).
+    inbox: String,
+    next: u64,
+    waiting: HashMap<u64, (Waiting, Instant)>,
+    reads: HashMap<String, Read>,
+    /// Streams asked for and not answered yet; the link is up once they are.
+    streams: usize,
+    /// The handshake's `PONG` came (the link is up once the streams are answered too).
+    pong: bool,
+    /// Whether JetStream answered: without it, nothing is asked.
+    available: bool,
+    /// The last heartbeat of each other process, per room: its names, and when.
+    heard: HashMap<(usize, u64), (Vec<String>, Instant)>,
+    /// When the next heartbeat and refresh go out.
+    beat_at: Instant,
+}
+
+impl JetStream {
+    /// For process `origin`.
+    pub fn new(origin: u64, now: Instant) -> JetStream {
+        JetStream {
+            origin,
+            inbox: format!("_INBOX.evloop.{origin:016x}"),
+            next: 0,
+            waiting: HashMap::new(),
+            reads: HashMap::new(),
+            streams: 0,
+            pong: false,
+            available: false,
+            heard: HashMap::new(),
+            beat_at: now,
+        }
+    }
+
+    /// The publisher link connected (after `CONNECT`): subscribes to its inbox and makes the
+    /// streams the rooms need (if another server made them already, with its own settings,
+    /// those are used). Whatever was waiting on the link before is not coming.
+    pub fn start(&mut self, out: &mut Vec<u8>, history: usize, names: bool, life: Duration, now: Instant) {
+        self.waiting.clear();
+        self.reads.clear();
+        (self.streams, self.pong, self.available) = (0, false, false);
+        nats::encode_sub(out, &format!("{}.*", self.inbox), "a");
+        let life_ns = life.as_nanos();
+        let mut streams: Vec<(&'static str, String)> = Vec::new();
+        if history > 0 {
+            streams.push((
+                HISTORY,
+                format!(
+                    r#"{{"name":"{HISTORY}","subjects":["evloop.history.>"],"max_msgs_per_subject":{history},"storage":"file","discard":"old"}}"#
+                ),
+            ));
+        }
+        if names {
+            streams.push((
+                NAMES,
+                format!(
+                    r#"{{"name":"{NAMES}","subjects":["evloop.names.>"],"max_msgs_per_subject":1,"max_age":{life_ns},"storage":"memory","discard":"old"}}"#
+                ),
+            ));
+            streams.push((
+                GUESTS,
+                format!(
+                    r#"{{"name":"{GUESTS}","subjects":["evloop.guests.>"],"max_msgs_per_subject":1,"storage":"memory","discard":"old"}}"#
+                ),
+            ));
+        }
+        for (name, config) in streams {
+            self.request(
+                out,
+                &format!("$JS.API.STREAM.CREATE.{name}"),
+                config.as_bytes(),
+                Waiting::Stream(name),
+                now,
+            );
+            self.streams += 1;
+        }
+    }
+
+    /// The subscriber link connected: subscribes to the inbox history is pushed to.
+    pub fn subscribe(&self, out: &mut Vec<u8>) {
+        nats::encode_sub(out, &format!("{}.h", self.inbox), PUSHED_SID);
+    }
+
+    /// The publisher's handshake `PONG`: true if the link is up now (its streams answered).
+    pub fn ponged(&mut self) -> bool {
+        self.pong = true;
+        self.streams == 0
+    }
+
+    /// Whether a subject is an answer to one of our requests: its number.
+    pub fn answer_number(&self, subject: &[u8]) -> Option<u64> {
+        let rest = subject.strip_prefix(self.inbox.as_bytes())?.strip_prefix(b".")?;
+        std::str::from_utf8(rest).ok()?.parse().ok()
+    }
+
+    /// Sends a request; its answer comes to `<inbox>.<n>`.
+    fn request(
+        &mut self,
+        out: &mut Vec<u8>,
+        subject: &str,
+        body: &[u8],
+        waiting: Waiting,
+        now: Instant,
+    ) -> u64 {
+        self.next += 1;
+        nats::encode_request(out, subject, &format!("{}.{}", self.inbox, self.next), body);
+        self.waiting.insert(self.next, (waiting, now));
+        self.next
+    }
+
+    /// Publishes `name` in `room` expecting its subject's last sequence to be `expected` (0:
+    /// empty), held by this process.
+    fn publish_name(
+        &mut self,
+        out: &mut Vec<u8>,
+        (room, name, expected): (&Room<'_>, &str, u64),
+        waiting: Waiting,
+        now: Instant,
+    ) {
+        self.next += 1;
+        let reply = format!("{}.{}", self.inbox, self.next);
+        let expected = expected.to_string();
+        let headers = [("Nats-Expected-Last-Subject-Sequence", expected.as_str())];
+        let payload = format!("{:016x}", self.origin);
+        nats::encode_hrequest(
+            out,
+            &format!("{}.{name}", room.subjects.names),
+            &reply,
+            &headers,
+            payload.as_bytes(),
+        );
+        self.waiting.insert(self.next, (waiting, now));
+    }
+
+    /// Asks `question` about `room`: the question's number, or `None` if JetStream is not
+    /// there.
+    pub fn ask(
+        &mut self,
+        out: &mut Vec<u8>,
+        room: Room<'_>,
+        question: Question<'_>,
+        ask: u64,
+        now: Instant,
+    ) -> Option<u64> {
+        if !self.available {
+            return None;
+        }
+        let index = room.index;
+        match question {
+            Question::Claim { wanted: Some(name), old } => {
+                let waiting = Waiting::Claim {
+                    ask,
+                    room: index,
+                    name: name.to_string(),
+                    old: old.map(String::from),
+                    guest: false,
+                };
+                self.publish_name(out, (&room, name, 0), waiting, now);
+            }
+            Question::Claim { wanted: None, old } => {
+                let waiting = Waiting::Guest { ask, room: index, old: old.map(String::from) };
+                self.request(out, &room.subjects.guests, b"", waiting, now);
+            }
+            Question::Who => {
+                let body = format!(r#"{{"subjects_filter":"{}.*"}}"#, room.subjects.names);
+                self.request(
+                    out,
+                    &format!("$JS.API.STREAM.INFO.{NAMES}"),
+                    body.as_bytes(),
+                    Waiting::Who { ask, room: index },
+                    now,
+                );
+            }
+            Question::History => {
+                let mut body = String::new();
+                let _ = write!(
+                    body,
+                    r#"{{"stream_name":"{HISTORY}","config":{{"deliver_subject":"{}.h","deliver_policy":"all","ack_policy":"none","filter_subject":"{}","replay_policy":"instant","mem_storage":true,"inactive_threshold":{}}}}}"#,
+                    self.inbox,
+                    room.subjects.history,
+                    Duration::from_secs(30).as_nanos()
+                );
+                let waiting = Waiting::History { ask, room: index, keep: room.history };
+                self.request(
+                    out,
+                    &format!("$JS.API.CONSUMER.CREATE.{HISTORY}"),
+                    body.as_bytes(),
+                    waiting,
+                    now,
+                );
+            }
+        }
+        Some(ask)
+    }
+
+    /// A member of this process left `room`: its name's message is deleted (if it holds one).
+    pub fn release(&mut self, out: &mut Vec<u8>, room: Room<'_>, name: &str, now: Instant) {
+        let Some(sequence) = room.ours.remove(name) else { return };
+        if self.available && sequence > 0 {
+            let body = format!(r#"{{"seq":{sequence}}}"#);
+            self.request(
+                out,
+                &format!("$JS.API.STREAM.MSG.DELETE.{NAMES}"),
+                body.as_bytes(),
+                Waiting::Nothing,
+                now,
+            );
+        }
+    }
+
+    /// The answer to request `number` (on the publisher link): what it says for the
+    /// question it served, into `news`; further requests it calls for, into `out`. True if
+    /// the link is up now (the last of its streams answered after its `PONG`).
+    pub fn answered(
+        &mut self,
+        out: &mut Vec<u8>,
+        rooms: &mut [Room<'_>],
+        (number, status, body): (u64, Option<u16>, &[u8]),
+        news: &mut Vec<News>,
+    ) -> bool {
+        let Some((waiting, _)) = self.waiting.remove(&number) else { return false };
+        let now = Instant::now();
+        let no_one = status == Some(503);
+        let error = json::get(body, &["error", "err_code"]).and_then(json::number);
+        let refused = no_one || json::get(body, &["error"]).is_some();
+        match waiting {
+            Waiting::Stream(name) => {
+                match (no_one, error) {
+                    (true, _) => {}
+                    (false, None) | (false, Some(STREAM_IN_USE)) => self.available = true,
+                    (false, Some(_)) => warn!(
+                        "backplane stream not made; stream={name} answer={}",
+                        String::from_utf8_lossy(body)
+                    ),
+                }
+                if no_one && self.streams == 1 && !self.available {
+                    warn!(
+                        "the NATS engine has no JetStream (nats-server -js): chat names and history are each server's own"
+                    );
+                }
+                self.streams -= 1;
+                return self.streams == 0 && self.pong;
+            }
+            Waiting::Guest { ask, room, old } => match json::get(body, &["seq"]).and_then(json::number) {
+                Some(number) if !refused => {
+                    let name = format!("guest-{number}");
+                    let waiting = Waiting::Claim { ask, room, name: name.clone(), old, guest: true };
+                    self.publish_name(out, (&rooms[room], &name, 0), waiting, now);
+                }
+                _ => news.push(News::Answer { ask, answer: Answer::Failed }),
+            },
+            Waiting::Claim { ask, room, name, old, guest } => {
+                let answer = match (json::get(body, &["seq"]).and_then(json::number), error) {
+                    (_, Some(WRONG_LAST_SEQUENCE)) if guest => {
+                        // Someone took that guest name by hand: the next number.
+                        let waiting = Waiting::Guest { ask, room, old };
+                        self.request(out, &rooms[room].subjects.guests, b"", waiting, now);
+                        return false;
+                    }
+                    (_, Some(WRONG_LAST_SEQUENCE)) => Answer::Claimed { name, taken: true },
+                    (Some(sequence), None) if !no_one => {
+                        if let Some(old) = old {
+                            self.release(out, rooms[room].reborrow(), &old, now);
+                        }
+                        rooms[room].ours.insert(name.clone(), sequence);
+                        // The others know at once it is here (were this server to die now).
+                        self.beat(out, &rooms[room]);
+                        Answer::Claimed { name, taken: false }
+                    }
+                    _ => Answer::Failed,
+                };
+                news.push(News::Answer { ask, answer });
+            }
+            Waiting::Who { ask, room } => {
+                let answer = match json::get(body, &["state"]) {
+                    Some(state) if !refused => {
+                        let prefix = format!("{}.", rooms[room].subjects.names);
+                        let subjects = json::get(state, &["subjects"]).map(json::members).unwrap_or_default();
+                        let mut names: Vec<String> = subjects
+                            .into_iter()
+                            .filter_map(|(subject, _)| subject.strip_prefix(&prefix).map(String::from))
+                            .collect();
+                        names.sort_unstable();
+                        Answer::Present(names)
+                    }
+                    _ => Answer::Failed,
+                };
+                news.push(News::Answer { ask, answer });
+            }
+            Waiting::History { ask, room, keep } => {
+                let consumer = json::get(body, &["name"]).and_then(json::string);
+                let pending = json::get(body, &["num_pending"]).and_then(json::number);
+                match (consumer, pending, refused) {
+                    (Some(consumer), Some(pending), false) => {
+                        let read = self.reads.entry(consumer.clone()).or_default();
+                        read.ask = Some((ask, room, keep));
+                        read.expected = Some(pending);
+                        read.started.get_or_insert(now);
+                        self.finish_read(out, &consumer, news, now);
+                    }
+                    _ => news.push(News::Answer { ask, answer: Answer::Failed }),
+                }
+            }
+            Waiting::Refresh { room, name } => match json::get(body, &["seq"]).and_then(json::number) {
+                Some(sequence) if !refused => {
+                    if let Some(ours) = rooms[room].ours.get_mut(&name) {
+                        *ours = sequence;
+                    }
+                }
+                _ if no_one => {}
+                _ => {
+                    // Expired while this server was away, and taken since: the member keeps
+                    // the name here, but it is no longer unique.
+                    warn!(
+                        "a member's name was lost on the engine; name={name} answer={}",
+                        String::from_utf8_lossy(body)
+                    );
+                    rooms[room].ours.remove(&name);
+                }
+            },
+            Waiting::Nothing => {}
+        }
+        false
+    }
+
+    /// A history line pushed to the subscriber link's inbox (`reply`: its `$JS.ACK...`
+    /// subject, which names the consumer).
+    pub fn pushed(
+        &mut self,
+        out: &mut Vec<u8>,
+        reply: &[u8],
+        payload: &[u8],
+        news: &mut Vec<News>,
+        now: Instant,
+    ) {
+        // $JS.ACK.<stream>.<consumer>.<delivered>.<stream seq>.<consumer seq>.<time>.<pending>
+        let Some(consumer) = reply.split(|&byte| byte == b'.').nth(3) else { return };
+        let consumer = String::from_utf8_lossy(consumer).into_owned();
+        let read = self.reads.entry(consumer.clone()).or_default();
+        read.started.get_or_insert(now);
+        if read.done {
+            return;
+        }
+        if let Some(envelope) = Envelope::decode(payload) {
+            let id = LineId { origin: envelope.origin, sequence: envelope.sequence };
+            read.lines.push((id, envelope.line.to_vec()));
+        }
+        self.finish_read(out, &consumer, news, now);
+    }
+
+    /// A history read whose lines have all come is answered, and its consumer deleted.
+    fn finish_read(&mut self, out: &mut Vec<u8>, consumer: &str, news: &mut Vec<News>, now: Instant) {
+        let Some(read) = self.reads.get_mut(consumer) else { return };
+        let (Some((ask, _, keep)), Some(expected)) = (read.ask, read.expected) else { return };
+        if (read.lines.len() as u64) < expected || read.done {
+            return;
+        }
+        read.done = true;
+        let mut lines = std::mem::take(&mut read.lines);
+        lines.truncate(expected as usize);
+        // A stream made by a server keeping more lines than this one: the last `keep`.
+        let skip = lines.len().saturating_sub(keep);
+        lines.drain(..skip);
+        news.push(News::Answer { ask, answer: Answer::History(lines) });
+        self.request(
+            out,
+            &format!("$JS.API.CONSUMER.DELETE.{HISTORY}.{consumer}"),
+            b"",
+            Waiting::Nothing,
+            now,
+        );
+    }
+
+    /// Timers, every interval: this process's names published again (refreshed), its
+    /// heartbeat in each chat room, requests unanswered for an interval failed, history reads
+    /// forgotten, and other processes not heard of for a name's life found gone.
+    pub fn on_timers(
+        &mut self,
+        out: &mut Vec<u8>,
+        rooms: &mut [Room<'_>],
+        (interval, life): (Duration, Duration),
+        news: &mut Vec<News>,
+        now: Instant,
+    ) {
+        let overdue: Vec<u64> = self
+            .waiting
+            .iter()
+            .filter(|(_, (_, sent))| now >= *sent + interval)
+            .map(|(number, _)| *number)
+            .collect();
+        for number in overdue {
+            if let Some((waiting, _)) = self.waiting.remove(&number) {
+                match waiting {
+                    Waiting::Guest { ask, .. }
+                    | Waiting::Claim { ask, .. }
+                    | Waiting::Who { ask, .. }
+                    | Waiting::History { ask, .. } => news.push(News::Answer { ask, answer: Answer::Failed }),
+                    Waiting::Stream(_) => {
+                        self.streams = self.streams.saturating_sub(1);
+                    }
+                    Waiting::Refresh { .. } | Waiting::Nothing => {}
+                }
+            }
+        }
+        // A read whose lines never all came: answered with what came (none if its creation
+        // was not answered: the question failed above).
+        let stale: Vec<String> = self
+            .reads
+            .iter()
+            .filter(|(_, read)| read.started.is_some_and(|started| now >= started + interval))
+            .map(|(consumer, _)| consumer.clone())
+            .collect();
+        for consumer in stale {
+            if let Some(read) = self.reads.remove(&consumer) {
+                if let (Some((ask, _, _)), false) = (read.ask, read.done) {
+                    news.push(News::Answer { ask, answer: Answer::History(read.lines) });
+                }
+            }
+        }
+        let gone: Vec<(usize, u64)> =
+            self.heard.iter().filter(|(_, (_, heard))| now >= *heard + life).map(|(key, _)| *key).collect();
+        for key in gone {
+            if let Some((names, _)) = self.heard.remove(&key) {
+                if !names.is_empty() {
+                    info!(
+                        "a server stopped answering; its members left; room={} names={}",
+                        key.0,
+                        names.join(",")
+                    );
+                    news.push(News::Gone { room: key.0, names, tell_others: false });
+                }
+            }
+        }
+        if now < self.beat_at {
+            return;
+        }
+        self.beat_at = now + interval;
+        for room in rooms.iter_mut() {
+            self.beat(out, room);
+            if !self.available {
+                continue;
+            }
+            let names: Vec<(String, u64)> =
+                room.ours.iter().map(|(name, seq)| (name.clone(), *seq)).collect();
+            for (name, sequence) in names {
+                let waiting = Waiting::Refresh { room: room.index, name: name.clone() };
+                self.publish_name(out, (room, &name, sequence), waiting, now);
+            }
+        }
+    }
+
+    /// This process's heartbeat in `room`: its origin and its members' names there.
+    pub fn beat(&self, out: &mut Vec<u8>, room: &Room<'_>) {
+        let mut payload = format!("{:016x}", self.origin);
+        for name in room.ours.keys() {
+            payload.push(' ');
+            payload.push_str(name);
+        }
+        nats::encode_pub(out, &room.subjects.presence, payload.as_bytes());
+    }
+
+    /// Another process's heartbeat in room `room`.
+    pub fn heard(&mut self, room: usize, payload: &[u8], now: Instant) {
+        let text = String::from_utf8_lossy(payload);
+        let mut words = text.split(' ');
+        let Some(origin) = words.next().and_then(|word| u64::from_str_radix(word, 16).ok()) else { return };
+        if origin == self.origin {
+            return;
+        }
+        let names: Vec<String> = words.filter(|word| !word.is_empty()).map(String::from).collect();
+        self.heard.insert((room, origin), (names, now));
+    }
+
+    /// The link came up: the heartbeat and refresh go out at once.
+    pub fn beat_now(&mut self, now: Instant) {
+        self.beat_at = now;
+    }
+
+    /// When [`on_timers`](Self::on_timers) next has something to do.
+    pub fn next_deadline(&self, interval: Duration) -> Instant {
+        let oldest = self.waiting.values().map(|(_, sent)| *sent + interval).min();
+        oldest.map_or(self.beat_at, |oldest| oldest.min(self.beat_at))
+    }
+
+    /// Names of processes other than this one that are known to be alive (for tests).
+    #[cfg(test)]
+    fn alive(&self) -> HashSet<u64> {
+        self.heard.keys().map(|(_, origin)| *origin).collect()
+    }
+}
+
+impl Room<'_> {
+    /// The same room, borrowed again (to lend it to a call and use it after).
+    pub fn reborrow(&mut self) -> Room<'_> {
+        Room { index: self.index, subjects: self.subjects, history: self.history, ours: self.ours }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn room<'r>(subjects: &'r RoomSubjects, ours: &'r mut HashMap<String, u64>) -> Room<'r> {
+        Room { index: 0, subjects, history: 3, ours }
+    }
+
+    /// A named claim is one conditional publish; a guest claim asks for a number first; the
+    /// answers read as the engine gives them.
+    #[test]
+    fn claims_are_conditional_publishes() {
+        let now = Instant::now();
+        let (subjects, mut ours) = (RoomSubjects::of("lobby"), HashMap::new());
+        let mut js = JetStream::new(7, now);
+        let mut out = Vec::new();
+        js.start(&mut out, 3, true, Duration::from_secs(15), now);
+        let text = String::from_utf8_lossy(&out).into_owned();
+        assert!(
+            text.contains("$JS.API.STREAM.CREATE.EVLOOP_NAMES") && text.contains("\"max_age\":15000000000")
+        );
+        let mut news = Vec::new();
+        for number in 1..=3 {
+            let mut rooms = [room(&subjects, &mut ours)];
+            let up = js.answered(&mut out, &mut rooms, (number, None, br#"{"did_create":true}"#), &mut news);
+            assert!(!up, "not before its PONG");
+        }
+        assert!(js.ponged(), "up: PONG and streams");
+        out.clear();
+        let ask = js.ask(
+            &mut out,
+            room(&subjects, &mut ours),
+            Question::Claim { wanted: Some("ann"), old: None },
+            1,
+            now,
+        );
+        assert_eq!(ask, Some(1));
+        let text = String::from_utf8_lossy(&out).into_owned();
+        assert!(text.starts_with("HPUB evloop.names.lobby.ann _INBOX.evloop.0000000000000007.4 "), "{text}");
+        assert!(text.contains("Nats-Expected-Last-Subject-Sequence: 0\r\n"));
+        let mut rooms = [room(&subjects, &mut ours)];
+        js.answered(&mut out, &mut rooms, (4, None, br#"{"stream":"EVLOOP_NAMES", "seq":9}"#), &mut news);
+        assert_eq!(
+            news,
+            [News::Answer { ask: 1, answer: Answer::Claimed { name: "ann".into(), taken: false } }]
+        );
+        assert_eq!(ours.get("ann"), Some(&9));
+        news.clear();
+        js.ask(
+            &mut out,
+            room(&subjects, &mut ours),
+            Question::Claim { wanted: None, old: Some("ann") },
+            2,
+            now,
+        );
+        let mut rooms = [room(&subjects, &mut ours)];
+        js.answered(&mut out, &mut rooms, (5, None, br#"{"stream":"EVLOOP_GUESTS","seq":3}"#), &mut news);
+        let refused = br#"{"error":{"code":400,"err_code":10071,"description":"wrong last sequence: 2"}}"#;
+        js.answered(&mut out, &mut rooms, (6, None, refused), &mut news);
+        assert!(news.is_empty(), "guest-3 taken by hand: another number");
+        js.answered(&mut out, &mut rooms, (7, None, br#"{"stream":"EVLOOP_GUESTS","seq":4}"#), &mut news);
+        js.answered(&mut out, &mut rooms, (8, None, br#"{"seq":12}"#), &mut news);
+        assert_eq!(
+            news,
+            [News::Answer { ask: 2, answer: Answer::Claimed { name: "guest-4".into(), taken: false } }]
+        );
+        assert!(
+            String::from_utf8_lossy(&out)
+                .contains("MSG.DELETE.EVLOOP_NAMES _INBOX.evloop.0000000000000007.9 9\r\n{\"seq\":9}"),
+            "ann's message deleted"
+        );
+        assert_eq!(ours.keys().collect::<Vec<_>>(), ["guest-4"]);
+    }
+
+    /// A history read: the lines pushed (before or after the consumer's creation is
+    /// answered) are the answer once all have come; then the consumer goes.
+    #[test]
+    fn history_is_pushed_then_answered() {
+        let now = Instant::now();
+        let (subjects, mut ours) = (RoomSubjects::of("lobby"), HashMap::new());
+        let mut js = JetStream { available: true, ..JetStream::new(7, now) };
+        let mut out = Vec::new();
+        js.ask(&mut out, room(&subjects, &mut ours), Question::History, 5, now);
+        let mut news = Vec::new();
+        let line = |sequence: u64| {
+            let mut bytes = Vec::new();
+            Envelope { origin: 3, sequence, line: format!("l{sequence}").as_bytes() }.encode(&mut bytes);
+            bytes
+        };
+        js.pushed(&mut out, b"$JS.ACK.EVLOOP_HISTORY.abc.1.1.1.0.1", &line(1), &mut news, now);
+        let created = br#"{"type":"x","name":"abc","num_pending":2,"delivered":{"stream_seq":0}}"#;
+        js.answered(&mut out, &mut [room(&subjects, &mut ours)], (1, None, created), &mut news);
+        assert!(news.is_empty());
+        js.pushed(&mut out, b"$JS.ACK.EVLOOP_HISTORY.abc.1.2.2.0.0", &line(2), &mut news, now);
+        js.pushed(&mut out, b"$JS.ACK.EVLOOP_HISTORY.abc.1.3.3.0.0", &line(3), &mut news, now);
+        let lines = vec![
+            (LineId { origin: 3, sequence: 1 }, b"l1".to_vec()),
+            (LineId { origin: 3, sequence: 2 }, b"l2".to_vec()),
+        ];
+        assert_eq!(
+            news,
+            [News::Answer { ask: 5, answer: Answer::History(lines) }],
+            "the two it said, not the third"
+        );
+        assert!(String::from_utf8_lossy(&out).contains("$JS.API.CONSUMER.DELETE.EVLOOP_HISTORY.abc"));
+    }
+
+    /// Heartbeats: a process not heard of for a name's life is gone, with its names.
+    #[test]
+    fn a_silent_server_is_gone() {
+        let now = Instant::now();
+        let (subjects, mut ours) = (RoomSubjects::of("lobby"), HashMap::new());
+        let mut js = JetStream::new(7, now);
+        js.heard(0, b"0000000000000009 ann bob", now);
+        js.heard(0, b"0000000000000007 me", now);
+        assert_eq!(js.alive(), HashSet::from([9]), "its own heartbeat is not another's");
+        let (mut out, mut news) = (Vec::new(), Vec::new());
+        let times = (Duration::from_secs(1), Duration::from_secs(3));
+        js.on_timers(
+            &mut out,
+            &mut [room(&subjects, &mut ours)],
+            times,
+            &mut news,
+            now + Duration::from_secs(2),
+        );
+        assert!(news.is_empty());
+        assert!(
+            String::from_utf8_lossy(&out).starts_with("PUB evloop.presence.lobby 16\r\n0000000000000007\r\n")
+        );
+        js.on_timers(
+            &mut out,
+            &mut [room(&subjects, &mut ours)],
+            times,
+            &mut news,
+            now + Duration::from_secs(3),
+        );
+        assert_eq!(
+            news,
+            [News::Gone { room: 0, names: vec!["ann".into(), "bob".into()], tell_others: false }]
+        );
+    }
+}
