@@ -220,18 +220,31 @@ pub fn metrics_request(data: &[u8]) {
 }
 
 /// The directory the file target serves: a file, a subdirectory, and links leading out of it.
+/// One directory for every process (the fuzzer's jobs, the test runs), made once and never
+/// removed, so no run leaves one behind: it is built aside and renamed into place, and a
+/// process that finds it there (or loses the race) uses the one there.
 fn file_root() -> &'static Path {
     static ROOT: OnceLock<PathBuf> = OnceLock::new();
     ROOT.get_or_init(|| {
-        let root = std::env::temp_dir().join(format!("evloop-fuzz-files-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&root);
-        std::fs::create_dir_all(root.join("sub")).expect("make the fuzz directory");
-        std::fs::write(root.join("a.txt"), b"hello").expect("write a file");
-        std::fs::write(root.join("sub/b.txt"), b"world").expect("write a file");
+        let root = std::env::temp_dir().join("evloop-fuzz-files");
         let outside = root.with_extension("outside");
-        std::fs::write(&outside, b"secret").expect("write the file outside");
-        let _ = std::os::unix::fs::symlink(&outside, root.join("out"));
-        let _ = std::os::unix::fs::symlink("..", root.join("sub/up"));
+        if !outside.exists() {
+            let aside = outside.with_extension(format!("outside.{}", std::process::id()));
+            std::fs::write(&aside, b"secret").expect("write the file outside");
+            std::fs::rename(&aside, &outside).expect("put the file outside in place");
+        }
+        if !root.exists() {
+            let aside = root.with_extension(format!("{}", std::process::id()));
+            std::fs::create_dir_all(aside.join("sub")).expect("make the fuzz directory");
+            std::fs::write(aside.join("a.txt"), b"hello").expect("write a file");
+            std::fs::write(aside.join("sub/b.txt"), b"world").expect("write a file");
+            std::os::unix::fs::symlink(&outside, aside.join("out")).expect("a link out");
+            std::os::unix::fs::symlink("..", aside.join("sub/up")).expect("a link up");
+            if std::fs::rename(&aside, &root).is_err() {
+                // Another process put its own in place first: the same, so use that one.
+                let _ = std::fs::remove_dir_all(&aside);
+            }
+        }
         std::fs::canonicalize(&root).expect("the fuzz directory")
     })
 }

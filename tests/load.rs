@@ -386,7 +386,7 @@ fn bad_usage_exits_2() {
         &["-d", "1s", "-n", "5"],
         &["--sources", "127.0.0.9-127.0.0.1"],
         &["--workload", "broadcast", "-c", "1"],
-        &["--workload", "broadcast", "-c", "4", "--processes", "2"],
+        &["--workload", "broadcast", "-c", "4", "-P", "2", "--processes", "2"],
         &["-c", "5", "--active", "6"],
     ] {
         let output = Command::new(env!("CARGO_BIN_EXE_evloop-load")).args(args).output().unwrap();

@@ -49,6 +49,22 @@ pub fn start_server(mut command: Command) -> (Child, String) {
     (child, addr)
 }
 
+/// Starts a server with `count` listeners and returns it with their addresses, in the order
+/// of its startup lines (the order of its `--listen` flags).
+pub fn start_listeners(mut command: Command, count: usize) -> (Child, Vec<String>) {
+    let mut child = command.stdout(Stdio::piped()).stderr(Stdio::null()).spawn().expect("start the server");
+    let mut startup = BufReader::new(child.stdout.take().expect("piped stdout"));
+    let addrs = (0..count)
+        .map(|_| {
+            let mut line = String::new();
+            startup.read_line(&mut line).expect("a startup line");
+            // `<handler> listening on <addr> (<codec>)`
+            line.split_whitespace().nth(3).expect("an address on the startup line").to_string()
+        })
+        .collect();
+    (child, addrs)
+}
+
 /// Stops a server started by this driver (SIGTERM, then waits).
 pub fn stop(child: &mut Child) {
     // SAFETY: kill() on our own child's PID has no memory-safety preconditions.

@@ -25,7 +25,7 @@
 mod envelope;
 mod jetstream;
 mod json;
-mod link;
+pub(crate) mod link;
 pub(crate) mod nats;
 mod questions;
 mod redis;

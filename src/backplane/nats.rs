@@ -218,8 +218,9 @@ pub fn encode_hrequest(
     out.extend_from_slice(b"\r\n");
 }
 
-/// Appends `SUB subject sid` (a sid is any word: the server gives it back with each message).
-pub fn encode_sub(out: &mut Vec<u8>, subject: &str, sid: &str) {
+/// Appends `SUB subject sid` (a sid is any word: the server gives it back with each message;
+/// the chat rooms name theirs by kind and room, the agents' bus numbers its own).
+pub fn encode_sub(out: &mut Vec<u8>, subject: &str, sid: impl fmt::Display) {
     let _ = write!(out, "SUB {subject} {sid}\r\n");
 }
 

@@ -14,9 +14,10 @@ use std::time::Duration;
 use clap::Parser;
 use evloop::cli::units::{parse_bytes, parse_duration, positive_duration, positive_rate};
 use evloop::cli::{self, usage_error};
+use evloop::load::agents::{self, AgentOptions, CoordinateOptions};
 use evloop::load::script::{Preset, Script, ScriptFlags};
 use evloop::load::{LoadConfig, Stop, Workload, WorkloadFlags, parse_sources, processes, step, sweep};
-use evloop::{Codec, ListenAddr};
+use evloop::{BackplaneUrl, BackplaneUrls, Codec, ListenAddr};
 
 /// Descriptors kept back from the connection count for the poller, pacer and standard streams.
 const RESERVED_DESCRIPTORS: u64 = 32;
@@ -218,9 +219,41 @@ struct Args {
     #[arg(long, value_name = "ID", default_value_t = 0, hide = true)]
     first_id: u32,
 
+    /// The whole run's connections, for a part of one (its open-loop schedule's place)
+    #[arg(long, value_name = "N", hide = true)]
+    whole_run_connections: Option<u32>,
+
     /// Run as one part of a multi-process run, talking to the parent on stdin/stdout
     #[arg(long = "part-of-run", hide = true)]
     part_of_run: bool,
+
+    /// Run as an agent: wait on NATS (any server of one cluster) for runs a coordinator
+    /// splits between agents, one at a time, until SIGINT or SIGTERM. Prints "agent NAME
+    /// ready" once subscribed. --sources here are the addresses this agent's share connects
+    /// from; the other run flags come from the coordinator
+    #[arg(long, value_name = "nats://HOST:PORT[,...]", value_parser = nats_urls, conflicts_with = "coordinate", help_heading = "Load from many hosts")]
+    agent: Option<BackplaneUrls>,
+
+    /// --agent: its name in reports [default: the host name and the process id]
+    #[arg(long, value_name = "NAME", requires = "agent", help_heading = "Load from many hosts")]
+    agent_name: Option<String>,
+
+    /// Split the run between --agents agents on NATS instead of sending load from here:
+    /// wait for them (up to --connect-timeout), give each its share (-c, -n, --rate; its own
+    /// --sources; --processes loader processes each), start them at one instant, and print
+    /// one report, with an entry per agent
+    #[arg(long, value_name = "nats://HOST:PORT[,...]", value_parser = nats_urls, requires = "agents", help_heading = "Load from many hosts")]
+    coordinate: Option<BackplaneUrls>,
+
+    /// --coordinate: how many agents the run needs
+    #[arg(long, value_name = "N", requires = "coordinate", value_parser = clap::value_parser!(u32).range(1..=10_000), help_heading = "Load from many hosts")]
+    agents: Option<u32>,
+
+    /// --coordinate: an agent not heard from for this long is lost (the run goes on without
+    /// its share, and fails); an agent that hears nothing from the coordinator for as long
+    /// gives the run up
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = positive_duration, help_heading = "Load from many hosts")]
+    agent_timeout: Duration,
 
     /// Run once per connection count instead (e.g. 1,10,100,1000,10000), each run as set
     /// by the other flags; writes OUT.csv and OUT.svg (throughput and p99 against connections)
@@ -337,6 +370,17 @@ fn sources(text: &str) -> Result<Sources, String> {
     parse_sources(text).map(Sources)
 }
 
+/// NATS servers for --agent and --coordinate: nats://HOST:PORT, any of one cluster.
+fn nats_urls(text: &str) -> Result<BackplaneUrls, String> {
+    let urls: BackplaneUrls = text.parse()?;
+    if !matches!(urls.first(), BackplaneUrl::Nats(_)) {
+        return Err(format!(
+            "agents meet on NATS: expected nats://HOST:PORT[,nats://HOST:PORT...], got {text:?}"
+        ));
+    }
+    Ok(urls)
+}
+
 fn main() -> ExitCode {
     let args: Args = match cli::parse_args("evloop-load") {
         Ok(args) => args,
@@ -408,13 +452,17 @@ fn main() -> ExitCode {
     config.threads = args.threads;
     config.active = args.active;
     config.first_id = args.first_id;
+    config.whole_run_connections = args.whole_run_connections;
     config.hold = args.hold;
     config.latency_spectrum = args.latency;
     if let Err(message) = config.validate() {
         return usage_error("evloop-load", &message);
     }
     let largest = args.sweep_connections.as_ref().and_then(|counts| counts.iter().max().copied());
-    let per_process = u64::from(largest.unwrap_or(config.connections).div_ceil(args.processes));
+    // Over agents, each agent's processes share its part (on hosts assumed alike to this one).
+    let agents_sharing = if args.coordinate.is_some() { args.agents.unwrap_or(1) } else { 1 };
+    let per_agent = largest.unwrap_or(config.connections).div_ceil(agents_sharing);
+    let per_process = u64::from(per_agent.div_ceil(args.processes));
     match evloop::raise_file_limit() {
         Ok((_, limit)) if per_process + RESERVED_DESCRIPTORS > limit.soft => {
             return usage_error(
@@ -423,8 +471,7 @@ fn main() -> ExitCode {
                     "{per_process} connections in one process need about {} open files, but a process may open {}: use --processes {} or more, or raise the limit (ulimit -n)",
                     per_process + RESERVED_DESCRIPTORS,
                     limit.soft,
-                    u64::from(config.connections)
-                        .div_ceil(limit.soft.saturating_sub(RESERVED_DESCRIPTORS).max(1))
+                    u64::from(per_agent).div_ceil(limit.soft.saturating_sub(RESERVED_DESCRIPTORS).max(1))
                 ),
             );
         }
@@ -437,10 +484,19 @@ fn main() -> ExitCode {
     if args.part_of_run {
         return run_part(&config, &interrupt.stop);
     }
+    if let Some(urls) = &args.agent {
+        return run_agent(urls, &args, &interrupt.stop);
+    }
+    let coordinate = args.coordinate.clone().map(|urls| {
+        let mut options = CoordinateOptions::new(urls, args.agents.unwrap_or(1));
+        options.processes = args.processes;
+        options.agent_timeout = args.agent_timeout;
+        options
+    });
+    let runner = Runner { processes: args.processes, coordinate: coordinate.as_ref(), stop: &interrupt.stop };
     if let Some(counts) = &args.sweep_connections {
         let out = args.out.clone().unwrap_or_else(|| "sweep".into());
-        let code =
-            run_sweep(&config, counts, (args.processes, &interrupt.stop), !args.no_progress, args.json, &out);
+        let code = run_sweep(&config, counts, &runner, !args.no_progress, args.json, &out);
         return interrupt.exit_code().unwrap_or(code);
     }
     if let (Some(members), Some(limit)) = (args.step_members, args.limit_p95) {
@@ -451,10 +507,10 @@ fn main() -> ExitCode {
             );
         }
         let out = args.out.clone().unwrap_or_else(|| "step-up".into());
-        let code = run_step_up(&config, (members, limit), (args.processes, &interrupt.stop), args.json, &out);
+        let code = run_step_up(&config, (members, limit), &runner, args.json, &out);
         return interrupt.exit_code().unwrap_or(code);
     }
-    let result = run_once(&config, (args.processes, &interrupt.stop), !args.no_progress);
+    let result = runner.run_once(&config, !args.no_progress);
     let report = match result {
         Ok(report) => report,
         Err(error) => return run_failed(&error),
@@ -520,12 +576,12 @@ impl Interrupt {
 fn run_sweep(
     config: &LoadConfig,
     counts: &[u32],
-    processes: (u32, &Arc<AtomicBool>),
+    runner: &Runner<'_>,
     progress: bool,
     json: bool,
     out: &Path,
 ) -> ExitCode {
-    let run_one = |config: &LoadConfig| run_once(config, processes, progress);
+    let run_one = |config: &LoadConfig| runner.run_once(config, progress);
     let show = |point: &sweep::Point| {
         if json {
             cli::print_line(format_args!("{}", serde_json::to_string(&point.report).unwrap_or_default()));
@@ -555,17 +611,55 @@ fn run_sweep(
     if points.iter().all(|point| point.report.ok) { ExitCode::SUCCESS } else { ExitCode::from(1) }
 }
 
-/// One run, in this process or in `processes` of them, stopped early once `stop` is set.
-fn run_once(
-    config: &LoadConfig,
-    (processes, stop): (u32, &Arc<AtomicBool>),
-    progress: bool,
-) -> std::io::Result<evloop::load::Report> {
-    if processes > 1 {
-        std::env::current_exe()
-            .and_then(|program| processes::run(config, processes, &program, progress, stop))
-    } else {
-        evloop::load::run_until(config, progress, stop.clone())
+/// How each run is made: in this process, in loader processes, or over agents.
+struct Runner<'a> {
+    /// `--processes`: loader processes (per agent, with `--coordinate`).
+    processes: u32,
+    /// `--coordinate`: the run is split over agents.
+    coordinate: Option<&'a CoordinateOptions>,
+    /// Set by SIGINT and SIGTERM: the run stops early.
+    stop: &'a Arc<AtomicBool>,
+}
+
+impl Runner<'_> {
+    /// One run, stopped early once `stop` is set.
+    fn run_once(&self, config: &LoadConfig, progress: bool) -> std::io::Result<evloop::load::Report> {
+        if let Some(options) = self.coordinate {
+            agents::coordinate(config, options, progress, self.stop)
+        } else if self.processes > 1 {
+            std::env::current_exe()
+                .and_then(|program| processes::run(config, self.processes, &program, progress, self.stop))
+        } else {
+            evloop::load::run_until(config, progress, self.stop.clone())
+        }
+    }
+}
+
+/// `--agent`: waits for runs until SIGINT or SIGTERM, which end it with exit code 0 (its
+/// normal end: a service manager stops it so).
+fn run_agent(urls: &BackplaneUrls, args: &Args, stop: &Arc<AtomicBool>) -> ExitCode {
+    // Its loader processes run its own binary, even after that file was replaced by an
+    // upgrade (the path then names the new one, or nothing): the agent's protocol and its
+    // processes' must match.
+    let own = std::path::PathBuf::from("/proc/self/exe");
+    let program = match std::env::current_exe() {
+        Ok(_) if own.exists() => own,
+        Ok(program) => program,
+        Err(error) => {
+            cli::eprint_line(format_args!("evloop-load: cannot find its own binary: {error}"));
+            return ExitCode::from(1);
+        }
+    };
+    let mut options = AgentOptions::new(urls.clone(), program);
+    options.name = args.agent_name.clone();
+    options.sources = args.sources.clone().map(|sources| sources.0).unwrap_or_default();
+    let mut say = |line: &str| cli::print_line(line);
+    match agents::run_agent(&options, stop, &mut say) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            cli::eprint_line(format_args!("evloop-load: agent: {error}"));
+            ExitCode::from(1)
+        }
     }
 }
 
@@ -601,11 +695,11 @@ fn say_written(written: std::io::Result<()>, csv: &Path, svg: &Path) -> Result<(
 fn run_step_up(
     config: &LoadConfig,
     (members, limit): (u32, Duration),
-    processes: (u32, &Arc<AtomicBool>),
+    runner: &Runner<'_>,
     json: bool,
     out: &Path,
 ) -> ExitCode {
-    let run_one = |config: &LoadConfig| run_once(config, processes, false);
+    let run_one = |config: &LoadConfig| runner.run_once(config, false);
     if !json {
         cli::print_line(step::CSV_HEADER);
     }

@@ -62,6 +62,10 @@ pub struct LoadConfig {
     /// The id of the first connection: a loader process that runs one part of a larger
     /// run numbers its connections after the other parts'.
     pub first_id: u32,
+    /// A part of a larger run: the whole run's connections (ids `0..` it); `None`: this is
+    /// the whole run. Open loop, a part's schedule is shifted by its place in the whole, so
+    /// the parts' messages interleave as one loader's would instead of going out together.
+    pub whole_run_connections: Option<u32>,
     /// After the run, keep every connection open and idle this long (to measure what idle
     /// connections cost the server).
     pub hold: Duration,
@@ -105,6 +109,7 @@ impl Default for LoadConfig {
             threads: 1,
             active: None,
             first_id: 0,
+            whole_run_connections: None,
             hold: Duration::ZERO,
             latency_spectrum: false,
             broadcast_closed_loop: false,
@@ -239,6 +244,7 @@ impl LoadConfig {
         LoadConfig {
             connections,
             first_id,
+            whole_run_connections: Some(self.whole_run_connections.unwrap_or(self.connections)),
             stop: match self.stop {
                 Stop::Messages(total) => Stop::Messages(self.messages_share(total, index, parts)),
                 after => after,
@@ -286,6 +292,9 @@ impl LoadConfig {
         flag("reply-timeout", self.reply_timeout.as_secs_f64().to_string());
         flag("threads", self.threads.to_string());
         flag("first-id", self.first_id.to_string());
+        if let Some(whole) = self.whole_run_connections {
+            flag("whole-run-connections", whole.to_string());
+        }
         if !self.hold.is_zero() {
             flag("hold", self.hold.as_secs_f64().to_string());
         }
@@ -395,6 +404,9 @@ mod tests {
         assert_eq!(parts.iter().filter_map(|part| part.active).sum::<u32>(), 4);
         let rate: f64 = parts.iter().filter_map(|part| part.rate).sum();
         assert!((rate - 100.0).abs() < 1e-6);
+        assert!(parts.iter().all(|part| part.whole_run_connections == Some(10)));
+        assert_eq!(parts[1].part(0, 2).whole_run_connections, Some(10), "a part of a part keeps the whole");
+        assert!(parts[1].to_args().windows(2).any(|flag| flag == ["--whole-run-connections", "10"]));
         let threads = LoadConfig { threads: 2, ..parts[1].clone() }.plans();
         assert_eq!(
             threads.iter().map(|plan| (plan.first_id, plan.count)).collect::<Vec<_>>(),

@@ -35,6 +35,8 @@
 //! - `report`: the final [`Report`], human and JSON.
 //! - `shared`: the few counters threads share.
 //! - `socket`: the loader's end of a connection: TCP, Unix stream or UDP.
+//! - [`agents`]: load from many hosts: agents that wait on NATS for runs, and the
+//!   coordinator that splits one run between them and merges their results.
 //! - `drivers/`: runs made of runs, or of processes: [`processes`] (`--processes N`: loader
 //!   processes, each a part, merged exactly), [`sweep`] (`--sweep-connections`: a run per
 //!   connection count, as CSV and SVG), [`step`] (`--step-members`: rooms grown step by
@@ -45,6 +47,7 @@
 //! - `sources`: `--sources` address lists ([`parse_sources`]).
 //! - [`chart`]: line charts as SVG, for sweeps and benchmarks.
 
+pub mod agents;
 pub mod chart;
 mod clock;
 mod config;
@@ -67,20 +70,20 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 pub use config::{LoadConfig, Stop};
 pub use drivers::{processes, step, sweep};
 pub use report::{
-    Broadcast, Connections, Errors, Messages, Percentiles, Report, SCHEMA, SpectrumPoint, Throughput,
-    TlsHandshakes,
+    AgentReport, Broadcast, Connections, Errors, Messages, Percentiles, Report, SCHEMA, SpectrumPoint,
+    Throughput, TlsHandshakes,
 };
 pub use sources::parse_sources;
 pub use tally::{Failures, Mismatch};
 pub use workloads::{Workload, WorkloadFlags};
 
-use progress::Progress;
-use shared::Shared;
+use progress::{Progress, Snapshot};
+use shared::{Shared, WholeRun};
 use tally::Tally;
 use workloads::Exchange;
 
@@ -99,40 +102,48 @@ pub fn run(config: &LoadConfig, progress: bool) -> io::Result<Report> {
 /// sending stops, the replies on their way get a moment (at most a second) to come, and the
 /// report covers the run so far, marked [`Report::interrupted`].
 pub fn run_until(config: &LoadConfig, progress: bool, stop: Arc<AtomicBool>) -> io::Result<Report> {
-    let mut holding = |connections: usize| {
-        eprintln!("evloop-load: holding {connections} connections for {:.1} s", config.hold.as_secs_f64());
-    };
-    let hooks = Hooks { progress, connected: None, holding: &mut holding, stop: stop.clone() };
+    let hooks = Hooks { progress, parent: None, whole: WholeRun::alone(), stop: stop.clone() };
     let (total, window) = run_threads_of(config, hooks)?;
     let mut report = Report::new(config, &total, window);
     report.interrupted = stop.load(Ordering::Acquire);
     Ok(report)
 }
 
-/// Runs one part of a multi-process run (see `processes.rs`): once this process's
-/// connections are all up, `connected(established)` is called and must return when every
-/// process is ready; only then does sending start. With `--hold`, `holding(established)` is
-/// called when the run is over and the connections are held. Returns the raw tally and
-/// window, for the parent to merge.
-/// `stop` stops it early, as it does [`run_until`].
+/// The parent of a process that runs one part of a larger run (see `processes.rs`): what
+/// the part tells it, and when. What the parent tells the part comes in a [`WholeRun`].
+pub(crate) trait Parent {
+    /// This process's connections are all up and its run prepared (`established` up):
+    /// returns when every part's are, with the go (the start, and the room's size, in the
+    /// [`WholeRun`]); only then does sending start.
+    fn connected(&mut self, established: usize) -> io::Result<()>;
+    /// Its progress, once a second.
+    fn progress(&mut self, snapshot: Snapshot);
+    /// Every thread has stopped sending; `lines` were sent in all.
+    fn stopped(&mut self, lines: u64);
+    /// With `--hold`: the run is over and its connections are held.
+    fn holding(&mut self, established: usize);
+}
+
+/// Runs one part of a multi-process run (see `processes.rs`), talking to its `parent`, told
+/// about the whole run in `whole`. Returns the raw tally and window, for the parent to
+/// merge. `stop` stops it early, as it does [`run_until`].
 pub(crate) fn run_part(
     config: &LoadConfig,
-    connected: &mut dyn FnMut(usize) -> io::Result<()>,
-    holding: &mut dyn FnMut(usize),
+    parent: &mut dyn Parent,
+    whole: Arc<WholeRun>,
     stop: Arc<AtomicBool>,
 ) -> io::Result<(Tally, Duration)> {
-    run_threads_of(config, Hooks { progress: false, connected: Some(connected), holding, stop })
+    run_threads_of(config, Hooks { progress: false, parent: Some(parent), whole, stop })
 }
 
 /// How a run talks to whoever started it.
 pub(crate) struct Hooks<'h> {
     /// Whether to draw the live progress line on stderr.
     progress: bool,
-    /// A part of a multi-process run: called with the connections up once this process's
-    /// are all up; returns when every process's are (only then does sending start).
-    connected: Option<&'h mut dyn FnMut(usize) -> io::Result<()>>,
-    /// With `--hold`: called when the run is over and its connections are held.
-    holding: &'h mut dyn FnMut(usize),
+    /// A part of a multi-process run: its parent.
+    parent: Option<&'h mut dyn Parent>,
+    /// What the parent says about the whole run.
+    whole: Arc<WholeRun>,
     /// Set from outside: stop, and report the run so far.
     stop: Arc<AtomicBool>,
 }
@@ -151,9 +162,9 @@ pub(crate) fn run_threads<W: Exchange>(
     config: &LoadConfig,
     hooks: Hooks<'_>,
 ) -> io::Result<(Tally, Duration)> {
-    let Hooks { progress, mut connected, holding, stop } = hooks;
+    let Hooks { progress, mut parent, whole, stop } = hooks;
     let plans = config.plans();
-    let shared = Shared::new(config.connections as usize, plans.len(), connected.is_none(), stop);
+    let shared = Shared::new(config.connections as usize, plans.len(), parent.is_none(), stop, whole);
     let run = Arc::new(W::share(config, &plans)?);
     let mut progress = Progress::new(progress);
     let results = thread::scope(|scope| -> io::Result<Vec<io::Result<Tally>>> {
@@ -170,25 +181,54 @@ pub(crate) fn run_threads<W: Exchange>(
         drop(done);
         let mut results = Vec::new();
         let mut announced_hold = config.hold.is_zero();
+        let (mut awaiting_go, mut said_stopped) = (parent.is_some(), parent.is_none());
+        let mut next_tick = Instant::now() + PROGRESS_EVERY;
         while results.len() < config.threads as usize {
-            let waiting = connected.is_some() || !announced_hold;
-            let wait = if waiting { GATE_CHECK_EVERY } else { PROGRESS_EVERY };
+            let waiting = awaiting_go || !said_stopped || !announced_hold;
+            let wait =
+                if waiting { GATE_CHECK_EVERY } else { next_tick.saturating_duration_since(Instant::now()) };
             match finished.recv_timeout(wait) {
                 Ok(result) => results.push(result),
-                Err(mpsc::RecvTimeoutError::Timeout) => progress.tick(&shared),
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
                 Err(mpsc::RecvTimeoutError::Disconnected) => break,
             }
+            if Instant::now() >= next_tick {
+                next_tick = Instant::now() + PROGRESS_EVERY;
+                let snapshot = Snapshot::of(&shared);
+                progress.tick(&snapshot, "");
+                if let Some(parent) = &mut parent {
+                    parent.progress(snapshot);
+                }
+            }
             let established = shared.established.load(Ordering::Acquire);
-            if shared.all_connects_finished() {
-                if let Some(connected) = connected.take() {
-                    connected(established)?;
-                    shared.go.store(true, Ordering::Release);
+            if awaiting_go && shared.all_prepared() {
+                awaiting_go = false;
+                if let Some(parent) = &mut parent {
+                    parent.connected(established)?;
+                }
+                // Every part starts at the start its parent named (a moment ahead).
+                let epoch_ns = shared.whole.epoch_ns.load(Ordering::Acquire);
+                if epoch_ns != 0 {
+                    shared.run_start_ns.store(epoch_ns, Ordering::Release);
+                }
+                shared.go.store(true, Ordering::Release);
+            }
+            if !said_stopped && shared.all_stopped_sending() {
+                said_stopped = true;
+                if let Some(parent) = &mut parent {
+                    parent.stopped(shared.sent.load(Ordering::Acquire));
                 }
             }
             if !announced_hold && shared.holding.load(Ordering::Acquire) == config.threads as usize {
                 announced_hold = true;
                 progress.finish();
-                holding(established);
+                match &mut parent {
+                    Some(parent) => parent.holding(established),
+                    None => eprintln!(
+                        "evloop-load: holding {established} connections for {:.1} s",
+                        config.hold.as_secs_f64()
+                    ),
+                }
             }
         }
         Ok(results)

@@ -1,6 +1,7 @@
 //! The live progress line: connections up, messages per second, p99 so far. A redrawn line
 //! (indicatif) when stderr is a terminal; otherwise a plain line each second, which reads
-//! fine in a log.
+//! fine in a log. It shows a [`Snapshot`]: of this process's threads, or summed over loader
+//! processes (`--processes`) or agents (`--coordinate`), which send theirs once a second.
 
 use std::io::IsTerminal;
 use std::io::Write as _;
@@ -8,11 +9,54 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde::{Deserialize, Serialize};
 
 use super::shared::Shared;
 
 /// How often the spinner moves.
 const SPINNER_TICK: Duration = Duration::from_millis(120);
+
+/// What the progress line shows at one moment.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Snapshot {
+    /// Connections up.
+    pub established: u64,
+    /// Connections to open.
+    pub connections: u64,
+    /// Messages sent.
+    pub sent: u64,
+    /// Replies (or deliveries) received.
+    pub received: u64,
+    /// Mismatches, losses and connection failures.
+    pub failures: u64,
+    /// The largest of the parts' p99 latencies so far, in ns: a live hint, not a merge (the
+    /// report's percentiles are of every sample).
+    pub p99_ns: u64,
+}
+
+impl Snapshot {
+    /// The totals this process's threads have published.
+    pub fn of(shared: &Shared) -> Snapshot {
+        Snapshot {
+            established: shared.established.load(Ordering::Relaxed) as u64,
+            connections: shared.total_connections as u64,
+            sent: shared.sent.load(Ordering::Relaxed),
+            received: shared.received.load(Ordering::Relaxed),
+            failures: shared.failures.load(Ordering::Relaxed),
+            p99_ns: shared.p99_ns.iter().map(|p99| p99.load(Ordering::Relaxed)).max().unwrap_or(0),
+        }
+    }
+
+    /// Adds another part's.
+    pub fn add(&mut self, other: &Snapshot) {
+        self.established += other.established;
+        self.connections += other.connections;
+        self.sent += other.sent;
+        self.received += other.received;
+        self.failures += other.failures;
+        self.p99_ns = self.p99_ns.max(other.p99_ns);
+    }
+}
 
 /// Where progress goes.
 #[derive(Debug)]
@@ -40,27 +84,26 @@ impl Progress {
         Progress { bar, plain: enabled && !terminal, last_received: 0, last_at: Instant::now() }
     }
 
-    /// Shows the state now.
-    pub fn tick(&mut self, shared: &Shared) {
+    /// Shows the state now; `more` is added to the line (the agents, for a coordinator).
+    pub fn tick(&mut self, snapshot: &Snapshot, more: &str) {
         if self.bar.is_none() && !self.plain {
             return;
         }
         let now = Instant::now();
-        let received = shared.received.load(Ordering::Relaxed);
-        let rate =
-            (received - self.last_received) as f64 / now.duration_since(self.last_at).as_secs_f64().max(1e-9);
+        let received = snapshot.received;
+        let rate = received.saturating_sub(self.last_received) as f64
+            / now.duration_since(self.last_at).as_secs_f64().max(1e-9);
         self.last_received = received;
         self.last_at = now;
-        let p99_ns = shared.p99_ns.iter().map(|p99| p99.load(Ordering::Relaxed)).max().unwrap_or(0);
         let line = format!(
-            "connections {}/{}  {:.0} msgs/s  p99 {:.3} ms  sent {}  received {}  failures {}",
-            shared.established.load(Ordering::Relaxed),
-            shared.total_connections,
+            "connections {}/{}  {:.0} msgs/s  p99 {:.3} ms  sent {}  received {}  failures {}{more}",
+            snapshot.established,
+            snapshot.connections,
             rate,
-            p99_ns as f64 / 1e6,
-            shared.sent.load(Ordering::Relaxed),
+            snapshot.p99_ns as f64 / 1e6,
+            snapshot.sent,
             received,
-            shared.failures.load(Ordering::Relaxed),
+            snapshot.failures,
         );
         match &self.bar {
             Some(bar) => bar.set_message(line),

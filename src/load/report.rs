@@ -176,6 +176,59 @@ pub struct Errors {
     pub connections: Failures,
 }
 
+/// One agent's share of a run over agents (`--coordinate`): its own figures, as a run of
+/// its own would report them.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct AgentReport {
+    /// Its name (`--agent-name`; by default its host's name and its process id).
+    pub name: String,
+    /// Its host's name.
+    #[serde(default)]
+    pub host: String,
+    /// Every reply of its share verified, nothing failed, and its result came.
+    pub ok: bool,
+    /// It went silent for the agents' timeout (killed, cut off, its NATS link down): its
+    /// share's figures are missing, from its entry and from the totals.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub lost: bool,
+    /// Its share was stopped before its end (its coordinator or the agent itself was told
+    /// to stop).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub interrupted: bool,
+    /// Why it has no result, or an incomplete one: lost, or its loader processes failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// As in the run's report, for its share.
+    pub connections: Connections,
+    /// As in the run's report, for its share.
+    pub messages: Messages,
+    /// As in the run's report, for its share.
+    pub throughput: Throughput,
+    /// As in the run's report, for its share: from its own histogram, on its own clock.
+    pub latency_us: Percentiles,
+    /// Its clock against the coordinator's, in µs (positive: ahead), as measured over the
+    /// round trip below; the start instant was given to it on its own clock.
+    pub clock_offset_us: f64,
+    /// The shortest round trip to it through NATS, in µs: the offset's error is at most half.
+    pub clock_round_trip_us: f64,
+}
+
+impl AgentReport {
+    /// An entry with no figures yet.
+    pub(crate) fn named(name: &str, host: &str) -> AgentReport {
+        AgentReport { name: name.to_string(), host: host.to_string(), ..AgentReport::default() }
+    }
+
+    /// Takes its figures from the report of its share.
+    pub(crate) fn fill(&mut self, own: &Report) {
+        self.connections = own.connections.clone();
+        self.messages = own.messages.clone();
+        self.throughput = own.throughput.clone();
+        self.latency_us = own.latency_us;
+    }
+}
+
 /// See the module documentation.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[non_exhaustive]
@@ -226,6 +279,10 @@ pub struct Report {
     /// far. Absent when it was not.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub interrupted: bool,
+    /// A run over agents (`--coordinate`): one entry per agent. The figures above are their
+    /// sums, latency merged from their histograms. Absent for a run of one loader.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agents: Option<Vec<AgentReport>>,
 }
 
 impl Report {
@@ -288,6 +345,7 @@ impl Report {
             first_mismatches: tally.mismatches.clone(),
             ok: tally.failure_count() == 0 && tally.verified > 0,
             interrupted: false,
+            agents: None,
         };
         // What the workload adds (broadcast: its deliveries).
         (config.workload.kind().report)(config, tally, &mut report);
@@ -302,6 +360,18 @@ impl Report {
         let (e, k) = (&self.errors, &self.errors.connections);
         let count = |n: u64, one: &str, many: &str| format!("{n} {}", if n == 1 { one } else { many });
         let mut reasons = Vec::new();
+        let agents = self.agents.as_deref().unwrap_or_default();
+        for agent in agents.iter().filter(|agent| agent.error.is_some()) {
+            let why = agent.error.as_deref().unwrap_or_default();
+            if agent.lost {
+                reasons.push(format!(
+                    "agent {} was lost ({why}): the other agents' results are kept",
+                    agent.name
+                ));
+            } else {
+                reasons.push(format!("agent {} failed: {why}", agent.name));
+            }
+        }
         if k.reply_timeout > 0 {
             let waited = count(k.reply_timeout, "connection", "connections");
             reasons.push(format!(
@@ -338,6 +408,11 @@ impl Report {
             let what = if self.broadcast.is_some() { "never delivered" } else { "never answered" };
             reasons.push(format!("{} {what}", e.lost));
         }
+        if reasons.is_empty() && agents.iter().any(|agent| !agent.ok) {
+            let failed: Vec<&str> =
+                agents.iter().filter(|agent| !agent.ok).map(|agent| agent.name.as_str()).collect();
+            reasons.push(format!("agents not ok: {}", failed.join(", ")));
+        }
         if reasons.is_empty() {
             reasons.push("connection errors (see the errors line)".to_string());
         }
@@ -369,6 +444,34 @@ fn percentiles(f: &mut fmt::Formatter<'_>, label: &str, p: &Percentiles) -> fmt:
         Micros(p.p99_99),
         Micros(p.max)
     )
+}
+
+/// One agent's line under the `agents` line.
+fn agent_line(f: &mut fmt::Formatter<'_>, agent: &AgentReport) -> fmt::Result {
+    let verdict = match (agent.ok, agent.lost) {
+        (_, true) => "LOST",
+        (true, _) => "ok",
+        (false, _) => "FAILED",
+    };
+    let (c, m, p) = (&agent.connections, &agent.messages, &agent.latency_us);
+    write!(
+        f,
+        "  {:<14} {verdict:<6} connections {}/{}  verified {}  failed {}  lost {}  {:.0} msgs/s  p50 {}  p99 {}  clock {:+.0} us",
+        agent.name,
+        c.established,
+        c.attempted,
+        m.verified,
+        m.failed,
+        m.lost,
+        agent.throughput.msgs_per_s,
+        Micros(p.p50),
+        Micros(p.p99),
+        agent.clock_offset_us
+    )?;
+    if let Some(error) = &agent.error {
+        write!(f, "  ({error})")?;
+    }
+    writeln!(f)
 }
 
 impl fmt::Display for Report {
@@ -451,6 +554,16 @@ impl fmt::Display for Report {
                 writeln!(f, "  {:>12.3}  {:>10.5}%  {:>10}", step.value_us, step.percentile, step.count)?;
             }
         }
+        if let Some(agents) = &self.agents {
+            writeln!(
+                f,
+                "agents       {} (the figures above are their sums; latency merged from their histograms)",
+                agents.len()
+            )?;
+            for agent in agents {
+                agent_line(f, agent)?;
+            }
+        }
         let e = &self.errors;
         let k = &e.connections;
         if !self.ok {
@@ -506,5 +619,52 @@ impl fmt::Display for Report {
         } else {
             write!(f, "result       FAILED: {}", self.failure_reasons().join("; "))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A run over agents lists them, and a lost agent is named in the result line, the
+    /// others' figures kept.
+    #[test]
+    fn a_lost_agent_is_named_in_the_result_line() {
+        let config = LoadConfig::default();
+        let mut tally = Tally {
+            attempted: 5,
+            established: 5,
+            sent: 100,
+            received: 100,
+            verified: 100,
+            ..Tally::default()
+        };
+        Tally::record(&mut tally.latency, 50_000);
+        let mut report = Report::new(&config, &tally, Duration::from_secs(1));
+        let mut kept = AgentReport::named("kept", "host-a");
+        kept.fill(&report);
+        kept.ok = true;
+        let mut lost = AgentReport::named("gone", "host-b");
+        lost.lost = true;
+        lost.error = Some("no word from it for 5.0 s".to_string());
+        report.agents = Some(vec![kept, lost]);
+        report.ok = false;
+        let text = report.to_string();
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines.iter().any(|line| line.starts_with("agents       2 ")), "{text}");
+        assert!(lines.iter().any(|line| line.starts_with("  kept ") && line.contains(" ok ")), "{text}");
+        assert!(lines.iter().any(|line| line.starts_with("  gone ") && line.contains(" LOST ")), "{text}");
+        assert_eq!(
+            lines.last(),
+            Some(
+                &"result       FAILED: agent gone was lost (no word from it for 5.0 s): the other agents' results are kept"
+            ),
+            "{text}"
+        );
+        let json = serde_json::to_value(&report).unwrap();
+        assert_eq!(json["agents"][1]["lost"], true);
+        assert_eq!(json["agents"][0].get("lost"), None, "absent when not lost");
+        let plain = serde_json::to_value(Report::new(&config, &tally, Duration::from_secs(1))).unwrap();
+        assert_eq!(plain.get("agents"), None, "absent from a run of one loader");
     }
 }

@@ -7,6 +7,46 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
+/// What a process that runs one part of a larger run (`--processes`, an agent's share) is
+/// told about the whole by its parent: when the run starts, how large the room is, and how
+/// many lines were sent in it. A process that is the whole run hears none of these.
+#[derive(Debug, Default)]
+pub struct WholeRun {
+    /// The start of the run on this host's monotonic clock, every part's; 0: not told.
+    pub epoch_ns: AtomicU64,
+    /// Connections up over every part (a room's members); 0: not told.
+    pub members: AtomicU64,
+    /// Lines (messages) sent over every part, once all have stopped sending; `u64::MAX`: not
+    /// told yet.
+    pub lines: AtomicU64,
+    /// This process is one part of a larger run.
+    pub part: AtomicBool,
+}
+
+impl WholeRun {
+    /// A run that is one process's: nothing to be told.
+    pub fn alone() -> Arc<WholeRun> {
+        Arc::new(WholeRun { lines: AtomicU64::new(u64::MAX), ..WholeRun::default() })
+    }
+
+    /// One part of a larger run, told about it as it goes.
+    pub fn part() -> Arc<WholeRun> {
+        let whole = WholeRun::alone();
+        whole.part.store(true, Ordering::Release);
+        whole
+    }
+
+    /// Whether this process is one part of a larger run.
+    pub fn is_part(&self) -> bool {
+        self.part.load(Ordering::Acquire)
+    }
+
+    /// Lines sent over every part, once known.
+    pub fn lines(&self) -> Option<u64> {
+        Some(self.lines.load(Ordering::Acquire)).filter(|&lines| lines != u64::MAX)
+    }
+}
+
 /// See the module documentation.
 #[derive(Debug)]
 pub struct Shared {
@@ -45,12 +85,24 @@ pub struct Shared {
     /// Set from outside (SIGINT, SIGTERM in `evloop-load`): stop now, and report the run so
     /// far.
     pub stop: Arc<AtomicBool>,
+    /// Threads that have prepared their run (broadcast: every member in the room) and wait
+    /// for the go.
+    pub prepared: AtomicUsize,
+    /// What the parent says about the whole run, for a part of one.
+    pub whole: Arc<WholeRun>,
 }
 
 impl Shared {
     /// Shared state for `threads` threads opening `total_connections` in all; `go` says
-    /// whether they may start sending without waiting for a go; `stop` stops them.
-    pub fn new(total_connections: usize, threads: usize, go: bool, stop: Arc<AtomicBool>) -> Shared {
+    /// whether they may start sending without waiting for a go; `stop` stops them; `whole`
+    /// is what a part of a larger run is told about it.
+    pub fn new(
+        total_connections: usize,
+        threads: usize,
+        go: bool,
+        stop: Arc<AtomicBool>,
+        whole: Arc<WholeRun>,
+    ) -> Shared {
         Shared {
             total_connections,
             connects_finished: AtomicUsize::new(0),
@@ -67,6 +119,21 @@ impl Shared {
             run_end_ns: AtomicU64::new(0),
             stopped_sending: AtomicUsize::new(0),
             stop,
+            prepared: AtomicUsize::new(0),
+            whole,
+        }
+    }
+
+    /// Whether every thread has prepared its run.
+    pub fn all_prepared(&self) -> bool {
+        self.prepared.load(Ordering::Acquire) >= self.p99_ns.len()
+    }
+
+    /// The connections up in the whole run: every part's, once told, else this process's.
+    pub fn room_size(&self) -> u64 {
+        match self.whole.members.load(Ordering::Acquire) {
+            0 => self.established.load(Ordering::Acquire) as u64,
+            members => members,
         }
     }
 

@@ -24,6 +24,12 @@
 //! Honest clients hold little (an echo client nothing between messages) and are never the
 //! biggest.
 //!
+//! An evicted client's buffers go at once; it is told why (its notice the only output it
+//! still gets: no room line reaches it any more) and cut within two seconds if it does not
+//! read that, so a client that never reads cannot keep what it was evicted for. What is left
+//! with nothing to evict (a TLS record being written, say) does not make every count scan
+//! again: the next scan waits until clients hold an eighth of the budget more.
+//!
 //! The count may pass the budget within one step (a connection's turn reads at most 4 x 64
 //! KiB; one member's copy of a room's lines) before the step's end counts and evicts.
 
@@ -43,12 +49,15 @@ pub(super) struct Budget {
     held: usize,
     /// Evictions are logged once a second at most.
     log: LogThrottle,
+    /// What all clients held when a scan found nobody left to evict (what they hold is on
+    /// its way out): no new scan until they hold an eighth of the budget more.
+    fruitless: Option<usize>,
 }
 
 impl Budget {
     /// A budget of `limit` bytes (0: none).
     pub fn new(limit: usize) -> Budget {
-        Budget { limit, held: 0, log: LogThrottle::new(Duration::from_secs(1)) }
+        Budget { limit, held: 0, log: LogThrottle::new(Duration::from_secs(1)), fruitless: None }
     }
 
     /// Counts `conn` again: what it holds now replaces what it held. True if all clients
@@ -82,6 +91,9 @@ impl Budget {
     /// picks the clients to evict, the biggest holders first, until the rest hold less than
     /// seven eighths of the budget. Returns their keys.
     pub fn choose_evictions(&mut self, conns: &mut Slab<Connection>) -> Vec<usize> {
+        if self.fruitless.is_some_and(|held| self.held < held + self.limit / 8) {
+            return Vec::new();
+        }
         let mut holders: Vec<(usize, usize)> = Vec::new();
         for (key, conn) in conns.iter_mut() {
             if conn.is_closing() || conn.is_evicted() || conn.held() == 0 {
@@ -94,6 +106,7 @@ impl Budget {
         }
         let target = self.limit - self.limit / 8;
         if self.held <= target {
+            self.fruitless = None;
             return Vec::new();
         }
         holders.sort_unstable_by(|a, b| b.cmp(a));
@@ -106,6 +119,7 @@ impl Budget {
             chosen.push(key);
             excess = excess.saturating_sub(held);
         }
+        self.fruitless = chosen.is_empty().then_some(self.held);
         chosen
     }
 

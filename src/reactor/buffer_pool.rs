@@ -49,6 +49,14 @@ impl BufferPool {
         }
     }
 
+    /// Takes a buffer back and frees it rather than keeping it: memory is short
+    /// (`budget.rs`), and a kept buffer would go to the next taker at the capacity it grew
+    /// to (an evicted client's 60 KB line would come back holding its 53-byte notice).
+    pub fn free(&mut self, buffer: Vec<u8>) {
+        self.stats.in_use -= 1;
+        drop(buffer);
+    }
+
     /// Frees the spare buffers (memory is short: `budget.rs`).
     pub fn trim(&mut self) {
         self.free = Vec::new();
@@ -75,6 +83,15 @@ mod tests {
         assert!(again.is_empty());
         let stats = pool.stats();
         assert_eq!((stats.allocated, stats.reused, stats.in_use), (1, 1, 1));
+    }
+
+    /// A buffer freed is not kept, whatever its size.
+    #[test]
+    fn frees_on_request() {
+        let mut pool = BufferPool::default();
+        let buffer = pool.take();
+        pool.free(buffer);
+        assert_eq!((pool.stats().free, pool.stats().in_use), (0, 0));
     }
 
     /// Buffers that grew large are freed, not kept.

@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use log::{debug, error};
 
-use super::connection::StopReason;
+use super::connection::{LINGER_TIMEOUT, StopReason};
 use super::{Progress, Reactor, Source};
 use crate::codec::Notice;
 use crate::handlers::{ConnId, Peer};
@@ -94,9 +94,13 @@ impl Reactor {
             let Some(conn) = self.conns.get_mut(key) else { continue };
             if let Some(reason) = conn.lingers_until(until_ms) {
                 self.queues.close(key, conn, CloseReason::LingerTimeout(reason));
-            } else if conn.told_until(until_ms) {
-                // Told it is too slow, and it still has not read it.
-                self.queues.close(key, conn, CloseReason::SlowConsumer);
+            } else if let Some(reason) = conn.told_until(until_ms) {
+                // Told why it goes, and it still has not read it.
+                let reason = match reason {
+                    StopReason::TooSlow => CloseReason::SlowConsumer,
+                    reason => CloseReason::LingerTimeout(reason),
+                };
+                self.queues.close(key, conn, reason);
             }
         }
     }
@@ -115,13 +119,15 @@ impl Reactor {
             let Some(conn) = self.conns.get_mut(key) else { continue };
             self.budget.log_eviction(key, conn);
             self.telemetry.stats.clients_evicted += 1;
-            conn.evict(&mut self.scratch.pool);
+            let until_ms = self.clocks.deadline_ms(LINGER_TIMEOUT);
+            conn.evict(&mut self.scratch.pool, until_ms);
             let codec = self.services[conn.service()].codec;
             if conn.is_ready() && conn.push_notice(codec, Notice::Evicted, &mut self.scratch.pool) {
                 self.telemetry.stats.messages_out += 1;
             }
             let file_slot = conn.drop_file();
             self.budget.count(conn);
+            self.queues.lingering.push_back((until_ms, key));
             self.queues.flush(key, conn);
             if file_slot {
                 self.release_file_slot();

@@ -40,6 +40,7 @@ use crate::sys::address::PeerAddr;
 use crate::sys::socket::{Stream, gate, write_until_full};
 use crate::transport::{Received, Transport};
 
+pub(crate) use closing::LINGER_TIMEOUT;
 pub use transfer::FileTransfer;
 
 /// In `Stage::Ready`'s `room_wait`: its history is being read.
@@ -67,12 +68,14 @@ enum Reading {
         /// Why it stopped, for the count of closes by reason.
         reason: StopReason,
     },
-    /// Told, in its protocol, that it is too slow (a WebSocket close 1008) after what is
-    /// queued for it: nothing more is read or sent, and it is cut at `until` if it has not
-    /// read that by then.
+    /// Told, in its protocol, why it goes (too slow: a WebSocket close 1008; evicted, its
+    /// output dropped: `ERR evicted`, 1013) after what is queued for it: nothing more is read
+    /// or sent, and it is cut at `until` if it has not read that by then.
     Told {
         /// When to cut it.
         until: Stamp,
+        /// Why (`TooSlow`, `Evicted`), for the count of closes by reason.
+        reason: StopReason,
     },
 }
 
@@ -193,6 +196,14 @@ impl PendingOutput {
     fn release(&mut self, pool: &mut BufferPool) {
         if let Some(buffer) = self.buffer.take() {
             pool.give(buffer);
+        }
+        self.written = 0;
+    }
+
+    /// Frees the buffer, dropping anything unwritten (memory is short).
+    fn free(&mut self, pool: &mut BufferPool) {
+        if let Some(buffer) = self.buffer.take() {
+            pool.free(buffer);
         }
         self.written = 0;
     }
@@ -689,9 +700,9 @@ impl Connection {
     /// must do next.
     pub fn settle_output(&mut self, max_output: usize) -> Settled {
         let pending = self.pending_len();
-        if let Reading::Told { .. } = self.reading {
+        if let Reading::Told { reason, .. } = self.reading {
             // Its last word is queued: done once it has read it.
-            return if pending == 0 { Settled::Finished(StopReason::TooSlow) } else { Settled::Unchanged };
+            return if pending == 0 { Settled::Finished(reason) } else { Settled::Unchanged };
         }
         if pending == 0 {
             self.holds_pushed_output = false;

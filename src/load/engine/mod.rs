@@ -3,11 +3,13 @@
 //! needs to name.
 //!
 //! ```text
-//! Connecting ─► Preparing ─► Running ─► Draining ─► (Holding) ─► Done
+//! Connecting ─► Preparing ─► Ready ─► (Starting) ─► Running ─► Draining ─► (Holding) ─► Done
 //!
-//! - Connecting: open its connections; wait until every thread's (and, for a part of a
-//!   multi-process run, every process's) are up.
+//! - Connecting: open its connections; wait until every thread's are up.
 //! - Preparing: what the workload needs first (broadcast: every member surely in the room).
+//! - Ready: wait for the go (a part of a multi-process run: every process's connections are
+//!   up and prepared; its parent then names the start, which may be a moment ahead).
+//! - Starting: wait for the start the parent named.
 //! - Running: send, read, verify every reply.
 //! - Draining: no more sends; wait for outstanding replies (and for every thread to stop).
 //! - Holding, with `--hold`: keep the connections open and idle (memory measurements).
@@ -92,6 +94,12 @@ const REPLY_CHECK_MAX_NS: u64 = 1_000_000_000;
 enum Phase {
     Connecting,
     Preparing,
+    /// Prepared; waiting for the go.
+    Ready,
+    /// Told to go at `at_ns` (a part of a larger run, whose start is a moment ahead).
+    Starting {
+        at_ns: u64,
+    },
     Running,
     /// No more sends; waiting for the replies outstanding, until the deadline:
     /// `--reply-timeout` after every thread has stopped sending (`u64::MAX` until then).
@@ -345,7 +353,8 @@ impl<'a, W: Exchange> Engine<'a, W> {
     fn next_deadline(&self, now: u64) -> u64 {
         match self.phase {
             Phase::Connecting => self.next_connect_due().unwrap_or(u64::MAX).min(now + CHECK_EVERY_NS),
-            Phase::Preparing => now + CHECK_EVERY_NS,
+            Phase::Preparing | Phase::Ready => now + CHECK_EVERY_NS,
+            Phase::Starting { at_ns } => at_ns,
             // No connection left: nothing will wake it, and there is nothing to wait for.
             Phase::Running if self.conns.up_keys().is_empty() => now,
             Phase::Running => self.schedule.stop_ns.unwrap_or(u64::MAX).min(self.published.next_ns()),

@@ -13,18 +13,34 @@ impl<W: Exchange> Engine<'_, W> {
         // sending, and its drain is short (below).
         let stopping = self.shared.stopping();
         match self.phase {
-            Phase::Connecting | Phase::Preparing | Phase::Holding { .. } if stopping => {
+            Phase::Connecting
+            | Phase::Preparing
+            | Phase::Ready
+            | Phase::Starting { .. }
+            | Phase::Holding { .. }
+                if stopping =>
+            {
                 self.phase = Phase::Done;
             }
             Phase::Connecting => {
                 self.start_connects(now);
                 self.expire_connects(now);
-                if self.connects_done() && self.shared.all_connects_finished() && self.shared.may_run() {
+                if self.connects_done() && self.shared.all_connects_finished() {
                     self.phase = Phase::Preparing;
                     self.prepare(now);
                 }
             }
             Phase::Preparing => self.prepare(now),
+            Phase::Ready => {
+                if self.shared.may_run() {
+                    self.set_start(now);
+                }
+            }
+            Phase::Starting { at_ns } => {
+                if now >= at_ns {
+                    self.start_running(now);
+                }
+            }
             Phase::Running => {
                 self.wire().expire_replies(now);
                 if self.schedule.open_loop() {
@@ -75,13 +91,31 @@ impl<W: Exchange> Engine<'_, W> {
         }
     }
 
-    /// Every connection is up: the workload prepares the run (at once, for most), then it
-    /// starts.
+    /// Every connection is up: the workload prepares the run (at once, for most); then the
+    /// thread is ready, and starts once the run may (at once, unless it is a part of a larger
+    /// run waiting for its go).
     fn prepare(&mut self, now: u64) {
         let mut prep =
             Prep { config: self.config, shared: self.shared, conns: &mut self.conns, tally: &mut self.tally };
         if self.workload.prepare(&mut prep, now) {
+            self.shared.prepared.fetch_add(1, Ordering::AcqRel);
+            self.phase = Phase::Ready;
+            if self.shared.may_run() {
+                self.set_start(now);
+            }
+        }
+    }
+
+    /// The go: the start every thread agrees on (the parent's, for a part of a larger run:
+    /// every process starts at it), now or a moment ahead.
+    fn set_start(&mut self, now: u64) {
+        let run_start_ns = self.shared.agree_on_run_start(now);
+        self.schedule.start(self.config, run_start_ns);
+        self.workload.begin(self.shared);
+        if now >= run_start_ns {
             self.start_running(now);
+        } else {
+            self.phase = Phase::Starting { at_ns: run_start_ns };
         }
     }
 
@@ -97,10 +131,8 @@ impl<W: Exchange> Engine<'_, W> {
         self.phase = Phase::Holding { until_ns: now + self.config.hold.as_nanos() as u64 };
     }
 
-    /// Sending starts, at the time every thread agrees on.
+    /// Sending starts.
     fn start_running(&mut self, now: u64) {
-        let run_start_ns = self.shared.agree_on_run_start(now);
-        self.schedule.start(self.config, run_start_ns);
         self.phase = Phase::Running;
         if self.schedule.open_loop() {
             // Open loop: send what is due and arm the pacer for the rest.

@@ -28,6 +28,12 @@ pub(crate) struct Schedule {
     /// Open loop: the index of the next scheduled message, and the spacing.
     next_send: u64,
     interval_ns: f64,
+    /// Open loop: how far this thread's schedule is shifted from the run's start, by its
+    /// place in the whole run (its first connection id over all of them): threads, loader
+    /// processes and agents each send at their share of the rate, and shifted so, their
+    /// messages interleave evenly, as one loader's at the whole rate would, instead of
+    /// going out together in bursts of as many as there are parts.
+    phase_ns: f64,
 }
 
 impl Schedule {
@@ -43,6 +49,9 @@ impl Schedule {
             Some(rate) if rate > 0.0 => 1e9 / rate,
             _ => f64::INFINITY,
         };
+        let whole = config.whole_run_connections.unwrap_or(config.connections).max(1);
+        let place = f64::from(plan.first_id) / f64::from(whole);
+        let phase_ns = if interval_ns.is_finite() { interval_ns * place.min(1.0) } else { 0.0 };
         Ok(Schedule {
             pacer,
             run_start_ns: 0,
@@ -51,6 +60,7 @@ impl Schedule {
             budget: plan.messages,
             next_send: 0,
             interval_ns,
+            phase_ns,
         })
     }
 
@@ -106,7 +116,7 @@ impl Schedule {
         if self.budget == Some(0) || !self.interval_ns.is_finite() {
             return None;
         }
-        let due = self.run_start_ns + (self.next_send as f64 * self.interval_ns) as u64;
+        let due = self.run_start_ns + (self.phase_ns + self.next_send as f64 * self.interval_ns) as u64;
         self.stop_ns.is_none_or(|stop| due < stop).then_some(due)
     }
 
@@ -131,5 +141,36 @@ impl Schedule {
         if let Some(pacer) = &self.pacer {
             pacer.clear();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The threads of an open loop, or the processes and agents of a larger run, send at
+    /// their share of the rate, shifted by their place: together, evenly spaced, as one
+    /// loader at the whole rate would.
+    #[test]
+    fn parts_interleave_into_one_even_schedule() {
+        let poll = mio::Poll::new().unwrap();
+        let whole = LoadConfig { connections: 8, threads: 2, rate: Some(4000.0), ..LoadConfig::default() };
+        let mut due: Vec<u64> = Vec::new();
+        // Two processes of two threads each.
+        for process in 0..2 {
+            let part = whole.part(process, 2);
+            for plan in part.plans() {
+                let mut schedule = Schedule::new(&part, &plan, poll.registry()).unwrap();
+                schedule.start(&part, 1_000_000_000);
+                for _ in 0..3 {
+                    due.push(schedule.next_due().unwrap());
+                    schedule.take_due();
+                }
+            }
+        }
+        due.sort_unstable();
+        let gaps: Vec<u64> = due.windows(2).map(|pair| pair[1] - pair[0]).collect();
+        assert!(gaps.iter().all(|&gap| gap.abs_diff(250_000) <= 1), "{gaps:?}");
+        assert_eq!(due[0], 1_000_000_000);
     }
 }

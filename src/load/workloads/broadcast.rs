@@ -9,6 +9,15 @@
 //! them (`acks.rs`), whichever thread that member is on. Before the run, one member repeats
 //! a sync line until every other has seen it: the server handles messages in order, so
 //! every member is then surely in the room.
+//!
+//! Open loop, a room may be spread over loader processes (`--processes`, agents on other
+//! hosts): each process syncs its own members before the go, so all are in the room before
+//! anyone sends; its parent tells it the room's size at the go (each line is owed to every
+//! member but its sender) and the lines sent in all once every process stopped sending, so
+//! its members know what they are owed. A line from a member of another process is checked
+//! whole but for the sender's address, which only that process knows; it is timed against
+//! the shared start (the same monotonic clock on one host; across hosts, the start instant
+//! each agent was given on its own clock, so the figure carries their alignment's error).
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
@@ -42,6 +51,9 @@ pub(crate) struct Room {
     synced: AtomicUsize,
     /// Each connection's local address as the server prints it, by connection id.
     sender_addrs: Mutex<Vec<Option<String>>>,
+    /// This process's connection ids: `first_id`, and how many.
+    first_id: u32,
+    connections: u32,
 }
 
 /// See the module documentation.
@@ -54,8 +66,13 @@ pub(crate) struct Broadcast {
     ids: Range<u32>,
     /// Every member's address, by id, as the run starts.
     addrs: Vec<Option<String>>,
-    /// How many members each line goes to (every member but its sender), as the run starts.
+    /// How many members each line goes to (every member but its sender), as the run starts:
+    /// over every process, for a room spread over several.
     members: u32,
+    /// Members up in this process as the run starts.
+    local_members: u64,
+    /// The room is spread over several processes (this one is a part of a larger run).
+    spread: bool,
     next_sync_ns: u64,
     /// When to stop waiting for every member to be in the room; `None` before the sync.
     sync_deadline_ns: Option<u64>,
@@ -75,13 +92,19 @@ impl Exchange for Broadcast {
     const NAME: &'static str = "broadcast";
     const ANSWERED_ON_ITS_CONNECTION: bool = false;
     const DEFAULT_RATE: Option<f64> = Some(1000.0);
-    const ONE_PROCESS: Option<&'static str> =
-        Some("broadcast cannot be split over --processes: every sender must know every member's address");
     type Run = Room;
     type Conn = Member;
 
     fn from_flags(_flags: &mut WorkloadFlags) -> Result<Workload, String> {
         Ok(Workload::Broadcast)
+    }
+
+    /// A closed loop answers a line once every member has it, which only the process of
+    /// every member can see.
+    fn one_process(config: &LoadConfig) -> Option<&'static str> {
+        config.open_loop_rate().is_none().then_some(
+            "a closed-loop broadcast (--pipeline, --step-members) runs in one loader process: a line is answered once every member has it, which no one process sees when the room is spread over several (an open loop, --rate, can be)",
+        )
     }
 
     fn validate(config: &LoadConfig) -> Result<(), String> {
@@ -102,6 +125,8 @@ impl Exchange for Broadcast {
             acks: closed_loop.then(|| LineAcks::new(config.pipeline, id_space, plans)),
             synced: AtomicUsize::new(0),
             sender_addrs: Mutex::new(vec![None; id_space]),
+            first_id: config.first_id,
+            connections: config.connections,
         })
     }
 
@@ -113,6 +138,8 @@ impl Exchange for Broadcast {
             ids: plan.first_id..plan.first_id + plan.count,
             addrs: Vec::new(),
             members: 0,
+            local_members: 0,
+            spread: false,
             next_sync_ns: 0,
             sync_deadline_ns: None,
         }
@@ -156,7 +183,13 @@ impl Exchange for Broadcast {
             return;
         }
         let id = replies.id();
-        let sender_addr = |sender: u32| self.addrs.get(sender as usize).and_then(Option::as_deref);
+        // A sender of another process (a room spread over several): its address is not
+        // known here, and the message is checked without it.
+        let sender_addr = |sender: u32| match self.addrs.get(sender as usize) {
+            Some(Some(addr)) => Some(addr.as_str()),
+            _ if self.spread && !self.ids_here(sender) => Some(""),
+            _ => None,
+        };
         let Some(delivery) = verify_broadcast(line, self.size, replies.epoch_ns(), sender_addr) else {
             return replies.tally().mismatch(id, b"(a broadcast line from a loader connection)", line);
         };
@@ -195,7 +228,7 @@ impl Exchange for Broadcast {
         let established = prep.shared().established.load(Ordering::Acquire);
         let deadline_ns = *self.sync_deadline_ns.get_or_insert_with(|| {
             self.addrs = self.room.sender_addrs.lock().expect("not poisoned").clone();
-            self.members = established.saturating_sub(1) as u32;
+            self.spread = prep.shared().whole.is_part();
             now + prep.config().connect_timeout.as_nanos() as u64
         });
         let synced = self.room.synced.load(Ordering::Acquire);
@@ -225,6 +258,12 @@ impl Exchange for Broadcast {
         false
     }
 
+    /// The room's size as the run starts: every member but a line's sender is owed it.
+    fn begin(&mut self, shared: &Shared) {
+        self.local_members = shared.established.load(Ordering::Acquire) as u64;
+        self.members = shared.room_size().saturating_sub(1) as u32;
+    }
+
     /// Closed loop: each line that has reached every other member makes room for its
     /// sender's next one.
     fn answers(&self, wire: &mut Wire<'_, Self>, now: u64) {
@@ -242,8 +281,16 @@ impl Exchange for Broadcast {
 
     /// Another thread may still be sending: its lines are not expected yet, so this asks
     /// only once every thread has stopped (the engine waits for that).
+    ///
+    /// A room spread over processes: this process's members are owed every line sent
+    /// anywhere but their own, known once the parent says how many lines were sent in all.
     fn drained(&self, _in_flight: usize, shared: &Shared) -> bool {
-        shared.deliveries_seen.load(Ordering::Acquire) >= shared.deliveries_expected.load(Ordering::Acquire)
+        let seen = shared.deliveries_seen.load(Ordering::Acquire);
+        match (shared.whole.is_part(), self.owed_here(shared)) {
+            (false, _) => seen >= shared.deliveries_expected.load(Ordering::Acquire),
+            (true, Some(owed)) => seen >= owed,
+            (true, None) => false,
+        }
     }
 
     /// Deliveries are expected by senders and seen by receivers in any thread: the
@@ -252,9 +299,17 @@ impl Exchange for Broadcast {
         if self.thread != 0 {
             return 0;
         }
-        let expected = shared.deliveries_expected.load(Ordering::Acquire);
         let seen = shared.deliveries_seen.load(Ordering::Acquire);
-        expected.saturating_sub(seen)
+        if !shared.whole.is_part() {
+            return shared.deliveries_expected.load(Ordering::Acquire).saturating_sub(seen);
+        }
+        match self.owed_here(shared) {
+            Some(owed) => owed.saturating_sub(seen),
+            None => {
+                log::warn!("the lines sent over every process never came: this process's missing deliveries are not counted");
+                0
+            }
+        }
     }
 
     fn report(config: &LoadConfig, tally: &Tally, report: &mut Report) {
@@ -264,6 +319,22 @@ impl Exchange for Broadcast {
             sync_lines: tally.sync_lines,
             reach_us: config.broadcast_closed_loop.then(|| Percentiles::of(&tally.reach)),
         });
+    }
+}
+
+impl Broadcast {
+    /// Whether connection `id` is one of this process's.
+    fn ids_here(&self, id: u32) -> bool {
+        (self.room.first_id..self.room.first_id + self.room.connections).contains(&id)
+    }
+
+    /// A room spread over processes: the deliveries this process's members are owed, once
+    /// the lines sent in all are known: each line to every member but its sender, and this
+    /// process's own lines were sent by members here.
+    fn owed_here(&self, shared: &Shared) -> Option<u64> {
+        let lines = shared.whole.lines()?;
+        let own_lines = shared.sent.load(Ordering::Acquire);
+        Some((lines * self.local_members).saturating_sub(own_lines))
     }
 }
 

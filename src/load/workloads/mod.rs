@@ -137,8 +137,8 @@ pub(crate) struct Kind {
     pub raw_streams: bool,
     /// See [`Exchange::DEFAULT_RATE`].
     pub default_rate: Option<f64>,
-    /// See [`Exchange::ONE_PROCESS`].
-    pub one_process: Option<&'static str>,
+    /// See [`Exchange::one_process`].
+    pub one_process: fn(&LoadConfig) -> Option<&'static str>,
     /// See [`Exchange::validate`].
     pub validate: fn(&LoadConfig) -> Result<(), String>,
     /// See [`Exchange::report`].
@@ -153,7 +153,7 @@ impl Kind {
             name: W::NAME,
             raw_streams: W::RAW_STREAMS,
             default_rate: W::DEFAULT_RATE,
-            one_process: W::ONE_PROCESS,
+            one_process: W::one_process,
             validate: W::validate,
             report: W::report,
             run: super::run_threads::<W>,
@@ -204,8 +204,6 @@ pub(crate) trait Exchange: Sized + Send {
     const ANSWERED_ON_ITS_CONNECTION: bool = true;
     /// The open-loop rate when neither `--rate` nor `--pipeline` says how to send.
     const DEFAULT_RATE: Option<f64> = None;
-    /// Why it cannot be split over `--processes`, if it cannot.
-    const ONE_PROCESS: Option<&'static str> = None;
 
     /// What every thread of a run shares: made once, before the threads start.
     type Run: Send + Sync;
@@ -214,6 +212,11 @@ pub(crate) trait Exchange: Sized + Send {
 
     /// The workload, from what the flags give it (see [`Workload::from_flags`]).
     fn from_flags(flags: &mut WorkloadFlags) -> Result<Workload, String>;
+
+    /// Why `config` cannot be split over processes (`--processes`, agents), if it cannot.
+    fn one_process(_config: &LoadConfig) -> Option<&'static str> {
+        None
+    }
 
     /// Refuses a configuration this workload cannot run, with a message for the user.
     fn validate(_config: &LoadConfig) -> Result<(), String> {
@@ -283,6 +286,10 @@ pub(crate) trait Exchange: Sized + Send {
     fn prepare(&mut self, _prep: &mut Prep<'_, Self::Conn>, _now: u64) -> bool {
         true
     }
+
+    /// The run starts (its start is in `shared.run_start_ns`, and for a part of a larger run
+    /// the whole run's size in `shared.whole`).
+    fn begin(&mut self, _shared: &Shared) {}
 
     /// Closed loop, each turn: answers that came other than as a connection's replies
     /// (broadcast: lines every member has, seen by any thread).

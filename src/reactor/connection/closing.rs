@@ -36,19 +36,23 @@ impl Connection {
     }
 
     /// It is evicted (`budget.rs`): everything it holds goes now (its kept input, its
-    /// pending output, what its protocol and transport keep of input), and it stops; what
-    /// it is told comes after.
-    pub fn evict(&mut self, pool: &mut BufferPool) {
-        self.release_buffers(pool);
+    /// pending output, what its protocol and transport keep of input); it reads nothing
+    /// more, gets nothing more but what it is told next, and is cut at `until_ms` unless it
+    /// reads that first (a client that never reads is gone by then, its memory with it).
+    pub fn evict(&mut self, pool: &mut BufferPool, until_ms: u64) {
+        self.free_buffers(pool);
         self.protocol.drop_input();
         self.transport.drop_input();
-        self.stop(StopReason::Evicted);
+        self.told(until_ms, StopReason::Evicted);
     }
 
     /// Whether it was evicted (`budget.rs`) and is on its way out.
     pub fn is_evicted(&self) -> bool {
-        matches!(self.reading, Reading::Stopped(StopReason::Evicted))
-            || matches!(self.reading, Reading::Lingering { reason: StopReason::Evicted, .. })
+        matches!(
+            self.reading,
+            Reading::Told { reason: StopReason::Evicted, .. }
+                | Reading::Lingering { reason: StopReason::Evicted, .. }
+        )
     }
 
     /// Everything is written: shuts down the sending side (the transport's goodbye, then
@@ -77,15 +81,18 @@ impl Connection {
         }
     }
 
-    /// Whether it is still the slow consumer told at `until_ms` (`tell_too_slow`).
-    pub fn told_until(&self, until_ms: u64) -> bool {
-        self.reading == Reading::Told { until: Stamp::of(until_ms) }
+    /// Why it was told to go, if it is still the connection told so at `until_ms` (`told`).
+    pub fn told_until(&self, until_ms: u64) -> Option<StopReason> {
+        match self.reading {
+            Reading::Told { until, reason } if until == Stamp::of(until_ms) => Some(reason),
+            _ => None,
+        }
     }
 
-    /// It was told it is too slow (its notice is queued): it reads nothing more, gets
-    /// nothing more, and is cut at `until_ms` unless it reads what is queued first.
-    pub fn tell_too_slow(&mut self, until_ms: u64) {
-        self.reading = Reading::Told { until: Stamp::of(until_ms) };
+    /// It was told why it goes (too slow, evicted: its notice is queued): it reads nothing
+    /// more, gets nothing more, and is cut at `until_ms` unless it reads what is queued first.
+    pub fn told(&mut self, until_ms: u64, reason: StopReason) {
+        self.reading = Reading::Told { until: Stamp::of(until_ms), reason };
     }
 
     /// Marks it to be removed at the end of the turn; false if it already is.
@@ -104,6 +111,15 @@ impl Connection {
             pool.give(partial);
         }
         self.output.release(pool);
+    }
+
+    /// Frees its buffers, not to the pool: it is evicted, memory is short, and its notice
+    /// must not get one of them back at the size it grew to.
+    fn free_buffers(&mut self, pool: &mut BufferPool) {
+        if let Some(partial) = self.partial_input.take() {
+            pool.free(partial);
+        }
+        self.output.free(pool);
     }
 
     /// The idle-wheel tick of its last activity.
@@ -238,7 +254,7 @@ impl Turn<'_> {
             self.limits.max_output
         );
         if self.conn.push_notice(self.service.codec, Notice::TooSlow, &mut self.scratch.pool) {
-            self.conn.tell_too_slow(until_ms);
+            self.conn.told(until_ms, StopReason::TooSlow);
             self.queues.lingering.push_back((until_ms, self.key));
             self.queues.flush(self.key, self.conn);
         } else {
