@@ -236,13 +236,20 @@ fn holder(pids: &[i32], port: u16, client: &Client) -> Option<i32> {
     })
 }
 
-/// Worker pids, from the supervisor's "worker started" lines.
+/// Worker pids, from the supervisor's "worker started" lines, once every worker's two
+/// backplane links are up: a member who came earlier would get a name unique on its worker
+/// only (the engine out of reach), which the test for unique names cannot tell apart from a
+/// bug.
 fn worker_pids(logs: &std::sync::mpsc::Receiver<String>, count: usize) -> Vec<i32> {
-    let mut pids = Vec::new();
-    while pids.len() < count {
-        let line = util::wait_for_log(logs, "worker started; ");
-        let pid = line.split("pid=").nth(1).unwrap().split(' ').next().unwrap().parse().unwrap();
-        pids.push(pid);
+    let (mut pids, mut links_up) = (Vec::new(), 0);
+    while pids.len() < count || links_up < 2 * count {
+        let line = util::wait_for_log(logs, "; ");
+        if line.contains("worker started; ") {
+            let pid = line.split("pid=").nth(1).unwrap().split(' ').next().unwrap().parse().unwrap();
+            pids.push(pid);
+        } else if line.contains("backplane link up; ") {
+            links_up += 1;
+        }
     }
     pids
 }
@@ -271,7 +278,7 @@ fn workers_share_names_who_and_history() {
         let pids = worker_pids(&logs, 2);
         let mut members = members_on_both(&server, &pids, 4);
         let names: HashSet<&String> = members.iter().map(|(_, name, _)| name).collect();
-        assert_eq!(names.len(), members.len(), "guest names unique over the workers");
+        assert_eq!(names.len(), members.len(), "{}: guest names unique over the workers", engine.name());
         for (index, (client, _, _)) in members.iter_mut().enumerate() {
             client.send_line(&format!("/nick m{index}"));
             while client.line() != format!("* you are now m{index}") {}
@@ -351,5 +358,47 @@ fn a_killed_workers_members_are_told_to_have_left() {
         let took = killed.elapsed();
         println!("{}: the killed worker's {} members left after {took:?}", engine.name(), gone.len());
         assert!(took < Duration::from_millis(4 * 300 + 700), "{}: {took:?}", engine.name());
+    }
+}
+
+/// `--workers 2` with a long `--backplane-ping` (1 s): a member that joins a worker and
+/// renames itself moments before the worker is killed, well within one interval of the
+/// worker's last refresh, is told to have left too, within the same bound: each name is on
+/// the engine from its claim (NATS: the claim sends the worker's heartbeat at once; Redis: the
+/// claim sets the name's expiry), not only from the next interval.
+#[test]
+fn a_member_named_just_before_its_worker_died_is_told_to_have_left() {
+    for engine in engines() {
+        let url = engine.url();
+        let args =
+            ["--workers", "2", "--listen", "chat=127.0.0.1:0", "--backplane", &url, "--backplane-ping", "1"];
+        let (server, logs) = ServerProcess::start_logged(server_command(&args), 1, "info");
+        let pids = worker_pids(&logs, 2);
+        let mut members = members_on_both(&server, &pids, 2);
+        let victim = pids[0];
+        let port = server.addrs[0].port();
+        let (mut late, guest) = loop {
+            assert!(members.len() < 64, "the kernel put every newcomer on one worker");
+            let (client, name, _) = join_at(server.addrs[0]);
+            let on = holder(&pids, port, &client).expect("the worker holding the member");
+            if on == victim {
+                break (client, name);
+            }
+            members.push((client, name, on));
+        };
+        late.send_line("/nick late");
+        late.expect("* you are now late");
+        for (client, _, _) in members.iter_mut().filter(|(_, _, on)| *on != victim) {
+            while client.line() != format!("* {guest} is now late") {}
+        }
+        // SAFETY: kill() on a worker of the server this test started.
+        assert_eq!(unsafe { libc::kill(victim, libc::SIGKILL) }, 0);
+        let killed = Instant::now();
+        for (client, _, _) in members.iter_mut().filter(|(_, _, on)| *on != victim) {
+            while client.line() != "* late left" {}
+        }
+        let took = killed.elapsed();
+        println!("{}: the member named just before the kill left after {took:?}", engine.name());
+        assert!(took < Duration::from_millis(4 * 1000 + 700), "{}: {took:?}", engine.name());
     }
 }
