@@ -686,12 +686,12 @@ impl Backplane {
                     Role::Subscriber => {
                         let out = self.subscriber.output();
                         for (index, room) in self.rooms.iter().enumerate() {
-                            nats::encode_sub(out, &room.channel, &format!("r{index}"));
+                            nats::encode_sub(out, &room.channel, format_args!("r{index}"));
                             if room.chat && room.history > 0 {
-                                nats::encode_sub(out, &room.subjects.history, &format!("k{index}"));
+                                nats::encode_sub(out, &room.subjects.history, format_args!("k{index}"));
                             }
                             if room.chat {
-                                nats::encode_sub(out, &room.subjects.presence, &format!("p{index}"));
+                                nats::encode_sub(out, &room.subjects.presence, format_args!("p{index}"));
                             }
                         }
                         self.jetstream.subscribe(out);
