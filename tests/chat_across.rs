@@ -402,3 +402,56 @@ fn a_member_named_just_before_its_worker_died_is_told_to_have_left() {
         assert!(took < Duration::from_millis(4 * 1000 + 700), "{}: {took:?}", engine.name());
     }
 }
+
+/// The engine down for longer than a name's life (1.5 s against three 300 ms intervals),
+/// then restarted (Redis without persistence, NATS keeping names in memory: both forget
+/// every name): once the servers are back on it their members' names are on it again, so
+/// `/who` lists both servers' members and a name is still taken, and nobody was told that a
+/// member who never went had left (the servers did not hear each other while the engine was
+/// down, which says nothing of their members).
+#[test]
+fn names_come_back_after_the_engine_restarts() {
+    for mut engine in engines() {
+        let name = engine.name();
+        let (a, b) = (chat_server(&engine, 20), chat_server(&engine, 20));
+        let (mut ann, _) = join(&a);
+        let (mut bob, _) = join(&b);
+        ann.expect("* guest-2 joined");
+        ann.send_line("/nick ann");
+        ann.expect("* you are now ann");
+        bob.expect("* guest-1 is now ann");
+        bob.send_line("/nick bob");
+        bob.expect("* you are now bob");
+        ann.expect("* guest-2 is now bob");
+
+        let down = Instant::now();
+        engine.kill();
+        std::thread::sleep(Duration::from_millis(1500));
+        engine.restart();
+        for server in [&a, &b] {
+            server.wait_for("reconnected", |stats| {
+                stats.backplane_links_up == 2 && stats.backplane_reconnects >= 2
+            });
+        }
+        println!("{name}: both servers back on the engine after {:?}", down.elapsed());
+        // Each server puts its names back at its next refresh, an interval at most.
+        let deadline = Instant::now() + Duration::from_secs(3);
+        for (client, other) in [(&mut ann, "bob"), (&mut bob, "ann")] {
+            loop {
+                client.send_line("/who");
+                let line = client.line();
+                assert!(line.starts_with("* here: "), "{name}: {line}");
+                if line == "* here: ann, bob" {
+                    break;
+                }
+                assert!(Instant::now() < deadline, "{name}: {other} is not back: {line}");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+        bob.send_line("/nick ann");
+        bob.expect("ERR nick taken");
+        ann.send_line("still here");
+        bob.expect("ann: still here");
+        assert!(!ann.has_data_within(Duration::from_millis(200)), "{name}: ann was told something");
+    }
+}

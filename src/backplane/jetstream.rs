@@ -19,13 +19,20 @@
 //!   (`max_age`: three `--backplane-ping` intervals). A claim is a publish expecting the
 //!   subject to be empty (`Nats-Expected-Last-Subject-Sequence: 0`): create if absent,
 //!   atomically on the engine. Its server publishes it again every interval expecting its own
-//!   sequence (a refresh), and deletes its message when the member leaves. `/who` lists the
+//!   sequence (a refresh), and deletes its message when the member leaves. A refresh that
+//!   finds the message gone (the engine restarted: the stream is in its memory) claims the
+//!   name again as new; only if someone took it meanwhile is it lost. `/who` lists the
 //!   stream's subjects under the room (`STREAM.INFO` with a subjects filter).
 //! - **Guest numbers**: the sequence JetStream gives a publish to `EVLOOP_GUESTS`.
-//! - **Who left without a word**: every interval (and as soon as a member comes or goes)
-//!   each server publishes its members' names in each chat room on `evloop.presence.R`; a server
-//!   not heard of for a name's life is gone, and every server tells its own members that
-//!   those members left: at most four intervals after it died (20 s by default).
+//! - **Who left without a word**: every interval, and at once when one of its members
+//!   claims a name or leaves, each server publishes its members' names in each chat room on
+//!   `evloop.presence.R` (a heartbeat). A server not heard of for a name's life (three
+//!   intervals) is gone, and every server tells its own members that the members named in its
+//!   last heartbeat left: at most four intervals after it died (its last heartbeat at most
+//!   one interval before, then a life, then up to an interval until the next timer), 20 s by
+//!   default. The heartbeat on a claim is what makes a name claimed just before its server
+//!   died known. While a server's subscriber link is down it hears no one and finds no one
+//!   gone; when it is back, each server it knew gets a life from then to be heard again.
 
 use std::collections::HashMap;
 #[cfg(test)]
@@ -105,8 +112,9 @@ enum Waiting {
     Who { ask: u64, room: usize },
     /// A history consumer made.
     History { ask: u64, room: usize, keep: usize },
-    /// One of this process's names published again.
-    Refresh { room: usize, name: String },
+    /// One of this process's names published again (`again`: as new, its message having
+    /// gone from the engine).
+    Refresh { room: usize, name: String, again: bool },
     /// An answer nothing depends on (a message or consumer deleted).
     Nothing,
 }
@@ -329,15 +337,20 @@ impl JetStream {
     pub fn release(&mut self, out: &mut Vec<u8>, room: Room<'_>, name: &str, now: Instant) {
         let Some(sequence) = room.ours.remove(name) else { return };
         if self.available && sequence > 0 {
-            let body = format!(r#"{{"seq":{sequence}}}"#);
-            self.request(
-                out,
-                &format!("$JS.API.STREAM.MSG.DELETE.{NAMES}"),
-                body.as_bytes(),
-                Waiting::Nothing,
-                now,
-            );
+            self.delete_name(out, sequence, now);
         }
+    }
+
+    /// Deletes the names' message `sequence`.
+    fn delete_name(&mut self, out: &mut Vec<u8>, sequence: u64, now: Instant) {
+        let body = format!(r#"{{"seq":{sequence}}}"#);
+        self.request(
+            out,
+            &format!("$JS.API.STREAM.MSG.DELETE.{NAMES}"),
+            body.as_bytes(),
+            Waiting::Nothing,
+            now,
+        );
     }
 
     /// The answer to request `number` (on the publisher link): what it says for the
@@ -433,23 +446,33 @@ impl JetStream {
                     _ => news.push(News::Answer { ask, answer: Answer::Failed }),
                 }
             }
-            Waiting::Refresh { room, name } => match json::get(body, &["seq"]).and_then(json::number) {
-                Some(sequence) if !refused => {
-                    if let Some(ours) = rooms[room].ours.get_mut(&name) {
-                        *ours = sequence;
+            Waiting::Refresh { room, name, again } => {
+                match (json::get(body, &["seq"]).and_then(json::number), error) {
+                    (Some(sequence), None) if !no_one => match rooms[room].ours.get_mut(&name) {
+                        Some(ours) => *ours = sequence,
+                        // Its member left while the refresh was on its way: the message it
+                        // made goes too, or the name would stay taken for a life.
+                        None => self.delete_name(out, sequence, now),
+                    },
+                    _ if no_one => {}
+                    (_, Some(WRONG_LAST_SEQUENCE)) if !again && rooms[room].ours.contains_key(&name) => {
+                        // Its message is gone: the engine restarted (names are kept in its
+                        // memory) or it expired while this server was away. Claimed again,
+                        // as new; if someone took it meanwhile, that fails below.
+                        let waiting = Waiting::Refresh { room, name: name.clone(), again: true };
+                        self.publish_name(out, (&rooms[room], &name, 0), waiting, now);
+                    }
+                    _ => {
+                        // Taken by another while this server was away: the member keeps the
+                        // name here, but it is no longer unique.
+                        warn!(
+                            "a member's name was lost on the engine; name={name} answer={}",
+                            String::from_utf8_lossy(body)
+                        );
+                        rooms[room].ours.remove(&name);
                     }
                 }
-                _ if no_one => {}
-                _ => {
-                    // Expired while this server was away, and taken since: the member keeps
-                    // the name here, but it is no longer unique.
-                    warn!(
-                        "a member's name was lost on the engine; name={name} answer={}",
-                        String::from_utf8_lossy(body)
-                    );
-                    rooms[room].ours.remove(&name);
-                }
-            },
+            }
             Waiting::Nothing => {}
         }
         false
@@ -505,12 +528,13 @@ impl JetStream {
 
     /// Timers, every interval: this process's names published again (refreshed), its
     /// heartbeat in each chat room, requests unanswered for an interval failed, history reads
-    /// forgotten, and other processes not heard of for a name's life found gone.
+    /// forgotten, and other processes not heard of for a name's life found gone (only while
+    /// this process can hear them: `listening`, its subscriber link up).
     pub fn on_timers(
         &mut self,
         out: &mut Vec<u8>,
         rooms: &mut [Room<'_>],
-        (interval, life): (Duration, Duration),
+        (interval, life, listening): (Duration, Duration, bool),
         news: &mut Vec<News>,
         now: Instant,
     ) {
@@ -549,8 +573,15 @@ impl JetStream {
                 }
             }
         }
-        let gone: Vec<(usize, u64)> =
-            self.heard.iter().filter(|(_, (_, heard))| now >= *heard + life).map(|(key, _)| *key).collect();
+        let gone: Vec<(usize, u64)> = match listening {
+            true => self
+                .heard
+                .iter()
+                .filter(|(_, (_, heard))| now >= *heard + life)
+                .map(|(key, _)| *key)
+                .collect(),
+            false => Vec::new(),
+        };
         for key in gone {
             if let Some((names, _)) = self.heard.remove(&key) {
                 if !names.is_empty() {
@@ -575,7 +606,7 @@ impl JetStream {
             let names: Vec<(String, u64)> =
                 room.ours.iter().map(|(name, seq)| (name.clone(), *seq)).collect();
             for (name, sequence) in names {
-                let waiting = Waiting::Refresh { room: room.index, name: name.clone() };
+                let waiting = Waiting::Refresh { room: room.index, name: name.clone(), again: false };
                 self.publish_name(out, (room, &name, sequence), waiting, now);
             }
         }
@@ -603,9 +634,19 @@ impl JetStream {
         self.heard.insert((room, origin), (names, now));
     }
 
-    /// The link came up: the heartbeat and refresh go out at once.
+    /// The publisher link came up: the heartbeat and refresh go out at once.
     pub fn beat_now(&mut self, now: Instant) {
         self.beat_at = now;
+    }
+
+    /// The subscriber link came up (again): every process heard of before is given a name's
+    /// life from now to be heard again. Their silence while this server could not hear them
+    /// says nothing; without this, a server back after an outage longer than a life would
+    /// tell its members that every other server's members left, though none did.
+    pub fn relisten(&mut self, now: Instant) {
+        for (_, heard) in self.heard.values_mut() {
+            *heard = now;
+        }
     }
 
     /// When [`on_timers`](Self::on_timers) next has something to do.
@@ -745,7 +786,7 @@ mod tests {
         js.heard(0, b"0000000000000007 me", now);
         assert_eq!(js.alive(), HashSet::from([9]), "its own heartbeat is not another's");
         let (mut out, mut news) = (Vec::new(), Vec::new());
-        let times = (Duration::from_secs(1), Duration::from_secs(3));
+        let times = (Duration::from_secs(1), Duration::from_secs(3), true);
         js.on_timers(
             &mut out,
             &mut [room(&subjects, &mut ours)],
@@ -768,5 +809,73 @@ mod tests {
             news,
             [News::Gone { room: 0, names: vec!["ann".into(), "bob".into()], tell_others: false }]
         );
+    }
+
+    /// A refresh refused because the name's message is gone (the engine restarted) claims
+    /// the name again, as new; refused again (taken meanwhile), the name is lost; a refresh
+    /// answered after its member left deletes the message it made.
+    #[test]
+    fn a_name_gone_from_the_engine_is_claimed_again() {
+        let now = Instant::now();
+        let subjects = RoomSubjects::of("lobby");
+        let mut ours = HashMap::from([("ann".to_string(), 9)]);
+        let mut js = JetStream { available: true, ..JetStream::new(7, now) };
+        let (mut out, mut news) = (Vec::new(), Vec::new());
+        let times = (Duration::from_secs(1), Duration::from_secs(3), true);
+        let second = Duration::from_secs(1);
+        let expects = |out: &[u8], number: u64, sequence: u64| {
+            let text = String::from_utf8_lossy(out);
+            text.contains(&format!("HPUB evloop.names.lobby.ann _INBOX.evloop.0000000000000007.{number} "))
+                && text.contains(&format!("Nats-Expected-Last-Subject-Sequence: {sequence}\r\n"))
+        };
+        js.on_timers(&mut out, &mut [room(&subjects, &mut ours)], times, &mut news, now);
+        assert!(expects(&out, 1, 9), "refreshed: {}", String::from_utf8_lossy(&out));
+        let wrong = br#"{"error":{"code":400,"err_code":10071,"description":"wrong last sequence: 0"}}"#;
+        out.clear();
+        js.answered(&mut out, &mut [room(&subjects, &mut ours)], (1, None, wrong), &mut news);
+        assert!(expects(&out, 2, 0), "claimed again: {}", String::from_utf8_lossy(&out));
+        js.answered(&mut out, &mut [room(&subjects, &mut ours)], (2, None, br#"{"seq":3}"#), &mut news);
+        assert_eq!(ours.get("ann"), Some(&3));
+
+        out.clear();
+        js.on_timers(&mut out, &mut [room(&subjects, &mut ours)], times, &mut news, now + second);
+        assert!(expects(&out, 3, 3));
+        js.answered(&mut out, &mut [room(&subjects, &mut ours)], (3, None, wrong), &mut news);
+        js.answered(&mut out, &mut [room(&subjects, &mut ours)], (4, None, wrong), &mut news);
+        assert!(ours.is_empty(), "taken meanwhile: lost");
+        assert!(news.is_empty());
+
+        ours.insert("bob".to_string(), 5);
+        js.on_timers(&mut out, &mut [room(&subjects, &mut ours)], times, &mut news, now + 2 * second);
+        ours.clear();
+        out.clear();
+        js.answered(&mut out, &mut [room(&subjects, &mut ours)], (5, None, br#"{"seq":6}"#), &mut news);
+        assert!(
+            String::from_utf8_lossy(&out)
+                .contains("MSG.DELETE.EVLOOP_NAMES _INBOX.evloop.0000000000000007.6 9\r\n{\"seq\":6}"),
+            "{}",
+            String::from_utf8_lossy(&out)
+        );
+    }
+
+    /// No server is found gone while this one cannot hear them (its subscriber link down),
+    /// and once it hears again each has a life from then to be heard.
+    #[test]
+    fn silence_while_not_listening_says_nothing() {
+        let now = Instant::now();
+        let (subjects, mut ours) = (RoomSubjects::of("lobby"), HashMap::new());
+        let mut js = JetStream::new(7, now);
+        js.heard(0, b"0000000000000009 ann", now);
+        let (mut out, mut news) = (Vec::new(), Vec::new());
+        let at = |seconds| now + Duration::from_secs(seconds);
+        let deaf = (Duration::from_secs(1), Duration::from_secs(3), false);
+        js.on_timers(&mut out, &mut [room(&subjects, &mut ours)], deaf, &mut news, at(5));
+        assert!(news.is_empty(), "not heard, but not listening");
+        js.relisten(at(5));
+        let listening = (Duration::from_secs(1), Duration::from_secs(3), true);
+        js.on_timers(&mut out, &mut [room(&subjects, &mut ours)], listening, &mut news, at(7));
+        assert!(news.is_empty(), "a life from the link's return");
+        js.on_timers(&mut out, &mut [room(&subjects, &mut ours)], listening, &mut news, at(8));
+        assert_eq!(news, [News::Gone { room: 0, names: vec!["ann".into()], tell_others: false }]);
     }
 }

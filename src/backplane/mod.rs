@@ -446,7 +446,7 @@ impl Backplane {
         }
         self.refresh_names(now);
         if self.nats && self.publisher.is_up() {
-            let times = (self.ping, self.ping * NAME_LIFE_INTERVALS);
+            let times = (self.ping, self.ping * NAME_LIFE_INTERVALS, self.subscriber.is_up());
             let mut views = views(&mut self.rooms);
             let out = self.publisher.output();
             self.jetstream.on_timers(out, &mut views, times, &mut self.news, now);
@@ -514,6 +514,8 @@ impl Backplane {
             // Names taken while the engine was away, or refreshed before it was lost: now.
             self.refresh_at = Instant::now();
             self.jetstream.beat_now(Instant::now());
+        } else {
+            self.jetstream.relisten(Instant::now());
         }
     }
 
