@@ -32,7 +32,9 @@
 //!   one interval before, then a life, then up to an interval until the next timer), 20 s by
 //!   default. The heartbeat on a claim is what makes a name claimed just before its server
 //!   died known. While a server's subscriber link is down it hears no one and finds no one
-//!   gone; when it is back, each server it knew gets a life from then to be heard again.
+//!   gone; when either link is back, each server it knew gets a life from then to be heard
+//!   again; and timers that ran late (this process stalled) judge no one until they have
+//!   run once more, after the input that waited meanwhile has been read.
 
 use std::collections::HashMap;
 #[cfg(test)]
@@ -40,7 +42,7 @@ use std::collections::HashSet;
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
-use log::{info, warn};
+use log::{debug, info, warn};
 
 use super::envelope::Envelope;
 use super::json;
@@ -97,6 +99,9 @@ pub struct Room<'r> {
     pub history: usize,
     /// This process's members' names in it, each with the sequence of its message.
     pub ours: &'r mut HashMap<String, u64>,
+    /// Names being left for another, by the number of the claim that leaves them: not
+    /// refreshed meanwhile (see `Room::renaming` in `mod.rs`).
+    pub renaming: &'r HashMap<u64, String>,
 }
 
 /// A request waiting for its answer.
@@ -115,7 +120,12 @@ enum Waiting {
     /// One of this process's names published again (`again`: as new, its message having
     /// gone from the engine).
     Refresh { room: usize, name: String, again: bool },
-    /// An answer nothing depends on (a message or consumer deleted).
+    /// A name's message deleted (`name`, left). For a rename, `then` is the question that
+    /// claimed the new name, and that name: it is answered once the old one is deleted, as
+    /// JetStream's API may serve a later request first (a `/who` asked after the rename
+    /// listed the old name as well, on a loaded machine).
+    Deleted { name: String, then: Option<(u64, String)> },
+    /// An answer nothing depends on (a consumer deleted).
     Nothing,
 }
 
@@ -153,6 +163,10 @@ pub struct JetStream {
     heard: HashMap<(usize, u64), (Vec<String>, Instant)>,
     /// When the next heartbeat and refresh go out.
     beat_at: Instant,
+    /// When the timers last ran: they run at least every interval, so a longer gap says this
+    /// process was stalled (starved of CPU, stopped), and the heartbeats that came meanwhile
+    /// may still be unread.
+    timers_ran: Option<Instant>,
 }
 
 impl JetStream {
@@ -169,6 +183,7 @@ impl JetStream {
             available: false,
             heard: HashMap::new(),
             beat_at: now,
+            timers_ran: None,
         }
     }
 
@@ -213,6 +228,32 @@ impl JetStream {
                 now,
             );
             self.streams += 1;
+        }
+    }
+
+    /// The publisher link was lost: the answers it awaited are not coming. Each question is
+    /// answered [`Answer::Failed`] (its asker falls back on what its server knows; left
+    /// unanswered, it would wait for ever, its later lines with it), and history reads are
+    /// forgotten.
+    pub fn lost(&mut self, news: &mut Vec<News>) {
+        for (_, (waiting, _)) in self.waiting.drain() {
+            match waiting {
+                Waiting::Guest { ask, .. }
+                | Waiting::Claim { ask, .. }
+                | Waiting::Who { ask, .. }
+                | Waiting::History { ask, .. } => news.push(News::Answer { ask, answer: Answer::Failed }),
+                // The new name is held: only the old one's deletion is unconfirmed.
+                Waiting::Deleted { then: Some((ask, name)), .. } => {
+                    news.push(News::Answer { ask, answer: Answer::Claimed { name, taken: false } })
+                }
+                Waiting::Stream(_) | Waiting::Refresh { .. } | Waiting::Deleted { .. } | Waiting::Nothing => {
+                }
+            }
+        }
+        for (_, read) in self.reads.drain() {
+            if let (Some((ask, _, _)), false) = (read.ask, read.done) {
+                news.push(News::Answer { ask, answer: Answer::Failed });
+            }
         }
     }
 
@@ -335,22 +376,32 @@ impl JetStream {
 
     /// A member of this process left `room`: its name's message is deleted (if it holds one).
     pub fn release(&mut self, out: &mut Vec<u8>, room: Room<'_>, name: &str, now: Instant) {
-        let Some(sequence) = room.ours.remove(name) else { return };
-        if self.available && sequence > 0 {
-            self.delete_name(out, sequence, now);
+        let _ = self.release_then(out, room, name, None, now);
+    }
+
+    /// [`release`](Self::release), then (for a rename) question `then.0` answered with the
+    /// new name `then.1` once the old one is deleted. Gives `then` back if nothing is to be
+    /// deleted (its answer is now).
+    fn release_then(
+        &mut self,
+        out: &mut Vec<u8>,
+        room: Room<'_>,
+        name: &str,
+        then: Option<(u64, String)>,
+        now: Instant,
+    ) -> Option<(u64, String)> {
+        let Some(sequence) = room.ours.remove(name) else { return then };
+        if !self.available || sequence == 0 {
+            return then;
         }
+        self.delete_name(out, sequence, Waiting::Deleted { name: name.to_string(), then }, now);
+        None
     }
 
     /// Deletes the names' message `sequence`.
-    fn delete_name(&mut self, out: &mut Vec<u8>, sequence: u64, now: Instant) {
+    fn delete_name(&mut self, out: &mut Vec<u8>, sequence: u64, waiting: Waiting, now: Instant) {
         let body = format!(r#"{{"seq":{sequence}}}"#);
-        self.request(
-            out,
-            &format!("$JS.API.STREAM.MSG.DELETE.{NAMES}"),
-            body.as_bytes(),
-            Waiting::Nothing,
-            now,
-        );
+        self.request(out, &format!("$JS.API.STREAM.MSG.DELETE.{NAMES}"), body.as_bytes(), waiting, now);
     }
 
     /// The answer to request `number` (on the publisher link): what it says for the
@@ -404,12 +455,20 @@ impl JetStream {
                     }
                     (_, Some(WRONG_LAST_SEQUENCE)) => Answer::Claimed { name, taken: true },
                     (Some(sequence), None) if !no_one => {
-                        if let Some(old) = old {
-                            self.release(out, rooms[room].reborrow(), &old, now);
-                        }
+                        let then = match old {
+                            Some(old) => {
+                                let then = Some((ask, name.clone()));
+                                self.release_then(out, rooms[room].reborrow(), &old, then, now)
+                            }
+                            None => Some((ask, name.clone())),
+                        };
                         rooms[room].ours.insert(name.clone(), sequence);
                         // The others know at once it is here (were this server to die now).
                         self.beat(out, &rooms[room]);
+                        if then.is_none() {
+                            // Answered once the old name is deleted (`Waiting::Deleted`).
+                            return false;
+                        }
                         Answer::Claimed { name, taken: false }
                     }
                     _ => Answer::Failed,
@@ -452,7 +511,7 @@ impl JetStream {
                         Some(ours) => *ours = sequence,
                         // Its member left while the refresh was on its way: the message it
                         // made goes too, or the name would stay taken for a life.
-                        None => self.delete_name(out, sequence, now),
+                        None => self.delete_name(out, sequence, Waiting::Deleted { name, then: None }, now),
                     },
                     _ if no_one => {}
                     (_, Some(WRONG_LAST_SEQUENCE)) if !again && rooms[room].ours.contains_key(&name) => {
@@ -471,6 +530,18 @@ impl JetStream {
                         );
                         rooms[room].ours.remove(&name);
                     }
+                }
+            }
+            Waiting::Deleted { name, then } => {
+                if refused && !no_one {
+                    // Not there (expired, or the engine restarted): nothing to free.
+                    debug!(
+                        "a name's message was not deleted; name={name} answer={}",
+                        String::from_utf8_lossy(body)
+                    );
+                }
+                if let Some((ask, name)) = then {
+                    news.push(News::Answer { ask, answer: Answer::Claimed { name, taken: false } });
                 }
             }
             Waiting::Nothing => {}
@@ -554,7 +625,10 @@ impl JetStream {
                     Waiting::Stream(_) => {
                         self.streams = self.streams.saturating_sub(1);
                     }
-                    Waiting::Refresh { .. } | Waiting::Nothing => {}
+                    Waiting::Deleted { then: Some((ask, name)), .. } => {
+                        news.push(News::Answer { ask, answer: Answer::Claimed { name, taken: false } })
+                    }
+                    Waiting::Refresh { .. } | Waiting::Deleted { .. } | Waiting::Nothing => {}
                 }
             }
         }
@@ -573,7 +647,12 @@ impl JetStream {
                 }
             }
         }
-        let gone: Vec<(usize, u64)> = match listening {
+        // After a stall, the others are judged at the next run, once what they sent meanwhile
+        // has been read (a process starved for a second would otherwise find every other
+        // server silent for a life at 0.3 s intervals: seen on a loaded 2-core machine).
+        let stalled = self.timers_ran.is_some_and(|ran| now > ran + interval + interval / 2);
+        self.timers_ran = Some(now);
+        let gone: Vec<(usize, u64)> = match listening && !stalled {
             true => self
                 .heard
                 .iter()
@@ -603,8 +682,12 @@ impl JetStream {
             if !self.available {
                 continue;
             }
-            let names: Vec<(String, u64)> =
-                room.ours.iter().map(|(name, seq)| (name.clone(), *seq)).collect();
+            let names: Vec<(String, u64)> = room
+                .ours
+                .iter()
+                .filter(|(name, _)| !room.renaming.values().any(|old| old == *name))
+                .map(|(name, seq)| (name.clone(), *seq))
+                .collect();
             for (name, sequence) in names {
                 let waiting = Waiting::Refresh { room: room.index, name: name.clone(), again: false };
                 self.publish_name(out, (room, &name, sequence), waiting, now);
@@ -639,10 +722,11 @@ impl JetStream {
         self.beat_at = now;
     }
 
-    /// The subscriber link came up (again): every process heard of before is given a name's
-    /// life from now to be heard again. Their silence while this server could not hear them
-    /// says nothing; without this, a server back after an outage longer than a life would
-    /// tell its members that every other server's members left, though none did.
+    /// A link came up (again): every process heard of before is given a name's life from now
+    /// to be heard again. Their silence while this server could not hear them, or while the
+    /// engine was away for them too, says nothing; without this, a server back after an
+    /// outage longer than a life would tell its members that every other server's members
+    /// left, though none did.
     pub fn relisten(&mut self, now: Instant) {
         for (_, heard) in self.heard.values_mut() {
             *heard = now;
@@ -665,7 +749,13 @@ impl JetStream {
 impl Room<'_> {
     /// The same room, borrowed again (to lend it to a call and use it after).
     pub fn reborrow(&mut self) -> Room<'_> {
-        Room { index: self.index, subjects: self.subjects, history: self.history, ours: self.ours }
+        Room {
+            index: self.index,
+            subjects: self.subjects,
+            history: self.history,
+            ours: self.ours,
+            renaming: self.renaming,
+        }
     }
 }
 
@@ -674,7 +764,8 @@ mod tests {
     use super::*;
 
     fn room<'r>(subjects: &'r RoomSubjects, ours: &'r mut HashMap<String, u64>) -> Room<'r> {
-        Room { index: 0, subjects, history: 3, ours }
+        static NONE: std::sync::LazyLock<HashMap<u64, String>> = std::sync::LazyLock::new(HashMap::new);
+        Room { index: 0, subjects, history: 3, ours, renaming: &NONE }
     }
 
     /// A named claim is one conditional publish; a guest claim asks for a number first; the
@@ -731,14 +822,16 @@ mod tests {
         assert!(news.is_empty(), "guest-3 taken by hand: another number");
         js.answered(&mut out, &mut rooms, (7, None, br#"{"stream":"EVLOOP_GUESTS","seq":4}"#), &mut news);
         js.answered(&mut out, &mut rooms, (8, None, br#"{"seq":12}"#), &mut news);
-        assert_eq!(
-            news,
-            [News::Answer { ask: 2, answer: Answer::Claimed { name: "guest-4".into(), taken: false } }]
-        );
+        assert!(news.is_empty(), "a rename is answered once the old name is deleted");
         assert!(
             String::from_utf8_lossy(&out)
                 .contains("MSG.DELETE.EVLOOP_NAMES _INBOX.evloop.0000000000000007.9 9\r\n{\"seq\":9}"),
             "ann's message deleted"
+        );
+        js.answered(&mut out, &mut rooms, (9, None, br#"{"success":true}"#), &mut news);
+        assert_eq!(
+            news,
+            [News::Answer { ask: 2, answer: Answer::Claimed { name: "guest-4".into(), taken: false } }]
         );
         assert_eq!(ours.keys().collect::<Vec<_>>(), ["guest-4"]);
     }
@@ -877,5 +970,47 @@ mod tests {
         assert!(news.is_empty(), "a life from the link's return");
         js.on_timers(&mut out, &mut [room(&subjects, &mut ours)], listening, &mut news, at(8));
         assert_eq!(news, [News::Gone { room: 0, names: vec!["ann".into()], tell_others: false }]);
+    }
+
+    /// Timers that ran late (the process stalled) judge no one: the heartbeats that came
+    /// meanwhile are read first; the next run does.
+    #[test]
+    fn a_stalled_server_judges_no_one_until_it_has_read() {
+        let now = Instant::now();
+        let (subjects, mut ours) = (RoomSubjects::of("lobby"), HashMap::new());
+        let mut js = JetStream::new(7, now);
+        js.heard(0, b"0000000000000009 ann", now);
+        let (mut out, mut news) = (Vec::new(), Vec::new());
+        let at = |millis| now + Duration::from_millis(millis);
+        let times = (Duration::from_secs(1), Duration::from_secs(3), true);
+        js.on_timers(&mut out, &mut [room(&subjects, &mut ours)], times, &mut news, at(1000));
+        js.on_timers(&mut out, &mut [room(&subjects, &mut ours)], times, &mut news, at(4000));
+        assert!(news.is_empty(), "late by two intervals: not judged");
+        js.on_timers(&mut out, &mut [room(&subjects, &mut ours)], times, &mut news, at(4100));
+        assert_eq!(news, [News::Gone { room: 0, names: vec!["ann".into()], tell_others: false }]);
+    }
+
+    /// The publisher link lost: every question waiting on it is answered, failed.
+    #[test]
+    fn questions_waiting_on_a_lost_link_fail() {
+        let now = Instant::now();
+        let (subjects, mut ours) = (RoomSubjects::of("lobby"), HashMap::new());
+        let mut js = JetStream { available: true, ..JetStream::new(7, now) };
+        let mut out = Vec::new();
+        js.ask(&mut out, room(&subjects, &mut ours), Question::Who, 1, now);
+        js.ask(&mut out, room(&subjects, &mut ours), Question::History, 2, now);
+        let mut news = Vec::new();
+        js.lost(&mut news);
+        news.sort_by_key(|news| match news {
+            News::Answer { ask, .. } => *ask,
+            _ => 0,
+        });
+        assert_eq!(
+            news,
+            [
+                News::Answer { ask: 1, answer: Answer::Failed },
+                News::Answer { ask: 2, answer: Answer::Failed }
+            ]
+        );
     }
 }

@@ -100,6 +100,19 @@ struct Room {
     /// The names this process's members hold in it, refreshed on the engine every interval
     /// (on NATS, each with the sequence of its message).
     ours: HashMap<String, u64>,
+    /// Names being left for another (a claim with an old name, by its question's number):
+    /// not refreshed until the claim is answered. A refresh sent while the claim is on its
+    /// way would put the old name back after the claim freed it (Redis: the refresh adopts
+    /// a free name; NATS: it makes a new message the release does not delete), and `/who`
+    /// would list it for a while.
+    renaming: HashMap<u64, String>,
+}
+
+impl Room {
+    /// Whether `name` is refreshed: ours, and not being left for another.
+    fn refreshes(&self, name: &str) -> bool {
+        !self.renaming.values().any(|old| old == name)
+    }
 }
 
 /// What a command sent on the publisher link awaits (Redis answers a connection's commands
@@ -199,6 +212,7 @@ impl Backplane {
                 keys: redis::Keys::of(name),
                 subjects: jetstream::RoomSubjects::of(name),
                 ours: HashMap::new(),
+                renaming: HashMap::new(),
             })
             .collect();
         Backplane {
@@ -271,6 +285,15 @@ impl Backplane {
         if !self.publisher.is_up() || room >= self.rooms.len() {
             return None;
         }
+        let asked = self.ask_engine(room, question);
+        if let (Some(ask), Question::Claim { old: Some(old), .. }) = (asked, question) {
+            self.rooms[room].renaming.insert(ask, old.to_string());
+        }
+        asked
+    }
+
+    /// [`ask`](Self::ask), on the engine at hand.
+    fn ask_engine(&mut self, room: usize, question: Question<'_>) -> Option<u64> {
         if self.nats {
             self.next_ask += 1;
             let entry = &mut self.rooms[room];
@@ -279,6 +302,7 @@ impl Backplane {
                 subjects: &entry.subjects,
                 history: entry.history,
                 ours: &mut entry.ours,
+                renaming: &entry.renaming,
             };
             let out = self.publisher.output();
             return self.jetstream.ask(out, view, question, self.next_ask, Instant::now());
@@ -314,6 +338,7 @@ impl Backplane {
                 subjects: &entry.subjects,
                 history: entry.history,
                 ours: &mut entry.ours,
+                renaming: &entry.renaming,
             };
             let out = self.publisher.output();
             self.jetstream.release(out, view.reborrow(), name, Instant::now());
@@ -353,6 +378,13 @@ impl Backplane {
     /// Answers and expired names that came since the last call, in order.
     pub fn take_news(&mut self) -> Vec<News> {
         self.settle_awaited();
+        for news in &self.news {
+            if let News::Answer { ask, .. } = news {
+                for room in &mut self.rooms {
+                    room.renaming.remove(ask);
+                }
+            }
+        }
         std::mem::take(&mut self.news)
     }
 
@@ -373,6 +405,7 @@ impl Backplane {
                 self.news.push(News::Answer { ask, answer: Answer::Failed });
             }
         }
+        self.jetstream.lost(&mut self.news);
     }
 
     /// Refreshes this process's names on the engine, every `--backplane-ping`.
@@ -384,7 +417,8 @@ impl Backplane {
         self.settle_awaited();
         let life = self.name_life_ms();
         for (index, room) in self.rooms.iter().enumerate().filter(|(_, room)| !room.ours.is_empty()) {
-            redis::encode_refresh(self.publisher.output(), &room.keys, self.origin, life, room.ours.keys());
+            let names = room.ours.keys().filter(|name| room.refreshes(name));
+            redis::encode_refresh(self.publisher.output(), &room.keys, self.origin, life, names);
             self.awaited.push_back(Awaited::Refresh { room: index });
         }
     }
@@ -514,9 +548,10 @@ impl Backplane {
             // Names taken while the engine was away, or refreshed before it was lost: now.
             self.refresh_at = Instant::now();
             self.jetstream.beat_now(Instant::now());
-        } else {
-            self.jetstream.relisten(Instant::now());
         }
+        // Either link back: the others get a life from now to be heard (the subscriber could
+        // not hear them; the publisher, whose timers judge them, was not running them).
+        self.jetstream.relisten(Instant::now());
     }
 
     /// Parses what `role`'s link has read, acting on each frame.
@@ -682,6 +717,8 @@ impl Backplane {
                         let history = self.rooms.iter().map(|room| room.history).max().unwrap_or(0);
                         let names = self.rooms.iter().any(|room| room.chat);
                         let life = self.ping * NAME_LIFE_INTERVALS;
+                        // What waited on the link lost is answered first (`start` forgets it).
+                        self.settle_awaited();
                         let out = self.publisher.output();
                         self.jetstream.start(out, history, names, life, Instant::now());
                     }
@@ -808,6 +845,7 @@ fn views(rooms: &mut [Room]) -> Vec<jetstream::Room<'_>> {
             subjects: &room.subjects,
             history: room.history,
             ours: &mut room.ours,
+            renaming: &room.renaming,
         })
         .collect()
 }
