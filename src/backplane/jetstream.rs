@@ -46,6 +46,7 @@ use log::{debug, info, warn};
 
 use super::envelope::Envelope;
 use super::json;
+use super::link::LAST_RETRY;
 use super::nats;
 use super::questions::{Answer, LineId, News, Question};
 
@@ -723,13 +724,14 @@ impl JetStream {
     }
 
     /// A link came up (again): every process heard of before is given a name's life from now
-    /// to be heard again. Their silence while this server could not hear them, or while the
-    /// engine was away for them too, says nothing; without this, a server back after an
-    /// outage longer than a life would tell its members that every other server's members
-    /// left, though none did.
+    /// to be heard again, and the longest retry delay more (an engine back for everyone is
+    /// found by each server on its own backoff, up to that much later than by this one).
+    /// Their silence while this server could not hear them, or while the engine was away for
+    /// them too, says nothing; without this, a server back after an outage longer than a life
+    /// would tell its members that every other server's members left, though none did.
     pub fn relisten(&mut self, now: Instant) {
         for (_, heard) in self.heard.values_mut() {
-            *heard = now;
+            *heard = now + LAST_RETRY;
         }
     }
 
@@ -952,7 +954,8 @@ mod tests {
     }
 
     /// No server is found gone while this one cannot hear them (its subscriber link down),
-    /// and once it hears again each has a life from then to be heard.
+    /// and once it hears again each has a life from then, and the longest retry delay, to be
+    /// heard.
     #[test]
     fn silence_while_not_listening_says_nothing() {
         let now = Instant::now();
@@ -966,9 +969,11 @@ mod tests {
         assert!(news.is_empty(), "not heard, but not listening");
         js.relisten(at(5));
         let listening = (Duration::from_secs(1), Duration::from_secs(3), true);
-        js.on_timers(&mut out, &mut [room(&subjects, &mut ours)], listening, &mut news, at(7));
-        assert!(news.is_empty(), "a life from the link's return");
-        js.on_timers(&mut out, &mut [room(&subjects, &mut ours)], listening, &mut news, at(8));
+        for second in 6..=12 {
+            js.on_timers(&mut out, &mut [room(&subjects, &mut ours)], listening, &mut news, at(second));
+        }
+        assert!(news.is_empty(), "a life from the link's return, and the longest retry delay");
+        js.on_timers(&mut out, &mut [room(&subjects, &mut ours)], listening, &mut news, at(13));
         assert_eq!(news, [News::Gone { room: 0, names: vec!["ann".into()], tell_others: false }]);
     }
 
