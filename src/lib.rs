@@ -68,6 +68,8 @@
 //!   [`Outbox`], and the built-in handlers.
 //! - [`codec`]: framing, `line`, `length`, `fixed:N`, `raw`, and `ws` (WebSocket, a session
 //!   with a handshake); pure, bytes in, messages out.
+//! - `console`: the live console's messages (turns, the cap, snapshots) and its page, sans
+//!   I/O, shared by the reactor and the models.
 //! - `backplane`: rooms across processes and hosts over Redis or NATS pub/sub.
 //! - `sys`: addresses, sockets and every system call, shared by the server and the loader,
 //!   and the one gate every non-blocking read and write goes through.
@@ -81,6 +83,7 @@
 mod backplane;
 pub mod codec;
 mod config;
+mod console;
 #[cfg(any(test, feature = "fuzzing"))]
 #[doc(hidden)]
 pub mod fuzzing;

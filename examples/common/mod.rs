@@ -1,9 +1,14 @@
 //! Helpers shared by the benchmark drivers (`bench`, `models`, `scale`): building and starting
-//! the binaries, pinning them to a CPU, and reading what `/proc` says about a process.
+//! the binaries, pinning them to a CPU, stopping what they started ([`Guard`]), and reading
+//! what `/proc` says about a process.
 #![allow(dead_code)] // each driver uses its own subset
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+mod guard;
+pub use guard::Guard;
 
 /// Builds the release binaries and examples a driver runs, e.g. `["--bin", "evloop-server"]`.
 pub fn build(targets: &[&str]) {
@@ -11,6 +16,16 @@ pub fn build(targets: &[&str]) {
     let status =
         Command::new(cargo).args(["build", "--release"]).args(targets).status().expect("run cargo build");
     assert!(status.success(), "cargo build failed");
+}
+
+/// Builds as [`build`] does, but says what went wrong instead of panicking.
+pub fn try_build(targets: &[&str]) -> Result<(), String> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
+    match Command::new(&cargo).args(["build", "--release"]).args(targets).status() {
+        Ok(status) if status.success() => Ok(()),
+        Ok(status) => Err(format!("cargo build --release {} failed ({status})", targets.join(" "))),
+        Err(error) => Err(format!("cannot run {cargo}: {error}")),
+    }
 }
 
 /// The path of a release binary (`evloop-server`) or, with `examples/` in front, example.
@@ -47,6 +62,32 @@ pub fn start_server(mut command: Command) -> (Child, String) {
         "{program} printed no address (are its dependencies installed? scripts/test installs them)"
     );
     (child, addr)
+}
+
+/// Starts a server as [`start_server`] does, guarded (stopped when the guard is dropped),
+/// and waits at most `timeout` for its startup line. Its later output is drained, so it
+/// never writes into a closed pipe. A failure is a sentence.
+pub fn start_server_within(mut command: Command, timeout: Duration) -> Result<(Guard, String), String> {
+    let program = command.get_program().to_string_lossy().into_owned();
+    command.stdout(Stdio::piped()).stderr(Stdio::inherit());
+    let mut server = Guard::spawn(&mut command, &format!("the server ({program})"), Duration::from_secs(30))?;
+    let stdout = server.child().stdout.take().ok_or("the server's stdout is not piped")?;
+    let (first, first_line) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut lines = BufReader::new(stdout).lines().map_while(Result::ok);
+        let _ = first.send(lines.next());
+        lines.for_each(drop);
+    });
+    let line = match first_line.recv_timeout(timeout) {
+        Ok(Some(line)) => line,
+        Ok(None) => return Err(format!("{program} exited before it listened ({:?})", server.stop())),
+        Err(_) => return Err(format!("{program} printed no startup line within {timeout:?}")),
+    };
+    // `<handler> listening on <addr>`, evloop's followed by what it speaks in parentheses.
+    match line.split_whitespace().nth(3) {
+        Some(addr) => Ok((server, addr.to_string())),
+        None => Err(format!("{program}'s startup line names no address: {line:?}")),
+    }
 }
 
 /// Starts a server with `count` listeners and returns it with their addresses, in the order
@@ -155,13 +196,36 @@ pub struct Table {
 
 impl Table {
     pub fn read(path: &std::path::Path) -> Table {
-        let text = std::fs::read_to_string(path).expect("read the CSV");
+        Table::try_read(path).unwrap_or_else(|why| panic!("{why}"))
+    }
+
+    /// Reads as [`Table::read`] does, saying what is wrong instead of panicking.
+    pub fn try_read(path: &std::path::Path) -> Result<Table, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|error| format!("cannot read {}: {error}", path.display()))?;
         let mut lines = text.lines();
-        let header = lines.next().expect("a header").split(',').map(String::from).collect();
-        let rows = lines
-            .map(|line| line.split(',').map(|cell| cell.parse::<f64>().unwrap_or(0.0)).collect())
+        let header: Vec<String> = lines
+            .next()
+            .ok_or_else(|| format!("{} is empty: no header", path.display()))?
+            .split(',')
+            .map(String::from)
             .collect();
-        Table { header, rows }
+        let width = header.len();
+        // A row written before a column was added has no cell for it: it reads 0.
+        let rows = lines
+            .map(|line| {
+                let mut row: Vec<f64> =
+                    line.split(',').map(|cell| cell.parse::<f64>().unwrap_or(0.0)).collect();
+                row.resize(width.max(row.len()), 0.0);
+                row
+            })
+            .collect();
+        Ok(Table { header, rows })
+    }
+
+    /// Whether it has a column `name`.
+    pub fn has(&self, name: &str) -> bool {
+        self.header.iter().any(|c| c == name)
     }
 
     /// The index of column `name`.

@@ -389,16 +389,17 @@ fn default_listeners(args: &Args, is_worker: bool) -> Vec<ListenSpec> {
     }
     if args.model != Model::Reactor {
         // The blocking models serve TCP only, no codec with a handshake, and rooms without
-        // names: the course's chat room is the plain broadcast there; no console.
+        // names: the course's chat room is the plain broadcast there. The console is served
+        // beside the model, by a thread of its own.
         for spec in &mut specs {
             spec.addrs.retain(|addr| matches!(addr, ListenAddr::Tcp(_)));
             if spec.handler == "chat" {
                 spec.handler = "broadcast".to_string();
             }
         }
-        specs.retain(|spec| !spec.codec.has_session());
+        specs.retain(|spec| !spec.codec.has_session() || spec.handler == "console");
         cli::eprint_line(format_args!(
-            "evloop-server: --model {}: not serving the default UDP and WebSocket listeners and the console, and the room on :7003 is a plain broadcast (this model serves TCP lines only)",
+            "evloop-server: --model {}: not serving the default UDP and WebSocket listeners, and the room on :7003 is a plain broadcast (this model serves TCP lines only)",
             args.model
         ));
     }

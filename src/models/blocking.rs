@@ -72,6 +72,10 @@ pub struct Served {
     pub messages_in: u64,
     /// Replies written to this client.
     pub messages_out: u64,
+    /// Bytes read from it.
+    pub bytes_in: u64,
+    /// Bytes written to it (its replies; for the console).
+    pub bytes_out: u64,
 }
 
 /// A connected client of a blocking model.
@@ -119,6 +123,7 @@ pub fn serve(
             continue;
         };
         let at_end = read == 0;
+        served.bytes_in += read as u64;
         input.extend_from_slice(&buffer[..read]);
         let mut frames = decoder.frames(&input, config.max_frame);
         if at_end {
@@ -141,6 +146,7 @@ pub fn serve(
         let closing = carrier.closing || flow == Flow::Stop;
         outbox.clear();
         input.drain(..used);
+        served.bytes_out += replies.len() as u64;
         room.tally(&served);
         if !replies.is_empty() {
             write_own(&replies)?;

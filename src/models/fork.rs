@@ -13,9 +13,16 @@
 //! parent reaps a child it adds the slot to its totals and frees it for the next child. A
 //! child killed mid-way loses only the read it was serving, and not even that once its
 //! replies went out (it stores before it writes).
+//!
+//! With a console listener, the parent's console thread lists the children's clients and
+//! reads their counts from the same slots; there are no turns to show (each client is
+//! served by a process of its own). Shortcut: a child inherits the console's sockets with
+//! the rest of the parent's, so a watcher the console closes stays connected until the
+//! children of that moment exit.
 
 use std::collections::HashMap;
 use std::io;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -25,6 +32,7 @@ use signal_hook::consts::{SIGCHLD, SIGTERM};
 use super::BlockingService;
 use super::accept::{self, Dispatch};
 use super::blocking::{self, Client, Room, Served};
+use super::console::clients::Clients;
 use crate::config::Limits;
 use crate::handlers::{ConnId, Handler, Recipient};
 use crate::stats::RunSummary;
@@ -33,17 +41,23 @@ use crate::sys::shared_memory::SharedWords;
 
 /// How long the stop waits for the children to exit once told to.
 const CHILDREN_EXIT: Duration = Duration::from_secs(5);
-/// Words per child's slot: messages in, messages out, and the rest of a cache line, so that
+/// Words per child's slot: messages and bytes in and out, and the rest of a cache line, so that
 /// children on different cores never write to the same line.
 const SLOT_WORDS: usize = 8;
 const MESSAGES_IN: usize = 0;
 const MESSAGES_OUT: usize = 1;
+const BYTES_IN: usize = 2;
+const BYTES_OUT: usize = 3;
 /// The most slots made, whatever `--max-connections` says: Linux never runs more processes
 /// than this (`PID_MAX_LIMIT`), so no more children can be held at once.
 const MOST_CHILDREN: usize = 1 << 22;
 
 /// Serves `services` with a process per connection until SIGINT, SIGTERM or SIGHUP.
-pub fn run(mut services: Vec<BlockingService>, config: &Limits) -> io::Result<RunSummary> {
+pub fn run(
+    mut services: Vec<BlockingService>,
+    config: &Limits,
+    console: Option<Arc<Clients>>,
+) -> io::Result<RunSummary> {
     let started = Instant::now();
     let listeners = accept::take_listeners(&mut services)?;
     let tallies = Tallies::new(config.max_connections.min(MOST_CHILDREN))?;
@@ -55,6 +69,7 @@ pub fn run(mut services: Vec<BlockingService>, config: &Limits) -> io::Result<Ru
         children: HashMap::new(),
         tallies,
         summary: RunSummary { workers: 1, ..RunSummary::default() },
+        console,
     };
     info!("started; model=fork listeners={}", listeners.len());
     accept::accept_loop(&listeners, &[SIGCHLD], most_children, &mut forker)?;
@@ -70,7 +85,7 @@ pub fn run(mut services: Vec<BlockingService>, config: &Limits) -> io::Result<Ru
     if !forker.children.is_empty() {
         warn!("children still running at exit; count={}", forker.children.len());
         // What they stored so far.
-        for &slot in forker.children.values() {
+        for &(slot, _) in forker.children.values() {
             add_counts(&mut forker.summary, forker.tallies.read(slot));
         }
     }
@@ -86,18 +101,24 @@ struct Forker<'a> {
     config: &'a Limits,
     /// This process: a child that finds another parent (this one died first) ends at once.
     parent: i32,
-    /// The children alive: PID, and the slot each counts in.
-    children: HashMap<i32, usize>,
+    /// The children alive: PID, and the slot each counts in, and its client's id.
+    children: HashMap<i32, (usize, ConnId)>,
     tallies: Tallies,
     summary: RunSummary,
+    /// `--listen console=ADDR`: the clients being served, for its snapshots.
+    console: Option<Arc<Clients>>,
 }
 
 impl Forker<'_> {
     /// Reaps the children that exited: no zombies, their counts added, their slots free.
     fn reap(&mut self) {
-        let Forker { children, tallies, summary, .. } = self;
+        let Forker { children, tallies, summary, console, .. } = self;
         process::reap_children(|pid| {
-            if let Some(slot) = children.remove(&pid) {
+            if let Some((slot, id)) = children.remove(&pid) {
+                // Off the console's list before the slot is freed for another child.
+                if let Some(console) = console {
+                    console.close(id);
+                }
                 add_counts(summary, tallies.release(slot));
                 summary.stats.connections_closed += 1;
             }
@@ -159,9 +180,14 @@ impl Dispatch for Forker<'_> {
                 process::exit_child(code);
             }
             Forked::Parent(pid) => {
+                if let Some(console) = &self.console {
+                    let (region, spec) = (Arc::clone(&self.tallies.region), &self.services[service]);
+                    let counts = Box::new(move || read_slot(region.slot(slot, SLOT_WORDS)));
+                    console.open(client.id, &client.peer, &spec.name, spec.codec, counts);
+                }
+                self.children.insert(pid, (slot, client.id));
                 // The child has its own copy of the socket; the parent's goes.
                 drop(client);
-                self.children.insert(pid, slot);
                 self.summary.stats.connections_accepted += 1;
                 Ok(())
             }
@@ -192,6 +218,8 @@ impl Room for Child<'_> {
     fn tally(&mut self, served: &Served) {
         self.slot[MESSAGES_IN].store(served.messages_in, Ordering::Release);
         self.slot[MESSAGES_OUT].store(served.messages_out, Ordering::Release);
+        self.slot[BYTES_IN].store(served.bytes_in, Ordering::Release);
+        self.slot[BYTES_OUT].store(served.bytes_out, Ordering::Release);
     }
 }
 
@@ -199,7 +227,8 @@ impl Room for Child<'_> {
 /// fork. A slot belongs to one child from the fork until the parent reaps it; only that
 /// child writes it, only the parent reads it, so no lock is needed.
 struct Tallies {
-    region: SharedWords,
+    /// Shared with the console thread, which reads the slots of the children alive.
+    region: Arc<SharedWords>,
     /// Slots free again (their child reaped).
     free: Vec<usize>,
     /// Slots from here on were never handed out (their pages not touched yet).
@@ -209,7 +238,7 @@ struct Tallies {
 impl Tallies {
     /// Room for `slots` children's counts (at least one).
     fn new(slots: usize) -> io::Result<Tallies> {
-        let region = SharedWords::for_children(slots.max(1) * SLOT_WORDS)?;
+        let region = Arc::new(SharedWords::for_children(slots.max(1) * SLOT_WORDS)?);
         Ok(Tallies { region, free: Vec::new(), untouched: 0 })
     }
 
@@ -236,11 +265,7 @@ impl Tallies {
 
     /// What slot `slot` holds now.
     fn read(&self, slot: usize) -> Served {
-        let words = self.slot(slot);
-        Served {
-            messages_in: words[MESSAGES_IN].load(Ordering::Acquire),
-            messages_out: words[MESSAGES_OUT].load(Ordering::Acquire),
-        }
+        read_slot(self.slot(slot))
     }
 
     /// Frees slot `slot`, whose child is gone: returns what it counted, and zeroes it for
@@ -252,6 +277,16 @@ impl Tallies {
         }
         self.free.push(slot);
         served
+    }
+}
+
+/// What a child's slot holds now.
+fn read_slot(words: &[AtomicU64]) -> Served {
+    Served {
+        messages_in: words[MESSAGES_IN].load(Ordering::Acquire),
+        messages_out: words[MESSAGES_OUT].load(Ordering::Acquire),
+        bytes_in: words[BYTES_IN].load(Ordering::Acquire),
+        bytes_out: words[BYTES_OUT].load(Ordering::Acquire),
     }
 }
 

@@ -15,9 +15,14 @@
 //! measured side by side (docs/apparent-concurrency.md); the production server is the
 //! reactor, and only it enforces every limit (the models apply `--max-frame`,
 //! `--max-connections` and `--work-us`).
+//!
+//! Each of them serves the live console (`--listen console=ADDR`, `console/`) from a thread
+//! of its own: the loops (`select`, `poll`) stream their turns, the blocking models send
+//! snapshots only (they have no turns).
 
 mod accept;
 mod blocking;
+mod console;
 mod fork;
 mod iterative;
 mod scan;
@@ -114,13 +119,18 @@ pub fn bind(
     }
     for spec in specs {
         config.check_codec(spec.codec).map_err(StartError::Config)?;
-        if ["file", "metrics", "chat", "console"].contains(&spec.handler.as_str()) {
+        let is_console = spec.handler == "console";
+        if is_console {
+            console_allowed(spec)?;
+        }
+        if ["file", "metrics", "chat"].contains(&spec.handler.as_str()) {
             return Err(StartError::Config(format!(
                 "{} runs on the reactor only (it needs the reactor's sockets or counters), not --model {model}",
                 spec.handler
             )));
         }
-        if spec.codec.has_session() {
+        // The console's WebSocket is served by its own thread (`console/`), not the model.
+        if spec.codec.has_session() && !is_console {
             return Err(StartError::Config(format!(
                 "{}:{} needs the reactor (a handshake and a session per connection), not --model {model}",
                 spec.handler, spec.codec
@@ -152,12 +162,44 @@ pub fn bind(
 /// apply `max_frame`, `max_connections` and `work_per_message`).
 pub fn run(model: Model, services: Vec<BlockingService>, config: &ServerConfig) -> io::Result<RunSummary> {
     let limits = config.limits();
-    match model {
-        Model::Iterative => iterative::run(services, &limits),
-        Model::Threads => threads::run(services, &limits),
-        Model::Select => scan::run(scan::Scan::Select, services, &limits),
-        Model::Poll => scan::run(scan::Scan::Poll, services, &limits),
-        Model::Fork => fork::run(services, &limits),
+    let mut services = services;
+    let ws_options = crate::codec::ws::Options {
+        origins: config.ws_origins.clone(),
+        deflate: cfg!(feature = "deflate"),
+        page: crate::console::PAGE,
+    };
+    let console = console::Console::start(model, &mut services, ws_options, limits.max_output)?;
+    let clients = console.as_ref().and_then(console::Console::clients);
+    let tap = console.as_ref().and_then(|console| console.tap(model));
+    let summary = match model {
+        Model::Iterative => iterative::run(services, &limits, clients),
+        Model::Threads => threads::run(services, &limits, clients),
+        Model::Select => scan::run(scan::Scan::Select, services, &limits, tap),
+        Model::Poll => scan::run(scan::Scan::Poll, services, &limits, tap),
+        Model::Fork => fork::run(services, &limits, clients),
         Model::Reactor => Err(io::Error::new(io::ErrorKind::InvalidInput, "the reactor runs through Server")),
+    };
+    if let Some(console) = console {
+        console.stop();
     }
+    summary
+}
+
+/// The console speaks HTTP and WebSocket, and shows every client's address: a
+/// non-loopback address is served, with a warning (as the reactor does).
+fn console_allowed(spec: &ListenSpec) -> Result<(), StartError> {
+    if spec.codec != Codec::Ws {
+        return Err(StartError::Config(format!(
+            "the console speaks HTTP and WebSocket, not {}: --listen console=ADDR",
+            spec.codec
+        )));
+    }
+    for addr in &spec.addrs {
+        if !addr.is_loopback() {
+            log::warn!(
+                "the console shows every client's address and traffic to whoever opens it; listen={addr} is not a loopback address (docs/operations.md)"
+            );
+        }
+    }
+    Ok(())
 }

@@ -9,7 +9,9 @@
 //! `ERR server full` (logged, once a second at most), and the others are served on.
 //!
 //! `--trace-file` records the same timeline as the reactor's: a track per connection, each
-//! wakeup an instant on the loop's track with the number of descriptors found ready.
+//! wakeup an instant on the loop's track with the number of descriptors found ready. With a
+//! console listener, each turn that served a client is told to the console as the
+//! reactor's are (`console/tap.rs`): the clients served, in the order served.
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
@@ -23,8 +25,10 @@ use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use slab::Slab;
 
 use super::BlockingService;
+use super::console::tap::LoopTap;
 use crate::codec::{Codec, Decoder, FrameError};
 use crate::config::Limits;
+use crate::console::{Counters, Row, Served};
 use crate::handlers::serve::{self, Carrier, Flow, Serving};
 use crate::handlers::{ConnId, Outbox, Peer};
 use crate::log_throttle::LogThrottle;
@@ -63,7 +67,12 @@ struct ScanConn {
 }
 
 /// Serves `services` with `kind` until SIGINT, SIGTERM or SIGHUP.
-pub fn run(kind: Scan, services: Vec<BlockingService>, config: &Limits) -> io::Result<RunSummary> {
+pub fn run(
+    kind: Scan,
+    services: Vec<BlockingService>,
+    config: &Limits,
+    console: Option<LoopTap>,
+) -> io::Result<RunSummary> {
     let started = Instant::now();
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [SIGINT, SIGTERM, SIGHUP] {
@@ -72,6 +81,7 @@ pub fn run(kind: Scan, services: Vec<BlockingService>, config: &Limits) -> io::R
     let mut listeners: Vec<(usize, TcpListener)> = Vec::new();
     let mut handlers = Vec::new();
     let mut codecs = Vec::new();
+    let mut names = Vec::new();
     for (index, service) in services.into_iter().enumerate() {
         for (listener, _) in service.listeners {
             listener.set_nonblocking(true)?;
@@ -79,6 +89,7 @@ pub fn run(kind: Scan, services: Vec<BlockingService>, config: &Limits) -> io::R
         }
         handlers.push(service.handler);
         codecs.push(service.codec);
+        names.push(service.name);
     }
     info!("started; model={kind:?} listeners={}", listeners.len());
     let mut telemetry = Telemetry {
@@ -88,6 +99,7 @@ pub fn run(kind: Scan, services: Vec<BlockingService>, config: &Limits) -> io::R
             .clone()
             .map(|path| Recording::new(Timeline::new(path, config.trace_limit))),
         full_log: LogThrottle::new(Duration::from_secs(1)),
+        console,
     };
     let mut conns: Slab<ScanConn> = Slab::new();
     let mut buffer = vec![0; READ_BUFFER];
@@ -107,6 +119,7 @@ pub fn run(kind: Scan, services: Vec<BlockingService>, config: &Limits) -> io::R
             watches.push(Watch::new(conn.stream.as_raw_fd(), read, !conn.output.is_empty()));
             keys.push(key);
         }
+        let polled = Instant::now();
         let waited = match kind {
             Scan::Select => scan::select(&mut watches, WAIT),
             Scan::Poll => scan::poll(&mut watches, &mut pollfds, WAIT),
@@ -116,10 +129,15 @@ pub fn run(kind: Scan, services: Vec<BlockingService>, config: &Limits) -> io::R
             Err(error) if interrupted(&error) => continue,
             Err(error) => return Err(error),
         }
+        let woke = Instant::now();
         telemetry.stats.wakeups += 1;
+        let ready = if telemetry.recording.is_some() || telemetry.console.is_some() {
+            watches.iter().filter(|watch| watch.readable || watch.writable).count()
+        } else {
+            0
+        };
         if let Some(recording) = &mut telemetry.recording {
-            let ready = watches.iter().filter(|watch| watch.readable || watch.writable).count();
-            recording.wakeup(Instant::now(), ready);
+            recording.wakeup(woke, ready);
         }
         for (index, (service, listener)) in listeners.iter().enumerate() {
             if watches[index].readable {
@@ -130,6 +148,7 @@ pub fn run(kind: Scan, services: Vec<BlockingService>, config: &Limits) -> io::R
         for (position, &key) in keys.iter().enumerate() {
             let watch = watches[listeners.len() + position];
             if watch.readable {
+                let before = telemetry.mark();
                 read_and_handle(
                     key,
                     &mut conns,
@@ -140,15 +159,19 @@ pub fn run(kind: Scan, services: Vec<BlockingService>, config: &Limits) -> io::R
                     config,
                     &mut telemetry,
                 );
+                telemetry.served_since(key, before);
             }
         }
         let mut finished = Vec::new();
         for (key, conn) in &mut conns {
             if !conn.output.is_empty() {
-                if let Err(error) = write_out(conn, &mut telemetry.stats) {
-                    debug!("closed on write error; conn={key} error={error}");
-                    conn.reading = false;
-                    conn.output.clear();
+                match write_out(conn, &mut telemetry.stats) {
+                    Ok(written) => telemetry.wrote(key, written),
+                    Err(error) => {
+                        debug!("closed on write error; conn={key} error={error}");
+                        conn.reading = false;
+                        conn.output.clear();
+                    }
                 }
             }
             if !conn.reading && conn.output.is_empty() {
@@ -158,10 +181,11 @@ pub fn run(kind: Scan, services: Vec<BlockingService>, config: &Limits) -> io::R
         for key in finished {
             let conn = conns.remove(key);
             let _ = conn.stream.shutdown(Shutdown::Both);
-            telemetry.stats.connections_closed += 1;
-            if let Some(recording) = &mut telemetry.recording {
-                recording.closed(key);
-            }
+            telemetry.closed(key);
+        }
+        if telemetry.console.is_some() {
+            let view = View { conns: &conns, names: &names, codecs: &codecs, handlers: &handlers };
+            telemetry.end_turn((ready, woke - polled, woke), &view);
         }
     }
     info!("stopped; model={kind:?}");
@@ -180,6 +204,90 @@ struct Telemetry {
     recording: Option<Recording>,
     /// The turned-away log: once a second at most (a connect storm turns away thousands).
     full_log: LogThrottle,
+    /// `--listen console=ADDR`: the turns and snapshots for the console thread.
+    console: Option<LoopTap>,
+}
+
+impl Telemetry {
+    /// Where the counters stand before a connection's read (messages in, bytes in), for
+    /// what the console is told it got done.
+    fn mark(&self) -> (u64, u64) {
+        (self.stats.messages_in, self.stats.bytes_in)
+    }
+
+    /// Connection `key` was served since `before`: for the console's turn.
+    fn served_since(&mut self, key: usize, (messages_in, bytes_in): (u64, u64)) {
+        if let Some(console) = &mut self.console {
+            let (messages, bytes_in) = (self.stats.messages_in - messages_in, self.stats.bytes_in - bytes_in);
+            console.served(Served { conn: key, messages, bytes_in, bytes_out: 0 });
+        }
+    }
+
+    /// `written` bytes went to connection `key` in this turn.
+    fn wrote(&mut self, key: usize, written: usize) {
+        if let Some(console) = &mut self.console {
+            console.wrote(key, written as u64);
+        }
+    }
+
+    /// Connection `key` was closed.
+    fn closed(&mut self, key: usize) {
+        self.stats.connections_closed += 1;
+        if let Some(recording) = &mut self.recording {
+            recording.closed(key);
+        }
+        if let Some(console) = &mut self.console {
+            console.reset(key);
+        }
+    }
+
+    /// The console's end of a turn (`ready` descriptors, after `waited` in the scan, woken
+    /// at `woke`): its message, and a snapshot of `view` when one is wanted.
+    fn end_turn(&mut self, (ready, waited, woke): (usize, Duration, Instant), view: &View<'_>) {
+        let Some(console) = &mut self.console else { return };
+        let now = Instant::now();
+        if console.end_turn((self.stats.wakeups, ready, waited, now - woke), now) {
+            console.snapshot(now, &counters(&self.stats), |writer, console| view.write(writer, console));
+        }
+    }
+}
+
+/// What a console snapshot of the loop is made from.
+struct View<'a> {
+    conns: &'a Slab<ScanConn>,
+    names: &'a [String],
+    codecs: &'a [Codec],
+    handlers: &'a [Box<dyn crate::handlers::Handler>],
+}
+
+impl View<'_> {
+    /// The connections, and each room's members (a room is a service whose handler has
+    /// one: all of that service's connections, named after its handler).
+    fn write(&self, writer: &mut crate::console::SnapshotWriter<'_>, console: &LoopTap) {
+        for (key, conn) in self.conns {
+            writer.connection(&Row {
+                conn: key,
+                peer: &conn.peer,
+                handler: &self.names[conn.service],
+                codec: &self.codecs[conn.service],
+                transport: "plain",
+                state: if conn.reading { "ready" } else { "stopping" },
+                totals: console.totals(key),
+                waiting: conn.output.len(),
+            });
+        }
+        for (service, handler) in self.handlers.iter().enumerate() {
+            if handler.has_room() {
+                let members = self.conns.iter().filter(|(_, conn)| conn.service == service).count();
+                writer.room(&self.names[service], members);
+            }
+        }
+    }
+}
+
+/// The counters a console snapshot ends with (the models have no memory budget).
+fn counters(stats: &Stats) -> Counters {
+    Counters { messages_in: stats.messages_in, messages_out: stats.messages_out, ..Counters::default() }
 }
 
 /// Accepts what the listener's backlog holds. Over `select`, a descriptor at or past
@@ -231,6 +339,9 @@ fn accept_all(
         });
         if let Some(recording) = &mut telemetry.recording {
             recording.opened(key, &peer);
+        }
+        if let Some(console) = &mut telemetry.console {
+            console.reset(key);
         }
     }
 }
@@ -369,11 +480,11 @@ fn deliver(conns: &mut Slab<ScanConn>, key: usize, payload: &[u8], codecs: &[Cod
     }
 }
 
-/// Writes what the socket takes of a connection's output.
-fn write_out(conn: &mut ScanConn, stats: &mut Stats) -> io::Result<()> {
+/// Writes what the socket takes of a connection's output; returns how many bytes it took.
+fn write_out(conn: &mut ScanConn, stats: &mut Stats) -> io::Result<usize> {
     let stream = &mut conn.stream;
     let written = write_until_full(&conn.output, |bytes| stream.write(bytes))?;
     stats.bytes_out += written as u64;
     conn.output.drain(..written);
-    Ok(())
+    Ok(written)
 }

@@ -19,6 +19,7 @@ use log::{debug, info, warn};
 use super::BlockingService;
 use super::accept::{self, Dispatch};
 use super::blocking::{self, Client, Room, lock};
+use super::console::clients::{self, Clients, Tallied};
 use crate::codec::Codec;
 use crate::config::Limits;
 use crate::handlers::{ConnId, Handler, Recipient};
@@ -33,6 +34,8 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A service's state, shared by its connection threads.
 struct Shared {
+    /// The handler's name (for the console).
+    name: String,
     codec: Codec,
     handler: Mutex<Box<dyn Handler>>,
     /// Each connected client's socket, for writing to it; the mutex keeps writes whole.
@@ -77,13 +80,18 @@ struct Counters {
 }
 
 /// Serves `services` with a thread per connection until SIGINT/SIGTERM.
-pub fn run(mut services: Vec<BlockingService>, config: &Limits) -> io::Result<RunSummary> {
+pub fn run(
+    mut services: Vec<BlockingService>,
+    config: &Limits,
+    console: Option<Arc<Clients>>,
+) -> io::Result<RunSummary> {
     let started = Instant::now();
     let listeners = accept::take_listeners(&mut services)?;
     let shared = services
         .into_iter()
         .map(|service| {
             Arc::new(Shared {
+                name: service.name,
                 codec: service.codec,
                 handler: Mutex::new(service.handler),
                 members: Mutex::new(HashMap::new()),
@@ -100,6 +108,7 @@ pub fn run(mut services: Vec<BlockingService>, config: &Limits) -> io::Result<Ru
             .clone()
             .map(|path| Arc::new(Mutex::new(Timeline::new(path, config.trace_limit)))),
         threads: Vec::new(),
+        console,
     };
     info!("started; model=threads listeners={}", listeners.len());
     accept::accept_loop(&listeners, &[], config.max_connections, &mut spawner)?;
@@ -141,6 +150,8 @@ struct Spawner<'a> {
     timeline: Option<Arc<Mutex<Timeline>>>,
     /// The threads, joined at the stop (finished ones are forgotten as clients arrive).
     threads: Vec<JoinHandle<()>>,
+    /// `--listen console=ADDR`: the clients being served, for its snapshots.
+    console: Option<Arc<Clients>>,
 }
 
 impl Dispatch for Spawner<'_> {
@@ -160,28 +171,39 @@ impl Dispatch for Spawner<'_> {
         counters.accepted.fetch_add(1, Ordering::Relaxed);
         let (mut room, stop, counters, config, timeline) =
             (state.clone(), self.stop.clone(), counters.clone(), self.config.clone(), self.timeline.clone());
+        let console = self.console.clone();
+        let tally = console.as_ref().map(|console| {
+            let (tally, counts) = clients::tally();
+            console.open(id, &client.peer, &state.name, state.codec, counts);
+            tally
+        });
         let thread = std::thread::Builder::new().name(format!("conn-{id}")).stack_size(STACK_SIZE).spawn(
             move || {
                 let mut write_own = |bytes: &[u8]| blocking::write_all(&lock(&writer), bytes);
                 let should_stop = || stop.load(Ordering::Acquire);
                 let codec = room.codec;
                 let timeline = timeline.as_deref();
-                match blocking::serve(
-                    client,
-                    codec,
-                    &config,
-                    &mut room,
-                    &mut write_own,
-                    &should_stop,
-                    timeline,
-                ) {
+                let members = Arc::clone(&room);
+                // With a console, the room also stores the client's counts for it.
+                let mut tallied;
+                let room: &mut dyn Room = match &tally {
+                    Some(tally) => {
+                        tallied = Tallied { room: &mut room, tally };
+                        &mut tallied
+                    }
+                    None => &mut room,
+                };
+                match blocking::serve(client, codec, &config, room, &mut write_own, &should_stop, timeline) {
                     Ok(served) => {
                         counters.messages_in.fetch_add(served.messages_in, Ordering::Relaxed);
                         counters.messages_out.fetch_add(served.messages_out, Ordering::Relaxed);
                     }
                     Err(error) => debug!("client failed; conn={id} error={error}"),
                 }
-                lock(&room.members).remove(&id);
+                lock(&members.members).remove(&id);
+                if let Some(console) = &console {
+                    console.close(id);
+                }
                 counters.open.fetch_sub(1, Ordering::AcqRel);
             },
         )?;

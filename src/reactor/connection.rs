@@ -353,13 +353,15 @@ impl Connection {
         self.accepts_messages() && !self.is_joining()
     }
 
-    /// Whether messages may be sent to it: served, not closing, not told it is too slow,
-    /// and its protocol not closed (after a WebSocket close frame, nothing more).
+    /// Whether messages may be sent to it: served, not closing, not told why it goes (too
+    /// slow, evicted), not lingering (its sending side is shut down: a write would fail
+    /// with a broken pipe), and its protocol not closed (after a WebSocket close frame,
+    /// nothing more).
     #[inline]
     pub fn accepts_messages(&self) -> bool {
         self.is_ready()
             && !self.closing
-            && !matches!(self.reading, Reading::Told { .. })
+            && !matches!(self.reading, Reading::Told { .. } | Reading::Lingering { .. })
             && self.protocol.accepts_messages()
     }
 
