@@ -75,6 +75,8 @@ pub struct Link {
     /// After a loss: on to the next address (NATS: any server of the cluster will do), or
     /// back to the first (Redis: the list is in order of preference).
     rotate: bool,
+    /// How many times it has failed: what was asked on it before is not coming back.
+    losses: u64,
 }
 
 impl Link {
@@ -95,7 +97,13 @@ impl Link {
             seed: seed | 1,
             candidate: 0,
             rotate,
+            losses: 0,
         }
+    }
+
+    /// How many times it has failed so far (answers awaited from before a loss never come).
+    pub fn losses(&self) -> u64 {
+        self.losses
     }
 
     /// The address among `urls` it connects to next, or is connected to.
@@ -271,6 +279,7 @@ impl Link {
     /// Closes the link (dropping the socket takes it off the poll) and schedules a retry.
     fn fail(&mut self, why: &str, now: Instant) -> Change {
         let was = self.state;
+        self.losses += 1;
         // Where to try next: a connect that failed moves on down the list; a link lost
         // after being up starts again from the first (Redis) or moves on (NATS).
         self.candidate = match was {

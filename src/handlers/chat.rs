@@ -125,6 +125,10 @@ impl Handler for Chat {
         }
     }
 
+    fn on_member_gone(&mut self, name: &str, out: &mut Outbox) {
+        out.send(Recipient::RoomNotice(ConnId::NONE), format!("* {name} left").as_bytes());
+    }
+
     fn needs_connections(&self) -> bool {
         true
     }

@@ -18,6 +18,13 @@ use crate::sys::address::PeerAddr;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ConnId(pub usize);
 
+impl ConnId {
+    /// No connection: the room itself. What a handler sends to
+    /// `Recipient::RoomNotice(ConnId::NONE)` reaches every member (see
+    /// [`Handler::on_member_gone`]); no connection has this number.
+    pub const NONE: ConnId = ConnId(usize::MAX);
+}
+
 impl fmt::Display for ConnId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}", self.0)
@@ -59,6 +66,12 @@ pub trait Handler: Send {
     /// claimed, who is here): see [`Outbox::claim_name`] and [`Outbox::who`]. Whatever is put
     /// in `out` is carried out as for a message of `peer`. The default does nothing.
     fn on_room(&mut self, _peer: Peer<'_>, _event: RoomEvent<'_>, _out: &mut Outbox) {}
+
+    /// A member of the room on another server left without a word from that server: it is
+    /// gone (it died, and the engine the room is shared over let the member's name expire).
+    /// Say so to the room as for a member of one's own who leaves: what is sent to
+    /// `Recipient::RoomNotice(ConnId::NONE)` reaches every member. The default does nothing.
+    fn on_member_gone(&mut self, _name: &str, _out: &mut Outbox) {}
 
     /// Whether the room keeps its last lines for newcomers (`--history N`): a member who
     /// joins gets them first, oldest first, exactly as the members got them, then the live

@@ -23,6 +23,7 @@ use log::{debug, error, warn};
 use mio::{Interest, Token};
 
 use super::connection::Connection;
+use super::record::{Asker, Reply};
 use super::{ACCEPT_BACKOFF, ACCEPTS_PER_TURN, MAX_CONNECTIONS, Reactor, Source};
 use crate::codec::Notice;
 use crate::handlers::{ConnId, Peer};
@@ -182,19 +183,10 @@ impl Reactor {
             }
         }
         let room = self.services[service].room;
-        // Lines sent before it joined are not for it, but those its room keeps for
-        // newcomers are, first (its history): nothing lost or repeated between the two, since
-        // it joins in the same step.
+        // Lines sent before it joined are not for it; those its room keeps for newcomers
+        // are, first (its history), then the live ones: nothing lost or repeated between.
         self.release_room(room);
         let Some(conn) = self.conns.get_mut(key) else { return };
-        let codec = self.services[service].codec;
-        for line in self.rooms[room].history() {
-            conn.push_output(codec, line, true, &mut self.scratch.pool);
-            self.telemetry.stats.messages_out += 1;
-        }
-        if conn.has_output_waiting() {
-            self.queues.flush(key, conn);
-        }
         let framing = conn.compresses().then(|| conn.framing(self.services[service].codec));
         conn.serve(self.rooms[room].join(key, framing));
         self.services[service].connections += 1;
@@ -210,10 +202,59 @@ impl Reactor {
             self.console = Some(console);
             return;
         }
-        // Its handler hears of it; what it asks for is carried out like a message's.
+        let asker = Asker { key, service };
+        match self.records.join(room, asker, self.sources.backplane.as_mut()) {
+            Reply::Now(()) => {
+                // Its history is here (in memory): in the same step, so nothing comes between.
+                let codec = self.services[service].codec;
+                for line in self.records.history(room) {
+                    conn.push_output(codec, line, true, &mut self.scratch.pool);
+                    self.telemetry.stats.messages_out += 1;
+                }
+                if conn.has_output_waiting() {
+                    self.queues.flush(key, conn);
+                }
+                self.greet(key, service);
+            }
+            Reply::Later => {
+                // The engine reads its history; the room's lines are held for it meanwhile,
+                // and it waits to be greeted (`finish_joining`).
+                conn.start_joining();
+                conn.await_answer();
+            }
+        }
+    }
+
+    /// `key`'s handler hears of it; what it asks for is carried out like a message's.
+    fn greet(&mut self, key: usize, service: usize) {
+        let Some(conn) = self.conns.get(key) else { return };
         let from = Peer { id: ConnId(key), addr: conn.peer() };
         self.services[service].handler.on_connect(from, &mut self.scratch.outbox);
         self.carry_out(key);
+    }
+
+    /// `key`'s history came from the engine: `lines` (its history, then the room's lines
+    /// held for it meanwhile) go out first, then the room's lines as they come; its handler
+    /// hears of it now.
+    pub(super) fn finish_joining(&mut self, key: usize, service: usize, lines: &[Vec<u8>]) {
+        // The lines gathered for the room go to the others first: it has them among its own.
+        self.release_room(self.services[service].room);
+        let Some(conn) = self.conns.get_mut(key) else { return };
+        let codec = self.services[service].codec;
+        for line in lines {
+            conn.push_output(codec, line, true, &mut self.scratch.pool);
+            self.telemetry.stats.messages_out += 1;
+        }
+        if conn.has_output_waiting() {
+            self.queues.flush(key, conn);
+            if self.budget.count(conn) {
+                self.evict_biggest();
+            }
+        }
+        if let Some(conn) = self.conns.get_mut(key) {
+            conn.joined();
+            self.greet(key, service);
+        }
     }
 
     /// Its address has as many connections as one may (`--max-connections-per-ip`): told

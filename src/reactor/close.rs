@@ -168,12 +168,13 @@ impl Reactor {
             if let Some(moved) = self.rooms[room].leave(conn.member_index()) {
                 self.conns[moved].moved_to(conn.member_index());
             }
-            self.rooms[room].release_name(key);
+            self.records.leave(room, key, self.sources.backplane.as_mut());
             self.services[service].connections -= 1;
         } else {
             self.preparing.done();
         }
         self.budget.forget(&conn);
+        self.scratch.parked.remove(&key);
         if let Some(console) = &mut self.console {
             match console.is_own(service) {
                 true => console.unwatch(key),
@@ -254,7 +255,7 @@ impl Reactor {
                 debug!("closed; conn={key} peer={} reason=handshake_timeout", conn.peer())
             }
         }
-        if served {
+        if served && !conn.is_joining() {
             // Only a connection its handler heard of is said goodbye to.
             let peer = Peer { id: ConnId(key), addr: conn.peer() };
             self.services[service].handler.on_disconnect(peer, &mut self.scratch.outbox);

@@ -44,6 +44,7 @@ mod keepalive;
 mod metrics;
 mod output;
 mod parts;
+mod record;
 mod reporter;
 mod room;
 mod service;
@@ -75,6 +76,7 @@ use control::{Command, ServerHandle};
 use datagram::DatagramEndpoint;
 use mio::net::UdpSocket;
 use parts::{Clocks, Preparing, Queues, Scratch, Telemetry};
+use record::Records;
 use reporter::Reporter;
 use room::Room;
 use timer_wheel::TimerWheel;
@@ -270,6 +272,8 @@ pub(crate) struct Reactor {
     services: Vec<Service>,
     /// Who hears whose lines.
     rooms: Vec<Room>,
+    /// What each room remembers: its members' names and its last lines (`record.rs`).
+    records: Records,
     limits: Limits,
     sources: Sources,
     queues: Queues,
@@ -321,7 +325,7 @@ impl Reactor {
         limits.max_connections = limits.max_connections.min(MAX_CONNECTIONS);
         let now = Instant::now();
         let mut services = services;
-        let rooms = room::rooms_of(&mut services, config.history);
+        let rooms = room::rooms_of(&mut services);
         let ws = |page| ProtocolOptions {
             ws: std::sync::Arc::new(crate::codec::ws::Options {
                 origins: config.ws_origins.clone(),
@@ -339,8 +343,15 @@ impl Reactor {
                 service.protocols = chat.clone();
             }
         }
-        let shared_rooms: Vec<String> =
-            rooms.iter().filter_map(|room| room.shared_name().map(String::from)).collect();
+        let shared_rooms: Vec<(String, usize)> = rooms
+            .iter()
+            .enumerate()
+            .filter_map(|(index, room)| room.shared_name().map(|name| (name.to_string(), index)))
+            .collect();
+        let engine = config.backplane.is_some() && !shared_rooms.is_empty();
+        let records = Records::new(&rooms, &services, config.history, engine);
+        let shared_rooms: Vec<(String, Option<usize>)> =
+            shared_rooms.into_iter().map(|(name, room)| (name, records.keeps(room))).collect();
         let backplane = match &config.backplane {
             Some(url) if !shared_rooms.is_empty() => {
                 // A room line is a sender's address, ": " and a message of up to max_frame.
@@ -370,6 +381,7 @@ impl Reactor {
             conns: Slab::new(),
             services,
             rooms,
+            records,
             sources: Sources {
                 listeners: slots,
                 datagrams: endpoints,
@@ -622,6 +634,7 @@ impl Reactor {
             self.queues.next_deadline_ms().map(|ms| self.clocks.at_ms(ms)),
             self.preparing.next_deadline_ms().map(|ms| self.clocks.at_ms(ms)),
             self.sources.backplane.as_ref().map(Backplane::next_deadline),
+            self.records.next_deadline(),
             self.telemetry.raw_hint.next_due(),
             self.console.as_ref().and_then(Console::next_due),
         ]
@@ -634,6 +647,7 @@ impl Reactor {
     fn run_timers(&mut self, now: Instant) {
         if let Some(backplane) = &mut self.sources.backplane {
             backplane.on_timers(self.poll.registry(), now);
+            self.hear_engine(now);
         }
         self.resume_accepting(now);
         let draining = self.clocks.draining.is_some();
@@ -686,8 +700,8 @@ impl Reactor {
     fn on_backplane(&mut self, role: Role, now: Instant) {
         let Some(mut backplane) = self.sources.backplane.take() else { return };
         let mut buffer = std::mem::take(&mut self.scratch.read);
-        let rooms = &mut self.rooms;
-        let owed = backplane.on_ready(role, now, &mut buffer, |shared, line| {
+        let (rooms, records) = (&mut self.rooms, &mut self.records);
+        let owed = backplane.on_ready(role, now, &mut buffer, |shared, id, line| {
             if log::log_enabled!(target: "evloop::room", log::Level::Debug) {
                 log::debug!(
                     target: "evloop::room",
@@ -697,12 +711,16 @@ impl Reactor {
                     String::from_utf8_lossy(&line[..line.len().min(80)])
                 );
             }
-            if let Some(room) = rooms.iter_mut().find(|room| room.backplane == Some(shared)) {
-                room.push_line(None, line, true);
+            if let Some(room) = rooms.iter().position(|room| room.backplane == Some(shared)) {
+                rooms[room].push_line(None, line);
+                // Whether a line from another server is kept or a notice matters only to a
+                // room kept in memory, and a room on a backplane is kept on the engine.
+                records.line(room, None, Some(id), line, true);
             }
         });
         self.scratch.read = buffer;
         self.sources.backplane = Some(backplane);
+        self.hear_engine(now);
         // A room that grew past its bound is released at once.
         for room in 0..self.rooms.len() {
             if self.rooms[room].is_full() {

@@ -9,10 +9,13 @@
 //! socket did not take everything.
 
 use std::io::IoSlice;
+use std::time::Instant;
 
 use super::connection::StopReason;
+use super::record::{Answered, Asker, Reply};
 use super::room::ROOM_WRITES_PER_TURN;
 use super::{CloseReason, Progress, Reactor, metrics};
+use crate::backplane::{Answer, News};
 use crate::codec::Notice;
 use crate::handlers::serve::{Carrier, carry_out};
 use crate::handlers::{ConnId, RoomEvent};
@@ -40,12 +43,18 @@ impl Reactor {
     /// [`carry_out`](Self::carry_out) for `sender` of `service` (which may have gone: a
     /// handler's goodbye still reaches the others).
     pub(super) fn carry_out_for(&mut self, sender: usize, service: usize) {
+        self.carry_out_as(sender, service, true);
+    }
+
+    /// [`carry_out_for`](Self::carry_out_for); `publish`: lines to the room go to the other
+    /// servers too (not when each server tells its own members).
+    fn carry_out_as(&mut self, sender: usize, service: usize, publish: bool) {
         self.commit_replies(sender);
         if !self.scratch.outbox.has_intents() {
             return;
         }
         let mut outbox = std::mem::take(&mut self.scratch.outbox);
-        carry_out(&outbox, ConnId(sender), &mut Carried { reactor: self, sender, service });
+        carry_out(&outbox, ConnId(sender), &mut Carried { reactor: self, sender, service, publish });
         outbox.clear();
         self.scratch.outbox = outbox;
     }
@@ -59,6 +68,75 @@ impl Reactor {
         let from = crate::handlers::Peer { id: ConnId(sender), addr: &peer };
         self.services[service].handler.on_room(from, event, &mut self.scratch.outbox);
         self.carry_out_for(sender, service);
+    }
+
+    /// What the engine said since last asked (`record.rs`): each answer to the connection
+    /// that asked (its requests that waited for it are served next), and the members of
+    /// servers that are gone, to the room.
+    pub(super) fn hear_engine(&mut self, now: Instant) {
+        let Some(backplane) = &mut self.sources.backplane else { return };
+        for news in backplane.take_news() {
+            match news {
+                News::Answer { ask, answer } => self.answer(ask, answer, now),
+                News::Gone { room, names, tell_others } => self.members_gone(room, &names, tell_others),
+            }
+        }
+        let Some(backplane) = &self.sources.backplane else { return };
+        for (Asker { key, service }, lines) in self.records.caught_up(backplane, now) {
+            if let Some(conn) = self.conns.get_mut(key) {
+                conn.answered();
+            }
+            self.finish_joining(key, service, &lines);
+            self.resume_after_answer(key);
+        }
+    }
+
+    /// The engine's answer to question `ask`, carried out for the connection that asked.
+    fn answer(&mut self, ask: u64, answer: Answer, now: Instant) {
+        let Some(backplane) = &mut self.sources.backplane else { return };
+        let Some((Asker { key, service }, answered)) = self.records.answered(ask, answer, backplane, now)
+        else {
+            return;
+        };
+        if let Some(conn) = self.conns.get_mut(key) {
+            conn.answered();
+        }
+        match answered {
+            Answered::Claimed { name, taken } => {
+                self.tell_handler(key, service, RoomEvent::Claimed { name: &name, taken })
+            }
+            Answered::Present(names) => self.tell_handler(key, service, RoomEvent::Present(&names)),
+        }
+        self.resume_after_answer(key);
+    }
+
+    /// An answer for `key` was carried out: if no other is due, what it sent meanwhile
+    /// (kept, with no event to come for it) is served next.
+    fn resume_after_answer(&mut self, key: usize) {
+        if let Some(conn) = self.conns.get_mut(key).filter(|conn| !conn.awaits_answer()) {
+            self.queues.owe_read(key, conn);
+        }
+    }
+
+    /// Members of `room` on a server that is gone: its handler tells the room, here (and,
+    /// `tell_others`, on every server).
+    fn members_gone(&mut self, room: usize, names: &[String], tell_others: bool) {
+        let Some(service) =
+            self.services.iter().position(|service| service.room == room && service.handler.has_room())
+        else {
+            return;
+        };
+        for name in names {
+            self.services[service].handler.on_member_gone(name, &mut self.scratch.outbox);
+            self.carry_out_as(ConnId::NONE.0, service, tell_others);
+        }
+    }
+
+    /// `key`'s handler asked its room something the engine answers later: its requests wait.
+    fn await_answer(&mut self, key: usize) {
+        if let Some(conn) = self.conns.get_mut(key) {
+            conn.await_answer();
+        }
     }
 
     /// Moves the replies the handler framed in the outbox to `key`'s output and queues it
@@ -88,12 +166,16 @@ impl Reactor {
     /// Sends `payload` to every member of `service`'s room but `except`, here (with the
     /// room's other lines of the turn), and through the backplane (if the room is on one) to
     /// the members on other servers.
-    fn deliver_to_room(&mut self, service: usize, except: usize, payload: &[u8], kept: bool) {
+    fn deliver_to_room(&mut self, service: usize, except: usize, payload: &[u8], kept: bool, publish: bool) {
         let room = self.services[service].room;
-        self.rooms[room].push_line(Some(except), payload, kept);
-        if let (Some(shared), Some(backplane)) = (self.rooms[room].backplane, &mut self.sources.backplane) {
-            backplane.publish(shared, payload);
+        self.rooms[room].push_line(Some(except), payload);
+        let mut id = None;
+        if let (Some(shared), Some(backplane), true) =
+            (self.rooms[room].backplane, &mut self.sources.backplane, publish)
+        {
+            id = Some(backplane.publish(shared, payload, kept));
         }
+        self.records.line(room, Some(except), id, payload, kept);
         if self.rooms[room].is_full() {
             self.release_room(room);
         }
@@ -201,7 +283,7 @@ impl Reactor {
         let mut slices: Vec<IoSlice<'_>> = Vec::new();
         for &member in step.members() {
             let Some(conn) = self.conns.get_mut(member) else { continue };
-            if !conn.accepts_messages() {
+            if !conn.takes_room_lines() {
                 continue;
             }
             let service = &self.services[conn.service()];
@@ -322,6 +404,8 @@ struct Carried<'r> {
     reactor: &'r mut Reactor,
     sender: usize,
     service: usize,
+    /// Lines to the room go to the other servers too.
+    publish: bool,
 }
 
 impl Carrier for Carried<'_> {
@@ -334,11 +418,11 @@ impl Carrier for Carried<'_> {
     }
 
     fn send_to_room(&mut self, ConnId(except): ConnId, payload: &[u8]) {
-        self.reactor.deliver_to_room(self.service, except, payload, true);
+        self.reactor.deliver_to_room(self.service, except, payload, true, self.publish);
     }
 
     fn notify_room(&mut self, ConnId(except): ConnId, payload: &[u8]) {
-        self.reactor.deliver_to_room(self.service, except, payload, false);
+        self.reactor.deliver_to_room(self.service, except, payload, false, self.publish);
     }
 
     fn close(&mut self) {
@@ -361,15 +445,25 @@ impl Carrier for Carried<'_> {
     }
 
     fn claim_name(&mut self, name: Option<&str>) {
-        let room = self.reactor.services[self.service].room;
-        let (name, taken) = self.reactor.rooms[room].claim_name(self.sender, name);
-        self.reactor.tell_handler(self.sender, self.service, RoomEvent::Claimed { name: &name, taken });
+        let reactor = &mut *self.reactor;
+        let (room, asker) =
+            (reactor.services[self.service].room, Asker { key: self.sender, service: self.service });
+        match reactor.records.claim(room, asker, name, reactor.sources.backplane.as_mut()) {
+            Reply::Now((name, taken)) => {
+                reactor.tell_handler(self.sender, self.service, RoomEvent::Claimed { name: &name, taken })
+            }
+            Reply::Later => reactor.await_answer(self.sender),
+        }
     }
 
     fn who(&mut self) {
-        let room = self.reactor.services[self.service].room;
-        let names = self.reactor.rooms[room].names();
-        self.reactor.tell_handler(self.sender, self.service, RoomEvent::Present(&names));
+        let reactor = &mut *self.reactor;
+        let (room, asker) =
+            (reactor.services[self.service].room, Asker { key: self.sender, service: self.service });
+        match reactor.records.who(room, asker, reactor.sources.backplane.as_mut()) {
+            Reply::Now(names) => reactor.tell_handler(self.sender, self.service, RoomEvent::Present(&names)),
+            Reply::Later => reactor.await_answer(self.sender),
+        }
     }
 
     fn send_metrics(&mut self) {

@@ -4,7 +4,7 @@
 //! ([`Telemetry`]). A connection's turn (`connection.rs`) borrows the parts it needs and asks
 //! them (`queues.owe_read(key, conn)`), rather than reaching through the reactor.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use log::warn;
@@ -157,6 +157,9 @@ pub(super) struct Scratch {
     pub outbox: Outbox,
     /// What a stateful protocol found in one read.
     pub session: SessionEvents,
+    /// A session's events that wait for an answer from the room (asked of the engine), by
+    /// connection, and the first of them not carried out yet.
+    pub parked: HashMap<usize, (SessionEvents, usize)>,
     /// Buffers a connection holds only while it needs them.
     pub pool: BufferPool,
 }

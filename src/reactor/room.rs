@@ -27,7 +27,6 @@
 //! addressed to it, a new member joining, one leaving): the room's lines are released first,
 //! all of them at once, so every member sees everything in the order it happened.
 
-use std::collections::{HashMap, VecDeque};
 use std::io::IoSlice;
 
 use super::Service;
@@ -62,26 +61,6 @@ pub(crate) struct Room {
     releasing: Option<Release>,
     /// Emptied framings, kept for the next release (their buffers' memory reused).
     spare: Vec<(Framing, RoomLines)>,
-    /// Its members' names, unique in it (a room whose handler names its members: `chat`).
-    names: Names,
-    /// Its last lines, for newcomers (`--history`; a room whose handler keeps history).
-    history: History,
-}
-
-/// A room's members' names: each member holds at most one, and no two the same.
-#[derive(Debug, Default)]
-struct Names {
-    by_name: HashMap<String, usize>,
-    by_member: HashMap<usize, String>,
-    /// The number of the next guest name to try.
-    next_guest: u64,
-}
-
-/// A room's last lines (their payloads, framed for each newcomer as its codec says).
-#[derive(Debug, Default)]
-struct History {
-    keep: usize,
-    lines: VecDeque<Vec<u8>>,
 }
 
 /// Lines being written to a room's members over several turns: members before `next` (in
@@ -174,63 +153,10 @@ impl Room {
 
     /// Frames `payload` from `sender` (`None`: another server) once per framing its members
     /// need, after the lines so far: every member but the sender gets it when the lines are
-    /// released. A room that keeps history keeps it too (`kept`: a line, not a notice).
-    pub fn push_line(&mut self, sender: Option<usize>, payload: &[u8], kept: bool) {
+    /// released. (What the room remembers of its lines, for newcomers, is `record.rs`'s.)
+    pub fn push_line(&mut self, sender: Option<usize>, payload: &[u8]) {
         for (framing, lines) in &mut self.framings {
             lines.push(sender, *framing, payload);
-        }
-        let history = &mut self.history;
-        if kept && history.keep > 0 {
-            if history.lines.len() == history.keep {
-                history.lines.pop_front();
-            }
-            history.lines.push_back(payload.to_vec());
-        }
-    }
-
-    /// Its last lines, oldest first, for a newcomer (none unless it keeps history).
-    pub fn history(&self) -> impl Iterator<Item = &[u8]> {
-        self.history.lines.iter().map(Vec::as_slice)
-    }
-
-    /// Gives `member` the name `wanted`, or a guest name (`guest-N`, the first free) if
-    /// `None`; its earlier name is free again. Returns the name, and whether another member
-    /// has it (the member then keeps its own).
-    pub fn claim_name(&mut self, member: usize, wanted: Option<&str>) -> (String, bool) {
-        let names = &mut self.names;
-        let name = match wanted {
-            Some(name) => {
-                if names.by_name.get(name).is_some_and(|&holder| holder != member) {
-                    return (name.to_string(), true);
-                }
-                name.to_string()
-            }
-            None => loop {
-                names.next_guest += 1;
-                let guest = format!("guest-{}", names.next_guest);
-                if !names.by_name.contains_key(&guest) {
-                    break guest;
-                }
-            },
-        };
-        if let Some(old) = names.by_member.insert(member, name.clone()) {
-            names.by_name.remove(&old);
-        }
-        names.by_name.insert(name.clone(), member);
-        (name, false)
-    }
-
-    /// The names of its members, sorted.
-    pub fn names(&self) -> Vec<String> {
-        let mut names: Vec<String> = self.names.by_name.keys().cloned().collect();
-        names.sort_unstable();
-        names
-    }
-
-    /// `member` left: its name is free.
-    pub fn release_name(&mut self, member: usize) {
-        if let Some(name) = self.names.by_member.remove(&member) {
-            self.names.by_name.remove(&name);
         }
     }
 
@@ -322,7 +248,7 @@ impl Room {
 /// a room per service, except that services whose handler has a room share one by name.
 /// Rooms shared by name come first, in the order of their first service: the backplane
 /// numbers them so.
-pub(crate) fn rooms_of(services: &mut [Service], history: usize) -> Vec<Room> {
+pub(crate) fn rooms_of(services: &mut [Service]) -> Vec<Room> {
     let mut rooms: Vec<Room> = Vec::new();
     let shared = |service: &Service| {
         service
@@ -342,9 +268,6 @@ pub(crate) fn rooms_of(services: &mut [Service], history: usize) -> Vec<Room> {
     };
     for service in services.iter_mut().filter(|service| service.handler.has_room()) {
         (service.room, service.framing) = place(&mut rooms, shared(service), service.codec);
-        if service.handler.keeps_history() {
-            rooms[service.room].history.keep = history;
-        }
     }
     for (index, room) in rooms.iter_mut().enumerate() {
         room.backplane = Some(index);
@@ -365,8 +288,6 @@ impl Room {
             backplane: None,
             releasing: None,
             spare: Vec::new(),
-            names: Names::default(),
-            history: History::default(),
         }
     }
 }
@@ -511,7 +432,7 @@ mod tests {
             service("broadcast", Codec::Line, Some("lobby")),
             service("echo", Codec::Line, None),
         ];
-        let rooms = rooms_of(&mut services, 0);
+        let rooms = rooms_of(&mut services);
         let placed: Vec<(usize, usize)> =
             services.iter().map(|service| (service.room, service.framing)).collect();
         assert_eq!(placed, [(2, 0), (0, 0), (0, 1), (1, 0), (3, 0)]);
@@ -567,11 +488,11 @@ mod tests {
     #[test]
     fn each_codec_gets_its_framing() {
         let mut room = room_of(&[Codec::Line, Codec::Length], 3);
-        room.push_line(Some(1), b"hi", true);
+        room.push_line(Some(1), b"hi");
         let mut lines = vec![Vec::new(); 3];
         release_all(&mut room, 0, usize::MAX, &mut lines);
         assert_eq!(lines, [b"hi\n".to_vec(), Vec::new(), b"hi\n".to_vec()], "all but the sender, as lines");
-        room.push_line(None, b"hi", true);
+        room.push_line(None, b"hi");
         let mut framed = vec![Vec::new(); 3];
         release_all(&mut room, 1, usize::MAX, &mut framed);
         assert_eq!(framed[1], b"\0\0\0\x02hi", "length-framed, and a line from another server reaches all");
@@ -583,7 +504,7 @@ mod tests {
     #[test]
     fn a_release_keeps_to_its_budget() {
         let mut room = room_of(&[Codec::Line], 5);
-        room.push_line(None, b"one", true);
+        room.push_line(None, b"one");
         let mut got = vec![Vec::new(); 5];
         let steps = release_all(&mut room, 0, 2, &mut got);
         assert_eq!(steps, [vec![0, 1], vec![2, 3], vec![4]]);
@@ -595,7 +516,7 @@ mod tests {
     #[test]
     fn lines_keep_their_order_across_steps() {
         let mut room = room_of(&[Codec::Line], 4);
-        room.push_line(None, b"first", true);
+        room.push_line(None, b"first");
         let mut got = vec![Vec::new(); 4];
         let mut step = room.start_release();
         step.batch(2);
@@ -607,7 +528,7 @@ mod tests {
         drop(slices);
         room.end_release(step);
         assert!(room.is_releasing(), "two members still wait");
-        room.push_line(None, b"second", true);
+        room.push_line(None, b"second");
         release_all(&mut room, 0, 2, &mut got);
         assert!(got.iter().all(|lines| lines == b"first\nsecond\n"), "{got:?}");
         assert!(!room.is_full());

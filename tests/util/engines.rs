@@ -28,6 +28,8 @@ enum Kind {
 pub struct Engine {
     kind: Kind,
     extra: Vec<String>,
+    /// JetStream's store, removed on drop.
+    store: Option<PathBuf>,
     child: Option<Child>,
     /// Its log lines (stdout for Redis, stderr for NATS), read on a thread.
     pub log: Receiver<String>,
@@ -59,6 +61,19 @@ impl Engine {
         Engine::start(Kind::Nats { port: 0 }, extra)
     }
 
+    /// NATS with JetStream (`-js`), its store in a directory of its own.
+    pub fn nats_jetstream(extra: &[&str]) -> Engine {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let store = std::env::temp_dir().join(format!("evloop-test-js-{}-{n}", std::process::id()));
+        let store_arg = store.display().to_string();
+        let mut args = vec!["-js", "-sd", &store_arg];
+        args.extend_from_slice(extra);
+        let mut engine = Engine::start(Kind::Nats { port: 0 }, &args);
+        engine.store = Some(store);
+        engine
+    }
+
     /// Both engines, one of each, for tests that run against each.
     pub fn each(redis_extra: &[&str], nats_extra: &[&str]) -> [Engine; 2] {
         [Engine::redis_tcp(redis_extra), Engine::nats(nats_extra)]
@@ -71,7 +86,13 @@ impl Engine {
 
     fn try_start(kind: Kind, extra: &[&str]) -> Result<Engine, String> {
         let (kind, child, log) = spawn(&kind, extra)?;
-        Ok(Engine { kind, extra: extra.iter().map(ToString::to_string).collect(), child: Some(child), log })
+        Ok(Engine {
+            kind,
+            extra: extra.iter().map(ToString::to_string).collect(),
+            store: None,
+            child: Some(child),
+            log,
+        })
     }
 
     /// `--backplane` for it.
@@ -139,6 +160,9 @@ impl Drop for Engine {
         self.kill();
         if let Kind::RedisUnix { path } = &self.kind {
             let _ = std::fs::remove_file(path);
+        }
+        if let Some(store) = &self.store {
+            let _ = std::fs::remove_dir_all(store);
         }
     }
 }

@@ -88,27 +88,7 @@ impl WsClient {
     /// Sends one frame: `first` is the first header byte (FIN, RSV, opcode); masked as a
     /// client must, unless `masked` is false.
     pub fn send_frame(&mut self, first: u8, payload: &[u8], masked: bool) {
-        let mut frame = vec![first];
-        let mask_bit = if masked { 0x80 } else { 0 };
-        match payload.len() {
-            length if length < 126 => frame.push(mask_bit | length as u8),
-            length if length <= 0xffff => {
-                frame.push(mask_bit | 126);
-                frame.extend_from_slice(&(length as u16).to_be_bytes());
-            }
-            length => {
-                frame.push(mask_bit | 127);
-                frame.extend_from_slice(&(length as u64).to_be_bytes());
-            }
-        }
-        let key = [0x37, 0xfa, 0x21, 0x3d];
-        if masked {
-            frame.extend_from_slice(&key);
-            frame.extend(payload.iter().enumerate().map(|(index, byte)| byte ^ key[index % 4]));
-        } else {
-            frame.extend_from_slice(payload);
-        }
-        self.send_raw(&frame);
+        self.send_raw(&frame(first, payload, masked));
     }
 
     /// Sends bytes as they are.
@@ -188,4 +168,36 @@ impl WsClient {
     pub fn stream(&self) -> &TcpStream {
         &self.writer
     }
+}
+
+/// One frame's bytes: `first` is the first header byte (FIN, RSV, opcode); masked as a
+/// client must, unless `masked` is false.
+pub fn frame(first: u8, payload: &[u8], masked: bool) -> Vec<u8> {
+    let mut frame = vec![first];
+    let mask_bit = if masked { 0x80 } else { 0 };
+    match payload.len() {
+        length if length < 126 => frame.push(mask_bit | length as u8),
+        length if length <= 0xffff => {
+            frame.push(mask_bit | 126);
+            frame.extend_from_slice(&(length as u16).to_be_bytes());
+        }
+        length => {
+            frame.push(mask_bit | 127);
+            frame.extend_from_slice(&(length as u64).to_be_bytes());
+        }
+    }
+    let key = [0x37, 0xfa, 0x21, 0x3d];
+    if masked {
+        frame.extend_from_slice(&key);
+        frame.extend(payload.iter().enumerate().map(|(index, byte)| byte ^ key[index % 4]));
+    } else {
+        frame.extend_from_slice(payload);
+    }
+    frame
+}
+
+/// A whole text message in one masked frame, as a client sends it (to send several in one
+/// write).
+pub fn masked_text(text: &str) -> Vec<u8> {
+    frame(0x81, text.as_bytes(), true)
 }

@@ -153,6 +153,11 @@ impl Turn<'_> {
     /// connection closes once its replies are written (`Progress::ended`). A connection not
     /// served yet (its preamble or handshake unfinished) just closes.
     pub(super) fn end_of_stream(&mut self, progress: &mut Progress) -> Option<Next> {
+        if self.conn.awaits_answer() {
+            // Its last messages wait for an answer from the room; the read that follows the
+            // answer finds the end of the stream again.
+            return None;
+        }
         let partial = self.conn.take_partial_input();
         let tail = partial.as_deref().unwrap_or_default();
         let next = if self.conn.awaits_preamble() {

@@ -30,7 +30,7 @@ impl Connection {
 
     /// It is served from now on, as member `member_index` of its room.
     pub fn serve(&mut self, member_index: usize) {
-        self.stage = Stage::Ready;
+        self.stage = Stage::Ready { room_wait: 0 };
         self.member_index = member_index as u32;
     }
 

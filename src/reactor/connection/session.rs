@@ -4,7 +4,9 @@
 //! them served in one go, replies framed in place), bytes of its own to send (the handshake's
 //! answer, a pong, a close frame), a close. The events wait in the reactor's scratch while
 //! the loop does what only it can (serve the connection, carry out intents, release its
-//! room's lines first), and the turn goes on from the next one.
+//! room's lines first), and the turn goes on from the next one. Events that must wait for an
+//! answer from the room (asked of an engine shared with other servers) are parked apart until
+//! it comes.
 
 use log::debug;
 
@@ -43,6 +45,12 @@ impl Turn<'_> {
     /// loop must step in (the turn then goes on from the event it stopped at).
     pub(super) fn carry_out_events(&mut self, start: usize, progress: &mut Progress) -> Option<Next> {
         let events = std::mem::take(&mut self.scratch.session);
+        if self.conn.awaits_answer() && start < events.events().len() {
+            // An answer from the room is due (`record.rs`): the rest waits for it, apart from
+            // the events every connection shares, and goes on once it is carried out.
+            self.scratch.parked.insert(self.key, (events, start));
+            return None;
+        }
         let found = events.events();
         let total = found.len();
         let mut index = start;
