@@ -37,7 +37,8 @@ use crate::codec::Codec;
 
 #[cfg(test)]
 pub(crate) use serve::test_support;
-#[cfg(test)]
+/// For the loader's sum workload to check its expected totals against (its tests only).
+#[cfg(all(test, feature = "load"))]
 pub(crate) use sum::sum;
 
 /// The names `--listen` accepts.
