@@ -5,24 +5,8 @@
 
 mod util;
 
-use serde_json::Value;
 use util::ws::{WsClient, http};
 use util::{TestServer, connect};
-
-/// The next JSON message from the watcher.
-fn message(watcher: &mut WsClient) -> Value {
-    serde_json::from_str(&watcher.text()).expect("a JSON object")
-}
-
-/// The next message of `kind`, skipping others.
-fn next_of(watcher: &mut WsClient, kind: &str) -> Value {
-    loop {
-        let message = message(watcher);
-        if message["type"] == kind {
-            return message;
-        }
-    }
-}
 
 /// `GET /` is the console page; `/live` upgrades and starts with a snapshot, in which the
 /// watcher itself is not listed.
@@ -38,7 +22,7 @@ fn the_page_and_a_first_snapshot() {
     let _client = connect(server.addr_of(0));
     server.wait_for("the client", |stats| stats.connections_open == 1);
     let mut watcher = WsClient::connect_path(server.addr_of(1), "/live");
-    let snapshot = message(&mut watcher);
+    let snapshot = watcher.json();
     assert_eq!(snapshot["type"], "snapshot");
     assert_eq!(snapshot["model"], "reactor");
     let connections = snapshot["connections"].as_array().unwrap();
@@ -82,7 +66,7 @@ fn the_page_and_a_first_snapshot() {
 fn turns_show_the_clients_taking_turns() {
     let server = TestServer::start(&["echo=127.0.0.1:0", "console=127.0.0.1:0"]);
     let mut watcher = WsClient::connect_path(server.addr_of(1), "/live");
-    next_of(&mut watcher, "snapshot");
+    watcher.next_of("snapshot");
     let (mut first, mut second) = (connect(server.addr_of(0)), connect(server.addr_of(0)));
     let (first_port, second_port) = (first.local_addr().port(), second.local_addr().port());
     for round in 0..5 {
@@ -92,7 +76,7 @@ fn turns_show_the_clients_taking_turns() {
     let mut served = Vec::new();
     let mut last_turn = 0;
     while served.len() < 10 {
-        let turn = next_of(&mut watcher, "turn");
+        let turn = watcher.next_of("turn");
         let number = turn["turn"].as_u64().unwrap();
         assert!(number > last_turn, "turns numbered upwards: {number} after {last_turn}");
         last_turn = number;
@@ -108,7 +92,7 @@ fn turns_show_the_clients_taking_turns() {
     let (a, b) = (served[0], served[1]);
     assert_ne!(a, b);
     assert_eq!(served, [a, b, a, b, a, b, a, b, a, b], "the two clients, in the order served");
-    let snapshot = next_of(&mut watcher, "snapshot");
+    let snapshot = watcher.next_of("snapshot");
     let connections = snapshot["connections"].as_array().unwrap();
     for (conn, port) in [(a, first_port), (b, second_port)] {
         let entry = connections.iter().find(|entry| entry["conn"] == conn).expect("listed");
@@ -122,14 +106,14 @@ fn turns_show_the_clients_taking_turns() {
 fn a_flood_of_turns_is_skipped_and_said() {
     let server = TestServer::start(&["echo=127.0.0.1:0", "console=127.0.0.1:0"]);
     let mut watcher = WsClient::connect_path(server.addr_of(1), "/live");
-    next_of(&mut watcher, "snapshot");
+    watcher.next_of("snapshot");
     let mut client = connect(server.addr_of(0));
     for round in 0..3000 {
         client.roundtrip(&format!("{round}"), &format!("{round}"));
     }
     let (mut turns, mut skipped, mut last_turn) = (0, 0, 0);
     while turns + skipped < 3000 {
-        let message = message(&mut watcher);
+        let message = watcher.json();
         match message["type"].as_str().unwrap() {
             "turn" => {
                 let number = message["turn"].as_u64().unwrap();

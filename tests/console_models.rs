@@ -6,7 +6,6 @@ mod util;
 
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
 use util::ws::WsClient;
 use util::{ServerProcess, connect, server_command};
 
@@ -14,21 +13,6 @@ use util::{ServerProcess, connect, server_command};
 fn start(model: &str) -> ServerProcess {
     let args = ["--model", model, "--listen", "echo=127.0.0.1:0", "--listen", "console=127.0.0.1:0"];
     ServerProcess::start(server_command(&args), 2)
-}
-
-/// The next JSON message from the watcher.
-fn message(watcher: &mut WsClient) -> Value {
-    serde_json::from_str(&watcher.text()).expect("a JSON object")
-}
-
-/// The next message of `kind`, skipping others.
-fn next_of(watcher: &mut WsClient, kind: &str) -> Value {
-    loop {
-        let message = message(watcher);
-        if message["type"] == kind {
-            return message;
-        }
-    }
 }
 
 /// Over `select` and `poll`, two clients taking turns: the watcher's first message is a
@@ -40,7 +24,7 @@ fn the_loop_models_stream_their_turns() {
     for model in ["select", "poll"] {
         let server = start(model);
         let mut watcher = WsClient::connect_path(server.addrs[1], "/live");
-        let first = message(&mut watcher);
+        let first = watcher.json();
         assert_eq!((&first["type"], &first["model"]), (&"snapshot".into(), &model.into()), "{first}");
         assert!(!first["loop"]["turn_us"].is_null(), "a loop has turn figures: {first}");
         let (mut a_client, mut b_client) = (connect(server.addrs[0]), connect(server.addrs[0]));
@@ -51,7 +35,7 @@ fn the_loop_models_stream_their_turns() {
         let mut served = Vec::new();
         let mut last_turn = 0;
         while served.len() < 10 {
-            let turn = next_of(&mut watcher, "turn");
+            let turn = watcher.next_of("turn");
             let number = turn["turn"].as_u64().unwrap();
             assert!(number > last_turn, "{model}: turns numbered upwards: {number} after {last_turn}");
             last_turn = number;
@@ -67,7 +51,7 @@ fn the_loop_models_stream_their_turns() {
         let (a, b) = (served[0], served[1]);
         assert_ne!(a, b);
         assert_eq!(served, [a, b, a, b, a, b, a, b, a, b], "{model}: the two clients, in the order served");
-        let snapshot = next_of(&mut watcher, "snapshot");
+        let snapshot = watcher.next_of("snapshot");
         let connections = snapshot["connections"].as_array().unwrap();
         assert_eq!(connections.len(), 2, "{model}: the two clients, not the watcher: {snapshot}");
         for (conn, port) in [(a, a_client.local_addr().port()), (b, b_client.local_addr().port())] {
@@ -93,14 +77,14 @@ fn the_loop_models_stream_their_turns() {
 fn a_flood_of_select_turns_is_skipped_and_said() {
     let server = start("select");
     let mut watcher = WsClient::connect_path(server.addrs[1], "/live");
-    next_of(&mut watcher, "snapshot");
+    watcher.next_of("snapshot");
     let mut client = connect(server.addrs[0]);
     for round in 0..3000 {
         client.roundtrip(&format!("{round}"), &format!("{round}"));
     }
     let (mut turns, mut skipped) = (0, 0);
     while turns + skipped < 3000 {
-        let message = message(&mut watcher);
+        let message = watcher.json();
         match message["type"].as_str().unwrap() {
             "turn" => turns += message["served"].as_array().unwrap().len() as u64,
             "skipped" => skipped += message["turns"].as_u64().unwrap(),
@@ -125,7 +109,7 @@ fn the_blocking_models_send_snapshots_only() {
         let started = Instant::now();
         let mut snapshots = 0;
         while snapshots < 3 {
-            let message = message(&mut watcher);
+            let message = watcher.json();
             assert_eq!(message["type"], "snapshot", "{model}: no turns from a blocking model: {message}");
             assert_eq!(message["model"], model);
             assert!(message["loop"]["turn_us"].is_null(), "{model}: no loop figures: {message}");

@@ -113,6 +113,17 @@ impl Room {
     fn refreshes(&self, name: &str) -> bool {
         !self.renaming.values().any(|old| old == name)
     }
+
+    /// This room, the `index`th, as the names on NATS need it (`jetstream.rs`).
+    fn view(&mut self, index: usize) -> jetstream::Room<'_> {
+        jetstream::Room {
+            index,
+            subjects: &self.subjects,
+            history: self.history,
+            ours: &mut self.ours,
+            renaming: &self.renaming,
+        }
+    }
 }
 
 /// What a command sent on the publisher link awaits (Redis answers a connection's commands
@@ -296,14 +307,7 @@ impl Backplane {
     fn ask_engine(&mut self, room: usize, question: Question<'_>) -> Option<u64> {
         if self.nats {
             self.next_ask += 1;
-            let entry = &mut self.rooms[room];
-            let view = jetstream::Room {
-                index: room,
-                subjects: &entry.subjects,
-                history: entry.history,
-                ours: &mut entry.ours,
-                renaming: &entry.renaming,
-            };
+            let view = self.rooms[room].view(room);
             let out = self.publisher.output();
             return self.jetstream.ask(out, view, question, self.next_ask, Instant::now());
         }
@@ -333,13 +337,7 @@ impl Backplane {
     pub fn release(&mut self, room: usize, name: &str) {
         let Some(entry) = self.rooms.get_mut(room) else { return };
         if self.nats && self.publisher.is_up() {
-            let mut view = jetstream::Room {
-                index: room,
-                subjects: &entry.subjects,
-                history: entry.history,
-                ours: &mut entry.ours,
-                renaming: &entry.renaming,
-            };
+            let mut view = entry.view(room);
             let out = self.publisher.output();
             self.jetstream.release(out, view.reborrow(), name, Instant::now());
             // The other servers hear at once that it left here (see `jetstream.rs`).
@@ -837,15 +835,5 @@ impl Backplane {
 
 /// The rooms as the names on NATS need them (`jetstream.rs`).
 fn views(rooms: &mut [Room]) -> Vec<jetstream::Room<'_>> {
-    rooms
-        .iter_mut()
-        .enumerate()
-        .map(|(index, room)| jetstream::Room {
-            index,
-            subjects: &room.subjects,
-            history: room.history,
-            ours: &mut room.ours,
-            renaming: &room.renaming,
-        })
-        .collect()
+    rooms.iter_mut().enumerate().map(|(index, room)| room.view(index)).collect()
 }

@@ -121,7 +121,7 @@ pub fn bind(
         config.check_codec(spec.codec).map_err(StartError::Config)?;
         let is_console = spec.handler == "console";
         if is_console {
-            console_allowed(spec)?;
+            crate::server::console_allowed(spec)?;
         }
         if ["file", "metrics", "chat"].contains(&spec.handler.as_str()) {
             return Err(StartError::Config(format!(
@@ -183,23 +183,4 @@ pub fn run(model: Model, services: Vec<BlockingService>, config: &ServerConfig) 
         console.stop();
     }
     summary
-}
-
-/// The console speaks HTTP and WebSocket, and shows every client's address: a
-/// non-loopback address is served, with a warning (as the reactor does).
-fn console_allowed(spec: &ListenSpec) -> Result<(), StartError> {
-    if spec.codec != Codec::Ws {
-        return Err(StartError::Config(format!(
-            "the console speaks HTTP and WebSocket, not {}: --listen console=ADDR",
-            spec.codec
-        )));
-    }
-    for addr in &spec.addrs {
-        if !addr.is_loopback() {
-            log::warn!(
-                "the console shows every client's address and traffic to whoever opens it; listen={addr} is not a loopback address (docs/operations.md)"
-            );
-        }
-    }
-    Ok(())
 }

@@ -159,19 +159,7 @@ impl ServerBuilder {
             })?;
             Box::new(server)
         } else if spec.handler == "console" {
-            if spec.codec != Codec::Ws {
-                return Err(StartError::Config(format!(
-                    "the console speaks HTTP and WebSocket, not {}: --listen console=ADDR",
-                    spec.codec
-                )));
-            }
-            for addr in &spec.addrs {
-                if !addr.is_loopback() {
-                    log::warn!(
-                        "the console shows every client's address and traffic to whoever opens it; listen={addr} is not a loopback address (docs/operations.md)"
-                    );
-                }
-            }
+            console_allowed(spec)?;
             Box::new(handlers::Console)
         } else {
             handlers::by_name(&spec.handler)
@@ -365,6 +353,26 @@ impl Drop for RunningServer {
             let _ = self.join();
         }
     }
+}
+
+/// The console speaks HTTP and WebSocket, and shows every client's address: a
+/// non-loopback address is served, with a warning. Checked the same way for the reactor
+/// and for the models (`models/`), which serve the console on a thread of their own.
+pub(crate) fn console_allowed(spec: &ListenSpec) -> Result<(), StartError> {
+    if spec.codec != Codec::Ws {
+        return Err(StartError::Config(format!(
+            "the console speaks HTTP and WebSocket, not {}: --listen console=ADDR",
+            spec.codec
+        )));
+    }
+    for addr in &spec.addrs {
+        if !addr.is_loopback() {
+            log::warn!(
+                "the console shows every client's address and traffic to whoever opens it; listen={addr} is not a loopback address (docs/operations.md)"
+            );
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -133,6 +133,23 @@ impl WsClient {
         frame.text()
     }
 
+    /// The next text message as JSON (the console's messages).
+    #[track_caller]
+    pub fn json(&mut self) -> serde_json::Value {
+        serde_json::from_str(&self.text()).expect("a JSON object")
+    }
+
+    /// The next JSON message whose `type` is `kind`, skipping others (the console's).
+    #[track_caller]
+    pub fn next_of(&mut self, kind: &str) -> serde_json::Value {
+        loop {
+            let message = self.json();
+            if message["type"] == kind {
+                return message;
+            }
+        }
+    }
+
     /// Asserts the next frame is a close with `code`, and that the server then closes.
     #[track_caller]
     pub fn expect_close(&mut self, code: u16) {
