@@ -234,6 +234,10 @@ impl Records {
         // Shortcut: what is held is bounded by the time the engine may take to answer (its
         // link's ping, 5 s by default: past it the link is reset and the question fails),
         // not by a size of its own.
+        // A line the room does not keep (a notice: joined, left, renamed) is never in a
+        // history, so it is held without its identity: `merge` then never takes it for
+        // covered by a later line of its process, and the newcomer gets it.
+        let id = id.filter(|_| kept);
         for joiner in record.joining.iter_mut().filter(|joiner| Some(joiner.asker.key) != sender) {
             joiner.held.push((id, payload.to_vec()));
         }
@@ -365,7 +369,8 @@ impl Record {
 
 /// A newcomer's history, then the lines held for it that the history does not cover: a held
 /// line is covered if the history holds a line of the same process with the same or a later
-/// sequence (the line itself, or one said after it).
+/// sequence (the line itself, or one said after it). Notices are held without an identity
+/// (`Records::line`): never covered.
 fn merge(history: Lines, held: Vec<(Option<LineId>, Vec<u8>)>) -> Vec<Vec<u8>> {
     let mut reached: HashMap<u64, u64> = HashMap::new();
     for (id, _) in &history {

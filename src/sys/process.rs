@@ -37,12 +37,14 @@ pub enum Forked {
     Child,
 }
 
-/// Forks this process. Only safe while the process has one thread (the fork model's parent
-/// has: signals come through a self-pipe, not a thread); the child then lives on its copy
-/// of everything.
+/// Forks this process; the child then lives on its copy of everything, with one thread.
+/// A lock another thread held at the fork stays held in the child: the fork model's parent
+/// has one thread but for the console's, when there is a console listener (glibc's malloc
+/// is made fork-safe by glibc itself; a child that logs while the console thread held
+/// stderr's lock at that instant would wait forever: docs/console.md says so).
 pub fn fork() -> io::Result<Forked> {
-    // SAFETY: fork has no memory-safety preconditions; the caller keeps the process
-    // single-threaded, so the child's copy holds no lock another thread owned.
+    // SAFETY: fork has no memory-safety preconditions; what the child may not touch is
+    // said above.
     match unsafe { libc::fork() } {
         -1 => Err(io::Error::last_os_error()),
         0 => Ok(Forked::Child),

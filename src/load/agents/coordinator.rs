@@ -499,6 +499,11 @@ impl<'a> Coordinator<'a> {
                 if member.result.is_some() {
                     return Ok(());
                 }
+                if chunks == 0 || chunks > wire::MAX_CHUNKS {
+                    warn!("agent sent a result in {chunks} chunks; name={}", member.name);
+                    member.failed.get_or_insert(format!("a result in {chunks} chunks"));
+                    return Ok(());
+                }
                 if member.chunks.len() != chunks as usize {
                     member.chunks = vec![None; chunks as usize];
                 }

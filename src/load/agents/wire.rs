@@ -31,6 +31,10 @@ pub(crate) const HELLO: &str = "evloop.load.hello";
 /// `max_payload` (1 MiB unless configured lower), and a result's histograms may approach it.
 pub(crate) const CHUNK: usize = 256 * 1024;
 
+/// The most chunks a result may come in (256 MiB): a count past it in a message is refused,
+/// not allocated for.
+pub(crate) const MAX_CHUNKS: u32 = 1024;
+
 /// Agent `id`'s own subject.
 pub(crate) fn agent_subject(id: &str) -> String {
     format!("evloop.load.agent.{id}")
