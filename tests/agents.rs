@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use util::engines::Engine;
-use util::hosts::{Hosts, start_ready};
+use util::hosts::{Hosts, Started};
 use util::loader::assert_all_verified;
 use util::tls::TlsFiles;
 use util::{READ_TIMEOUT, ServerProcess, TestServer};
@@ -24,7 +24,7 @@ const RUN_LIMIT: Duration = Duration::from_secs(60);
 
 /// An agent process, ready once it said `agent NAME ready`; killed on drop.
 struct Agent {
-    child: Child,
+    process: Started,
 }
 
 impl Agent {
@@ -40,19 +40,12 @@ impl Agent {
 
     fn start_with(mut command: Command, url: &str, name: &str, extra: &[&str]) -> Agent {
         command.args(["--agent", url, "--agent-name", name]).args(extra);
-        Agent { child: start_ready(command, &format!("agent {name} ready")) }
+        Agent { process: Started::start(command, &format!("agent {name} ready")) }
     }
 
     /// SIGKILL: no goodbye to anyone.
     fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        self.kill();
+        self.process.kill();
     }
 }
 
@@ -539,29 +532,11 @@ fn a_nats_node_lost_during_a_run() {
     assert!(rate > 3500.0, "the run went on through the loss: {report:#}");
 }
 
-/// A process started on a host (a NATS node); killed on drop, even when the test fails.
-struct Started {
-    child: Child,
-}
-
-impl Started {
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Started {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
 /// nats-server on host `index`, port 4222, with `extra` arguments; ready.
 fn start_nats(hosts: &Hosts, index: usize, extra: &[&str]) -> Started {
     let mut command = hosts.command(index, "nats-server");
     command.args(["-a", &hosts.addr(index).to_string(), "-p", "4222", "-m", "8222"]).args(extra);
-    Started { child: start_ready(command, "Server is ready") }
+    Started::start(command, "Server is ready")
 }
 
 /// An echo server and a room on host `index`, on its own address.

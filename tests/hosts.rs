@@ -7,36 +7,13 @@ mod util;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::process::Stdio;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use util::hosts::{Hosts, Relay};
+use util::hosts::{Hosts, Relay, Started};
 use util::{READ_TIMEOUT, ServerProcess};
-
-/// A process started on a host, ready once it printed `ready`; killed on drop.
-struct Started {
-    child: Child,
-}
-
-impl Started {
-    /// Starts `command` and waits for a line with `ready` on stdout or stderr.
-    fn start(command: Command, ready: &str) -> Started {
-        Started { child: util::hosts::start_ready(command, ready) }
-    }
-
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Started {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
 
 /// The engine, on host `index`.
 enum EngineKind {

@@ -9,12 +9,7 @@
 // accepts a self-signed test certificate (https:// pages, wss://). Prints one line per check
 // that passed, and exits non-zero at the first that fails.
 
-import { createRequire } from "node:module";
-import net from "node:net";
-import path from "node:path";
-
-const require = createRequire(path.resolve("target/node/package.json"));
-const { chromium } = require("playwright-core");
+import { check, launch, lineClient as connectLine, timeout } from "./common.mjs";
 
 const insecure = process.argv.includes("--insecure");
 const args = process.argv.slice(2).filter((arg) => arg !== "--insecure");
@@ -23,60 +18,12 @@ const secondUrl = args.length >= 3 && args[1].startsWith("http") ? args[1] : fir
 const lineTarget = args.find((arg, index) => index > 0 && !arg.startsWith("http") && !arg.endsWith(".png"));
 const screenshot = args.find((arg) => arg.endsWith(".png"));
 const [lineHost, linePort] = lineTarget.split(":");
-const timeout = 15000;
 
-// Playwright's launch gives the browser a fresh, empty profile of its own (the
-// --user-data-dir the flags below would otherwise need).
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-  headless: true,
-  args: [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    ...(insecure ? ["--ignore-certificate-errors"] : []),
-  ],
-});
+const browser = await launch({ insecure });
 
-function check(condition, what) {
-  if (!condition) {
-    throw new Error(`failed: ${what}`);
-  }
-  console.log(`${what} ok`);
-}
-
-// A line client: the lines it receives, and a way to wait for one.
+// A line client in the room.
 function lineClient() {
-  const socket = net.connect(Number(linePort), lineHost);
-  const lines = [];
-  let buffered = "";
-  socket.setEncoding("utf8");
-  socket.on("data", (data) => {
-    buffered += data;
-    let at;
-    while ((at = buffered.indexOf("\n")) >= 0) {
-      lines.push(buffered.slice(0, at));
-      buffered = buffered.slice(at + 1);
-    }
-  });
-  const connected = new Promise((resolve, reject) => {
-    socket.on("connect", resolve);
-    socket.on("error", reject);
-  });
-  async function waitFor(predicate, what) {
-    const deadline = Date.now() + timeout;
-    while (Date.now() < deadline) {
-      const found = lines.find(predicate);
-      if (found !== undefined) return found;
-      await new Promise((resolve) => setTimeout(resolve, 20));
-    }
-    throw new Error(`the line client never got ${what}; it got ${JSON.stringify(lines)}`);
-  }
-  return { socket, connected, waitFor };
+  return connectLine(lineHost, linePort);
 }
 
 async function openPage(url) {

@@ -7,37 +7,14 @@
 //   node tests/browser/console.mjs CONSOLE_URL ECHO_HOST:PORT [SCREENSHOT.png]
 // Prints one line per check that passed, and exits non-zero at the first that fails.
 
-import { createRequire } from "node:module";
 import net from "node:net";
-import path from "node:path";
 
-const require = createRequire(path.resolve("target/node/package.json"));
-const { chromium } = require("playwright-core");
+import { check, launch, timeout } from "./common.mjs";
 
 const [consoleUrl, echoTarget, screenshot] = process.argv.slice(2);
 const [echoHost, echoPort] = echoTarget.split(":");
-const timeout = 15000;
 
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-  headless: true,
-  args: [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-  ],
-});
-
-function check(condition, what) {
-  if (!condition) {
-    throw new Error(`failed: ${what}`);
-  }
-  console.log(`${what} ok`);
-}
+const browser = await launch();
 
 // A line client that sends a line and waits for its echo.
 function lineClient() {

@@ -7,62 +7,16 @@
 //   node tests/browser/names.mjs PAGE_URL LINE_HOST:PORT [SCREENSHOT.png]
 // Prints one line per check that passed, and exits non-zero at the first that fails.
 
-import { createRequire } from "node:module";
-import net from "node:net";
-import path from "node:path";
-
-const require = createRequire(path.resolve("target/node/package.json"));
-const { chromium } = require("playwright-core");
+import { check, launch, lineClient as connectLine, timeout } from "./common.mjs";
 
 const [pageUrl, lineTarget, screenshot] = process.argv.slice(2);
 const [lineHost, linePort] = lineTarget.split(":");
-const timeout = 15000;
 
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-  headless: true,
-  args: [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-  ],
-});
+const browser = await launch();
 
-function check(condition, what) {
-  if (!condition) {
-    throw new Error(`failed: ${what}`);
-  }
-  console.log(`${what} ok`);
-}
-
-// A line client: the lines it received, and a way to wait for one.
+// A line client in the room.
 function lineClient() {
-  const socket = net.connect(Number(linePort), lineHost);
-  const lines = [];
-  let buffered = "";
-  socket.setEncoding("utf8");
-  socket.on("data", (data) => {
-    buffered += data;
-    let at;
-    while ((at = buffered.indexOf("\n")) >= 0) {
-      lines.push(buffered.slice(0, at));
-      buffered = buffered.slice(at + 1);
-    }
-  });
-  async function waitFor(predicate, what) {
-    const deadline = Date.now() + timeout;
-    while (Date.now() < deadline) {
-      const found = lines.find(predicate);
-      if (found !== undefined) return found;
-      await new Promise((resolve) => setTimeout(resolve, 20));
-    }
-    throw new Error(`the line client never got ${what}; it got ${JSON.stringify(lines)}`);
-  }
-  return { socket, waitFor };
+  return connectLine(lineHost, linePort);
 }
 
 async function openPage() {

@@ -135,6 +135,31 @@ impl Drop for Hosts {
     }
 }
 
+/// A process a test started (a server on a host, an engine, an agent), ready once it printed
+/// its readiness line; killed on drop, so a failing test leaves none behind.
+pub struct Started {
+    child: std::process::Child,
+}
+
+impl Started {
+    /// Starts `command` and waits for a line with `ready` on stdout or stderr.
+    pub fn start(command: Command, ready: &str) -> Started {
+        Started { child: start_ready(command, ready) }
+    }
+
+    /// SIGKILL: no goodbye to anyone.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Started {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
 /// Starts `command` (a server on a host, an engine) and waits until it prints a line with
 /// `ready` on stdout or stderr: its own readiness signal. Its output is read on, and
 /// dropped, after.
