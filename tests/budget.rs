@@ -196,14 +196,7 @@ fn a_room_of_members_who_never_read() {
     let server = TestServer::start_with(config, &["broadcast=127.0.0.1:0"]);
     // Each silent member's kernel buffers take a few MB before anything waits in the server:
     // 8 MB for each makes sure something does.
-    let silent: Vec<TcpStream> = (0..50)
-        .map(|_| {
-            let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-            socket.set_recv_buffer_size(4096).unwrap();
-            socket.connect(&server.addr().into()).unwrap();
-            socket.into()
-        })
-        .collect();
+    let silent = silent_members(&server, 50);
     let readers: Vec<_> = (0..5).map(|_| connect(server.addr())).collect();
     let mut sender = connect(server.addr());
     server.wait_for("everyone in the room", |stats| stats.connections_open == 56);
@@ -342,14 +335,7 @@ fn evicted_members_who_never_read_go() {
     let mut config = ServerConfig::default();
     config.max_client_memory = 4 << 20;
     let server = TestServer::start_with(config, &["broadcast=127.0.0.1:0"]);
-    let silent: Vec<TcpStream> = (0..50)
-        .map(|_| {
-            let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-            socket.set_recv_buffer_size(4096).unwrap();
-            socket.connect(&server.addr().into()).unwrap();
-            socket.into()
-        })
-        .collect();
+    let silent = silent_members(&server, 50);
     let sender = connect(server.addr());
     server.wait_for("everyone in the room", |stats| stats.connections_open == 51);
     let line = format!("{}\n", "p".repeat(1000));
@@ -411,4 +397,17 @@ fn eviction_frees_just_enough() {
     // Each holds its line in a buffer of 64 KiB: seven eighths of the budget is 14 of them,
     // and the budget itself 16.
     assert!((13..=16).contains(&kept), "{kept} of {CLIENTS} kept");
+}
+
+/// `count` members who never read, with receive buffers of 4 KB, so what the room sends
+/// them soon waits in the server.
+fn silent_members(server: &TestServer, count: usize) -> Vec<TcpStream> {
+    (0..count)
+        .map(|_| {
+            let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+            socket.set_recv_buffer_size(4096).unwrap();
+            socket.connect(&server.addr().into()).unwrap();
+            socket.into()
+        })
+        .collect()
 }
